@@ -1,0 +1,24 @@
+//! Generates the `baa.logging.v1` Protobuf and gRPC code from `proto/`.
+//!
+//! `protoc` comes from the `protoc-bin-vendored` crate, so a fresh machine
+//! builds without a system install.
+
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let protos: [PathBuf; 2] = [
+        "proto/baa/logging/v1/contracts.proto".into(),
+        "proto/baa/logging/v1/logging_service.proto".into(),
+    ];
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    let include = protoc_bin_vendored::include_path()?;
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("baa_logging_v1_descriptor.bin"))
+        .compile_with_config(config, &protos, &[PathBuf::from("proto"), include])?;
+    for proto in protos {
+        println!("cargo:rerun-if-changed={}", proto.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! The run store of baa-logging: per-run log sessions, the core that the
+//! gRPC server adapts. It knows nothing of gRPC.
+//!
+//! # Layout
+//!
+//! - [`model`]: the domain types, mirroring the run-logging contract; their
+//!   serde form is the contract's JSON.
+//! - [`run_store`]: the narrow [`RunStore`] and [`RunReader`] traits a
+//!   storage backend implements.
+//! - [`local`]: the embedded default backend, [`LocalStore`]: files on local
+//!   disk in the `local-run-v1` layout.
+//! - [`ids`], [`time`], [`render`]: id checks, `toISOString` times, the
+//!   rendered line of a lifecycle event.
+//! - [`error`]: the store's one error type, [`StoreError`].
+
+pub mod error;
+pub mod ids;
+pub mod local;
+pub mod model;
+pub mod render;
+pub mod run_store;
+pub mod time;
+
+pub use error::{Result, StoreError};
+pub use local::{LocalReader, LocalStore, LocalStoreOptions};
+pub use run_store::{ReadFrom, RunReader, RunStore};
+
+/// The name of the directory that holds all runs by default.
+pub const DEFAULT_RUNS_DIRECTORY_NAME: &str = "runs";
+
+/// The version of the run directory layout.
+pub const DEFAULT_RUN_LAYOUT_VERSION: &str = "local-run-v1";

@@ -1,0 +1,281 @@
+//! Following a run from its files: a three-way merge of the channel files
+//! by sequence number, up to what the run's doorbell says is committed.
+//!
+//! Every entry up to the committed sequence number is complete in its
+//! file before the doorbell rings, so when a channel file has no further
+//! complete line, that channel has nothing more up to that number, and the
+//! merge can go on with the others. A reader holds one read buffer per
+//! channel and nothing else: a slow follower costs the server no more
+//! memory than a fast one, and falls behind onto the disk.
+
+use std::{
+    fs::File,
+    io::{self, Read, Seek, SeekFrom},
+    sync::Arc,
+};
+
+use tokio::sync::watch;
+
+use super::{
+    lines::seek_seq,
+    run::{Run, RunSignal},
+};
+use crate::{
+    error::{Result, StoreError},
+    model::{LogEntry, ReadBatch, StreamChunkLogEntry, WorkerLifecycleLogEntry, WorkerLogChannel},
+    run_store::{ReadFrom, RunReader},
+};
+
+/// How much a channel reader reads from its file at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A reader of one run's entries, from its channel files.
+#[derive(Debug)]
+pub struct LocalReader {
+    /// The run.
+    run: Arc<Run>,
+    /// The doorbell.
+    signal: watch::Receiver<RunSignal>,
+    /// One reader per selected channel; `None` while a read is under way.
+    channels: Option<Vec<ChannelReader>>,
+    /// The next sequence number to return.
+    next_seq: u64,
+    /// The last sequence number a history-only reader returns.
+    until: Option<u64>,
+    /// The state version last returned; 0 before the first read.
+    state_version: u64,
+    /// The epoch the read-ahead buffers belong to.
+    epoch: u64,
+}
+
+impl LocalReader {
+    /// Opens a reader of `run` from `from`.
+    pub(crate) fn open(run: Arc<Run>, from: ReadFrom) -> Result<Self> {
+        let signal = run.subscribe();
+        let current = *signal.borrow();
+        let next_seq = from.from_seq.max(1);
+        let mut channels = Vec::new();
+        for channel in WorkerLogChannel::ALL {
+            if from.channels.contains(channel) {
+                channels.push(ChannelReader::open(&run, channel, next_seq)?);
+            }
+        }
+        Ok(Self {
+            run,
+            signal,
+            channels: Some(channels),
+            next_seq,
+            until: from.history_only.then_some(current.committed_seq),
+            state_version: 0,
+            epoch: current.epoch,
+        })
+    }
+}
+
+impl RunReader for LocalReader {
+    async fn read(&mut self, max_bytes: usize) -> Result<ReadBatch> {
+        let signal = *self.signal.borrow_and_update();
+        let mut channels = self.channels.take().expect("reads do not overlap");
+        if signal.epoch != self.epoch {
+            for channel in &mut channels {
+                channel.forget_read_ahead();
+            }
+            self.epoch = signal.epoch;
+        }
+        let state = (signal.state_version != self.state_version).then(|| {
+            self.state_version = signal.state_version;
+            self.run.state()
+        });
+        let limit = self.until.map_or(signal.committed_seq, |until| {
+            until.min(signal.committed_seq)
+        });
+        let from = self.next_seq;
+        let (channels, merged) = tokio::task::spawn_blocking(move || {
+            let merged = merge(&mut channels, from, limit, max_bytes);
+            (channels, merged)
+        })
+        .await
+        .map_err(|err| StoreError::io("a reader task failed", io::Error::other(err)))?;
+        self.channels = Some(channels);
+        let (entries, caught_up) = merged?;
+        if caught_up {
+            self.next_seq = self.next_seq.max(limit + 1);
+        } else if let Some(last) = entries.last() {
+            self.next_seq = last.seq() + 1;
+        }
+        Ok(ReadBatch {
+            entries,
+            next_seq: self.next_seq,
+            state,
+            caught_up,
+            finished: caught_up && (signal.terminal || self.until.is_some()),
+        })
+    }
+
+    async fn changed(&mut self) {
+        if self.signal.changed().await.is_err() {
+            // The run is gone from memory; nothing will ring again.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Returns the entries from `from` to `limit` in sequence order, stopping
+/// after about `max_bytes`, and whether it got to `limit`.
+fn merge(
+    channels: &mut [ChannelReader],
+    from: u64,
+    limit: u64,
+    max_bytes: usize,
+) -> Result<(Vec<LogEntry>, bool)> {
+    let mut entries = Vec::new();
+    let mut bytes = 0usize;
+    loop {
+        let mut next: Option<(usize, u64)> = None;
+        for (index, channel) in channels.iter_mut().enumerate() {
+            while let Some(seq) = channel.peek_seq()? {
+                if seq >= from {
+                    if seq <= limit && next.is_none_or(|(_, best)| seq < best) {
+                        next = Some((index, seq));
+                    }
+                    break;
+                }
+                channel.pop()?;
+            }
+        }
+        let Some((index, _)) = next else {
+            return Ok((entries, true));
+        };
+        let (entry, len) = channels[index].pop()?;
+        bytes += len;
+        entries.push(entry);
+        if bytes >= max_bytes {
+            return Ok((entries, false));
+        }
+    }
+}
+
+/// Reads one channel file line by line, with a read-ahead buffer.
+#[derive(Debug)]
+struct ChannelReader {
+    channel: WorkerLogChannel,
+    path: std::path::PathBuf,
+    file: File,
+    /// The file offset of `buf[0]`.
+    buf_offset: u64,
+    /// Bytes read ahead; `buf[pos..]` is not returned yet.
+    buf: Vec<u8>,
+    pos: usize,
+    /// The next line, parsed: its entry and its length with the newline.
+    peeked: Option<(LogEntry, usize)>,
+}
+
+impl ChannelReader {
+    /// Opens the channel file of `run`, at or before the first line whose
+    /// sequence number is `from_seq` or more.
+    fn open(run: &Run, channel: WorkerLogChannel, from_seq: u64) -> Result<Self> {
+        let path = run.dir.join(channel.file_name());
+        let fail = |err| StoreError::io(format!("cannot read {}", path.display()), err);
+        let mut file = File::open(&path).map_err(fail)?;
+        let offset = if from_seq > 1 {
+            let len = file.metadata().map_err(fail)?.len();
+            seek_seq(&mut file, len, from_seq).map_err(fail)?
+        } else {
+            0
+        };
+        Ok(Self {
+            channel,
+            path: path.clone(),
+            file,
+            buf_offset: offset,
+            buf: Vec::new(),
+            pos: 0,
+            peeked: None,
+        })
+    }
+
+    /// Drops what was read ahead: the file may have been cut below it.
+    fn forget_read_ahead(&mut self) {
+        self.buf_offset += self.pos as u64;
+        self.buf.clear();
+        self.pos = 0;
+        self.peeked = None;
+    }
+
+    /// The sequence number of the next complete line, if there is one.
+    fn peek_seq(&mut self) -> Result<Option<u64>> {
+        if self.peeked.is_none() {
+            self.peeked = self.parse_next()?;
+        }
+        Ok(self.peeked.as_ref().map(|(entry, _)| entry.seq()))
+    }
+
+    /// Takes the peeked line.
+    fn pop(&mut self) -> Result<(LogEntry, usize)> {
+        self.peek_seq()?;
+        let (entry, len) = self.peeked.take().expect("pop follows a successful peek");
+        self.pos += len;
+        Ok((entry, len))
+    }
+
+    /// Parses the next complete line, reading more of the file when needed.
+    fn parse_next(&mut self) -> Result<Option<(LogEntry, usize)>> {
+        loop {
+            if let Some(newline) = self.buf[self.pos..].iter().position(|byte| *byte == b'\n') {
+                let line = &self.buf[self.pos..self.pos + newline];
+                let entry = self.decode(line)?;
+                return Ok(Some((entry, newline + 1)));
+            }
+            if !self.fill()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads more of the file; false when nothing more is there.
+    fn fill(&mut self) -> Result<bool> {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.buf_offset += self.pos as u64;
+            self.pos = 0;
+        }
+        let start = self.buf.len();
+        self.buf.resize(start + READ_CHUNK, 0);
+        let read_offset = self.buf_offset + start as u64;
+        let result = self
+            .file
+            .seek(SeekFrom::Start(read_offset))
+            .and_then(|_| self.file.read(&mut self.buf[start..]));
+        match result {
+            Ok(read) => {
+                self.buf.truncate(start + read);
+                Ok(read > 0)
+            }
+            Err(err) => {
+                self.buf.truncate(start);
+                Err(StoreError::io(
+                    format!("cannot read {}", self.path.display()),
+                    err,
+                ))
+            }
+        }
+    }
+
+    /// Decodes one stored line of this channel.
+    fn decode(&self, line: &[u8]) -> Result<LogEntry> {
+        let corrupt = |err: serde_json::Error| {
+            StoreError::Corrupt(format!(
+                "{} holds an invalid entry: {err}",
+                self.path.display()
+            ))
+        };
+        Ok(match self.channel {
+            WorkerLogChannel::Worker => LogEntry::Lifecycle(
+                serde_json::from_slice::<WorkerLifecycleLogEntry>(line).map_err(corrupt)?,
+            ),
+            WorkerLogChannel::Stdout | WorkerLogChannel::Stderr => LogEntry::Chunk(
+                serde_json::from_slice::<StreamChunkLogEntry>(line).map_err(corrupt)?,
+            ),
+        })
+    }
+}

@@ -1,0 +1,99 @@
+//! The narrow interface between the gRPC layer and a storage backend.
+//!
+//! The embedded default is [`crate::LocalStore`] (files in the
+//! `local-run-v1` layout); a replicated backend implements the same two
+//! traits and the RPC layer does not change.
+
+use std::future::Future;
+
+use crate::{
+    error::Result,
+    model::{
+        AppendItem, AppendOutcome, ChannelSet, PreparedRun, ReadBatch, RunKey, RunMetadataInput,
+        RunPage, RunQuery, RunStatePatch, RunStateSnapshot, RunStateSnapshotInput, RunView,
+        WriterCursor,
+    },
+};
+
+/// Where a reader starts and where it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadFrom {
+    /// The first sequence number to return (1 for the start).
+    pub from_seq: u64,
+    /// The channels to return.
+    pub channels: ChannelSet,
+    /// Stop after the entries stored when the reader opened, instead of
+    /// waiting for new ones.
+    pub history_only: bool,
+}
+
+/// A storage backend for runs and their log sessions.
+///
+/// Every method checks its ids before it touches storage. The store is the
+/// source of truth for followers: entries are returned by readers from
+/// storage, never handed from writer to follower in memory, so a follower
+/// can always catch up from its cursor.
+pub trait RunStore: Send + Sync + 'static {
+    /// The reader [`RunStore::open_reader`] returns.
+    type Reader: RunReader;
+
+    /// Creates a run, or returns it when it exists with the same metadata.
+    fn prepare_run(
+        &self,
+        metadata: RunMetadataInput,
+        state: RunStateSnapshotInput,
+    ) -> impl Future<Output = Result<PreparedRun>> + Send;
+
+    /// Returns a run.
+    fn get_run(&self, key: &RunKey) -> impl Future<Output = Result<RunView>> + Send;
+
+    /// Lists runs, newest first.
+    fn list_runs(&self, query: RunQuery) -> impl Future<Output = Result<RunPage>> + Send;
+
+    /// Applies a patch to a run's state and returns the new state.
+    fn update_state(
+        &self,
+        key: &RunKey,
+        patch: RunStatePatch,
+    ) -> impl Future<Output = Result<RunStateSnapshot>> + Send;
+
+    /// Appends a writer's items to a run. Items the run holds already are
+    /// skipped; the rest are stored in order, each with the run's next
+    /// sequence number. When an item cannot be stored (a writer sequence
+    /// gap), the items before it are stored and the error is returned.
+    fn append(
+        &self,
+        key: &RunKey,
+        writer_id: &str,
+        items: Vec<AppendItem>,
+    ) -> impl Future<Output = Result<AppendOutcome>> + Send;
+
+    /// Tells what a run holds from one writer.
+    fn writer_cursor(
+        &self,
+        key: &RunKey,
+        writer_id: &str,
+    ) -> impl Future<Output = Result<WriterCursor>> + Send;
+
+    /// Opens a reader of a run's entries.
+    fn open_reader(
+        &self,
+        key: &RunKey,
+        from: ReadFrom,
+    ) -> impl Future<Output = Result<Self::Reader>> + Send;
+
+    /// Writes what is kept in memory to storage, before the process exits.
+    fn flush(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Reads a run's entries in sequence order, from storage.
+pub trait RunReader: Send + 'static {
+    /// Returns the next entries, up to about `max_bytes` of them, and the
+    /// state when it changed. Returns an empty, `caught_up` batch when
+    /// nothing new is stored.
+    fn read(&mut self, max_bytes: usize) -> impl Future<Output = Result<ReadBatch>> + Send;
+
+    /// Waits until something was stored or the state changed since the last
+    /// read.
+    fn changed(&mut self) -> impl Future<Output = ()> + Send;
+}

@@ -1,0 +1,27 @@
+//! The `baa.logging.v1` protocol of baa-logging: the generated Protobuf
+//! types and gRPC stubs, and the constants of the run layout.
+//!
+//! # Layout
+//!
+//! - [`pb`]: the generated code for `proto/baa/logging/v1/*.proto`, with the
+//!   client (`pb::logging_service_client`) and the server trait
+//!   (`pb::logging_service_server`).
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
+//! - [`DEFAULT_RUNS_DIRECTORY_NAME`] and [`DEFAULT_RUN_LAYOUT_VERSION`]: the
+//!   contract's two constants.
+
+/// The generated code of the `baa.logging.v1` package.
+#[allow(missing_docs, unreachable_pub, missing_debug_implementations)]
+pub mod pb {
+    tonic::include_proto!("baa.logging.v1");
+}
+
+/// The encoded `FileDescriptorSet` of `proto/`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("baa_logging_v1_descriptor");
+
+/// The name of the directory that holds all runs by default.
+pub const DEFAULT_RUNS_DIRECTORY_NAME: &str = "runs";
+
+/// The version of the run directory layout this crate describes.
+pub const DEFAULT_RUN_LAYOUT_VERSION: &str = "local-run-v1";
