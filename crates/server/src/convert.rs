@@ -1,0 +1,445 @@
+//! Conversions between the generated Protobuf types and the store's domain
+//! types: `to_*` functions out, `from_*` functions in. Incoming values are
+//! checked here, at the edge, and a bad one is an `INVALID_ARGUMENT` that
+//! names the field.
+
+use baa_logging::pb;
+use baa_logging_store::model::{
+    self, AppendItem, AppendPayload, LogEntry, LogLevel, RunStatus, StreamLogChannel,
+    WorkerLifecycleEventType, WorkerLogChannel,
+};
+use prost_types::{ListValue, Struct, Value, value::Kind};
+use tonic::Status;
+
+// === incoming ===
+
+/// A required message field.
+pub(crate) fn required<T>(field: &str, value: Option<T>) -> Result<T, Status> {
+    value.ok_or_else(|| Status::invalid_argument(format!("{field} is required")))
+}
+
+/// A `LogLevel` that must be set.
+pub(crate) fn from_level(field: &str, value: i32) -> Result<LogLevel, Status> {
+    match pb::LogLevel::try_from(value) {
+        Ok(pb::LogLevel::Debug) => Ok(LogLevel::Debug),
+        Ok(pb::LogLevel::Info) => Ok(LogLevel::Info),
+        Ok(pb::LogLevel::Warn) => Ok(LogLevel::Warn),
+        Ok(pb::LogLevel::Error) => Ok(LogLevel::Error),
+        Ok(pb::LogLevel::Unspecified) | Err(_) => Err(unset_enum(field, value)),
+    }
+}
+
+/// A `WorkerLifecycleEventType` that must be set.
+pub(crate) fn from_event_type(field: &str, value: i32) -> Result<WorkerLifecycleEventType, Status> {
+    use WorkerLifecycleEventType as M;
+    use pb::WorkerLifecycleEventType as P;
+    Ok(match P::try_from(value) {
+        Ok(P::RunPrepared) => M::RunPrepared,
+        Ok(P::CheckpointSlotReserved) => M::CheckpointSlotReserved,
+        Ok(P::WorkerStarted) => M::WorkerStarted,
+        Ok(P::WorkerExecutionDeferred) => M::WorkerExecutionDeferred,
+        Ok(P::WorkerExited) => M::WorkerExited,
+        Ok(P::StepPrepared) => M::StepPrepared,
+        Ok(P::StepCompleted) => M::StepCompleted,
+        Ok(P::StepFailed) => M::StepFailed,
+        Ok(P::StepBlocked) => M::StepBlocked,
+        Ok(P::Unspecified) | Err(_) => return Err(unset_enum(field, value)),
+    })
+}
+
+/// A `RunStatus` that must be set.
+pub(crate) fn from_status(field: &str, value: i32) -> Result<RunStatus, Status> {
+    Ok(match pb::RunStatus::try_from(value) {
+        Ok(pb::RunStatus::Prepared) => RunStatus::Prepared,
+        Ok(pb::RunStatus::Running) => RunStatus::Running,
+        Ok(pb::RunStatus::Completed) => RunStatus::Completed,
+        Ok(pb::RunStatus::Failed) => RunStatus::Failed,
+        Ok(pb::RunStatus::Blocked) => RunStatus::Blocked,
+        Ok(pb::RunStatus::Unspecified) | Err(_) => return Err(unset_enum(field, value)),
+    })
+}
+
+/// A `WorkerLogChannel` that must be set.
+pub(crate) fn from_channel(field: &str, value: i32) -> Result<WorkerLogChannel, Status> {
+    Ok(match pb::WorkerLogChannel::try_from(value) {
+        Ok(pb::WorkerLogChannel::Worker) => WorkerLogChannel::Worker,
+        Ok(pb::WorkerLogChannel::Stdout) => WorkerLogChannel::Stdout,
+        Ok(pb::WorkerLogChannel::Stderr) => WorkerLogChannel::Stderr,
+        Ok(pb::WorkerLogChannel::Unspecified) | Err(_) => return Err(unset_enum(field, value)),
+    })
+}
+
+/// The error for an enum field that is unspecified or unknown.
+fn unset_enum(field: &str, value: i32) -> Status {
+    if value == 0 {
+        Status::invalid_argument(format!("{field} is required: *_UNSPECIFIED is not a value"))
+    } else {
+        Status::invalid_argument(format!("{field} has the unknown value {value}"))
+    }
+}
+
+/// Run metadata as a client sends it.
+pub(crate) fn from_metadata_input(input: pb::RunMetadataInput) -> model::RunMetadataInput {
+    model::RunMetadataInput {
+        task_id: input.task_id,
+        step_id: input.step_id,
+        step_name: input.step_name,
+        run_id: input.run_id,
+        worker_kind: input.worker_kind,
+        attempt: input.attempt,
+        repo_root: input.repo_root,
+        worktree_path: input.worktree_path,
+        created_at: input.created_at,
+        checkpoint_mode: input.checkpoint_mode,
+        prompt_summary: input.prompt_summary,
+        command: input.command,
+    }
+}
+
+/// A run's first state as a client sends it.
+pub(crate) fn from_state_input(input: pb::RunStateSnapshotInput) -> model::RunStateSnapshotInput {
+    model::RunStateSnapshotInput {
+        attempt: input.attempt,
+        started_at: input.started_at,
+        checkpoint_seq: input.checkpoint_seq,
+        summary: input.summary,
+    }
+}
+
+/// A state patch as a client sends it.
+pub(crate) fn from_patch(patch: pb::RunStatePatch) -> Result<model::RunStatePatch, Status> {
+    Ok(model::RunStatePatch {
+        status: patch
+            .status
+            .map(|status| from_status("patch.status", status))
+            .transpose()?,
+        updated_at: patch.updated_at,
+        finished_at: patch.finished_at,
+        last_event_seq: patch.last_event_seq,
+        checkpoint_seq: patch.checkpoint_seq,
+        summary: patch.summary,
+        exit_code: patch.exit_code,
+    })
+}
+
+/// One appended item.
+pub(crate) fn from_append_item(item: pb::AppendItem) -> Result<AppendItem, Status> {
+    use pb::append_item::Payload;
+    let field = |name: &str| format!("item {}: {name}", item.writer_seq);
+    let payload = match item.payload {
+        Some(Payload::Event(event)) => AppendPayload::Event(model::WorkerLifecycleEventInput {
+            event_type: from_event_type(&field("event.type"), event.r#type)?,
+            level: from_level(&field("event.level"), event.level)?,
+            message: event.message,
+            created_at: event.created_at,
+            data: match event.data {
+                Some(data) => from_struct(&field("event.data"), data)?,
+                None => model::StructuredData::new(),
+            },
+        }),
+        Some(Payload::Stdout(chunk)) => {
+            AppendPayload::Chunk(StreamLogChannel::Stdout, from_chunk(chunk))
+        }
+        Some(Payload::Stderr(chunk)) => {
+            AppendPayload::Chunk(StreamLogChannel::Stderr, from_chunk(chunk))
+        }
+        None => {
+            return Err(Status::invalid_argument(format!(
+                "{} is required: one of event, stdout or stderr",
+                field("payload")
+            )));
+        }
+    };
+    Ok(AppendItem {
+        writer_seq: item.writer_seq,
+        payload,
+    })
+}
+
+/// A chunk of output.
+fn from_chunk(chunk: pb::StreamChunkInput) -> model::StreamChunkInput {
+    model::StreamChunkInput {
+        text: chunk.text,
+        created_at: chunk.created_at,
+    }
+}
+
+/// A `google.protobuf.Struct` as a JSON object.
+pub(crate) fn from_struct(field: &str, value: Struct) -> Result<model::StructuredData, Status> {
+    value
+        .fields
+        .into_iter()
+        .map(|(key, value)| Ok((key, from_value(field, value)?)))
+        .collect()
+}
+
+/// A `google.protobuf.Value` as JSON. Integral numbers become JSON
+/// integers, as JavaScript writes them.
+fn from_value(field: &str, value: Value) -> Result<serde_json::Value, Status> {
+    Ok(match value.kind {
+        Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(value)) => value.into(),
+        Some(Kind::StringValue(value)) => value.into(),
+        Some(Kind::NumberValue(number)) => {
+            if !number.is_finite() {
+                return Err(Status::invalid_argument(format!(
+                    "{field} holds the number {number}, which JSON cannot carry"
+                )));
+            }
+            if number.fract() == 0.0 && number.abs() < 9_007_199_254_740_992.0 {
+                (number as i64).into()
+            } else {
+                number.into()
+            }
+        }
+        Some(Kind::StructValue(value)) => serde_json::Value::Object(from_struct(field, value)?),
+        Some(Kind::ListValue(list)) => serde_json::Value::Array(
+            list.values
+                .into_iter()
+                .map(|value| from_value(field, value))
+                .collect::<Result<_, _>>()?,
+        ),
+        None => {
+            return Err(Status::invalid_argument(format!(
+                "{field} holds a Value with no kind set"
+            )));
+        }
+    })
+}
+
+// === outgoing ===
+
+/// A JSON object as a `google.protobuf.Struct`.
+pub(crate) fn to_struct(data: &model::StructuredData) -> Struct {
+    Struct {
+        fields: data
+            .iter()
+            .map(|(key, value)| (key.clone(), to_value(value)))
+            .collect(),
+    }
+}
+
+/// JSON as a `google.protobuf.Value`.
+fn to_value(value: &serde_json::Value) -> Value {
+    let kind = match value {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(value) => Kind::BoolValue(*value),
+        serde_json::Value::Number(number) => Kind::NumberValue(number.as_f64().unwrap_or(f64::NAN)),
+        serde_json::Value::String(value) => Kind::StringValue(value.clone()),
+        serde_json::Value::Array(values) => Kind::ListValue(ListValue {
+            values: values.iter().map(to_value).collect(),
+        }),
+        serde_json::Value::Object(map) => Kind::StructValue(to_struct(map)),
+    };
+    Value { kind: Some(kind) }
+}
+
+/// A level as Protobuf.
+fn to_level(level: LogLevel) -> pb::LogLevel {
+    match level {
+        LogLevel::Debug => pb::LogLevel::Debug,
+        LogLevel::Info => pb::LogLevel::Info,
+        LogLevel::Warn => pb::LogLevel::Warn,
+        LogLevel::Error => pb::LogLevel::Error,
+    }
+}
+
+/// An event type as Protobuf.
+fn to_event_type(event_type: WorkerLifecycleEventType) -> pb::WorkerLifecycleEventType {
+    use WorkerLifecycleEventType as M;
+    use pb::WorkerLifecycleEventType as P;
+    match event_type {
+        M::RunPrepared => P::RunPrepared,
+        M::CheckpointSlotReserved => P::CheckpointSlotReserved,
+        M::WorkerStarted => P::WorkerStarted,
+        M::WorkerExecutionDeferred => P::WorkerExecutionDeferred,
+        M::WorkerExited => P::WorkerExited,
+        M::StepPrepared => P::StepPrepared,
+        M::StepCompleted => P::StepCompleted,
+        M::StepFailed => P::StepFailed,
+        M::StepBlocked => P::StepBlocked,
+    }
+}
+
+/// A status as Protobuf.
+pub(crate) fn to_status_enum(status: RunStatus) -> pb::RunStatus {
+    match status {
+        RunStatus::Prepared => pb::RunStatus::Prepared,
+        RunStatus::Running => pb::RunStatus::Running,
+        RunStatus::Completed => pb::RunStatus::Completed,
+        RunStatus::Failed => pb::RunStatus::Failed,
+        RunStatus::Blocked => pb::RunStatus::Blocked,
+    }
+}
+
+/// A channel as Protobuf.
+fn to_channel(channel: WorkerLogChannel) -> pb::WorkerLogChannel {
+    match channel {
+        WorkerLogChannel::Worker => pb::WorkerLogChannel::Worker,
+        WorkerLogChannel::Stdout => pb::WorkerLogChannel::Stdout,
+        WorkerLogChannel::Stderr => pb::WorkerLogChannel::Stderr,
+    }
+}
+
+/// An output channel as Protobuf.
+fn to_stream_channel(channel: StreamLogChannel) -> pb::StreamLogChannel {
+    match channel {
+        StreamLogChannel::Stdout => pb::StreamLogChannel::Stdout,
+        StreamLogChannel::Stderr => pb::StreamLogChannel::Stderr,
+    }
+}
+
+/// Metadata as Protobuf.
+pub(crate) fn to_metadata(metadata: &model::RunMetadata) -> pb::RunMetadata {
+    pb::RunMetadata {
+        layout_version: metadata.layout_version.clone(),
+        task_id: metadata.task_id.clone(),
+        step_id: metadata.step_id.clone(),
+        step_name: metadata.step_name.clone(),
+        run_id: metadata.run_id.clone(),
+        worker_kind: metadata.worker_kind.clone(),
+        attempt: metadata.attempt,
+        repo_root: metadata.repo_root.clone(),
+        worktree_path: metadata.worktree_path.clone(),
+        created_at: metadata.created_at.clone(),
+        checkpoint_mode: metadata.checkpoint_mode.clone(),
+        prompt_summary: metadata.prompt_summary.clone(),
+        command: metadata.command.clone(),
+    }
+}
+
+/// A state as Protobuf.
+pub(crate) fn to_state(state: &model::RunStateSnapshot) -> pb::RunStateSnapshot {
+    pb::RunStateSnapshot {
+        status: to_status_enum(state.status).into(),
+        attempt: state.attempt,
+        started_at: state.started_at.clone(),
+        updated_at: state.updated_at.clone(),
+        finished_at: state.finished_at.clone(),
+        last_event_seq: state.last_event_seq,
+        checkpoint_seq: state.checkpoint_seq,
+        summary: state.summary.clone(),
+        exit_code: state.exit_code,
+    }
+}
+
+/// A summary as Protobuf.
+pub(crate) fn to_summary(summary: &model::LocalRunLogSummary) -> pb::LocalRunLogSummary {
+    pb::LocalRunLogSummary {
+        total_entries: summary.total_entries,
+        last_seq: summary.last_seq,
+        lifecycle_event_count: summary.lifecycle_event_count,
+        stdout_chunk_count: summary.stdout_chunk_count,
+        stderr_chunk_count: summary.stderr_chunk_count,
+    }
+}
+
+/// Paths as Protobuf.
+pub(crate) fn to_paths(paths: &model::LocalRunPaths) -> pb::LocalRunPaths {
+    pb::LocalRunPaths {
+        layout_version: paths.layout_version.clone(),
+        repo_root: paths.repo_root.clone(),
+        runs_root_dir: paths.runs_root_dir.clone(),
+        task_runs_dir: paths.task_runs_dir.clone(),
+        run_dir: paths.run_dir.clone(),
+        checkpoints_dir: paths.checkpoints_dir.clone(),
+        artifacts_dir: paths.artifacts_dir.clone(),
+        meta_path: paths.meta_path.clone(),
+        state_path: paths.state_path.clone(),
+        worker_log_path: paths.worker_log_path.clone(),
+        stdout_log_path: paths.stdout_log_path.clone(),
+        stderr_log_path: paths.stderr_log_path.clone(),
+    }
+}
+
+/// The channel files of a run as Protobuf targets.
+pub(crate) fn to_targets(paths: &model::LocalRunPaths) -> pb::LocalRunLogTargets {
+    let target = |channel: WorkerLogChannel| pb::LocalRunLogTarget {
+        channel: to_channel(channel).into(),
+        file_path: paths.log_path(channel).to_owned(),
+    };
+    pb::LocalRunLogTargets {
+        worker: Some(target(WorkerLogChannel::Worker)),
+        stdout: Some(target(WorkerLogChannel::Stdout)),
+        stderr: Some(target(WorkerLogChannel::Stderr)),
+    }
+}
+
+/// A run view as Protobuf.
+pub(crate) fn to_run(view: &model::RunView) -> pb::Run {
+    pb::Run {
+        metadata: Some(to_metadata(&view.metadata)),
+        state: Some(to_state(&view.state)),
+        summary: Some(to_summary(&view.summary)),
+        paths: Some(to_paths(&view.paths)),
+        targets: Some(to_targets(&view.paths)),
+    }
+}
+
+/// A lifecycle entry as Protobuf.
+pub(crate) fn to_lifecycle_entry(
+    entry: &model::WorkerLifecycleLogEntry,
+) -> pb::WorkerLifecycleLogEntry {
+    pb::WorkerLifecycleLogEntry {
+        task_id: entry.task_id.clone(),
+        step_id: entry.step_id.clone(),
+        run_id: entry.run_id.clone(),
+        seq: entry.seq,
+        channel: pb::WorkerLogChannel::Worker.into(),
+        event_id: entry.event_id.clone(),
+        r#type: to_event_type(entry.event_type).into(),
+        level: to_level(entry.level).into(),
+        created_at: entry.created_at.clone(),
+        message: entry.message.clone(),
+        data: Some(to_struct(&entry.data)),
+        rendered_line: entry.rendered_line.clone(),
+    }
+}
+
+/// An entry of any channel as Protobuf.
+pub(crate) fn to_log_entry(entry: LogEntry) -> pb::LogEntry {
+    let entry = match entry {
+        LogEntry::Lifecycle(entry) => pb::log_entry::Entry::Lifecycle(to_lifecycle_entry(&entry)),
+        LogEntry::Chunk(entry) => pb::log_entry::Entry::Chunk(pb::StreamChunkLogEntry {
+            channel: to_stream_channel(entry.channel).into(),
+            task_id: entry.task_id,
+            step_id: entry.step_id,
+            run_id: entry.run_id,
+            seq: entry.seq,
+            created_at: entry.created_at,
+            text: entry.text,
+        }),
+    };
+    pb::LogEntry { entry: Some(entry) }
+}
+
+/// A prepared run's session: context, paths, next seq, and the entries the
+/// preparation stored.
+pub(crate) fn to_session(prepared: &model::PreparedRun) -> pb::LocalRunLogSession {
+    let view = &prepared.run;
+    let paths = &view.paths;
+    pb::LocalRunLogSession {
+        context: Some(pb::LocalRunLogContext {
+            task_id: view.metadata.task_id.clone(),
+            step_id: view.metadata.step_id.clone(),
+            run_id: view.metadata.run_id.clone(),
+        }),
+        paths: Some(to_paths(paths)),
+        next_seq: view.summary.last_seq + 1,
+        worker: Some(pb::WorkerLifecycleLogStream {
+            channel: pb::WorkerLogChannel::Worker.into(),
+            file_path: paths.worker_log_path.clone(),
+            entries: prepared.entries.iter().map(to_lifecycle_entry).collect(),
+        }),
+        stdout: Some(pb::StreamChunkLogStream {
+            channel: pb::StreamLogChannel::Stdout.into(),
+            file_path: paths.stdout_log_path.clone(),
+            entries: Vec::new(),
+        }),
+        stderr: Some(pb::StreamChunkLogStream {
+            channel: pb::StreamLogChannel::Stderr.into(),
+            file_path: paths.stderr_log_path.clone(),
+            entries: Vec::new(),
+        }),
+    }
+}

@@ -1,0 +1,115 @@
+//! The run RPCs: `PrepareRun`, `GetRun`, `ListRuns`, `UpdateRunState`.
+
+use baa_logging::pb;
+use baa_logging_store::{
+    RunStore,
+    model::{RunKey, RunQuery},
+};
+use tonic::Status;
+
+use crate::{
+    convert::{
+        from_metadata_input, from_patch, from_state_input, from_status, required, to_metadata,
+        to_run, to_session, to_state,
+    },
+    service::GrpcLoggingService,
+    status::to_status,
+};
+
+/// The page size when a request sets none.
+const DEFAULT_PAGE_SIZE: usize = 50;
+/// The largest page.
+const MAX_PAGE_SIZE: usize = 500;
+
+/// `PrepareRun`.
+#[tracing::instrument(skip_all, fields(task_id, run_id))]
+pub(crate) async fn prepare_run<S: RunStore>(
+    service: &GrpcLoggingService<S>,
+    request: pb::PrepareRunRequest,
+) -> Result<pb::PrepareRunResponse, Status> {
+    let metadata = from_metadata_input(required("metadata", request.metadata)?);
+    let state = from_state_input(required("state", request.state)?);
+    let span = tracing::Span::current();
+    span.record("task_id", metadata.task_id.as_str());
+    span.record("run_id", metadata.run_id.as_str());
+    let prepared = service
+        .store
+        .prepare_run(metadata, state)
+        .await
+        .map_err(to_status)?;
+    if prepared.created {
+        tracing::info!("run prepared");
+    }
+    Ok(pb::PrepareRunResponse {
+        metadata: Some(to_metadata(&prepared.run.metadata)),
+        state: Some(to_state(&prepared.run.state)),
+        session: Some(to_session(&prepared)),
+        created: prepared.created,
+    })
+}
+
+/// `GetRun`.
+#[tracing::instrument(skip_all, fields(task_id = %request.task_id, run_id = %request.run_id))]
+pub(crate) async fn get_run<S: RunStore>(
+    service: &GrpcLoggingService<S>,
+    request: pb::GetRunRequest,
+) -> Result<pb::GetRunResponse, Status> {
+    let key = RunKey {
+        task_id: request.task_id,
+        run_id: request.run_id,
+    };
+    let view = service.store.get_run(&key).await.map_err(to_status)?;
+    Ok(pb::GetRunResponse {
+        run: Some(to_run(&view)),
+    })
+}
+
+/// `ListRuns`.
+#[tracing::instrument(skip_all, fields(task_id = %request.task_id))]
+pub(crate) async fn list_runs<S: RunStore>(
+    service: &GrpcLoggingService<S>,
+    request: pb::ListRunsRequest,
+) -> Result<pb::ListRunsResponse, Status> {
+    let statuses = request
+        .statuses
+        .iter()
+        .map(|status| from_status("statuses", *status))
+        .collect::<Result<Vec<_>, _>>()?;
+    let page_size = match request.page_size as usize {
+        0 => DEFAULT_PAGE_SIZE,
+        size => size.min(MAX_PAGE_SIZE),
+    };
+    let query = RunQuery {
+        task_id: (!request.task_id.is_empty()).then_some(request.task_id),
+        statuses,
+        page_size,
+        page_token: (!request.page_token.is_empty()).then_some(request.page_token),
+    };
+    let page = service.store.list_runs(query).await.map_err(to_status)?;
+    Ok(pb::ListRunsResponse {
+        runs: page.runs.iter().map(to_run).collect(),
+        next_page_token: page.next_page_token.unwrap_or_default(),
+    })
+}
+
+/// `UpdateRunState`.
+#[tracing::instrument(skip_all, fields(task_id = %request.task_id, run_id = %request.run_id))]
+pub(crate) async fn update_run_state<S: RunStore>(
+    service: &GrpcLoggingService<S>,
+    request: pb::UpdateRunStateRequest,
+) -> Result<pb::UpdateRunStateResponse, Status> {
+    let patch = from_patch(required("patch", request.patch)?)?;
+    let key = RunKey {
+        task_id: request.task_id,
+        run_id: request.run_id,
+    };
+    let state = service
+        .store
+        .update_state(&key, patch)
+        .await
+        .map_err(to_status)?;
+    tracing::info!(status = state.status.as_str(), "run state changed");
+    Ok(pb::UpdateRunStateResponse {
+        state: Some(to_state(&state)),
+    })
+}
