@@ -1,1 +1,12 @@
+//! End-to-end tests of baa-logd: a real server on `127.0.0.1:0`, real files
+//! in a temporary data directory, and gRPC between them. One test binary;
+//! helpers in `util`.
 
+mod util;
+
+mod append;
+mod bad_input;
+mod follow;
+mod recovery;
+mod runs;
+mod service;
