@@ -10,7 +10,8 @@
 
 use std::{
     fs::File,
-    io::{self, Read, Seek, SeekFrom},
+    io::{self, Read},
+    os::unix::fs::FileExt,
     sync::Arc,
 };
 
@@ -130,6 +131,9 @@ fn merge(
 ) -> Result<(Vec<LogEntry>, bool)> {
     let mut entries = Vec::new();
     let mut bytes = 0usize;
+    for channel in channels.iter_mut() {
+        channel.at_end = false;
+    }
     loop {
         let mut next: Option<(usize, u64)> = None;
         for (index, channel) in channels.iter_mut().enumerate() {
@@ -168,6 +172,10 @@ struct ChannelReader {
     pos: usize,
     /// The next line, parsed: its entry and its length with the newline.
     peeked: Option<(LogEntry, usize)>,
+    /// The file had nothing more when last read in this merge; everything
+    /// up to the merge's limit was complete before it started, so the
+    /// channel is not read again until the next merge.
+    at_end: bool,
 }
 
 impl ChannelReader {
@@ -191,6 +199,7 @@ impl ChannelReader {
             buf: Vec::new(),
             pos: 0,
             peeked: None,
+            at_end: false,
         })
     }
 
@@ -234,21 +243,26 @@ impl ChannelReader {
 
     /// Reads more of the file; false when nothing more is there.
     fn fill(&mut self) -> Result<bool> {
+        if self.at_end {
+            return Ok(false);
+        }
         if self.pos > 0 {
             self.buf.drain(..self.pos);
             self.buf_offset += self.pos as u64;
             self.pos = 0;
         }
         let start = self.buf.len();
-        self.buf.resize(start + READ_CHUNK, 0);
         let read_offset = self.buf_offset + start as u64;
-        let result = self
-            .file
-            .seek(SeekFrom::Start(read_offset))
-            .and_then(|_| self.file.read(&mut self.buf[start..]));
-        match result {
+        // Reads into the buffer's spare capacity, which is not zeroed first.
+        let mut window = FileWindow {
+            file: &self.file,
+            offset: read_offset,
+        }
+        .take(READ_CHUNK as u64);
+        self.buf.reserve(READ_CHUNK);
+        match window.read_to_end(&mut self.buf) {
             Ok(read) => {
-                self.buf.truncate(start + read);
+                self.at_end = read == 0;
                 Ok(read > 0)
             }
             Err(err) => {
@@ -277,5 +291,20 @@ impl ChannelReader {
                 serde_json::from_slice::<StreamChunkLogEntry>(line).map_err(corrupt)?,
             ),
         })
+    }
+}
+
+/// A `Read` over a file from an offset, with positioned reads that leave
+/// the file's own cursor alone.
+struct FileWindow<'a> {
+    file: &'a File,
+    offset: u64,
+}
+
+impl Read for FileWindow<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.file.read_at(buf, self.offset)?;
+        self.offset += read as u64;
+        Ok(read)
     }
 }
