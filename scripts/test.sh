@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every check and every test of the repository, on a fresh machine:
+# installs the pinned tools it needs into tools/node_modules, checks the
+# Protobuf files with buf, the Rust code with rustfmt and clippy, and runs
+# the whole test suite against real servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing pinned tools (tools/package-lock.json)"
+npm ci --prefix tools --no-audit --no-fund --loglevel=error
+buf=$PWD/tools/node_modules/.bin/buf
+
+step "buf lint and buf format (proto/)"
+(cd proto && "$buf" lint && "$buf" format --diff --exit-code)
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
