@@ -6,9 +6,12 @@
 //! - [`pb`]: the generated code for `proto/baa/logging/v1/*.proto`, with the
 //!   client (`pb::logging_service_client`) and the server trait
 //!   (`pb::logging_service_server`).
+//! - [`json`]: structured data between JSON and `google.protobuf.Struct`.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 //! - [`DEFAULT_RUNS_DIRECTORY_NAME`] and [`DEFAULT_RUN_LAYOUT_VERSION`]: the
 //!   contract's two constants.
+
+pub mod json;
 
 /// The generated code of the `baa.logging.v1` package.
 #[allow(missing_docs, unreachable_pub, missing_debug_implementations)]

@@ -3,12 +3,13 @@
 //! checked here, at the edge, and a bad one is an `INVALID_ARGUMENT` that
 //! names the field.
 
+use baa_logging::json::{self, to_struct};
 use baa_logging::pb;
 use baa_logging_store::model::{
     self, AppendItem, AppendPayload, LogEntry, LogLevel, RunStatus, StreamLogChannel,
     WorkerLifecycleEventType, WorkerLogChannel,
 };
-use prost_types::{ListValue, Struct, Value, value::Kind};
+use prost_types::Struct;
 use tonic::Status;
 
 // === incoming ===
@@ -166,73 +167,10 @@ fn from_chunk(chunk: pb::StreamChunkInput) -> model::StreamChunkInput {
 
 /// A `google.protobuf.Struct` as a JSON object.
 pub(crate) fn from_struct(field: &str, value: Struct) -> Result<model::StructuredData, Status> {
-    value
-        .fields
-        .into_iter()
-        .map(|(key, value)| Ok((key, from_value(field, value)?)))
-        .collect()
-}
-
-/// A `google.protobuf.Value` as JSON. Integral numbers become JSON
-/// integers, as JavaScript writes them.
-fn from_value(field: &str, value: Value) -> Result<serde_json::Value, Status> {
-    Ok(match value.kind {
-        Some(Kind::NullValue(_)) => serde_json::Value::Null,
-        Some(Kind::BoolValue(value)) => value.into(),
-        Some(Kind::StringValue(value)) => value.into(),
-        Some(Kind::NumberValue(number)) => {
-            if !number.is_finite() {
-                return Err(Status::invalid_argument(format!(
-                    "{field} holds the number {number}, which JSON cannot carry"
-                )));
-            }
-            if number.fract() == 0.0 && number.abs() < 9_007_199_254_740_992.0 {
-                (number as i64).into()
-            } else {
-                number.into()
-            }
-        }
-        Some(Kind::StructValue(value)) => serde_json::Value::Object(from_struct(field, value)?),
-        Some(Kind::ListValue(list)) => serde_json::Value::Array(
-            list.values
-                .into_iter()
-                .map(|value| from_value(field, value))
-                .collect::<Result<_, _>>()?,
-        ),
-        None => {
-            return Err(Status::invalid_argument(format!(
-                "{field} holds a Value with no kind set"
-            )));
-        }
-    })
+    json::from_struct(value).map_err(|err| Status::invalid_argument(format!("{field}: {err}")))
 }
 
 // === outgoing ===
-
-/// A JSON object as a `google.protobuf.Struct`.
-pub(crate) fn to_struct(data: &model::StructuredData) -> Struct {
-    Struct {
-        fields: data
-            .iter()
-            .map(|(key, value)| (key.clone(), to_value(value)))
-            .collect(),
-    }
-}
-
-/// JSON as a `google.protobuf.Value`.
-fn to_value(value: &serde_json::Value) -> Value {
-    let kind = match value {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(value) => Kind::BoolValue(*value),
-        serde_json::Value::Number(number) => Kind::NumberValue(number.as_f64().unwrap_or(f64::NAN)),
-        serde_json::Value::String(value) => Kind::StringValue(value.clone()),
-        serde_json::Value::Array(values) => Kind::ListValue(ListValue {
-            values: values.iter().map(to_value).collect(),
-        }),
-        serde_json::Value::Object(map) => Kind::StructValue(to_struct(map)),
-    };
-    Value { kind: Some(kind) }
-}
 
 /// A level as Protobuf.
 fn to_level(level: LogLevel) -> pb::LogLevel {
