@@ -11,16 +11,25 @@ use std::{
 /// The path of the `baa-logd` binary, built once per test run.
 fn binary() -> &'static std::path::PathBuf {
     static BINARY: OnceLock<std::path::PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        escargot::CargoBuild::new()
-            .package("baa-logd")
-            .bin("baa-logd")
-            .current_target()
-            .run()
-            .expect("baa-logd builds")
-            .path()
-            .to_path_buf()
-    })
+    BINARY.get_or_init(|| build("baa-logd", "baa-logd"))
+}
+
+/// The path of the `baa-log` command line, built once per test run.
+pub fn cli_binary() -> &'static std::path::PathBuf {
+    static BINARY: OnceLock<std::path::PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| build("baa-log", "baa-log"))
+}
+
+/// Builds a binary of the workspace (a no-op when it is fresh).
+fn build(package: &str, bin: &str) -> std::path::PathBuf {
+    escargot::CargoBuild::new()
+        .package(package)
+        .bin(bin)
+        .current_target()
+        .run()
+        .unwrap_or_else(|err| panic!("{bin} builds: {err}"))
+        .path()
+        .to_path_buf()
 }
 
 /// A running `baa-logd` process.
@@ -33,9 +42,15 @@ impl ServerProcess {
     /// Starts `baa-logd` on a free port over `data_dir` and waits until it
     /// listens.
     pub fn start(data_dir: &Path) -> Self {
+        Self::start_on(data_dir, "127.0.0.1:0".parse().expect("an address"))
+    }
+
+    /// Starts `baa-logd` on `listen` (to come back on the address clients
+    /// know after a restart) and waits until it listens.
+    pub fn start_on(data_dir: &Path, listen: SocketAddr) -> Self {
         let mut child = Command::new(binary())
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen.to_string())
             .arg("--data-dir")
             .arg(data_dir)
             .env("RUST_LOG", "warn")
@@ -60,6 +75,21 @@ impl ServerProcess {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The address clients use.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
     }
 
     /// Kills the process with SIGKILL and waits for it.

@@ -1,0 +1,86 @@
+//! The client's one error type, and which errors are worth retrying.
+
+use tonic::Code;
+
+/// What can go wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The address is not a valid URI.
+    #[error("invalid server address `{address}`: {source}")]
+    InvalidAddress {
+        /// The address given.
+        address: String,
+        /// Why it is invalid.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The server could not be reached.
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        /// The address given.
+        address: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The server answered with an error, or the connection broke.
+    #[error("the server answered {}: {}", .0.code(), .0.message())]
+    Status(#[from] tonic::Status),
+    /// A value given to the client cannot be sent as it is.
+    #[error("invalid {what}: {reason}")]
+    InvalidInput {
+        /// What was wrong.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A configured credential cannot be used.
+    #[error("invalid {what}: {reason}")]
+    Credentials {
+        /// Which credential.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The writer stopped after an earlier error, which it reported then;
+    /// nothing more can be appended through it.
+    #[error("the writer is closed: {0}")]
+    WriterClosed(String),
+}
+
+impl ClientError {
+    /// The gRPC status code, when the server (or the transport) gave one.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Self::Status(status) => Some(status.code()),
+            _ => None,
+        }
+    }
+
+    /// True for errors that retrying can cure: the server is away or going
+    /// away, or the connection broke. Errors about the request itself (a
+    /// bad id, an unknown run, a terminal run, a limit) are never retried.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect { .. } => true,
+            Self::Status(status) => is_retryable_status(status),
+            _ => false,
+        }
+    }
+}
+
+/// Whether a status says "try again later" rather than "this is wrong".
+///
+/// `UNKNOWN` is included because a connection torn down under a stream
+/// (the server killed, a proxy restarted) surfaces as `UNKNOWN` with an
+/// HTTP/2 error in tonic; the server itself never sends it.
+pub(crate) fn is_retryable_status(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::Aborted
+            | Code::DeadlineExceeded
+    )
+}

@@ -1,0 +1,185 @@
+//! Following a run: its history, then live entries and state changes, as
+//! one stream that survives reconnections and ends when the run does.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use futures::Stream;
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::{
+    ClientError, LoggingClient, RetryPolicy, RunKey,
+    backoff::Backoff,
+    error::is_retryable_status,
+    pb::{self, log_entry::Entry},
+};
+
+/// Where to start following and what to follow.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// The first sequence number; 0 or 1: from the start.
+    pub from_seq: u64,
+    /// Only these channels; empty: all three.
+    pub channels: Vec<pb::WorkerLogChannel>,
+    /// End after the entries stored when the follow began.
+    pub history_only: bool,
+    /// How to wait between reconnection attempts.
+    pub retry: RetryPolicy,
+}
+
+impl Default for FollowOptions {
+    fn default() -> Self {
+        Self {
+            from_seq: 1,
+            channels: Vec::new(),
+            history_only: false,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// One thing that happened in a followed run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FollowEvent {
+    /// A lifecycle event of the worker.
+    Lifecycle(pb::WorkerLifecycleLogEntry),
+    /// A chunk of standard output.
+    Stdout(pb::StreamChunkLogEntry),
+    /// A chunk of standard error.
+    Stderr(pb::StreamChunkLogEntry),
+    /// The run's state, when the follow starts and whenever it changes.
+    State(pb::RunStateSnapshot),
+}
+
+impl FollowEvent {
+    /// The entry's sequence number; `None` for a state change.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            Self::Lifecycle(entry) => Some(entry.seq),
+            Self::Stdout(entry) | Self::Stderr(entry) => Some(entry.seq),
+            Self::State(_) => None,
+        }
+    }
+
+    /// The entry as a typed event, or `None` for an empty one.
+    fn from_entry(entry: pb::LogEntry) -> Option<Self> {
+        Some(match entry.entry? {
+            Entry::Lifecycle(entry) => Self::Lifecycle(entry),
+            Entry::Chunk(chunk) if chunk.channel == pb::StreamLogChannel::Stderr as i32 => {
+                Self::Stderr(chunk)
+            }
+            Entry::Chunk(chunk) => Self::Stdout(chunk),
+        })
+    }
+}
+
+/// The events of a followed run, in order, each once. After a broken
+/// connection it reconnects by itself and resumes after the last entry it
+/// yielded; it ends when the run is terminal and everything was yielded,
+/// or with an error retrying cannot cure.
+///
+/// Dropping it stops the follow.
+#[derive(Debug)]
+pub struct Follow {
+    /// Events from the task.
+    events: ReceiverStream<Result<FollowEvent, ClientError>>,
+    /// The task, stopped when the stream is dropped.
+    task: JoinHandle<()>,
+}
+
+impl Follow {
+    /// Starts following `key`.
+    pub(crate) fn start(stub: LoggingClient, key: RunKey, options: FollowOptions) -> Self {
+        // A few responses' worth: the server sends batches, and a follower
+        // that stops reading only holds up its own stream.
+        let (sender, receiver) = mpsc::channel(1024);
+        let task = tokio::spawn(follow(stub, key, options, sender));
+        Self {
+            events: ReceiverStream::new(receiver),
+            task,
+        }
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Stream for Follow {
+    type Item = Result<FollowEvent, ClientError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.events).poll_next(cx)
+    }
+}
+
+/// The follow loop: one FollowRun call after another, from the resume
+/// cursor, until the run ends.
+async fn follow(
+    mut stub: LoggingClient,
+    key: RunKey,
+    options: FollowOptions,
+    events: mpsc::Sender<Result<FollowEvent, ClientError>>,
+) {
+    let mut next_seq = options.from_seq.max(1);
+    let mut last_state: Option<pb::RunStateSnapshot> = None;
+    let mut backoff = Backoff::new(options.retry);
+    loop {
+        let request = pb::FollowRunRequest {
+            task_id: key.task_id.clone(),
+            run_id: key.run_id.clone(),
+            from_seq: next_seq,
+            channels: options
+                .channels
+                .iter()
+                .map(|channel| *channel as i32)
+                .collect(),
+            history_only: options.history_only,
+        };
+        let status = match stub.follow_run(request).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(response)) => {
+                            backoff = Backoff::new(options.retry);
+                            if let Some(state) = response.state {
+                                if last_state.as_ref() != Some(&state) {
+                                    last_state = Some(state.clone());
+                                    if events.send(Ok(FollowEvent::State(state))).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            for entry in response.entries {
+                                let Some(event) = FollowEvent::from_entry(entry) else {
+                                    continue;
+                                };
+                                if event.seq().is_some_and(|seq| seq < next_seq) {
+                                    continue;
+                                }
+                                next_seq = event.seq().map_or(next_seq, |seq| seq + 1);
+                                if events.send(Ok(event)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            next_seq = next_seq.max(response.next_seq);
+                        }
+                        Ok(None) => return,
+                        Err(status) => break status,
+                    }
+                }
+            }
+            Err(status) => status,
+        };
+        if !is_retryable_status(&status) || !backoff.wait().await {
+            let _ = events.send(Err(status.into())).await;
+            return;
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Turning a process's output, a byte stream, into stdout or stderr chunks.
+//!
+//! Output arrives in reads of any size, so a UTF-8 character may be split
+//! between two of them; [`Utf8Decoder`] holds the start of such a character
+//! back until the rest arrives. Bytes that are not UTF-8 are replaced with
+//! U+FFFD and the text around them is kept, so a stray byte costs one
+//! character, never a line.
+
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use tokio::io::AsyncWrite;
+use tokio_util::sync::PollSender;
+
+use crate::{
+    ClientError, RunWriter, pb,
+    writer::{Command, chunk_payload},
+};
+
+/// The most input bytes one chunk is made of. Far below the server's entry
+/// limit even when every byte becomes a 3-byte replacement character.
+const MAX_CHUNK_INPUT: usize = 64 * 1024;
+
+/// Decodes a byte stream as UTF-8 text, piece by piece.
+///
+/// # Examples
+///
+/// ```
+/// use baa_logging_client::Utf8Decoder;
+///
+/// let mut decoder = Utf8Decoder::default();
+/// let euro = "€".as_bytes();
+/// assert_eq!(decoder.decode(&euro[..1]), "");
+/// assert_eq!(decoder.decode(&euro[1..]), "€");
+/// assert_eq!(decoder.decode(b"a\xffb"), "a\u{fffd}b");
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct Utf8Decoder {
+    /// The start of a character whose other bytes have not come yet.
+    pending: Vec<u8>,
+}
+
+impl Utf8Decoder {
+    /// Decodes `bytes`, after what was held back from earlier calls, and
+    /// holds back an incomplete character at the end.
+    pub fn decode(&mut self, bytes: &[u8]) -> String {
+        let joined;
+        let mut rest = if self.pending.is_empty() {
+            bytes
+        } else {
+            self.pending.extend_from_slice(bytes);
+            joined = std::mem::take(&mut self.pending);
+            &joined[..]
+        };
+        let mut text = String::with_capacity(rest.len());
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(valid) => {
+                    text.push_str(valid);
+                    return text;
+                }
+                Err(err) => {
+                    let (valid, after) = rest.split_at(err.valid_up_to());
+                    text.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                    match err.error_len() {
+                        Some(invalid) => {
+                            text.push(char::REPLACEMENT_CHARACTER);
+                            rest = &after[invalid..];
+                        }
+                        None => {
+                            self.pending = after.to_vec();
+                            return text;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the stream: an incomplete character left over becomes U+FFFD.
+    pub fn finish(&mut self) -> String {
+        if self.pending.is_empty() {
+            String::new()
+        } else {
+            self.pending.clear();
+            char::REPLACEMENT_CHARACTER.to_string()
+        }
+    }
+}
+
+/// A `std::io::Write` that appends what is written to it as output chunks
+/// of a run, one chunk per write (large writes are split).
+///
+/// Writes block while the writer's buffer is full, so use it from a plain
+/// thread, never from inside an async task; [`AsyncOutputWriter`] is its
+/// async twin. [`Write::flush`](io::Write::flush) hands everything to the
+/// writer; [`RunWriter::flush`] waits until the server holds it.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn example(writer: baa_logging_client::RunWriter) -> std::io::Result<()> {
+/// use std::io::Write;
+/// use baa_logging_client::pb::StreamLogChannel;
+///
+/// let mut out = writer.output_writer(StreamLogChannel::Stdout);
+/// std::thread::spawn(move || writeln!(out, "from a thread")).join().unwrap()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct OutputWriter {
+    /// Where chunks go.
+    writer: RunWriter,
+    /// Which channel.
+    channel: pb::StreamLogChannel,
+    /// Holds split characters back.
+    decoder: Utf8Decoder,
+}
+
+impl OutputWriter {
+    /// A writer of `channel` chunks into `writer`.
+    pub(crate) fn new(writer: RunWriter, channel: pb::StreamLogChannel) -> Self {
+        Self {
+            writer,
+            channel,
+            decoder: Utf8Decoder::default(),
+        }
+    }
+
+    /// Ends the stream: an incomplete character left over is appended as
+    /// U+FFFD.
+    ///
+    /// # Errors
+    ///
+    /// The error that stopped the writer.
+    pub fn close(mut self) -> io::Result<()> {
+        let rest = self.decoder.finish();
+        if !rest.is_empty() {
+            self.writer
+                .send_blocking(chunk_payload(self.channel, rest))
+                .map_err(to_io)?;
+        }
+        Ok(())
+    }
+}
+
+impl io::Write for OutputWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let taken = buf.len().min(MAX_CHUNK_INPUT);
+        let text = self.decoder.decode(&buf[..taken]);
+        if !text.is_empty() {
+            self.writer
+                .send_blocking(chunk_payload(self.channel, text))
+                .map_err(to_io)?;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A `tokio::io::AsyncWrite` that appends what is written to it as output
+/// chunks of a run, one chunk per write (large writes are split). Writes
+/// wait while the writer's buffer is full. Shutting it down appends an
+/// incomplete character left over as U+FFFD.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn example(writer: baa_logging_client::RunWriter) -> std::io::Result<()> {
+/// use baa_logging_client::pb::StreamLogChannel;
+/// use tokio::io::AsyncWriteExt;
+///
+/// let mut err = writer.async_output_writer(StreamLogChannel::Stderr);
+/// err.write_all(b"warning: unused variable\n").await?;
+/// err.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct AsyncOutputWriter {
+    /// For the error that stopped the writer.
+    writer: RunWriter,
+    /// The writer's queue, polled for room.
+    sender: PollSender<Command>,
+    /// Which channel.
+    channel: pb::StreamLogChannel,
+    /// Holds split characters back.
+    decoder: Utf8Decoder,
+}
+
+impl AsyncOutputWriter {
+    /// A writer of `channel` chunks into `writer`.
+    pub(crate) fn new(writer: RunWriter, channel: pb::StreamLogChannel) -> Self {
+        Self {
+            sender: PollSender::new(writer.command_sender()),
+            writer,
+            channel,
+            decoder: Utf8Decoder::default(),
+        }
+    }
+
+    /// Queues `text` once the queue has room, which `poll_reserve` made.
+    fn send(&mut self, text: String) -> io::Result<()> {
+        if text.is_empty() {
+            self.sender.abort_send();
+            return Ok(());
+        }
+        let payload = chunk_payload(self.channel, text);
+        self.sender
+            .send_item(Command::Item(payload))
+            .map_err(|_| to_io(self.writer.stopped()))
+    }
+}
+
+impl AsyncWrite for AsyncOutputWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Err(_closed) = ready!(this.sender.poll_reserve(cx)) {
+            return Poll::Ready(Err(to_io(this.writer.stopped())));
+        }
+        let taken = buf.len().min(MAX_CHUNK_INPUT);
+        let text = this.decoder.decode(&buf[..taken]);
+        Poll::Ready(this.send(text).map(|()| taken))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.decoder.pending.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Err(_closed) = ready!(this.sender.poll_reserve(cx)) {
+            return Poll::Ready(Err(to_io(this.writer.stopped())));
+        }
+        let rest = this.decoder.finish();
+        Poll::Ready(this.send(rest))
+    }
+}
+
+/// A client error as an I/O error, for the `Write` traits.
+fn to_io(err: ClientError) -> io::Error {
+    io::Error::other(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every way of cutting a text into two reads gives the text back.
+    #[test]
+    fn characters_split_across_reads_are_joined() {
+        let text = "aé€😀z".as_bytes();
+        for cut in 0..=text.len() {
+            let mut decoder = Utf8Decoder::default();
+            let mut out = decoder.decode(&text[..cut]);
+            out += &decoder.decode(&text[cut..]);
+            out += &decoder.finish();
+            assert_eq!(out, "aé€😀z", "cut at {cut}");
+        }
+    }
+
+    /// A 4-byte character fed one byte at a time comes out once, whole.
+    #[test]
+    fn one_byte_at_a_time() {
+        let mut decoder = Utf8Decoder::default();
+        let pieces: Vec<String> = "😀".bytes().map(|byte| decoder.decode(&[byte])).collect();
+        assert_eq!(pieces, ["", "", "", "😀"]);
+    }
+
+    /// Invalid bytes become U+FFFD and the rest of the line is kept.
+    #[test]
+    fn invalid_bytes_are_replaced_not_dropped() {
+        let mut decoder = Utf8Decoder::default();
+        assert_eq!(
+            decoder.decode(b"ok \xff\xfe then \xc3("),
+            "ok \u{fffd}\u{fffd} then \u{fffd}("
+        );
+        assert_eq!(decoder.decode(b"tail \xe2\x82"), "tail ");
+        assert_eq!(decoder.finish(), "\u{fffd}");
+        assert_eq!(decoder.decode(b"next"), "next");
+    }
+}

@@ -1,0 +1,510 @@
+//! The worker's handle on a run: appends lifecycle events and output,
+//! batched, bounded, and carried across reconnections.
+//!
+//! A [`RunWriter`] hands items to a background task (see `session`) over a
+//! bounded queue. The task gives each item the writer's next sequence
+//! number, sends items in batches on one Append stream, and keeps every
+//! item until the server is known to hold it. When the stream breaks, it
+//! asks the server what it holds from this writer and sends the rest again,
+//! so an entry is never lost and never stored twice. The queue and the
+//! kept items are bounded, so when the server is slow or away, calls wait.
+
+mod session;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::Value as Json;
+use tokio::sync::{mpsc, oneshot};
+
+pub(crate) use self::session::Command;
+use self::session::Session;
+use crate::{
+    ClientError, LoggingClient, RetryPolicy, RunKey,
+    backoff::Backoff,
+    error::is_retryable_status,
+    output::{AsyncOutputWriter, OutputWriter},
+    pb::{self, append_item::Payload},
+};
+
+/// How a [`RunWriter`] batches and buffers.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// The writer's name, kept across reconnections and, to resume after a
+    /// restart of the worker itself, across processes. `None`: a fresh
+    /// name of host, process id and a random part.
+    pub writer_id: Option<String>,
+    /// How long an item may wait for others to share its message.
+    pub linger: Duration,
+    /// A message is sent once its items reach this many bytes.
+    pub batch_bytes: usize,
+    /// The most bytes of items held before the server confirms it stored
+    /// them; appends wait beyond it.
+    pub buffer_bytes: usize,
+    /// How to wait between reconnection attempts.
+    pub retry: RetryPolicy,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            writer_id: None,
+            linger: Duration::from_millis(5),
+            batch_bytes: 256 * 1024,
+            buffer_bytes: 8 * 1024 * 1024,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// What a finished run ended with.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The run's log summary, with everything this writer sent.
+    pub summary: pb::LocalRunLogSummary,
+    /// The run's final state.
+    pub state: pb::RunStateSnapshot,
+}
+
+/// A worker's handle on one run. Cloning it is cheap; clones share one
+/// writer id, one order and one connection.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn example() -> Result<(), baa_logging_client::ClientError> {
+/// use baa_logging_client::{Client, NewRun, WriterOptions, pb};
+/// use serde_json::json;
+///
+/// let client = Client::connect("http://127.0.0.1:50051").await?;
+/// let writer = client
+///     .prepare_writer(NewRun::new("build", "run-1"), WriterOptions::default())
+///     .await?;
+/// writer.set_status(pb::RunStatus::Running).await?;
+/// writer
+///     .event(
+///         pb::WorkerLifecycleEventType::WorkerStarted,
+///         pb::LogLevel::Info,
+///         "compiling",
+///         json!({ "pid": 4242, "args": ["--release"] }),
+///     )
+///     .await?;
+/// writer.stdout("Compiling baa-logging v0.1.0\n").await?;
+/// let finished = writer.finish(pb::RunStatus::Completed, Some(0), None).await?;
+/// println!("{} entries", finished.summary.total_entries);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RunWriter {
+    /// Shared by all clones.
+    inner: Arc<Inner>,
+}
+
+/// The shared part of a [`RunWriter`].
+#[derive(Debug)]
+struct Inner {
+    /// The run.
+    key: RunKey,
+    /// This writer's name.
+    writer_id: String,
+    /// The generated client, for unary calls.
+    stub: LoggingClient,
+    /// The queue to the session task.
+    commands: mpsc::Sender<Command>,
+    /// Why the session stopped, once it did.
+    failure: Arc<Mutex<Option<tonic::Status>>>,
+    /// The largest text or message of one entry the server takes.
+    max_entry_bytes: usize,
+    /// How to retry state updates.
+    retry: RetryPolicy,
+}
+
+impl RunWriter {
+    /// Attaches to `key`, which must exist; items go on after the last one
+    /// the run holds from this writer id.
+    pub(crate) async fn attach(
+        stub: LoggingClient,
+        key: RunKey,
+        options: WriterOptions,
+    ) -> Result<Self, ClientError> {
+        let writer_id = options.writer_id.clone().unwrap_or_else(default_writer_id);
+        let info = retrying(options.retry, || {
+            let mut unary = stub.clone();
+            async move { unary.get_server_info(pb::GetServerInfoRequest {}).await }
+        })
+        .await?;
+        let cursor = retrying(options.retry, || {
+            let request = pb::GetWriterCursorRequest {
+                task_id: key.task_id.clone(),
+                run_id: key.run_id.clone(),
+                writer_id: writer_id.clone(),
+            };
+            let mut unary = stub.clone();
+            async move { unary.get_writer_cursor(request).await }
+        })
+        .await?;
+        let max_message = usize::try_from(info.max_message_bytes).unwrap_or(usize::MAX);
+        let batch_bytes = options.batch_bytes.clamp(1, (max_message / 2).max(1));
+        let failure = Arc::new(Mutex::new(None));
+        let (commands, receiver) = mpsc::channel(256);
+        let session = Session::new(
+            stub.clone(),
+            key.clone(),
+            writer_id.clone(),
+            cursor.last_writer_seq,
+            session::Limits {
+                linger: options.linger,
+                batch_bytes,
+                buffer_bytes: options.buffer_bytes.max(batch_bytes),
+                retry: options.retry,
+            },
+            receiver,
+            failure.clone(),
+        );
+        tokio::spawn(session.run());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                key,
+                writer_id,
+                stub,
+                commands,
+                failure,
+                max_entry_bytes: usize::try_from(info.max_entry_bytes).unwrap_or(usize::MAX),
+                retry: options.retry,
+            }),
+        })
+    }
+
+    /// The run this writer appends to.
+    pub fn key(&self) -> &RunKey {
+        &self.inner.key
+    }
+
+    /// This writer's name, which the server keys its cursor by.
+    pub fn writer_id(&self) -> &str {
+        &self.inner.writer_id
+    }
+
+    /// Appends a lifecycle event, stamped with the current time. `data` is
+    /// a JSON object (a `json!({...})` literal) or `null` for none.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::InvalidInput`] for data that is not an object or an
+    /// entry over the server's limit, or the error that stopped the writer.
+    pub async fn event(
+        &self,
+        event_type: pb::WorkerLifecycleEventType,
+        level: pb::LogLevel,
+        message: impl Into<String>,
+        data: Json,
+    ) -> Result<(), ClientError> {
+        let data = match data {
+            Json::Null => None,
+            Json::Object(object) => {
+                let size = serde_json::to_vec(&object).map_or(0, |json| json.len());
+                self.check_size("event data", size)?;
+                Some(baa_logging::json::to_struct(&object))
+            }
+            other => {
+                return Err(ClientError::InvalidInput {
+                    what: "event data",
+                    reason: format!("it must be a JSON object or null, not {other}"),
+                });
+            }
+        };
+        let message = message.into();
+        self.check_size("event message", message.len())?;
+        self.send(Payload::Event(pb::WorkerLifecycleEventInput {
+            r#type: event_type as i32,
+            level: level as i32,
+            message,
+            created_at: Some(now_iso()),
+            data,
+        }))
+        .await
+    }
+
+    /// Appends a chunk of standard output, stamped with the current time.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::InvalidInput`] for text over the server's limit, or
+    /// the error that stopped the writer.
+    pub async fn stdout(&self, text: impl Into<String>) -> Result<(), ClientError> {
+        self.chunk(pb::StreamLogChannel::Stdout, text.into()).await
+    }
+
+    /// Appends a chunk of standard error, stamped with the current time.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RunWriter::stdout`].
+    pub async fn stderr(&self, text: impl Into<String>) -> Result<(), ClientError> {
+        self.chunk(pb::StreamLogChannel::Stderr, text.into()).await
+    }
+
+    /// Waits until the server holds everything appended so far, and
+    /// returns the run's log summary.
+    ///
+    /// # Errors
+    ///
+    /// The error that stopped the writer.
+    pub async fn flush(&self) -> Result<pb::LocalRunLogSummary, ClientError> {
+        let (reply, response) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Flush(reply))
+            .await
+            .map_err(|_| self.stopped())?;
+        match response.await {
+            Ok(Ok(summary)) => Ok(summary),
+            Ok(Err(status)) => Err(ClientError::Status(status)),
+            Err(_) => Err(self.stopped()),
+        }
+    }
+
+    /// Applies `patch` to the run's state once everything appended before
+    /// is stored, and returns the new state. A change that broke off in
+    /// transit is retried; one the server already applied is not an error.
+    ///
+    /// # Errors
+    ///
+    /// The server's refusal (a move the status rules forbid is
+    /// `FAILED_PRECONDITION`), or the error that stopped the writer.
+    pub async fn update_state(
+        &self,
+        patch: pb::RunStatePatch,
+    ) -> Result<pb::RunStateSnapshot, ClientError> {
+        self.flush().await?;
+        update_state_retrying(&self.inner.stub, &self.inner.key, patch, self.inner.retry).await
+    }
+
+    /// Moves the run to `status`; see [`RunWriter::update_state`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`RunWriter::update_state`].
+    pub async fn set_status(
+        &self,
+        status: pb::RunStatus,
+    ) -> Result<pb::RunStateSnapshot, ClientError> {
+        self.update_state(pb::RunStatePatch {
+            status: Some(status as i32),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Stores everything appended, then records the run's final `status`
+    /// (with the process's exit code and a summary, if given), and returns
+    /// the final log summary and state. A run still `prepared` passes
+    /// through `running` first.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RunWriter::update_state`].
+    pub async fn finish(
+        self,
+        status: pb::RunStatus,
+        exit_code: Option<i32>,
+        summary: Option<String>,
+    ) -> Result<Finished, ClientError> {
+        let log_summary = self.flush().await?;
+        let patch = pb::RunStatePatch {
+            status: Some(status as i32),
+            exit_code,
+            summary,
+            ..Default::default()
+        };
+        let (stub, key, retry) = (&self.inner.stub, &self.inner.key, self.inner.retry);
+        let state = match update_state_retrying(stub, key, patch.clone(), retry).await {
+            // A run that was never marked running ran all the same: pass
+            // through `running` on the way to its final status.
+            Err(err) if err.code() == Some(tonic::Code::FailedPrecondition) => {
+                let running = pb::RunStatePatch {
+                    status: Some(pb::RunStatus::Running as i32),
+                    ..Default::default()
+                };
+                if update_state_retrying(stub, key, running, retry)
+                    .await
+                    .is_err()
+                {
+                    return Err(err);
+                }
+                update_state_retrying(stub, key, patch, retry).await?
+            }
+            result => result?,
+        };
+        Ok(Finished {
+            summary: log_summary,
+            state,
+        })
+    }
+
+    /// A `std::io::Write` that appends what is written to it as chunks of
+    /// `channel`, for code that writes from a plain thread.
+    pub fn output_writer(&self, channel: pb::StreamLogChannel) -> OutputWriter {
+        OutputWriter::new(self.clone(), channel)
+    }
+
+    /// A `tokio::io::AsyncWrite` that appends what is written to it as
+    /// chunks of `channel`.
+    pub fn async_output_writer(&self, channel: pb::StreamLogChannel) -> AsyncOutputWriter {
+        AsyncOutputWriter::new(self.clone(), channel)
+    }
+
+    /// Appends an output chunk.
+    async fn chunk(&self, channel: pb::StreamLogChannel, text: String) -> Result<(), ClientError> {
+        self.check_size("output chunk", text.len())?;
+        self.send(chunk_payload(channel, text)).await
+    }
+
+    /// Refuses an entry the server would refuse, before it is queued, so
+    /// that one bad call does not stop the writer.
+    fn check_size(&self, what: &'static str, len: usize) -> Result<(), ClientError> {
+        if len > self.inner.max_entry_bytes {
+            return Err(ClientError::InvalidInput {
+                what,
+                reason: format!(
+                    "it is {len} bytes, over the server's max_entry_bytes ({})",
+                    self.inner.max_entry_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Queues an item, waiting while the queue is full.
+    async fn send(&self, payload: Payload) -> Result<(), ClientError> {
+        self.inner
+            .commands
+            .send(Command::Item(payload))
+            .await
+            .map_err(|_| self.stopped())
+    }
+
+    /// Queues an item from a thread outside the runtime.
+    pub(crate) fn send_blocking(&self, payload: Payload) -> Result<(), ClientError> {
+        self.inner
+            .commands
+            .blocking_send(Command::Item(payload))
+            .map_err(|_| self.stopped())
+    }
+
+    /// The queue's sender, for the async output writer.
+    pub(crate) fn command_sender(&self) -> mpsc::Sender<Command> {
+        self.inner.commands.clone()
+    }
+
+    /// The error that stopped the session.
+    pub(crate) fn stopped(&self) -> ClientError {
+        match self.inner.failure.lock().expect("not poisoned").clone() {
+            Some(status) => ClientError::Status(status),
+            None => ClientError::WriterClosed("the writer's task has ended".into()),
+        }
+    }
+}
+
+/// An output chunk stamped with the current time.
+pub(crate) fn chunk_payload(channel: pb::StreamLogChannel, text: String) -> Payload {
+    let chunk = pb::StreamChunkInput {
+        text,
+        created_at: Some(now_iso()),
+    };
+    match channel {
+        pb::StreamLogChannel::Stderr => Payload::Stderr(chunk),
+        _ => Payload::Stdout(chunk),
+    }
+}
+
+/// Applies a state patch, retrying while the server is away. When an
+/// earlier attempt went through but its answer was lost, the retry finds
+/// the run already in the wanted status, which is success.
+pub(crate) async fn update_state_retrying(
+    stub: &LoggingClient,
+    key: &RunKey,
+    patch: pb::RunStatePatch,
+    retry: RetryPolicy,
+) -> Result<pb::RunStateSnapshot, ClientError> {
+    let mut backoff = Backoff::new(retry);
+    let mut retried = false;
+    loop {
+        let request = pb::UpdateRunStateRequest {
+            task_id: key.task_id.clone(),
+            run_id: key.run_id.clone(),
+            patch: Some(patch.clone()),
+        };
+        let status = match stub.clone().update_run_state(request).await {
+            Ok(response) => {
+                return response
+                    .into_inner()
+                    .state
+                    .ok_or_else(|| tonic::Status::internal("the reply holds no state").into());
+            }
+            Err(status) => status,
+        };
+        if retried && status.code() == tonic::Code::FailedPrecondition {
+            let run = stub
+                .clone()
+                .get_run(pb::GetRunRequest {
+                    task_id: key.task_id.clone(),
+                    run_id: key.run_id.clone(),
+                })
+                .await?
+                .into_inner();
+            if let Some(state) = run.run.and_then(|run| run.state) {
+                if patch.status.is_none_or(|wanted| wanted == state.status) {
+                    return Ok(state);
+                }
+            }
+        }
+        if !is_retryable_status(&status) || !backoff.wait().await {
+            return Err(status.into());
+        }
+        retried = true;
+    }
+}
+
+/// Calls `call` until it succeeds, fails for good, or the policy gives up.
+async fn retrying<T, F, Fut>(retry: RetryPolicy, mut call: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut backoff = Backoff::new(retry);
+    loop {
+        match call().await {
+            Ok(response) => return Ok(response.into_inner()),
+            Err(status) if is_retryable_status(&status) && backoff.wait().await => {}
+            Err(status) => return Err(status.into()),
+        }
+    }
+}
+
+/// A writer name unlikely to be shared: host, process id, random part.
+fn default_writer_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|host| {
+            host.trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .take(48)
+                .collect::<String>()
+        })
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// Now, as JavaScript's `toISOString` writes it.
+pub(crate) fn now_iso() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
