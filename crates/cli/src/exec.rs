@@ -1,0 +1,311 @@
+//! `baa-log exec`: runs a command as a worker. Its stdout and stderr are
+//! shown on this terminal and appended to a run as they come; its start
+//! and exit are lifecycle events; its exit decides the run's status and
+//! baa-log's own exit code.
+
+use std::{io::IsTerminal, os::unix::process::ExitStatusExt, process::Stdio};
+
+use baa_logging_client::{
+    AsyncOutputWriter, Client, ClientError, NewRun, RunKey, RunWriter, WriterOptions, pb,
+};
+use clap::Args;
+use nix::{sys::signal::Signal, unistd::Pid};
+use serde_json::json;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::Failure;
+
+/// The exit code when the command cannot be started, as shells use it.
+const CANNOT_START: u8 = 127;
+
+/// Arguments of `baa-log exec`.
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// The task the run belongs to.
+    #[arg(long)]
+    task: String,
+    /// The run's id; default: a fresh one, printed first.
+    #[arg(long)]
+    run: Option<String>,
+    /// The step's id.
+    #[arg(long, default_value = "main")]
+    step: String,
+    /// The step's name; default: the step's id.
+    #[arg(long)]
+    step_name: Option<String>,
+    /// Which attempt of the step this is.
+    #[arg(long, default_value_t = 1)]
+    attempt: u32,
+    /// The writer id, to go on after an earlier writer of the same run.
+    #[arg(long)]
+    writer_id: Option<String>,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Runs the command as a worker of a run; returns its exit code.
+pub(crate) async fn exec(
+    client: &Client,
+    args: ExecArgs,
+    explain: &impl Fn(ClientError) -> Failure,
+) -> Result<u8, Failure> {
+    let run_id = args.run.clone().unwrap_or_else(fresh_run_id);
+    let key = RunKey::new(&args.task, &run_id);
+    eprintln!("baa-log: run {key}");
+    let cwd = std::env::current_dir()
+        .map(|dir| dir.display().to_string())
+        .unwrap_or_default();
+    let new_run = NewRun::new(&args.task, &run_id)
+        .step(&args.step, args.step_name.as_deref().unwrap_or(&args.step))
+        .attempt(args.attempt)
+        .worker_kind("baa-log exec")
+        .command(shell_line(&args.command))
+        .paths(&cwd, &cwd);
+    let options = WriterOptions {
+        writer_id: args.writer_id.clone(),
+        ..WriterOptions::default()
+    };
+    let writer = client
+        .prepare_writer(new_run, options)
+        .await
+        .map_err(explain)?;
+
+    // Signals are caught before the command starts, so that none of them
+    // ends baa-log before it has recorded how the command ended.
+    let forwarder = SignalForwarder::new().map_err(|err| Failure::new(err.to_string()))?;
+    let mut child = match tokio::process::Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => {
+            let message = format!("cannot start {}: {err}", args.command[0]);
+            let recorded = record_start_failure(&writer, &message).await;
+            return Err(Failure {
+                message: match recorded {
+                    Ok(()) => message,
+                    Err(log_err) => format!("{message} (and the run was not updated: {log_err})"),
+                },
+                code: CANNOT_START,
+            });
+        }
+    };
+    let pid = child.id().unwrap_or_default();
+    writer
+        .set_status(pb::RunStatus::Running)
+        .await
+        .map_err(explain)?;
+    writer
+        .event(
+            pb::WorkerLifecycleEventType::WorkerStarted,
+            pb::LogLevel::Info,
+            format!("started {}", args.command[0]),
+            json!({ "pid": pid, "command": args.command, "cwd": cwd }),
+        )
+        .await
+        .map_err(explain)?;
+
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let out_pump = tokio::spawn(pump(
+        stdout,
+        tokio::io::stdout(),
+        writer.async_output_writer(pb::StreamLogChannel::Stdout),
+    ));
+    let err_pump = tokio::spawn(pump(
+        stderr,
+        tokio::io::stderr(),
+        writer.async_output_writer(pb::StreamLogChannel::Stderr),
+    ));
+    let forwarding = tokio::spawn(forwarder.forward_to(pid));
+    let status = child
+        .wait()
+        .await
+        .map_err(|err| Failure::new(format!("cannot wait for the command: {err}")))?;
+    let mut log_errors = Vec::new();
+    for pump in [out_pump, err_pump] {
+        match pump.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => log_errors.push(err),
+            Err(err) => log_errors.push(err.to_string()),
+        }
+    }
+    forwarding.abort();
+
+    let (code, ended) = match (status.code(), status.signal()) {
+        (Some(code), _) => (code, format!("exited with code {code}")),
+        (None, Some(signo)) => {
+            let name =
+                Signal::try_from(signo).map_or_else(|_| signo.to_string(), |s| s.to_string());
+            (128 + signo, format!("killed by {name}"))
+        }
+        (None, None) => (1, "ended".to_string()),
+    };
+    let success = status.success();
+    let recorded = async {
+        writer
+            .event(
+                pb::WorkerLifecycleEventType::WorkerExited,
+                if success {
+                    pb::LogLevel::Info
+                } else {
+                    pb::LogLevel::Error
+                },
+                format!("{} {ended}", args.command[0]),
+                json!({ "exitCode": status.code(), "signal": status.signal() }),
+            )
+            .await?;
+        let run_status = if success {
+            pb::RunStatus::Completed
+        } else {
+            pb::RunStatus::Failed
+        };
+        writer.finish(run_status, Some(code), Some(ended)).await
+    }
+    .await;
+    if let Err(err) = recorded {
+        log_errors.push(explain(err).message);
+    }
+    for err in &log_errors {
+        eprintln!("baa-log: the log of run {key} may be incomplete: {err}");
+    }
+    Ok(u8::try_from(code).unwrap_or(1))
+}
+
+/// Copies a pipe to the terminal and to the run until it ends. The pipe is
+/// always drained, so the command never blocks on a full pipe because the
+/// terminal went away; when the run stops taking output, the terminal
+/// still gets it, and the error is returned at the end.
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    mut terminal: impl AsyncWrite + Unpin,
+    mut log: AsyncOutputWriter,
+) -> Result<(), String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut terminal_open = true;
+    let mut log_error = None;
+    loop {
+        let read = from.read(&mut buf).await.map_err(|err| err.to_string())?;
+        if read == 0 {
+            break;
+        }
+        if terminal_open {
+            terminal_open =
+                terminal.write_all(&buf[..read]).await.is_ok() && terminal.flush().await.is_ok();
+        }
+        if log_error.is_none() {
+            if let Err(err) = log.write_all(&buf[..read]).await {
+                log_error = Some(err.to_string());
+            }
+        }
+    }
+    if log_error.is_none() {
+        if let Err(err) = log.shutdown().await {
+            log_error = Some(err.to_string());
+        }
+    }
+    log_error.map_or(Ok(()), Err)
+}
+
+/// Records that the command could not start, and fails the run.
+async fn record_start_failure(writer: &RunWriter, message: &str) -> Result<(), ClientError> {
+    writer
+        .event(
+            pb::WorkerLifecycleEventType::WorkerExited,
+            pb::LogLevel::Error,
+            message,
+            json!({ "exitCode": CANNOT_START }),
+        )
+        .await?;
+    writer
+        .clone()
+        .finish(
+            pb::RunStatus::Failed,
+            Some(i32::from(CANNOT_START)),
+            Some(message.to_string()),
+        )
+        .await
+        .map(drop)
+}
+
+/// Catches SIGINT and SIGTERM and passes them on to the command.
+///
+/// A Ctrl-C at a terminal reaches the whole foreground process group, the
+/// command included, so when stdin is a terminal SIGINT is not sent again:
+/// a second one would cut short the command's own clean-up. SIGTERM is
+/// aimed at baa-log alone and is always passed on.
+struct SignalForwarder {
+    /// SIGINT deliveries.
+    interrupt: tokio::signal::unix::Signal,
+    /// SIGTERM deliveries.
+    terminate: tokio::signal::unix::Signal,
+    /// Whether SIGINT is likely to come from the terminal.
+    interactive: bool,
+}
+
+impl SignalForwarder {
+    /// Starts catching the signals.
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            interactive: std::io::stdin().is_terminal(),
+        })
+    }
+
+    /// Passes signals on to the process `pid` until aborted.
+    async fn forward_to(mut self, pid: u32) {
+        let Ok(pid) = i32::try_from(pid) else { return };
+        let pid = Pid::from_raw(pid);
+        loop {
+            let signal = tokio::select! {
+                _ = self.interrupt.recv() => {
+                    if self.interactive {
+                        continue;
+                    }
+                    Signal::SIGINT
+                }
+                _ = self.terminate.recv() => Signal::SIGTERM,
+            };
+            // The command may have ended already; nothing to do then.
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
+    }
+}
+
+/// A run id from the current time and a random part:
+/// `20261126T041502Z-3fa2`.
+fn fresh_run_id() -> String {
+    format!(
+        "{}-{:04x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        fastrand::u16(..)
+    )
+}
+
+/// A command line as a shell would take it back: words with spaces or
+/// quotes are single-quoted.
+fn shell_line(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|word| {
+            let plain = !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
+            if plain {
+                word.clone()
+            } else {
+                format!("'{}'", word.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

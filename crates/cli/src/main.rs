@@ -1,0 +1,145 @@
+//! `baa-log`, the command line of baa-logging: runs a command as a worker
+//! whose output goes to a run, follows runs live, and reads them back.
+//!
+//! # Layout
+//!
+//! - `exec`: `baa-log exec`, a command run as a worker.
+//! - `read`: `follow` and `cat`, a run's entries.
+//! - `runs`: `runs` and `show`, what runs there are.
+//! - `render`: how entries, states and errors are written for people and
+//!   for programs.
+
+mod exec;
+mod read;
+mod render;
+mod runs;
+
+use std::process::ExitCode;
+
+use baa_logging_client::{Client, ConnectOptions, RunKey};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The baa-logging command line: run a command with its output logged to a
+/// run, follow runs live, and read them back.
+#[derive(Debug, Parser)]
+#[command(name = "baa-log", version)]
+struct Cli {
+    /// The server's address.
+    #[arg(
+        long,
+        global = true,
+        env = "BAA_LOG_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    server: String,
+    /// A bearer token for the server.
+    #[arg(long, global = true, env = "BAA_LOG_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a command as a worker: its stdout and stderr go to a run (and
+    /// to this terminal), its exit decides the run's status, and baa-log
+    /// exits with its code.
+    Exec(exec::ExecArgs),
+    /// Print a run's entries as they come, like `tail -f`, until it ends.
+    Follow(read::FollowArgs),
+    /// Print the output a run stored, as the program wrote it.
+    Cat(read::CatArgs),
+    /// List runs, newest first.
+    Runs(runs::RunsArgs),
+    /// Show a run's metadata, state and log summary.
+    Show(runs::ShowArgs),
+}
+
+/// A channel, as the command line names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ChannelArg {
+    /// Worker lifecycle events.
+    Worker,
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl ChannelArg {
+    /// The protocol's channel.
+    fn to_pb(self) -> baa_logging_client::pb::WorkerLogChannel {
+        use baa_logging_client::pb::WorkerLogChannel;
+        match self {
+            Self::Worker => WorkerLogChannel::Worker,
+            Self::Stdout => WorkerLogChannel::Stdout,
+            Self::Stderr => WorkerLogChannel::Stderr,
+        }
+    }
+}
+
+/// What went wrong, as one line for the user, and the exit code.
+#[derive(Debug)]
+struct Failure {
+    /// The line, without the `baa-log: ` prefix.
+    message: String,
+    /// The exit code.
+    code: u8,
+}
+
+impl Failure {
+    /// A failure with exit code 1.
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("baa-log: cannot start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("baa-log: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// Connects and runs the subcommand; returns the exit code.
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    let mut options = ConnectOptions::new(cli.server.clone());
+    if let Some(token) = &cli.token {
+        options = options.token(token);
+    }
+    let server = cli.server.clone();
+    let explain = move |err| render::explain(&server, err);
+    let client = Client::from_stub(options.connect().await.map_err(&explain)?);
+    match cli.command {
+        Command::Exec(args) => exec::exec(&client, args, &explain).await,
+        Command::Follow(args) => read::follow(&client, args).await.map_err(&explain),
+        Command::Cat(args) => read::cat(&client, args).await.map_err(&explain),
+        Command::Runs(args) => runs::runs(&client, args).await.map_err(&explain),
+        Command::Show(args) => runs::show(&client, args).await.map_err(&explain),
+    }
+}
+
+/// Parses `TASK/RUN` for clap.
+fn parse_run(text: &str) -> Result<RunKey, String> {
+    text.parse()
+        .map_err(|err: baa_logging_client::ClientError| err.to_string())
+}

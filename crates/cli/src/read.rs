@@ -1,0 +1,121 @@
+//! `baa-log follow` and `baa-log cat`: a run's entries, live or stored.
+
+use std::io::Write;
+
+use baa_logging_client::{Client, ClientError, FollowEvent, FollowOptions, RunKey, pb};
+use clap::Args;
+use futures::StreamExt;
+
+use crate::{ChannelArg, parse_run, render};
+
+/// Arguments of `baa-log follow`.
+#[derive(Debug, Args)]
+pub(crate) struct FollowArgs {
+    /// The run, as TASK/RUN.
+    #[arg(value_parser = parse_run)]
+    run: RunKey,
+    /// Start at this sequence number.
+    #[arg(long, default_value_t = 1)]
+    from: u64,
+    /// Only this channel; repeat for several.
+    #[arg(long = "channel", value_enum)]
+    channels: Vec<ChannelArg>,
+    /// One entry a line, as JSON in the contracts' shape.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `baa-log cat`.
+#[derive(Debug, Args)]
+pub(crate) struct CatArgs {
+    /// The run, as TASK/RUN.
+    #[arg(value_parser = parse_run)]
+    run: RunKey,
+    /// Only this channel; repeat for several. Default: stdout and stderr.
+    #[arg(long = "channel", value_enum)]
+    channels: Vec<ChannelArg>,
+}
+
+/// Follows a run until it ends.
+pub(crate) async fn follow(client: &Client, args: FollowArgs) -> Result<u8, ClientError> {
+    let options = FollowOptions {
+        from_seq: args.from,
+        channels: args
+            .channels
+            .iter()
+            .map(|channel| channel.to_pb())
+            .collect(),
+        ..FollowOptions::default()
+    };
+    let mut events = client.follow(args.run, options);
+    let mut out = anstream::stdout().lock();
+    let mut at_line_start = true;
+    // A terminal state comes with the first response when following a run
+    // that has ended; it is told after the entries, where it happened.
+    let mut final_state = None;
+    while let Some(event) = events.next().await {
+        let event = event?;
+        if let FollowEvent::State(state) = &event {
+            if is_terminal(state.status()) {
+                final_state = Some(event);
+                continue;
+            }
+        }
+        let text = if args.json {
+            match render::entry_json(&event) {
+                Some(json) => format!("{json}\n"),
+                None => continue,
+            }
+        } else {
+            let text = render::human(&event, at_line_start);
+            at_line_start = render::ends_line(&event, at_line_start);
+            text
+        };
+        if write!(out, "{text}").and_then(|()| out.flush()).is_err() {
+            // The reader went away (`| head`): that is the end.
+            return Ok(0);
+        }
+    }
+    if let (Some(state), false) = (final_state, args.json) {
+        let _ = write!(out, "{}", render::human(&state, at_line_start));
+    }
+    Ok(0)
+}
+
+/// Whether a status is final.
+fn is_terminal(status: pb::RunStatus) -> bool {
+    matches!(
+        status,
+        pb::RunStatus::Completed | pb::RunStatus::Failed | pb::RunStatus::Blocked
+    )
+}
+
+/// Prints a run's stored output.
+pub(crate) async fn cat(client: &Client, args: CatArgs) -> Result<u8, ClientError> {
+    let channels = if args.channels.is_empty() {
+        vec![ChannelArg::Stdout, ChannelArg::Stderr]
+    } else {
+        args.channels
+    };
+    let options = FollowOptions {
+        channels: channels.iter().map(|channel| channel.to_pb()).collect(),
+        history_only: true,
+        ..FollowOptions::default()
+    };
+    let mut events = client.follow(args.run, options);
+    let mut out = std::io::stdout().lock();
+    while let Some(event) = events.next().await {
+        let written = match event? {
+            FollowEvent::Stdout(chunk) | FollowEvent::Stderr(chunk) => {
+                out.write_all(chunk.text.as_bytes())
+            }
+            FollowEvent::Lifecycle(entry) => writeln!(out, "{}", entry.rendered_line),
+            FollowEvent::State(_) => Ok(()),
+        };
+        if written.is_err() {
+            return Ok(0);
+        }
+    }
+    let _ = out.flush();
+    Ok(0)
+}

@@ -1,0 +1,328 @@
+//! `baa-log`, the command line, as a user runs it: a real binary against a
+//! real server, its output checked line by line against the stored files.
+
+use std::{process::Output, time::Duration};
+
+use serde_json::Value;
+use tokio::process::Command;
+
+use crate::util::{TestServer, json_lines, process::cli_binary};
+
+/// Runs `baa-log` with `args` against `server` and returns what it did.
+async fn baa_log(server: &TestServer, args: &[&str]) -> Output {
+    Command::new(cli_binary())
+        .args(args)
+        .env("BAA_LOG_SERVER", format!("http://{}", server.addr))
+        .env_remove("BAA_LOG_TOKEN")
+        .output()
+        .await
+        .expect("baa-log runs")
+}
+
+/// The text of a stream of output.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("UTF-8 output")
+}
+
+/// A run's stored entries from all three files, merged by seq.
+fn stored_entries(server: &TestServer, task: &str, run: &str) -> Vec<Value> {
+    let dir = server.data_dir.join(task).join(run);
+    let mut entries: Vec<Value> = ["worker.log", "stdout.log", "stderr.log"]
+        .iter()
+        .flat_map(|name| json_lines(&dir.join(name)))
+        .collect();
+    entries.sort_by_key(|entry| entry["seq"].as_u64());
+    entries
+}
+
+/// The concatenated texts of a run's entries on one channel.
+fn channel_text(entries: &[Value], channel: &str) -> String {
+    entries
+        .iter()
+        .filter(|entry| entry["channel"] == channel)
+        .map(|entry| entry["text"].as_str().expect("text"))
+        .collect()
+}
+
+/// `exec` runs a command that writes to both streams and exits with 3:
+/// baa-log exits with 3 and shows the output, the run is `failed`, and
+/// both logs are complete and in order between the start and exit events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_logs_a_failing_command_and_exits_with_its_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let script = "for i in $(seq 1 200); do echo \"out $i\"; echo \"err $i\" >&2; done; exit 3";
+    let output = baa_log(
+        &server,
+        &[
+            "exec", "--task", "t", "--run", "r", "--step", "build", "--", "sh", "-c", script,
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let expected_out: String = (1..=200).map(|i| format!("out {i}\n")).collect();
+    let expected_err: String = (1..=200).map(|i| format!("err {i}\n")).collect();
+    assert_eq!(
+        text(&output.stdout),
+        expected_out,
+        "the terminal shows stdout"
+    );
+    let stderr = text(&output.stderr);
+    assert!(stderr.starts_with("baa-log: run t/r\n"), "{stderr}");
+    assert!(stderr.ends_with(&expected_err), "{stderr}");
+
+    let entries = stored_entries(&server, "t", "r");
+    let seqs: Vec<u64> = entries
+        .iter()
+        .map(|entry| entry["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=entries.len() as u64).collect::<Vec<_>>());
+    assert_eq!(channel_text(&entries, "stdout"), expected_out);
+    assert_eq!(channel_text(&entries, "stderr"), expected_err);
+    let types: Vec<&str> = entries
+        .iter()
+        .filter(|entry| entry["channel"] == "worker")
+        .map(|entry| entry["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["run_prepared", "worker_started", "worker_exited"]);
+    let exited = entries.last().unwrap();
+    assert_eq!(exited["type"], "worker_exited", "exit is the last entry");
+    assert_eq!(exited["level"], "error");
+    assert_eq!(exited["data"]["exitCode"], 3);
+    assert_eq!(entries[1]["type"], "worker_started");
+
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("t/r/state.json")).unwrap()).unwrap();
+    assert_eq!(state["status"], "failed");
+    assert_eq!(state["exitCode"], 3);
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("t/r/meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["stepId"], "build");
+    assert_eq!(meta["command"], format!("sh -c '{script}'"));
+    server.stop().await;
+}
+
+/// `follow --json` prints one entry a line, each equal to the stored line
+/// of the same seq; `cat` prints the output as the program wrote it; and
+/// plain `follow` marks lifecycle events and ends with the final state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_json_and_cat_match_the_stored_run_line_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let script = "printf 'a\\nb'; printf 'c\\n' >&2; printf ' ünï\\n'; exit 0";
+    let output = baa_log(
+        &server,
+        &[
+            "exec", "--task", "t", "--run", "r", "--", "sh", "-c", script,
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let stored = stored_entries(&server, "t", "r");
+
+    let json = baa_log(&server, &["follow", "t/r", "--json"]).await;
+    assert!(json.status.success(), "{json:?}");
+    let lines: Vec<Value> = text(&json.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines, stored);
+
+    let from = baa_log(
+        &server,
+        &[
+            "follow",
+            "t/r",
+            "--json",
+            "--from",
+            "3",
+            "--channel",
+            "stdout",
+        ],
+    )
+    .await;
+    let seqs: Vec<u64> = text(&from.stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let expected: Vec<u64> = stored
+        .iter()
+        .filter(|entry| entry["channel"] == "stdout" && entry["seq"].as_u64() >= Some(3))
+        .map(|entry| entry["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, expected);
+
+    let cat = baa_log(&server, &["cat", "t/r"]).await;
+    assert!(cat.status.success());
+    let merged: String = stored
+        .iter()
+        .filter_map(|entry| entry["text"].as_str())
+        .collect();
+    assert_eq!(text(&cat.stdout), merged);
+    let cat_out = baa_log(&server, &["cat", "t/r", "--channel", "stdout"]).await;
+    assert_eq!(text(&cat_out.stdout), channel_text(&stored, "stdout"));
+
+    let plain = baa_log(&server, &["follow", "t/r"]).await;
+    let plain = text(&plain.stdout);
+    let lines: Vec<&str> = plain.lines().collect();
+    assert!(
+        lines[0].starts_with("» ") && lines[0].contains("run_prepared"),
+        "{plain}"
+    );
+    assert!(
+        lines.iter().any(|line| line.contains("worker_exited")),
+        "{plain}"
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&"» run is completed (exit code 0)"),
+        "{plain}"
+    );
+    assert!(
+        !plain.contains('\u{1b}'),
+        "no colour codes in a pipe: {plain:?}"
+    );
+    server.stop().await;
+}
+
+/// `runs` lists runs newest first with their status and entry count, and
+/// `show` prints one run, also as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_and_show_describe_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    for (run, code) in [("first", "0"), ("second", "5")] {
+        let output = baa_log(
+            &server,
+            &[
+                "exec",
+                "--task",
+                "t",
+                "--run",
+                run,
+                "--",
+                "sh",
+                "-c",
+                &format!("echo {run}; exit {code}"),
+            ],
+        )
+        .await;
+        assert_eq!(output.status.code(), Some(code.parse().unwrap()));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let runs = text(&baa_log(&server, &["runs"]).await.stdout);
+    let rows: Vec<Vec<&str>> = runs
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["TASK", "RUN", "STEP", "STATUS", "ATTEMPT", "ENTRIES", "AGE"]
+    );
+    assert_eq!(rows[1][..6], ["t", "second", "main", "failed", "1", "4"]);
+    assert_eq!(rows[2][..6], ["t", "first", "main", "completed", "1", "4"]);
+    let failed = text(
+        &baa_log(&server, &["runs", "--status", "failed"])
+            .await
+            .stdout,
+    );
+    assert_eq!(failed.lines().count(), 2, "{failed}");
+
+    let show = text(
+        &baa_log(&server, &["show", "t/second", "--json"])
+            .await
+            .stdout,
+    );
+    let show: Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(show["state"]["status"], "failed");
+    assert_eq!(show["state"]["exitCode"], 5);
+    assert_eq!(show["summary"]["stdoutChunkCount"], 1);
+    let human = text(&baa_log(&server, &["show", "t/first"]).await.stdout);
+    assert!(human.contains("status     completed"), "{human}");
+    server.stop().await;
+}
+
+/// SIGTERM to `baa-log exec` is passed on to the command, which may clean
+/// up; what it printed before and during is kept, and its code is ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_passes_sigterm_on_and_keeps_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let script = "trap 'echo cleaning up; exit 7' TERM; echo ready; while :; do sleep 0.05; done";
+    let child = Command::new(cli_binary())
+        .args([
+            "exec", "--task", "t", "--run", "r", "--", "sh", "-c", script,
+        ])
+        .env("BAA_LOG_SERVER", format!("http://{}", server.addr))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let stdout_log = dir.path().join("t/r/stdout.log");
+    for _ in 0..500 {
+        if std::fs::read_to_string(&stdout_log).is_ok_and(|text| text.contains("ready")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(output.status.code(), Some(7), "{output:?}");
+    assert_eq!(text(&output.stdout), "ready\ncleaning up\n");
+    let entries = stored_entries(&server, "t", "r");
+    assert_eq!(channel_text(&entries, "stdout"), "ready\ncleaning up\n");
+    assert_eq!(entries.last().unwrap()["data"]["exitCode"], 7);
+    server.stop().await;
+}
+
+/// Failures are one line that says what failed and what to try, with a
+/// non-zero exit code, never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let cases: [(&[&str], &str); 4] = [
+        (&["show", "t/missing"], "not found"),
+        (&["follow", "nope"], "TASK/RUN"),
+        (
+            &["exec", "--task", "bad/task", "--", "true"],
+            "INVALID_ARGUMENT",
+        ),
+        (
+            &["exec", "--task", "t", "--", "/no/such/program"],
+            "cannot start /no/such/program",
+        ),
+    ];
+    for (args, needle) in cases {
+        let output = baa_log(&server, args).await;
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let unreachable = Command::new(cli_binary())
+        .args(["runs"])
+        .env("BAA_LOG_SERVER", "http://127.0.0.1:1")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(1));
+    let stderr = text(&unreachable.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot reach baa-logd at http://127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("BAA_LOG_SERVER"), "{stderr}");
+    server.stop().await;
+}
