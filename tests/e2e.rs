@@ -8,6 +8,7 @@ mod append;
 mod bad_input;
 mod cli;
 mod client;
+mod contracts;
 mod follow;
 mod recovery;
 mod runs;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod contract;
 pub mod process;
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
