@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and every test of the repository, on a fresh machine:
-# installs the pinned tools it needs into tools/node_modules, checks the
+# installs the pinned tools it needs into tools/node_modules and the
+# clients in other languages' dependencies under tests/polyglot/, checks the
 # Protobuf files with buf, the Rust code with rustfmt and clippy, and runs
 # the whole test suite against real servers.
 set -euo pipefail
@@ -20,6 +21,9 @@ cargo fmt --all --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "polyglot client dependencies (tests/polyglot/)"
+bash scripts/polyglot-setup.sh
 
 step "cargo test"
 cargo test --workspace --locked

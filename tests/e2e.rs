@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod contracts;
 mod follow;
+mod polyglot;
 mod recovery;
 mod runs;
 mod service;
