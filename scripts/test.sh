@@ -2,8 +2,9 @@
 # Runs every check and every test of the repository, on a fresh machine:
 # installs the pinned tools it needs into tools/node_modules and the
 # clients in other languages' dependencies under tests/polyglot/, checks the
-# Protobuf files with buf, the Rust code with rustfmt and clippy, and runs
-# the whole test suite against real servers.
+# Protobuf files with buf (lint, format, and breaking changes against
+# proto/baseline/), the Rust code with rustfmt and clippy, and runs the
+# whole test suite against real servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,13 @@ buf=$PWD/tools/node_modules/.bin/buf
 
 step "buf lint and buf format (proto/)"
 (cd proto && "$buf" lint && "$buf" format --diff --exit-code)
+
+step "buf breaking (proto/ against proto/baseline/)"
+if ! (cd proto && "$buf" breaking --against baseline/baa.logging.v1.binpb); then
+  echo "A breaking change to the API: undo it, or make it on purpose as" \
+    "proto/baseline/README.md says." >&2
+  exit 1
+fi
 
 step "cargo fmt --check"
 cargo fmt --all --check
