@@ -24,7 +24,9 @@ pub enum Kind {
 /// One field of an interface.
 #[derive(Debug)]
 pub struct Field {
+    /// The key, in camelCase as in the contract.
     pub name: &'static str,
+    /// What the value must be.
     pub kind: Kind,
     /// False for `name?: …`.
     pub required: bool,
@@ -33,10 +35,13 @@ pub struct Field {
 /// A contract interface.
 #[derive(Debug)]
 pub struct Interface {
+    /// The interface's name in the contract, for messages.
     pub name: &'static str,
+    /// Every field, inherited ones included; no other key is allowed.
     pub fields: &'static [Field],
 }
 
+/// A required field.
 const fn field(name: &'static str, kind: Kind) -> Field {
     Field {
         name,
@@ -45,6 +50,7 @@ const fn field(name: &'static str, kind: Kind) -> Field {
     }
 }
 
+/// An optional field (`name?: …`).
 const fn optional(name: &'static str, kind: Kind) -> Field {
     Field {
         name,
