@@ -14,8 +14,13 @@ use baa_logging_client::{Client, ClientError, NewRun, WriterOptions, pb};
 #[tokio::main]
 async fn main() -> Result<(), ClientError> {
     let mut args = std::env::args().skip(1);
-    let server = args.next().unwrap_or_else(|| "http://127.0.0.1:50051".into());
-    let lines: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    let server = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:50051".into());
+    let lines: u64 = args
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
     let bytes: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(120);
 
     let client = Client::connect(server).await?;
@@ -32,7 +37,9 @@ async fn main() -> Result<(), ClientError> {
     let summary = writer.flush().await?;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_before;
-    writer.finish(pb::RunStatus::Completed, Some(0), None).await?;
+    writer
+        .finish(pb::RunStatus::Completed, Some(0), None)
+        .await?;
     println!(
         "{lines} lines of {bytes} B in {elapsed:.2} s: {:.0} entries/s, {:.1} MB/s; \
          client CPU {cpu:.2} s = {:.2} µs per entry; run holds {} entries",

@@ -15,7 +15,9 @@ use serde_json::json;
 #[tokio::main]
 async fn main() -> Result<(), ClientError> {
     let mut args = std::env::args().skip(1);
-    let server = args.next().unwrap_or_else(|| "http://127.0.0.1:50051".into());
+    let server = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:50051".into());
     let task = args.next().unwrap_or_else(|| "example".into());
     let run = args.next().unwrap_or_else(|| "worker-1".into());
 
