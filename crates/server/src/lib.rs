@@ -9,28 +9,38 @@
 //!   `runs` (prepare, get, list, state), `append` (writers) and `follow`
 //!   (followers).
 //! - `convert`: Protobuf ↔ store types; `status`: store errors → statuses.
-//! - [`ServerConfig`]: limits and sizes of the gRPC layer.
+//! - [`ServerConfig`]: limits and sizes of the gRPC layer; [`Settings`]
+//!   (`settings`): the whole configuration, from a file, the environment
+//!   and flags.
+//! - [`Security`] (`security`): TLS, bearer tokens and the layer that
+//!   checks them on every call.
 
 mod append;
 mod config;
 mod convert;
 mod follow;
 mod runs;
+pub mod security;
 mod service;
+pub mod settings;
 mod status;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use baa_logging::{FILE_DESCRIPTOR_SET, pb::logging_service_server::LoggingServiceServer};
 use baa_logging_store::RunStore;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
+
+use crate::security::AuthLayer;
 
 pub use crate::{
     config::ServerConfig,
+    security::Security,
     service::{FollowRunStream, GrpcLoggingService},
+    settings::{LogFormat, Settings},
 };
 
 /// Why the server stopped with an error.
@@ -73,6 +83,9 @@ pub async fn run<S: RunStore>(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let max_message_bytes = config.max_message_bytes;
+    let security = config.security.clone();
+    let keepalive = (config.keepalive_interval, config.keepalive_timeout);
+    let max_streams = config.max_streams_per_connection;
     let service = GrpcLoggingService::new(store.clone(), config, token.clone());
     let logging = LoggingServiceServer::new(service)
         .max_decoding_message_size(max_message_bytes)
@@ -92,16 +105,33 @@ pub async fn run<S: RunStore>(
             token.cancel();
         }
     };
-    let served = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_keepalive_interval(Some(keepalive.0))
+        .http2_keepalive_timeout(Some(keepalive.1))
+        .max_concurrent_streams(Some(max_streams))
+        .layer(tower::util::option_layer(
+            security.tokens.clone().map(AuthLayer::new),
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(logging)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
-        .await;
+        .add_service(logging);
+    let served = match &security.tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+                .await
+        }
+        Some(tls) => {
+            let watcher = tokio::spawn(tls.clone().watch());
+            let (incoming, acceptor) = tls_incoming(listener, tls.acceptor());
+            let served = router.serve_with_incoming_shutdown(incoming, stop).await;
+            watcher.abort();
+            acceptor.abort();
+            served
+        }
+    };
     token.cancel();
     if let Err(err) = store.flush().await {
         warn!(cause = %err, "cannot write the store's state on shutdown");
@@ -109,4 +139,46 @@ pub async fn run<S: RunStore>(
     served?;
     info!("stopped");
     Ok(())
+}
+
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS connections from `listener`: each handshake runs in a task of its
+/// own, so that a slow or silent client holds up no other. Returns the
+/// stream of finished connections and the accepting task.
+fn tls_incoming(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> (
+    ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (ready, incoming) = tokio::sync::mpsc::channel(64);
+    let task = tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of descriptors, most likely: wait, then go on.
+                    warn!(cause = %err, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = ready.send(Ok(stream)).await;
+                    }
+                    Ok(Err(err)) => debug!(%peer, cause = %err, "TLS handshake failed"),
+                    Err(_) => debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    (ReceiverStream::new(incoming), task)
 }

@@ -1,47 +1,173 @@
-//! `baa-logd`: parses flags, binds the listener, and serves until SIGINT or
-//! SIGTERM.
+//! `baa-logd`: reads its configuration, binds the listener, and serves
+//! until SIGINT or SIGTERM.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
-use baa_logd::ServerConfig;
+use baa_logd::{LogFormat, ServerConfig, Settings};
 use baa_logging_store::{LocalStore, LocalStoreOptions};
-use clap::Parser;
+use clap::{Args, Parser};
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
 /// The baa-logging server: workers stream run logs in over gRPC, followers
 /// watch them live. Runs are stored under the data directory in the
 /// local-run-v1 layout.
-#[derive(Debug, Parser)]
+///
+/// Every setting is a flag, an environment variable `BAA_LOGD_<NAME>`, and
+/// a key of the TOML file given with --config; a flag beats its variable,
+/// which beats the file, which beats the default.
+#[derive(Debug, Parser, Serialize)]
 #[command(name = "baa-logd", version)]
-struct Args {
-    /// The address to listen on; port 0 picks a free port.
-    #[arg(long, env = "BAA_LOGD_LISTEN", default_value = "127.0.0.1:50051")]
-    listen: SocketAddr,
-    /// The runs root: runs live in <data-dir>/<taskId>/<runId>/.
-    #[arg(long, env = "BAA_LOGD_DATA_DIR", default_value = "./runs")]
-    data_dir: PathBuf,
-    /// The largest request message, in bytes.
-    #[arg(long, env = "BAA_LOGD_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
-    max_message_bytes: usize,
-    /// The largest text, message or data of one entry, in bytes.
-    #[arg(long, env = "BAA_LOGD_MAX_ENTRY_BYTES", default_value_t = 1024 * 1024)]
-    max_entry_bytes: usize,
+struct Cli {
+    /// A TOML configuration file.
+    #[arg(long, env = "BAA_LOGD_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    print_config: bool,
+    /// The address to listen on; port 0 picks a free port [default: 127.0.0.1:50051].
+    #[arg(long, env = "BAA_LOGD_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+    /// The runs root: runs live in <data-dir>/<taskId>/<runId>/ [default: ./runs].
+    #[arg(long, env = "BAA_LOGD_DATA_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address, at /metrics [default: off].
+    #[arg(long, env = "BAA_LOGD_METRICS_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<SocketAddr>,
+    /// How the server's own log lines are written [default: text].
+    #[arg(long, env = "BAA_LOGD_LOG_FORMAT", value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<LogFormat>,
     /// fsync every commit before acknowledging it, so that acknowledged
     /// entries survive a power loss, not only a crash of the process.
-    #[arg(long, env = "BAA_LOGD_SYNC")]
-    sync: bool,
+    #[arg(long, env = "BAA_LOGD_SYNC", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sync: Option<bool>,
+    /// Listen beyond loopback with neither TLS nor tokens configured.
+    #[arg(long, env = "BAA_LOGD_INSECURE", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    insecure: Option<bool>,
+    /// A TOML file of bearer tokens and their scopes (read, write, admin).
+    #[arg(long, env = "BAA_LOGD_TOKEN_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_file: Option<PathBuf>,
+    /// TLS.
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Limits.
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Retention.
+    #[command(flatten)]
+    retention: RetentionArgs,
+}
+
+/// TLS flags.
+#[derive(Debug, Args, Serialize)]
+#[command(next_help_heading = "TLS")]
+struct TlsArgs {
+    /// The server's certificate chain (PEM); reloaded on SIGHUP.
+    #[arg(long = "tls-cert", env = "BAA_LOGD_TLS_CERT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long = "tls-key", env = "BAA_LOGD_TLS_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<PathBuf>,
+    /// Require client certificates signed by these CAs (PEM).
+    #[arg(long = "tls-client-ca", env = "BAA_LOGD_TLS_CLIENT_CA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_ca: Option<PathBuf>,
+}
+
+/// Limit flags.
+#[derive(Debug, Args, Serialize)]
+#[command(next_help_heading = "Limits")]
+struct LimitArgs {
+    /// The largest request message, in bytes [default: 4194304].
+    #[arg(long, env = "BAA_LOGD_MAX_MESSAGE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_message_bytes: Option<usize>,
+    /// The largest text or message of one entry, in bytes [default: 1048576].
+    #[arg(long, env = "BAA_LOGD_MAX_ENTRY_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_entry_bytes: Option<usize>,
+    /// The largest structured data of one event, as JSON, in bytes [default: 262144].
+    #[arg(long, env = "BAA_LOGD_MAX_DATA_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_data_bytes: Option<usize>,
+    /// The most items in one Append message [default: 10000].
+    #[arg(long, env = "BAA_LOGD_MAX_BATCH_ENTRIES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_batch_entries: Option<usize>,
+    /// The most concurrent calls on one HTTP/2 connection [default: 1024].
+    #[arg(long, env = "BAA_LOGD_MAX_STREAMS_PER_CONNECTION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_streams_per_connection: Option<u32>,
+    /// How often to ping each connection, e.g. 30s [default: 30s].
+    #[arg(long, env = "BAA_LOGD_KEEPALIVE_INTERVAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keepalive_interval: Option<String>,
+    /// How long a ping may go unanswered [default: 20s].
+    #[arg(long, env = "BAA_LOGD_KEEPALIVE_TIMEOUT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keepalive_timeout: Option<String>,
+    /// Close an Append stream that sends nothing for this long [default: 10m].
+    #[arg(long, env = "BAA_LOGD_APPEND_IDLE_TIMEOUT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    append_idle_timeout: Option<String>,
+    /// The most entries a second one run takes; 0: no limit [default: 1000000].
+    #[arg(long, env = "BAA_LOGD_APPEND_RATE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    append_rate: Option<u64>,
+    /// The most followers of one run [default: 1024].
+    #[arg(long, env = "BAA_LOGD_MAX_FOLLOWERS_PER_RUN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_followers_per_run: Option<usize>,
+    /// The most followers in all [default: 65536].
+    #[arg(long, env = "BAA_LOGD_MAX_FOLLOWERS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_followers: Option<usize>,
+}
+
+/// Retention flags.
+#[derive(Debug, Args, Serialize)]
+#[command(next_help_heading = "Retention")]
+struct RetentionArgs {
+    /// Delete finished runs older than this, e.g. 30d [default: keep].
+    #[arg(long = "retention-max-age", env = "BAA_LOGD_RETENTION_MAX_AGE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_age: Option<String>,
+    /// Delete the oldest finished runs beyond this many bytes in all [default: none].
+    #[arg(long = "retention-max-bytes", env = "BAA_LOGD_RETENTION_MAX_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_bytes: Option<u64>,
+    /// How often retention runs [default: 10m].
+    #[arg(long = "retention-interval", env = "BAA_LOGD_RETENTION_INTERVAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval: Option<String>,
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let args = Args::parse();
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref(), &cli) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("baa-logd: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.print_config {
+        print!("{}", settings.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(settings.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -52,7 +178,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args)) {
+    match runtime.block_on(serve(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             error!("{message}");
@@ -62,36 +188,47 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr, as text or JSON, filtered by `RUST_LOG` (default info).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
 /// Opens the store, binds, and serves until a signal.
-async fn serve(args: Args) -> Result<(), String> {
+async fn serve(settings: Settings) -> Result<(), String> {
+    let security = baa_logd::Security::from_settings(&settings).map_err(|err| err.to_string())?;
     // Each open run keeps a few files open; the default soft limit of
     // 1024 descriptors would cap a busy server at a few hundred runs.
     if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
         warn!(cause = %err, "cannot raise the open-file limit");
     }
     let options = LocalStoreOptions {
-        max_entry_bytes: args.max_entry_bytes,
-        sync_commits: args.sync,
-        ..LocalStoreOptions::new(&args.data_dir)
+        max_entry_bytes: settings.limits.max_entry_bytes,
+        max_data_bytes: settings.limits.max_data_bytes,
+        sync_commits: settings.sync,
+        ..LocalStoreOptions::new(&settings.data_dir)
     };
     let store = LocalStore::open(options).map_err(|err| {
         format!(
             "cannot open the data directory {}: {err}",
-            args.data_dir.display()
+            settings.data_dir.display()
         )
     })?;
-    let listener = TcpListener::bind(args.listen)
+    let listener = TcpListener::bind(settings.listen)
         .await
-        .map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
+        .map_err(|err| format!("cannot listen on {}: {err}", settings.listen))?;
     let addr = listener.local_addr().map_err(|err| err.to_string())?;
-    info!(%addr, data_dir = %store.data_dir().display(), "baa-logd listening");
+    info!(%addr, data_dir = %store.data_dir().display(), tls = security.tls_enabled(), tokens = security.tokens_enabled(), "baa-logd listening");
     // Scripts that start the server on port 0 read the address from here.
     println!("listening on {addr}");
-    let config = ServerConfig {
-        max_message_bytes: args.max_message_bytes,
-        max_entry_bytes: args.max_entry_bytes,
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig::from_settings(&settings, security);
     baa_logd::run(listener, Arc::new(store), config, shutdown_signal())
         .await
         .map_err(|err| err.to_string())
@@ -105,7 +242,6 @@ async fn shutdown_signal() {
             std::future::pending::<()>().await;
         }
     };
-    #[cfg(unix)]
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {
@@ -117,8 +253,6 @@ async fn shutdown_signal() {
             }
         }
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
     tokio::select! {
         () = ctrl_c => info!("SIGINT received"),
         () = terminate => info!("SIGTERM received"),

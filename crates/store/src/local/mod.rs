@@ -72,19 +72,23 @@ const STAGING_DIR: &str = ".staging";
 pub struct LocalStoreOptions {
     /// The runs root: `<data_dir>/<taskId>/<runId>/`.
     pub data_dir: PathBuf,
-    /// The largest text, message or data (as JSON) of one entry, in bytes.
+    /// The largest text or message of one entry, in bytes.
     pub max_entry_bytes: usize,
+    /// The largest structured data of one event, as JSON, in bytes.
+    pub max_data_bytes: usize,
     /// fsync every commit before acknowledging it. Without it, what was
     /// acknowledged survives a crash of the process but not of the machine.
     pub sync_commits: bool,
 }
 
 impl LocalStoreOptions {
-    /// The defaults for a data directory: 1 MiB entries, no fsync per commit.
+    /// The defaults for a data directory: 1 MiB texts, 256 KiB data, no
+    /// fsync per commit.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
             max_entry_bytes: 1024 * 1024,
+            max_data_bytes: 256 * 1024,
             sync_commits: false,
         }
     }
@@ -136,6 +140,7 @@ impl LocalStore {
             repo_root,
             limits: RunLimits {
                 max_entry_bytes: options.max_entry_bytes,
+                max_data_bytes: options.max_data_bytes,
                 max_commit_bytes: 1024 * 1024,
                 sync_commits: options.sync_commits,
             },

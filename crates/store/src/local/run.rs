@@ -48,8 +48,10 @@ pub(crate) struct RunSignal {
 /// Limits a run applies to what it stores.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RunLimits {
-    /// The largest text (or message, or data as JSON) of one entry.
+    /// The largest text or message of one entry.
     pub(crate) max_entry_bytes: usize,
+    /// The largest structured data of one event, as JSON.
+    pub(crate) max_data_bytes: usize,
     /// A commit stops taking entries at about this many bytes.
     pub(crate) max_commit_bytes: usize,
     /// fsync each commit before it is acknowledged.
@@ -296,6 +298,7 @@ impl Run {
     /// `toISOString` form.
     fn check_item(&self, item: &mut AppendItem) -> Result<()> {
         let max = self.limits.max_entry_bytes;
+        let max_data = self.limits.max_data_bytes;
         let too_big = |what: &str, len: usize| {
             StoreError::ResourceExhausted(format!(
                 "{what} of item {} is {len} bytes, over max_entry_bytes ({max})",
@@ -309,8 +312,11 @@ impl Run {
                 }
                 if !event.data.is_empty() {
                     let data_len = serde_json::to_vec(&event.data).map_or(0, |data| data.len());
-                    if data_len > max {
-                        return Err(too_big("the data", data_len));
+                    if data_len > max_data {
+                        return Err(StoreError::ResourceExhausted(format!(
+                            "the data of item {} is {data_len} bytes as JSON, over max_data_bytes ({max_data})",
+                            item.writer_seq
+                        )));
                     }
                 }
                 &mut event.created_at

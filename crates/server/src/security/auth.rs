@@ -1,0 +1,118 @@
+//! The one place where calls are authorized: a tower layer in front of
+//! every service, which maps a call's path to the scope it needs and checks
+//! the bearer token for it.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures::future::BoxFuture;
+use tonic::{Status, body::Body};
+use tower::{Layer, Service};
+use tracing::debug;
+
+use super::tokens::{Denied, Scope, TokenSet};
+
+/// The scope a call needs, by its gRPC path; `None`: open to all.
+///
+/// Health stays open so that load balancers and probes need no token.
+/// Reflection tells the API's shape, which is no secret but still only
+/// for readers.
+pub(crate) fn required_scope(path: &str) -> Option<Scope> {
+    let (service, method) = path.trim_start_matches('/').split_once('/')?;
+    match service {
+        "grpc.health.v1.Health" => None,
+        "baa.logging.v1.LoggingService" => Some(match method {
+            "PrepareRun" | "UpdateRunState" | "AppendLogs" | "GetWriterCursor" => Scope::Write,
+            "GetServerInfo" | "GetRun" | "ListRuns" | "FollowRun" => Scope::Read,
+            // Anything added later is refused until it is given a scope.
+            _ => Scope::Admin,
+        }),
+        _ => Some(Scope::Read),
+    }
+}
+
+/// Adds [`Authorize`] in front of a service.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthLayer {
+    /// The accepted tokens.
+    tokens: Arc<TokenSet>,
+}
+
+impl AuthLayer {
+    /// A layer that accepts `tokens`.
+    pub(crate) fn new(tokens: Arc<TokenSet>) -> Self {
+        Self { tokens }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Authorize<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authorize {
+            inner,
+            tokens: self.tokens.clone(),
+        }
+    }
+}
+
+/// Refuses calls without a token for their scope, before they reach the
+/// service: `UNAUTHENTICATED` without a known token, `PERMISSION_DENIED`
+/// with one that lacks the scope. The token itself is never logged.
+#[derive(Debug, Clone)]
+pub(crate) struct Authorize<S> {
+    /// The service behind.
+    inner: S,
+    /// The accepted tokens.
+    tokens: Arc<TokenSet>,
+}
+
+impl<S, B> Service<http::Request<B>> for Authorize<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        if let Some(needs) = required_scope(&path) {
+            let header = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(http::HeaderValue::as_bytes);
+            if let Err(denied) = self.tokens.check(header, needs) {
+                let status = match denied {
+                    Denied::Unauthenticated(why) => {
+                        debug!(%path, why, "call refused: unauthenticated");
+                        Status::unauthenticated(format!(
+                            "{why}: {path} needs a bearer token with the `{}` scope",
+                            needs.as_str()
+                        ))
+                    }
+                    Denied::PermissionDenied { token, needs } => {
+                        debug!(%path, %token, "call refused: missing scope");
+                        Status::permission_denied(format!(
+                            "token `{token}` lacks the `{}` scope that {path} needs",
+                            needs.as_str()
+                        ))
+                    }
+                };
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+        }
+        // The clone that was made ready is the one that takes the call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(inner.call(request))
+    }
+}

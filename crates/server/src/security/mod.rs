@@ -1,0 +1,91 @@
+//! Who may connect and what they may do: TLS (`tls`), bearer tokens with
+//! scopes (`tokens`), and the layer that checks them on every call
+//! (`auth`).
+
+mod auth;
+mod tls;
+mod tokens;
+
+use std::sync::Arc;
+
+pub(crate) use self::auth::AuthLayer;
+pub use self::{
+    tls::{Tls, TlsError},
+    tokens::{Scope, TokenFileError, TokenSet},
+};
+use crate::Settings;
+
+/// Why the security settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// The TLS files.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The token file.
+    #[error(transparent)]
+    Tokens(#[from] TokenFileError),
+    /// A setting is incomplete or unsafe.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// TLS and tokens, as configured.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// TLS, when on.
+    pub tls: Option<Tls>,
+    /// The accepted tokens, when authentication is on.
+    pub tokens: Option<Arc<TokenSet>>,
+}
+
+impl Security {
+    /// Loads the TLS files and the token file the settings name, and
+    /// refuses to listen beyond loopback with neither, unless `insecure`.
+    ///
+    /// # Errors
+    ///
+    /// [`SecurityError`] says which file or setting is wrong.
+    pub fn from_settings(settings: &Settings) -> Result<Self, SecurityError> {
+        let tls = match (&settings.tls.cert, &settings.tls.key) {
+            (Some(cert), Some(key)) => {
+                Some(Tls::load(cert, key, settings.tls.client_ca.as_deref())?)
+            }
+            (None, None) if settings.tls.client_ca.is_some() => {
+                return Err(SecurityError::Refused(
+                    "tls.client_ca needs tls.cert and tls.key too".into(),
+                ));
+            }
+            (None, None) => None,
+            _ => {
+                return Err(SecurityError::Refused(
+                    "TLS needs both tls.cert and tls.key".into(),
+                ));
+            }
+        };
+        let tokens = match &settings.token_file {
+            Some(path) => Some(Arc::new(TokenSet::load(path)?)),
+            None => None,
+        };
+        let open = tls.is_none() && tokens.is_none();
+        if open && !settings.listen.ip().is_loopback() && !settings.insecure {
+            return Err(SecurityError::Refused(format!(
+                "refusing to listen on {} with neither TLS nor tokens: anyone who can reach it \
+                 could read and write every run. Configure --tls-cert/--tls-key and/or \
+                 --token-file, listen on a loopback address, or pass --insecure on a network \
+                 you trust",
+                settings.listen
+            )));
+        }
+        Ok(Self { tls, tokens })
+    }
+
+    /// Whether TLS is on.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Whether calls need a token.
+    pub fn tokens_enabled(&self) -> bool {
+        self.tokens.is_some()
+    }
+}

@@ -1,0 +1,210 @@
+//! The server's configuration: defaults, a TOML file, environment
+//! variables and flags, in rising order of precedence.
+//!
+//! [`Settings`] is the whole of it, as the TOML file spells it. Flags and
+//! environment variables are parsed by the binary (clap gives a flag
+//! precedence over its variable) into a [`Settings`]-shaped set of
+//! overrides, which [`Settings::load`] lays over the file, which is laid
+//! over the defaults. `baa-logd --print-config` prints the result with
+//! secrets masked.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    Figment,
+    providers::{Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// The effective configuration of `baa-logd`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The gRPC address to listen on.
+    pub listen: SocketAddr,
+    /// The runs root.
+    pub data_dir: PathBuf,
+    /// The Prometheus `/metrics` address; none: no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How the server's own log lines are written.
+    pub log_format: LogFormat,
+    /// fsync every commit before acknowledging it.
+    pub sync: bool,
+    /// Allow listening beyond loopback with neither TLS nor tokens.
+    pub insecure: bool,
+    /// The bearer tokens and their scopes; none: no authentication.
+    pub token_file: Option<PathBuf>,
+    /// TLS; off unless a certificate and key are given.
+    pub tls: TlsSettings,
+    /// Limits that protect the server.
+    pub limits: Limits,
+    /// Which finished runs are deleted, and when.
+    pub retention: Retention,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("./runs"),
+            metrics_listen: None,
+            log_format: LogFormat::Text,
+            sync: false,
+            insecure: false,
+            token_file: None,
+            tls: TlsSettings::default(),
+            limits: Limits::default(),
+            retention: Retention::default(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
+}
+
+/// TLS files, all PEM.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The server's certificate chain.
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key.
+    pub key: Option<PathBuf>,
+    /// Require client certificates signed by these CAs (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() || self.key.is_some()
+    }
+}
+
+/// Limits, each with a default a single server can afford.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// The largest request message decoded, in bytes.
+    pub max_message_bytes: usize,
+    /// The largest text or message of one entry, in bytes.
+    pub max_entry_bytes: usize,
+    /// The largest structured data of one event, as JSON, in bytes.
+    pub max_data_bytes: usize,
+    /// The most items in one Append message.
+    pub max_batch_entries: usize,
+    /// The most concurrent streams (calls) on one HTTP/2 connection.
+    pub max_streams_per_connection: u32,
+    /// How often the server pings an HTTP/2 connection.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// An Append stream that sends nothing for this long is closed; what
+    /// it sent is kept.
+    #[serde(with = "humantime_serde")]
+    pub append_idle_timeout: Duration,
+    /// The most entries a second one run takes; faster writers are slowed
+    /// down to it (0: no limit).
+    pub append_rate: u64,
+    /// The most followers of one run.
+    pub max_followers_per_run: usize,
+    /// The most followers in all.
+    pub max_followers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 4 * 1024 * 1024,
+            max_entry_bytes: 1024 * 1024,
+            max_data_bytes: 256 * 1024,
+            max_batch_entries: 10_000,
+            max_streams_per_connection: 1024,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            append_idle_timeout: Duration::from_secs(600),
+            append_rate: 1_000_000,
+            max_followers_per_run: 1024,
+            max_followers: 65_536,
+        }
+    }
+}
+
+/// Retention: which finished runs are deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Delete finished runs older than this; none: keep them by age.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// Delete the oldest finished runs while all runs take more bytes than
+    /// this; none: no budget.
+    pub max_bytes: Option<u64>,
+    /// How often retention runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age: None,
+            max_bytes: None,
+            interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file or an override is malformed.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// The defaults, overlaid with the TOML file `file` (if given) and then
+    /// with `overrides`, a [`Settings`]-shaped value that holds only what
+    /// flags and environment variables set.
+    ///
+    /// # Errors
+    ///
+    /// [`SettingsError::Invalid`] for an unreadable or malformed file, an
+    /// unknown key, or a value of the wrong type; the message names it.
+    pub fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Self, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(SettingsError::Invalid(format!(
+                    "the configuration file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|err| SettingsError::Invalid(err.to_string()))
+    }
+
+    /// The configuration as TOML, for `--print-config`. It holds no secret:
+    /// tokens live in the token file, which is only named.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|err| format!("# cannot print: {err}\n"))
+    }
+}
