@@ -9,6 +9,11 @@ use std::{
 };
 
 /// The path of the `baa-logd` binary, built once per test run.
+pub fn server_binary() -> &'static std::path::PathBuf {
+    binary()
+}
+
+/// The path of the `baa-logd` binary, built once per test run.
 fn binary() -> &'static std::path::PathBuf {
     static BINARY: OnceLock<std::path::PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| build("baa-logd", "baa-logd"))
@@ -48,9 +53,14 @@ impl ServerProcess {
     /// Starts `baa-logd` on `listen` (to come back on the address clients
     /// know after a restart) and waits until it listens.
     pub fn start_on(data_dir: &Path, listen: SocketAddr) -> Self {
+        Self::start_with_args(data_dir, &["--listen", &listen.to_string()])
+    }
+
+    /// Starts `baa-logd` over `data_dir` with `args` (which must include
+    /// `--listen`) and waits until it listens.
+    pub fn start_with_args(data_dir: &Path, args: &[&str]) -> Self {
         let mut child = Command::new(binary())
-            .arg("--listen")
-            .arg(listen.to_string())
+            .args(args)
             .arg("--data-dir")
             .arg(data_dir)
             .env("RUST_LOG", "warn")
@@ -70,6 +80,12 @@ impl ServerProcess {
             .parse()
             .expect("an address");
         Self { addr, child }
+    }
+
+    /// Kills the process at once.
+    pub fn stop_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The process id.

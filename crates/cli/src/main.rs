@@ -35,6 +35,26 @@ struct Cli {
     /// A bearer token for the server.
     #[arg(long, global = true, env = "BAA_LOG_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificates (PEM) to trust for the server's TLS certificate,
+    /// instead of the system's; implies TLS.
+    #[arg(long, global = true, env = "BAA_LOG_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// A client certificate (PEM), for servers that require mutual TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "BAA_LOG_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "BAA_LOG_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    client_key: Option<std::path::PathBuf>,
     /// What to do.
     #[command(subcommand)]
     command: Command,
@@ -125,6 +145,12 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     let mut options = ConnectOptions::new(cli.server.clone());
     if let Some(token) = &cli.token {
         options = options.token(token);
+    }
+    if let Some(ca_file) = &cli.ca_file {
+        options = options.ca_file(ca_file);
+    }
+    if let (Some(cert), Some(key)) = (&cli.client_cert, &cli.client_key) {
+        options = options.client_identity(cert, key);
     }
     let server = cli.server.clone();
     let explain = move |err| render::explain(&server, err);

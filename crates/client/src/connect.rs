@@ -1,13 +1,16 @@
 //! Opening a connection to `baa-logd`: the endpoint's timeouts and
 //! keepalives, and the credentials every request carries.
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use tonic::{
     Request, Status,
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
 use crate::{ClientError, pb};
@@ -48,6 +51,10 @@ pub struct ConnectOptions {
     keepalive_timeout: Duration,
     /// A bearer token sent with every request.
     token: Option<String>,
+    /// CA certificates (PEM) to trust instead of the system's.
+    ca_file: Option<PathBuf>,
+    /// A client certificate and key (PEM), for mutual TLS.
+    identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -58,6 +65,8 @@ impl std::fmt::Debug for ConnectOptions {
             .field("keepalive_interval", &self.keepalive_interval)
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("ca_file", &self.ca_file)
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -71,7 +80,29 @@ impl ConnectOptions {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(20),
             token: None,
+            ca_file: None,
+            identity: None,
         }
+    }
+
+    /// Trusts the CA certificates of a PEM file (instead of the system's)
+    /// and speaks TLS, also with an `http://` address.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Presents a client certificate (PEM chain and key), for servers that
+    /// require mutual TLS.
+    pub fn client_identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.identity = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Whether the connection uses TLS: an `https://` address, a CA file or
+    /// a client certificate.
+    pub fn uses_tls(&self) -> bool {
+        self.address.starts_with("https://") || self.ca_file.is_some() || self.identity.is_some()
     }
 
     /// Sends `token` as `authorization: Bearer <token>` with every request.
@@ -123,19 +154,51 @@ impl ConnectOptions {
         Ok(self.client(channel, credentials))
     }
 
-    /// The endpoint with timeouts and keepalives.
+    /// The endpoint with timeouts, keepalives and TLS.
     fn endpoint(&self) -> Result<Endpoint, ClientError> {
-        Ok(Endpoint::from_shared(self.address.clone())
-            .map_err(|source| ClientError::InvalidAddress {
+        // TLS is chosen by these options, so an `http://` address with a CA
+        // file still speaks TLS, to the same host and port.
+        let address = match self.address.strip_prefix("http://") {
+            Some(rest) if self.uses_tls() => format!("https://{rest}"),
+            _ => self.address.clone(),
+        };
+        let mut endpoint =
+            Endpoint::from_shared(address).map_err(|source| ClientError::InvalidAddress {
                 address: self.address.clone(),
                 source,
-            })?
+            })?;
+        if self.uses_tls() {
+            endpoint = endpoint.tls_config(self.tls_config()?).map_err(|source| {
+                ClientError::InvalidAddress {
+                    address: self.address.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(endpoint
             .connect_timeout(self.connect_timeout)
             .tcp_keepalive(Some(self.keepalive_interval))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(self.keepalive_interval)
             .keep_alive_timeout(self.keepalive_timeout)
             .keep_alive_while_idle(true))
+    }
+
+    /// The TLS settings: the CA file or the system's roots, and the client
+    /// certificate if given.
+    fn tls_config(&self) -> Result<ClientTlsConfig, ClientError> {
+        let mut config = ClientTlsConfig::new();
+        config = match &self.ca_file {
+            Some(path) => config.ca_certificate(Certificate::from_pem(read_pem("ca file", path)?)),
+            None => config.with_native_roots(),
+        };
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(Identity::from_pem(
+                read_pem("client certificate", cert)?,
+                read_pem("client key", key)?,
+            ));
+        }
+        Ok(config)
     }
 
     /// The interceptor for the configured credentials.
@@ -158,6 +221,14 @@ impl ConnectOptions {
         pb::logging_service_client::LoggingServiceClient::with_interceptor(channel, credentials)
             .max_decoding_message_size(64 * 1024 * 1024)
     }
+}
+
+/// Reads a PEM file for the TLS settings.
+fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path).map_err(|err| ClientError::Credentials {
+        what,
+        reason: format!("cannot read {}: {err}", path.display()),
+    })
 }
 
 /// Connects to a server at `address` (`http://host:port`) with the default

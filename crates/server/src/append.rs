@@ -56,7 +56,12 @@ pub(crate) async fn append_logs<S: RunStore>(
         .await
         .map_err(to_status)?;
 
-    let mut batch = Batch::default();
+    let pace = service.append_rates.open(&key);
+    let idle = service.config.append_idle_timeout;
+    let mut batch = Batch {
+        max_items: service.config.max_batch_entries,
+        ..Batch::default()
+    };
     let mut failure = batch.accept_items(first.items).err();
     let mut ended = false;
     let mut totals = Totals {
@@ -74,6 +79,11 @@ pub(crate) async fn append_logs<S: RunStore>(
             }
         }
         if !batch.items.is_empty() {
+            tokio::select! {
+                () = pace.take(batch.items.len()) => {}
+                // Store what came, then end below.
+                () = service.shutdown.cancelled() => {}
+            }
             let items = std::mem::take(&mut batch.items);
             batch.bytes = 0;
             let outcome = service
@@ -100,6 +110,13 @@ pub(crate) async fn append_logs<S: RunStore>(
                     "the server is shutting down; every item received was stored: \
                      ask GetWriterCursor and re-send the rest",
                 ));
+            }
+            () = tokio::time::sleep(idle) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "no message for {} (append_idle_timeout); every item received was \
+                     stored: open a new stream to go on",
+                    humantime::format_duration(idle)
+                )));
             }
         }
     }
@@ -149,6 +166,8 @@ struct Batch {
     items: Vec<AppendItem>,
     /// About how many bytes the items carry.
     bytes: usize,
+    /// The most items one message may carry.
+    max_items: usize,
 }
 
 impl Batch {
@@ -164,6 +183,13 @@ impl Batch {
 
     /// Takes items up to the first bad one; the error names it.
     fn accept_items(&mut self, items: Vec<pb::AppendItem>) -> Result<(), Status> {
+        if items.len() > self.max_items {
+            return Err(Status::resource_exhausted(format!(
+                "a message holds {} items, over max_batch_entries ({}); nothing of it was stored",
+                items.len(),
+                self.max_items
+            )));
+        }
         for item in items {
             let item = from_append_item(item)?;
             self.bytes += item.text_len() + 64;

@@ -20,6 +20,7 @@ use tonic::Status;
 
 use crate::{
     convert::{from_channel, to_log_entry, to_state},
+    limits::OccupancyGuard,
     service::{FollowRunStream, GrpcLoggingService},
     status::to_status,
 };
@@ -47,6 +48,7 @@ pub(crate) async fn follow_run<S: RunStore>(
         channels: ChannelSet::of(&channels),
         history_only: request.history_only,
     };
+    let place = service.followers.enter(&key)?;
     let reader = service
         .store
         .open_reader(&key, from)
@@ -54,6 +56,7 @@ pub(crate) async fn follow_run<S: RunStore>(
         .map_err(to_status)?;
     let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
     tokio::spawn(pump(
+        place,
         reader,
         tx,
         service.shutdown.clone(),
@@ -96,8 +99,10 @@ fn responses(
     })
 }
 
-/// Reads batches and sends them until the stream is done.
+/// Reads batches and sends them until the stream is done; the follower
+/// counts against the caps (`_place`) as long as this runs.
 async fn pump<R: RunReader>(
+    _place: OccupancyGuard,
     mut reader: R,
     tx: mpsc::Sender<Result<pb::FollowRunResponse, Status>>,
     shutdown: CancellationToken,

@@ -19,6 +19,7 @@ mod append;
 mod config;
 mod convert;
 mod follow;
+mod limits;
 mod runs;
 pub mod security;
 mod service;

@@ -10,7 +10,13 @@ use futures::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{append, config::ServerConfig, follow, runs};
+use crate::{
+    append,
+    config::ServerConfig,
+    follow,
+    limits::{AppendRates, Occupancy},
+    runs,
+};
 
 /// The gRPC service, generic over the store backend.
 #[derive(Debug)]
@@ -22,6 +28,10 @@ pub struct GrpcLoggingService<S> {
     /// Cancelled when the server shuts down, so that long-lived streams end
     /// and graceful shutdown does not wait for them forever.
     pub(crate) shutdown: CancellationToken,
+    /// Open follow streams, per run and in all, against their caps.
+    pub(crate) followers: Arc<Occupancy>,
+    /// Per-run pacing of appends.
+    pub(crate) append_rates: Arc<AppendRates>,
 }
 
 impl<S: RunStore> GrpcLoggingService<S> {
@@ -29,6 +39,12 @@ impl<S: RunStore> GrpcLoggingService<S> {
     pub fn new(store: Arc<S>, config: ServerConfig, shutdown: CancellationToken) -> Self {
         Self {
             store,
+            followers: Arc::new(Occupancy::new(
+                "followers",
+                config.max_followers_per_run,
+                config.max_followers,
+            )),
+            append_rates: Arc::new(AppendRates::new(config.append_rate)),
             config,
             shutdown,
         }

@@ -216,12 +216,16 @@ impl Session {
     /// Sends every unsent item on the current stream, opening one if none
     /// is open. An error means the stream broke.
     async fn try_send_unsent(&mut self) -> Result<(), tonic::Status> {
-        if self.stream.is_none() {
-            self.open();
-        }
         let mut index = self
             .kept
             .partition_point(|(item, _)| item.writer_seq <= self.last_sent);
+        if index == self.kept.len() {
+            // Nothing to send; a stream is opened once there is.
+            return Ok(());
+        }
+        if self.stream.is_none() {
+            self.open();
+        }
         while index < self.kept.len() {
             let mut items = Vec::new();
             let mut bytes = 0;

@@ -14,22 +14,38 @@ use tracing::debug;
 
 use super::tokens::{Denied, Scope, TokenSet};
 
-/// The scope a call needs, by its gRPC path; `None`: open to all.
+/// What a call needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// Nothing: open to all.
+    Nothing,
+    /// Any known token.
+    AnyToken,
+    /// A token with this scope (or `admin`).
+    Scope(Scope),
+}
+
+/// What a call needs, by its gRPC path.
 ///
 /// Health stays open so that load balancers and probes need no token.
-/// Reflection tells the API's shape, which is no secret but still only
-/// for readers.
-pub(crate) fn required_scope(path: &str) -> Option<Scope> {
-    let (service, method) = path.trim_start_matches('/').split_once('/')?;
+/// The server's limits are for every client; reflection tells the API's
+/// shape, which is no secret but still only for readers.
+pub(crate) fn required(path: &str) -> Need {
+    let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
+        return Need::Scope(Scope::Admin);
+    };
     match service {
-        "grpc.health.v1.Health" => None,
-        "baa.logging.v1.LoggingService" => Some(match method {
-            "PrepareRun" | "UpdateRunState" | "AppendLogs" | "GetWriterCursor" => Scope::Write,
-            "GetServerInfo" | "GetRun" | "ListRuns" | "FollowRun" => Scope::Read,
+        "grpc.health.v1.Health" => Need::Nothing,
+        "baa.logging.v1.LoggingService" => match method {
+            "GetServerInfo" => Need::AnyToken,
+            "PrepareRun" | "UpdateRunState" | "AppendLogs" | "GetWriterCursor" => {
+                Need::Scope(Scope::Write)
+            }
+            "GetRun" | "ListRuns" | "FollowRun" => Need::Scope(Scope::Read),
             // Anything added later is refused until it is given a scope.
-            _ => Scope::Admin,
-        }),
-        _ => Some(Scope::Read),
+            _ => Need::Scope(Scope::Admin),
+        },
+        _ => Need::Scope(Scope::Read),
     }
 }
 
@@ -85,19 +101,27 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path().to_owned();
-        if let Some(needs) = required_scope(&path) {
+        let need = required(&path);
+        if need != Need::Nothing {
+            let scope = match need {
+                Need::Scope(scope) => Some(scope),
+                _ => None,
+            };
             let header = request
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .map(http::HeaderValue::as_bytes);
-            if let Err(denied) = self.tokens.check(header, needs) {
+            if let Err(denied) = self.tokens.check(header, scope) {
                 let status = match denied {
                     Denied::Unauthenticated(why) => {
                         debug!(%path, why, "call refused: unauthenticated");
-                        Status::unauthenticated(format!(
-                            "{why}: {path} needs a bearer token with the `{}` scope",
-                            needs.as_str()
-                        ))
+                        Status::unauthenticated(match scope {
+                            Some(scope) => format!(
+                                "{why}: {path} needs a bearer token with the `{}` scope",
+                                scope.as_str()
+                            ),
+                            None => format!("{why}: {path} needs a bearer token"),
+                        })
                     }
                     Denied::PermissionDenied { token, needs } => {
                         debug!(%path, %token, "call refused: missing scope");

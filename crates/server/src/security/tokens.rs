@@ -189,13 +189,17 @@ impl TokenSet {
         self.tokens.is_empty()
     }
 
-    /// Checks an `authorization` header value for `needs`; returns the
-    /// token's name.
+    /// Checks an `authorization` header value for `needs` (`None`: any
+    /// known token will do); returns the token's name.
     ///
     /// # Errors
     ///
     /// [`Denied`] says why, without the token.
-    pub fn check(&self, authorization: Option<&[u8]>, needs: Scope) -> Result<&str, Denied> {
+    pub fn check(
+        &self,
+        authorization: Option<&[u8]>,
+        needs: Option<Scope>,
+    ) -> Result<&str, Denied> {
         let Some(header) = authorization else {
             return Err(Denied::Unauthenticated("no bearer token"));
         };
@@ -215,13 +219,16 @@ impl TokenSet {
             }
         }
         let token = found.ok_or(Denied::Unauthenticated("unknown bearer token"))?;
-        if token.scopes.contains(&needs) || token.scopes.contains(&Scope::Admin) {
-            Ok(&token.name)
-        } else {
-            Err(Denied::PermissionDenied {
-                token: token.name.clone(),
-                needs,
-            })
+        match needs {
+            Some(needs)
+                if !token.scopes.contains(&needs) && !token.scopes.contains(&Scope::Admin) =>
+            {
+                Err(Denied::PermissionDenied {
+                    token: token.name.clone(),
+                    needs,
+                })
+            }
+            _ => Ok(&token.name),
         }
     }
 }
@@ -258,30 +265,30 @@ mod tests {
             "#
         ));
         assert_eq!(
-            tokens.check(Some(b"Bearer writer-secret-0123"), Scope::Write),
+            tokens.check(Some(b"Bearer writer-secret-0123"), Some(Scope::Write)),
             Ok("writer")
         );
         assert_eq!(
-            tokens.check(Some(b"Bearer reader-secret-0123"), Scope::Read),
+            tokens.check(Some(b"Bearer reader-secret-0123"), Some(Scope::Read)),
             Ok("reader")
         );
         assert_eq!(
-            tokens.check(Some(b"Bearer admin-secret-01234"), Scope::Read),
+            tokens.check(Some(b"Bearer admin-secret-01234"), Some(Scope::Read)),
             Ok("root")
         );
         assert_eq!(
-            tokens.check(Some(b"Bearer reader-secret-0123"), Scope::Write),
+            tokens.check(Some(b"Bearer reader-secret-0123"), Some(Scope::Write)),
             Err(Denied::PermissionDenied {
                 token: "reader".into(),
                 needs: Scope::Write
             })
         );
         assert!(matches!(
-            tokens.check(Some(b"Bearer nope"), Scope::Read),
+            tokens.check(Some(b"Bearer nope"), Some(Scope::Read)),
             Err(Denied::Unauthenticated(_))
         ));
         assert!(matches!(
-            tokens.check(None, Scope::Read),
+            tokens.check(None, None),
             Err(Denied::Unauthenticated(_))
         ));
     }

@@ -1,0 +1,253 @@
+//! Limits that protect the server from a runaway client: how many
+//! followers a run and the server take, and how fast one run is written.
+//!
+//! Going over a count limit is refused with `RESOURCE_EXHAUSTED` naming the
+//! limit. The write rate is different: a writer over it is slowed down, not
+//! refused. Its messages wait in the connection's flow-control window, and
+//! the writer's own buffer fills and makes it wait, so nothing is lost and a
+//! well-behaved client (one that retries, or the client crate's handle,
+//! which waits) needs no special case; other runs are not affected.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use baa_logging_store::model::RunKey;
+use tokio::time::Instant;
+use tonic::Status;
+
+/// Counts open streams per run and in all, against two caps.
+#[derive(Debug)]
+pub(crate) struct Occupancy {
+    /// What the streams are, for messages: "followers".
+    what: &'static str,
+    /// The most per run.
+    per_run: usize,
+    /// The most in all.
+    total: usize,
+    /// Open streams per run, and in all.
+    counts: Mutex<(HashMap<RunKey, usize>, usize)>,
+}
+
+impl Occupancy {
+    /// Caps of `per_run` and `total` streams called `what`.
+    pub(crate) fn new(what: &'static str, per_run: usize, total: usize) -> Self {
+        Self {
+            what,
+            per_run,
+            total,
+            counts: Mutex::new((HashMap::new(), 0)),
+        }
+    }
+
+    /// Counts one more stream on `key`, or refuses it naming the cap.
+    pub(crate) fn enter(self: &Arc<Self>, key: &RunKey) -> Result<OccupancyGuard, Status> {
+        let mut counts = self.counts.lock().expect("not poisoned");
+        let (per_run, total) = &mut *counts;
+        if *total >= self.total {
+            return Err(Status::resource_exhausted(format!(
+                "the server has {total} {} open, its max_{} ({})",
+                self.what, self.what, self.total
+            )));
+        }
+        let count = per_run.entry(key.clone()).or_default();
+        if *count >= self.per_run {
+            return Err(Status::resource_exhausted(format!(
+                "run `{}/{}` has {count} {} open, its max_{}_per_run ({})",
+                key.task_id, key.run_id, self.what, self.what, self.per_run
+            )));
+        }
+        *count += 1;
+        *total += 1;
+        Ok(OccupancyGuard {
+            occupancy: self.clone(),
+            key: key.clone(),
+        })
+    }
+
+    /// The streams open now.
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.counts.lock().expect("not poisoned").1
+    }
+}
+
+/// One counted stream; dropping it uncounts it.
+#[derive(Debug)]
+pub(crate) struct OccupancyGuard {
+    /// Where it is counted.
+    occupancy: Arc<Occupancy>,
+    /// Its run.
+    key: RunKey,
+}
+
+impl Drop for OccupancyGuard {
+    fn drop(&mut self) {
+        let mut counts = self.occupancy.counts.lock().expect("not poisoned");
+        let (per_run, total) = &mut *counts;
+        *total -= 1;
+        if let Some(count) = per_run.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                per_run.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Per-run token buckets that pace appends to `rate` entries a second,
+/// with bursts of up to one second's worth.
+#[derive(Debug)]
+pub(crate) struct AppendRates {
+    /// Entries a second; 0: no limit.
+    rate: u64,
+    /// The buckets of runs with an open Append stream.
+    buckets: Mutex<HashMap<RunKey, Arc<Mutex<Bucket>>>>,
+}
+
+/// One run's bucket.
+#[derive(Debug)]
+struct Bucket {
+    /// Entries that may go now; negative while writers wait.
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    updated: Instant,
+    /// Open Append streams on the run.
+    streams: usize,
+}
+
+impl AppendRates {
+    /// Buckets of `rate` entries a second (0: no limit).
+    pub(crate) fn new(rate: u64) -> Self {
+        Self {
+            rate,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The bucket of `key`, for one Append stream.
+    pub(crate) fn open(self: &Arc<Self>, key: &RunKey) -> RateGuard {
+        let bucket = (self.rate > 0).then(|| {
+            let mut buckets = self.buckets.lock().expect("not poisoned");
+            let bucket = buckets.entry(key.clone()).or_insert_with(|| {
+                Arc::new(Mutex::new(Bucket {
+                    tokens: self.rate as f64,
+                    updated: Instant::now(),
+                    streams: 0,
+                }))
+            });
+            bucket.lock().expect("not poisoned").streams += 1;
+            bucket.clone()
+        });
+        RateGuard {
+            rates: self.clone(),
+            key: key.clone(),
+            bucket,
+        }
+    }
+}
+
+/// An Append stream's share of its run's bucket.
+#[derive(Debug)]
+pub(crate) struct RateGuard {
+    /// The buckets, to clean up after the last stream of a run.
+    rates: Arc<AppendRates>,
+    /// The run.
+    key: RunKey,
+    /// The run's bucket; `None` without a limit.
+    bucket: Option<Arc<Mutex<Bucket>>>,
+}
+
+impl RateGuard {
+    /// Waits until `entries` more may go.
+    pub(crate) async fn take(&self, entries: usize) {
+        let Some(bucket) = &self.bucket else { return };
+        let rate = self.rates.rate as f64;
+        let wait = {
+            let mut bucket = bucket.lock().expect("not poisoned");
+            let now = Instant::now();
+            let refill = now.duration_since(bucket.updated).as_secs_f64() * rate;
+            bucket.tokens = (bucket.tokens + refill).min(rate);
+            bucket.updated = now;
+            bucket.tokens -= entries as f64;
+            (bucket.tokens < 0.0).then(|| Duration::from_secs_f64(-bucket.tokens / rate))
+        };
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl Drop for RateGuard {
+    fn drop(&mut self) {
+        let Some(bucket) = self.bucket.take() else {
+            return;
+        };
+        let mut buckets = self.rates.buckets.lock().expect("not poisoned");
+        let last = {
+            let mut bucket = bucket.lock().expect("not poisoned");
+            bucket.streams -= 1;
+            bucket.streams == 0
+        };
+        if last {
+            buckets.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(run: &str) -> RunKey {
+        RunKey {
+            task_id: "t".into(),
+            run_id: run.into(),
+        }
+    }
+
+    /// Caps per run and in all refuse with the limit's name and value, and
+    /// a dropped guard frees its place.
+    #[test]
+    fn occupancy_caps_per_run_and_in_all() {
+        let followers = Arc::new(Occupancy::new("followers", 2, 3));
+        let a1 = followers.enter(&key("a")).unwrap();
+        let _a2 = followers.enter(&key("a")).unwrap();
+        let err = followers.enter(&key("a")).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            err.message().contains("max_followers_per_run (2)"),
+            "{}",
+            err.message()
+        );
+        let _b1 = followers.enter(&key("b")).unwrap();
+        let err = followers.enter(&key("c")).unwrap_err();
+        assert!(
+            err.message().contains("max_followers (3)"),
+            "{}",
+            err.message()
+        );
+        drop(a1);
+        assert_eq!(followers.open(), 2);
+        followers.enter(&key("c")).unwrap();
+    }
+
+    /// Past the burst, entries go at the rate; the bucket is shared by the
+    /// run's streams and forgotten after the last one.
+    #[tokio::test(start_paused = true)]
+    async fn appends_are_paced_to_the_rate() {
+        let rates = Arc::new(AppendRates::new(1000));
+        let one = rates.open(&key("a"));
+        let two = rates.open(&key("a"));
+        let started = Instant::now();
+        one.take(1000).await; // the burst
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        one.take(500).await;
+        two.take(500).await;
+        assert_eq!(started.elapsed().as_millis(), 1000);
+        drop((one, two));
+        assert!(rates.buckets.lock().unwrap().is_empty());
+    }
+}

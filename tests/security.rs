@@ -1,0 +1,396 @@
+//! Who may do what: bearer tokens with scopes, TLS with a certificate that
+//! reloads, mutual TLS, and the refusal to listen openly beyond loopback.
+//! Each against a real server with real certificates made for the test.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use baa_logd::{Security, ServerConfig, security::Tls, security::TokenSet};
+use baa_logging::pb;
+use baa_logging_client::{Client, ConnectOptions, FollowOptions, NewRun, RunKey, WriterOptions};
+use futures::StreamExt;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use tonic::Code;
+
+use crate::util::TestServer;
+
+/// A CA and the certificates it signed, as PEM files in a directory.
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+impl Pki {
+    /// Makes a CA named `name`, a server certificate for 127.0.0.1 and
+    /// localhost, and a client certificate, under `dir/name`.
+    fn new(dir: &Path, name: &str) -> Self {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf = |names: Vec<String>, file: &str| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &ca)
+                .unwrap();
+            let cert_path = dir.join(format!("{file}.pem"));
+            let key_path = dir.join(format!("{file}.key"));
+            std::fs::write(&cert_path, cert.pem()).unwrap();
+            std::fs::write(&key_path, key.serialize_pem()).unwrap();
+            (cert_path, key_path)
+        };
+        let (server_cert, server_key) =
+            leaf(vec!["127.0.0.1".into(), "localhost".into()], "server");
+        let (client_cert, client_key) = leaf(vec!["worker-1".into()], "client");
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        Self {
+            ca: ca_path,
+            server_cert,
+            server_key,
+            client_cert,
+            client_key,
+        }
+    }
+}
+
+/// A token file with a reader, a writer and an admin.
+fn token_file(dir: &Path) -> PathBuf {
+    let path = dir.join("tokens.toml");
+    std::fs::write(
+        &path,
+        r#"
+        [[tokens]]
+        name = "reader"
+        scopes = ["read"]
+        secret = "reader-token-0123456789"
+
+        [[tokens]]
+        name = "writer"
+        scopes = ["write"]
+        secret = "writer-token-0123456789"
+
+        [[tokens]]
+        name = "operator"
+        scopes = ["admin"]
+        secret = "admin-token-0123456789"
+        "#,
+    )
+    .unwrap();
+    path
+}
+
+/// A server with `security`, over `dir`.
+async fn server_with(dir: &Path, security: Security) -> TestServer {
+    TestServer::start_with(
+        dir,
+        ServerConfig {
+            security,
+            ..ServerConfig::default()
+        },
+    )
+    .await
+}
+
+/// A client of `server` with `options` applied to its address.
+async fn client(
+    server: &TestServer,
+    scheme: &str,
+    options: impl FnOnce(ConnectOptions) -> ConnectOptions,
+) -> Result<Client, baa_logging_client::ClientError> {
+    let options = options(ConnectOptions::new(format!("{scheme}://{}", server.addr)));
+    Ok(Client::from_stub(options.connect().await?))
+}
+
+/// Without a token calls are `UNAUTHENTICATED`; a token without the scope
+/// a call needs is `PERMISSION_DENIED`; with the right scope (or admin)
+/// they go through; health needs no token.
+#[tokio::test]
+async fn tokens_and_scopes_decide_every_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = Arc::new(TokenSet::load(&token_file(dir.path())).unwrap());
+    let data = dir.path().join("data");
+    let server = server_with(
+        &data,
+        Security {
+            tokens: Some(tokens),
+            ..Security::default()
+        },
+    )
+    .await;
+
+    let anonymous = client(&server, "http", |o| o).await.unwrap();
+    let err = anonymous
+        .prepare_run(NewRun::new("t", "r"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::Unauthenticated), "{err}");
+    assert!(err.to_string().contains("`write` scope"), "{err}");
+    let wrong = client(&server, "http", |o| o.token("not-a-known-token"))
+        .await
+        .unwrap();
+    let err = wrong.server_info().await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::Unauthenticated), "{err}");
+    assert!(
+        !err.to_string().contains("not-a-known-token"),
+        "the token is never echoed"
+    );
+
+    let reader = client(&server, "http", |o| o.token("reader-token-0123456789"))
+        .await
+        .unwrap();
+    let writer = client(&server, "http", |o| o.token("writer-token-0123456789"))
+        .await
+        .unwrap();
+    let admin = client(&server, "http", |o| o.token("admin-token-0123456789"))
+        .await
+        .unwrap();
+    let err = reader.prepare_run(NewRun::new("t", "r")).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::PermissionDenied), "{err}");
+    assert!(
+        err.to_string()
+            .contains("token `reader` lacks the `write` scope"),
+        "{err}"
+    );
+
+    let handle = writer
+        .prepare_writer(NewRun::new("t", "r"), WriterOptions::default())
+        .await
+        .unwrap();
+    handle.stdout("hello\n").await.unwrap();
+    handle
+        .finish(pb::RunStatus::Completed, Some(0), None)
+        .await
+        .unwrap();
+    let err = writer.get_run(&RunKey::new("t", "r")).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::PermissionDenied), "{err}");
+
+    let events: Vec<_> = reader
+        .follow(RunKey::new("t", "r"), FollowOptions::default())
+        .collect()
+        .await;
+    assert!(events.iter().all(Result::is_ok), "{events:?}");
+    assert_eq!(
+        events.len(),
+        3,
+        "state, run_prepared and the line: {events:?}"
+    );
+    admin.get_run(&RunKey::new("t", "r")).await.unwrap();
+    admin.prepare_run(NewRun::new("t", "r2")).await.unwrap();
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        serving.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    server.stop().await;
+}
+
+/// With TLS, a client that trusts the CA works; one that trusts only the
+/// system's roots, or speaks plain HTTP/2, does not get through; after
+/// the certificate files are replaced and reloaded, new connections get
+/// the new certificate.
+#[tokio::test]
+async fn tls_serves_and_reloads_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Pki::new(dir.path(), "first");
+    let live_cert = dir.path().join("live.pem");
+    let live_key = dir.path().join("live.key");
+    std::fs::copy(&first.server_cert, &live_cert).unwrap();
+    std::fs::copy(&first.server_key, &live_key).unwrap();
+    let tls = Tls::load(&live_cert, &live_key, None).unwrap();
+    let server = server_with(
+        &dir.path().join("data"),
+        Security {
+            tls: Some(tls.clone()),
+            ..Security::default()
+        },
+    )
+    .await;
+
+    let trusted = client(&server, "https", |o| o.ca_file(&first.ca))
+        .await
+        .unwrap();
+    trusted.prepare_run(NewRun::new("t", "r")).await.unwrap();
+    let plain = client(&server, "http", |o| o).await;
+    let refused = match plain {
+        Err(_) => true,
+        Ok(plain) => plain.server_info().await.is_err(),
+    };
+    assert!(refused, "plain HTTP/2 is not served");
+    let system_roots = client(&server, "https", |o| o).await;
+    let refused = match system_roots {
+        Err(_) => true,
+        Ok(client) => client.server_info().await.is_err(),
+    };
+    assert!(refused, "the test CA is not a system root");
+
+    let second = Pki::new(dir.path(), "second");
+    std::fs::copy(&second.server_cert, &live_cert).unwrap();
+    std::fs::copy(&second.server_key, &live_key).unwrap();
+    tls.reload();
+    let renewed = client(&server, "https", |o| o.ca_file(&second.ca))
+        .await
+        .unwrap();
+    renewed.get_run(&RunKey::new("t", "r")).await.unwrap();
+    let stale = client(&server, "https", |o| o.ca_file(&first.ca)).await;
+    let refused = match stale {
+        Err(_) => true,
+        Ok(client) => client.server_info().await.is_err(),
+    };
+    assert!(refused, "the old CA no longer verifies the new certificate");
+    server.stop().await;
+}
+
+/// With a client CA, only clients that present a certificate it signed get
+/// through.
+#[tokio::test]
+async fn mutual_tls_requires_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "pki");
+    let other = Pki::new(dir.path(), "other");
+    let tls = Tls::load(&pki.server_cert, &pki.server_key, Some(&pki.ca)).unwrap();
+    let server = server_with(
+        &dir.path().join("data"),
+        Security {
+            tls: Some(tls),
+            ..Security::default()
+        },
+    )
+    .await;
+    let with_cert = client(&server, "https", |o| {
+        o.ca_file(&pki.ca)
+            .client_identity(&pki.client_cert, &pki.client_key)
+    })
+    .await
+    .unwrap();
+    with_cert.server_info().await.unwrap();
+    for (name, result) in [
+        (
+            "no client certificate",
+            client(&server, "https", |o| o.ca_file(&pki.ca)).await,
+        ),
+        (
+            "a certificate of another CA",
+            client(&server, "https", |o| {
+                o.ca_file(&pki.ca)
+                    .client_identity(&other.client_cert, &other.client_key)
+            })
+            .await,
+        ),
+    ] {
+        let refused = match result {
+            Err(_) => true,
+            Ok(client) => client.server_info().await.is_err(),
+        };
+        assert!(refused, "{name} must be refused");
+    }
+    server.stop().await;
+}
+
+/// `baa-logd` with neither TLS nor tokens refuses a non-loopback listen
+/// address and says why; `--insecure` lets it start; `--print-config`
+/// shows file, environment and flags in that order of precedence.
+#[test]
+fn open_listening_beyond_loopback_needs_insecure_and_config_layers() {
+    let binary = crate::util::process::server_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let refused = std::process::Command::new(binary)
+        .args(["--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("BAA_LOGD_INSECURE")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--insecure"), "{stderr}");
+
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:7001\"\ndata_dir = \"/srv/from-file\"\n[limits]\nmax_entry_bytes = 1000\nmax_data_bytes = 2000\n",
+    )
+    .unwrap();
+    let printed = std::process::Command::new(binary)
+        .args(["--print-config", "--config"])
+        .arg(&config)
+        .args(["--max-data-bytes", "3000"])
+        .env("BAA_LOGD_DATA_DIR", "/srv/from-env")
+        .env("BAA_LOGD_MAX_DATA_BYTES", "2500")
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    let printed: toml::Value = toml::from_str(&String::from_utf8_lossy(&printed.stdout)).unwrap();
+    assert_eq!(
+        printed["listen"].as_str(),
+        Some("127.0.0.1:7001"),
+        "from the file"
+    );
+    assert_eq!(
+        printed["data_dir"].as_str(),
+        Some("/srv/from-env"),
+        "env beats the file"
+    );
+    assert_eq!(
+        printed["limits"]["max_entry_bytes"].as_integer(),
+        Some(1000)
+    );
+    assert_eq!(
+        printed["limits"]["max_data_bytes"].as_integer(),
+        Some(3000),
+        "flags beat env"
+    );
+    assert_eq!(
+        printed["limits"]["max_message_bytes"].as_integer(),
+        Some(4 * 1024 * 1024)
+    );
+
+    let bad = std::process::Command::new(binary)
+        .args(["--print-config", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "[limits]\nmax_entry_byte = 5\n").unwrap();
+    let bad = std::process::Command::new(binary)
+        .args(["--print-config", "--config"])
+        .arg(&typo)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("max_entry_byte"));
+
+    let mut insecure = crate::util::process::ServerProcess::start_with_args(
+        dir.path(),
+        &["--listen", "0.0.0.0:0", "--insecure"],
+    );
+    assert_ne!(insecure.addr.port(), 0);
+    insecure.stop_now();
+}
