@@ -9,7 +9,7 @@ use tonic::Code;
 
 use crate::util::{
     TestServer, append, assert_status, event, follow_request, follow_to_end, json_lines, more,
-    open, prepare, set_status, stderr, stdout,
+    open, prepare, set_status, stderr, stdout, writer_cursor,
 };
 
 /// A struct value from JSON-ish parts.
@@ -190,15 +190,7 @@ async fn resent_items_are_skipped_not_stored_twice() {
     .await
     .unwrap();
     assert_eq!((first.stored_count, first.duplicate_count), (5, 0));
-    let cursor = client
-        .get_writer_cursor(pb::GetWriterCursorRequest {
-            task_id: "t".into(),
-            run_id: "r".into(),
-            writer_id: "w".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cursor = writer_cursor(&mut client, "t", "r", "w").await;
     assert_eq!((cursor.last_writer_seq, cursor.last_seq), (5, 6));
 
     // Re-send 3..=8: 3, 4, 5 are held already.
@@ -228,15 +220,7 @@ async fn resent_items_are_skipped_not_stored_twice() {
     assert_eq!(texts, ["1", "2", "3", "4", "5", "6", "7", "8"]);
 
     // Another writer has its own cursor.
-    let other = client
-        .get_writer_cursor(pb::GetWriterCursorRequest {
-            task_id: "t".into(),
-            run_id: "r".into(),
-            writer_id: "w2".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let other = writer_cursor(&mut client, "t", "r", "w2").await;
     assert_eq!(other.last_writer_seq, 0);
     server.stop().await;
 }

@@ -10,7 +10,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-use crate::util::{TestServer, append, assert_status, follow_request, open, prepare, stdout};
+use crate::util::{
+    TestServer, append, assert_status, follow_request, open, prepare, stdout, writer_cursor,
+};
 
 /// A server over a fresh directory with `config`.
 async fn server(config: ServerConfig) -> (tempfile::TempDir, TestServer) {
@@ -38,15 +40,7 @@ async fn a_batch_over_max_batch_entries_is_refused_by_name() {
     )
     .await;
     assert_status(result, Code::ResourceExhausted, "max_batch_entries (10)");
-    let cursor = client
-        .get_writer_cursor(pb::GetWriterCursorRequest {
-            task_id: "t".into(),
-            run_id: "r".into(),
-            writer_id: "w".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cursor = writer_cursor(&mut client, "t", "r", "w").await;
     assert_eq!(cursor.last_writer_seq, 10, "the first message was stored");
     server.stop().await;
 }

@@ -7,7 +7,7 @@ use baa_logging::pb;
 
 use crate::util::{
     TestServer, append, entry_seq, entry_text, follow_request, follow_to_end, json_lines, more,
-    open, prepare, process::ServerProcess, set_status, stdout,
+    open, prepare, process::ServerProcess, set_status, stdout, writer_cursor,
 };
 
 /// What a run looks like from outside: its summary, state and a writer's
@@ -236,15 +236,7 @@ async fn sigkill_in_the_middle_of_appends_loses_and_duplicates_nothing() {
     // Wait until the server acknowledged a good part, then kill it.
     let mut acknowledged = 0;
     for _ in 0..2000 {
-        let cursor = client
-            .get_writer_cursor(pb::GetWriterCursorRequest {
-                task_id: "t".into(),
-                run_id: "r".into(),
-                writer_id: "w".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let cursor = writer_cursor(&mut client, "t", "r", "w").await;
         acknowledged = cursor.last_writer_seq;
         if acknowledged >= 20_000 {
             break;
@@ -263,15 +255,7 @@ async fn sigkill_in_the_middle_of_appends_loses_and_duplicates_nothing() {
     let mut client = baa_logging_client::connect(format!("http://{}", server.addr))
         .await
         .unwrap();
-    let cursor = client
-        .get_writer_cursor(pb::GetWriterCursorRequest {
-            task_id: "t".into(),
-            run_id: "r".into(),
-            writer_id: "w".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cursor = writer_cursor(&mut client, "t", "r", "w").await;
     assert!(
         cursor.last_writer_seq >= acknowledged,
         "acknowledged items survive: {} < {acknowledged}",

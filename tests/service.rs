@@ -13,7 +13,7 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
-use crate::util::{TestServer, entry_seq, follow_request, open, prepare, stdout};
+use crate::util::{TestServer, entry_seq, follow_request, open, prepare, stdout, writer_cursor};
 
 /// GetServerInfo serves the contract's two constants and the limits.
 #[tokio::test]
@@ -121,15 +121,7 @@ async fn shutdown_ends_open_streams_and_keeps_what_was_sent() {
     // Wait until the items are stored, while the stream stays open.
     let mut probe = server.client().await;
     for _ in 0..500 {
-        let cursor = probe
-            .get_writer_cursor(pb::GetWriterCursorRequest {
-                task_id: "t".into(),
-                run_id: "r".into(),
-                writer_id: "w".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let cursor = writer_cursor(&mut probe, "t", "r", "w").await;
         if cursor.last_writer_seq == 2 {
             break;
         }

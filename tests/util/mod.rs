@@ -194,6 +194,24 @@ pub async fn append(
         .map(tonic::Response::into_inner)
 }
 
+/// What a run holds from a writer.
+pub async fn writer_cursor(
+    client: &mut LoggingClient,
+    task: &str,
+    run: &str,
+    writer: &str,
+) -> pb::GetWriterCursorResponse {
+    client
+        .get_writer_cursor(pb::GetWriterCursorRequest {
+            task_id: task.into(),
+            run_id: run.into(),
+            writer_id: writer.into(),
+        })
+        .await
+        .expect("a cursor")
+        .into_inner()
+}
+
 /// Moves a run's state.
 pub async fn set_status(
     client: &mut LoggingClient,
