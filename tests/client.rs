@@ -413,3 +413,46 @@ async fn output_writers_keep_split_characters_and_replace_bad_bytes() {
     assert_eq!(stderr, "ß∂ƒ\n");
     server.stop().await;
 }
+
+/// The handle learns the server's limits: event data over max_data_bytes
+/// is refused at once without stopping the writer, and batches never carry
+/// more items than max_batch_entries.
+#[tokio::test]
+async fn the_writer_keeps_within_the_servers_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(
+        dir.path(),
+        baa_logd::ServerConfig {
+            max_data_bytes: 1000,
+            max_batch_entries: 10,
+            ..baa_logd::ServerConfig::default()
+        },
+    )
+    .await;
+    let client = Client::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    let writer = client
+        .prepare_writer(NewRun::new("t", "r"), WriterOptions::default())
+        .await
+        .unwrap();
+    let big = writer
+        .event(
+            pb::WorkerLifecycleEventType::StepPrepared,
+            pb::LogLevel::Info,
+            "",
+            json!({ "blob": "x".repeat(2000) }),
+        )
+        .await
+        .unwrap_err();
+    assert!(big.to_string().contains("max_data_bytes (1000)"), "{big}");
+    for n in 0..500 {
+        writer.stdout(format!("{n}\n")).await.unwrap();
+    }
+    let finished = writer
+        .finish(pb::RunStatus::Completed, Some(0), None)
+        .await
+        .unwrap();
+    assert_eq!(finished.summary.stdout_chunk_count, 500);
+    server.stop().await;
+}

@@ -146,3 +146,28 @@ async fn shutdown_ends_open_streams_and_keeps_what_was_sent() {
     let lines = crate::util::json_lines(&dir.path().join("t/r/stdout.log"));
     assert_eq!(lines.len(), 2);
 }
+
+/// A stream the server does not end itself (a health Watch) does not hold
+/// shutdown open: after a short grace the server stops anyway.
+#[tokio::test]
+async fn an_open_health_watch_does_not_block_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+    tokio::time::timeout(Duration::from_secs(30), server.stop())
+        .await
+        .expect("the server stops despite the open watch");
+}

@@ -35,6 +35,7 @@ impl TestServer {
     pub async fn start_with(data_dir: &Path, config: ServerConfig) -> Self {
         let options = LocalStoreOptions {
             max_entry_bytes: config.max_entry_bytes,
+            max_data_bytes: config.max_data_bytes,
             ..LocalStoreOptions::new(data_dir)
         };
         let store = Arc::new(LocalStore::open(options).expect("store opens"));

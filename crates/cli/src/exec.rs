@@ -74,6 +74,12 @@ pub(crate) async fn exec(
         .await
         .map_err(explain)?;
 
+    // The run is marked running before the command starts, so that a
+    // failure here leaves no command behind without its run.
+    writer
+        .set_status(pb::RunStatus::Running)
+        .await
+        .map_err(explain)?;
     // Signals are caught before the command starts, so that none of them
     // ends baa-log before it has recorded how the command ended.
     let forwarder = SignalForwarder::new().map_err(|err| Failure::new(err.to_string()))?;
@@ -97,21 +103,9 @@ pub(crate) async fn exec(
             });
         }
     };
-    let pid = child.id().unwrap_or_default();
-    writer
-        .set_status(pb::RunStatus::Running)
-        .await
-        .map_err(explain)?;
-    writer
-        .event(
-            pb::WorkerLifecycleEventType::WorkerStarted,
-            pb::LogLevel::Info,
-            format!("started {}", args.command[0]),
-            json!({ "pid": pid, "command": args.command, "cwd": cwd }),
-        )
-        .await
-        .map_err(explain)?;
-
+    // From here on nothing returns early: the command's output is carried
+    // and its exit recorded whatever the log side does.
+    let pid = child.id();
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let out_pump = tokio::spawn(pump(
@@ -124,20 +118,26 @@ pub(crate) async fn exec(
         tokio::io::stderr(),
         writer.async_output_writer(pb::StreamLogChannel::Stderr),
     ));
-    let forwarding = tokio::spawn(forwarder.forward_to(pid));
-    let status = child
-        .wait()
-        .await
-        .map_err(|err| Failure::new(format!("cannot wait for the command: {err}")))?;
+    let forwarding = pid.map(|pid| tokio::spawn(forwarder.forward_to(pid)));
     let mut log_errors = Vec::new();
-    for pump in [out_pump, err_pump] {
-        match pump.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => log_errors.push(err),
-            Err(err) => log_errors.push(err.to_string()),
-        }
+    if let Err(err) = writer
+        .event(
+            pb::WorkerLifecycleEventType::WorkerStarted,
+            pb::LogLevel::Info,
+            format!("started {}", args.command[0]),
+            json!({ "pid": pid, "command": args.command, "cwd": cwd }),
+        )
+        .await
+    {
+        log_errors.push(explain(err).message);
     }
-    forwarding.abort();
+    let status = child.wait().await;
+    // The process is reaped: its pid may be someone else's from now on.
+    if let Some(forwarding) = forwarding {
+        forwarding.abort();
+    }
+    let status =
+        status.map_err(|err| Failure::new(format!("cannot wait for the command: {err}")))?;
 
     let (code, ended) = match (status.code(), status.signal()) {
         (Some(code), _) => (code, format!("exited with code {code}")),
@@ -149,34 +149,75 @@ pub(crate) async fn exec(
         (None, None) => (1, "ended".to_string()),
     };
     let success = status.success();
-    let recorded = async {
-        writer
-            .event(
-                pb::WorkerLifecycleEventType::WorkerExited,
-                if success {
-                    pb::LogLevel::Info
-                } else {
-                    pb::LogLevel::Error
-                },
-                format!("{} {ended}", args.command[0]),
-                json!({ "exitCode": status.code(), "signal": status.signal() }),
-            )
-            .await?;
-        let run_status = if success {
-            pb::RunStatus::Completed
-        } else {
-            pb::RunStatus::Failed
-        };
-        writer.finish(run_status, Some(code), Some(ended)).await
-    }
-    .await;
-    if let Err(err) = recorded {
-        log_errors.push(explain(err).message);
+    let run_status = if success {
+        pb::RunStatus::Completed
+    } else {
+        pb::RunStatus::Failed
+    };
+    let record = async {
+        for pump in [out_pump, err_pump] {
+            match pump.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => log_errors.push(err),
+                Err(err) => log_errors.push(err.to_string()),
+            }
+        }
+        let recorded = async {
+            writer
+                .event(
+                    pb::WorkerLifecycleEventType::WorkerExited,
+                    if success {
+                        pb::LogLevel::Info
+                    } else {
+                        pb::LogLevel::Error
+                    },
+                    format!("{} {ended}", args.command[0]),
+                    json!({ "exitCode": status.code(), "signal": status.signal() }),
+                )
+                .await?;
+            writer
+                .clone()
+                .finish(run_status, Some(code), Some(ended.clone()))
+                .await
+        }
+        .await;
+        if let Err(err) = recorded {
+            log_errors.push(explain(err).message);
+            // The writer stopped; the run must still end, or its
+            // followers wait for ever.
+            let patch = pb::RunStatePatch {
+                status: Some(run_status as i32),
+                exit_code: Some(code),
+                summary: Some(ended.clone()),
+                ..Default::default()
+            };
+            let _ = client.update_run_state(&key, patch).await;
+        }
+    };
+    // The command is gone; if the log side cannot finish (the server is
+    // away), a SIGINT or SIGTERM ends the wait instead of being ignored.
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    let gave_up = tokio::select! {
+        () = record => false,
+        Some(()) = recv(&mut interrupt) => true,
+        Some(()) = recv(&mut terminate) => true,
+    };
+    if gave_up {
+        log_errors.push("stopped waiting for the server to store the rest".into());
     }
     for err in &log_errors {
         eprintln!("baa-log: the log of run {key} may be incomplete: {err}");
     }
     Ok(u8::try_from(code).unwrap_or(1))
+}
+
+/// The next delivery of a signal, or never without a listener.
+async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Copies a pipe to the terminal and to the run until it ends. The pipe is
@@ -262,7 +303,11 @@ impl SignalForwarder {
 
     /// Passes signals on to the process `pid` until aborted.
     async fn forward_to(mut self, pid: u32) {
+        // Pid 0 would signal our whole process group.
         let Ok(pid) = i32::try_from(pid) else { return };
+        if pid <= 0 {
+            return;
+        }
         let pid = Pid::from_raw(pid);
         loop {
             let signal = tokio::select! {

@@ -93,9 +93,9 @@ pub struct Follow {
 impl Follow {
     /// Starts following `key`.
     pub(crate) fn start(stub: LoggingClient, key: RunKey, options: FollowOptions) -> Self {
-        // A few responses' worth: the server sends batches, and a follower
+        // A few hundred entries: the server sends batches, and a follower
         // that stops reading only holds up its own stream.
-        let (sender, receiver) = mpsc::channel(1024);
+        let (sender, receiver) = mpsc::channel(256);
         let task = tokio::spawn(follow(stub, key, options, sender));
         Self {
             events: ReceiverStream::new(receiver),
@@ -116,6 +116,18 @@ impl Stream for Follow {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.events).poll_next(cx)
     }
+}
+
+/// Whether two states differ only in what moves with every entry
+/// (`last_event_seq`, `updated_at`), so that a reconnection does not
+/// report the same state again.
+fn same_state(a: &pb::RunStateSnapshot, b: &pb::RunStateSnapshot) -> bool {
+    a.status == b.status
+        && a.exit_code == b.exit_code
+        && a.summary == b.summary
+        && a.finished_at == b.finished_at
+        && a.checkpoint_seq == b.checkpoint_seq
+        && a.attempt == b.attempt
 }
 
 /// The follow loop: one FollowRun call after another, from the resume
@@ -149,7 +161,10 @@ async fn follow(
                         Ok(Some(response)) => {
                             backoff = Backoff::new(options.retry);
                             if let Some(state) = response.state {
-                                if last_state.as_ref() != Some(&state) {
+                                if !last_state
+                                    .as_ref()
+                                    .is_some_and(|last| same_state(last, &state))
+                                {
                                     last_state = Some(state.clone());
                                     if events.send(Ok(FollowEvent::State(state))).await.is_err() {
                                         return;

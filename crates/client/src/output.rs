@@ -20,9 +20,17 @@ use crate::{
     writer::{Command, chunk_payload},
 };
 
-/// The most input bytes one chunk is made of. Far below the server's entry
-/// limit even when every byte becomes a 3-byte replacement character.
+/// The most input bytes one chunk is made of.
 const MAX_CHUNK_INPUT: usize = 64 * 1024;
+
+/// How many input bytes one chunk may take so that its text stays within
+/// the server's entry limit, even when every byte becomes a 3-byte
+/// replacement character and 3 held-back bytes come first.
+fn chunk_input(writer: &RunWriter) -> usize {
+    MAX_CHUNK_INPUT
+        .min(writer.max_entry_bytes().saturating_sub(9) / 3)
+        .max(1)
+}
 
 /// Decodes a byte stream as UTF-8 text, piece by piece.
 ///
@@ -150,7 +158,7 @@ impl OutputWriter {
 
 impl io::Write for OutputWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let taken = buf.len().min(MAX_CHUNK_INPUT);
+        let taken = buf.len().min(chunk_input(&self.writer));
         let text = self.decoder.decode(&buf[..taken]);
         if !text.is_empty() {
             self.writer
@@ -229,7 +237,7 @@ impl AsyncWrite for AsyncOutputWriter {
         if let Err(_closed) = ready!(this.sender.poll_reserve(cx)) {
             return Poll::Ready(Err(to_io(this.writer.stopped())));
         }
-        let taken = buf.len().min(MAX_CHUNK_INPUT);
+        let taken = buf.len().min(chunk_input(&this.writer));
         let text = this.decoder.decode(&buf[..taken]);
         Poll::Ready(this.send(text).map(|()| taken))
     }

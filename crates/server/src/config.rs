@@ -16,6 +16,9 @@ pub struct ServerConfig {
     /// The largest text or message of one entry, in bytes, as the store
     /// enforces it; reported by `GetServerInfo`.
     pub max_entry_bytes: usize,
+    /// The largest structured data of one event, as JSON, in bytes, as the
+    /// store enforces it; reported by `GetServerInfo`.
+    pub max_data_bytes: usize,
     /// A `FollowRun` response carries about this many bytes of entries.
     pub follow_batch_bytes: usize,
     /// An `AppendLogs` stream gathers messages that are already received up
@@ -56,6 +59,7 @@ impl ServerConfig {
         Self {
             max_message_bytes: limits.max_message_bytes,
             max_entry_bytes: limits.max_entry_bytes,
+            max_data_bytes: limits.max_data_bytes,
             follow_batch_bytes: 256 * 1024,
             append_batch_bytes: 1024 * 1024,
             max_batch_entries: limits.max_batch_entries,

@@ -32,7 +32,7 @@ use baa_logging::{FILE_DESCRIPTOR_SET, pb::logging_service_server::LoggingServic
 use baa_logging_store::RunStore;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
 use tracing::{debug, info, warn};
 
 use crate::security::AuthLayer;
@@ -118,19 +118,36 @@ pub async fn run<S: RunStore>(
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(logging);
-    let served = match &security.tls {
-        None => {
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
-                .await
+    let serving = async {
+        match &security.tls {
+            None => {
+                router
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+                    .await
+            }
+            Some(tls) => {
+                let watcher = AbortOnDropHandle::new(tokio::spawn(tls.clone().watch()));
+                let (incoming, acceptor) = tls_incoming(listener, tls.acceptor());
+                let acceptor = AbortOnDropHandle::new(acceptor);
+                let served = router.serve_with_incoming_shutdown(incoming, stop).await;
+                drop((watcher, acceptor));
+                served
+            }
         }
-        Some(tls) => {
-            let watcher = tokio::spawn(tls.clone().watch());
-            let (incoming, acceptor) = tls_incoming(listener, tls.acceptor());
-            let served = router.serve_with_incoming_shutdown(incoming, stop).await;
-            watcher.abort();
-            acceptor.abort();
-            served
+    };
+    // Graceful shutdown waits for every connection to close, and a stream
+    // this server does not end itself (a health Watch, a reflection
+    // stream) would hold it open forever: after SHUTDOWN_GRACE the rest
+    // are dropped.
+    let grace = async {
+        token.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let served = tokio::select! {
+        served = serving => served,
+        () = grace => {
+            warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the shutdown grace; closing them");
+            Ok(())
         }
     };
     token.cancel();
@@ -141,6 +158,10 @@ pub async fn run<S: RunStore>(
     info!("stopped");
     Ok(())
 }
+
+/// How long graceful shutdown waits for open connections once every
+/// stream of ours has ended.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How long a client may take over its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -228,10 +228,26 @@ async fn serve(settings: Settings) -> Result<(), String> {
     info!(%addr, data_dir = %store.data_dir().display(), tls = security.tls_enabled(), tokens = security.tokens_enabled(), "baa-logd listening");
     // Scripts that start the server on port 0 read the address from here.
     println!("listening on {addr}");
+    if !security.tls_enabled() {
+        // SIGHUP reloads TLS; without it there is nothing to reload, and
+        // the signal's default action (ending the process) would be wrong.
+        tokio::spawn(ignore_hangups());
+    }
     let config = ServerConfig::from_settings(&settings, security);
     baa_logd::run(listener, Arc::new(store), config, shutdown_signal())
         .await
         .map_err(|err| err.to_string())
+}
+
+/// Logs SIGHUPs, which have nothing to reload without TLS.
+async fn ignore_hangups() {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        info!("SIGHUP: nothing to reload (TLS is off)");
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -69,6 +69,8 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
             max_message_bytes: self.config.max_message_bytes as u64,
             max_entry_bytes: self.config.max_entry_bytes as u64,
+            max_data_bytes: self.config.max_data_bytes as u64,
+            max_batch_entries: self.config.max_batch_entries as u64,
         }))
     }
 

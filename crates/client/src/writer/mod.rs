@@ -118,6 +118,8 @@ struct Inner {
     failure: Arc<Mutex<Option<tonic::Status>>>,
     /// The largest text or message of one entry the server takes.
     max_entry_bytes: usize,
+    /// The largest event data, as JSON, the server takes.
+    max_data_bytes: usize,
     /// How to retry state updates.
     retry: RetryPolicy,
 }
@@ -146,10 +148,21 @@ impl RunWriter {
             async move { unary.get_writer_cursor(request).await }
         })
         .await?;
-        let max_message = usize::try_from(info.max_message_bytes).unwrap_or(usize::MAX);
+        let limit = |value: u64, default: usize| match usize::try_from(value) {
+            // A server that does not report a limit has the old default.
+            Ok(0) => default,
+            Ok(value) => value,
+            Err(_) => usize::MAX,
+        };
+        let max_message = limit(info.max_message_bytes, 4 * 1024 * 1024);
+        let max_entry_bytes = limit(info.max_entry_bytes, 1024 * 1024);
+        let max_data_bytes = limit(info.max_data_bytes, max_entry_bytes);
+        let max_batch_entries = limit(info.max_batch_entries, 10_000);
         let batch_bytes = options.batch_bytes.clamp(1, (max_message / 2).max(1));
         let failure = Arc::new(Mutex::new(None));
-        let (commands, receiver) = mpsc::channel(256);
+        // Few commands wait here: the bytes they hold are on top of the
+        // session's buffer.
+        let (commands, receiver) = mpsc::channel(32);
         let session = Session::new(
             stub.clone(),
             key.clone(),
@@ -158,6 +171,7 @@ impl RunWriter {
             session::Limits {
                 linger: options.linger,
                 batch_bytes,
+                batch_items: max_batch_entries,
                 buffer_bytes: options.buffer_bytes.max(batch_bytes),
                 retry: options.retry,
             },
@@ -172,7 +186,8 @@ impl RunWriter {
                 stub,
                 commands,
                 failure,
-                max_entry_bytes: usize::try_from(info.max_entry_bytes).unwrap_or(usize::MAX),
+                max_entry_bytes,
+                max_data_bytes,
                 retry: options.retry,
             }),
         })
@@ -206,7 +221,15 @@ impl RunWriter {
             Json::Null => None,
             Json::Object(object) => {
                 let size = serde_json::to_vec(&object).map_or(0, |json| json.len());
-                self.check_size("event data", size)?;
+                if size > self.inner.max_data_bytes {
+                    return Err(ClientError::InvalidInput {
+                        what: "event data",
+                        reason: format!(
+                            "it is {size} bytes as JSON, over the server's max_data_bytes ({})",
+                            self.inner.max_data_bytes
+                        ),
+                    });
+                }
                 Some(baa_logging::json::to_struct(&object))
             }
             other => {
@@ -393,6 +416,11 @@ impl RunWriter {
             .commands
             .blocking_send(Command::Item(payload))
             .map_err(|_| self.stopped())
+    }
+
+    /// The largest output chunk the server takes, for the output writers.
+    pub(crate) fn max_entry_bytes(&self) -> usize {
+        self.inner.max_entry_bytes
     }
 
     /// The queue's sender, for the async output writer.

@@ -47,15 +47,21 @@ pub(crate) struct Limits {
     pub(crate) linger: Duration,
     /// Send once unsent items reach this many bytes.
     pub(crate) batch_bytes: usize,
+    /// The most items in one message, as the server allows.
+    pub(crate) batch_items: usize,
     /// Stop taking items while those not known stored pass this.
     pub(crate) buffer_bytes: usize,
     /// How to wait between reconnection attempts.
     pub(crate) retry: RetryPolicy,
 }
 
-/// How long the task waits before asking again what the server holds,
-/// while its buffer is full.
+/// How long the task first waits before asking again what the server
+/// holds, while its buffer is full; the wait doubles while nothing moves,
+/// up to [`FULL_BUFFER_POLL_MAX`].
 const FULL_BUFFER_POLL: Duration = Duration::from_millis(5);
+
+/// The longest wait between two such questions.
+const FULL_BUFFER_POLL_MAX: Duration = Duration::from_millis(200);
 
 /// An open Append stream.
 #[derive(Debug)]
@@ -87,6 +93,10 @@ pub(crate) struct Session {
     kept_bytes: usize,
     /// The writer sequence number of the last item taken.
     last_taken: u64,
+    /// The last writer sequence number the server confirmed it holds.
+    acked: u64,
+    /// How long to wait before asking again while the buffer is full.
+    full_poll: Duration,
     /// The last writer sequence number the current stream was given.
     last_sent: u64,
     /// The bytes of kept items not sent yet.
@@ -119,6 +129,8 @@ impl Session {
             kept: VecDeque::new(),
             kept_bytes: 0,
             last_taken: last_writer_seq,
+            acked: last_writer_seq,
+            full_poll: FULL_BUFFER_POLL,
             last_sent: last_writer_seq,
             unsent_bytes: 0,
             send_by: None,
@@ -170,7 +182,15 @@ impl Session {
                     }
                 },
                 () = sleep_until(send_by), if send_by.is_some() => self.send_unsent().await?,
-                () = tokio::time::sleep(FULL_BUFFER_POLL), if full => self.trim().await?,
+                () = tokio::time::sleep(self.full_poll), if full => {
+                    let before = self.kept_bytes;
+                    self.trim().await?;
+                    self.full_poll = if self.kept_bytes < before {
+                        FULL_BUFFER_POLL
+                    } else {
+                        (self.full_poll * 2).min(FULL_BUFFER_POLL_MAX)
+                    };
+                }
                 ended = wait_call(call) => {
                     // The server ended the stream before we closed it.
                     self.stream = None;
@@ -230,7 +250,10 @@ impl Session {
             let mut items = Vec::new();
             let mut bytes = 0;
             while let Some((item, size)) = self.kept.get(index) {
-                if !items.is_empty() && bytes + size > self.limits.batch_bytes {
+                if !items.is_empty()
+                    && (bytes + size > self.limits.batch_bytes
+                        || items.len() >= self.limits.batch_items)
+                {
                     break;
                 }
                 items.push(item.clone());
@@ -297,7 +320,7 @@ impl Session {
             drop(stream.requests);
             let status = match stream.call.await {
                 Ok(Ok(reply)) => {
-                    self.acknowledge(reply.last_writer_seq);
+                    self.acknowledge(reply.last_writer_seq)?;
                     return Ok(reply.summary.unwrap_or_default());
                 }
                 Ok(Err(status)) => status,
@@ -310,10 +333,7 @@ impl Session {
     /// Asks the server what it holds from this writer and forgets that.
     async fn trim(&mut self) -> Result<(), tonic::Status> {
         match self.cursor().await {
-            Ok(last) => {
-                self.acknowledge(last);
-                Ok(())
-            }
+            Ok(last) => self.acknowledge(last),
             // The stream will break too, and reconnect.
             Err(status) if is_retryable_status(&status) => Ok(()),
             Err(status) => Err(status),
@@ -338,7 +358,7 @@ impl Session {
             }
             match self.cursor().await {
                 Ok(last) => {
-                    self.acknowledge(last);
+                    self.acknowledge(last)?;
                     self.last_sent = last;
                     self.unsent_bytes = self.kept_bytes;
                     return Ok(());
@@ -365,7 +385,28 @@ impl Session {
     }
 
     /// Forgets the items up to `last`, which the server holds.
-    fn acknowledge(&mut self, last: u64) {
+    ///
+    /// A server that holds less than it acknowledged before lost entries
+    /// (a machine crash without `--sync`); one that holds more than this
+    /// writer sent has another writer with the same id. Both are errors
+    /// that re-sending cannot mend, and saying so beats a gap error later.
+    fn acknowledge(&mut self, last: u64) -> Result<(), tonic::Status> {
+        if last < self.acked {
+            return Err(tonic::Status::data_loss(format!(
+                "the server holds the items of writer `{}` only up to {last}, but it had \
+                 acknowledged up to {}: acknowledged entries were lost (a machine crash \
+                 without --sync?)",
+                self.writer_id, self.acked
+            )));
+        }
+        if last > self.last_taken {
+            return Err(tonic::Status::failed_precondition(format!(
+                "the server holds items up to {last} from writer `{}`, more than it sent \
+                 ({}): another writer uses the same writer id",
+                self.writer_id, self.last_taken
+            )));
+        }
+        self.acked = last;
         while let Some((item, size)) = self.kept.front() {
             if item.writer_seq > last {
                 break;
@@ -377,6 +418,7 @@ impl Session {
             self.kept.pop_front();
         }
         self.last_sent = self.last_sent.max(last);
+        Ok(())
     }
 }
 

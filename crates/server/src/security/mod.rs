@@ -8,6 +8,8 @@ mod tokens;
 
 use std::sync::Arc;
 
+use tracing::warn;
+
 pub(crate) use self::auth::AuthLayer;
 pub use self::{
     tls::{Tls, TlsError},
@@ -66,15 +68,24 @@ impl Security {
             Some(path) => Some(Arc::new(TokenSet::load(path)?)),
             None => None,
         };
-        let open = tls.is_none() && tokens.is_none();
-        if open && !settings.listen.ip().is_loopback() && !settings.insecure {
+        // Access control is a token or a client certificate; TLS alone
+        // only hides the traffic from who can reach the server anyway.
+        let open = tokens.is_none() && settings.tls.client_ca.is_none();
+        let remote = !settings.listen.ip().is_loopback();
+        if open && remote && !settings.insecure {
             return Err(SecurityError::Refused(format!(
-                "refusing to listen on {} with neither TLS nor tokens: anyone who can reach it \
-                 could read and write every run. Configure --tls-cert/--tls-key and/or \
-                 --token-file, listen on a loopback address, or pass --insecure on a network \
-                 you trust",
+                "refusing to listen on {} without tokens or client certificates: anyone who \
+                 can reach it could read and write every run. Configure --token-file and/or \
+                 --tls-client-ca (with --tls-cert/--tls-key), listen on a loopback address, \
+                 or pass --insecure on a network you trust",
                 settings.listen
             )));
+        }
+        if tokens.is_some() && tls.is_none() && remote {
+            warn!(
+                listen = %settings.listen,
+                "bearer tokens will cross the network in clear text: configure --tls-cert and --tls-key"
+            );
         }
         Ok(Self { tls, tokens })
     }
