@@ -3,8 +3,9 @@
 # installs the pinned tools it needs into tools/node_modules and the
 # clients in other languages' dependencies under tests/polyglot/, checks the
 # Protobuf files with buf (lint, format, and breaking changes against
-# proto/baseline/), the Rust code with rustfmt and clippy, and runs the
-# whole test suite against real servers.
+# proto/baseline/), the Rust code with rustfmt and clippy, the deployment
+# files in deploy/ with the validators scripts/check-deploy.sh installs,
+# and runs the whole test suite against real servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,9 @@ cargo fmt --all --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "deploy/ files (scripts/check-deploy.sh)"
+bash scripts/check-deploy.sh
 
 step "polyglot client dependencies (tests/polyglot/)"
 bash scripts/polyglot-setup.sh

@@ -326,3 +326,42 @@ async fn failures_are_one_clear_line() {
     assert!(stderr.contains("BAA_LOG_SERVER"), "{stderr}");
     server.stop().await;
 }
+
+/// `health` asks the standard gRPC health service: a running server is
+/// `SERVING` (exit 0) for the whole server and for the `LoggingService`,
+/// an unknown service is `SERVICE_UNKNOWN` (exit 1), and an unreachable
+/// server is one line on stderr and exit 1, as containers and probes
+/// expect of a health check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_exits_zero_only_when_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    for args in [
+        &["health"][..],
+        &["health", "--service", "baa.logging.v1.LoggingService"],
+    ] {
+        let output = baa_log(&server, args).await;
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {output:?}");
+        assert_eq!(text(&output.stdout), "SERVING\n");
+        assert_eq!(text(&output.stderr), "");
+    }
+    let unknown = baa_log(&server, &["health", "--service", "no.such.Service"]).await;
+    assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
+    assert_eq!(text(&unknown.stdout), "SERVICE_UNKNOWN\n");
+    server.stop().await;
+
+    let unreachable = Command::new(cli_binary())
+        .args(["health", "--server", "http://127.0.0.1:1"])
+        .env_remove("BAA_LOG_SERVER")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(1), "{unreachable:?}");
+    assert_eq!(text(&unreachable.stdout), "");
+    let stderr = text(&unreachable.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot reach baa-logd at http://127.0.0.1:1"),
+        "{stderr}"
+    );
+}

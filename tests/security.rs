@@ -394,3 +394,47 @@ fn open_listening_beyond_loopback_needs_insecure_and_config_layers() {
     assert_ne!(insecure.addr.port(), 0);
     insecure.stop_now();
 }
+
+/// `baa-log health`, the container images' health check, gets `SERVING`
+/// from a server that requires tokens without giving one, and goes through
+/// TLS with `--ca-file` like every subcommand; a server whose certificate
+/// it cannot verify is a one-line failure with exit code 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baa_log_health_needs_no_token_and_speaks_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "pki");
+    let tokens = Arc::new(TokenSet::load(&token_file(dir.path())).unwrap());
+    let tls = Tls::load(&pki.server_cert, &pki.server_key, None).unwrap();
+    let server = server_with(
+        &dir.path().join("data"),
+        Security {
+            tls: Some(tls),
+            tokens: Some(tokens),
+        },
+    )
+    .await;
+    let health = |ca_file: Option<&Path>| {
+        let mut command = tokio::process::Command::new(crate::util::process::cli_binary());
+        command
+            .args(["health", "--server", &format!("https://{}", server.addr)])
+            .env_remove("BAA_LOG_TOKEN")
+            .env_remove("BAA_LOG_CA_FILE")
+            .env_remove("BAA_LOG_CLIENT_CERT")
+            .env_remove("BAA_LOG_CLIENT_KEY");
+        if let Some(ca_file) = ca_file {
+            command.arg("--ca-file").arg(ca_file);
+        }
+        command.output()
+    };
+
+    let serving = health(Some(&pki.ca)).await.unwrap();
+    assert_eq!(serving.status.code(), Some(0), "{serving:?}");
+    assert_eq!(String::from_utf8_lossy(&serving.stdout), "SERVING\n");
+
+    let untrusted = health(None).await.unwrap();
+    assert_eq!(untrusted.status.code(), Some(1), "{untrusted:?}");
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("baa-log: "), "{stderr}");
+    server.stop().await;
+}

@@ -6,10 +6,12 @@
 //! - `exec`: `baa-log exec`, a command run as a worker.
 //! - `read`: `follow` and `cat`, a run's entries.
 //! - `runs`: `runs` and `show`, what runs there are.
+//! - `health`: `health`, whether a server serves.
 //! - `render`: how entries, states and errors are written for people and
 //!   for programs.
 
 mod exec;
+mod health;
 mod read;
 mod render;
 mod runs;
@@ -75,6 +77,9 @@ enum Command {
     Runs(runs::RunsArgs),
     /// Show a run's metadata, state and log summary.
     Show(runs::ShowArgs),
+    /// Ask the server's gRPC health service whether it serves: prints
+    /// SERVING, NOT_SERVING, ... and exits 0 only for SERVING.
+    Health(health::HealthArgs),
 }
 
 /// A channel, as the command line names it.
@@ -154,6 +159,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     }
     let server = cli.server.clone();
     let explain = move |err| render::explain(&server, err);
+    // The health check asks another gRPC service over its own connection.
+    if let Command::Health(args) = cli.command {
+        return health::health(&options, args, &explain).await;
+    }
     let client = Client::from_stub(options.connect().await.map_err(&explain)?);
     match cli.command {
         Command::Exec(args) => exec::exec(&client, args, &explain).await,
@@ -161,6 +170,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Cat(args) => read::cat(&client, args).await.map_err(&explain),
         Command::Runs(args) => runs::runs(&client, args).await.map_err(&explain),
         Command::Show(args) => runs::show(&client, args).await.map_err(&explain),
+        Command::Health(_) => unreachable!("answered before connecting"),
     }
 }
 

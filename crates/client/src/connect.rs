@@ -130,6 +130,34 @@ impl ConnectOptions {
     /// [`ClientError::InvalidAddress`], [`ClientError::Connect`] or
     /// [`ClientError::Credentials`].
     pub async fn connect(&self) -> Result<LoggingClient, ClientError> {
+        Ok(self.client(self.channel().await?))
+    }
+
+    /// Connects now, like [`connect`](Self::connect), and returns the bare
+    /// connection with the credentials in front, for the other gRPC
+    /// services a server offers beside the `LoggingService` (the standard
+    /// health service, reflection). Any generated tonic client takes it:
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// use baa_logging_client::ConnectOptions;
+    /// use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    ///
+    /// let channel = ConnectOptions::new("http://127.0.0.1:50051")
+    ///     .token("s3cr3t")
+    ///     .channel()
+    ///     .await?;
+    /// let request = HealthCheckRequest { service: String::new() };
+    /// let status = HealthClient::new(channel).check(request).await?.into_inner().status();
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::InvalidAddress`], [`ClientError::Connect`] or
+    /// [`ClientError::Credentials`].
+    pub async fn channel(&self) -> Result<InterceptedService<Channel, Credentials>, ClientError> {
         let credentials = self.credentials()?;
         let channel = self
             .endpoint()?
@@ -139,7 +167,7 @@ impl ConnectOptions {
                 address: self.address.clone(),
                 source,
             })?;
-        Ok(self.client(channel, credentials))
+        Ok(InterceptedService::new(channel, credentials))
     }
 
     /// Returns a client that connects on its first request, for callers
@@ -151,7 +179,7 @@ impl ConnectOptions {
     pub fn connect_lazy(&self) -> Result<LoggingClient, ClientError> {
         let credentials = self.credentials()?;
         let channel = self.endpoint()?.connect_lazy();
-        Ok(self.client(channel, credentials))
+        Ok(self.client(InterceptedService::new(channel, credentials)))
     }
 
     /// The endpoint with timeouts, keepalives and TLS.
@@ -217,8 +245,8 @@ impl ConnectOptions {
     }
 
     /// The generated client over `channel`.
-    fn client(&self, channel: Channel, credentials: Credentials) -> LoggingClient {
-        pb::logging_service_client::LoggingServiceClient::with_interceptor(channel, credentials)
+    fn client(&self, channel: InterceptedService<Channel, Credentials>) -> LoggingClient {
+        pb::logging_service_client::LoggingServiceClient::new(channel)
             .max_decoding_message_size(64 * 1024 * 1024)
     }
 }
