@@ -12,17 +12,21 @@
 //! - [`ids`], [`time`], [`render`]: id checks, `toISOString` times, the
 //!   rendered line of a lifecycle event.
 //! - [`error`]: the store's one error type, [`StoreError`].
+//! - [`observe`]: what the store tells about its disk: a
+//!   [`StoreObserver`] hook for metrics and its [`WriteHealth`].
 
 pub mod error;
 pub mod ids;
 pub mod local;
 pub mod model;
+pub mod observe;
 pub mod render;
 pub mod run_store;
 pub mod time;
 
 pub use error::{Result, StoreError};
 pub use local::{LocalReader, LocalStore, LocalStoreOptions};
+pub use observe::{CommitStats, DiskWrite, StoreObserver, WriteHealth};
 pub use run_store::{ReadFrom, RunReader, RunStore};
 
 /// The name of the directory that holds all runs by default.

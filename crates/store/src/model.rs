@@ -114,6 +114,15 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// Every status, in the order of the contract.
+    pub const ALL: [Self; 5] = [
+        Self::Prepared,
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Blocked,
+    ];
+
     /// Whether the status never changes again.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Blocked)
@@ -600,6 +609,9 @@ pub struct ReadBatch {
     pub entries: Vec<LogEntry>,
     /// The resume cursor: every selected entry before it was returned.
     pub next_seq: u64,
+    /// The last sequence number the run had stored when the batch was
+    /// read: how far behind the reader is, with `next_seq`.
+    pub committed_seq: u64,
     /// The run's state, when it changed since the previous batch (always in
     /// the first).
     pub state: Option<RunStateSnapshot>,

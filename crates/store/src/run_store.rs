@@ -6,13 +6,16 @@
 
 use std::future::Future;
 
+use tokio::sync::watch;
+
 use crate::{
     error::Result,
     model::{
         AppendItem, AppendOutcome, ChannelSet, PreparedRun, ReadBatch, RunKey, RunMetadataInput,
-        RunPage, RunQuery, RunStatePatch, RunStateSnapshot, RunStateSnapshotInput, RunView,
-        WriterCursor,
+        RunPage, RunQuery, RunStatePatch, RunStateSnapshot, RunStateSnapshotInput, RunStatus,
+        RunView, WriterCursor,
     },
+    observe::WriteHealth,
 };
 
 /// Where a reader starts and where it stops.
@@ -84,6 +87,18 @@ pub trait RunStore: Send + Sync + 'static {
 
     /// Writes what is kept in memory to storage, before the process exits.
     fn flush(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether the store can write, now and as it changes. The default,
+    /// for a backend that cannot tell, is always writable.
+    fn write_health(&self) -> watch::Receiver<WriteHealth> {
+        watch::channel(WriteHealth::Writable).1
+    }
+
+    /// How many runs the store holds in each status, for metrics. The
+    /// default, for a backend that cannot count cheaply, is none.
+    fn count_runs(&self) -> impl Future<Output = Result<Vec<(RunStatus, u64)>>> + Send {
+        std::future::ready(Ok(Vec::new()))
+    }
 }
 
 /// Reads a run's entries in sequence order, from storage.

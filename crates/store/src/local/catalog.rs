@@ -65,6 +65,17 @@ impl Catalog {
         self.status.insert(metadata.key(), status);
     }
 
+    /// How many runs are in each status, every status named.
+    pub(crate) fn count_by_status(&self) -> Vec<(RunStatus, u64)> {
+        let mut counts: Vec<(RunStatus, u64)> = RunStatus::ALL.iter().map(|s| (*s, 0)).collect();
+        for status in self.status.values() {
+            if let Some((_, count)) = counts.iter_mut().find(|(known, _)| known == status) {
+                *count += 1;
+            }
+        }
+        counts
+    }
+
     /// Updates a run's status.
     pub(crate) fn set_status(&mut self, key: &RunKey, status: RunStatus) {
         if let Some(current) = self.status.get_mut(key) {

@@ -17,9 +17,11 @@
 //!
 //! Runs are opened lazily, on first use, so start-up reads nothing but the
 //! directory itself. See `recovery` for what a crash can leave and how it
-//! is repaired.
+//! is repaired, and `disk` for what happens when the disk fills up or
+//! turns read-only.
 
 mod catalog;
+mod disk;
 mod fsio;
 mod journal;
 mod lines;
@@ -34,12 +36,13 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, watch};
 use tracing::{info, warn};
 
 pub use self::reader::LocalReader;
 use self::{
     catalog::Catalog,
+    disk::{Disk, PROBE_FILE},
     fsio::{read_json, sync_dir, write_json_atomic},
     journal::JournalRecord,
     run::{INITIAL_STATUS, Run, RunLimits, encode_entries},
@@ -51,9 +54,10 @@ use crate::{
     model::{
         AppendItem, AppendOutcome, AppendPayload, LocalRunPaths, LogLevel, PreparedRun, RunKey,
         RunMetadata, RunMetadataInput, RunPage, RunQuery, RunStatePatch, RunStateSnapshot,
-        RunStateSnapshotInput, RunView, WorkerLifecycleEventInput, WorkerLifecycleEventType,
-        WorkerLogChannel, WriterCursor,
+        RunStateSnapshotInput, RunStatus, RunView, WorkerLifecycleEventInput,
+        WorkerLifecycleEventType, WorkerLogChannel, WriterCursor,
     },
+    observe::{DiskWrite, StoreObserver, WriteHealth},
     run_store::{ReadFrom, RunStore},
     time::{normalize_iso, now_iso},
 };
@@ -79,17 +83,26 @@ pub struct LocalStoreOptions {
     /// fsync every commit before acknowledging it. Without it, what was
     /// acknowledged survives a crash of the process but not of the machine.
     pub sync_commits: bool,
+    /// After its disk was found full, the store counts as writable again
+    /// once this many bytes are free: enough for a few of its largest
+    /// commits, so that health does not flap while a disk sits at the edge.
+    pub min_free_bytes: u64,
+    /// Told of every disk write, for metrics; none: nobody is told.
+    pub observer: Option<Arc<dyn StoreObserver>>,
 }
 
 impl LocalStoreOptions {
     /// The defaults for a data directory: 1 MiB texts, 256 KiB data, no
-    /// fsync per commit.
+    /// fsync per commit, 16 MiB free to count as writable again, no
+    /// observer.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
             max_entry_bytes: 1024 * 1024,
             max_data_bytes: 256 * 1024,
             sync_commits: false,
+            min_free_bytes: 16 * 1024 * 1024,
+            observer: None,
         }
     }
 }
@@ -103,6 +116,8 @@ pub struct LocalStore {
     repo_root: PathBuf,
     /// What every run applies.
     limits: RunLimits,
+    /// The disk: write health and the observer.
+    disk: Arc<Disk>,
     /// The runs opened so far. Each cell is filled once, by the first
     /// caller; the others wait for it instead of opening the run twice.
     runs: Mutex<HashMap<RunKey, Arc<OnceCell<Arc<Run>>>>>,
@@ -131,10 +146,13 @@ impl LocalStore {
                 StoreError::io(format!("cannot clear {}", staging.display()), err)
             })?;
         }
+        // A probe interrupted by a crash.
+        let _ = fs::remove_file(root.join(PROBE_FILE));
         let repo_root = root
             .parent()
             .map_or_else(|| root.clone(), Path::to_path_buf);
         info!(data_dir = %root.display(), "store open");
+        let disk = Disk::new(root.clone(), options.observer, options.min_free_bytes);
         Ok(Self {
             root,
             repo_root,
@@ -144,6 +162,7 @@ impl LocalStore {
                 max_commit_bytes: 1024 * 1024,
                 sync_commits: options.sync_commits,
             },
+            disk,
             runs: Mutex::new(HashMap::new()),
             prepare_lock: tokio::sync::Mutex::new(()),
             catalog: tokio::sync::Mutex::new(None),
@@ -198,8 +217,9 @@ impl LocalStore {
                 let dir = self.root.join(&key.task_id).join(&key.run_id);
                 let paths = self.paths(&key);
                 let limits = self.limits;
+                let disk = self.disk.clone();
                 async move {
-                    tokio::task::spawn_blocking(move || open_run(key, dir, paths, limits))
+                    tokio::task::spawn_blocking(move || open_run(key, dir, paths, limits, disk))
                         .await
                         .map_err(|err| {
                             StoreError::io("a store task failed", io::Error::other(err))
@@ -309,13 +329,19 @@ impl RunStore for LocalStore {
             Err(err) => return Err(err),
         }
         let worker_line = {
-            let (root, key, metadata, initial) = (
+            let (root, key, metadata, initial, disk) = (
                 self.root.clone(),
                 key.clone(),
                 metadata.clone(),
                 initial.clone(),
+                self.disk.clone(),
             );
-            Self::blocking(move || create_run(&root, &key, &metadata, &initial)).await?
+            Self::blocking(move || {
+                disk.write(DiskWrite::Prepare, || {
+                    create_run(&root, &key, &metadata, &initial)
+                })
+            })
+            .await?
         };
         let run = self.run(&key).await?;
         self.catalog_insert(&metadata, &initial).await;
@@ -426,6 +452,19 @@ impl RunStore for LocalStore {
         })
         .await
     }
+
+    fn write_health(&self) -> watch::Receiver<WriteHealth> {
+        self.disk.subscribe()
+    }
+
+    async fn count_runs(&self) -> Result<Vec<(RunStatus, u64)>> {
+        let mut catalog = self.catalog.lock().await;
+        if catalog.is_none() {
+            let root = self.root.clone();
+            *catalog = Some(Self::blocking(move || Catalog::scan(&root)).await?);
+        }
+        Ok(catalog.as_ref().expect("built above").count_by_status())
+    }
 }
 
 /// Builds the run directory in the staging area and renames it into
@@ -501,6 +540,7 @@ fn open_run(
     dir: PathBuf,
     paths: LocalRunPaths,
     limits: RunLimits,
+    disk: Arc<Disk>,
 ) -> Result<Arc<Run>> {
     let Some(metadata) = read_json::<RunMetadata>(&dir.join(META_FILE))? else {
         return Err(StoreError::RunNotFound(key.to_string()));
@@ -516,7 +556,7 @@ fn open_run(
     let state = read_json::<RunStateSnapshot>(&dir.join(STATE_FILE))?.ok_or_else(|| {
         StoreError::Corrupt(format!("{} is missing", dir.join(STATE_FILE).display()))
     })?;
-    Run::open(key, dir, paths, metadata, state, limits).map(Arc::new)
+    Run::open(key, dir, paths, metadata, state, limits, disk).map(Arc::new)
 }
 
 /// Writes a new file and fsyncs it.

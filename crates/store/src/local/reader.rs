@@ -4,7 +4,9 @@
 //! Every entry up to the committed sequence number is complete in its
 //! file before the doorbell rings, so when a channel file has no further
 //! complete line, that channel has nothing more up to that number, and the
-//! merge can go on with the others. A reader holds one read buffer per
+//! merge can go on with the others. A channel file is read no further than
+//! its committed length, so the lines of a commit that is being written,
+//! or that failed half-way and is being cut off, are never even read. A reader holds one read buffer per
 //! channel and nothing else: a slow follower costs the server no more
 //! memory than a fast one, and falls behind onto the disk.
 
@@ -91,6 +93,9 @@ impl RunReader for LocalReader {
             until.min(signal.committed_seq)
         });
         let from = self.next_seq;
+        for channel in &mut channels {
+            channel.readable_len = signal.committed_lens[channel.channel.index()];
+        }
         let (channels, merged) = tokio::task::spawn_blocking(move || {
             let merged = merge(&mut channels, from, limit, max_bytes);
             (channels, merged)
@@ -107,6 +112,7 @@ impl RunReader for LocalReader {
         Ok(ReadBatch {
             entries,
             next_seq: self.next_seq,
+            committed_seq: signal.committed_seq,
             state,
             caught_up,
             finished: caught_up && (signal.terminal || self.until.is_some()),
@@ -176,6 +182,8 @@ struct ChannelReader {
     /// up to the merge's limit was complete before it started, so the
     /// channel is not read again until the next merge.
     at_end: bool,
+    /// How far the file may be read: its committed length.
+    readable_len: u64,
 }
 
 impl ChannelReader {
@@ -200,6 +208,7 @@ impl ChannelReader {
             pos: 0,
             peeked: None,
             at_end: false,
+            readable_len: 0,
         })
     }
 
@@ -253,12 +262,17 @@ impl ChannelReader {
         }
         let start = self.buf.len();
         let read_offset = self.buf_offset + start as u64;
+        let room = self.readable_len.saturating_sub(read_offset);
+        if room == 0 {
+            self.at_end = true;
+            return Ok(false);
+        }
         // Reads into the buffer's spare capacity, which is not zeroed first.
         let mut window = FileWindow {
             file: &self.file,
             offset: read_offset,
         }
-        .take(READ_CHUNK as u64);
+        .take(room.min(READ_CHUNK as u64));
         self.buf.reserve(READ_CHUNK);
         match window.read_to_end(&mut self.buf) {
             Ok(read) => {

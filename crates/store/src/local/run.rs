@@ -4,22 +4,26 @@
 //! Every write happens in a commit: the journal record first, then the
 //! entries of each channel, each channel in one `write` call, then the
 //! in-memory counters, and last the doorbell that wakes followers. A
-//! follower only reads entries up to the sequence number the doorbell
-//! announced, so it never sees part of a commit. A commit that fails is cut
-//! back off the files before the lock is released.
+//! follower only reads the channel files up to the lengths the doorbell
+//! announced, so it never sees part of a commit, not even one that is
+//! being written or failed. A commit that fails (a full disk, say, after
+//! half of a channel's lines were written) is cut back off the files
+//! before the lock is released.
 
 use std::{
     collections::HashMap,
     fs::{File, OpenOptions},
     io::Write,
     path::{Path, PathBuf},
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use tokio::sync::watch;
 use tracing::error;
 
-use super::{JOURNAL_FILE, STATE_FILE, fsio::write_json_atomic, journal::JournalRecord, recovery};
+use super::{
+    JOURNAL_FILE, STATE_FILE, disk::Disk, fsio::write_json_atomic, journal::JournalRecord, recovery,
+};
 use crate::{
     error::{Result, StoreError},
     model::{
@@ -27,6 +31,7 @@ use crate::{
         RunMetadata, RunStatePatch, RunStateSnapshot, RunStatus, StreamChunkLogEntry,
         WorkerLifecycleEventInput, WorkerLifecycleLogEntry, WorkerLogChannel, WriterCursor,
     },
+    observe::{CommitStats, DiskWrite},
     render::render_line,
     time::{normalize_iso, now_iso},
 };
@@ -36,6 +41,10 @@ use crate::{
 pub(crate) struct RunSignal {
     /// Every entry up to this sequence number is complete in the files.
     pub(crate) committed_seq: u64,
+    /// The length of each channel file (worker, stdout, stderr) once
+    /// those entries were written: readers read no further, so bytes of a
+    /// commit under way or failed never reach them.
+    pub(crate) committed_lens: [u64; 3],
     /// Goes up by one with each state change.
     pub(crate) state_version: u64,
     /// The run is terminal: `committed_seq` is final.
@@ -71,6 +80,8 @@ pub(crate) struct Run {
     pub(crate) metadata: RunMetadata,
     /// What the store's limits say.
     limits: RunLimits,
+    /// Where writes are timed and failures reported.
+    disk: Arc<Disk>,
     /// Everything that changes. A std mutex: it is only held by blocking
     /// code, never across an `.await`.
     inner: Mutex<RunInner>,
@@ -118,12 +129,14 @@ impl Run {
         metadata: RunMetadata,
         mut state: RunStateSnapshot,
         limits: RunLimits,
+        disk: Arc<Disk>,
     ) -> Result<Self> {
         let recovered = recovery::recover(&dir)?;
         let persisted_last_seq = state.last_event_seq;
         state.last_event_seq = recovered.next_seq - 1;
         let signal = RunSignal {
             committed_seq: recovered.next_seq - 1,
+            committed_lens: recovered.lens,
             state_version: 1,
             terminal: state.status.is_terminal(),
             epoch: 0,
@@ -134,6 +147,7 @@ impl Run {
             paths,
             metadata,
             limits,
+            disk,
             inner: Mutex::new(RunInner {
                 state,
                 persisted_last_seq,
@@ -273,7 +287,9 @@ impl Run {
         }
         next.updated_at = now;
         next.last_event_seq = inner.next_seq - 1;
-        write_json_atomic(&self.dir.join(STATE_FILE), &next)?;
+        let path = self.dir.join(STATE_FILE);
+        self.disk
+            .write(DiskWrite::State, || write_json_atomic(&path, &next))?;
         inner.persisted_last_seq = next.last_event_seq;
         inner.state = next.clone();
         let terminal = next.status.is_terminal();
@@ -288,7 +304,9 @@ impl Run {
     pub(crate) fn persist_state(&self) -> Result<()> {
         let mut inner = self.lock();
         if inner.persisted_last_seq != inner.state.last_event_seq {
-            write_json_atomic(&self.dir.join(STATE_FILE), &inner.state)?;
+            let path = self.dir.join(STATE_FILE);
+            self.disk
+                .write(DiskWrite::State, || write_json_atomic(&path, &inner.state))?;
             inner.persisted_last_seq = inner.state.last_event_seq;
         }
         Ok(())
@@ -371,9 +389,10 @@ impl Run {
             imported: false,
         };
         let line = record.to_line();
-        if let Err(err) =
+        let written = self.disk.write(DiskWrite::Commit, || {
             inner.write_commit(&self.dir, &line, &encoded.bytes, self.limits.sync_commits)
-        {
+        });
+        if let Err(err) = written {
             self.roll_back(inner);
             return Err(err);
         }
@@ -389,8 +408,15 @@ impl Run {
                 .writers
                 .insert(writer_id.to_owned(), writer_seq + record.len() - 1);
         }
-        self.signal
-            .send_modify(|signal| signal.committed_seq = record.last_seq);
+        let committed_lens = inner.lens;
+        self.signal.send_modify(|signal| {
+            signal.committed_seq = record.last_seq;
+            signal.committed_lens = committed_lens;
+        });
+        self.disk.committed(&CommitStats {
+            entries: encoded.counts,
+            bytes: encoded.bytes.each_ref().map(|bytes| bytes.len() as u64),
+        });
         Ok(())
     }
 
