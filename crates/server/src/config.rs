@@ -1,9 +1,9 @@
 //! The server's settings that are not the store's: limits and sizes of the
-//! gRPC layer, and its security.
+//! gRPC layer, its security, and where it counts what it does.
 
 use std::time::Duration;
 
-use crate::{Security, Settings};
+use crate::{Metrics, Security, Settings};
 
 /// Limits, sizes and security of the gRPC layer.
 #[derive(Debug, Clone)]
@@ -44,6 +44,10 @@ pub struct ServerConfig {
     pub max_followers: usize,
     /// TLS and tokens.
     pub security: Security,
+    /// Where calls, streams, follower lag and runs are counted; none: not
+    /// counted. Serve it with [`crate::metrics::serve`], and give the store
+    /// its [`Metrics::store_observer`] for the disk figures.
+    pub metrics: Option<Metrics>,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +75,7 @@ impl ServerConfig {
             max_followers_per_run: limits.max_followers_per_run,
             max_followers: limits.max_followers,
             security,
+            metrics: None,
         }
     }
 }

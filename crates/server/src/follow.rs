@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::{
+    Metrics,
     convert::{from_channel, to_log_entry, to_state},
     limits::OccupancyGuard,
     service::{FollowRunStream, GrpcLoggingService},
@@ -61,6 +62,7 @@ pub(crate) async fn follow_run<S: RunStore>(
         tx,
         service.shutdown.clone(),
         service.config.follow_batch_bytes,
+        service.config.metrics.clone(),
     ));
     Ok(Box::pin(responses(
         rx,
@@ -107,6 +109,7 @@ async fn pump<R: RunReader>(
     tx: mpsc::Sender<Result<pb::FollowRunResponse, Status>>,
     shutdown: CancellationToken,
     batch_bytes: usize,
+    metrics: Option<Metrics>,
 ) {
     loop {
         let batch = match reader.read(batch_bytes).await {
@@ -117,6 +120,10 @@ async fn pump<R: RunReader>(
             }
         };
         let (caught_up, finished) = (batch.caught_up, batch.finished);
+        if let (Some(metrics), false) = (&metrics, batch.entries.is_empty()) {
+            let sent_to = batch.next_seq.saturating_sub(1);
+            metrics.observe_follow_lag(batch.committed_seq.saturating_sub(sent_to));
+        }
         if !batch.entries.is_empty() || batch.state.is_some() {
             tokio::select! {
                 sent = tx.send(Ok(to_response(batch))) => if sent.is_err() { return },

@@ -14,12 +14,17 @@
 //!   and flags.
 //! - [`Security`] (`security`): TLS, bearer tokens and the layer that
 //!   checks them on every call.
+//! - [`metrics`]: Prometheus metrics ([`Metrics`]) and their HTTP endpoint
+//!   ([`metrics::serve`]); `health`: the gRPC health service follows
+//!   whether the store can write.
 
 mod append;
 mod config;
 mod convert;
 mod follow;
+mod health;
 mod limits;
+pub mod metrics;
 mod runs;
 pub mod security;
 mod service;
@@ -39,6 +44,7 @@ use crate::security::AuthLayer;
 
 pub use crate::{
     config::ServerConfig,
+    metrics::Metrics,
     security::Security,
     service::{FollowRunStream, GrpcLoggingService},
     settings::{LogFormat, Settings},
@@ -56,7 +62,12 @@ pub enum ServerError {
 }
 
 /// Serves `store` on `listener` until `shutdown` completes, then shuts down
-/// gracefully: health turns `NOT_SERVING`, follow streams end with
+/// gracefully.
+///
+/// While it serves, the gRPC health service says `NOT_SERVING` whenever the
+/// store cannot write, and the calls, streams and runs are counted in
+/// [`ServerConfig::metrics`] when it is set. On shutdown, health turns
+/// `NOT_SERVING`, follow streams end with
 /// `UNAVAILABLE` and their resume cursor, append streams store what they
 /// received and end with `UNAVAILABLE`, and the store writes what it keeps
 /// in memory.
@@ -72,9 +83,18 @@ pub async fn run<S: RunStore>(
 ) -> Result<(), ServerError> {
     let token = CancellationToken::new();
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<LoggingServiceServer<GrpcLoggingService<S>>>()
-        .await;
+    health::set_all(&health, tonic_health::ServingStatus::Serving).await;
+    let metrics = config.metrics.clone();
+    if let Some(metrics) = &metrics {
+        metrics.count_runs_of(store.clone());
+    }
+    let health_stop = CancellationToken::new();
+    let health_task = tokio::spawn(health::follow_store(
+        store.write_health(),
+        health.clone(),
+        metrics.clone(),
+        health_stop.clone(),
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -100,9 +120,11 @@ pub async fn run<S: RunStore>(
         async move {
             shutdown.await;
             info!("shutting down");
-            health
-                .set_not_serving::<LoggingServiceServer<GrpcLoggingService<S>>>()
-                .await;
+            // Stop following the store first, so that nothing turns the
+            // health back to SERVING.
+            health_stop.cancel();
+            let _ = health_task.await;
+            health::set_all(&health, tonic_health::ServingStatus::NotServing).await;
             token.cancel();
         }
     };
@@ -111,6 +133,10 @@ pub async fn run<S: RunStore>(
         .http2_keepalive_interval(Some(keepalive.0))
         .http2_keepalive_timeout(Some(keepalive.1))
         .max_concurrent_streams(Some(max_streams))
+        // Outermost, so that calls refused by the layers below are counted.
+        .layer(tower::util::option_layer(
+            metrics.as_ref().map(Metrics::rpc_layer),
+        ))
         .layer(tower::util::option_layer(
             security.tokens.clone().map(AuthLayer::new),
         ))

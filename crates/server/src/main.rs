@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
-use baa_logd::{LogFormat, ServerConfig, Settings};
+use baa_logd::{LogFormat, Metrics, ServerConfig, Settings};
 use baa_logging_store::{LocalStore, LocalStoreOptions};
 use clap::{Args, Parser};
 use serde::Serialize;
@@ -201,7 +201,8 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Opens the store, binds, and serves until a signal.
+/// Opens the store, binds, and serves until a signal; with
+/// `metrics_listen`, serves the metrics there too.
 async fn serve(settings: Settings) -> Result<(), String> {
     let security = baa_logd::Security::from_settings(&settings).map_err(|err| err.to_string())?;
     // Each open run keeps a few files open; the default soft limit of
@@ -209,10 +210,12 @@ async fn serve(settings: Settings) -> Result<(), String> {
     if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
         warn!(cause = %err, "cannot raise the open-file limit");
     }
+    let metrics = settings.metrics_listen.map(|_| Metrics::new());
     let options = LocalStoreOptions {
         max_entry_bytes: settings.limits.max_entry_bytes,
         max_data_bytes: settings.limits.max_data_bytes,
         sync_commits: settings.sync,
+        observer: metrics.as_ref().map(Metrics::store_observer),
         ..LocalStoreOptions::new(&settings.data_dir)
     };
     let store = LocalStore::open(options).map_err(|err| {
@@ -233,10 +236,34 @@ async fn serve(settings: Settings) -> Result<(), String> {
         // the signal's default action (ending the process) would be wrong.
         tokio::spawn(ignore_hangups());
     }
-    let config = ServerConfig::from_settings(&settings, security);
-    baa_logd::run(listener, Arc::new(store), config, shutdown_signal())
+    let metrics_server = match (settings.metrics_listen, &metrics) {
+        (Some(metrics_addr), Some(metrics)) => {
+            let listener = TcpListener::bind(metrics_addr)
+                .await
+                .map_err(|err| format!("cannot listen for metrics on {metrics_addr}: {err}"))?;
+            let bound = listener.local_addr().map_err(|err| err.to_string())?;
+            info!(addr = %bound, "metrics at /metrics");
+            println!("metrics on {bound}");
+            Some(tokio::spawn(baa_logd::metrics::serve(
+                listener,
+                metrics.clone(),
+                std::future::pending(),
+            )))
+        }
+        _ => None,
+    };
+    let config = ServerConfig {
+        metrics,
+        ..ServerConfig::from_settings(&settings, security)
+    };
+    let served = baa_logd::run(listener, Arc::new(store), config, shutdown_signal())
         .await
-        .map_err(|err| err.to_string())
+        .map_err(|err| err.to_string());
+    // The metrics stay up until the gRPC server has drained.
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
+    served
 }
 
 /// Logs SIGHUPs, which have nothing to reload without TLS.

@@ -1,10 +1,18 @@
 //! The one place where store errors become gRPC statuses, through a small
 //! set of codes. Storage failures are logged with their cause; the client
 //! gets what kind of failure it was, never a server path.
+//!
+//! Two storage failures are the machine's, not the request's, and get a
+//! status of their own so that a writer can tell them apart: a full disk
+//! (or quota) is `RESOURCE_EXHAUSTED`, a read-only file system is
+//! `UNAVAILABLE`. The failed write was undone in either case, and the
+//! same call works once the operator has made room.
+
+use std::io::ErrorKind;
 
 use baa_logging_store::StoreError;
 use tonic::Status;
-use tracing::error;
+use tracing::{error, warn};
 
 /// The status a client gets for a store error.
 pub(crate) fn to_status(err: StoreError) -> Status {
@@ -15,6 +23,25 @@ pub(crate) fn to_status(err: StoreError) -> Status {
         StoreError::FailedPrecondition(message) => Status::failed_precondition(message),
         StoreError::ResourceExhausted(message) => Status::resource_exhausted(message),
         StoreError::ShuttingDown => Status::unavailable("the server is shutting down"),
+        StoreError::Io { context, source }
+            if matches!(
+                source.kind(),
+                ErrorKind::StorageFull | ErrorKind::QuotaExceeded
+            ) =>
+        {
+            warn!(%context, cause = %source, "storage failure: the disk is full");
+            Status::resource_exhausted(
+                "the server's disk is full: the write that failed was undone, nothing is \
+                 half-written; retry once the server has room again (its health says SERVING)",
+            )
+        }
+        StoreError::Io { context, source } if source.kind() == ErrorKind::ReadOnlyFilesystem => {
+            warn!(%context, cause = %source, "storage failure: the file system is read-only");
+            Status::unavailable(
+                "the server's data directory is read-only: the write that failed was undone, \
+                 nothing is half-written; retry later",
+            )
+        }
         StoreError::Io { context, source } => {
             error!(%context, cause = %source, "storage failure");
             Status::internal(format!(

@@ -1,0 +1,64 @@
+//! The gRPC health service follows the store: `NOT_SERVING` while the
+//! store cannot write (its disk is full or read-only), `SERVING` again once
+//! it can. Both the whole server (`""`) and `baa.logging.v1.LoggingService`
+//! change together: a server that cannot store logs is of no use to a
+//! writer, and a load balancer asks about one or the other.
+
+use baa_logging_store::WriteHealth;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+
+/// The service names whose status follows the store.
+pub(crate) const SERVICES: [&str; 2] = ["", "baa.logging.v1.LoggingService"];
+
+/// Sets the health of [`SERVICES`] from the store's write health, now and
+/// on every change, until `stop` is cancelled or the store stops telling.
+pub(crate) async fn follow_store(
+    mut store: watch::Receiver<WriteHealth>,
+    reporter: HealthReporter,
+    metrics: Option<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut serving = true;
+    loop {
+        let health = store.borrow_and_update().clone();
+        let writable = health.is_writable();
+        if writable != serving {
+            serving = writable;
+            match &health {
+                WriteHealth::Writable => info!("the store can write again: serving"),
+                WriteHealth::NotWritable { reason } => {
+                    warn!(%reason, "the store cannot write: not serving");
+                }
+            }
+            set_all(&reporter, status(writable)).await;
+        }
+        if let Some(metrics) = &metrics {
+            metrics.set_store_writable(writable);
+        }
+        tokio::select! {
+            changed = store.changed() => if changed.is_err() { return },
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Sets every one of [`SERVICES`] to `status`.
+pub(crate) async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+    for service in SERVICES {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
+/// The health status for a store that can write or cannot.
+fn status(writable: bool) -> ServingStatus {
+    if writable {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}

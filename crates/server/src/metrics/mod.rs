@@ -1,0 +1,481 @@
+//! Prometheus metrics of `baa-logd`, served at `GET /metrics` on a port of
+//! their own (`--metrics-listen`).
+//!
+//! [`Metrics`] is a cheap handle on one registry. The server feeds it from
+//! three places:
+//!
+//! - the store, through the [`StoreObserver`] that
+//!   [`Metrics::store_observer`] returns: entries and bytes appended by
+//!   channel, disk write latency and errors;
+//! - a tower layer in front of every gRPC service (`rpc`): calls and their
+//!   latency by method and status code, and the open Append and Follow
+//!   streams;
+//! - the server itself: follower lag, the store's write health, and the
+//!   runs by status, counted from the store at each scrape.
+//!
+//! `process` adds the usual `process_*` figures of the process, and
+//! `http` serves the text exposition format.
+//!
+//! `docs/operations.md` lists every metric with its type and labels.
+
+mod http;
+mod process;
+mod rpc;
+
+use std::{
+    collections::HashSet,
+    fmt,
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use baa_logging_store::{
+    RunStore, StoreObserver,
+    model::{RunStatus, WorkerLogChannel},
+    observe::{CommitStats, DiskWrite},
+};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use prost::Message;
+use tracing::warn;
+
+pub use self::http::serve;
+pub(crate) use self::rpc::RpcMetricsLayer;
+
+/// The metrics of one server: a cheap, cloneable handle.
+///
+/// Make one, give the store its [`Metrics::store_observer`], put it in
+/// [`ServerConfig::metrics`](crate::ServerConfig::metrics) and serve it
+/// with [`serve`]:
+///
+/// ```no_run
+/// # async fn example() -> std::io::Result<()> {
+/// use std::sync::Arc;
+/// use baa_logd::{ServerConfig, metrics::{self, Metrics}};
+/// use baa_logging_store::{LocalStore, LocalStoreOptions};
+///
+/// let metrics = Metrics::new();
+/// let store = LocalStore::open(LocalStoreOptions {
+///     observer: Some(metrics.store_observer()),
+///     ..LocalStoreOptions::new("./runs")
+/// })
+/// .expect("store");
+/// let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:9090").await?;
+/// tokio::spawn(metrics::serve(metrics_listener, metrics.clone(), std::future::pending()));
+/// let config = ServerConfig { metrics: Some(metrics), ..ServerConfig::default() };
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
+/// baa_logd::run(listener, Arc::new(store), config, std::future::pending()).await.ok();
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Metrics {
+    /// Shared by every clone.
+    inner: Arc<Inner>,
+}
+
+/// The registry and the metrics in it.
+struct Inner {
+    /// What `/metrics` encodes.
+    registry: Registry,
+    /// `baa_logd_appended_entries_total{channel}`.
+    appended_entries: Family<ChannelLabels, Counter>,
+    /// `baa_logd_appended_bytes_total{channel}`.
+    appended_bytes: Family<ChannelLabels, Counter>,
+    /// `baa_logd_open_streams{method}`.
+    open_streams: Family<MethodLabels, Gauge>,
+    /// `baa_logd_follow_lag_entries`.
+    follow_lag: Histogram,
+    /// `baa_logd_disk_write_duration_seconds{write}`.
+    disk_write_seconds: Family<WriteLabels, Histogram>,
+    /// `baa_logd_disk_write_errors_total{write, error}`.
+    disk_write_errors: Family<WriteErrorLabels, Counter>,
+    /// `baa_logd_store_writable`.
+    store_writable: Gauge,
+    /// `baa_logd_grpc_requests_total{service, method, code}`.
+    rpc_requests: Family<RpcLabels, Counter>,
+    /// `baa_logd_grpc_request_duration_seconds{service, method, code}`.
+    rpc_seconds: Family<RpcLabels, Histogram>,
+    /// `baa_logd_runs{status}`.
+    runs: Family<StatusLabels, Gauge>,
+    /// The gRPC paths served, `/package.Service/Method`: a call to any
+    /// other path is counted as `other`, so that made-up paths cannot grow
+    /// the number of series without bound.
+    known_paths: HashSet<String>,
+    /// Counts runs by status at each scrape; set when a server starts over
+    /// a store.
+    run_counter: Mutex<Option<Arc<dyn CountRuns>>>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The `channel` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: &'static str,
+}
+
+/// The `method` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
+/// The `write` label: which kind of disk write.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    write: &'static str,
+}
+
+/// The `write` and `error` labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteErrorLabels {
+    write: &'static str,
+    error: &'static str,
+}
+
+/// The labels of a gRPC call.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    service: String,
+    method: String,
+    code: &'static str,
+}
+
+/// The `status` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+/// Histogram buckets of disk writes, in seconds: from a page-cache write
+/// to a slow fsync.
+const DISK_WRITE_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    5.0,
+];
+
+/// Histogram buckets of gRPC calls, in seconds: unary calls take
+/// milliseconds, streams last as long as a run, hours at times.
+const RPC_BUCKETS: [f64; 16] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0, 120.0, 600.0,
+    3600.0, 14_400.0,
+];
+
+/// Histogram buckets of follower lag, in entries.
+const LAG_BUCKETS: [f64; 8] = [
+    0.0,
+    1.0,
+    10.0,
+    100.0,
+    1_000.0,
+    10_000.0,
+    100_000.0,
+    1_000_000.0,
+];
+
+impl Metrics {
+    /// A new registry with every metric at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let baa = registry.sub_registry_with_prefix("baa_logd");
+        let appended_entries = Family::<ChannelLabels, Counter>::default();
+        baa.register(
+            "appended_entries",
+            "Entries stored by Append streams and the server's own lifecycle entries, by channel",
+            appended_entries.clone(),
+        );
+        let appended_bytes = Family::<ChannelLabels, Counter>::default();
+        baa.register(
+            "appended_bytes",
+            "Bytes added to the channel files (stored JSON lines), by channel",
+            appended_bytes.clone(),
+        );
+        let open_streams = Family::<MethodLabels, Gauge>::default();
+        baa.register(
+            "open_streams",
+            "Open AppendLogs and FollowRun streams",
+            open_streams.clone(),
+        );
+        for method in rpc::STREAM_METHODS {
+            let _ = open_streams.get_or_create(&MethodLabels { method });
+        }
+        let follow_lag = Histogram::new(LAG_BUCKETS);
+        baa.register(
+            "follow_lag_entries",
+            "Entries a run had stored but a follower had not been sent yet, at each batch read for it",
+            follow_lag.clone(),
+        );
+        let disk_write_seconds = Family::<WriteLabels, Histogram>::new_with_constructor(
+            disk_write_histogram as fn() -> _,
+        );
+        baa.register(
+            "disk_write_duration_seconds",
+            "Time of the store's disk writes (write and fsync) that succeeded, by kind: commit, state, prepare",
+            disk_write_seconds.clone(),
+        );
+        let disk_write_errors = Family::<WriteErrorLabels, Counter>::default();
+        baa.register(
+            "disk_write_errors",
+            "Disk writes of the store that failed, by kind and error",
+            disk_write_errors.clone(),
+        );
+        let store_writable = Gauge::default();
+        store_writable.set(1);
+        baa.register(
+            "store_writable",
+            "1 while the store can write, 0 while it cannot (disk full, read-only); gRPC health says NOT_SERVING then",
+            store_writable.clone(),
+        );
+        let rpc_requests = Family::<RpcLabels, Counter>::default();
+        baa.register(
+            "grpc_requests",
+            "gRPC calls finished, by service, method and status code; a stream counts when it ends",
+            rpc_requests.clone(),
+        );
+        let rpc_seconds =
+            Family::<RpcLabels, Histogram>::new_with_constructor(rpc_histogram as fn() -> _);
+        baa.register(
+            "grpc_request_duration_seconds",
+            "Time from a gRPC call's request to the end of its response, by service, method and status code",
+            rpc_seconds.clone(),
+        );
+        let runs = Family::<StatusLabels, Gauge>::default();
+        baa.register(
+            "runs",
+            "Runs in the store by status, counted at each scrape",
+            runs.clone(),
+        );
+        registry.register_collector(Box::new(process::ProcessCollector::new()));
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                appended_entries,
+                appended_bytes,
+                open_streams,
+                follow_lag,
+                disk_write_seconds,
+                disk_write_errors,
+                store_writable,
+                rpc_requests,
+                rpc_seconds,
+                runs,
+                known_paths: served_paths(),
+                run_counter: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The observer to give the store (in
+    /// [`LocalStoreOptions::observer`](baa_logging_store::LocalStoreOptions::observer)),
+    /// so that its writes are counted here.
+    pub fn store_observer(&self) -> Arc<dyn StoreObserver> {
+        Arc::new(Observer {
+            metrics: self.clone(),
+        })
+    }
+
+    /// The metrics in the Prometheus text exposition format (0.0.4), with
+    /// the runs by status counted from the store just before.
+    pub async fn render(&self) -> String {
+        self.count_runs().await;
+        let mut text = String::new();
+        if let Err(err) =
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &self.inner.registry)
+        {
+            warn!(cause = %err, "cannot encode the metrics");
+        }
+        text
+    }
+
+    /// Counts runs from the store set with [`Metrics::count_runs_of`].
+    async fn count_runs(&self) {
+        let counter = self
+            .inner
+            .run_counter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let Some(counter) = counter else {
+            return;
+        };
+        match counter.count().await {
+            Ok(counts) => {
+                for (status, count) in counts {
+                    self.inner
+                        .runs
+                        .get_or_create(&StatusLabels {
+                            status: status.as_str(),
+                        })
+                        .set(i64::try_from(count).unwrap_or(i64::MAX));
+                }
+            }
+            Err(err) => warn!(cause = %err, "cannot count the runs for the metrics"),
+        }
+    }
+
+    /// Counts `store`'s runs at each scrape from now on.
+    pub(crate) fn count_runs_of<S: RunStore>(&self, store: Arc<S>) {
+        let counter: Arc<dyn CountRuns> = Arc::new(StoreRuns(store));
+        *self
+            .inner
+            .run_counter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(counter);
+    }
+
+    /// A follower was sent a batch while `lag` entries were stored beyond
+    /// it.
+    pub(crate) fn observe_follow_lag(&self, lag: u64) {
+        self.inner.follow_lag.observe(lag as f64);
+    }
+
+    /// The store's write health changed.
+    pub(crate) fn set_store_writable(&self, writable: bool) {
+        self.inner.store_writable.set(i64::from(writable));
+    }
+
+    /// The layer that counts gRPC calls.
+    pub(crate) fn rpc_layer(&self) -> RpcMetricsLayer {
+        RpcMetricsLayer::new(self.clone())
+    }
+}
+
+/// The buckets of `disk_write_duration_seconds`.
+fn disk_write_histogram() -> Histogram {
+    Histogram::new(DISK_WRITE_BUCKETS)
+}
+
+/// The buckets of `grpc_request_duration_seconds`.
+fn rpc_histogram() -> Histogram {
+    Histogram::new(RPC_BUCKETS)
+}
+
+/// Every `/package.Service/Method` path of the services `run` serves,
+/// read from their descriptors, so that a new RPC is counted by name
+/// without a change here.
+fn served_paths() -> HashSet<String> {
+    let sets = [
+        baa_logging::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut paths = HashSet::new();
+    for bytes in sets {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else {
+            warn!("cannot read a file descriptor set; its calls are counted as `other`");
+            continue;
+        };
+        for file in set.file {
+            let package = file.package();
+            for service in &file.service {
+                for method in &service.method {
+                    paths.insert(format!("/{package}.{}/{}", service.name(), method.name()));
+                }
+            }
+        }
+    }
+    paths
+}
+
+// === impl Observer ===
+
+/// Feeds the store's writes into the metrics.
+#[derive(Debug)]
+struct Observer {
+    metrics: Metrics,
+}
+
+impl StoreObserver for Observer {
+    fn wrote(&self, kind: DiskWrite, elapsed: Duration) {
+        self.metrics
+            .inner
+            .disk_write_seconds
+            .get_or_create(&WriteLabels {
+                write: kind.as_str(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    fn committed(&self, stats: &CommitStats) {
+        let inner = &self.metrics.inner;
+        for channel in WorkerLogChannel::ALL {
+            let labels = ChannelLabels {
+                channel: channel.as_str(),
+            };
+            let index = channel.index();
+            if stats.entries[index] > 0 {
+                inner
+                    .appended_entries
+                    .get_or_create(&labels)
+                    .inc_by(stats.entries[index]);
+                inner
+                    .appended_bytes
+                    .get_or_create(&labels)
+                    .inc_by(stats.bytes[index]);
+            }
+        }
+    }
+
+    fn write_failed(&self, kind: DiskWrite, error: &io::Error) {
+        self.metrics
+            .inner
+            .disk_write_errors
+            .get_or_create(&WriteErrorLabels {
+                write: kind.as_str(),
+                error: error_label(error),
+            })
+            .inc();
+    }
+}
+
+/// The `error` label of a failed write: a few kinds an operator acts on,
+/// and `other`.
+fn error_label(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::StorageFull => "disk_full",
+        io::ErrorKind::QuotaExceeded => "quota_exceeded",
+        io::ErrorKind::ReadOnlyFilesystem => "read_only",
+        io::ErrorKind::PermissionDenied => "permission_denied",
+        io::ErrorKind::NotFound => "not_found",
+        _ => "other",
+    }
+}
+
+// === impl CountRuns ===
+
+/// The runs of a store by status, as [`RunStore::count_runs`] gives them.
+type RunCounts<'a> =
+    Pin<Box<dyn Future<Output = baa_logging_store::Result<Vec<(RunStatus, u64)>>> + Send + 'a>>;
+
+/// A store whose runs can be counted, with its type erased.
+trait CountRuns: Send + Sync {
+    /// The runs by status.
+    fn count(&self) -> RunCounts<'_>;
+}
+
+/// A [`RunStore`] as [`CountRuns`].
+struct StoreRuns<S>(Arc<S>);
+
+impl<S: RunStore> CountRuns for StoreRuns<S> {
+    fn count(&self) -> RunCounts<'_> {
+        Box::pin(self.0.count_runs())
+    }
+}
