@@ -57,7 +57,7 @@ use crate::{
         RunStateSnapshotInput, RunStatus, RunView, WorkerLifecycleEventInput,
         WorkerLifecycleEventType, WorkerLogChannel, WriterCursor,
     },
-    observe::{DiskWrite, StoreObserver, WriteHealth},
+    observe::{CommitStats, DiskWrite, StoreObserver, WriteHealth},
     run_store::{ReadFrom, RunStore},
     time::{normalize_iso, now_iso},
 };
@@ -343,6 +343,12 @@ impl RunStore for LocalStore {
             })
             .await?
         };
+        // The run's first entry, `run_prepared`, counts as appended.
+        let mut stats = CommitStats::default();
+        let worker = WorkerLogChannel::Worker.index();
+        stats.entries[worker] = 1;
+        stats.bytes[worker] = worker_line.len() as u64;
+        self.disk.committed(&stats);
         let run = self.run(&key).await?;
         self.catalog_insert(&metadata, &initial).await;
         let entries = worker_line
