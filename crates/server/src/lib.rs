@@ -86,7 +86,7 @@ pub async fn run<S: RunStore>(
     health::set_all(&health, tonic_health::ServingStatus::Serving).await;
     let metrics = config.metrics.clone();
     if let Some(metrics) = &metrics {
-        metrics.count_runs_of(store.clone());
+        metrics.count_runs_of(&store);
     }
     let health_stop = CancellationToken::new();
     let health_task = tokio::spawn(health::follow_store(

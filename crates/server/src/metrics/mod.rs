@@ -28,7 +28,7 @@ use std::{
     future::Future,
     io,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, Weak},
     time::Duration,
 };
 
@@ -109,7 +109,8 @@ struct Inner {
     /// the number of series without bound.
     known_paths: HashSet<String>,
     /// Counts runs by status at each scrape; set when a server starts over
-    /// a store.
+    /// a store, and holding it weakly, so that the store closes its files
+    /// when the server is done with it even while the metrics are served.
     run_counter: Mutex<Option<Arc<dyn CountRuns>>>,
 }
 
@@ -213,8 +214,17 @@ impl Metrics {
             "Open AppendLogs and FollowRun streams",
             open_streams.clone(),
         );
+        // Series known in advance start at zero, so that they are there
+        // before the first event.
         for method in rpc::STREAM_METHODS {
             let _ = open_streams.get_or_create(&MethodLabels { method });
+        }
+        for channel in WorkerLogChannel::ALL {
+            let labels = ChannelLabels {
+                channel: channel.as_str(),
+            };
+            let _ = appended_entries.get_or_create(&labels);
+            let _ = appended_bytes.get_or_create(&labels);
         }
         let follow_lag = Histogram::new(LAG_BUCKETS);
         baa.register(
@@ -230,6 +240,11 @@ impl Metrics {
             "Time of the store's disk writes (write and fsync) that succeeded, by kind: commit, state, prepare",
             disk_write_seconds.clone(),
         );
+        for write in [DiskWrite::Commit, DiskWrite::State, DiskWrite::Prepare] {
+            let _ = disk_write_seconds.get_or_create(&WriteLabels {
+                write: write.as_str(),
+            });
+        }
         let disk_write_errors = Family::<WriteErrorLabels, Counter>::default();
         baa.register(
             "disk_write_errors",
@@ -331,8 +346,8 @@ impl Metrics {
     }
 
     /// Counts `store`'s runs at each scrape from now on.
-    pub(crate) fn count_runs_of<S: RunStore>(&self, store: Arc<S>) {
-        let counter: Arc<dyn CountRuns> = Arc::new(StoreRuns(store));
+    pub(crate) fn count_runs_of<S: RunStore>(&self, store: &Arc<S>) {
+        let counter: Arc<dyn CountRuns> = Arc::new(StoreRuns(Arc::downgrade(store)));
         *self
             .inner
             .run_counter
@@ -471,11 +486,17 @@ trait CountRuns: Send + Sync {
     fn count(&self) -> RunCounts<'_>;
 }
 
-/// A [`RunStore`] as [`CountRuns`].
-struct StoreRuns<S>(Arc<S>);
+/// A [`RunStore`] as [`CountRuns`], while it is in use.
+struct StoreRuns<S>(Weak<S>);
 
 impl<S: RunStore> CountRuns for StoreRuns<S> {
     fn count(&self) -> RunCounts<'_> {
-        Box::pin(self.0.count_runs())
+        let store = self.0.upgrade();
+        Box::pin(async move {
+            match store {
+                Some(store) => store.count_runs().await,
+                None => Ok(Vec::new()),
+            }
+        })
     }
 }
