@@ -5,6 +5,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod contract;
+pub mod disk;
+pub mod metrics;
 pub mod process;
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
@@ -38,7 +40,17 @@ impl TestServer {
             max_data_bytes: config.max_data_bytes,
             ..LocalStoreOptions::new(data_dir)
         };
-        let store = Arc::new(LocalStore::open(options).expect("store opens"));
+        let store = LocalStore::open(options).expect("store opens");
+        Self::start_with_store(data_dir, store, config).await
+    }
+
+    /// Starts a server over a store opened by the test, with these limits.
+    pub async fn start_with_store(
+        data_dir: &Path,
+        store: LocalStore,
+        config: ServerConfig,
+    ) -> Self {
+        let store = Arc::new(store);
         // Bind before spawning, so that the tests need no sleep.
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
