@@ -292,7 +292,7 @@ async fn refused_and_unknown_calls_are_counted() {
 
 /// `baa-logd --metrics-listen 127.0.0.1:0 --log-format json` serves
 /// metrics on the address it prints, writes its log as JSON lines, and
-/// logs the cause of a call that fails with INTERNAL.
+/// logs the cause of a call that fails with INTERNAL, with its run.
 #[tokio::test]
 async fn the_binary_serves_metrics_and_logs_internal_failures_as_json() {
     let dir = tempfile::tempdir().unwrap();
@@ -371,6 +371,7 @@ async fn the_binary_serves_metrics_and_logs_internal_failures_as_json() {
         .unwrap_or_else(|| panic!("no ERROR record in {log}"));
     let cause = failure["cause"].as_str().unwrap_or_default();
     assert!(cause.contains("worker.log"), "{failure}");
+    assert_eq!(failure["span"]["run_id"], "damaged", "{failure}");
     assert!(
         records
             .iter()

@@ -17,6 +17,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
+use tracing::Instrument;
 
 use crate::{
     Metrics,
@@ -56,14 +57,18 @@ pub(crate) async fn follow_run<S: RunStore>(
         .await
         .map_err(to_status)?;
     let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
-    tokio::spawn(pump(
-        place,
-        reader,
-        tx,
-        service.shutdown.clone(),
-        service.config.follow_batch_bytes,
-        service.config.metrics.clone(),
-    ));
+    // In the call's span, so that what the pump logs names the run.
+    tokio::spawn(
+        pump(
+            place,
+            reader,
+            tx,
+            service.shutdown.clone(),
+            service.config.follow_batch_bytes,
+            service.config.metrics.clone(),
+        )
+        .in_current_span(),
+    );
     Ok(Box::pin(responses(
         rx,
         service.shutdown.clone(),
