@@ -116,8 +116,13 @@ def main() -> int:
         )
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         check(probe in container, f"the container has no {probe}")
-        port = container.get(probe, {}).get("grpc", {}).get("port")
-        check(port == ports.get("grpc"), f"{probe} is not a gRPC probe on the grpc port")
+        spec = container.get(probe, {})
+        port = (spec.get("grpc") or spec.get("tcpSocket") or {}).get("port")
+        check(port == ports.get("grpc"), f"{probe} does not probe the grpc port")
+    check(
+        "grpc" in container.get("readinessProbe", {}),
+        "readinessProbe is not a gRPC health probe",
+    )
 
     mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
     claims = {claim["metadata"]["name"] for claim in statefulset["spec"]["volumeClaimTemplates"]}
