@@ -49,7 +49,9 @@ pub(crate) async fn append_logs<S: RunStore>(
         run_id: open.run_id,
     };
     let writer = open.writer_id;
-    // Unknown runs and bad ids fail before any item is read.
+    // Unknown runs and bad ids fail before any item is read. The hold keeps
+    // retention off the run until the stream ends.
+    let _hold = service.store.hold(&key).await.map_err(to_status)?;
     let cursor = service
         .store
         .writer_cursor(&key, &writer)

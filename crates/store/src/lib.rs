@@ -9,6 +9,8 @@
 //!   storage backend implements.
 //! - [`local`]: the embedded default backend, [`LocalStore`]: files on local
 //!   disk in the `local-run-v1` layout.
+//! - [`retention`]: which finished runs are deleted, oldest first, in terms
+//!   every backend shares.
 //! - [`ids`], [`time`], [`render`]: id checks, `toISOString` times, the
 //!   rendered line of a lifecycle event.
 //! - [`error`]: the store's one error type, [`StoreError`].
@@ -21,12 +23,14 @@ pub mod local;
 pub mod model;
 pub mod observe;
 pub mod render;
+pub mod retention;
 pub mod run_store;
 pub mod time;
 
 pub use error::{Result, StoreError};
-pub use local::{LocalReader, LocalStore, LocalStoreOptions};
+pub use local::{LocalHold, LocalReader, LocalStore, LocalStoreOptions};
 pub use observe::{CommitStats, DiskWrite, StoreObserver, WriteHealth};
+pub use retention::{CollectReason, CollectedRun, Collection, RetentionPolicy};
 pub use run_store::{ReadFrom, RunReader, RunStore};
 
 /// The name of the directory that holds all runs by default.

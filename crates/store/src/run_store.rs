@@ -3,6 +3,11 @@
 //! The embedded default is [`crate::LocalStore`] (files in the
 //! `local-run-v1` layout); a replicated backend implements the same two
 //! traits and the RPC layer does not change.
+//!
+//! Retention needs to know which runs have a stream open on them. The
+//! backend counts them itself: a reader keeps its run for as long as it
+//! lives, and so does the guard [`RunStore::hold`] returns, which the RPC
+//! layer keeps for the life of each append stream.
 
 use std::future::Future;
 
@@ -16,6 +21,7 @@ use crate::{
         RunView, WriterCursor,
     },
     observe::WriteHealth,
+    retention::{Collection, RetentionPolicy},
 };
 
 /// Where a reader starts and where it stops.
@@ -39,6 +45,9 @@ pub struct ReadFrom {
 pub trait RunStore: Send + Sync + 'static {
     /// The reader [`RunStore::open_reader`] returns.
     type Reader: RunReader;
+
+    /// The guard [`RunStore::hold`] returns.
+    type Hold: Send + Sync + 'static;
 
     /// Creates a run, or returns it when it exists with the same metadata.
     fn prepare_run(
@@ -78,12 +87,37 @@ pub trait RunStore: Send + Sync + 'static {
         writer_id: &str,
     ) -> impl Future<Output = Result<WriterCursor>> + Send;
 
-    /// Opens a reader of a run's entries.
+    /// Opens a reader of a run's entries. While the reader lives, retention
+    /// never deletes the run.
     fn open_reader(
         &self,
         key: &RunKey,
         from: ReadFrom,
     ) -> impl Future<Output = Result<Self::Reader>> + Send;
+
+    /// Keeps a run from retention for as long as the returned guard lives:
+    /// the RPC layer holds one for the life of each append stream.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::StoreError::RunNotFound`] for a run that does not exist, or
+    /// was deleted.
+    fn hold(&self, key: &RunKey) -> impl Future<Output = Result<Self::Hold>> + Send;
+
+    /// Deletes the runs `policy` makes due, oldest first, and returns them;
+    /// with `dry_run`, deletes nothing and returns the runs it would delete.
+    ///
+    /// Only terminal runs are ever deleted, and never one with a reader or
+    /// a [`RunStore::hold`] guard alive; the check and the deletion are one
+    /// step for each run, so a stream that opens meanwhile either keeps the
+    /// run or finds it gone (`RunNotFound`). Once deleted, a run is gone from
+    /// every method, and preparing it again creates a new one. Passes do not
+    /// overlap.
+    fn collect(
+        &self,
+        policy: RetentionPolicy,
+        dry_run: bool,
+    ) -> impl Future<Output = Result<Collection>> + Send;
 
     /// Writes what is kept in memory to storage, before the process exits.
     fn flush(&self) -> impl Future<Output = Result<()>> + Send;

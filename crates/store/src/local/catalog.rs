@@ -76,6 +76,12 @@ impl Catalog {
         counts
     }
 
+    /// Removes a run.
+    pub(crate) fn remove(&mut self, metadata: &RunMetadata) {
+        self.order.remove(&sort_key(metadata));
+        self.status.remove(&metadata.key());
+    }
+
     /// Updates a run's status.
     pub(crate) fn set_status(&mut self, key: &RunKey, status: RunStatus) {
         if let Some(current) = self.status.get_mut(key) {

@@ -13,12 +13,13 @@
 //!     checkpoints/
 //!     artifacts/
 //!   .staging/                 runs being prepared, renamed into place
+//!   .trash/                   runs being deleted by retention
 //! ```
 //!
 //! Runs are opened lazily, on first use, so start-up reads nothing but the
 //! directory itself. See `recovery` for what a crash can leave and how it
-//! is repaired, and `disk` for what happens when the disk fills up or
-//! turns read-only.
+//! is repaired, `disk` for what happens when the disk fills up or turns
+//! read-only, and `retention` for how runs are deleted.
 
 mod catalog;
 mod disk;
@@ -27,6 +28,7 @@ mod journal;
 mod lines;
 mod reader;
 mod recovery;
+mod retention;
 mod run;
 
 use std::{
@@ -39,14 +41,15 @@ use std::{
 use tokio::sync::{OnceCell, watch};
 use tracing::{info, warn};
 
-pub use self::reader::LocalReader;
 use self::{
     catalog::Catalog,
     disk::{Disk, PROBE_FILE},
     fsio::{read_json, sync_dir, write_json_atomic},
     journal::JournalRecord,
+    retention::{FactsCache, TRASH_DIR},
     run::{INITIAL_STATUS, Run, RunLimits, encode_entries},
 };
+pub use self::{reader::LocalReader, retention::LocalHold};
 use crate::{
     DEFAULT_RUN_LAYOUT_VERSION,
     error::{Result, StoreError},
@@ -58,6 +61,7 @@ use crate::{
         WorkerLifecycleEventType, WorkerLogChannel, WriterCursor,
     },
     observe::{CommitStats, DiskWrite, StoreObserver, WriteHealth},
+    retention::{Collection, RetentionPolicy},
     run_store::{ReadFrom, RunStore},
     time::{normalize_iso, now_iso},
 };
@@ -121,15 +125,20 @@ pub struct LocalStore {
     /// The runs opened so far. Each cell is filled once, by the first
     /// caller; the others wait for it instead of opening the run twice.
     runs: Mutex<HashMap<RunKey, Arc<OnceCell<Arc<Run>>>>>,
-    /// Serializes run creation, so that two prepares of one run cannot race.
+    /// Serializes run creation and deletion, so that two prepares of one
+    /// run, or a prepare and a deletion, cannot race.
     prepare_lock: tokio::sync::Mutex<()>,
     /// The listing, built on first use.
     catalog: tokio::sync::Mutex<Option<Catalog>>,
+    /// Serializes retention passes.
+    collect_lock: tokio::sync::Mutex<()>,
+    /// What retention learnt of terminal runs.
+    facts: Arc<Mutex<FactsCache>>,
 }
 
 impl LocalStore {
     /// Opens the store in `options.data_dir`, creating it when missing, and
-    /// clears runs left half-prepared by a crash.
+    /// clears runs left half-prepared, or half-deleted, by a crash.
     ///
     /// # Errors
     ///
@@ -140,11 +149,13 @@ impl LocalStore {
             .map_err(|err| StoreError::io(format!("cannot create {}", dir.display()), err))?;
         let root = fs::canonicalize(dir)
             .map_err(|err| StoreError::io(format!("cannot resolve {}", dir.display()), err))?;
-        let staging = root.join(STAGING_DIR);
-        if staging.exists() {
-            fs::remove_dir_all(&staging).map_err(|err| {
-                StoreError::io(format!("cannot clear {}", staging.display()), err)
-            })?;
+        for leftover in [STAGING_DIR, TRASH_DIR] {
+            let leftover = root.join(leftover);
+            if leftover.exists() {
+                fs::remove_dir_all(&leftover).map_err(|err| {
+                    StoreError::io(format!("cannot clear {}", leftover.display()), err)
+                })?;
+            }
         }
         // A probe interrupted by a crash.
         let _ = fs::remove_file(root.join(PROBE_FILE));
@@ -166,6 +177,8 @@ impl LocalStore {
             runs: Mutex::new(HashMap::new()),
             prepare_lock: tokio::sync::Mutex::new(()),
             catalog: tokio::sync::Mutex::new(None),
+            collect_lock: tokio::sync::Mutex::new(()),
+            facts: Arc::default(),
         })
     }
 
@@ -200,7 +213,8 @@ impl LocalStore {
     /// # Errors
     ///
     /// [`StoreError::InvalidArgument`] for a bad id,
-    /// [`StoreError::RunNotFound`] when it does not exist.
+    /// [`StoreError::RunNotFound`] when it does not exist or retention took
+    /// it.
     async fn run(&self, key: &RunKey) -> Result<Arc<Run>> {
         check_id("task_id", &key.task_id)?;
         check_id("run_id", &key.run_id)?;
@@ -228,6 +242,7 @@ impl LocalStore {
             })
             .await;
         match opened {
+            Ok(run) if run.is_deleted() => Err(StoreError::RunNotFound(key.to_string())),
             Ok(run) => Ok(run.clone()),
             Err(err) => {
                 if matches!(err, StoreError::RunNotFound(_)) {
@@ -274,6 +289,7 @@ impl LocalStore {
 
 impl RunStore for LocalStore {
     type Reader = LocalReader;
+    type Hold = LocalHold;
 
     async fn prepare_run(
         &self,
@@ -393,6 +409,8 @@ impl RunStore for LocalStore {
         for key in keys {
             match self.run(&key).await {
                 Ok(run) => runs.push(self.view(&run)),
+                // Deleted by retention since the page was read.
+                Err(StoreError::RunNotFound(_)) => {}
                 Err(err) => {
                     warn!(run = %key, cause = %err, "leaving a run that cannot be opened out of a listing")
                 }
@@ -435,7 +453,16 @@ impl RunStore for LocalStore {
 
     async fn open_reader(&self, key: &RunKey, from: ReadFrom) -> Result<LocalReader> {
         let run = self.run(key).await?;
-        Self::blocking(move || LocalReader::open(run, from)).await
+        let hold = LocalHold::new(run.clone())?;
+        Self::blocking(move || LocalReader::open(run, hold, from)).await
+    }
+
+    async fn hold(&self, key: &RunKey) -> Result<LocalHold> {
+        LocalHold::new(self.run(key).await?)
+    }
+
+    async fn collect(&self, policy: RetentionPolicy, dry_run: bool) -> Result<Collection> {
+        self.collect_runs(policy, dry_run).await
     }
 
     async fn flush(&self) -> Result<()> {

@@ -20,6 +20,7 @@ use std::{
 use tokio::sync::watch;
 
 use super::{
+    LocalHold,
     lines::seek_seq,
     run::{Run, RunSignal},
 };
@@ -49,11 +50,14 @@ pub struct LocalReader {
     state_version: u64,
     /// The epoch the read-ahead buffers belong to.
     epoch: u64,
+    /// Keeps the run from retention while the reader lives.
+    _hold: LocalHold,
 }
 
 impl LocalReader {
-    /// Opens a reader of `run` from `from`.
-    pub(crate) fn open(run: Arc<Run>, from: ReadFrom) -> Result<Self> {
+    /// Opens a reader of `run` from `from`, which `hold` keeps from
+    /// retention.
+    pub(crate) fn open(run: Arc<Run>, hold: LocalHold, from: ReadFrom) -> Result<Self> {
         let signal = run.subscribe();
         let current = *signal.borrow();
         let next_seq = from.from_seq.max(1);
@@ -71,6 +75,7 @@ impl LocalReader {
             until: from.history_only.then_some(current.committed_seq),
             state_version: 0,
             epoch: current.epoch,
+            _hold: hold,
         })
     }
 }

@@ -87,6 +87,31 @@ pub(crate) struct Run {
     inner: Mutex<RunInner>,
     /// The doorbell.
     signal: watch::Sender<RunSignal>,
+    /// Who uses the run, for retention. A lock of its own, apart from
+    /// `inner`, so that streams come and go without waiting for a commit.
+    life: Mutex<RunLife>,
+}
+
+/// Who uses a run, and whether retention took it.
+#[derive(Debug, Default)]
+struct RunLife {
+    /// Streams open on the run (readers and append streams), each holding
+    /// a [`super::LocalHold`].
+    users: usize,
+    /// Retention took the run: its directory is gone or going, and it must
+    /// look as if it never existed.
+    deleted: bool,
+}
+
+/// Why retention cannot take a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Busy {
+    /// The run is not terminal.
+    NotTerminal,
+    /// A stream is open on it.
+    InUse,
+    /// Retention took it already.
+    Deleted,
 }
 
 /// The mutable part of a run.
@@ -160,7 +185,58 @@ impl Run {
                 broken: None,
             }),
             signal: watch::Sender::new(signal),
+            life: Mutex::new(RunLife::default()),
         })
+    }
+
+    /// Counts one more user, unless retention took the run.
+    pub(crate) fn enter(&self) -> Result<()> {
+        let mut life = self.life();
+        if life.deleted {
+            return Err(StoreError::RunNotFound(self.key.to_string()));
+        }
+        life.users += 1;
+        Ok(())
+    }
+
+    /// Counts one user less.
+    pub(crate) fn leave(&self) {
+        let mut life = self.life();
+        life.users = life.users.saturating_sub(1);
+    }
+
+    /// Whether a stream is open on the run.
+    pub(crate) fn in_use(&self) -> bool {
+        self.life().users > 0
+    }
+
+    /// Whether retention took the run.
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.life().deleted
+    }
+
+    /// Marks the run deleted, when it is terminal and no stream is open on
+    /// it, and closes its files. From here on no stream can open on it.
+    pub(crate) fn retire(&self) -> Result<(), Busy> {
+        let mut inner = self.lock();
+        if !inner.state.status.is_terminal() {
+            return Err(Busy::NotTerminal);
+        }
+        let mut life = self.life();
+        if life.deleted {
+            return Err(Busy::Deleted);
+        }
+        if life.users > 0 {
+            return Err(Busy::InUse);
+        }
+        life.deleted = true;
+        inner.files = None;
+        Ok(())
+    }
+
+    /// Undoes [`Run::retire`], when the directory could not be removed.
+    pub(crate) fn unretire(&self) {
+        self.life().deleted = false;
     }
 
     /// A new receiver of the doorbell.
@@ -302,6 +378,9 @@ impl Run {
 
     /// Writes `state.json` when its `last_event_seq` is behind. Blocking.
     pub(crate) fn persist_state(&self) -> Result<()> {
+        if self.is_deleted() {
+            return Ok(());
+        }
         let mut inner = self.lock();
         if inner.persisted_last_seq != inner.state.last_event_seq {
             let path = self.dir.join(STATE_FILE);
@@ -449,6 +528,14 @@ impl Run {
     /// ignored.
     fn lock(&self) -> MutexGuard<'_, RunInner> {
         self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Locks who uses the run. Taken after `inner` when both are, never
+    /// before it.
+    fn life(&self) -> MutexGuard<'_, RunLife> {
+        self.life
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
