@@ -1,7 +1,10 @@
 //! The server's settings that are not the store's: limits and sizes of the
-//! gRPC layer, its security, and where it counts what it does.
+//! gRPC layer, its security, where it counts what it does, and when
+//! retention runs.
 
 use std::time::Duration;
+
+use baa_logging_store::RetentionPolicy;
 
 use crate::{Metrics, Security, Settings};
 
@@ -48,6 +51,12 @@ pub struct ServerConfig {
     /// counted. Serve it with [`crate::metrics::serve`], and give the store
     /// its [`Metrics::store_observer`] for the disk figures.
     pub metrics: Option<Metrics>,
+    /// Which finished runs retention deletes. With no limit set there is no
+    /// periodic pass, and `CollectRuns` needs limits of its own.
+    pub retention: RetentionPolicy,
+    /// How often the periodic retention pass runs (the first one at
+    /// start); zero: never on its own, only through `CollectRuns`.
+    pub retention_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +85,11 @@ impl ServerConfig {
             max_followers: limits.max_followers,
             security,
             metrics: None,
+            retention: RetentionPolicy {
+                max_age: settings.retention.max_age,
+                max_bytes: settings.retention.max_bytes,
+            },
+            retention_interval: settings.retention.interval,
         }
     }
 }

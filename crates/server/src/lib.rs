@@ -6,8 +6,9 @@
 //! - [`run`]: serves the `LoggingService`, the gRPC health service and
 //!   server reflection on a listener until a shutdown future completes.
 //! - [`GrpcLoggingService`] (`service`): the RPCs, split by group in
-//!   `runs` (prepare, get, list, state), `append` (writers) and `follow`
-//!   (followers).
+//!   `runs` (prepare, get, list, state), `append` (writers), `follow`
+//!   (followers) and `retention` (`CollectRuns`, the periodic pass, and
+//!   [`RetentionCounters`]).
 //! - `convert`: Protobuf ↔ store types; `status`: store errors → statuses.
 //! - [`ServerConfig`]: limits and sizes of the gRPC layer; [`Settings`]
 //!   (`settings`): the whole configuration, from a file, the environment
@@ -25,6 +26,7 @@ mod follow;
 mod health;
 mod limits;
 pub mod metrics;
+mod retention;
 mod runs;
 pub mod security;
 mod service;
@@ -45,6 +47,7 @@ use crate::security::AuthLayer;
 pub use crate::{
     config::ServerConfig,
     metrics::Metrics,
+    retention::RetentionCounters,
     security::Security,
     service::{FollowRunStream, GrpcLoggingService},
     settings::{LogFormat, Settings},
@@ -69,8 +72,8 @@ pub enum ServerError {
 /// [`ServerConfig::metrics`] when it is set. On shutdown, health turns
 /// `NOT_SERVING`, follow streams end with
 /// `UNAVAILABLE` and their resume cursor, append streams store what they
-/// received and end with `UNAVAILABLE`, and the store writes what it keeps
-/// in memory.
+/// received and end with `UNAVAILABLE`, the periodic retention pass stops,
+/// and the store writes what it keeps in memory.
 ///
 /// # Errors
 ///
@@ -107,7 +110,15 @@ pub async fn run<S: RunStore>(
     let security = config.security.clone();
     let keepalive = (config.keepalive_interval, config.keepalive_timeout);
     let max_streams = config.max_streams_per_connection;
+    let retention = (config.retention, config.retention_interval);
     let service = GrpcLoggingService::new(store.clone(), config, token.clone());
+    let retention = retention::spawn_periodic(
+        store.clone(),
+        retention.0,
+        retention.1,
+        service.retention_counters(),
+        token.clone(),
+    );
     let logging = LoggingServiceServer::new(service)
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
@@ -177,6 +188,10 @@ pub async fn run<S: RunStore>(
         }
     };
     token.cancel();
+    if let Some(retention) = retention {
+        // A pass under way is let finish: it never leaves a run half-deleted.
+        let _ = retention.await;
+    }
     if let Err(err) = store.flush().await {
         warn!(cause = %err, "cannot write the store's state on shutdown");
     }

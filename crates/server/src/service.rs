@@ -15,6 +15,8 @@ use crate::{
     config::ServerConfig,
     follow,
     limits::{AppendRates, Occupancy},
+    retention,
+    retention::RetentionCounters,
     runs,
 };
 
@@ -32,6 +34,8 @@ pub struct GrpcLoggingService<S> {
     pub(crate) followers: Arc<Occupancy>,
     /// Per-run pacing of appends.
     pub(crate) append_rates: Arc<AppendRates>,
+    /// What retention deleted, shared with the periodic pass.
+    pub(crate) retention: Arc<RetentionCounters>,
 }
 
 impl<S: RunStore> GrpcLoggingService<S> {
@@ -47,7 +51,14 @@ impl<S: RunStore> GrpcLoggingService<S> {
             append_rates: Arc::new(AppendRates::new(config.append_rate)),
             config,
             shutdown,
+            retention: Arc::default(),
         }
+    }
+
+    /// What retention deleted since the service started, by the periodic
+    /// pass and by `CollectRuns`.
+    pub fn retention_counters(&self) -> Arc<RetentionCounters> {
+        self.retention.clone()
     }
 }
 
@@ -133,6 +144,15 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         request: Request<pb::FollowRunRequest>,
     ) -> Result<Response<Self::FollowRunStream>, Status> {
         follow::follow_run(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn collect_runs(
+        &self,
+        request: Request<pb::CollectRunsRequest>,
+    ) -> Result<Response<pb::CollectRunsResponse>, Status> {
+        retention::collect_runs(self, request.into_inner())
             .await
             .map(Response::new)
     }

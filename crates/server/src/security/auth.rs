@@ -42,6 +42,7 @@ pub(crate) fn required(path: &str) -> Need {
                 Need::Scope(Scope::Write)
             }
             "GetRun" | "ListRuns" | "FollowRun" => Need::Scope(Scope::Read),
+            "CollectRuns" => Need::Scope(Scope::Admin),
             // Anything added later is refused until it is given a scope.
             _ => Need::Scope(Scope::Admin),
         },
