@@ -7,10 +7,12 @@
 //! - `read`: `follow` and `cat`, a run's entries.
 //! - `runs`: `runs` and `show`, what runs there are.
 //! - `health`: `health`, whether a server serves.
+//! - `gc`: `gc`, a retention pass on the server.
 //! - `render`: how entries, states and errors are written for people and
 //!   for programs.
 
 mod exec;
+mod gc;
 mod health;
 mod read;
 mod render;
@@ -80,6 +82,10 @@ enum Command {
     /// Ask the server's gRPC health service whether it serves: prints
     /// SERVING, NOT_SERVING, ... and exits 0 only for SERVING.
     Health(health::HealthArgs),
+    /// Delete finished runs now, oldest first, as the server's retention
+    /// policy (or --max-age and --max-bytes) says; never a run that is not
+    /// finished or that has a stream open. Needs the admin scope.
+    Gc(gc::GcArgs),
 }
 
 /// A channel, as the command line names it.
@@ -171,6 +177,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Runs(args) => runs::runs(&client, args).await.map_err(&explain),
         Command::Show(args) => runs::show(&client, args).await.map_err(&explain),
         Command::Health(_) => unreachable!("answered before connecting"),
+        Command::Gc(args) => gc::gc(&client, args).await.map_err(&explain),
     }
 }
 

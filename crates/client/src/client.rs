@@ -1,6 +1,8 @@
 //! [`Client`]: typed calls over the generated stubs, and the doors to the
 //! worker handle and the follower stream.
 
+use std::time::Duration;
+
 use crate::{
     ClientError, ConnectOptions, Follow, FollowOptions, LoggingClient, NewRun, RunKey, RunWriter,
     WriterOptions, pb,
@@ -38,6 +40,19 @@ pub struct RunFilter {
     pub page_size: u32,
     /// The page after the one that returned this token.
     pub page_token: String,
+}
+
+/// What a retention pass deletes, for [`Client::collect_runs`]. A limit
+/// left unset is the server's configured one, if any.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CollectOptions {
+    /// Delete nothing; only list what would be deleted.
+    pub dry_run: bool,
+    /// Delete terminal runs that finished longer ago than this.
+    pub max_age: Option<Duration>,
+    /// While all runs take more bytes than this, delete the oldest
+    /// terminal runs.
+    pub max_bytes: Option<u64>,
 }
 
 impl Client {
@@ -148,6 +163,56 @@ impl Client {
             .into_inner()
             .state
             .ok_or_else(|| tonic::Status::internal("the reply holds no state").into())
+    }
+
+    /// Runs a retention pass now: deletes the terminal runs that `options`
+    /// (over the server's configured policy) makes due, oldest first, never
+    /// one with a stream open on it, and returns them. With
+    /// `options.dry_run`, deletes nothing and returns what it would delete.
+    /// Needs a token with the `admin` scope when the server checks tokens.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(client: baa_logging_client::Client) -> Result<(), baa_logging_client::ClientError> {
+    /// use std::time::Duration;
+    ///
+    /// use baa_logging_client::CollectOptions;
+    ///
+    /// let month = Duration::from_secs(30 * 86_400);
+    /// let due = client
+    ///     .collect_runs(CollectOptions { dry_run: true, max_age: Some(month), max_bytes: None })
+    ///     .await?;
+    /// for run in due.runs {
+    ///     println!("{}/{}: {} bytes", run.task_id, run.run_id, run.bytes);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `FAILED_PRECONDITION` when neither `options` nor the server sets a
+    /// limit; `PERMISSION_DENIED` without the `admin` scope.
+    pub async fn collect_runs(
+        &self,
+        options: CollectOptions,
+    ) -> Result<pb::CollectRunsResponse, ClientError> {
+        let max_age = options
+            .max_age
+            .map(|age| {
+                prost_types::Duration::try_from(age).map_err(|err| ClientError::InvalidInput {
+                    what: "max_age",
+                    reason: err.to_string(),
+                })
+            })
+            .transpose()?;
+        let request = pb::CollectRunsRequest {
+            dry_run: options.dry_run,
+            max_age,
+            max_bytes: options.max_bytes,
+        };
+        Ok(self.stub().collect_runs(request).await?.into_inner())
     }
 
     /// Prepares `run` (see [`Client::prepare_run`]) and returns a writer

@@ -11,7 +11,8 @@
 //!
 //! - [`connect`], [`ConnectOptions`]: a connection with timeouts,
 //!   keepalives and credentials, and the generated stub ([`LoggingClient`]).
-//! - [`Client`]: typed calls: prepare, get, list, update state.
+//! - [`Client`]: typed calls: prepare, get, list, update state, and
+//!   retention ([`CollectOptions`]).
 //! - [`RunWriter`]: the worker's handle; [`OutputWriter`] and
 //!   [`AsyncOutputWriter`] turn process output into chunks.
 //! - [`Follow`]: a run's events, history then live.
@@ -45,7 +46,7 @@ pub use baa_logging::{json, pb};
 
 pub use self::{
     backoff::RetryPolicy,
-    client::{Client, RunFilter},
+    client::{Client, CollectOptions, RunFilter},
     connect::{ConnectOptions, Credentials, LoggingClient, connect},
     error::ClientError,
     follow::{Follow, FollowEvent, FollowOptions},
