@@ -15,6 +15,7 @@ mod limits;
 mod metrics;
 mod polyglot;
 mod recovery;
+mod retention;
 mod runs;
 mod security;
 mod service;
