@@ -24,7 +24,7 @@ use tonic::Code;
 
 use crate::util::{
     TestServer, append, assert_status, follow_request, metadata_at, more, open, prepare_request,
-    process::cli_binary, set_status, stdout,
+    process::cli_binary, set_status, stdout, writer_cursor,
 };
 
 /// Thirty days, the age most tests collect at.
@@ -160,8 +160,8 @@ async fn listed(client: &mut LoggingClient) -> Vec<String> {
 
 /// Terminal runs older than the age go, oldest first; a dry run lists the
 /// same runs and deletes nothing; afterwards the deleted runs are gone from
-/// disk, from GetRun, ListRuns, FollowRun and the writer RPCs, while young,
-/// running and prepared runs (however old) stay.
+/// disk, from GetRun, ListRuns, FollowRun, UpdateRunState and the writer
+/// RPCs, while young, running and prepared runs (however old) stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn age_deletes_old_finished_runs_oldest_first() {
     let dir = tempfile::tempdir().unwrap();
@@ -237,6 +237,17 @@ async fn age_deletes_old_finished_runs_oldest_first() {
             })
             .await;
         assert_status(cursor, Code::NotFound, run);
+        let finished = client
+            .update_run_state(pb::UpdateRunStateRequest {
+                task_id: task.into(),
+                run_id: run.into(),
+                patch: Some(pb::RunStatePatch {
+                    summary: Some("late".into()),
+                    ..Default::default()
+                }),
+            })
+            .await;
+        assert_status(finished, Code::NotFound, run);
         let items = vec![stdout(2, "late\n")];
         assert_status(
             append(&mut client, vec![open(task, run, "w", items)]).await,
@@ -339,21 +350,12 @@ async fn running_runs_and_runs_with_open_streams_are_never_deleted() {
         .unwrap();
     let mut writer = server.client().await;
     let appending = tokio::spawn(async move { writer.append_logs(ReceiverStream::new(rx)).await });
-    let stored = || async {
-        let mut client = server.client().await;
-        client
-            .get_writer_cursor(pb::GetWriterCursorRequest {
-                task_id: "t".into(),
-                run_id: "appending".into(),
-                writer_id: "w2".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .last_writer_seq
-    };
     let started = Instant::now();
-    while stored().await < 1 {
+    while writer_cursor(&mut client, "t", "appending", "w2")
+        .await
+        .last_writer_seq
+        < 1
+    {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "the append stream stores"
