@@ -148,7 +148,7 @@ struct RetentionArgs {
     #[arg(long = "retention-max-bytes", env = "BAA_LOGD_RETENTION_MAX_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_bytes: Option<u64>,
-    /// How often retention runs [default: 10m].
+    /// How often retention runs; 0s: only on demand, with `baa-log gc` [default: 10m].
     #[arg(long = "retention-interval", env = "BAA_LOGD_RETENTION_INTERVAL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     interval: Option<String>,

@@ -153,7 +153,8 @@ pub struct Retention {
     /// Delete the oldest finished runs while all runs take more bytes than
     /// this; none: no budget.
     pub max_bytes: Option<u64>,
-    /// How often retention runs.
+    /// How often retention runs, the first time at start; zero: only on
+    /// demand (`CollectRuns`, `baa-log gc`).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
 }

@@ -5,8 +5,9 @@
 //! the status and the finishing time, and the sizes of its files (walked
 //! recursively, symbolic links not followed) give its bytes. A terminal
 //! run never changes again, so what the survey learns of one is kept for
-//! later passes, keyed by the directory's inode so that a run deleted and
-//! prepared again is read afresh.
+//! later passes, with the inode and modification time of its `state.json`
+//! (which every state change replaces), so that a run deleted and prepared
+//! again is read afresh.
 //!
 //! Deleting a run happens under the store's prepare lock, in this order:
 //!
@@ -76,9 +77,14 @@ impl Drop for LocalHold {
 /// What the survey learnt of terminal runs, which never change.
 #[derive(Debug, Default)]
 pub(super) struct FactsCache {
-    /// By run: the device and inode of its directory, and its facts.
-    terminal: HashMap<RunKey, ((u64, u64), RunFacts)>,
+    /// By run: the identity of its `state.json` when surveyed, and its
+    /// facts.
+    terminal: HashMap<RunKey, (StateIdentity, RunFacts)>,
 }
+
+/// Which `state.json` a run had: device, inode, and modification time in
+/// nanoseconds.
+type StateIdentity = (u64, u64, i64, i64);
 
 /// What became of a run due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,12 +253,12 @@ fn survey(root: &Path, cache: &Mutex<FactsCache>) -> Result<Vec<RunFacts>> {
                 task_id: task_id.clone(),
                 run_id,
             };
-            let Ok(meta) = fs::symlink_metadata(&dir) else {
+            let Ok(meta) = fs::symlink_metadata(dir.join(STATE_FILE)) else {
                 continue;
             };
-            let inode = (meta.dev(), meta.ino());
-            if let Some((cached_inode, facts)) = cache.terminal.get(&key) {
-                if *cached_inode == inode {
+            let identity = (meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec());
+            if let Some((cached, facts)) = cache.terminal.get(&key) {
+                if *cached == identity {
                     runs.push(facts.clone());
                     seen.insert(key);
                     continue;
@@ -261,7 +267,9 @@ fn survey(root: &Path, cache: &Mutex<FactsCache>) -> Result<Vec<RunFacts>> {
             match survey_run(&dir, key.clone()) {
                 Ok(Some(facts)) => {
                     if facts.status.is_terminal() {
-                        cache.terminal.insert(key.clone(), (inode, facts.clone()));
+                        cache
+                            .terminal
+                            .insert(key.clone(), (identity, facts.clone()));
                     }
                     seen.insert(key);
                     runs.push(facts);
