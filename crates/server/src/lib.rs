@@ -110,12 +110,12 @@ pub async fn run<S: RunStore>(
     let security = config.security.clone();
     let keepalive = (config.keepalive_interval, config.keepalive_timeout);
     let max_streams = config.max_streams_per_connection;
-    let retention = (config.retention, config.retention_interval);
+    let (policy, interval) = (config.retention, config.retention_interval);
     let service = GrpcLoggingService::new(store.clone(), config, token.clone());
-    let retention = retention::spawn_periodic(
+    let periodic = retention::spawn_periodic(
         store.clone(),
-        retention.0,
-        retention.1,
+        policy,
+        interval,
         service.retention_counters(),
         token.clone(),
     );
@@ -188,9 +188,9 @@ pub async fn run<S: RunStore>(
         }
     };
     token.cancel();
-    if let Some(retention) = retention {
+    if let Some(periodic) = periodic {
         // A pass under way is let finish: it never leaves a run half-deleted.
-        let _ = retention.await;
+        let _ = periodic.await;
     }
     if let Err(err) = store.flush().await {
         warn!(cause = %err, "cannot write the store's state on shutdown");
