@@ -30,9 +30,19 @@ pub struct RetentionCounters {
     runs: AtomicU64,
     /// Their bytes.
     bytes: AtomicU64,
+    /// Where deletions are also exported, when metrics are on.
+    metrics: Option<crate::Metrics>,
 }
 
 impl RetentionCounters {
+    /// Counters that also export to `metrics`.
+    pub(crate) fn with_metrics(metrics: Option<crate::Metrics>) -> Self {
+        Self {
+            metrics,
+            ..Self::default()
+        }
+    }
+
     /// The runs retention deleted since the server started.
     pub fn deleted_runs(&self) -> u64 {
         self.runs.load(Ordering::Relaxed)
@@ -61,6 +71,9 @@ impl RetentionCounters {
                 .fetch_add(collection.runs.len() as u64, Ordering::Relaxed);
             self.bytes
                 .fetch_add(collection.deleted_bytes(), Ordering::Relaxed);
+            if let Some(metrics) = &self.metrics {
+                metrics.record_retention(collection.runs.len() as u64, collection.deleted_bytes());
+            }
         }
         let runs = collection.runs.len();
         let (bytes, kept_open) = (collection.deleted_bytes(), collection.kept_open);

@@ -49,9 +49,9 @@ impl<S: RunStore> GrpcLoggingService<S> {
                 config.max_followers,
             )),
             append_rates: Arc::new(AppendRates::new(config.append_rate)),
+            retention: Arc::new(RetentionCounters::with_metrics(config.metrics.clone())),
             config,
             shutdown,
-            retention: Arc::default(),
         }
     }
 

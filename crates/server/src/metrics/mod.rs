@@ -104,6 +104,10 @@ struct Inner {
     rpc_seconds: Family<RpcLabels, Histogram>,
     /// `baa_logd_runs{status}`.
     runs: Family<StatusLabels, Gauge>,
+    /// `baa_logd_retention_deleted_runs_total`.
+    retention_runs: Counter,
+    /// `baa_logd_retention_deleted_bytes_total`.
+    retention_bytes: Counter,
     /// The gRPC paths served, `/package.Service/Method`: a call to any
     /// other path is counted as `other`, so that made-up paths cannot grow
     /// the number of series without bound.
@@ -277,9 +281,23 @@ impl Metrics {
             "Runs in the store by status, counted at each scrape",
             runs.clone(),
         );
+        let retention_runs = Counter::default();
+        baa.register(
+            "retention_deleted_runs",
+            "Runs deleted by retention, periodic or requested",
+            retention_runs.clone(),
+        );
+        let retention_bytes = Counter::default();
+        baa.register(
+            "retention_deleted_bytes",
+            "Bytes of the runs deleted by retention",
+            retention_bytes.clone(),
+        );
         registry.register_collector(Box::new(process::ProcessCollector::new()));
         Self {
             inner: Arc::new(Inner {
+                retention_runs,
+                retention_bytes,
                 registry,
                 appended_entries,
                 appended_bytes,
@@ -353,6 +371,12 @@ impl Metrics {
             .run_counter
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(counter);
+    }
+
+    /// Retention deleted `runs` runs of `bytes` bytes.
+    pub(crate) fn record_retention(&self, runs: u64, bytes: u64) {
+        self.inner.retention_runs.inc_by(runs);
+        self.inner.retention_bytes.inc_by(bytes);
     }
 
     /// A follower was sent a batch while `lag` entries were stored beyond
