@@ -1,0 +1,196 @@
+//! The command line: every workload's parameters as flags, with defaults
+//! sized for a 2-core machine, and `--smoke` for a run of a few seconds
+//! that only proves the harness works.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::workloads::{
+    fan_out::FanOutParams, many_runs::ManyRunsParams, restart::RestartParams,
+    throughput::ThroughputParams,
+};
+
+/// Benchmarks baa-logd against NATS JetStream, Redis Streams and the
+/// transport and disk ceilings, in one run on one machine, and prints a
+/// Markdown report (stdout) and a JSON file. Start the peers first with
+/// `scripts/peers.sh start`; a peer that is not running gets a row that
+/// says so.
+#[derive(Debug, Parser)]
+#[command(name = "baa-bench", version)]
+pub(crate) struct Cli {
+    /// A helper server instead of the benchmark.
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+    /// The benchmark's flags.
+    #[command(flatten)]
+    pub(crate) bench: BenchArgs,
+}
+
+/// Helper processes the harness starts itself.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Serves the transport ceiling: a LoggingService that stores nothing.
+    NoopServer {
+        /// The address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+/// A workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Workload {
+    /// Throughput.
+    W1,
+    /// Fan-out latency.
+    W2,
+    /// Many runs.
+    W3,
+    /// Restart.
+    W4,
+}
+
+/// The benchmark's flags.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Which workloads to run.
+    #[arg(long, value_delimiter = ',', default_values = ["w1", "w2", "w3", "w4"])]
+    pub(crate) workloads: Vec<Workload>,
+    /// Tiny sizes and a few seconds in all: checks that the harness works,
+    /// measures nothing worth keeping. Overrides the sizes below.
+    #[arg(long)]
+    pub(crate) smoke: bool,
+    /// The baa-logd binary; by default it is built with cargo, in the
+    /// harness's own profile.
+    #[arg(long, env = "BAA_BENCH_SERVER_BIN")]
+    pub(crate) server_bin: Option<PathBuf>,
+    /// Where `scripts/peers.sh` keeps the peers' addresses and pids.
+    #[arg(
+        long,
+        env = "BAA_BENCH_PEERS_DIR",
+        default_value = "/tmp/baa-bench-peers"
+    )]
+    pub(crate) peers_dir: PathBuf,
+    /// Leave the peers out even when they run.
+    #[arg(long)]
+    pub(crate) no_peers: bool,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/baa-bench.json")]
+    pub(crate) json: PathBuf,
+
+    /// Bytes per line, newline included (every workload).
+    #[arg(long, default_value_t = 120)]
+    pub(crate) line_bytes: usize,
+
+    /// W1: concurrent writers.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) w1_writers: usize,
+    /// W1: lines each writer sends.
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) w1_lines: u64,
+    /// W1 and W4: lines per batch (an AppendLogs message, a Redis pipeline).
+    #[arg(long, default_value_t = 256)]
+    pub(crate) batch_lines: usize,
+
+    /// W2: lines per second the writer sends.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) w2_rate: u64,
+    /// W2: seconds the writer writes.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) w2_secs: f64,
+    /// W2: the numbers of followers, one phase each.
+    #[arg(long, value_delimiter = ',', default_values_t = [4, 64])]
+    pub(crate) w2_followers: Vec<usize>,
+
+    /// W3: runs, each with an open append stream and a follower.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) w3_runs: usize,
+    /// W3: seconds of steady state measured.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) w3_secs: u64,
+    /// W3: seconds of steady state before measuring.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) w3_warmup_secs: u64,
+    /// W3: runs whose streams share one client connection.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) w3_runs_per_connection: usize,
+
+    /// W4: runs in the data directory.
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) w4_runs: usize,
+    /// W4: entries over all runs.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub(crate) w4_entries: u64,
+    /// W4: the share of the entries in the one large run that is followed.
+    #[arg(long, default_value_t = 0.2)]
+    pub(crate) w4_large_share: f64,
+    /// W4: drop the page cache before the restart (needs root).
+    #[arg(long)]
+    pub(crate) w4_drop_caches: bool,
+}
+
+impl BenchArgs {
+    /// The sizes `--smoke` uses instead of the flags.
+    pub(crate) fn apply_smoke(&mut self) {
+        if !self.smoke {
+            return;
+        }
+        self.w1_writers = 2;
+        self.w1_lines = 2_000;
+        self.w2_rate = 1_000;
+        self.w2_secs = 1.0;
+        self.w2_followers = vec![2];
+        self.w3_runs = 20;
+        self.w3_secs = 1;
+        self.w3_warmup_secs = 1;
+        self.w3_runs_per_connection = 10;
+        self.w4_runs = 5;
+        self.w4_entries = 5_000;
+        self.w4_drop_caches = false;
+    }
+
+    /// W1's parameters.
+    pub(crate) fn throughput(&self) -> ThroughputParams {
+        ThroughputParams {
+            writers: self.w1_writers,
+            lines: self.w1_lines,
+            line_bytes: self.line_bytes,
+            batch_lines: self.batch_lines,
+        }
+    }
+
+    /// W2's parameters.
+    pub(crate) fn fan_out(&self) -> FanOutParams {
+        FanOutParams {
+            rate: self.w2_rate,
+            secs: self.w2_secs,
+            followers: self.w2_followers.clone(),
+            line_bytes: self.line_bytes,
+        }
+    }
+
+    /// W3's parameters.
+    pub(crate) fn many_runs(&self) -> ManyRunsParams {
+        ManyRunsParams {
+            runs: self.w3_runs,
+            secs: self.w3_secs,
+            warmup_secs: self.w3_warmup_secs,
+            runs_per_connection: self.w3_runs_per_connection,
+            line_bytes: self.line_bytes,
+        }
+    }
+
+    /// W4's parameters.
+    pub(crate) fn restart(&self) -> RestartParams {
+        RestartParams {
+            runs: self.w4_runs,
+            entries: self.w4_entries,
+            large_share: self.w4_large_share,
+            writers: self.w1_writers,
+            line_bytes: self.line_bytes,
+            batch_lines: self.batch_lines,
+            drop_caches: self.w4_drop_caches,
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! `baa-bench`: the benchmark harness of baa-logging.
+//!
+//! It starts `baa-logd` (the release build of this workspace) as a process
+//! of its own on loopback, over a fresh data directory for every measured
+//! phase, drives it over gRPC with the generated stubs, and does the same
+//! workloads against NATS JetStream and Redis Streams (started by
+//! `scripts/peers.sh`), a no-op gRPC server (the transport ceiling, this
+//! binary's `noop-server` subcommand) and plain buffered files (the disk
+//! ceiling). It prints a Markdown report on stdout, progress on stderr, and
+//! writes the same results as JSON.
+//!
+//! # Layout
+//!
+//! - `args`: the flags, one per workload parameter, and `--smoke`.
+//! - `workloads`: W1 throughput, W2 fan-out, W3 many runs, W4 restart.
+//! - `systems`: every system behind one interface (writers, followers).
+//! - `noop`: the transport ceiling's server.
+//! - `process`, `procfs`: server processes and their CPU time and memory.
+//! - `payload`, `latency`, `progress`, `report`: lines with send times,
+//!   histograms, progress on stderr, the Markdown and JSON results.
+
+mod args;
+mod error;
+mod latency;
+mod noop;
+mod payload;
+mod process;
+mod procfs;
+mod progress;
+mod report;
+mod systems;
+mod workloads;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::{
+    args::{BenchArgs, Cli, Command, Workload},
+    error::{BenchError, Result},
+    process::Programs,
+    report::{Machine, Report},
+    systems::{Launcher, Peers, SystemKind},
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("baa-bench: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Some(Command::NoopServer { listen }) => runtime.block_on(noop::serve(listen)),
+        None => runtime.block_on(bench(cli.bench)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("baa-bench: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the chosen workloads and reports.
+async fn bench(mut args: BenchArgs) -> Result<()> {
+    args.apply_smoke();
+    if args.line_bytes < payload::MIN_LINE_BYTES {
+        return Err(BenchError::Failed(format!(
+            "--line-bytes must be at least {}",
+            payload::MIN_LINE_BYTES
+        )));
+    }
+    // W3 holds tens of thousands of sockets; the default soft limit of
+    // 1024 descriptors would stop it at a few hundred runs.
+    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("cannot raise the open-file limit: {err}");
+    }
+    payload::now_micros();
+    let programs = Programs::find(args.server_bin.clone())?;
+    let peers = if args.no_peers {
+        Peers::none("left out (--no-peers)")
+    } else {
+        Peers::load(&args.peers_dir)
+    };
+    let launcher = Launcher { programs, peers };
+    let mut report = Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        machine: Machine::read(),
+        parameters: parameters(&args),
+        w1: Vec::new(),
+        w2: Vec::new(),
+        w3: Vec::new(),
+        w4: Vec::new(),
+        ratios: Vec::new(),
+        targets: Vec::new(),
+    };
+    use SystemKind::{BaaLogd, DiskCeiling, Nats, Redis, TransportCeiling};
+    if args.workloads.contains(&Workload::W1) {
+        let systems = [BaaLogd, Nats, Redis, TransportCeiling, DiskCeiling];
+        report.w1 = workloads::throughput::run(&launcher, &args.throughput(), &systems).await;
+    }
+    if args.workloads.contains(&Workload::W2) {
+        let systems = [BaaLogd, Nats, Redis, TransportCeiling];
+        report.w2 = workloads::fan_out::run(&launcher, &args.fan_out(), &systems).await;
+    }
+    if args.workloads.contains(&Workload::W3) {
+        let systems = [BaaLogd, Nats, Redis, TransportCeiling];
+        report.w3 = workloads::many_runs::run(&launcher, &args.many_runs(), &systems).await;
+    }
+    if args.workloads.contains(&Workload::W4) {
+        report.w4 = workloads::restart::run(&launcher.programs.baa_logd, &args.restart()).await;
+    }
+    report.conclude();
+    print!("{}", report.to_markdown());
+    if let Some(parent) = args.json.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+    std::fs::write(&args.json, json)
+        .map_err(|err| BenchError::io(format!("cannot write {}", args.json.display()), err))?;
+    eprintln!("results written to {}", args.json.display());
+    Ok(())
+}
+
+/// The parameters of every workload, for the JSON file.
+fn parameters(args: &BenchArgs) -> serde_json::Value {
+    serde_json::json!({
+        "smoke": args.smoke,
+        "w1": args.throughput(),
+        "w2": args.fan_out(),
+        "w3": args.many_runs(),
+        "w4": args.restart(),
+    })
+}

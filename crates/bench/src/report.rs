@@ -1,0 +1,588 @@
+//! The results of a run: one row type per workload, the ratios of baa-logd
+//! to every other system, the issue's targets, and their rendering as a
+//! Markdown report (stdout) and a JSON file.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::{latency::LatencySummary, systems::SystemKind};
+
+/// Bytes in a MiB.
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Turns a byte count into MiB.
+pub(crate) fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB
+}
+
+/// A whole run.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    /// The command line, as given.
+    pub(crate) command: String,
+    /// What it ran on.
+    pub(crate) machine: Machine,
+    /// Every workload's parameters, as parsed.
+    pub(crate) parameters: serde_json::Value,
+    /// W1.
+    pub(crate) w1: Vec<ThroughputRow>,
+    /// W2.
+    pub(crate) w2: Vec<FanOutRow>,
+    /// W3.
+    pub(crate) w3: Vec<ManyRunsRow>,
+    /// W4.
+    pub(crate) w4: Vec<RestartRow>,
+    /// baa-logd divided by every other system, per workload.
+    pub(crate) ratios: Vec<Ratio>,
+    /// The issue's targets and whether this run met them.
+    pub(crate) targets: Vec<TargetCheck>,
+}
+
+/// The machine, as the kernel describes it.
+#[derive(Debug, Serialize)]
+pub(crate) struct Machine {
+    /// The CPU model.
+    pub(crate) cpu: String,
+    /// Logical CPUs the harness may use.
+    pub(crate) cpus: usize,
+    /// Memory, in MiB.
+    pub(crate) memory_mib: u64,
+    /// The kernel release.
+    pub(crate) kernel: String,
+}
+
+impl Machine {
+    /// Reads `/proc`.
+    pub(crate) fn read() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("model name"))
+            .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_mib = meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+            / 1024;
+        Self {
+            cpu,
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            memory_mib,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        }
+    }
+}
+
+/// W1: one system's throughput in one variant.
+#[derive(Debug, Serialize)]
+pub(crate) struct ThroughputRow {
+    /// `own runs` or `shared run`.
+    pub(crate) variant: &'static str,
+    /// The system.
+    pub(crate) system: SystemKind,
+    /// Lines acknowledged.
+    pub(crate) entries: u64,
+    /// Wall time from the first send to the last acknowledgement.
+    pub(crate) secs: f64,
+    /// Lines per second.
+    pub(crate) entries_per_sec: f64,
+    /// Line bytes per second, in MB (10^6).
+    pub(crate) mb_per_sec: f64,
+    /// Server CPU seconds per million lines.
+    pub(crate) cpu_secs_per_million: Option<f64>,
+    /// The server's peak RSS over the phase, MiB.
+    pub(crate) peak_rss_mib: Option<f64>,
+    /// Why the row is empty or doubtful.
+    pub(crate) note: Option<String>,
+}
+
+/// W2: one system's fan-out latency with some number of followers.
+#[derive(Debug, Serialize)]
+pub(crate) struct FanOutRow {
+    /// Followers of the one run.
+    pub(crate) followers: usize,
+    /// The system.
+    pub(crate) system: SystemKind,
+    /// Append-to-follower latency over every follower and line.
+    pub(crate) latency: Option<LatencySummary>,
+    /// Lines the writer sent.
+    pub(crate) sent: u64,
+    /// The rate the writer held, lines per second.
+    pub(crate) sent_per_sec: f64,
+    /// Whether every follower got every line once, in order.
+    pub(crate) complete: Option<bool>,
+    /// Lines delivered over all followers.
+    pub(crate) delivered: u64,
+    /// Server CPU seconds over the phase.
+    pub(crate) cpu_secs: Option<f64>,
+    /// The server's peak RSS over the phase, MiB.
+    pub(crate) peak_rss_mib: Option<f64>,
+    /// Why the row is empty or doubtful.
+    pub(crate) note: Option<String>,
+}
+
+/// W3: one system holding many quiet runs.
+#[derive(Debug, Serialize)]
+pub(crate) struct ManyRunsRow {
+    /// The system.
+    pub(crate) system: SystemKind,
+    /// Runs, each with a writer and a follower.
+    pub(crate) runs: usize,
+    /// Streams (writers and followers) that were open when measured.
+    pub(crate) streams_open: u64,
+    /// Seconds to prepare every run and open every stream.
+    pub(crate) setup_secs: f64,
+    /// Seconds of steady state measured.
+    pub(crate) measured_secs: f64,
+    /// Lines delivered to followers while measured.
+    pub(crate) delivered: u64,
+    /// Append-to-follower latency while measured.
+    pub(crate) latency: Option<LatencySummary>,
+    /// Server CPU while measured, in percent of one core.
+    pub(crate) cpu_percent: Option<f64>,
+    /// The server's RSS at the end, MiB.
+    pub(crate) rss_mib: Option<f64>,
+    /// The server's peak RSS over the phase (setup included), MiB.
+    pub(crate) peak_rss_mib: Option<f64>,
+    /// Why the row is empty or doubtful.
+    pub(crate) note: Option<String>,
+}
+
+/// W4: baa-logd restarting over a full data directory.
+#[derive(Debug, Serialize)]
+pub(crate) struct RestartRow {
+    /// The system.
+    pub(crate) system: SystemKind,
+    /// Runs in the data directory.
+    pub(crate) runs: usize,
+    /// Entries over every run.
+    pub(crate) entries: u64,
+    /// Entries of the large run followed.
+    pub(crate) large_run_entries: u64,
+    /// The data directory's size, MiB.
+    pub(crate) data_mib: f64,
+    /// Seconds it took to fill it.
+    pub(crate) fill_secs: f64,
+    /// From spawn to the `listening on` line, ms.
+    pub(crate) listening_ms: f64,
+    /// From spawn to health `SERVING`, ms.
+    pub(crate) serving_ms: f64,
+    /// From spawn to the follower's first entry, ms.
+    pub(crate) first_entry_ms: f64,
+    /// From spawn to the follower's last entry, ms.
+    pub(crate) last_entry_ms: f64,
+    /// The server's RSS after the follow, MiB.
+    pub(crate) rss_mib: Option<f64>,
+    /// Why the row is empty or doubtful.
+    pub(crate) note: Option<String>,
+}
+
+/// baa-logd's figure divided by another system's, for one measure.
+#[derive(Debug, Serialize)]
+pub(crate) struct Ratio {
+    /// The workload and variant.
+    pub(crate) workload: String,
+    /// What is divided, and which way is better.
+    pub(crate) measure: &'static str,
+    /// The other system.
+    pub(crate) versus: SystemKind,
+    /// baa-logd ÷ the other; `None` when either is missing.
+    pub(crate) ratio: Option<f64>,
+}
+
+/// One of the issue's targets.
+#[derive(Debug, Serialize)]
+pub(crate) struct TargetCheck {
+    /// The target, as the issue states it.
+    pub(crate) target: String,
+    /// What this run measured.
+    pub(crate) measured: String,
+    /// Met, missed, or not measured in this run.
+    pub(crate) met: Option<bool>,
+}
+
+impl Report {
+    /// Fills in the ratios and the target checks from the rows.
+    pub(crate) fn conclude(&mut self) {
+        self.ratios = ratios(self);
+        self.targets = targets(self);
+    }
+
+    /// The report as Markdown.
+    pub(crate) fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let m = &self.machine;
+        let _ = writeln!(out, "# baa-bench results\n");
+        let _ = writeln!(out, "Command: `{}`\n", self.command);
+        let _ = writeln!(
+            out,
+            "Machine: {} × {}, {} MiB, Linux {}\n",
+            m.cpus, m.cpu, m.memory_mib, m.kernel
+        );
+        if !self.w1.is_empty() {
+            let _ = writeln!(out, "## W1 throughput\n");
+            let _ = writeln!(
+                out,
+                "| variant | system | entries/s | MB/s | server CPU s / M entries | peak RSS MiB | note |"
+            );
+            let _ = writeln!(out, "| --- | --- | ---: | ---: | ---: | ---: | --- |");
+            for row in &self.w1 {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    row.variant,
+                    row.system,
+                    count(row.entries_per_sec, row.entries > 0),
+                    fixed(Some(row.mb_per_sec).filter(|_| row.entries > 0), 1),
+                    fixed(row.cpu_secs_per_million, 2),
+                    fixed(row.peak_rss_mib, 0),
+                    note(&row.note)
+                );
+            }
+            out.push('\n');
+        }
+        if !self.w2.is_empty() {
+            let _ = writeln!(out, "## W2 fan-out latency\n");
+            let _ = writeln!(
+                out,
+                "| followers | system | p50 ms | p99 ms | max ms | complete | sent lines/s | server CPU s | peak RSS MiB | note |"
+            );
+            let _ = writeln!(
+                out,
+                "| ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |"
+            );
+            for row in &self.w2 {
+                let latency = row.latency.filter(|latency| latency.count > 0);
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    row.followers,
+                    row.system,
+                    fixed(latency.map(|l| l.p50_ms), 2),
+                    fixed(latency.map(|l| l.p99_ms), 2),
+                    fixed(latency.map(|l| l.max_ms), 2),
+                    match row.complete {
+                        Some(true) => "100%".to_owned(),
+                        Some(false) => "**no**".to_owned(),
+                        None => "—".to_owned(),
+                    },
+                    count(row.sent_per_sec, row.sent > 0),
+                    fixed(row.cpu_secs, 2),
+                    fixed(row.peak_rss_mib, 0),
+                    note(&row.note)
+                );
+            }
+            out.push('\n');
+        }
+        if !self.w3.is_empty() {
+            let _ = writeln!(out, "## W3 many runs\n");
+            let _ = writeln!(
+                out,
+                "| system | runs | streams | setup s | lines delivered | p99 ms | server CPU % | RSS MiB | peak RSS MiB | note |"
+            );
+            let _ = writeln!(
+                out,
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            );
+            for row in &self.w3 {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    row.system,
+                    row.runs,
+                    row.streams_open,
+                    fixed(Some(row.setup_secs), 1),
+                    row.delivered,
+                    fixed(row.latency.filter(|l| l.count > 0).map(|l| l.p99_ms), 2),
+                    fixed(row.cpu_percent, 1),
+                    fixed(row.rss_mib, 0),
+                    fixed(row.peak_rss_mib, 0),
+                    note(&row.note)
+                );
+            }
+            out.push('\n');
+        }
+        if !self.w4.is_empty() {
+            let _ = writeln!(out, "## W4 restart\n");
+            let _ = writeln!(
+                out,
+                "| system | runs | entries | large run | data MiB | listening ms | SERVING ms | first entry ms | last entry ms | RSS MiB | note |"
+            );
+            let _ = writeln!(
+                out,
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            );
+            for row in &self.w4 {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    row.system,
+                    row.runs,
+                    row.entries,
+                    row.large_run_entries,
+                    fixed(Some(row.data_mib), 0),
+                    fixed(Some(row.listening_ms), 1),
+                    fixed(Some(row.serving_ms), 1),
+                    fixed(Some(row.first_entry_ms), 1),
+                    fixed(Some(row.last_entry_ms), 0),
+                    fixed(row.rss_mib, 0),
+                    note(&row.note)
+                );
+            }
+            out.push('\n');
+        }
+        if !self.ratios.is_empty() {
+            let _ = writeln!(out, "## Ratios: baa-logd ÷ each system\n");
+            let _ = writeln!(out, "| workload | measure | versus | ratio |");
+            let _ = writeln!(out, "| --- | --- | --- | ---: |");
+            for ratio in &self.ratios {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} |",
+                    ratio.workload,
+                    ratio.measure,
+                    ratio.versus,
+                    ratio
+                        .ratio
+                        .map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×"))
+                );
+            }
+            out.push('\n');
+        }
+        if !self.targets.is_empty() {
+            let _ = writeln!(out, "## Targets\n");
+            let _ = writeln!(out, "| target | measured | met |");
+            let _ = writeln!(out, "| --- | --- | --- |");
+            for check in &self.targets {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} |",
+                    check.target,
+                    check.measured,
+                    match check.met {
+                        Some(true) => "yes",
+                        Some(false) => "**no**",
+                        None => "not measured",
+                    }
+                );
+            }
+        }
+        out
+    }
+}
+
+/// A whole number with thousands separators, or `—`.
+fn count(value: f64, present: bool) -> String {
+    if !present {
+        return "—".to_owned();
+    }
+    let digits = format!("{:.0}", value);
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// A number with `places` decimals, or `—`.
+fn fixed(value: Option<f64>, places: usize) -> String {
+    value.map_or_else(|| "—".to_owned(), |value| format!("{value:.places$}"))
+}
+
+/// A note cell.
+fn note(note: &Option<String>) -> String {
+    note.as_deref().unwrap_or("").replace('|', "/")
+}
+
+/// baa-logd ÷ every other system, per workload.
+fn ratios(report: &Report) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    for variant in ["own runs", "shared run"] {
+        let rows: Vec<&ThroughputRow> = report
+            .w1
+            .iter()
+            .filter(|row| row.variant == variant)
+            .collect();
+        let value = |row: &ThroughputRow| (row.entries > 0).then_some(row.entries_per_sec);
+        let Some(baa) = rows
+            .iter()
+            .find(|row| row.system == SystemKind::BaaLogd)
+            .and_then(|row| value(row))
+        else {
+            continue;
+        };
+        for row in rows.iter().filter(|row| row.system != SystemKind::BaaLogd) {
+            out.push(Ratio {
+                workload: format!("W1 {variant}"),
+                measure: "entries/s (higher is better)",
+                versus: row.system,
+                ratio: value(row).map(|other| baa / other),
+            });
+        }
+    }
+    let mut follower_counts: Vec<usize> = report.w2.iter().map(|row| row.followers).collect();
+    follower_counts.dedup();
+    for followers in follower_counts {
+        let rows: Vec<&FanOutRow> = report
+            .w2
+            .iter()
+            .filter(|row| row.followers == followers)
+            .collect();
+        let p99 = |row: &FanOutRow| row.latency.filter(|l| l.count > 0).map(|l| l.p99_ms);
+        let Some(baa) = rows
+            .iter()
+            .find(|row| row.system == SystemKind::BaaLogd)
+            .and_then(|row| p99(row))
+        else {
+            continue;
+        };
+        for row in rows.iter().filter(|row| row.system != SystemKind::BaaLogd) {
+            out.push(Ratio {
+                workload: format!("W2 {followers} followers"),
+                measure: "p99 latency (lower is better)",
+                versus: row.system,
+                ratio: p99(row).map(|other| baa / other),
+            });
+        }
+    }
+    if let Some(baa) = report
+        .w3
+        .iter()
+        .find(|row| row.system == SystemKind::BaaLogd)
+    {
+        for row in report
+            .w3
+            .iter()
+            .filter(|row| row.system != SystemKind::BaaLogd)
+        {
+            out.push(Ratio {
+                workload: "W3".to_owned(),
+                measure: "server RSS (lower is better)",
+                versus: row.system,
+                ratio: baa.rss_mib.zip(row.rss_mib).map(|(a, b)| a / b),
+            });
+            out.push(Ratio {
+                workload: "W3".to_owned(),
+                measure: "server CPU (lower is better)",
+                versus: row.system,
+                ratio: baa.cpu_percent.zip(row.cpu_percent).map(|(a, b)| a / b),
+            });
+        }
+    }
+    out
+}
+
+/// The issue's targets, checked against this run.
+fn targets(report: &Report) -> Vec<TargetCheck> {
+    let ratio = |workload: &str, versus: SystemKind| {
+        report
+            .ratios
+            .iter()
+            .find(|ratio| ratio.workload == workload && ratio.versus == versus)
+            .and_then(|ratio| ratio.ratio)
+    };
+    let mut out = Vec::new();
+    if !report.w1.is_empty() {
+        for variant in ["own runs", "shared run"] {
+            let workload = format!("W1 {variant}");
+            for (versus, wanted) in [
+                (SystemKind::Nats, 2.0),
+                (SystemKind::Redis, 2.0),
+                (SystemKind::TransportCeiling, 0.5),
+            ] {
+                let got = ratio(&workload, versus);
+                out.push(TargetCheck {
+                    target: format!("{workload}: entries/s ≥ {wanted}× {versus}"),
+                    measured: got.map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×")),
+                    met: got.map(|r| r >= wanted),
+                });
+            }
+        }
+    }
+    let p99 = |followers: usize, system: SystemKind| {
+        report
+            .w2
+            .iter()
+            .find(|row| row.followers == followers && row.system == system)
+            .and_then(|row| row.latency.filter(|l| l.count > 0))
+            .map(|l| l.p99_ms)
+    };
+    let counts: Vec<usize> = report.w2.iter().map(|row| row.followers).collect();
+    if let Some(&few) = counts.iter().min() {
+        let best_peer = [SystemKind::Nats, SystemKind::Redis]
+            .into_iter()
+            .filter_map(|peer| p99(few, peer).map(|p| (peer, p)))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        let baa = p99(few, SystemKind::BaaLogd);
+        out.push(TargetCheck {
+            target: format!("W2 {few} followers: p99 ≤ the best peer's p99"),
+            measured: match (baa, best_peer) {
+                (Some(baa), Some((peer, theirs))) => {
+                    format!("{baa:.2} ms vs {theirs:.2} ms ({peer})")
+                }
+                (Some(baa), None) => format!("{baa:.2} ms; no peer measured"),
+                _ => "—".to_owned(),
+            },
+            met: baa.zip(best_peer).map(|(baa, (_, theirs))| baa <= theirs),
+        });
+    }
+    if let Some(&many) = counts.iter().max() {
+        let baa = p99(many, SystemKind::BaaLogd);
+        out.push(TargetCheck {
+            target: format!("W2 {many} followers: p99 ≤ 10 ms"),
+            measured: baa.map_or_else(|| "—".to_owned(), |p| format!("{p:.2} ms")),
+            met: baa.map(|p| p <= 10.0),
+        });
+    }
+    for row in report
+        .w2
+        .iter()
+        .filter(|row| row.system == SystemKind::BaaLogd)
+    {
+        out.push(TargetCheck {
+            target: format!("W2 {} followers: completeness 100%", row.followers),
+            measured: match row.complete {
+                Some(true) => "100%".to_owned(),
+                Some(false) => "incomplete".to_owned(),
+                None => "—".to_owned(),
+            },
+            met: row.complete,
+        });
+    }
+    if let Some(row) = report
+        .w3
+        .iter()
+        .find(|row| row.system == SystemKind::BaaLogd)
+    {
+        let rss = row.peak_rss_mib;
+        out.push(TargetCheck {
+            target: format!("W3 {} runs: server RSS ≤ 256 MiB", row.runs),
+            measured: rss.map_or_else(|| "—".to_owned(), |r| format!("{r:.0} MiB peak")),
+            met: rss.map(|r| r <= 256.0),
+        });
+    }
+    if let Some(row) = report.w4.first() {
+        out.push(TargetCheck {
+            target: "W4: SERVING within 1 s".to_owned(),
+            measured: format!("{:.1} ms", row.serving_ms),
+            met: (row.note.is_none()).then_some(row.serving_ms <= 1000.0),
+        });
+    }
+    out
+}

@@ -1,0 +1,308 @@
+//! `baa-logd` and the transport ceiling over the generated stubs: one
+//! `AppendLogs` stream per writer, one `FollowRun` stream per follower.
+//!
+//! This is the "raw stubs" way of driving baa-logd: the harness builds each
+//! `AppendLogsRequest` itself, one per batch of lines that are ready.
+
+use std::{ffi::OsString, path::Path, time::Duration};
+
+use baa_logging::pb::{
+    self, append_item::Payload, log_entry::Entry, logging_service_client::LoggingServiceClient,
+};
+use tempfile::TempDir;
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming, transport::Channel};
+
+use super::Delivered;
+use crate::{
+    error::{BenchError, Context, Result},
+    process::ServerProcess,
+};
+
+/// The task id every benchmark run belongs to.
+const TASK_ID: &str = "bench";
+
+/// Requests an append stream keeps queued before the writer waits.
+const APPEND_QUEUE: usize = 4;
+
+/// A gRPC server started for one phase.
+#[derive(Debug)]
+pub(crate) struct GrpcSystem {
+    /// The process.
+    server: ServerProcess,
+    /// Its data directory, removed when the phase ends.
+    _data_dir: Option<TempDir>,
+}
+
+impl GrpcSystem {
+    /// Starts `baa-logd` over a fresh data directory.
+    pub(crate) async fn start_baa_logd(program: &Path) -> Result<Self> {
+        let data_dir = tempfile::Builder::new()
+            .prefix("baa-bench-")
+            .tempdir()
+            .map_err(|err| BenchError::io("cannot create a data directory", err))?;
+        let server = ServerProcess::start(program, baa_logd_args(data_dir.path())).await?;
+        Ok(Self {
+            server,
+            _data_dir: Some(data_dir),
+        })
+    }
+
+    /// Starts the harness's no-op server.
+    pub(crate) async fn start_noop(bench: &Path) -> Result<Self> {
+        let args = ["noop-server", "--listen", "127.0.0.1:0"]
+            .map(OsString::from)
+            .to_vec();
+        let server = ServerProcess::start(bench, args).await?;
+        Ok(Self {
+            server,
+            _data_dir: None,
+        })
+    }
+
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.server.pid()
+    }
+
+    /// A new HTTP/2 connection.
+    pub(crate) async fn connect(&self) -> Result<Channel> {
+        connect(&self.server.url()).await
+    }
+
+    /// Prepares `run` and moves it to `running`.
+    pub(crate) async fn prepare_run(&self, channel: Channel, run: &str) -> Result<()> {
+        let mut client = client(channel);
+        client
+            .prepare_run(prepare_request(run))
+            .await
+            .context(format!("PrepareRun {run}"))?;
+        client
+            .update_run_state(state_request(run, pb::RunStatus::Running))
+            .await
+            .context(format!("UpdateRunState {run} running"))?;
+        Ok(())
+    }
+
+    /// Completes `run`: its followers end once they have every entry.
+    pub(crate) async fn end_run(&self, channel: Channel, run: &str) -> Result<()> {
+        client(channel)
+            .update_run_state(state_request(run, pb::RunStatus::Completed))
+            .await
+            .context(format!("UpdateRunState {run} completed"))?;
+        Ok(())
+    }
+
+    /// Stops the server with SIGTERM.
+    pub(crate) async fn stop(self) -> Result<()> {
+        self.server.terminate().await
+    }
+}
+
+/// The flags `baa-logd` gets: loopback, a free port, this data directory.
+pub(crate) fn baa_logd_args(data_dir: &Path) -> Vec<OsString> {
+    vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data_dir.as_os_str().to_owned(),
+    ]
+}
+
+/// Opens a channel to `url`.
+pub(crate) async fn connect(url: &str) -> Result<Channel> {
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .context("bad url")?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .context(format!("cannot connect to {url}"))
+}
+
+/// A client on `channel` with no message size limit on replies.
+pub(crate) fn client(channel: Channel) -> LoggingServiceClient<Channel> {
+    LoggingServiceClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
+}
+
+/// A `PrepareRun` request for a benchmark run.
+pub(crate) fn prepare_request(run: &str) -> pb::PrepareRunRequest {
+    pb::PrepareRunRequest {
+        metadata: Some(pb::RunMetadataInput {
+            task_id: TASK_ID.into(),
+            step_id: "step".into(),
+            step_name: "bench".into(),
+            run_id: run.into(),
+            worker_kind: "shell".into(),
+            attempt: 1,
+            repo_root: "/bench".into(),
+            worktree_path: "/bench".into(),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            checkpoint_mode: "none".into(),
+            prompt_summary: None,
+            command: None,
+        }),
+        state: Some(pb::RunStateSnapshotInput {
+            attempt: 1,
+            started_at: "2026-01-01T00:00:00.000Z".into(),
+            checkpoint_seq: None,
+            summary: None,
+        }),
+    }
+}
+
+/// An `UpdateRunState` request that moves `run` to `status`.
+pub(crate) fn state_request(run: &str, status: pb::RunStatus) -> pb::UpdateRunStateRequest {
+    pb::UpdateRunStateRequest {
+        task_id: TASK_ID.into(),
+        run_id: run.into(),
+        patch: Some(pb::RunStatePatch {
+            status: Some(status.into()),
+            ..Default::default()
+        }),
+    }
+}
+
+/// A `FollowRun` request for `run` from its first entry.
+pub(crate) fn follow_request(run: &str) -> pb::FollowRunRequest {
+    pb::FollowRunRequest {
+        task_id: TASK_ID.into(),
+        run_id: run.into(),
+        from_seq: 1,
+        channels: Vec::new(),
+        history_only: false,
+    }
+}
+
+// === impl StubsWriter ===
+
+/// One `AppendLogs` stream: each batch of lines is one request.
+#[derive(Debug)]
+pub(crate) struct StubsWriter {
+    /// The stream's requests.
+    requests: mpsc::Sender<pb::AppendLogsRequest>,
+    /// The call, which answers once the stream is closed.
+    call: JoinHandle<Result<pb::AppendLogsResponse, Status>>,
+    /// The writer sequence number of the next line.
+    next_writer_seq: u64,
+}
+
+impl StubsWriter {
+    /// Opens the stream and sends its `open` message.
+    pub(crate) async fn open(channel: Channel, run: &str, writer_id: &str) -> Result<Self> {
+        let (requests, queue) = mpsc::channel(APPEND_QUEUE);
+        let open = pb::AppendLogsRequest {
+            open: Some(pb::AppendOpen {
+                task_id: TASK_ID.into(),
+                run_id: run.into(),
+                writer_id: writer_id.into(),
+            }),
+            items: Vec::new(),
+        };
+        requests
+            .send(open)
+            .await
+            .map_err(|_| BenchError::Failed("the append queue closed".to_owned()))?;
+        let mut client = client(channel);
+        let call = tokio::spawn(async move {
+            client
+                .append_logs(ReceiverStream::new(queue))
+                .await
+                .map(tonic::Response::into_inner)
+        });
+        Ok(Self {
+            requests,
+            call,
+            next_writer_seq: 1,
+        })
+    }
+
+    /// Sends `lines` as one request.
+    pub(crate) async fn send(&mut self, lines: Vec<String>) -> Result<()> {
+        let items = lines
+            .into_iter()
+            .map(|text| {
+                let writer_seq = self.next_writer_seq;
+                self.next_writer_seq += 1;
+                pb::AppendItem {
+                    writer_seq,
+                    payload: Some(Payload::Stdout(pb::StreamChunkInput {
+                        text,
+                        created_at: None,
+                    })),
+                }
+            })
+            .collect();
+        if self
+            .requests
+            .send(pb::AppendLogsRequest { open: None, items })
+            .await
+            .is_err()
+        {
+            // The call ended early: its status says why.
+            return Err(match (&mut self.call).await {
+                Ok(Err(status)) => BenchError::failed("AppendLogs failed", status),
+                _ => BenchError::Failed("AppendLogs ended early".to_owned()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Closes the stream and returns how many lines the server stored.
+    pub(crate) async fn finish(self) -> Result<u64> {
+        drop(self.requests);
+        let response = self
+            .call
+            .await
+            .context("the append task failed")?
+            .context("AppendLogs failed")?;
+        Ok(response.stored_count)
+    }
+}
+
+// === impl GrpcFollower ===
+
+/// One `FollowRun` stream.
+#[derive(Debug)]
+pub(crate) struct GrpcFollower {
+    /// The responses.
+    stream: Streaming<pb::FollowRunResponse>,
+}
+
+impl GrpcFollower {
+    /// Starts following `run` from its first entry.
+    pub(crate) async fn open(channel: Channel, run: &str) -> Result<Self> {
+        let stream = client(channel)
+            .follow_run(follow_request(run))
+            .await
+            .context(format!("FollowRun {run}"))?
+            .into_inner();
+        Ok(Self { stream })
+    }
+
+    /// The entries of the next response; `None` at the end of the stream.
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<Delivered>>> {
+        let Some(response) = self.stream.message().await.context("FollowRun failed")? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            response
+                .entries
+                .into_iter()
+                .filter_map(|entry| match entry.entry? {
+                    Entry::Chunk(chunk) => Some(Delivered {
+                        seq: chunk.seq,
+                        text: chunk.text.into_bytes(),
+                    }),
+                    Entry::Lifecycle(event) => Some(Delivered {
+                        seq: event.seq,
+                        text: Vec::new(),
+                    }),
+                })
+                .collect(),
+        ))
+    }
+}

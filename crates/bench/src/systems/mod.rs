@@ -1,0 +1,294 @@
+//! The systems under test, behind one interface the workloads drive:
+//! prepare a run, open writers and followers on it, end it.
+//!
+//! - `grpc`: `baa-logd` and the transport ceiling (the harness's no-op
+//!   server), both over the generated `baa.logging.v1` stubs.
+//! - `nats`: NATS JetStream, one stream, a subject per run and channel.
+//! - `redis`: Redis Streams, a key per run and channel.
+//! - `disk`: the disk ceiling, buffered appends to plain files.
+//!
+//! Dispatch is by enum rather than trait objects: the set is closed, the
+//! methods are async, and a new way of driving a system (the client
+//! crate's batching handle next to the raw stubs, say) is one more variant
+//! of [`Writer`] and one more [`SystemKind`].
+
+mod disk;
+pub(crate) mod grpc;
+mod nats;
+pub(crate) mod peers;
+mod redis;
+
+use std::fmt;
+
+use serde::Serialize;
+
+pub(crate) use self::peers::Peers;
+use crate::{error::Result, process::Programs};
+
+/// Which system a row of the report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) enum SystemKind {
+    /// `baa-logd`, driven through the raw generated stubs.
+    BaaLogd,
+    /// NATS JetStream.
+    Nats,
+    /// Redis Streams.
+    Redis,
+    /// The no-op gRPC server: what the transport alone costs.
+    TransportCeiling,
+    /// Buffered appends to files: what the disk alone costs.
+    DiskCeiling,
+}
+
+impl SystemKind {
+    /// The name in the table.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::BaaLogd => "baa-logd",
+            Self::Nats => "NATS JetStream",
+            Self::Redis => "Redis Streams",
+            Self::TransportCeiling => "transport ceiling",
+            Self::DiskCeiling => "disk ceiling",
+        }
+    }
+}
+
+impl fmt::Display for SystemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// What the harness needs to start any system.
+#[derive(Debug, Clone)]
+pub(crate) struct Launcher {
+    /// The programs it starts.
+    pub(crate) programs: Programs,
+    /// The peers that `scripts/peers.sh` started, if any.
+    pub(crate) peers: Peers,
+}
+
+impl Launcher {
+    /// Starts `kind` fresh for one phase: a new process and data directory
+    /// for the harness's own servers, emptied data for a peer. `Err` holds
+    /// why it is not available.
+    pub(crate) async fn start(&self, kind: SystemKind) -> Result<System, String> {
+        match kind {
+            SystemKind::BaaLogd => grpc::GrpcSystem::start_baa_logd(&self.programs.baa_logd)
+                .await
+                .map(System::Grpc)
+                .map_err(|err| err.to_string()),
+            SystemKind::TransportCeiling => grpc::GrpcSystem::start_noop(&self.programs.bench)
+                .await
+                .map(System::Grpc)
+                .map_err(|err| err.to_string()),
+            SystemKind::Nats => {
+                let peer = self.peers.nats.as_ref().map_err(Clone::clone)?;
+                nats::NatsSystem::start(peer)
+                    .await
+                    .map(System::Nats)
+                    .map_err(|err| format!("not available: {err}"))
+            }
+            SystemKind::Redis => {
+                let peer = self.peers.redis.as_ref().map_err(Clone::clone)?;
+                redis::RedisSystem::start(peer)
+                    .await
+                    .map(System::Redis)
+                    .map_err(|err| format!("not available: {err}"))
+            }
+            SystemKind::DiskCeiling => disk::DiskSystem::start()
+                .map(System::Disk)
+                .map_err(|err| err.to_string()),
+        }
+    }
+}
+
+/// A system started for one phase.
+#[derive(Debug)]
+pub(crate) enum System {
+    /// `baa-logd` or the no-op server.
+    Grpc(grpc::GrpcSystem),
+    /// NATS JetStream.
+    Nats(nats::NatsSystem),
+    /// Redis Streams.
+    Redis(redis::RedisSystem),
+    /// Plain files.
+    Disk(disk::DiskSystem),
+}
+
+/// A client connection to a system, shared by writers and followers that
+/// should share one (many runs on one worker machine).
+#[derive(Debug, Clone)]
+pub(crate) enum Connection {
+    /// An HTTP/2 channel.
+    Grpc(tonic::transport::Channel),
+    /// A NATS connection.
+    Nats(async_nats::Client),
+    /// A Redis connection (pipelined; followers open their own).
+    Redis(::redis::aio::MultiplexedConnection),
+    /// Files need no connection.
+    Disk,
+}
+
+impl System {
+    /// The server's process id, when it is a process of its own.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        match self {
+            Self::Grpc(system) => Some(system.pid()),
+            Self::Nats(system) => system.pid,
+            Self::Redis(system) => system.pid,
+            Self::Disk(_) => None,
+        }
+    }
+
+    /// A new connection.
+    pub(crate) async fn connect(&self) -> Result<Connection> {
+        match self {
+            Self::Grpc(system) => system.connect().await.map(Connection::Grpc),
+            Self::Nats(system) => system.connect().await.map(Connection::Nats),
+            Self::Redis(system) => system.connect().await.map(Connection::Redis),
+            Self::Disk(_) => Ok(Connection::Disk),
+        }
+    }
+
+    /// Makes `run` ready for writers and followers.
+    pub(crate) async fn prepare_run(&self, connection: &Connection, run: &str) -> Result<()> {
+        match (self, connection) {
+            (Self::Grpc(system), Connection::Grpc(channel)) => {
+                system.prepare_run(channel.clone(), run).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens a writer on `run`.
+    pub(crate) async fn writer(
+        &self,
+        connection: &Connection,
+        run: &str,
+        writer_id: &str,
+    ) -> Result<Writer> {
+        Ok(match (self, connection) {
+            (Self::Grpc(_), Connection::Grpc(channel)) => {
+                Writer::Stubs(grpc::StubsWriter::open(channel.clone(), run, writer_id).await?)
+            }
+            (Self::Nats(system), Connection::Nats(client)) => {
+                Writer::Nats(system.writer(client.clone(), run))
+            }
+            (Self::Redis(_), Connection::Redis(conn)) => {
+                Writer::Redis(redis::RedisWriter::new(conn.clone(), run))
+            }
+            (Self::Disk(system), Connection::Disk) => Writer::Disk(system.writer(run)?),
+            _ => unreachable!("a connection of another system"),
+        })
+    }
+
+    /// Opens a follower of `run`, from its first entry.
+    pub(crate) async fn follower(&self, connection: &Connection, run: &str) -> Result<Follower> {
+        Ok(match (self, connection) {
+            (Self::Grpc(_), Connection::Grpc(channel)) => {
+                Follower::Grpc(grpc::GrpcFollower::open(channel.clone(), run).await?)
+            }
+            (Self::Nats(system), Connection::Nats(client)) => {
+                Follower::Nats(system.follower(client.clone(), run).await?)
+            }
+            (Self::Redis(system), Connection::Redis(_)) => {
+                Follower::Redis(system.follower(run).await?)
+            }
+            _ => {
+                return Err(crate::error::BenchError::Failed(
+                    "this system has no followers".to_owned(),
+                ));
+            }
+        })
+    }
+
+    /// Ends `run`, so that followers that end by themselves do.
+    pub(crate) async fn end_run(&self, connection: &Connection, run: &str) -> Result<()> {
+        match (self, connection) {
+            (Self::Grpc(system), Connection::Grpc(channel)) => {
+                system.end_run(channel.clone(), run).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Stops what the phase started.
+    pub(crate) async fn stop(self) -> Result<()> {
+        match self {
+            Self::Grpc(system) => system.stop().await,
+            Self::Nats(_) | Self::Redis(_) | Self::Disk(_) => Ok(()),
+        }
+    }
+}
+
+/// One writer of one run.
+#[derive(Debug)]
+pub(crate) enum Writer {
+    /// An `AppendLogs` stream over the raw stubs.
+    Stubs(grpc::StubsWriter),
+    /// JetStream publishes with acks in flight.
+    Nats(nats::NatsWriter),
+    /// Pipelined `XADD`s.
+    Redis(redis::RedisWriter),
+    /// Buffered appends.
+    Disk(disk::DiskWriter),
+}
+
+impl Writer {
+    /// Sends lines that are ready, as one batch where the system batches.
+    pub(crate) async fn send(&mut self, lines: Vec<String>) -> Result<()> {
+        match self {
+            Self::Stubs(writer) => writer.send(lines).await,
+            Self::Nats(writer) => writer.send(lines).await,
+            Self::Redis(writer) => writer.send(lines).await,
+            Self::Disk(writer) => writer.send(&lines),
+        }
+    }
+
+    /// Waits until everything sent is acknowledged; returns how many lines
+    /// the system acknowledged.
+    pub(crate) async fn finish(self) -> Result<u64> {
+        match self {
+            Self::Stubs(writer) => writer.finish().await,
+            Self::Nats(writer) => writer.finish().await,
+            Self::Redis(writer) => writer.finish().await,
+            Self::Disk(writer) => writer.finish(),
+        }
+    }
+}
+
+/// An entry a follower received.
+#[derive(Debug)]
+pub(crate) struct Delivered {
+    /// The system's own sequence number within the run, where it has one
+    /// (baa-logd's `seq`); 0 otherwise.
+    pub(crate) seq: u64,
+    /// The line's text; empty for entries that are not lines (lifecycle
+    /// events).
+    pub(crate) text: Vec<u8>,
+}
+
+/// One follower of one run.
+#[derive(Debug)]
+pub(crate) enum Follower {
+    /// A `FollowRun` stream.
+    Grpc(grpc::GrpcFollower),
+    /// An ordered JetStream consumer.
+    Nats(nats::NatsFollower),
+    /// `XREAD BLOCK` in a loop.
+    Redis(redis::RedisFollower),
+}
+
+impl Follower {
+    /// The next entries; `None` when the stream ended by itself. Systems
+    /// whose streams never end return an empty batch now and then, so the
+    /// caller can give up on a deadline.
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<Delivered>>> {
+        match self {
+            Self::Grpc(follower) => follower.next().await,
+            Self::Nats(follower) => follower.next().await,
+            Self::Redis(follower) => follower.next().await,
+        }
+    }
+}
