@@ -38,8 +38,9 @@ use std::{future::Future, sync::Arc, time::Duration};
 use baa_logging::{FILE_DESCRIPTOR_SET, pb::logging_service_server::LoggingServiceServer};
 use baa_logging_store::RunStore;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
+use tonic::transport::server::TcpIncoming;
 use tracing::{debug, info, warn};
 
 use crate::security::AuthLayer;
@@ -158,9 +159,13 @@ pub async fn run<S: RunStore>(
     let serving = async {
         match &security.tls {
             None => {
-                router
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
-                    .await
+                // The builder's `tcp_nodelay` only reaches sockets that tonic
+                // accepts itself; with our own listener it is ignored, and
+                // Nagle's algorithm would hold a follower's small responses
+                // back until the previous segment is acknowledged (up to the
+                // peer's 40 ms delayed ACK).
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                router.serve_with_incoming_shutdown(incoming, stop).await
             }
             Some(tls) => {
                 let watcher = AbortOnDropHandle::new(tokio::spawn(tls.clone().watch()));
