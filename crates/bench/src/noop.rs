@@ -26,8 +26,8 @@ use tokio::{
     net::TcpListener,
     sync::{broadcast, mpsc},
 };
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tonic::{Request, Response, Status, Streaming};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming, transport::server::TcpIncoming};
 
 use crate::error::{BenchError, Context, Result};
 
@@ -47,10 +47,12 @@ pub(crate) async fn serve(listen: SocketAddr) -> Result<()> {
     let service = LoggingServiceServer::new(NoopService::default())
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
+    // With its own listener tonic ignores the builder's `tcp_nodelay`: set
+    // it on each accepted socket, as baa-logd does.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_signal())
+        .serve_with_incoming_shutdown(incoming, stop_signal())
         .await
         .context("the no-op server failed")
 }

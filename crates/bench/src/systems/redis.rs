@@ -10,8 +10,10 @@ use tokio::task::JoinHandle;
 use super::{Delivered, peers::PeerAddr};
 use crate::error::{BenchError, Context, Result};
 
-/// Pipelines a writer keeps in flight at most.
-const PIPELINES_IN_FLIGHT: usize = 2;
+/// Pipelines a writer keeps in flight at most. One: two pipelines sent
+/// from two tasks over one connection could reach the server in either
+/// order, and a writer's lines must stay in order.
+const PIPELINES_IN_FLIGHT: usize = 1;
 
 /// Entries an `XREAD` returns at most.
 const READ_COUNT: usize = 1024;
@@ -105,7 +107,7 @@ impl RedisWriter {
         let mut conn = self.conn.clone();
         let call = tokio::spawn(async move { pipe.query_async::<()>(&mut conn).await });
         self.pending.push_back((call, count));
-        while self.pending.len() > PIPELINES_IN_FLIGHT {
+        while self.pending.len() >= PIPELINES_IN_FLIGHT {
             self.wait_oldest().await?;
         }
         Ok(())
