@@ -170,7 +170,7 @@ impl LocalStore {
 
     /// Deletes a run, unless it is not terminal or a stream is open on it.
     async fn delete(&self, key: &RunKey) -> Result<Outcome> {
-        let prepare = self.prepare_lock.lock().await;
+        let prepare = self.prepare_lock(key).lock().await;
         let run = match self.run(key).await {
             Ok(run) => run,
             Err(StoreError::RunNotFound(_)) => return Ok(Outcome::Gone),
