@@ -101,12 +101,19 @@ impl RunReader for LocalReader {
         for channel in &mut channels {
             channel.readable_len = signal.committed_lens[channel.channel.index()];
         }
-        let (channels, merged) = tokio::task::spawn_blocking(move || {
+        let (mut channels, merged) = tokio::task::spawn_blocking(move || {
             let merged = merge(&mut channels, from, limit, max_bytes);
             (channels, merged)
         })
         .await
         .map_err(|err| StoreError::io("a reader task failed", io::Error::other(err)))?;
+        if let Ok((_, true)) = &merged {
+            // A follower that is caught up waits, maybe for a long time:
+            // it keeps no read buffer while it does.
+            for channel in &mut channels {
+                channel.release_if_drained();
+            }
+        }
         self.channels = Some(channels);
         let (entries, caught_up) = merged?;
         if caught_up {
@@ -215,6 +222,15 @@ impl ChannelReader {
             at_end: false,
             readable_len: 0,
         })
+    }
+
+    /// Frees the read buffer when everything in it was returned.
+    fn release_if_drained(&mut self) {
+        if self.peeked.is_none() && self.pos == self.buf.len() {
+            self.buf_offset += self.pos as u64;
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
     }
 
     /// Drops what was read ahead: the file may have been cut below it.
