@@ -35,6 +35,9 @@ pub(crate) enum Command {
         /// The address to listen on; port 0 picks a free port.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Append messages each run's relay keeps for lagging followers.
+        #[arg(long, default_value_t = 4096)]
+        relay_capacity: usize,
     },
 }
 

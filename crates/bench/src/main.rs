@@ -56,7 +56,10 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Some(Command::NoopServer { listen }) => runtime.block_on(noop::serve(listen)),
+        Some(Command::NoopServer {
+            listen,
+            relay_capacity,
+        }) => runtime.block_on(noop::serve(listen, relay_capacity)),
         None => runtime.block_on(bench(cli.bench)),
     };
     match result {
@@ -79,9 +82,7 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
     }
     // W3 holds tens of thousands of sockets; the default soft limit of
     // 1024 descriptors would stop it at a few hundred runs.
-    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
-        eprintln!("cannot raise the open-file limit: {err}");
-    }
+    raise_nofile_limit();
     payload::now_micros();
     let programs = Programs::find(args.server_bin.clone())?;
     let peers = if args.no_peers {
@@ -127,6 +128,24 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
         .map_err(|err| BenchError::io(format!("cannot write {}", args.json.display()), err))?;
     eprintln!("results written to {}", args.json.display());
     Ok(())
+}
+
+/// Raises the open-file limit as far as it goes, for this process and the
+/// servers it starts (they inherit it). As root that is the kernel's
+/// `nr_open`, past the hard limit: baa-logd holds a few descriptors per
+/// open run and follower, and W3 opens tens of thousands.
+fn raise_nofile_limit() {
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    if let Some(ceiling) = ceiling {
+        if rlimit::Resource::NOFILE.set(ceiling, ceiling).is_ok() {
+            return;
+        }
+    }
+    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("cannot raise the open-file limit: {err}");
+    }
 }
 
 /// The parameters of every workload, for the JSON file.

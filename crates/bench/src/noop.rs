@@ -31,12 +31,11 @@ use tonic::{Request, Response, Status, Streaming, transport::server::TcpIncoming
 
 use crate::error::{BenchError, Context, Result};
 
-/// Append messages a run's relay holds for followers that lag.
-const RELAY_CAPACITY: usize = 4096;
-
 /// Serves the no-op service on `listen` until SIGTERM or SIGINT, after
-/// printing `listening on ADDR`.
-pub(crate) async fn serve(listen: SocketAddr) -> Result<()> {
+/// printing `listening on ADDR`. Each run's relay holds `relay_capacity`
+/// append messages for followers that lag; a broadcast channel allocates
+/// its slots up front, so this is memory per run.
+pub(crate) async fn serve(listen: SocketAddr, relay_capacity: usize) -> Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|err| BenchError::io(format!("cannot listen on {listen}"), err))?;
@@ -44,9 +43,12 @@ pub(crate) async fn serve(listen: SocketAddr) -> Result<()> {
         .local_addr()
         .map_err(|err| BenchError::io("no local address", err))?;
     println!("listening on {addr}");
-    let service = LoggingServiceServer::new(NoopService::default())
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
+    let service = LoggingServiceServer::new(NoopService {
+        relays: Mutex::default(),
+        relay_capacity: relay_capacity.max(1),
+    })
+    .max_decoding_message_size(usize::MAX)
+    .max_encoding_message_size(usize::MAX);
     // With its own listener tonic ignores the builder's `tcp_nodelay`: set
     // it on each accepted socket, as baa-logd does.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -82,10 +84,12 @@ struct Relay {
 }
 
 /// The service: runs are only relays.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct NoopService {
     /// The runs prepared and not ended, by run id.
     relays: Mutex<HashMap<String, Arc<Relay>>>,
+    /// Slots of each relay.
+    relay_capacity: usize,
 }
 
 impl NoopService {
@@ -128,7 +132,7 @@ impl pb::logging_service_server::LoggingService for NoopService {
             .entry(run)
             .or_insert_with(|| {
                 Arc::new(Relay {
-                    entries: broadcast::channel(RELAY_CAPACITY).0,
+                    entries: broadcast::channel(self.relay_capacity).0,
                     next_seq: AtomicU64::new(1),
                 })
             });

@@ -49,11 +49,16 @@ impl GrpcSystem {
         })
     }
 
-    /// Starts the harness's no-op server.
-    pub(crate) async fn start_noop(bench: &Path) -> Result<Self> {
-        let args = ["noop-server", "--listen", "127.0.0.1:0"]
-            .map(OsString::from)
-            .to_vec();
+    /// Starts the harness's no-op server, its relays holding
+    /// `relay_capacity` messages.
+    pub(crate) async fn start_noop(bench: &Path, relay_capacity: usize) -> Result<Self> {
+        let args = vec![
+            "noop-server".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--relay-capacity".into(),
+            relay_capacity.to_string().into(),
+        ];
         let server = ServerProcess::start(bench, args).await?;
         Ok(Self {
             server,

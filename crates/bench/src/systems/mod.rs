@@ -71,17 +71,25 @@ pub(crate) struct Launcher {
 impl Launcher {
     /// Starts `kind` fresh for one phase: a new process and data directory
     /// for the harness's own servers, emptied data for a peer. `Err` holds
-    /// why it is not available.
-    pub(crate) async fn start(&self, kind: SystemKind) -> Result<System, String> {
+    /// why it is not available. `relay_capacity` sizes the no-op server's
+    /// per-run relay: large where followers must not lag (W2), small where
+    /// runs are many and quiet (W3).
+    pub(crate) async fn start(
+        &self,
+        kind: SystemKind,
+        relay_capacity: usize,
+    ) -> Result<System, String> {
         match kind {
             SystemKind::BaaLogd => grpc::GrpcSystem::start_baa_logd(&self.programs.baa_logd)
                 .await
                 .map(System::Grpc)
                 .map_err(|err| err.to_string()),
-            SystemKind::TransportCeiling => grpc::GrpcSystem::start_noop(&self.programs.bench)
-                .await
-                .map(System::Grpc)
-                .map_err(|err| err.to_string()),
+            SystemKind::TransportCeiling => {
+                grpc::GrpcSystem::start_noop(&self.programs.bench, relay_capacity)
+                    .await
+                    .map(System::Grpc)
+                    .map_err(|err| err.to_string())
+            }
             SystemKind::Nats => {
                 let peer = self.peers.nats.as_ref().map_err(Clone::clone)?;
                 nats::NatsSystem::start(peer)

@@ -48,7 +48,7 @@ pub(crate) async fn run(
     for &followers in &params.followers {
         for &kind in systems {
             progress::phase(&format!("W2 {followers} followers · {kind}"));
-            let row = match launcher.start(kind).await {
+            let row = match launcher.start(kind, 4096).await {
                 Err(reason) => empty_row(followers, kind, reason),
                 Ok(system) => {
                     let measured = measure(&system, kind, followers, params).await;

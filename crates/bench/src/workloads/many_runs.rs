@@ -54,7 +54,7 @@ pub(crate) async fn run(
     let mut rows = Vec::new();
     for &kind in systems {
         progress::phase(&format!("W3 {} runs · {kind}", params.runs));
-        let row = match launcher.start(kind).await {
+        let row = match launcher.start(kind, 16).await {
             Err(reason) => empty_row(kind, params.runs, reason),
             Ok(system) => {
                 let measured = measure(&system, kind, params).await;

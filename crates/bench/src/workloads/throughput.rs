@@ -63,7 +63,7 @@ pub(crate) async fn run(
     for variant in [Variant::OwnRuns, Variant::SharedRun] {
         for &kind in systems {
             progress::phase(&format!("W1 {} · {kind}", variant.label()));
-            let row = match launcher.start(kind).await {
+            let row = match launcher.start(kind, 16).await {
                 Err(reason) => empty_row(variant, kind, reason),
                 Ok(system) => {
                     let measured = measure(&system, kind, variant, params).await;
