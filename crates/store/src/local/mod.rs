@@ -27,6 +27,7 @@ mod fsio;
 mod journal;
 mod lines;
 mod reader;
+mod recent;
 mod recovery;
 mod retention;
 mod run;

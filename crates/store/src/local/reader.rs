@@ -26,22 +26,32 @@ use super::{
 };
 use crate::{
     error::{Result, StoreError},
-    model::{LogEntry, ReadBatch, StreamChunkLogEntry, WorkerLifecycleLogEntry, WorkerLogChannel},
+    model::{
+        ChannelSet, LogEntry, ReadBatch, StreamChunkLogEntry, WorkerLifecycleLogEntry,
+        WorkerLogChannel,
+    },
     run_store::{ReadFrom, RunReader},
 };
 
 /// How much a channel reader reads from its file at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// A reader of one run's entries, from its channel files.
+/// A reader of one run's entries: from memory while it keeps up with the
+/// run's last commits (see `recent`), from the channel files otherwise.
 #[derive(Debug)]
 pub struct LocalReader {
     /// The run.
     run: Arc<Run>,
     /// The doorbell.
     signal: watch::Receiver<RunSignal>,
+    /// The channels it returns.
+    selected: ChannelSet,
     /// One reader per selected channel; `None` while a read is under way.
     channels: Option<Vec<ChannelReader>>,
+    /// The channel readers are behind `next_seq` or gone (entries came
+    /// from memory), or hold read-ahead of a cut commit: reopen them at
+    /// `next_seq` before the next file read.
+    reposition: bool,
     /// The next sequence number to return.
     next_seq: u64,
     /// The last sequence number a history-only reader returns.
@@ -61,16 +71,13 @@ impl LocalReader {
         let signal = run.subscribe();
         let current = *signal.borrow();
         let next_seq = from.from_seq.max(1);
-        let mut channels = Vec::new();
-        for channel in WorkerLogChannel::ALL {
-            if from.channels.contains(channel) {
-                channels.push(ChannelReader::open(&run, channel, next_seq)?);
-            }
-        }
+        let channels = open_channels(&run, from.channels, next_seq)?;
         Ok(Self {
             run,
             signal,
+            selected: from.channels,
             channels: Some(channels),
+            reposition: false,
             next_seq,
             until: from.history_only.then_some(current.committed_seq),
             state_version: 0,
@@ -80,14 +87,21 @@ impl LocalReader {
     }
 }
 
+/// A reader of each selected channel file, at or before `from_seq`.
+fn open_channels(run: &Run, selected: ChannelSet, from_seq: u64) -> Result<Vec<ChannelReader>> {
+    WorkerLogChannel::ALL
+        .into_iter()
+        .filter(|channel| selected.contains(*channel))
+        .map(|channel| ChannelReader::open(run, channel, from_seq))
+        .collect()
+}
+
 impl RunReader for LocalReader {
     async fn read(&mut self, max_bytes: usize) -> Result<ReadBatch> {
         let signal = *self.signal.borrow_and_update();
-        let mut channels = self.channels.take().expect("reads do not overlap");
         if signal.epoch != self.epoch {
-            for channel in &mut channels {
-                channel.forget_read_ahead();
-            }
+            // A commit was cut off the files: what was read ahead may be gone.
+            self.reposition = true;
             self.epoch = signal.epoch;
         }
         let state = (signal.state_version != self.state_version).then(|| {
@@ -98,14 +112,59 @@ impl RunReader for LocalReader {
             until.min(signal.committed_seq)
         });
         let from = self.next_seq;
-        for channel in &mut channels {
-            channel.readable_len = signal.committed_lens[channel.channel.index()];
+        let finished = signal.terminal || self.until.is_some();
+        if from > limit {
+            return Ok(ReadBatch {
+                entries: Vec::new(),
+                next_seq: from,
+                committed_seq: signal.committed_seq,
+                state,
+                caught_up: true,
+                finished,
+            });
         }
+        if let Some((entries, covered)) =
+            self.run
+                .recent_entries(from, limit, self.selected, max_bytes)
+        {
+            // The channel readers are behind now; they are reopened at the
+            // cursor if the follower ever needs the files again. Until then
+            // they hold neither buffers nor descriptors.
+            self.reposition = true;
+            self.channels = Some(Vec::new());
+            self.next_seq = covered + 1;
+            let caught_up = covered >= limit;
+            return Ok(ReadBatch {
+                entries,
+                next_seq: self.next_seq,
+                committed_seq: signal.committed_seq,
+                state,
+                caught_up,
+                finished: caught_up && finished,
+            });
+        }
+        let mut channels = self.channels.take().expect("reads do not overlap");
+        let reopen = std::mem::take(&mut self.reposition).then(|| self.run.clone());
+        let selected = self.selected;
+        let lens = signal.committed_lens;
         let (mut channels, merged) = tokio::task::spawn_blocking(move || {
+            if let Some(run) = reopen {
+                match open_channels(&run, selected, from) {
+                    Ok(reopened) => channels = reopened,
+                    Err(err) => return (channels, Err(err), true),
+                }
+            }
+            for channel in &mut channels {
+                channel.readable_len = lens[channel.channel.index()];
+            }
             let merged = merge(&mut channels, from, limit, max_bytes);
-            (channels, merged)
+            (channels, merged, false)
         })
         .await
+        .map(|(channels, merged, failed_reopen)| {
+            self.reposition |= failed_reopen;
+            (channels, merged)
+        })
         .map_err(|err| StoreError::io("a reader task failed", io::Error::other(err)))?;
         if let Ok((_, true)) = &merged {
             // A follower that is caught up waits, maybe for a long time:
@@ -127,7 +186,7 @@ impl RunReader for LocalReader {
             committed_seq: signal.committed_seq,
             state,
             caught_up,
-            finished: caught_up && (signal.terminal || self.until.is_some()),
+            finished: caught_up && finished,
         })
     }
 
@@ -231,14 +290,6 @@ impl ChannelReader {
             self.buf = Vec::new();
             self.pos = 0;
         }
-    }
-
-    /// Drops what was read ahead: the file may have been cut below it.
-    fn forget_read_ahead(&mut self) {
-        self.buf_offset += self.pos as u64;
-        self.buf.clear();
-        self.pos = 0;
-        self.peeked = None;
     }
 
     /// The sequence number of the next complete line, if there is one.

@@ -16,20 +16,23 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
 };
 
 use tokio::sync::watch;
 use tracing::error;
 
 use super::{
-    JOURNAL_FILE, STATE_FILE, disk::Disk, fsio::write_json_atomic, journal::JournalRecord, recovery,
+    JOURNAL_FILE, STATE_FILE, disk::Disk, fsio::write_json_atomic, journal::JournalRecord,
+    recent::RecentCommits, recovery,
 };
 use crate::{
     error::{Result, StoreError},
     model::{
-        AppendItem, AppendOutcome, AppendPayload, LocalRunLogSummary, LocalRunPaths, RunKey,
-        RunMetadata, RunStatePatch, RunStateSnapshot, RunStatus, StreamChunkLogEntry,
-        WorkerLifecycleEventInput, WorkerLifecycleLogEntry, WorkerLogChannel, WriterCursor,
+        AppendItem, AppendOutcome, AppendPayload, ChannelSet, LocalRunLogSummary, LocalRunPaths,
+        LogEntry, RunKey, RunMetadata, RunStatePatch, RunStateSnapshot, RunStatus,
+        StreamChunkLogEntry, WorkerLifecycleEventInput, WorkerLifecycleLogEntry, WorkerLogChannel,
+        WriterCursor,
     },
     observe::{CommitStats, DiskWrite},
     render::render_line,
@@ -85,6 +88,9 @@ pub(crate) struct Run {
     /// Everything that changes. A std mutex: it is only held by blocking
     /// code, never across an `.await`.
     inner: Mutex<RunInner>,
+    /// The last commits, decoded, for followers that keep up. A lock of its
+    /// own, so that followers reading it do not wait for a commit's writes.
+    recent: Mutex<RecentCommits>,
     /// The doorbell.
     signal: watch::Sender<RunSignal>,
     /// Who uses the run, for retention. A lock of its own, apart from
@@ -184,6 +190,7 @@ impl Run {
                 files: None,
                 broken: None,
             }),
+            recent: Mutex::new(RecentCommits::default()),
             signal: watch::Sender::new(signal),
             life: Mutex::new(RunLife::default()),
         })
@@ -242,6 +249,22 @@ impl Run {
     /// A new receiver of the doorbell.
     pub(crate) fn subscribe(&self) -> watch::Receiver<RunSignal> {
         self.signal.subscribe()
+    }
+
+    /// Committed entries of `channels` from `from` up to `limit` (about
+    /// `max_bytes` of them) from memory, and the last sequence number they
+    /// cover; `None` when `from` is older than what memory keeps.
+    pub(crate) fn recent_entries(
+        &self,
+        from: u64,
+        limit: u64,
+        channels: ChannelSet,
+        max_bytes: usize,
+    ) -> Option<(Vec<LogEntry>, u64)> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .read(from, limit, channels, max_bytes)
     }
 
     /// The current state.
@@ -457,7 +480,7 @@ impl Run {
         payloads: &[AppendPayload],
     ) -> Result<()> {
         let first_seq = inner.next_seq;
-        let encoded = encode_entries(&self.metadata, first_seq, payloads, &now_iso());
+        let mut encoded = encode_entries(&self.metadata, first_seq, payloads, &now_iso());
         let record = JournalRecord {
             first_seq,
             last_seq: first_seq + payloads.len() as u64 - 1,
@@ -486,6 +509,23 @@ impl Run {
             inner
                 .writers
                 .insert(writer_id.to_owned(), writer_seq + record.len() - 1);
+        }
+        {
+            let mut recent = self
+                .recent
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Followers hold the doorbell's receivers: without any, nobody
+            // would read what is kept.
+            if self.signal.receiver_count() > 0 {
+                recent.push(
+                    first_seq,
+                    std::mem::take(&mut encoded.entries),
+                    Instant::now(),
+                );
+            } else {
+                recent.clear();
+            }
         }
         let committed_lens = inner.lens;
         self.signal.send_modify(|signal| {
@@ -520,6 +560,10 @@ impl Run {
             ));
         }
         inner.files = None;
+        self.recent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
         self.signal.send_modify(|signal| signal.epoch += 1);
     }
 
@@ -636,8 +680,8 @@ pub(crate) struct EncodedEntries {
     pub(crate) bytes: [Vec<u8>; 3],
     /// Entries per channel.
     pub(crate) counts: [u64; 3],
-    /// The lifecycle entries, for callers that return them.
-    pub(crate) lifecycle: Vec<WorkerLifecycleLogEntry>,
+    /// The entries, in sequence order, for followers (see `recent`).
+    pub(crate) entries: Vec<LogEntry>,
 }
 
 /// Turns payloads into stored entries from `first_seq` on, as JSON lines.
@@ -651,7 +695,7 @@ pub(crate) fn encode_entries(
     let mut encoded = EncodedEntries {
         bytes: Default::default(),
         counts: [0; 3],
-        lifecycle: Vec::new(),
+        entries: Vec::with_capacity(payloads.len()),
     };
     for (seq, payload) in (first_seq..).zip(payloads) {
         match payload {
@@ -661,7 +705,7 @@ pub(crate) fn encode_entries(
                 serde_json::to_writer(&mut *out, &entry).expect("an entry serializes");
                 out.push(b'\n');
                 encoded.counts[WorkerLogChannel::Worker.index()] += 1;
-                encoded.lifecycle.push(entry);
+                encoded.entries.push(LogEntry::Lifecycle(entry));
             }
             AppendPayload::Chunk(channel, chunk) => {
                 let entry = StreamChunkLogEntry {
@@ -678,6 +722,7 @@ pub(crate) fn encode_entries(
                 serde_json::to_writer(&mut *out, &entry).expect("an entry serializes");
                 out.push(b'\n');
                 encoded.counts[index] += 1;
+                encoded.entries.push(LogEntry::Chunk(entry));
             }
         }
     }
