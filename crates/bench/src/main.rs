@@ -103,19 +103,25 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
         targets: Vec::new(),
     };
     use SystemKind::{BaaLogd, DiskCeiling, Nats, Redis, TransportCeiling};
+    let chosen = |all: &[SystemKind]| -> Vec<SystemKind> {
+        all.iter()
+            .copied()
+            .filter(|kind| args.systems.contains(kind))
+            .collect()
+    };
     if args.workloads.contains(&Workload::W1) {
-        let systems = [BaaLogd, Nats, Redis, TransportCeiling, DiskCeiling];
+        let systems = chosen(&[BaaLogd, Nats, Redis, TransportCeiling, DiskCeiling]);
         report.w1 = workloads::throughput::run(&launcher, &args.throughput(), &systems).await;
     }
     if args.workloads.contains(&Workload::W2) {
-        let systems = [BaaLogd, Nats, Redis, TransportCeiling];
+        let systems = chosen(&[BaaLogd, Nats, Redis, TransportCeiling]);
         report.w2 = workloads::fan_out::run(&launcher, &args.fan_out(), &systems).await;
     }
     if args.workloads.contains(&Workload::W3) {
-        let systems = [BaaLogd, Nats, Redis, TransportCeiling];
+        let systems = chosen(&[BaaLogd, Nats, Redis, TransportCeiling]);
         report.w3 = workloads::many_runs::run(&launcher, &args.many_runs(), &systems).await;
     }
-    if args.workloads.contains(&Workload::W4) {
+    if args.workloads.contains(&Workload::W4) && args.systems.contains(&BaaLogd) {
         report.w4 = workloads::restart::run(&launcher.programs.baa_logd, &args.restart()).await;
     }
     report.conclude();

@@ -181,11 +181,13 @@ impl pb::logging_service_server::LoggingService for NoopService {
     ) -> Result<Response<pb::AppendLogsResponse>, Status> {
         let mut stream = request.into_inner();
         let mut relay = None;
+        let mut run_id = String::new();
         let mut stored = 0u64;
         let mut last_writer_seq = 0;
         while let Some(message) = stream.message().await? {
             if let Some(open) = message.open {
                 relay = self.relay(&open.run_id);
+                run_id = open.run_id;
             }
             stored += message.items.len() as u64;
             last_writer_seq = message
@@ -201,7 +203,7 @@ impl pb::logging_service_server::LoggingService for NoopService {
                     .fetch_add(message.items.len() as u64, Ordering::Relaxed);
                 let entries = (first..)
                     .zip(message.items)
-                    .map(|(seq, item)| to_entry(seq, item))
+                    .map(|(seq, item)| to_entry(&run_id, seq, item))
                     .collect();
                 let _ = relay.entries.send(Arc::new(entries));
             }
@@ -255,8 +257,10 @@ impl pb::logging_service_server::LoggingService for NoopService {
     }
 }
 
-/// An appended item as the entry a follower gets.
-fn to_entry(seq: u64, item: pb::AppendItem) -> pb::LogEntry {
+/// An appended item as the entry a follower gets, with the same fields
+/// baa-logd fills in (run, step, time), so that a response costs the same
+/// to encode and to decode as baa-logd's.
+fn to_entry(run_id: &str, seq: u64, item: pb::AppendItem) -> pb::LogEntry {
     let (channel, text) = match item.payload {
         Some(Payload::Stderr(chunk)) => (pb::StreamLogChannel::Stderr, chunk.text),
         Some(Payload::Stdout(chunk)) => (pb::StreamLogChannel::Stdout, chunk.text),
@@ -264,10 +268,13 @@ fn to_entry(seq: u64, item: pb::AppendItem) -> pb::LogEntry {
     };
     pb::LogEntry {
         entry: Some(Entry::Chunk(pb::StreamChunkLogEntry {
+            task_id: "bench".to_owned(),
+            step_id: "step".to_owned(),
+            run_id: run_id.to_owned(),
             seq,
             channel: channel.into(),
+            created_at: "2026-01-01T00:00:00.000Z".to_owned(),
             text,
-            ..Default::default()
         })),
     }
 }

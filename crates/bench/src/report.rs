@@ -128,6 +128,9 @@ pub(crate) struct FanOutRow {
     pub(crate) delivered: u64,
     /// Server CPU seconds over the phase.
     pub(crate) cpu_secs: Option<f64>,
+    /// The harness's own CPU seconds over the phase: the writer and the
+    /// followers, which share the machine with the server.
+    pub(crate) client_cpu_secs: Option<f64>,
     /// The server's peak RSS over the phase, MiB.
     pub(crate) peak_rss_mib: Option<f64>,
     /// Why the row is empty or doubtful.
@@ -258,17 +261,17 @@ impl Report {
             let _ = writeln!(out, "## W2 fan-out latency\n");
             let _ = writeln!(
                 out,
-                "| followers | system | p50 ms | p99 ms | max ms | complete | sent lines/s | server CPU s | peak RSS MiB | note |"
+                "| followers | system | p50 ms | p99 ms | max ms | complete | sent lines/s | server CPU s | client CPU s | peak RSS MiB | note |"
             );
             let _ = writeln!(
                 out,
-                "| ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |"
+                "| ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |"
             );
             for row in &self.w2 {
                 let latency = row.latency.filter(|latency| latency.count > 0);
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     row.followers,
                     row.system,
                     fixed(latency.map(|l| l.p50_ms), 2),
@@ -281,6 +284,7 @@ impl Report {
                     },
                     count(row.sent_per_sec, row.sent > 0),
                     fixed(row.cpu_secs, 2),
+                    fixed(row.client_cpu_secs, 2),
                     fixed(row.peak_rss_mib, 0),
                     note(&row.note)
                 );

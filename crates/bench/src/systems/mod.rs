@@ -26,17 +26,22 @@ pub(crate) use self::peers::Peers;
 use crate::{error::Result, process::Programs};
 
 /// Which system a row of the report is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 pub(crate) enum SystemKind {
     /// `baa-logd`, driven through the raw generated stubs.
+    #[value(name = "baa-logd")]
     BaaLogd,
     /// NATS JetStream.
+    #[value(name = "nats")]
     Nats,
     /// Redis Streams.
+    #[value(name = "redis")]
     Redis,
     /// The no-op gRPC server: what the transport alone costs.
+    #[value(name = "transport")]
     TransportCeiling,
     /// Buffered appends to files: what the disk alone costs.
+    #[value(name = "disk")]
     DiskCeiling,
 }
 
@@ -94,7 +99,7 @@ impl Launcher {
                 let peer = self.peers.nats.as_ref().map_err(Clone::clone)?;
                 nats::NatsSystem::start(peer)
                     .await
-                    .map(System::Nats)
+                    .map(|system| System::Nats(Box::new(system)))
                     .map_err(|err| format!("not available: {err}"))
             }
             SystemKind::Redis => {
@@ -116,8 +121,8 @@ impl Launcher {
 pub(crate) enum System {
     /// `baa-logd` or the no-op server.
     Grpc(grpc::GrpcSystem),
-    /// NATS JetStream.
-    Nats(nats::NatsSystem),
+    /// NATS JetStream (boxed: its client state is large).
+    Nats(Box<nats::NatsSystem>),
     /// Redis Streams.
     Redis(redis::RedisSystem),
     /// Plain files.
@@ -198,7 +203,7 @@ impl System {
                 Follower::Grpc(grpc::GrpcFollower::open(channel.clone(), run).await?)
             }
             (Self::Nats(system), Connection::Nats(client)) => {
-                Follower::Nats(system.follower(client.clone(), run).await?)
+                Follower::Nats(Box::new(system.follower(client.clone(), run).await?))
             }
             (Self::Redis(system), Connection::Redis(_)) => {
                 Follower::Redis(system.follower(run).await?)
@@ -282,8 +287,8 @@ pub(crate) struct Delivered {
 pub(crate) enum Follower {
     /// A `FollowRun` stream.
     Grpc(grpc::GrpcFollower),
-    /// An ordered JetStream consumer.
-    Nats(nats::NatsFollower),
+    /// An ordered JetStream consumer (boxed: its state is large).
+    Nats(Box<nats::NatsFollower>),
     /// `XREAD BLOCK` in a loop.
     Redis(redis::RedisFollower),
 }

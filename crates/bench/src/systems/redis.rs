@@ -159,8 +159,7 @@ impl RedisFollower {
             .await
             .context("XREAD failed")?;
         let mut batch = Vec::new();
-        for entry in stream_entries(reply)? {
-            let (id, text) = entry?;
+        for (id, text) in stream_entries(reply)? {
             self.last_id = id;
             batch.push(Delivered { seq: 0, text });
         }
@@ -169,7 +168,7 @@ impl RedisFollower {
 }
 
 /// The `(id, line)` pairs of an `XREAD` reply on one key.
-fn stream_entries(reply: Value) -> Result<Vec<Result<(String, Vec<u8>)>>> {
+fn stream_entries(reply: Value) -> Result<Vec<(String, Vec<u8>)>> {
     let bad = || BenchError::Failed("an XREAD reply of an unexpected shape".to_owned());
     let streams = match reply {
         Value::Nil => return Ok(Vec::new()),
@@ -197,15 +196,15 @@ fn stream_entries(reply: Value) -> Result<Vec<Result<(String, Vec<u8>)>>> {
                         (Value::BulkString(id), Value::Array(mut values)) if values.len() == 2 => {
                             match values.pop().expect("two values") {
                                 Value::BulkString(text) => {
-                                    Ok((String::from_utf8_lossy(&id).into_owned(), text))
+                                    (String::from_utf8_lossy(&id).into_owned(), text)
                                 }
-                                _ => Err(bad()),
+                                _ => return Err(bad()),
                             }
                         }
-                        _ => Err(bad()),
+                        _ => return Err(bad()),
                     }
                 }
-                _ => Err(bad()),
+                _ => return Err(bad()),
             });
         }
     }

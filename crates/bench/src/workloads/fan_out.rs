@@ -76,6 +76,7 @@ fn empty_row(followers: usize, system: SystemKind, note: String) -> FanOutRow {
         complete: None,
         delivered: 0,
         cpu_secs: None,
+        client_cpu_secs: None,
         peak_rss_mib: None,
         note: Some(note),
     }
@@ -176,6 +177,7 @@ async fn measure(
     let progress = Progress::start(format!("{kind}"), total, "lines sent");
     let counter = progress.counter();
     let meter = system.pid().map(PhaseMeter::start);
+    let client_meter = PhaseMeter::start(std::process::id());
     let start = Instant::now();
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -209,6 +211,7 @@ async fn measure(
         errors.extend(followed.error);
     }
     let usage = meter.map(|meter| meter.stop());
+    let client_usage = client_meter.stop();
     if delivered == 0 {
         return Err(BenchError::Failed(format!(
             "no follower got a line{}",
@@ -227,6 +230,7 @@ async fn measure(
         complete: Some(complete),
         delivered,
         cpu_secs: usage.map(|usage| usage.cpu_secs),
+        client_cpu_secs: Some(client_usage.cpu_secs),
         peak_rss_mib: usage.map(|usage| mib(usage.peak_rss_bytes)),
         note: (!complete).then(|| {
             format!(
