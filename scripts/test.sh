@@ -39,3 +39,8 @@ bash scripts/polyglot-setup.sh
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "benchmark harness smoke run (tiny sizes, a few seconds; no figure is checked)"
+# Keeps crates/bench working; peers that scripts/peers.sh did not start
+# show as "not available". The real run is in docs/benchmarks.md.
+cargo run --locked -p baa-bench -- --smoke --json target/baa-bench-smoke.json

@@ -100,10 +100,25 @@ impl ServerProcess {
             if !sent.success() {
                 return Err(BenchError::Failed(format!("kill -TERM {pid} failed")));
             }
-            self.child
-                .wait()
-                .map_err(|err| BenchError::io("cannot wait for the server", err))?;
-            Ok(())
+            // A graceful shutdown that hangs must not hang the benchmark.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let exited = self
+                    .child
+                    .try_wait()
+                    .map_err(|err| BenchError::io("cannot wait for the server", err))?;
+                if exited.is_some() {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return Err(BenchError::Failed(format!(
+                        "process {pid} did not stop within 10 s of SIGTERM; killed"
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         })
         .await
         .context("a stop task failed")?

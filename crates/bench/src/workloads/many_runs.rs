@@ -58,6 +58,7 @@ pub(crate) async fn run(
             Err(reason) => empty_row(kind, params.runs, reason),
             Ok(system) => {
                 let measured = measure(&system, kind, params).await;
+                progress::phase("  stopping the server");
                 if let Err(err) = system.stop().await {
                     eprintln!("  stopping {kind}: {err}");
                 }
@@ -180,6 +181,7 @@ async fn measure(
     let usage = peak.map(|meter| meter.stop());
     drop(steady);
     let _ = stop_tx.send(true);
+    progress::phase("  closing the streams");
     let mut errors = Vec::new();
     for task in writer_tasks {
         if let Err(err) = task.await.context("a writer task failed")? {
