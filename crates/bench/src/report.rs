@@ -359,9 +359,7 @@ impl Report {
                     ratio.workload,
                     ratio.measure,
                     ratio.versus,
-                    ratio
-                        .ratio
-                        .map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×"))
+                    ratio.ratio.map_or_else(|| "—".to_owned(), times)
                 );
             }
             out.push('\n');
@@ -402,6 +400,15 @@ fn count(value: f64, present: bool) -> String {
         out.push(digit);
     }
     out
+}
+
+/// A ratio: two decimals, four below 0.1.
+fn times(ratio: f64) -> String {
+    if ratio < 0.1 {
+        format!("{ratio:.4}×")
+    } else {
+        format!("{ratio:.2}×")
+    }
 }
 
 /// A number with `places` decimals, or `—`.
@@ -513,7 +520,7 @@ fn targets(report: &Report) -> Vec<TargetCheck> {
                 let got = ratio(&workload, versus);
                 out.push(TargetCheck {
                     target: format!("{workload}: entries/s ≥ {wanted}× {versus}"),
-                    measured: got.map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×")),
+                    measured: got.map_or_else(|| "—".to_owned(), times),
                     met: got.map(|r| r >= wanted),
                 });
             }
@@ -585,7 +592,7 @@ fn targets(report: &Report) -> Vec<TargetCheck> {
         out.push(TargetCheck {
             target: "W4: SERVING within 1 s".to_owned(),
             measured: format!("{:.1} ms", row.serving_ms),
-            met: (row.note.is_none()).then_some(row.serving_ms <= 1000.0),
+            met: (row.serving_ms > 0.0).then_some(row.serving_ms <= 1000.0),
         });
     }
     out
