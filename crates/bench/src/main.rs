@@ -144,10 +144,10 @@ fn raise_nofile_limit() {
     let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
         .and_then(|text| text.trim().parse::<u64>().ok());
-    if let Some(ceiling) = ceiling {
-        if rlimit::Resource::NOFILE.set(ceiling, ceiling).is_ok() {
-            return;
-        }
+    if let Some(ceiling) = ceiling
+        && rlimit::Resource::NOFILE.set(ceiling, ceiling).is_ok()
+    {
+        return;
     }
     if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("cannot raise the open-file limit: {err}");

@@ -146,10 +146,10 @@ pub(crate) async fn wait_serving(url: &str, timeout: Duration) -> Result<Instant
                         service: String::new(),
                     })
                     .await;
-                if let Ok(answer) = answer {
-                    if answer.into_inner().status == ServingStatus::Serving as i32 {
-                        return Ok(Instant::now());
-                    }
+                if let Ok(answer) = answer
+                    && answer.into_inner().status == ServingStatus::Serving as i32
+                {
+                    return Ok(Instant::now());
                 }
                 if Instant::now() > deadline {
                     break;

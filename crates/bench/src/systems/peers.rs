@@ -42,10 +42,10 @@ impl Peers {
             let pid = fs::read_to_string(dir.join(format!("{name}.pid")))
                 .ok()
                 .and_then(|pid| pid.trim().parse().ok());
-            if let Some(pid) = pid {
-                if !Path::new(&format!("/proc/{pid}")).exists() {
-                    return Err(format!("not available: process {pid} is not running"));
-                }
+            if let Some(pid) = pid
+                && !Path::new(&format!("/proc/{pid}")).exists()
+            {
+                return Err(format!("not available: process {pid} is not running"));
             }
             Ok(PeerAddr {
                 url: url.trim().to_owned(),
