@@ -216,6 +216,13 @@ impl pb::logging_service_server::LoggingService for NoopService {
         }))
     }
 
+    async fn collect_runs(
+        &self,
+        _request: Request<pb::CollectRunsRequest>,
+    ) -> Result<Response<pb::CollectRunsResponse>, Status> {
+        Err(Status::unimplemented("the no-op server keeps no runs"))
+    }
+
     async fn get_writer_cursor(
         &self,
         _request: Request<pb::GetWriterCursorRequest>,
