@@ -87,6 +87,11 @@ async fn a_full_disk_refuses_appends_keeps_what_was_stored_and_recovers_when_spa
     };
     assert_disk_full(&refused);
     let not_serving = expect_health(&mut health, ServingStatus::NotServing).await;
+    assert_eq!(
+        check_health(&server, baa_logd::health::LIVENESS).await,
+        ServingStatus::Serving,
+        "liveness stays SERVING while the disk is full"
+    );
     eprintln!(
         "disk full after {} items in {:?}: {} {:?}; health NOT_SERVING {:?} later",
         writer.acked,
@@ -264,6 +269,23 @@ async fn watch_health(server: &TestServer) -> Streaming<HealthCheckResponse> {
         .await
         .unwrap()
         .into_inner()
+}
+
+/// The health of `service` now.
+async fn check_health(server: &TestServer, service: &str) -> ServingStatus {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
 }
 
 /// Waits until the health is `want`; returns how long that took.

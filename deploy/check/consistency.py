@@ -116,12 +116,11 @@ def main() -> int:
         )
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         check(probe in container, f"the container has no {probe}")
-        spec = container.get(probe, {})
-        port = (spec.get("grpc") or spec.get("tcpSocket") or {}).get("port")
-        check(port == ports.get("grpc"), f"{probe} does not probe the grpc port")
+        port = container.get(probe, {}).get("grpc", {}).get("port")
+        check(port == ports.get("grpc"), f"{probe} is not a gRPC probe on the grpc port")
     check(
-        "grpc" in container.get("readinessProbe", {}),
-        "readinessProbe is not a gRPC health probe",
+        container.get("livenessProbe", {}).get("grpc", {}).get("service") == "liveness",
+        "livenessProbe must ask the `liveness` health service, which a full disk leaves SERVING",
     )
 
     mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}

@@ -15,6 +15,11 @@ use crate::metrics::Metrics;
 /// The service names whose status follows the store.
 pub(crate) const SERVICES: [&str; 2] = ["", "baa.logging.v1.LoggingService"];
 
+/// A service name for liveness probes: `SERVING` from start to shutdown,
+/// whatever the store says, because restarting a server whose disk is
+/// full frees no space.
+pub const LIVENESS: &str = "liveness";
+
 /// Sets the health of [`SERVICES`] from the store's write health, now and
 /// on every change, until `stop` is cancelled or the store stops telling.
 pub(crate) async fn follow_store(

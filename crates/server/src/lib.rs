@@ -23,7 +23,7 @@ mod append;
 mod config;
 mod convert;
 mod follow;
-mod health;
+pub mod health;
 mod limits;
 pub mod metrics;
 mod retention;
@@ -88,6 +88,9 @@ pub async fn run<S: RunStore>(
     let token = CancellationToken::new();
     let (health, health_service) = tonic_health::server::health_reporter();
     health::set_all(&health, tonic_health::ServingStatus::Serving).await;
+    health
+        .set_service_status(health::LIVENESS, tonic_health::ServingStatus::Serving)
+        .await;
     let metrics = config.metrics.clone();
     if let Some(metrics) = &metrics {
         metrics.count_runs_of(&store);
@@ -137,6 +140,9 @@ pub async fn run<S: RunStore>(
             health_stop.cancel();
             let _ = health_task.await;
             health::set_all(&health, tonic_health::ServingStatus::NotServing).await;
+            health
+                .set_service_status(health::LIVENESS, tonic_health::ServingStatus::NotServing)
+                .await;
             token.cancel();
         }
     };
