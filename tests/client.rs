@@ -51,9 +51,7 @@ fn stdout_texts(events: &[FollowEvent]) -> Vec<String> {
 async fn a_writer_stores_everything_in_order_and_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let client = Client::connect(format!("http://{}", server.addr))
-        .await
-        .unwrap();
+    let client = server.typed_client().await;
     let writer = client
         .prepare_writer(
             NewRun::new("t", "r").step("build", "Build"),
@@ -128,9 +126,7 @@ async fn a_writer_stores_everything_in_order_and_finishes() {
 async fn errors_that_retrying_cannot_cure_come_back_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let client = Client::connect(format!("http://{}", server.addr))
-        .await
-        .unwrap();
+    let client = server.typed_client().await;
 
     let unknown = client
         .writer(RunKey::new("t", "nope"), WriterOptions::default())
@@ -362,9 +358,7 @@ async fn a_stalled_server_makes_appends_wait_not_pile_up() {
 async fn output_writers_keep_split_characters_and_replace_bad_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let client = Client::connect(format!("http://{}", server.addr))
-        .await
-        .unwrap();
+    let client = server.typed_client().await;
     let writer = client
         .prepare_writer(NewRun::new("t", "r"), WriterOptions::default())
         .await
@@ -429,9 +423,7 @@ async fn the_writer_keeps_within_the_servers_limits() {
         },
     )
     .await;
-    let client = Client::connect(format!("http://{}", server.addr))
-        .await
-        .unwrap();
+    let client = server.typed_client().await;
     let writer = client
         .prepare_writer(NewRun::new("t", "r"), WriterOptions::default())
         .await

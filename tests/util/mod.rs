@@ -77,6 +77,13 @@ impl TestServer {
             .expect("connects")
     }
 
+    /// A typed client (the client crate's) of this server.
+    pub async fn typed_client(&self) -> baa_logging_client::Client {
+        baa_logging_client::Client::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connects")
+    }
+
     /// Shuts the server down gracefully and waits until it stopped.
     pub async fn stop(mut self) {
         let _ = self.stop.take().expect("running").send(());

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::{ClientError, pb};
+use crate::{ClientError, pb, writer::now_iso};
 
 /// A run's name: its task id and run id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -162,11 +162,4 @@ impl NewRun {
             state: Some(self.state),
         }
     }
-}
-
-/// Now, as JavaScript's `toISOString` writes it.
-fn now_iso() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
 }
