@@ -9,7 +9,8 @@
 //! - [`json`]: structured data between JSON and `google.protobuf.Struct`.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 //! - [`DEFAULT_RUNS_DIRECTORY_NAME`] and [`DEFAULT_RUN_LAYOUT_VERSION`]: the
-//!   contract's two constants.
+//!   contract's two constants, and [`Limits`] with the defaults a client
+//!   falls back on, from [`config`].
 
 pub mod json;
 
@@ -23,8 +24,8 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("baa_logging_v1_descriptor");
 
-/// The name of the directory that holds all runs by default.
-pub const DEFAULT_RUNS_DIRECTORY_NAME: &str = "runs";
+pub use baa_logging_config::{DEFAULT_RUN_LAYOUT_VERSION, DEFAULT_RUNS_DIRECTORY_NAME, Limits};
 
-/// The version of the run directory layout this crate describes.
-pub const DEFAULT_RUN_LAYOUT_VERSION: &str = "local-run-v1";
+/// The settings shared by the server, the store and the client, each
+/// defined once (the `baa-logging-config` crate).
+pub use baa_logging_config as config;

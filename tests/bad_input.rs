@@ -1,7 +1,7 @@
 //! Bad input: a clear status naming the problem, and nothing written.
 
 use baa_logd::ServerConfig;
-use baa_logging::pb;
+use baa_logging::{Limits, pb};
 use tonic::Code;
 
 use crate::util::{
@@ -228,8 +228,11 @@ async fn append_streams_must_open_first_and_carry_valid_items() {
 async fn messages_and_entries_over_the_limits_are_resource_exhausted() {
     let dir = tempfile::tempdir().unwrap();
     let config = ServerConfig {
-        max_message_bytes: 64 * 1024,
-        max_entry_bytes: 16 * 1024,
+        limits: Limits {
+            max_message_bytes: 64 * 1024,
+            max_entry_bytes: 16 * 1024,
+            ..Limits::default()
+        },
         ..ServerConfig::default()
     };
     let server = TestServer::start_with(dir.path(), config).await;

@@ -417,8 +417,11 @@ async fn the_writer_keeps_within_the_servers_limits() {
     let server = TestServer::start_with(
         dir.path(),
         baa_logd::ServerConfig {
-            max_data_bytes: 1000,
-            max_batch_entries: 10,
+            limits: baa_logging::Limits {
+                max_data_bytes: 1000,
+                max_batch_entries: 10,
+                ..baa_logging::Limits::default()
+            },
             ..baa_logd::ServerConfig::default()
         },
     )

@@ -5,13 +5,16 @@
 use std::time::{Duration, Instant};
 
 use baa_logd::ServerConfig;
-use baa_logging::pb;
+use baa_logging::{Limits, pb};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
+use baa_logging_client::connect;
+
 use crate::util::{
-    TestServer, append, assert_status, follow_request, open, prepare, stdout, writer_cursor,
+    TestServer, append, assert_status, event, follow_request, open, prepare,
+    process::ServerProcess, stdout, writer_cursor,
 };
 
 /// A server over a fresh directory with `config`.
@@ -26,7 +29,10 @@ async fn server(config: ServerConfig) -> (tempfile::TempDir, TestServer) {
 #[tokio::test]
 async fn a_batch_over_max_batch_entries_is_refused_by_name() {
     let (_dir, server) = server(ServerConfig {
-        max_batch_entries: 10,
+        limits: Limits {
+            max_batch_entries: 10,
+            ..Limits::default()
+        },
         ..ServerConfig::default()
     })
     .await;
@@ -51,8 +57,11 @@ async fn a_batch_over_max_batch_entries_is_refused_by_name() {
 #[tokio::test]
 async fn followers_over_their_caps_are_refused_by_name() {
     let (_dir, server) = server(ServerConfig {
-        max_followers_per_run: 2,
-        max_followers: 3,
+        limits: Limits {
+            max_followers_per_run: 2,
+            max_followers: 3,
+            ..Limits::default()
+        },
         ..ServerConfig::default()
     })
     .await;
@@ -90,7 +99,10 @@ async fn followers_over_their_caps_are_refused_by_name() {
 #[tokio::test]
 async fn an_idle_append_stream_is_closed_and_keeps_what_it_sent() {
     let (_dir, server) = server(ServerConfig {
-        append_idle_timeout: Duration::from_millis(300),
+        limits: Limits {
+            append_idle_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        },
         ..ServerConfig::default()
     })
     .await;
@@ -129,7 +141,10 @@ async fn an_idle_append_stream_is_closed_and_keeps_what_it_sent() {
 #[tokio::test]
 async fn a_run_over_its_append_rate_is_paced_not_refused() {
     let (_dir, server) = server(ServerConfig {
-        append_rate: 200,
+        limits: Limits {
+            append_rate: 200,
+            ..Limits::default()
+        },
         ..ServerConfig::default()
     })
     .await;
@@ -155,4 +170,89 @@ async fn a_run_over_its_append_rate_is_paced_not_refused() {
         started.elapsed()
     );
     server.stop().await;
+}
+
+/// What `GetServerInfo` reports is what the server and its store enforce,
+/// in the `baa-logd` binary with limits from its flags: an entry, event
+/// data and a batch exactly at each limit are stored, one byte or item
+/// over is refused naming the limit.
+#[tokio::test]
+async fn server_info_reports_the_limits_the_store_enforces() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with_args(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--max-entry-bytes",
+            "1000",
+            "--max-data-bytes",
+            "300",
+            "--max-batch-entries",
+            "7",
+        ],
+    );
+    let mut client = connect(server.url()).await.unwrap();
+    let info = client
+        .get_server_info(pb::GetServerInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            info.max_entry_bytes,
+            info.max_data_bytes,
+            info.max_batch_entries
+        ),
+        (1000, 300, 7)
+    );
+    assert_eq!(
+        info.max_message_bytes,
+        Limits::default().max_message_bytes as u64
+    );
+    let entry_limit = info.max_entry_bytes as usize;
+    let data_limit = info.max_data_bytes as usize;
+    prepare(&mut client, "t", "r").await;
+
+    let at_limit: Vec<_> = (1..=info.max_batch_entries)
+        .map(|n| stdout(n, &"x".repeat(entry_limit)))
+        .collect();
+    append(&mut client, vec![open("t", "r", "w", at_limit)])
+        .await
+        .unwrap();
+    let over = vec![stdout(8, &"x".repeat(entry_limit + 1))];
+    let result = append(&mut client, vec![open("t", "r", "w", over)]).await;
+    assert_status(result, Code::ResourceExhausted, "max_entry_bytes (1000)");
+
+    // `{"k":"…"}` is 8 bytes of JSON around the value.
+    let data = |len: usize| {
+        let mut data = prost_types::Struct::default();
+        data.fields.insert(
+            "k".into(),
+            prost_types::Value {
+                kind: Some(prost_types::value::Kind::StringValue("d".repeat(len - 8))),
+            },
+        );
+        Some(data)
+    };
+    let started = pb::WorkerLifecycleEventType::WorkerStarted;
+    let at_limit = vec![event(8, started, "at", data(data_limit))];
+    append(&mut client, vec![open("t", "r", "w", at_limit)])
+        .await
+        .unwrap();
+    let over = vec![event(9, started, "over", data(data_limit + 1))];
+    let result = append(&mut client, vec![open("t", "r", "w", over)]).await;
+    assert_status(result, Code::ResourceExhausted, "max_data_bytes (300)");
+
+    let too_many: Vec<_> = (9..=9 + info.max_batch_entries)
+        .map(|n| stdout(n, "y"))
+        .collect();
+    let result = append(&mut client, vec![open("t", "r", "w", too_many)]).await;
+    assert_status(result, Code::ResourceExhausted, "max_batch_entries (7)");
+    assert_eq!(
+        writer_cursor(&mut client, "t", "r", "w")
+            .await
+            .last_writer_seq,
+        8
+    );
 }

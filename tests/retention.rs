@@ -13,10 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use baa_logd::{Security, ServerConfig, security::TokenSet};
+use baa_logd::{Security, ServerConfig, security::TokenSet, settings::Retention};
 use baa_logging::pb;
 use baa_logging_client::{ConnectOptions, LoggingClient};
-use baa_logging_store::RetentionPolicy;
 use futures::StreamExt;
 use tokio::{process::Command, sync::mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -436,11 +435,11 @@ async fn running_runs_and_runs_with_open_streams_are_never_deleted() {
 async fn the_periodic_pass_deletes_by_itself() {
     let dir = tempfile::tempdir().unwrap();
     let config = ServerConfig {
-        retention: RetentionPolicy {
+        retention: Retention {
             max_age: Some(MONTH),
             max_bytes: None,
+            interval: Duration::from_millis(50),
         },
-        retention_interval: Duration::from_millis(50),
         ..ServerConfig::default()
     };
     let server = TestServer::start_with(dir.path(), config).await;

@@ -35,9 +35,9 @@ impl TestServer {
 
     /// Starts a server over a data directory with these limits.
     pub async fn start_with(data_dir: &Path, config: ServerConfig) -> Self {
+        // The store enforces the very limits the server reports.
         let options = LocalStoreOptions {
-            max_entry_bytes: config.max_entry_bytes,
-            max_data_bytes: config.max_data_bytes,
+            limits: config.limits.clone(),
             ..LocalStoreOptions::new(data_dir)
         };
         let store = LocalStore::open(options).expect("store opens");

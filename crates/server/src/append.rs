@@ -21,13 +21,17 @@ use crate::{
     status::to_status,
 };
 
+/// An append stream gathers messages that are already received up to
+/// about this many bytes into one commit.
+const APPEND_BATCH_BYTES: usize = 1024 * 1024;
+
 /// `AppendLogs`.
 #[tracing::instrument(skip_all, fields(task_id, run_id, writer_id))]
 pub(crate) async fn append_logs<S: RunStore>(
     service: &GrpcLoggingService<S>,
     mut stream: Streaming<pb::AppendLogsRequest>,
 ) -> Result<pb::AppendLogsResponse, Status> {
-    let limit = service.config.max_message_bytes;
+    let limit = service.config.limits.max_message_bytes;
     let first = stream
         .message()
         .await
@@ -59,9 +63,9 @@ pub(crate) async fn append_logs<S: RunStore>(
         .map_err(to_status)?;
 
     let pace = service.append_rates.open(&key);
-    let idle = service.config.append_idle_timeout;
+    let idle = service.config.limits.append_idle_timeout;
     let mut batch = Batch {
-        max_items: service.config.max_batch_entries,
+        max_items: service.config.limits.max_batch_entries,
         ..Batch::default()
     };
     let mut failure = batch.accept_items(first.items).err();
@@ -72,7 +76,7 @@ pub(crate) async fn append_logs<S: RunStore>(
     };
     loop {
         // Gather what has already arrived into one commit.
-        while failure.is_none() && !ended && batch.bytes < service.config.append_batch_bytes {
+        while failure.is_none() && !ended && batch.bytes < APPEND_BATCH_BYTES {
             match stream.message().now_or_never() {
                 None => break,
                 Some(Ok(Some(message))) => failure = batch.accept(message).err(),

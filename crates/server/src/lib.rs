@@ -46,7 +46,7 @@ use tracing::{debug, info, warn};
 use crate::security::AuthLayer;
 
 pub use crate::{
-    config::ServerConfig,
+    config::{FOLLOW_BATCH_BYTES, ServerConfig},
     metrics::Metrics,
     retention::RetentionCounters,
     security::Security,
@@ -110,11 +110,14 @@ pub async fn run<S: RunStore>(
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let max_message_bytes = config.max_message_bytes;
+    let max_message_bytes = config.limits.max_message_bytes;
     let security = config.security.clone();
-    let keepalive = (config.keepalive_interval, config.keepalive_timeout);
-    let max_streams = config.max_streams_per_connection;
-    let (policy, interval) = (config.retention, config.retention_interval);
+    let keepalive = (
+        config.limits.keepalive_interval,
+        config.limits.keepalive_timeout,
+    );
+    let max_streams = config.limits.max_streams_per_connection;
+    let (policy, interval) = (config.retention.policy(), config.retention.interval);
     let service = GrpcLoggingService::new(store.clone(), config, token.clone());
     let periodic = retention::spawn_periodic(
         store.clone(),

@@ -1,11 +1,11 @@
 //! `baa-logd`: reads its configuration, binds the listener, and serves
 //! until SIGINT or SIGTERM.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use baa_logd::{LogFormat, Metrics, ServerConfig, Settings};
 use baa_logging_store::{LocalStore, LocalStoreOptions};
-use clap::{Args, Parser};
+use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
@@ -28,11 +28,11 @@ struct Cli {
     #[arg(long)]
     #[serde(skip)]
     print_config: bool,
-    /// The address to listen on; port 0 picks a free port [default: 127.0.0.1:50051].
+    /// The address to listen on; port 0 picks a free port.
     #[arg(long, env = "BAA_LOGD_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<SocketAddr>,
-    /// The runs root: runs live in <data-dir>/<taskId>/<runId>/ [default: ./runs].
+    /// The runs root: runs live in <data-dir>/<taskId>/<runId>/.
     #[arg(long, env = "BAA_LOGD_DATA_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     data_dir: Option<PathBuf>,
@@ -40,7 +40,7 @@ struct Cli {
     #[arg(long, env = "BAA_LOGD_METRICS_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_listen: Option<SocketAddr>,
-    /// How the server's own log lines are written [default: text].
+    /// How the server's own log lines are written.
     #[arg(long, env = "BAA_LOGD_LOG_FORMAT", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     log_format: Option<LogFormat>,
@@ -90,47 +90,47 @@ struct TlsArgs {
 #[derive(Debug, Args, Serialize)]
 #[command(next_help_heading = "Limits")]
 struct LimitArgs {
-    /// The largest request message, in bytes [default: 4194304].
+    /// The largest request message, in bytes.
     #[arg(long, env = "BAA_LOGD_MAX_MESSAGE_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_message_bytes: Option<usize>,
-    /// The largest text or message of one entry, in bytes [default: 1048576].
+    /// The largest text or message of one entry, in bytes.
     #[arg(long, env = "BAA_LOGD_MAX_ENTRY_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_entry_bytes: Option<usize>,
-    /// The largest structured data of one event, as JSON, in bytes [default: 262144].
+    /// The largest structured data of one event, as JSON, in bytes.
     #[arg(long, env = "BAA_LOGD_MAX_DATA_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_data_bytes: Option<usize>,
-    /// The most items in one Append message [default: 10000].
+    /// The most items in one Append message.
     #[arg(long, env = "BAA_LOGD_MAX_BATCH_ENTRIES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_batch_entries: Option<usize>,
-    /// The most concurrent calls on one HTTP/2 connection [default: 1024].
+    /// The most concurrent calls on one HTTP/2 connection.
     #[arg(long, env = "BAA_LOGD_MAX_STREAMS_PER_CONNECTION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_streams_per_connection: Option<u32>,
-    /// How often to ping each connection, e.g. 30s [default: 30s].
+    /// How often to ping each connection, e.g. 30s.
     #[arg(long, env = "BAA_LOGD_KEEPALIVE_INTERVAL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     keepalive_interval: Option<String>,
-    /// How long a ping may go unanswered [default: 20s].
+    /// How long a ping may go unanswered.
     #[arg(long, env = "BAA_LOGD_KEEPALIVE_TIMEOUT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     keepalive_timeout: Option<String>,
-    /// Close an Append stream that sends nothing for this long [default: 10m].
+    /// Close an Append stream that sends nothing for this long.
     #[arg(long, env = "BAA_LOGD_APPEND_IDLE_TIMEOUT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     append_idle_timeout: Option<String>,
-    /// The most entries a second one run takes; 0: no limit [default: 1000000].
+    /// The most entries a second one run takes; 0: no limit.
     #[arg(long, env = "BAA_LOGD_APPEND_RATE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     append_rate: Option<u64>,
-    /// The most followers of one run [default: 1024].
+    /// The most followers of one run.
     #[arg(long, env = "BAA_LOGD_MAX_FOLLOWERS_PER_RUN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_followers_per_run: Option<usize>,
-    /// The most followers in all [default: 65536].
+    /// The most followers in all.
     #[arg(long, env = "BAA_LOGD_MAX_FOLLOWERS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_followers: Option<usize>,
@@ -148,14 +148,14 @@ struct RetentionArgs {
     #[arg(long = "retention-max-bytes", env = "BAA_LOGD_RETENTION_MAX_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_bytes: Option<u64>,
-    /// How often retention runs; 0s: only on demand, with `baa-log gc` [default: 10m].
+    /// How often retention runs; 0s: only on demand, with `baa-log gc`.
     #[arg(long = "retention-interval", env = "BAA_LOGD_RETENTION_INTERVAL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     interval: Option<String>,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let settings = match Settings::load(cli.config.as_deref(), &cli) {
         Ok(settings) => settings,
         Err(err) => {
@@ -188,6 +188,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Parses the command line, with each flag's help ending in its default
+/// as [`Settings::default`] has it: the defaults are written once, there.
+fn parse_cli() -> Cli {
+    let defaults: HashMap<String, String> = Settings::defaults().into_iter().collect();
+    let command = Cli::command().mut_args(|arg| {
+        match (defaults.get(arg.get_id().as_str()), arg.get_help()) {
+            (Some(default), Some(help)) => {
+                let help = format!("{help} [default: {default}]");
+                arg.help(help)
+            }
+            _ => arg,
+        }
+    });
+    match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    }
+}
+
 /// Logs to stderr, as text or JSON, filtered by `RUST_LOG` (default info).
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -212,11 +231,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
     }
     let metrics = settings.metrics_listen.map(|_| Metrics::new());
     let options = LocalStoreOptions {
-        max_entry_bytes: settings.limits.max_entry_bytes,
-        max_data_bytes: settings.limits.max_data_bytes,
-        sync_commits: settings.sync,
         observer: metrics.as_ref().map(Metrics::store_observer),
-        ..LocalStoreOptions::new(&settings.data_dir)
+        ..settings.store_options()
     };
     let store = LocalStore::open(options).map_err(|err| {
         format!(

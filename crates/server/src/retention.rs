@@ -140,7 +140,7 @@ pub(crate) async fn collect_runs<S: RunStore>(
     service: &GrpcLoggingService<S>,
     request: pb::CollectRunsRequest,
 ) -> Result<pb::CollectRunsResponse, Status> {
-    let configured = service.config.retention;
+    let configured = service.config.retention.policy();
     let policy = RetentionPolicy {
         max_age: match request.max_age {
             Some(age) => Some(from_duration("max_age", age)?),

@@ -45,10 +45,10 @@ impl<S: RunStore> GrpcLoggingService<S> {
             store,
             followers: Arc::new(Occupancy::new(
                 "followers",
-                config.max_followers_per_run,
-                config.max_followers,
+                config.limits.max_followers_per_run,
+                config.limits.max_followers,
             )),
-            append_rates: Arc::new(AppendRates::new(config.append_rate)),
+            append_rates: Arc::new(AppendRates::new(config.limits.append_rate)),
             retention: Arc::new(RetentionCounters::with_metrics(config.metrics.clone())),
             config,
             shutdown,
@@ -78,10 +78,10 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
             runs_directory_name: DEFAULT_RUNS_DIRECTORY_NAME.to_owned(),
             run_layout_version: DEFAULT_RUN_LAYOUT_VERSION.to_owned(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
-            max_message_bytes: self.config.max_message_bytes as u64,
-            max_entry_bytes: self.config.max_entry_bytes as u64,
-            max_data_bytes: self.config.max_data_bytes as u64,
-            max_batch_entries: self.config.max_batch_entries as u64,
+            max_message_bytes: self.config.limits.max_message_bytes as u64,
+            max_entry_bytes: self.config.limits.max_entry_bytes as u64,
+            max_data_bytes: self.config.limits.max_data_bytes as u64,
+            max_batch_entries: self.config.limits.max_batch_entries as u64,
         }))
     }
 

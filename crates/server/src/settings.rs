@@ -14,6 +14,8 @@ use std::{
     time::Duration,
 };
 
+pub use baa_logging::Limits;
+use baa_logging_store::{LocalStoreOptions, RetentionPolicy};
 use figment::{
     Figment,
     providers::{Format, Serialized, Toml},
@@ -40,7 +42,8 @@ pub struct Settings {
     pub token_file: Option<PathBuf>,
     /// TLS; off unless a certificate and key are given.
     pub tls: TlsSettings,
-    /// Limits that protect the server.
+    /// Limits that protect the server, shared with the store and reported
+    /// to clients (see [`Limits`]).
     pub limits: Limits,
     /// Which finished runs are deleted, and when.
     pub retention: Retention,
@@ -92,57 +95,6 @@ impl TlsSettings {
     }
 }
 
-/// Limits, each with a default a single server can afford.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
-    /// The largest request message decoded, in bytes.
-    pub max_message_bytes: usize,
-    /// The largest text or message of one entry, in bytes.
-    pub max_entry_bytes: usize,
-    /// The largest structured data of one event, as JSON, in bytes.
-    pub max_data_bytes: usize,
-    /// The most items in one Append message.
-    pub max_batch_entries: usize,
-    /// The most concurrent streams (calls) on one HTTP/2 connection.
-    pub max_streams_per_connection: u32,
-    /// How often the server pings an HTTP/2 connection.
-    #[serde(with = "humantime_serde")]
-    pub keepalive_interval: Duration,
-    /// How long a ping may go unanswered before the connection is closed.
-    #[serde(with = "humantime_serde")]
-    pub keepalive_timeout: Duration,
-    /// An Append stream that sends nothing for this long is closed; what
-    /// it sent is kept.
-    #[serde(with = "humantime_serde")]
-    pub append_idle_timeout: Duration,
-    /// The most entries a second one run takes; faster writers are slowed
-    /// down to it (0: no limit).
-    pub append_rate: u64,
-    /// The most followers of one run.
-    pub max_followers_per_run: usize,
-    /// The most followers in all.
-    pub max_followers: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_message_bytes: 4 * 1024 * 1024,
-            max_entry_bytes: 1024 * 1024,
-            max_data_bytes: 256 * 1024,
-            max_batch_entries: 10_000,
-            max_streams_per_connection: 1024,
-            keepalive_interval: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(20),
-            append_idle_timeout: Duration::from_secs(600),
-            append_rate: 1_000_000,
-            max_followers_per_run: 1024,
-            max_followers: 65_536,
-        }
-    }
-}
-
 /// Retention: which finished runs are deleted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -157,6 +109,16 @@ pub struct Retention {
     /// demand (`CollectRuns`, `baa-log gc`).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+}
+
+impl Retention {
+    /// Which runs a pass deletes.
+    pub fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            max_age: self.max_age,
+            max_bytes: self.max_bytes,
+        }
+    }
 }
 
 impl Default for Retention {
@@ -175,6 +137,9 @@ pub enum SettingsError {
     /// The file or an override is malformed.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// A limit cannot work.
+    #[error("invalid configuration: {0}")]
+    Limit(#[from] baa_logging::config::InvalidLimit),
 }
 
 impl Settings {
@@ -185,7 +150,9 @@ impl Settings {
     /// # Errors
     ///
     /// [`SettingsError::Invalid`] for an unreadable or malformed file, an
-    /// unknown key, or a value of the wrong type; the message names it.
+    /// unknown key, or a value of the wrong type; [`SettingsError::Limit`]
+    /// for limits that cannot work together (see [`Limits::sanitize`]).
+    /// The message names the key.
     pub fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Self, SettingsError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(file) = file {
@@ -197,15 +164,56 @@ impl Settings {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment
+        let settings: Self = figment
             .merge(Serialized::defaults(overrides))
             .extract()
-            .map_err(|err| SettingsError::Invalid(err.to_string()))
+            .map_err(|err| SettingsError::Invalid(err.to_string()))?;
+        settings.limits.sanitize()?;
+        Ok(settings)
+    }
+
+    /// The options to open the local store with: the data directory,
+    /// `sync`, and the very limits the server serves with.
+    pub fn store_options(&self) -> LocalStoreOptions {
+        LocalStoreOptions {
+            limits: self.limits.clone(),
+            sync_commits: self.sync,
+            ..LocalStoreOptions::new(&self.data_dir)
+        }
+    }
+
+    /// The default of every setting that has one, by its key (the key of
+    /// its table's field: `max_entry_bytes`, `interval`), as the
+    /// configuration file would spell it; for the flags' help.
+    pub fn defaults() -> Vec<(String, String)> {
+        let mut defaults = Vec::new();
+        let Ok(toml::Value::Table(table)) = toml::Value::try_from(Self::default()) else {
+            return defaults;
+        };
+        for (key, value) in table {
+            match value {
+                toml::Value::Table(section) => defaults.extend(
+                    section
+                        .into_iter()
+                        .map(|(key, value)| (key, show_value(&value))),
+                ),
+                value => defaults.push((key, show_value(&value))),
+            }
+        }
+        defaults
     }
 
     /// The configuration as TOML, for `--print-config`. It holds no secret:
     /// tokens live in the token file, which is only named.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|err| format!("# cannot print: {err}\n"))
+    }
+}
+
+/// A value as a flag takes it: strings unquoted.
+fn show_value(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(text) => text.clone(),
+        other => other.to_string(),
     }
 }

@@ -17,12 +17,17 @@ use tracing::{error, warn};
 /// The status a client gets for a store error.
 pub(crate) fn to_status(err: StoreError) -> Status {
     match err {
-        StoreError::InvalidArgument(message) => Status::invalid_argument(message),
-        err @ StoreError::RunNotFound(_) => Status::not_found(err.to_string()),
-        StoreError::AlreadyExists(message) => Status::already_exists(message),
-        StoreError::FailedPrecondition(message) => Status::failed_precondition(message),
-        StoreError::ResourceExhausted(message) => Status::resource_exhausted(message),
-        StoreError::ShuttingDown => Status::unavailable("the server is shutting down"),
+        StoreError::InvalidId { .. }
+        | StoreError::InvalidTime { .. }
+        | StoreError::InvalidPageToken { .. }
+        | StoreError::ZeroWriterSeq
+        | StoreError::FinishedAtWithoutTerminalStatus => Status::invalid_argument(err.to_string()),
+        StoreError::RunNotFound(_) => Status::not_found(err.to_string()),
+        StoreError::MetadataMismatch(_) => Status::already_exists(err.to_string()),
+        StoreError::WriterSeqGap { .. }
+        | StoreError::Terminal { .. }
+        | StoreError::BadTransition { .. } => Status::failed_precondition(err.to_string()),
+        StoreError::TooLarge { .. } => Status::resource_exhausted(err.to_string()),
         StoreError::Io { context, source }
             if matches!(
                 source.kind(),
@@ -49,8 +54,22 @@ pub(crate) fn to_status(err: StoreError) -> Status {
                 source.kind()
             ))
         }
-        StoreError::Corrupt(message) => {
-            error!(cause = %message, "corrupt run files");
+        err @ StoreError::Broken { .. } => {
+            error!(cause = %err, "a run takes no writes");
+            Status::internal(
+                "the server could not undo a failed write of the run; it takes no writes until \
+                 the server restarts; see the server log",
+            )
+        }
+        err @ StoreError::TaskFailed(_) => {
+            error!(cause = %err, "storage failure");
+            Status::internal(
+                "the server could not store or read the run (a task failed); nothing was \
+                 half-written; see the server log",
+            )
+        }
+        err @ StoreError::Damaged { .. } => {
+            error!(cause = %err, "corrupt run files");
             Status::internal("the run's files on the server are damaged; see the server log")
         }
     }

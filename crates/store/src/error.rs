@@ -1,29 +1,126 @@
-//! The one error type of the store. The gRPC layer maps each variant to a
-//! status code in one place.
+//! The one error type of the store. Each variant names what the store saw,
+//! with the facts a caller needs to act on it; the gRPC layer maps each to
+//! a status code in one place, and tests match variants, not messages.
 
-use std::io;
+use std::{io, path::PathBuf};
+
+use crate::model::{RunKey, RunStatus};
 
 /// What went wrong in a store operation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The request is malformed: a bad id, a missing or unknown value.
-    #[error("{0}")]
-    InvalidArgument(String),
-    /// The run does not exist.
+    /// An id that cannot name a run, a task, a step or a writer: it would
+    /// escape the run directory or hide in it (see [`crate::ids`]).
+    #[error("{field} {value:?} {problem}")]
+    InvalidId {
+        /// The request field, e.g. `task_id`.
+        field: String,
+        /// The first characters of the value.
+        value: String,
+        /// The rule it breaks.
+        problem: String,
+    },
+    /// A time that is not RFC 3339.
+    #[error("{field} {value:?} is not an RFC 3339 time: {reason}")]
+    InvalidTime {
+        /// The request field, e.g. `created_at`.
+        field: String,
+        /// The value as sent.
+        value: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// A page token this store did not give.
+    #[error("page_token {token:?} is not a token this server gave")]
+    InvalidPageToken {
+        /// The token as sent.
+        token: String,
+    },
+    /// An item with writer sequence number 0: they start at 1.
+    #[error("writer_seq must be 1 or more")]
+    ZeroWriterSeq,
+    /// A patch that sets `finished_at` without moving the run to a terminal
+    /// status.
+    #[error("patch.finished_at is only taken with a terminal status")]
+    FinishedAtWithoutTerminalStatus,
+    /// The run does not exist, or retention deleted it.
     #[error("run `{0}` not found")]
-    RunNotFound(String),
-    /// The run exists with other metadata.
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// The run's state forbids the operation.
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// The request is over a limit; the message names it.
-    #[error("{0}")]
-    ResourceExhausted(String),
-    /// The store is closing.
-    #[error("the store is shutting down")]
-    ShuttingDown,
+    RunNotFound(RunKey),
+    /// A prepare of a run that exists with other metadata.
+    #[error("run `{0}` exists with other metadata")]
+    MetadataMismatch(RunKey),
+    /// A writer skipped sequence numbers: the run holds its items up to
+    /// `expected - 1`, and it sent `got`. The items before it were stored.
+    #[error(
+        "writer `{writer_id}` sent writer_seq {got}, but run `{key}` holds its items up to {}: \
+         re-send from {expected}",
+        expected - 1
+    )]
+    WriterSeqGap {
+        /// The run.
+        key: RunKey,
+        /// The writer.
+        writer_id: String,
+        /// The writer sequence number the run takes next.
+        expected: u64,
+        /// The one it was sent.
+        got: u64,
+    },
+    /// The run is terminal: its state and its log never change again.
+    #[error("run `{key}` is {}, a terminal status: {refused}", status.as_str())]
+    Terminal {
+        /// The run.
+        key: RunKey,
+        /// Its terminal status.
+        status: RunStatus,
+        /// What was refused.
+        refused: Refused,
+    },
+    /// A status change the run's life does not allow (see
+    /// [`RunStatus::can_move_to`]).
+    #[error("run `{key}` cannot move from {} to {}", from.as_str(), to.as_str())]
+    BadTransition {
+        /// The run.
+        key: RunKey,
+        /// Its status.
+        from: RunStatus,
+        /// The status asked for.
+        to: RunStatus,
+    },
+    /// A part of an item over its limit. The items before it were stored.
+    #[error("the {part} of item {writer_seq} is {len} bytes{}, over {limit} ({max})",
+        if matches!(part, EntryPart::Data) { " as JSON" } else { "" })]
+    TooLarge {
+        /// Which part of the item.
+        part: EntryPart,
+        /// The item's writer sequence number.
+        writer_seq: u64,
+        /// Its size in bytes.
+        len: usize,
+        /// The limit's name, as the configuration spells it.
+        limit: &'static str,
+        /// The limit.
+        max: usize,
+    },
+    /// A write of the run failed and could not be undone: the run takes no
+    /// more writes until the store opens it again.
+    #[error(
+        "run `{key}` could not undo a failed write ({cause}); it takes no writes until the server restarts"
+    )]
+    Broken {
+        /// The run.
+        key: RunKey,
+        /// Why the undo failed.
+        cause: String,
+    },
+    /// A stored file does not hold what the layout says it must.
+    #[error("{} {problem}", path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A file of the store could not be read or written.
     #[error("{context}: {source}")]
     Io {
@@ -33,9 +130,49 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    /// A stored file does not hold what the layout says it must.
-    #[error("{0}")]
-    Corrupt(String),
+    /// A task of the store's blocking pool panicked or was cancelled before
+    /// it finished; what it did is undone as for a failed write.
+    #[error("a store task failed: {0}")]
+    TaskFailed(String),
+}
+
+/// What a terminal run refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A change of its state.
+    StateChange,
+    /// More entries.
+    Entries,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::StateChange => "its state cannot change",
+            Self::Entries => "it takes no more entries",
+        })
+    }
+}
+
+/// The part of an appended item a size limit applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryPart {
+    /// A lifecycle event's message.
+    Message,
+    /// An output chunk's text.
+    Text,
+    /// A lifecycle event's structured data, as JSON.
+    Data,
+}
+
+impl std::fmt::Display for EntryPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Message => "message",
+            Self::Text => "text",
+            Self::Data => "data",
+        })
+    }
 }
 
 impl StoreError {
@@ -44,6 +181,14 @@ impl StoreError {
         Self::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// A damaged file, and what is wrong with it.
+    pub(crate) fn damaged(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+        Self::Damaged {
+            path: path.into(),
+            problem: problem.into(),
         }
     }
 }

@@ -12,7 +12,7 @@ pub const MAX_ID_BYTES: usize = 128;
 ///
 /// # Errors
 ///
-/// [`StoreError::InvalidArgument`] naming the field and the rule it breaks.
+/// [`StoreError::InvalidId`] naming the field and the rule it breaks.
 pub fn check_id(field: &str, value: &str) -> Result<()> {
     let problem = if value.is_empty() {
         Some("must not be empty".to_owned())
@@ -31,10 +31,11 @@ pub fn check_id(field: &str, value: &str) -> Result<()> {
         None
     };
     match problem {
-        Some(problem) => Err(StoreError::InvalidArgument(format!(
-            "{field} {:?} {problem}",
-            truncate(value)
-        ))),
+        Some(problem) => Err(StoreError::InvalidId {
+            field: field.to_owned(),
+            value: truncate(value),
+            problem,
+        }),
         None => Ok(()),
     }
 }
@@ -55,7 +56,10 @@ mod tests {
         for bad in [
             "", ".", "..", ".hidden", "a/b", "a\\b", "a\0b", "a\nb", "\u{7f}", &long,
         ] {
-            assert!(check_id("task_id", bad).is_err(), "{bad:?} accepted");
+            assert!(
+                matches!(check_id("task_id", bad), Err(StoreError::InvalidId { .. })),
+                "{bad:?} accepted"
+            );
         }
         for good in [
             "task-1",

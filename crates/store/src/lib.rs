@@ -27,14 +27,9 @@ pub mod retention;
 pub mod run_store;
 pub mod time;
 
-pub use error::{Result, StoreError};
+pub use baa_logging_config::{DEFAULT_RUN_LAYOUT_VERSION, DEFAULT_RUNS_DIRECTORY_NAME, Limits};
+pub use error::{EntryPart, Refused, Result, StoreError};
 pub use local::{LocalHold, LocalReader, LocalStore, LocalStoreOptions};
 pub use observe::{CommitStats, DiskWrite, StoreObserver, WriteHealth};
 pub use retention::{CollectReason, CollectedRun, Collection, RetentionPolicy};
 pub use run_store::{ReadFrom, RunReader, RunStore};
-
-/// The name of the directory that holds all runs by default.
-pub const DEFAULT_RUNS_DIRECTORY_NAME: &str = "runs";
-
-/// The version of the run directory layout.
-pub const DEFAULT_RUN_LAYOUT_VERSION: &str = "local-run-v1";

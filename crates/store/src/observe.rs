@@ -7,6 +7,8 @@
 
 use std::{fmt, io, time::Duration};
 
+use crate::model::PerChannel;
+
 /// A kind of disk write the store makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DiskWrite {
@@ -29,14 +31,13 @@ impl DiskWrite {
     }
 }
 
-/// What one commit stored, per channel in the order of
-/// [`WorkerLogChannel::ALL`](crate::model::WorkerLogChannel::ALL).
+/// What one commit stored, per channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CommitStats {
     /// Entries stored.
-    pub entries: [u64; 3],
+    pub entries: PerChannel<u64>,
     /// Bytes added to the channel file (the stored JSON lines).
-    pub bytes: [u64; 3],
+    pub bytes: PerChannel<u64>,
 }
 
 /// Receives what a store does on disk. Every method has an empty default,

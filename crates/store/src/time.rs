@@ -20,13 +20,15 @@ pub fn format_iso(time: DateTime<Utc>) -> String {
 ///
 /// # Errors
 ///
-/// [`StoreError::InvalidArgument`] naming `field` when `value` is not an
+/// [`StoreError::InvalidTime`] naming `field` when `value` is not an
 /// RFC 3339 time.
 pub fn normalize_iso(field: &str, value: &str) -> Result<String> {
     DateTime::parse_from_rfc3339(value)
         .map(|time| format_iso(time.with_timezone(&Utc)))
-        .map_err(|err| {
-            StoreError::InvalidArgument(format!("{field} {value:?} is not an RFC 3339 time: {err}"))
+        .map_err(|err| StoreError::InvalidTime {
+            field: field.to_owned(),
+            value: value.to_owned(),
+            reason: err.to_string(),
         })
 }
 

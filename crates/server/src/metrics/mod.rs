@@ -455,20 +455,19 @@ impl StoreObserver for Observer {
 
     fn committed(&self, stats: &CommitStats) {
         let inner = &self.metrics.inner;
-        for channel in WorkerLogChannel::ALL {
-            let labels = ChannelLabels {
-                channel: channel.as_str(),
-            };
-            let index = channel.index();
-            if stats.entries[index] > 0 {
+        for (channel, &entries) in stats.entries.iter() {
+            if entries > 0 {
+                let labels = ChannelLabels {
+                    channel: channel.as_str(),
+                };
                 inner
                     .appended_entries
                     .get_or_create(&labels)
-                    .inc_by(stats.entries[index]);
+                    .inc_by(entries);
                 inner
                     .appended_bytes
                     .get_or_create(&labels)
-                    .inc_by(stats.bytes[index]);
+                    .inc_by(stats.bytes[channel]);
             }
         }
     }

@@ -7,12 +7,14 @@ use std::{
     collections::{BTreeSet, HashMap},
     fs,
     ops::Bound,
-    path::Path,
 };
 
 use tracing::warn;
 
-use super::{META_FILE, STATE_FILE, fsio::read_json};
+use super::{
+    fsio::read_json,
+    layout::{RunDir, StoreDir, is_store_name},
+};
 use crate::{
     error::{Result, StoreError},
     model::{RunKey, RunMetadata, RunStateSnapshot, RunStatus},
@@ -32,12 +34,13 @@ pub(crate) struct Catalog {
 impl Catalog {
     /// Reads the runs under `root`. Directories that are not runs are
     /// skipped with a warning.
-    pub(crate) fn scan(root: &Path) -> Result<Self> {
+    pub(crate) fn scan(layout: &StoreDir) -> Result<Self> {
+        let root = layout.root();
         let mut catalog = Self::default();
         let tasks = fs::read_dir(root)
             .map_err(|err| StoreError::io(format!("cannot list {}", root.display()), err))?;
         for task in tasks.flatten() {
-            if task.file_name().to_string_lossy().starts_with('.') || !task.path().is_dir() {
+            if is_store_name(&task.file_name().to_string_lossy()) || !task.path().is_dir() {
                 continue;
             }
             let Ok(runs) = fs::read_dir(task.path()) else {
@@ -48,7 +51,7 @@ impl Catalog {
                 if !dir.is_dir() {
                     continue;
                 }
-                match read_run(&dir) {
+                match read_run(&RunDir::new(dir.clone())) {
                     Ok((metadata, status)) => catalog.insert(&metadata, status),
                     Err(err) => {
                         warn!(dir = %dir.display(), cause = %err, "skipping a directory that is not a run")
@@ -127,11 +130,10 @@ impl Catalog {
 }
 
 /// Reads a run's metadata and status.
-fn read_run(dir: &Path) -> Result<(RunMetadata, RunStatus)> {
-    let metadata: RunMetadata = read_json(&dir.join(META_FILE))?
-        .ok_or_else(|| StoreError::Corrupt("no meta.json".to_owned()))?;
-    let state: RunStateSnapshot = read_json(&dir.join(STATE_FILE))?
-        .ok_or_else(|| StoreError::Corrupt("no state.json".to_owned()))?;
+fn read_run(dir: &RunDir) -> Result<(RunMetadata, RunStatus)> {
+    let missing = |path: std::path::PathBuf| StoreError::damaged(path, "is missing");
+    let metadata: RunMetadata = read_json(&dir.meta())?.ok_or_else(|| missing(dir.meta()))?;
+    let state: RunStateSnapshot = read_json(&dir.state())?.ok_or_else(|| missing(dir.state()))?;
     Ok((metadata, state.status))
 }
 
@@ -153,10 +155,8 @@ fn encode_token(key: &SortKey) -> String {
 
 /// Reads a page token back.
 fn decode_token(token: &str) -> Result<SortKey> {
-    let invalid = || {
-        StoreError::InvalidArgument(format!(
-            "page_token {token:?} is not a token this server gave"
-        ))
+    let invalid = || StoreError::InvalidPageToken {
+        token: token.to_owned(),
     };
     if token.len() % 2 != 0 || !token.is_ascii() {
         return Err(invalid());

@@ -27,6 +27,7 @@ use std::{
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::concurrency::lock;
 use crate::{
     error::{Result, StoreError},
     observe::{CommitStats, DiskWrite, StoreObserver, WriteHealth},
@@ -35,15 +36,11 @@ use crate::{
 /// How often a store that cannot write checks whether it can again.
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
-/// The file a probe writes and removes, in the runs root. Its name starts
-/// with a dot, so listings never take it for a task.
-pub(crate) const PROBE_FILE: &str = ".write-probe";
-
 /// The disk under a store: its health and its observer.
 #[derive(Debug)]
 pub(crate) struct Disk {
-    /// The runs root, where probes write.
-    root: PathBuf,
+    /// The file a probe writes and removes, in the runs root.
+    probe_file: PathBuf,
     /// Told of every write.
     observer: Option<Arc<dyn StoreObserver>>,
     /// The store's health, for whoever watches it.
@@ -57,14 +54,15 @@ pub(crate) struct Disk {
 }
 
 impl Disk {
-    /// The disk under `root`, writable until a write says otherwise.
+    /// The disk that holds `probe_file`, writable until a write says
+    /// otherwise.
     pub(crate) fn new(
-        root: PathBuf,
+        probe_file: PathBuf,
         observer: Option<Arc<dyn StoreObserver>>,
         min_free_bytes: u64,
     ) -> Arc<Self> {
         Arc::new(Self {
-            root,
+            probe_file,
             observer,
             health: watch::Sender::new(WriteHealth::Writable),
             min_free_bytes,
@@ -141,7 +139,8 @@ impl Disk {
     /// `min_free_bytes` free, and takes a small file. Blocking.
     fn probe(&self) -> Result<(), String> {
         use nix::sys::statvfs::{FsFlags, statvfs};
-        let stat = statvfs(&self.root).map_err(|err| format!("cannot check the disk: {err}"))?;
+        let dir = self.probe_file.parent().unwrap_or(&self.probe_file);
+        let stat = statvfs(dir).map_err(|err| format!("cannot check the disk: {err}"))?;
         if stat.flags().contains(FsFlags::ST_RDONLY) {
             return Err("the data directory's file system is read-only".to_owned());
         }
@@ -152,15 +151,13 @@ impl Disk {
                 self.min_free_bytes
             ));
         }
-        write_probe_file(&self.root.join(PROBE_FILE))
+        write_probe_file(&self.probe_file)
             .map_err(|err| format!("cannot write in the data directory: {err}"))
     }
 
     /// Locks the health for a change.
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.changing
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.changing)
     }
 }
 

@@ -9,6 +9,7 @@ use std::{
 
 use serde::{Serialize, de::DeserializeOwned};
 
+use super::layout::temp_file;
 use crate::error::{Result, StoreError};
 
 /// Writes `value` as pretty JSON to `path`, atomically: a temporary file in
@@ -16,15 +17,10 @@ use crate::error::{Result, StoreError};
 /// crash leaves either the old file or the new one, never a mix.
 pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let context = || format!("cannot write {}", path.display());
-    let mut bytes = serde_json::to_vec_pretty(value)
-        .map_err(|err| StoreError::io(context(), io::Error::other(err)))?;
+    let mut bytes = serde_json::to_vec_pretty(value).expect("the store's JSON files serialize");
     bytes.push(b'\n');
     let dir = path.parent().expect("a file path has a parent");
-    let name = path
-        .file_name()
-        .expect("a file path has a name")
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = temp_file(path);
     let write = || -> io::Result<()> {
         let mut file = File::create(&tmp)?;
         file.write_all(&bytes)?;
@@ -52,7 +48,7 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     };
     serde_json::from_slice(&bytes)
         .map(Some)
-        .map_err(|err| StoreError::Corrupt(format!("{} is not valid: {err}", path.display())))
+        .map_err(|err| StoreError::damaged(path, format!("is not valid: {err}")))
 }
 
 /// Flushes a directory's entries (new, renamed or removed files) to disk.

@@ -11,6 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::PerChannel;
+
 /// One commit: a run of consecutive sequence numbers from at most one
 /// writer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,11 +29,11 @@ pub(crate) struct JournalRecord {
     /// by one.
     #[serde(default)]
     pub(crate) writer_seq: u64,
-    /// Entries per channel (worker, stdout, stderr).
-    pub(crate) counts: [u64; 3],
-    /// The length of each channel file (worker, stdout, stderr) when the
-    /// commit started: where its entries begin.
-    pub(crate) offsets: [u64; 3],
+    /// Entries per channel, stored as `[worker, stdout, stderr]`.
+    pub(crate) counts: PerChannel<u64>,
+    /// The length of each channel file when the commit started: where its
+    /// entries begin; stored as `[worker, stdout, stderr]`.
+    pub(crate) offsets: PerChannel<u64>,
     /// True for the record that adopts channel files written without a
     /// journal (an existing run found on disk). Its entries are taken as
     /// they are, gaps included, and never cut by recovery.

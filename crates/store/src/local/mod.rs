@@ -1,41 +1,46 @@
 //! The embedded default store: runs as directories on local disk, in the
-//! `local-run-v1` layout.
-//!
-//! ```text
-//! <data dir>/                 the runs root (`runs` by default)
-//!   <taskId>/<runId>/
-//!     meta.json               RunMetadata, written once
-//!     state.json              RunStateSnapshot, replaced atomically
-//!     worker.log              lifecycle entries, JSON Lines
-//!     stdout.log              stdout entries, JSON Lines
-//!     stderr.log              stderr entries, JSON Lines
-//!     journal.jsonl           one record per commit (see `journal`)
-//!     checkpoints/
-//!     artifacts/
-//!   .staging/                 runs being prepared, renamed into place
-//!   .trash/                   runs being deleted by retention
-//! ```
+//! `local-run-v1` layout (see `layout` for every file and directory).
 //!
 //! Runs are opened lazily, on first use, so start-up reads nothing but the
-//! directory itself. See `recovery` for what a crash can leave and how it
-//! is repaired, `disk` for what happens when the disk fills up or turns
-//! read-only, and `retention` for how runs are deleted.
+//! directory itself.
+//!
+//! # Layout
+//!
+//! - `layout`: every name and path on disk ([`StoreDir`](layout::StoreDir),
+//!   [`RunDir`](layout::RunDir)).
+//! - `prepare`: a new run, built in `.staging/` and renamed into place.
+//! - `run`: one open run's log session: appends, state changes, the
+//!   doorbell; `encode` turns payloads into stored lines, `run_files` holds
+//!   the files a commit writes; `recent` keeps the last commits decoded.
+//! - `journal` and `recovery`: what a crash can leave and how it is
+//!   repaired; `lines`: scanning JSON Lines files.
+//! - `reader`: following a run from its files.
+//! - `catalog`: the listing; `retention`: deleting finished runs.
+//! - `disk`: the store's write health and observer; `fsio`: atomic JSON
+//!   files.
+//! - `concurrency`: the locking policy and the blocking pool.
 
 mod catalog;
+mod concurrency;
 mod disk;
+mod encode;
 mod fsio;
 mod journal;
+mod layout;
 mod lines;
+mod options;
+mod prepare;
 mod reader;
 mod recent;
 mod recovery;
 mod retention;
 mod run;
+mod run_files;
 
 use std::{
     collections::HashMap,
-    fs, io,
-    path::{Path, PathBuf},
+    fs,
+    path::Path,
     sync::{Arc, Mutex},
 };
 
@@ -44,85 +49,40 @@ use tracing::{info, warn};
 
 use self::{
     catalog::Catalog,
-    disk::{Disk, PROBE_FILE},
-    fsio::{read_json, sync_dir, write_json_atomic},
-    journal::JournalRecord,
-    retention::{FactsCache, TRASH_DIR},
-    run::{INITIAL_STATUS, Run, RunLimits, encode_entries},
+    concurrency::{blocking, lock},
+    disk::Disk,
+    layout::StoreDir,
+    retention::FactsCache,
+    run::Run,
 };
-pub use self::{reader::LocalReader, retention::LocalHold};
+pub use self::{
+    options::{LocalStoreOptions, MIN_FREE_BYTES},
+    reader::LocalReader,
+    retention::LocalHold,
+};
 use crate::{
-    DEFAULT_RUN_LAYOUT_VERSION,
     error::{Result, StoreError},
     ids::check_id,
     model::{
-        AppendItem, AppendOutcome, AppendPayload, LocalRunPaths, LogLevel, PreparedRun, RunKey,
-        RunMetadata, RunMetadataInput, RunPage, RunQuery, RunStatePatch, RunStateSnapshot,
-        RunStateSnapshotInput, RunStatus, RunView, WorkerLifecycleEventInput,
-        WorkerLifecycleEventType, WorkerLogChannel, WriterCursor,
+        AppendItem, AppendOutcome, PreparedRun, RunKey, RunMetadata, RunMetadataInput, RunPage,
+        RunQuery, RunStatePatch, RunStateSnapshot, RunStateSnapshotInput, RunStatus, RunView,
+        WorkerLogChannel, WriterCursor,
     },
-    observe::{CommitStats, DiskWrite, StoreObserver, WriteHealth},
+    observe::{CommitStats, DiskWrite, WriteHealth},
     retention::{Collection, RetentionPolicy},
     run_store::{ReadFrom, RunStore},
-    time::{normalize_iso, now_iso},
 };
 
-/// `meta.json`.
-const META_FILE: &str = "meta.json";
-/// `state.json`.
-const STATE_FILE: &str = "state.json";
-/// The append journal.
-const JOURNAL_FILE: &str = "journal.jsonl";
-/// Where runs are built before they are renamed into place.
-const STAGING_DIR: &str = ".staging";
 /// How many prepares of different runs may create their runs at once.
 const PREPARE_LOCK_STRIPES: usize = 64;
-
-/// How a [`LocalStore`] behaves.
-#[derive(Debug, Clone)]
-pub struct LocalStoreOptions {
-    /// The runs root: `<data_dir>/<taskId>/<runId>/`.
-    pub data_dir: PathBuf,
-    /// The largest text or message of one entry, in bytes.
-    pub max_entry_bytes: usize,
-    /// The largest structured data of one event, as JSON, in bytes.
-    pub max_data_bytes: usize,
-    /// fsync every commit before acknowledging it. Without it, what was
-    /// acknowledged survives a crash of the process but not of the machine.
-    pub sync_commits: bool,
-    /// After its disk was found full, the store counts as writable again
-    /// once this many bytes are free: enough for a few of its largest
-    /// commits, so that health does not flap while a disk sits at the edge.
-    pub min_free_bytes: u64,
-    /// Told of every disk write, for metrics; none: nobody is told.
-    pub observer: Option<Arc<dyn StoreObserver>>,
-}
-
-impl LocalStoreOptions {
-    /// The defaults for a data directory: 1 MiB texts, 256 KiB data, no
-    /// fsync per commit, 16 MiB free to count as writable again, no
-    /// observer.
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            data_dir: data_dir.into(),
-            max_entry_bytes: 1024 * 1024,
-            max_data_bytes: 256 * 1024,
-            sync_commits: false,
-            min_free_bytes: 16 * 1024 * 1024,
-            observer: None,
-        }
-    }
-}
 
 /// Runs on local disk, in the `local-run-v1` layout.
 #[derive(Debug)]
 pub struct LocalStore {
-    /// The runs root, absolute.
-    root: PathBuf,
-    /// The directory that holds the runs root.
-    repo_root: PathBuf,
-    /// What every run applies.
-    limits: RunLimits,
+    /// Where everything is on disk.
+    layout: StoreDir,
+    /// How the store was opened, shared with every run.
+    options: Arc<LocalStoreOptions>,
     /// The disk: write health and the observer.
     disk: Arc<Disk>,
     /// The runs opened so far. Each cell is filled once, by the first
@@ -150,14 +110,14 @@ impl LocalStore {
     /// # Errors
     ///
     /// [`StoreError::Io`] when the directory cannot be created or read.
-    pub fn open(options: LocalStoreOptions) -> Result<Self> {
+    pub fn open(mut options: LocalStoreOptions) -> Result<Self> {
         let dir = &options.data_dir;
         fs::create_dir_all(dir)
             .map_err(|err| StoreError::io(format!("cannot create {}", dir.display()), err))?;
         let root = fs::canonicalize(dir)
             .map_err(|err| StoreError::io(format!("cannot resolve {}", dir.display()), err))?;
-        for leftover in [STAGING_DIR, TRASH_DIR] {
-            let leftover = root.join(leftover);
+        let layout = StoreDir::new(root.clone());
+        for leftover in [layout.staging(), layout.trash()] {
             if leftover.exists() {
                 fs::remove_dir_all(&leftover).map_err(|err| {
                     StoreError::io(format!("cannot clear {}", leftover.display()), err)
@@ -165,21 +125,16 @@ impl LocalStore {
             }
         }
         // A probe interrupted by a crash.
-        let _ = fs::remove_file(root.join(PROBE_FILE));
-        let repo_root = root
-            .parent()
-            .map_or_else(|| root.clone(), Path::to_path_buf);
+        let _ = fs::remove_file(layout.probe_file());
         info!(data_dir = %root.display(), "store open");
-        let disk = Disk::new(root.clone(), options.observer, options.min_free_bytes);
+        let disk = Disk::new(
+            layout.probe_file(),
+            options.observer.take(),
+            options.min_free_bytes,
+        );
         Ok(Self {
-            root,
-            repo_root,
-            limits: RunLimits {
-                max_entry_bytes: options.max_entry_bytes,
-                max_data_bytes: options.max_data_bytes,
-                max_commit_bytes: 1024 * 1024,
-                sync_commits: options.sync_commits,
-            },
+            layout,
+            options: Arc::new(options),
             disk,
             runs: Mutex::new(HashMap::new()),
             prepare_locks: (0..PREPARE_LOCK_STRIPES)
@@ -200,72 +155,32 @@ impl LocalStore {
 
     /// The runs root, absolute.
     pub fn data_dir(&self) -> &Path {
-        &self.root
-    }
-
-    /// The paths of a run.
-    fn paths(&self, key: &RunKey) -> LocalRunPaths {
-        let task_dir = self.root.join(&key.task_id);
-        let run_dir = task_dir.join(&key.run_id);
-        let show = |path: &Path| path.to_string_lossy().into_owned();
-        LocalRunPaths {
-            layout_version: DEFAULT_RUN_LAYOUT_VERSION.to_owned(),
-            repo_root: show(&self.repo_root),
-            runs_root_dir: show(&self.root),
-            task_runs_dir: show(&task_dir),
-            run_dir: show(&run_dir),
-            checkpoints_dir: show(&run_dir.join("checkpoints")),
-            artifacts_dir: show(&run_dir.join("artifacts")),
-            meta_path: show(&run_dir.join(META_FILE)),
-            state_path: show(&run_dir.join(STATE_FILE)),
-            worker_log_path: show(&run_dir.join(WorkerLogChannel::Worker.file_name())),
-            stdout_log_path: show(&run_dir.join(WorkerLogChannel::Stdout.file_name())),
-            stderr_log_path: show(&run_dir.join(WorkerLogChannel::Stderr.file_name())),
-        }
+        self.layout.root()
     }
 
     /// The run, opened from disk on first use.
     ///
     /// # Errors
     ///
-    /// [`StoreError::InvalidArgument`] for a bad id,
-    /// [`StoreError::RunNotFound`] when it does not exist or retention took
-    /// it.
+    /// [`StoreError::InvalidId`] for a bad id, [`StoreError::RunNotFound`]
+    /// when it does not exist or retention took it.
     async fn run(&self, key: &RunKey) -> Result<Arc<Run>> {
         check_id("task_id", &key.task_id)?;
         check_id("run_id", &key.run_id)?;
-        let cell = {
-            let mut runs = self
-                .runs
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            runs.entry(key.clone()).or_default().clone()
-        };
+        let cell = lock(&self.runs).entry(key.clone()).or_default().clone();
         let opened = cell
             .get_or_try_init(|| {
-                let key = key.clone();
-                let dir = self.root.join(&key.task_id).join(&key.run_id);
-                let paths = self.paths(&key);
-                let limits = self.limits;
-                let disk = self.disk.clone();
-                async move {
-                    tokio::task::spawn_blocking(move || open_run(key, dir, paths, limits, disk))
-                        .await
-                        .map_err(|err| {
-                            StoreError::io("a store task failed", io::Error::other(err))
-                        })?
-                }
+                let (key, options, disk) = (key.clone(), self.options.clone(), self.disk.clone());
+                let (dir, paths) = (self.layout.run(&key), self.layout.paths(&key));
+                blocking(move || Run::load(key, dir, paths, options, disk).map(Arc::new))
             })
             .await;
         match opened {
-            Ok(run) if run.is_deleted() => Err(StoreError::RunNotFound(key.to_string())),
+            Ok(run) if run.is_deleted() => Err(StoreError::RunNotFound(key.clone())),
             Ok(run) => Ok(run.clone()),
             Err(err) => {
                 if matches!(err, StoreError::RunNotFound(_)) {
-                    let mut runs = self
-                        .runs
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let mut runs = lock(&self.runs);
                     if runs.get(key).is_some_and(|cell| cell.get().is_none()) {
                         runs.remove(key);
                     }
@@ -286,13 +201,14 @@ impl LocalStore {
         }
     }
 
-    /// Runs a blocking closure on the blocking pool.
-    async fn blocking<T: Send + 'static>(
-        work: impl FnOnce() -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|err| StoreError::io("a store task failed", io::Error::other(err)))?
+    /// The listing, built from disk on first use.
+    async fn catalog(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Catalog>>> {
+        let mut catalog = self.catalog.lock().await;
+        if catalog.is_none() {
+            let layout = self.layout.clone();
+            *catalog = Some(blocking(move || Catalog::scan(&layout)).await?);
+        }
+        Ok(catalog)
     }
 
     /// Updates the listing, when it was built.
@@ -300,6 +216,51 @@ impl LocalStore {
         if let Some(catalog) = self.catalog.lock().await.as_mut() {
             catalog.insert(metadata, state.status);
         }
+    }
+
+    /// Creates a run that does not exist yet, under its prepare lock.
+    async fn create(
+        &self,
+        metadata: RunMetadata,
+        initial: RunStateSnapshot,
+    ) -> Result<PreparedRun> {
+        let key = metadata.key();
+        let worker_line = {
+            let (layout, key, metadata, initial, disk) = (
+                self.layout.clone(),
+                key.clone(),
+                metadata.clone(),
+                initial.clone(),
+                self.disk.clone(),
+            );
+            blocking(move || {
+                disk.write(DiskWrite::Prepare, || {
+                    prepare::create_run(&layout, &key, &metadata, &initial)
+                })
+            })
+            .await?
+        };
+        // The run's first entry, `run_prepared`, counts as appended.
+        let worker = WorkerLogChannel::Worker;
+        let mut stats = CommitStats::default();
+        stats.entries[worker] = 1;
+        stats.bytes[worker] = worker_line.len() as u64;
+        self.disk.committed(&stats);
+        let run = self.run(&key).await?;
+        self.catalog_insert(&metadata, &initial).await;
+        let entries = worker_line
+            .split(|byte| *byte == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                serde_json::from_slice(line)
+                    .map_err(|err| StoreError::damaged(run.dir.log(worker), err.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PreparedRun {
+            run: self.view(&run),
+            created: true,
+            entries,
+        })
     }
 }
 
@@ -315,88 +276,19 @@ impl RunStore for LocalStore {
         check_id("metadata.task_id", &input.task_id)?;
         check_id("metadata.run_id", &input.run_id)?;
         check_id("metadata.step_id", &input.step_id)?;
-        let metadata = RunMetadata {
-            layout_version: DEFAULT_RUN_LAYOUT_VERSION.to_owned(),
-            created_at: normalize_iso("metadata.created_at", &input.created_at)?,
-            task_id: input.task_id,
-            step_id: input.step_id,
-            step_name: input.step_name,
-            run_id: input.run_id,
-            worker_kind: input.worker_kind,
-            attempt: input.attempt,
-            repo_root: input.repo_root,
-            worktree_path: input.worktree_path,
-            checkpoint_mode: input.checkpoint_mode,
-            prompt_summary: input.prompt_summary,
-            command: input.command,
-        };
-        let now = now_iso();
-        let initial = RunStateSnapshot {
-            status: INITIAL_STATUS,
-            attempt: state.attempt,
-            started_at: normalize_iso("state.started_at", &state.started_at)?,
-            updated_at: now,
-            finished_at: None,
-            last_event_seq: 1,
-            checkpoint_seq: state.checkpoint_seq.unwrap_or(0),
-            summary: state.summary,
-            exit_code: None,
-        };
+        let (metadata, initial) = prepare::new_run(input, state)?;
         let key = metadata.key();
         let _guard = self.prepare_lock(&key).lock().await;
         match self.run(&key).await {
-            Ok(run) => {
-                if run.metadata != metadata {
-                    return Err(StoreError::AlreadyExists(format!(
-                        "run `{key}` exists with other metadata"
-                    )));
-                }
-                return Ok(PreparedRun {
-                    run: self.view(&run),
-                    created: false,
-                    entries: Vec::new(),
-                });
-            }
-            Err(StoreError::RunNotFound(_)) => {}
-            Err(err) => return Err(err),
+            Ok(run) if run.metadata != metadata => Err(StoreError::MetadataMismatch(key)),
+            Ok(run) => Ok(PreparedRun {
+                run: self.view(&run),
+                created: false,
+                entries: Vec::new(),
+            }),
+            Err(StoreError::RunNotFound(_)) => self.create(metadata, initial).await,
+            Err(err) => Err(err),
         }
-        let worker_line = {
-            let (root, key, metadata, initial, disk) = (
-                self.root.clone(),
-                key.clone(),
-                metadata.clone(),
-                initial.clone(),
-                self.disk.clone(),
-            );
-            Self::blocking(move || {
-                disk.write(DiskWrite::Prepare, || {
-                    create_run(&root, &key, &metadata, &initial)
-                })
-            })
-            .await?
-        };
-        // The run's first entry, `run_prepared`, counts as appended.
-        let mut stats = CommitStats::default();
-        let worker = WorkerLogChannel::Worker.index();
-        stats.entries[worker] = 1;
-        stats.bytes[worker] = worker_line.len() as u64;
-        self.disk.committed(&stats);
-        let run = self.run(&key).await?;
-        self.catalog_insert(&metadata, &initial).await;
-        let entries = worker_line
-            .split(|byte| *byte == b'\n')
-            .filter(|line| !line.is_empty())
-            .map(|line| {
-                serde_json::from_slice(line).map_err(|err| {
-                    StoreError::Corrupt(format!("a new entry does not read back: {err}"))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(PreparedRun {
-            run: self.view(&run),
-            created: true,
-            entries,
-        })
     }
 
     async fn get_run(&self, key: &RunKey) -> Result<RunView> {
@@ -408,19 +300,12 @@ impl RunStore for LocalStore {
         if let Some(task_id) = &query.task_id {
             check_id("task_id", task_id)?;
         }
-        let (keys, next_page_token) = {
-            let mut catalog = self.catalog.lock().await;
-            if catalog.is_none() {
-                let root = self.root.clone();
-                *catalog = Some(Self::blocking(move || Catalog::scan(&root)).await?);
-            }
-            catalog.as_ref().expect("built above").page(
-                query.task_id.as_deref(),
-                &query.statuses,
-                query.page_size,
-                query.page_token.as_deref(),
-            )?
-        };
+        let (keys, next_page_token) = self.catalog().await?.as_ref().expect("built").page(
+            query.task_id.as_deref(),
+            &query.statuses,
+            query.page_size,
+            query.page_token.as_deref(),
+        )?;
         let mut runs = Vec::with_capacity(keys.len());
         for key in keys {
             match self.run(&key).await {
@@ -440,10 +325,7 @@ impl RunStore for LocalStore {
 
     async fn update_state(&self, key: &RunKey, patch: RunStatePatch) -> Result<RunStateSnapshot> {
         let run = self.run(key).await?;
-        let state = {
-            let run = run.clone();
-            Self::blocking(move || run.update_state(patch)).await?
-        };
+        let state = blocking(move || run.update_state(patch)).await?;
         if let Some(catalog) = self.catalog.lock().await.as_mut() {
             catalog.set_status(key, state.status);
         }
@@ -459,7 +341,7 @@ impl RunStore for LocalStore {
         check_id("writer_id", writer_id)?;
         let run = self.run(key).await?;
         let writer_id = writer_id.to_owned();
-        Self::blocking(move || run.append(&writer_id, items)).await
+        blocking(move || run.append(&writer_id, items)).await
     }
 
     async fn writer_cursor(&self, key: &RunKey, writer_id: &str) -> Result<WriterCursor> {
@@ -470,7 +352,7 @@ impl RunStore for LocalStore {
     async fn open_reader(&self, key: &RunKey, from: ReadFrom) -> Result<LocalReader> {
         let run = self.run(key).await?;
         let hold = LocalHold::new(run.clone())?;
-        Self::blocking(move || LocalReader::open(run, hold, from)).await
+        blocking(move || LocalReader::open(run, hold, from)).await
     }
 
     async fn hold(&self, key: &RunKey) -> Result<LocalHold> {
@@ -482,16 +364,11 @@ impl RunStore for LocalStore {
     }
 
     async fn flush(&self) -> Result<()> {
-        let runs: Vec<Arc<Run>> = {
-            let runs = self
-                .runs
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            runs.values()
-                .filter_map(|cell| cell.get().cloned())
-                .collect()
-        };
-        Self::blocking(move || {
+        let runs: Vec<Arc<Run>> = lock(&self.runs)
+            .values()
+            .filter_map(|cell| cell.get().cloned())
+            .collect();
+        blocking(move || {
             for run in runs {
                 if let Err(err) = run.persist_state() {
                     warn!(run = %run.key, cause = %err, "cannot write the state on close");
@@ -507,123 +384,11 @@ impl RunStore for LocalStore {
     }
 
     async fn count_runs(&self) -> Result<Vec<(RunStatus, u64)>> {
-        let mut catalog = self.catalog.lock().await;
-        if catalog.is_none() {
-            let root = self.root.clone();
-            *catalog = Some(Self::blocking(move || Catalog::scan(&root)).await?);
-        }
-        Ok(catalog.as_ref().expect("built above").count_by_status())
+        Ok(self
+            .catalog()
+            .await?
+            .as_ref()
+            .expect("built")
+            .count_by_status())
     }
-}
-
-/// Builds the run directory in the staging area and renames it into
-/// place, so that a run exists whole or not at all. Returns the lines of
-/// `worker.log`. Blocking.
-fn create_run(
-    root: &Path,
-    key: &RunKey,
-    metadata: &RunMetadata,
-    state: &RunStateSnapshot,
-) -> Result<Vec<u8>> {
-    let staging = root
-        .join(STAGING_DIR)
-        .join(uuid::Uuid::new_v4().to_string());
-    let task_dir = root.join(&key.task_id);
-    let target = task_dir.join(&key.run_id);
-    let fail = |what: &str, err| StoreError::io(format!("cannot prepare run `{key}`: {what}"), err);
-    let event = AppendPayload::Event(WorkerLifecycleEventInput {
-        event_type: WorkerLifecycleEventType::RunPrepared,
-        level: LogLevel::Info,
-        message: format!("run {} prepared", key.run_id),
-        created_at: None,
-        data: [
-            ("stepId".to_owned(), metadata.step_id.clone().into()),
-            ("attempt".to_owned(), metadata.attempt.into()),
-            ("workerKind".to_owned(), metadata.worker_kind.clone().into()),
-        ]
-        .into_iter()
-        .collect(),
-    });
-    let encoded = encode_entries(metadata, 1, std::slice::from_ref(&event), &now_iso());
-    let record = JournalRecord {
-        first_seq: 1,
-        last_seq: 1,
-        writer_id: None,
-        writer_seq: 0,
-        counts: encoded.counts,
-        offsets: [0; 3],
-        imported: false,
-    };
-    let build = || -> Result<()> {
-        for dir in ["checkpoints", "artifacts"] {
-            fs::create_dir_all(staging.join(dir))
-                .map_err(|err| fail("cannot create directories", err))?;
-        }
-        write_json_atomic(&staging.join(META_FILE), metadata)?;
-        write_json_atomic(&staging.join(STATE_FILE), state)?;
-        for channel in WorkerLogChannel::ALL {
-            write_synced(
-                &staging.join(channel.file_name()),
-                &encoded.bytes[channel.index()],
-            )
-            .map_err(|err| fail(channel.file_name(), err))?;
-        }
-        write_synced(&staging.join(JOURNAL_FILE), &record.to_line())
-            .map_err(|err| fail(JOURNAL_FILE, err))?;
-        sync_dir(&staging).map_err(|err| fail("cannot sync", err))?;
-        // Retention removes a task directory once its last run is gone,
-        // under that run's lock, not this one's: when it does so between
-        // these two steps, make the directory again.
-        let mut attempts = 0;
-        loop {
-            fs::create_dir_all(&task_dir)
-                .map_err(|err| fail("cannot create the task directory", err))?;
-            match fs::rename(&staging, &target) {
-                Ok(()) => break,
-                Err(err) if err.kind() == io::ErrorKind::NotFound && attempts < 3 => {
-                    attempts += 1;
-                }
-                Err(err) => return Err(fail("cannot move the run into place", err)),
-            }
-        }
-        sync_dir(&task_dir).map_err(|err| fail("cannot sync", err))?;
-        Ok(())
-    };
-    build().inspect_err(|_| {
-        let _ = fs::remove_dir_all(&staging);
-    })?;
-    Ok(encoded.bytes[WorkerLogChannel::Worker.index()].clone())
-}
-
-/// Opens a run from its directory. Blocking.
-fn open_run(
-    key: RunKey,
-    dir: PathBuf,
-    paths: LocalRunPaths,
-    limits: RunLimits,
-    disk: Arc<Disk>,
-) -> Result<Arc<Run>> {
-    let Some(metadata) = read_json::<RunMetadata>(&dir.join(META_FILE))? else {
-        return Err(StoreError::RunNotFound(key.to_string()));
-    };
-    if metadata.task_id != key.task_id || metadata.run_id != key.run_id {
-        return Err(StoreError::Corrupt(format!(
-            "{} names run `{}/{}`",
-            dir.join(META_FILE).display(),
-            metadata.task_id,
-            metadata.run_id
-        )));
-    }
-    let state = read_json::<RunStateSnapshot>(&dir.join(STATE_FILE))?.ok_or_else(|| {
-        StoreError::Corrupt(format!("{} is missing", dir.join(STATE_FILE).display()))
-    })?;
-    Run::open(key, dir, paths, metadata, state, limits, disk).map(Arc::new)
-}
-
-/// Writes a new file and fsyncs it.
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    let mut file = fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }

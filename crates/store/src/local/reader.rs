@@ -21,14 +21,15 @@ use tokio::sync::watch;
 
 use super::{
     LocalHold,
+    concurrency::blocking,
     lines::seek_seq,
     run::{Run, RunSignal},
 };
 use crate::{
     error::{Result, StoreError},
     model::{
-        ChannelSet, LogEntry, ReadBatch, StreamChunkLogEntry, WorkerLifecycleLogEntry,
-        WorkerLogChannel,
+        ChannelSet, LogEntry, ReadBatch, RunStateSnapshot, StreamChunkLogEntry,
+        WorkerLifecycleLogEntry, WorkerLogChannel,
     },
     run_store::{ReadFrom, RunReader},
 };
@@ -89,43 +90,59 @@ impl LocalReader {
 
 /// A reader of each selected channel file, at or before `from_seq`.
 fn open_channels(run: &Run, selected: ChannelSet, from_seq: u64) -> Result<Vec<ChannelReader>> {
-    WorkerLogChannel::ALL
-        .into_iter()
-        .filter(|channel| selected.contains(*channel))
+    selected
+        .iter()
         .map(|channel| ChannelReader::open(run, channel, from_seq))
         .collect()
 }
 
+/// What one read is about: where the reader stands against the doorbell.
+#[derive(Debug, Clone, Copy)]
+struct ReadPlan {
+    /// The doorbell as the read found it.
+    signal: RunSignal,
+    /// The first sequence number to return.
+    from: u64,
+    /// The last sequence number this read may return.
+    limit: u64,
+    /// No entry follows once the reader is caught up to `limit`.
+    finished: bool,
+}
+
+impl ReadPlan {
+    /// A batch of `entries` that got to `covered`, or to `limit` when
+    /// `caught_up`.
+    fn batch(
+        &self,
+        entries: Vec<LogEntry>,
+        next_seq: u64,
+        state: Option<RunStateSnapshot>,
+        caught_up: bool,
+    ) -> ReadBatch {
+        ReadBatch {
+            entries,
+            next_seq,
+            committed_seq: self.signal.committed_seq,
+            state,
+            caught_up,
+            finished: caught_up && self.finished,
+        }
+    }
+}
+
 impl RunReader for LocalReader {
     async fn read(&mut self, max_bytes: usize) -> Result<ReadBatch> {
-        let signal = *self.signal.borrow_and_update();
-        if signal.epoch != self.epoch {
-            // A commit was cut off the files: what was read ahead may be gone.
-            self.reposition = true;
-            self.epoch = signal.epoch;
-        }
-        let state = (signal.state_version != self.state_version).then(|| {
-            self.state_version = signal.state_version;
+        let plan = self.plan();
+        let state = (plan.signal.state_version != self.state_version).then(|| {
+            self.state_version = plan.signal.state_version;
             self.run.state()
         });
-        let limit = self.until.map_or(signal.committed_seq, |until| {
-            until.min(signal.committed_seq)
-        });
-        let from = self.next_seq;
-        let finished = signal.terminal || self.until.is_some();
-        if from > limit {
-            return Ok(ReadBatch {
-                entries: Vec::new(),
-                next_seq: from,
-                committed_seq: signal.committed_seq,
-                state,
-                caught_up: true,
-                finished,
-            });
+        if plan.from > plan.limit {
+            return Ok(plan.batch(Vec::new(), plan.from, state, true));
         }
         if let Some((entries, covered)) =
             self.run
-                .recent_entries(from, limit, self.selected, max_bytes)
+                .recent_entries(plan.from, plan.limit, self.selected, max_bytes)
         {
             // The channel readers are behind now; they are reopened at the
             // cursor if the follower ever needs the files again. Until then
@@ -133,39 +150,81 @@ impl RunReader for LocalReader {
             self.reposition = true;
             self.channels = Some(Vec::new());
             self.next_seq = covered + 1;
-            let caught_up = covered >= limit;
-            return Ok(ReadBatch {
-                entries,
-                next_seq: self.next_seq,
-                committed_seq: signal.committed_seq,
-                state,
-                caught_up,
-                finished: caught_up && finished,
-            });
+            return Ok(plan.batch(entries, self.next_seq, state, covered >= plan.limit));
         }
+        let (entries, caught_up) = self.read_files(&plan, max_bytes).await?;
+        if caught_up {
+            self.next_seq = self.next_seq.max(plan.limit + 1);
+        } else if let Some(last) = entries.last() {
+            self.next_seq = last.seq() + 1;
+        }
+        Ok(plan.batch(entries, self.next_seq, state, caught_up))
+    }
+
+    async fn changed(&mut self) {
+        if self.signal.changed().await.is_err() {
+            // The run is gone from memory; nothing will ring again.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl LocalReader {
+    /// Takes the doorbell's news: where this read starts and ends, and
+    /// whether read-ahead must be dropped.
+    fn plan(&mut self) -> ReadPlan {
+        let signal = *self.signal.borrow_and_update();
+        if signal.epoch != self.epoch {
+            // A commit was cut off the files: what was read ahead may be gone.
+            self.reposition = true;
+            self.epoch = signal.epoch;
+        }
+        ReadPlan {
+            signal,
+            from: self.next_seq,
+            limit: self.until.map_or(signal.committed_seq, |until| {
+                until.min(signal.committed_seq)
+            }),
+            finished: signal.terminal || self.until.is_some(),
+        }
+    }
+
+    /// Merges the channel files from `plan.from` to `plan.limit`, on the
+    /// blocking pool, reopening them first when they are out of place.
+    /// Returns the entries and whether they got to the limit.
+    async fn read_files(
+        &mut self,
+        plan: &ReadPlan,
+        max_bytes: usize,
+    ) -> Result<(Vec<LogEntry>, bool)> {
         let mut channels = self.channels.take().expect("reads do not overlap");
         let reopen = std::mem::take(&mut self.reposition).then(|| self.run.clone());
-        let selected = self.selected;
-        let lens = signal.committed_lens;
-        let (mut channels, merged) = tokio::task::spawn_blocking(move || {
+        let (selected, from, limit) = (self.selected, plan.from, plan.limit);
+        let lens = plan.signal.committed_lens;
+        let read = blocking(move || {
             if let Some(run) = reopen {
                 match open_channels(&run, selected, from) {
                     Ok(reopened) => channels = reopened,
-                    Err(err) => return (channels, Err(err), true),
+                    Err(err) => return Ok((channels, Err(err), true)),
                 }
             }
             for channel in &mut channels {
-                channel.readable_len = lens[channel.channel.index()];
+                channel.readable_len = lens[channel.channel];
             }
             let merged = merge(&mut channels, from, limit, max_bytes);
-            (channels, merged, false)
+            Ok((channels, merged, false))
         })
-        .await
-        .map(|(channels, merged, failed_reopen)| {
-            self.reposition |= failed_reopen;
-            (channels, merged)
-        })
-        .map_err(|err| StoreError::io("a reader task failed", io::Error::other(err)))?;
+        .await;
+        let (mut channels, merged, failed_reopen) = match read {
+            Ok(read) => read,
+            Err(err) => {
+                // The task died with the readers: reopen them next time.
+                self.channels = Some(Vec::new());
+                self.reposition = true;
+                return Err(err);
+            }
+        };
+        self.reposition |= failed_reopen;
         if let Ok((_, true)) = &merged {
             // A follower that is caught up waits, maybe for a long time:
             // it keeps no read buffer while it does.
@@ -174,27 +233,7 @@ impl RunReader for LocalReader {
             }
         }
         self.channels = Some(channels);
-        let (entries, caught_up) = merged?;
-        if caught_up {
-            self.next_seq = self.next_seq.max(limit + 1);
-        } else if let Some(last) = entries.last() {
-            self.next_seq = last.seq() + 1;
-        }
-        Ok(ReadBatch {
-            entries,
-            next_seq: self.next_seq,
-            committed_seq: signal.committed_seq,
-            state,
-            caught_up,
-            finished: caught_up && finished,
-        })
-    }
-
-    async fn changed(&mut self) {
-        if self.signal.changed().await.is_err() {
-            // The run is gone from memory; nothing will ring again.
-            std::future::pending::<()>().await;
-        }
+        merged
     }
 }
 
@@ -261,7 +300,7 @@ impl ChannelReader {
     /// Opens the channel file of `run`, at or before the first line whose
     /// sequence number is `from_seq` or more.
     fn open(run: &Run, channel: WorkerLogChannel, from_seq: u64) -> Result<Self> {
-        let path = run.dir.join(channel.file_name());
+        let path = run.dir.log(channel);
         let fail = |err| StoreError::io(format!("cannot read {}", path.display()), err);
         let mut file = File::open(&path).map_err(fail)?;
         let offset = if from_seq > 1 {
@@ -364,10 +403,7 @@ impl ChannelReader {
     /// Decodes one stored line of this channel.
     fn decode(&self, line: &[u8]) -> Result<LogEntry> {
         let corrupt = |err: serde_json::Error| {
-            StoreError::Corrupt(format!(
-                "{} holds an invalid entry: {err}",
-                self.path.display()
-            ))
+            StoreError::damaged(&self.path, format!("holds an invalid entry: {err}"))
         };
         Ok(match self.channel {
             WorkerLogChannel::Worker => LogEntry::Lifecycle(

@@ -13,6 +13,9 @@
 //! A run directory with channel files but no journal (written by another
 //! program in the same layout) is adopted: its files are read once, a torn
 //! last line is cut, and one `imported` record is written for them.
+//!
+//! [`recover`] reads as its steps: [`replay_journal`], then either
+//! [`trim_imported`] or [`settle_last_commit`].
 
 use std::{
     collections::HashMap,
@@ -24,13 +27,14 @@ use std::{
 use tracing::warn;
 
 use super::{
-    JOURNAL_FILE,
     journal::JournalRecord,
+    layout::RunDir,
     lines::{line_seq, scan_lines},
+    run_files::FileLens,
 };
 use crate::{
     error::{Result, StoreError},
-    model::WorkerLogChannel,
+    model::{PerChannel, WorkerLogChannel},
 };
 
 /// What recovery found: the in-memory state of a run's log session.
@@ -39,21 +43,25 @@ pub(crate) struct Recovered {
     /// The sequence number the next entry gets.
     pub(crate) next_seq: u64,
     /// Entries per channel.
-    pub(crate) counts: [u64; 3],
+    pub(crate) counts: PerChannel<u64>,
     /// The last writer sequence number stored, per writer.
     pub(crate) writers: HashMap<String, u64>,
-    /// The length of each channel file.
-    pub(crate) lens: [u64; 3],
-    /// The length of the journal.
-    pub(crate) journal_len: u64,
+    /// Where the journal and each channel file end.
+    pub(crate) lens: FileLens,
 }
 
 impl Recovered {
+    /// An empty log session.
+    fn empty() -> Self {
+        Self {
+            next_seq: 1,
+            ..Self::default()
+        }
+    }
+
     /// Adds a record's entries.
     fn apply(&mut self, record: &JournalRecord) {
-        for (count, added) in self.counts.iter_mut().zip(record.counts) {
-            *count += added;
-        }
+        self.counts.add(&record.counts);
         if let Some(writer) = &record.writer_id {
             self.writers
                 .insert(writer.clone(), record.writer_seq + record.len() - 1);
@@ -62,9 +70,12 @@ impl Recovered {
     }
 }
 
+/// The last record of the journal and where it starts.
+type LastRecord = (JournalRecord, u64);
+
 /// Recovers the log session of the run in `dir`, repairing its files.
-pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
-    let journal_path = dir.join(JOURNAL_FILE);
+pub(crate) fn recover(dir: &RunDir) -> Result<Recovered> {
+    let journal_path = dir.journal();
     let journal_len = match std::fs::metadata(&journal_path) {
         Ok(meta) => meta.len(),
         Err(err) if err.kind() == io::ErrorKind::NotFound => 0,
@@ -74,14 +85,37 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
         return adopt(dir);
     }
     let mut journal = open_rw(&journal_path)?;
-    let mut recovered = Recovered {
-        next_seq: 1,
-        ..Recovered::default()
+    let (mut recovered, last) = replay_journal(&mut journal, &journal_path, journal_len)?;
+    let mut logs = open_logs(dir)?;
+    let Some((record, record_start)) = last else {
+        return Err(StoreError::damaged(journal_path, "holds no record"));
     };
-    let mut last: Option<(JournalRecord, u64)> = None;
+    if record.imported {
+        trim_imported(dir, &mut logs, &record, &mut recovered)?;
+    } else {
+        settle_last_commit(
+            dir,
+            &journal,
+            &mut logs,
+            (record, record_start),
+            &mut recovered,
+        )?;
+    }
+    Ok(recovered)
+}
+
+/// Adds up the journal's records, cutting a torn last record off. Returns
+/// the sum and the last record with where it starts.
+fn replay_journal(
+    journal: &mut File,
+    path: &Path,
+    journal_len: u64,
+) -> Result<(Recovered, Option<LastRecord>)> {
+    let mut recovered = Recovered::empty();
+    let mut last = None;
     let mut good_len = 0u64;
     let mut broken = None;
-    scan_lines(&mut journal, 0, |line, end| {
+    scan_lines(journal, 0, |line, end| {
         match serde_json::from_slice::<JournalRecord>(line) {
             Ok(record)
                 if record.first_seq == recovered.next_seq
@@ -98,170 +132,195 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
             }
         }
     })
-    .map_err(|err| io_err(&journal_path, err))?;
-    if let Some(end) = broken {
-        if end < journal_len {
-            return Err(StoreError::Corrupt(format!(
-                "{} has an invalid record at byte {good_len}",
-                journal_path.display()
-            )));
-        }
+    .map_err(|err| io_err(path, err))?;
+    if broken.is_some_and(|end| end < journal_len) {
+        return Err(StoreError::damaged(
+            path,
+            format!("has an invalid record at byte {good_len}"),
+        ));
     }
     if good_len < journal_len {
-        warn!(path = %journal_path.display(), cut = journal_len - good_len, "cutting a torn journal record");
-        journal
-            .set_len(good_len)
-            .map_err(|err| io_err(&journal_path, err))?;
+        warn!(path = %path.display(), cut = journal_len - good_len, "cutting a torn journal record");
+        journal.set_len(good_len).map_err(|err| io_err(path, err))?;
     }
-    recovered.journal_len = good_len;
+    recovered.lens.journal = good_len;
+    Ok((recovered, last))
+}
 
-    let mut files = open_logs(dir)?;
-    let Some((record, record_start)) = last else {
-        return Err(StoreError::Corrupt(format!(
-            "{} holds no record",
-            journal_path.display()
-        )));
-    };
-    if record.imported {
-        // Adopted entries are taken as they are; only a torn tail is cut.
-        for (channel, file) in WorkerLogChannel::ALL.iter().zip(files.iter_mut()) {
-            let len = file_len(dir, *channel, file)?;
-            let mut end = record.offsets[channel.index()];
-            scan_lines(file, end, |line, line_end| {
-                let ok = line_seq(line).is_some();
-                if ok {
-                    end = line_end;
-                }
-                ok
-            })
-            .map_err(|err| io_err(&dir.join(channel.file_name()), err))?;
-            cut(dir, *channel, file, len, end)?;
-            recovered.lens[channel.index()] = end;
-        }
-        return Ok(recovered);
-    }
-
-    // Which of the last commit's entries made it to the channel files.
-    let mut found: [Vec<(u64, u64)>; 3] = Default::default();
-    let mut lens = [0u64; 3];
-    for (channel, file) in WorkerLogChannel::ALL.iter().zip(files.iter_mut()) {
-        let index = channel.index();
-        lens[index] = file_len(dir, *channel, file)?;
-        if lens[index] < record.offsets[index] {
-            return Err(StoreError::Corrupt(format!(
-                "{} is {} bytes, shorter than the {} its journal records",
-                dir.join(channel.file_name()).display(),
-                lens[index],
-                record.offsets[index]
-            )));
-        }
-        scan_lines(file, record.offsets[index], |line, end| {
-            match line_seq(line) {
-                Some(seq) if (record.first_seq..=record.last_seq).contains(&seq) => {
-                    found[index].push((seq, end));
-                    true
-                }
-                _ => false,
+/// Takes adopted entries as they are, cutting only a torn tail off each
+/// channel file.
+fn trim_imported(
+    dir: &RunDir,
+    logs: &mut PerChannel<File>,
+    record: &JournalRecord,
+    recovered: &mut Recovered,
+) -> Result<()> {
+    for (channel, file) in logs.iter_mut() {
+        let path = dir.log(channel);
+        let len = file_len(&path, file)?;
+        let mut end = record.offsets[channel];
+        scan_lines(file, end, |line, line_end| {
+            let ok = line_seq(line).is_some();
+            if ok {
+                end = line_end;
             }
+            ok
         })
-        .map_err(|err| io_err(&dir.join(channel.file_name()), err))?;
+        .map_err(|err| io_err(&path, err))?;
+        cut(&path, file, len, end)?;
+        recovered.lens.logs[channel] = end;
     }
+    Ok(())
+}
+
+/// Keeps the gap-free prefix of the last commit that reached the channel
+/// files, cuts the rest off them, and shortens its journal record to
+/// match.
+fn settle_last_commit(
+    dir: &RunDir,
+    journal: &File,
+    logs: &mut PerChannel<File>,
+    (record, record_start): LastRecord,
+    recovered: &mut Recovered,
+) -> Result<()> {
+    let found = last_commit_lines(dir, logs, &record)?;
     let mut present = vec![false; record.len() as usize];
-    for (seq, _) in found.iter().flatten() {
+    for (seq, _) in found.values().flatten() {
         present[(seq - record.first_seq) as usize] = true;
     }
     let kept_until = record.first_seq + present.iter().take_while(|here| **here).count() as u64;
 
-    let mut kept_counts = [0u64; 3];
-    for (channel, file) in WorkerLogChannel::ALL.iter().zip(files.iter_mut()) {
-        let index = channel.index();
-        let mut end = record.offsets[index];
-        for (seq, line_end) in &found[index] {
+    let mut kept_counts = PerChannel::default();
+    for (channel, file) in logs.iter_mut() {
+        let mut end = record.offsets[channel];
+        for (seq, line_end) in &found[channel] {
             if *seq >= kept_until {
                 break;
             }
             end = *line_end;
-            kept_counts[index] += 1;
+            kept_counts[channel] += 1;
         }
-        cut(dir, *channel, file, lens[index], end)?;
-        recovered.lens[index] = end;
+        let path = dir.log(channel);
+        let len = file_len(&path, file)?;
+        cut(&path, file, len, end)?;
+        recovered.lens.logs[channel] = end;
     }
-
     if kept_until <= record.last_seq {
-        warn!(
-            dir = %dir.display(),
-            kept = kept_until - record.first_seq,
-            lost = record.last_seq + 1 - kept_until,
-            "the last commit was cut short by a crash; keeping its complete prefix"
-        );
-        for (count, (added, kept)) in recovered
-            .counts
-            .iter_mut()
-            .zip(record.counts.iter().zip(kept_counts))
-        {
-            *count = *count - added + kept;
+        shorten_last_record(
+            dir,
+            journal,
+            (record, record_start),
+            kept_until,
+            kept_counts,
+            recovered,
+        )?;
+    }
+    Ok(())
+}
+
+/// The sequence numbers of the last commit found in each channel file,
+/// in file order, with where each line ends.
+fn last_commit_lines(
+    dir: &RunDir,
+    logs: &mut PerChannel<File>,
+    record: &JournalRecord,
+) -> Result<PerChannel<Vec<(u64, u64)>>> {
+    let mut found: PerChannel<Vec<(u64, u64)>> = PerChannel::default();
+    for (channel, file) in logs.iter_mut() {
+        let path = dir.log(channel);
+        let len = file_len(&path, file)?;
+        let offset = record.offsets[channel];
+        if len < offset {
+            return Err(StoreError::damaged(
+                path,
+                format!("is {len} bytes, shorter than the {offset} its journal records"),
+            ));
         }
-        recovered.next_seq = kept_until;
-        if let Some(writer) = &record.writer_id {
-            let last = record.writer_seq + (kept_until - record.first_seq) - 1;
-            if last == 0 {
-                recovered.writers.remove(writer);
-            } else {
-                recovered.writers.insert(writer.clone(), last);
+        let lines = &mut found[channel];
+        scan_lines(file, offset, |line, end| match line_seq(line) {
+            Some(seq) if (record.first_seq..=record.last_seq).contains(&seq) => {
+                lines.push((seq, end));
+                true
             }
-        }
-        journal
-            .set_len(record_start)
-            .map_err(|err| io_err(&journal_path, err))?;
-        recovered.journal_len = record_start;
-        if kept_until > record.first_seq {
-            let fixed = JournalRecord {
-                last_seq: kept_until - 1,
-                counts: kept_counts,
-                ..record
-            };
-            let line = fixed.to_line();
-            let mut append = OpenOptions::new()
-                .append(true)
-                .open(&journal_path)
-                .map_err(|err| io_err(&journal_path, err))?;
-            append
-                .write_all(&line)
-                .and_then(|()| append.sync_data())
-                .map_err(|err| io_err(&journal_path, err))?;
-            recovered.journal_len += line.len() as u64;
+            _ => false,
+        })
+        .map_err(|err| io_err(&path, err))?;
+    }
+    Ok(found)
+}
+
+/// Rewrites the last journal record to hold only the entries before
+/// `kept_until` (or removes it when none is left), and takes the rest
+/// out of `recovered`.
+fn shorten_last_record(
+    dir: &RunDir,
+    journal: &File,
+    (record, record_start): LastRecord,
+    kept_until: u64,
+    kept_counts: PerChannel<u64>,
+    recovered: &mut Recovered,
+) -> Result<()> {
+    warn!(
+        dir = %dir.path().display(),
+        kept = kept_until - record.first_seq,
+        lost = record.last_seq + 1 - kept_until,
+        "the last commit was cut short by a crash; keeping its complete prefix"
+    );
+    for (channel, count) in recovered.counts.iter_mut() {
+        *count = *count - record.counts[channel] + kept_counts[channel];
+    }
+    recovered.next_seq = kept_until;
+    if let Some(writer) = &record.writer_id {
+        let last = record.writer_seq + (kept_until - record.first_seq) - 1;
+        if last == 0 {
+            recovered.writers.remove(writer);
+        } else {
+            recovered.writers.insert(writer.clone(), last);
         }
     }
-    Ok(recovered)
+    let journal_path = dir.journal();
+    journal
+        .set_len(record_start)
+        .map_err(|err| io_err(&journal_path, err))?;
+    recovered.lens.journal = record_start;
+    if kept_until > record.first_seq {
+        let fixed = JournalRecord {
+            last_seq: kept_until - 1,
+            counts: kept_counts,
+            ..record
+        };
+        let line = fixed.to_line();
+        append_synced(&journal_path, &line)?;
+        recovered.lens.journal += line.len() as u64;
+    }
+    Ok(())
 }
 
 /// Adopts channel files written without a journal.
-fn adopt(dir: &Path) -> Result<Recovered> {
-    let mut files = open_logs(dir)?;
-    let mut recovered = Recovered {
-        next_seq: 1,
-        ..Recovered::default()
-    };
+fn adopt(dir: &RunDir) -> Result<Recovered> {
+    let mut logs = open_logs(dir)?;
+    let mut recovered = Recovered::empty();
     let mut max_seq = 0u64;
-    for (channel, file) in WorkerLogChannel::ALL.iter().zip(files.iter_mut()) {
-        let index = channel.index();
-        let len = file_len(dir, *channel, file)?;
+    for (channel, file) in logs.iter_mut() {
+        let path = dir.log(channel);
+        let len = file_len(&path, file)?;
         let mut end = 0u64;
+        let count = &mut recovered.counts[channel];
         scan_lines(file, 0, |line, line_end| match line_seq(line) {
             Some(seq) => {
                 max_seq = max_seq.max(seq);
-                recovered.counts[index] += 1;
+                *count += 1;
                 end = line_end;
                 true
             }
             None => false,
         })
-        .map_err(|err| io_err(&dir.join(channel.file_name()), err))?;
-        cut(dir, *channel, file, len, end)?;
-        recovered.lens[index] = end;
+        .map_err(|err| io_err(&path, err))?;
+        cut(&path, file, len, end)?;
+        recovered.lens.logs[channel] = end;
     }
-    let journal_path = dir.join(JOURNAL_FILE);
-    let mut journal = OpenOptions::new()
+    let journal_path = dir.journal();
+    OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
@@ -274,15 +333,12 @@ fn adopt(dir: &Path) -> Result<Recovered> {
             writer_id: None,
             writer_seq: 0,
             counts: recovered.counts,
-            offsets: [0; 3],
+            offsets: PerChannel::default(),
             imported: true,
         };
         let line = record.to_line();
-        journal
-            .write_all(&line)
-            .and_then(|()| journal.sync_data())
-            .map_err(|err| io_err(&journal_path, err))?;
-        recovered.journal_len = line.len() as u64;
+        append_synced(&journal_path, &line)?;
+        recovered.lens.journal = line.len() as u64;
         recovered.next_seq = max_seq + 1;
     }
     Ok(recovered)
@@ -290,9 +346,9 @@ fn adopt(dir: &Path) -> Result<Recovered> {
 
 /// Opens (creating when missing) the three channel files for reading and
 /// cutting.
-fn open_logs(dir: &Path) -> Result<[File; 3]> {
-    let open = |channel: WorkerLogChannel| {
-        let path = dir.join(channel.file_name());
+fn open_logs(dir: &RunDir) -> Result<PerChannel<File>> {
+    PerChannel::try_from_fn(|channel: WorkerLogChannel| {
+        let path = dir.log(channel);
         OpenOptions::new()
             .read(true)
             .write(true)
@@ -300,12 +356,7 @@ fn open_logs(dir: &Path) -> Result<[File; 3]> {
             .truncate(false)
             .open(&path)
             .map_err(|err| io_err(&path, err))
-    };
-    Ok([
-        open(WorkerLogChannel::Worker)?,
-        open(WorkerLogChannel::Stdout)?,
-        open(WorkerLogChannel::Stderr)?,
-    ])
+    })
 }
 
 /// Opens a file for reading and cutting.
@@ -317,19 +368,30 @@ fn open_rw(path: &Path) -> Result<File> {
         .map_err(|err| io_err(path, err))
 }
 
-/// The length of a channel file.
-fn file_len(dir: &Path, channel: WorkerLogChannel, file: &File) -> Result<u64> {
-    file.metadata()
-        .map(|meta| meta.len())
-        .map_err(|err| io_err(&dir.join(channel.file_name()), err))
+/// Appends `line` to the file at `path` and syncs it.
+fn append_synced(path: &Path, line: &[u8]) -> Result<()> {
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut file| {
+            file.write_all(line)?;
+            file.sync_data()
+        })
+        .map_err(|err| io_err(path, err))
 }
 
-/// Cuts a channel file of length `len` down to `end`, when it is longer.
-fn cut(dir: &Path, channel: WorkerLogChannel, file: &File, len: u64, end: u64) -> Result<()> {
+/// The length of a file.
+fn file_len(path: &Path, file: &File) -> Result<u64> {
+    file.metadata()
+        .map(|meta| meta.len())
+        .map_err(|err| io_err(path, err))
+}
+
+/// Cuts a file of length `len` down to `end`, when it is longer.
+fn cut(path: &Path, file: &File, len: u64, end: u64) -> Result<()> {
     if end < len {
-        let path = dir.join(channel.file_name());
         warn!(path = %path.display(), cut = len - end, "cutting bytes past the last complete entry");
-        file.set_len(end).map_err(|err| io_err(&path, err))?;
+        file.set_len(end).map_err(|err| io_err(path, err))?;
     }
     Ok(())
 }

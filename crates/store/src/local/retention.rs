@@ -34,8 +34,10 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, warn};
 
 use super::{
-    LocalStore, META_FILE, STATE_FILE,
+    LocalStore,
+    concurrency::{blocking, lock},
     fsio::{read_json, sync_dir},
+    layout::{RunDir, StoreDir, is_store_name},
     run::{Busy, Run},
 };
 use crate::{
@@ -43,9 +45,6 @@ use crate::{
     model::{RunKey, RunMetadata, RunStateSnapshot},
     retention::{CollectedRun, Collection, Plan, RetentionPolicy, RunFacts},
 };
-
-/// Where deleted runs go before they are removed, in the runs root.
-pub(super) const TRASH_DIR: &str = ".trash";
 
 /// Keeps a run from retention while it lives: readers hold one, and the
 /// RPC layer holds one for each append stream (see
@@ -109,8 +108,8 @@ impl LocalStore {
     ) -> Result<Collection> {
         let _pass = self.collect_lock.lock().await;
         let runs = {
-            let (root, facts) = (self.root.clone(), self.facts.clone());
-            Self::blocking(move || survey(&root, &facts)).await?
+            let (layout, facts) = (self.layout.clone(), self.facts.clone());
+            blocking(move || survey(&layout, &facts)).await?
         };
         let mut plan = Plan::new(policy, Utc::now(), runs);
         let mut collection = Collection {
@@ -153,13 +152,9 @@ impl LocalStore {
     /// What deleting a run would do now, for a dry run. A run that is not
     /// open has no stream open on it.
     fn would_delete(&self, key: &RunKey) -> Outcome {
-        let run = {
-            let runs = self
-                .runs
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            runs.get(key).and_then(|cell| cell.get().cloned())
-        };
+        let run = lock(&self.runs)
+            .get(key)
+            .and_then(|cell| cell.get().cloned());
         match run {
             Some(run) if run.is_deleted() => Outcome::Gone,
             Some(run) if run.in_use() => Outcome::InUse,
@@ -182,23 +177,17 @@ impl LocalStore {
             Err(Busy::NotTerminal) => return Ok(Outcome::NotTerminal),
             Err(Busy::Deleted) => return Ok(Outcome::Gone),
         }
-        let trash = self
-            .root
-            .join(TRASH_DIR)
-            .join(uuid::Uuid::new_v4().to_string());
+        let trash = self.layout.new_trash_entry();
         let moved = {
-            let (root, dir, trash) = (self.root.clone(), run.dir.clone(), trash.clone());
-            Self::blocking(move || move_to_trash(&root, &dir, &trash)).await
+            let (layout, dir, trash) = (self.layout.clone(), run.dir.clone(), trash.clone());
+            blocking(move || move_to_trash(&layout, &dir, &trash)).await
         };
         if let Err(err) = moved {
             run.unretire();
             return Err(err);
         }
         {
-            let mut runs = self
-                .runs
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut runs = lock(&self.runs);
             if runs
                 .get(key)
                 .and_then(|cell| cell.get())
@@ -210,13 +199,9 @@ impl LocalStore {
         if let Some(catalog) = self.catalog.lock().await.as_mut() {
             catalog.remove(&run.metadata);
         }
-        self.facts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .terminal
-            .remove(key);
+        lock(&self.facts).terminal.remove(key);
         drop(prepare);
-        Self::blocking(move || {
+        blocking(move || {
             if let Err(err) = fs::remove_dir_all(&trash) {
                 warn!(dir = %trash.display(), cause = %err, "cannot empty the trash; the next start will");
             }
@@ -229,10 +214,9 @@ impl LocalStore {
 
 /// Every run under `root` with what it weighs. Directories that are not
 /// runs are left out. Blocking.
-fn survey(root: &Path, cache: &Mutex<FactsCache>) -> Result<Vec<RunFacts>> {
-    let mut cache = cache
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+fn survey(layout: &StoreDir, cache: &Mutex<FactsCache>) -> Result<Vec<RunFacts>> {
+    let root = layout.root();
+    let mut cache = lock(cache);
     let mut seen = HashSet::new();
     let mut runs = Vec::new();
     let tasks = fs::read_dir(root)
@@ -248,12 +232,12 @@ fn survey(root: &Path, cache: &Mutex<FactsCache>) -> Result<Vec<RunFacts>> {
             let Some(run_id) = plain_name(&entry) else {
                 continue;
             };
-            let dir = entry.path();
+            let dir = RunDir::new(entry.path());
             let key = RunKey {
                 task_id: task_id.clone(),
                 run_id,
             };
-            let Ok(meta) = fs::symlink_metadata(dir.join(STATE_FILE)) else {
+            let Ok(meta) = fs::symlink_metadata(dir.state()) else {
                 continue;
             };
             let identity = (meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec());
@@ -276,7 +260,7 @@ fn survey(root: &Path, cache: &Mutex<FactsCache>) -> Result<Vec<RunFacts>> {
                 }
                 Ok(None) => {}
                 Err(err) => {
-                    warn!(dir = %dir.display(), cause = %err, "retention skips a run it cannot read")
+                    warn!(dir = %dir.path().display(), cause = %err, "retention skips a run it cannot read")
                 }
             }
         }
@@ -290,15 +274,15 @@ fn survey(root: &Path, cache: &Mutex<FactsCache>) -> Result<Vec<RunFacts>> {
 fn plain_name(entry: &fs::DirEntry) -> Option<String> {
     let name = entry.file_name().into_string().ok()?;
     let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
-    (is_dir && !name.starts_with('.')).then_some(name)
+    (is_dir && !is_store_name(&name)).then_some(name)
 }
 
 /// What one run directory holds; `None` when it is not a run.
-fn survey_run(dir: &Path, key: RunKey) -> Result<Option<RunFacts>> {
-    if !dir.join(META_FILE).is_file() {
+fn survey_run(dir: &RunDir, key: RunKey) -> Result<Option<RunFacts>> {
+    if !dir.meta().is_file() {
         return Ok(None);
     }
-    let Some(state) = read_json::<RunStateSnapshot>(&dir.join(STATE_FILE))? else {
+    let Some(state) = read_json::<RunStateSnapshot>(&dir.state())? else {
         return Ok(None);
     };
     let mut finished_at = [
@@ -309,11 +293,11 @@ fn survey_run(dir: &Path, key: RunKey) -> Result<Option<RunFacts>> {
     .flatten()
     .find_map(parse_time);
     if finished_at.is_none() {
-        finished_at = read_json::<RunMetadata>(&dir.join(META_FILE))?
+        finished_at = read_json::<RunMetadata>(&dir.meta())?
             .and_then(|metadata| parse_time(&metadata.created_at));
     }
-    let bytes = dir_bytes(dir)
-        .map_err(|err| StoreError::io(format!("cannot measure {}", dir.display()), err))?;
+    let bytes = dir_bytes(dir.path())
+        .map_err(|err| StoreError::io(format!("cannot measure {}", dir.path().display()), err))?;
     Ok(Some(RunFacts {
         key,
         status: state.status,
@@ -355,7 +339,8 @@ fn dir_bytes(dir: &Path) -> io::Result<u64> {
 
 /// Renames a run directory into the trash, and removes its task directory
 /// when it was the task's last run. Blocking.
-fn move_to_trash(root: &Path, dir: &Path, trash: &Path) -> Result<()> {
+fn move_to_trash(layout: &StoreDir, dir: &RunDir, trash: &Path) -> Result<()> {
+    let dir = dir.path();
     let fail =
         |what: &str, err| StoreError::io(format!("cannot delete {}: {what}", dir.display()), err);
     let trash_dir = trash.parent().expect("the trash path has a parent");
@@ -364,7 +349,7 @@ fn move_to_trash(root: &Path, dir: &Path, trash: &Path) -> Result<()> {
     let task_dir = dir.parent().expect("a run directory has a parent");
     sync_dir(task_dir).map_err(|err| fail("cannot sync", err))?;
     if fs::remove_dir(task_dir).is_ok() {
-        sync_dir(root).map_err(|err| fail("cannot sync", err))?;
+        sync_dir(layout.root()).map_err(|err| fail("cannot sync", err))?;
     }
     Ok(())
 }
@@ -479,7 +464,12 @@ mod tests {
             !dir.path().join("t").exists(),
             "the task's last run took its directory along"
         );
-        assert_eq!(fs::read_dir(dir.path().join(TRASH_DIR)).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(StoreDir::new(dir.path().into()).trash())
+                .unwrap()
+                .count(),
+            0
+        );
         assert!(matches!(
             store.get_run(&key("r")).await,
             Err(StoreError::RunNotFound(_))
@@ -543,7 +533,12 @@ mod tests {
                 Ok(view) => {
                     assert!(created, "only a new run survives");
                     assert_eq!(view.state.status, RunStatus::Prepared);
-                    assert!(dir.path().join("t").join(&run).join(META_FILE).is_file());
+                    assert!(
+                        StoreDir::new(dir.path().into())
+                            .run(&key(&run))
+                            .meta()
+                            .is_file()
+                    );
                 }
                 Err(StoreError::RunNotFound(_)) => {
                     assert!(!created, "a new run is never deleted");
@@ -558,11 +553,11 @@ mod tests {
     #[test]
     fn the_trash_is_emptied_at_open() {
         let dir = tempfile::tempdir().unwrap();
-        let left = dir.path().join(TRASH_DIR).join("x");
+        let left = StoreDir::new(dir.path().into()).trash().join("x");
         fs::create_dir_all(&left).unwrap();
-        fs::write(left.join(META_FILE), b"{}").unwrap();
+        fs::write(RunDir::new(left.clone()).meta(), b"{}").unwrap();
         open(dir.path());
-        assert!(!dir.path().join(TRASH_DIR).exists());
+        assert!(!StoreDir::new(dir.path().into()).trash().exists());
     }
 
     /// Sizes count every file of a run, in subdirectories too.

@@ -1,0 +1,198 @@
+//! [`Limits`]: what the server takes from a client, each limit documented
+//! here once with its default.
+//!
+//! The server's configuration file holds them as its `[limits]` table and
+//! its flags override them; the store enforces the entry limits, the
+//! server the rest, and `GetServerInfo` reports the first four so that
+//! clients keep to them. A client that talks to a server too old to report
+//! a limit falls back to the `DEFAULT_*` constant.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The default of [`Limits::max_message_bytes`]: 4 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// The default of [`Limits::max_entry_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_ENTRY_BYTES: usize = 1024 * 1024;
+/// The default of [`Limits::max_data_bytes`]: 256 KiB.
+pub const DEFAULT_MAX_DATA_BYTES: usize = 256 * 1024;
+/// The default of [`Limits::max_batch_entries`].
+pub const DEFAULT_MAX_BATCH_ENTRIES: usize = 10_000;
+/// The default of [`Limits::max_streams_per_connection`].
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// The default of [`Limits::keepalive_interval`].
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// The default of [`Limits::keepalive_timeout`].
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The default of [`Limits::append_idle_timeout`]: ten minutes.
+pub const DEFAULT_APPEND_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// The default of [`Limits::append_rate`].
+pub const DEFAULT_APPEND_RATE: u64 = 1_000_000;
+/// The default of [`Limits::max_followers_per_run`].
+pub const DEFAULT_MAX_FOLLOWERS_PER_RUN: usize = 1024;
+/// The default of [`Limits::max_followers`].
+pub const DEFAULT_MAX_FOLLOWERS: usize = 65_536;
+
+/// Limits that protect the server from a runaway or hostile client, each
+/// with a default a single server can afford.
+///
+/// Going over a size or count limit is refused with `RESOURCE_EXHAUSTED`
+/// naming the limit; going over [`Limits::append_rate`] slows the writer
+/// down instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// The largest request message the server decodes, in bytes. An Append
+    /// message over it ends its stream with `RESOURCE_EXHAUSTED`; a unary
+    /// request over it gets the gRPC library's `OUT_OF_RANGE`.
+    pub max_message_bytes: usize,
+    /// The largest text of one output chunk, or message of one lifecycle
+    /// event, in bytes. The store refuses a larger entry; the client crate
+    /// splits output into chunks within it.
+    pub max_entry_bytes: usize,
+    /// The largest structured data of one lifecycle event, as JSON, in
+    /// bytes; enforced by the store.
+    pub max_data_bytes: usize,
+    /// The most items in one Append message.
+    pub max_batch_entries: usize,
+    /// The most concurrent calls on one HTTP/2 connection, announced to
+    /// clients in the connection's settings.
+    pub max_streams_per_connection: u32,
+    /// How often the server pings each HTTP/2 connection, so that dead
+    /// followers and writers are noticed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// An Append stream that sends nothing for this long is closed with
+    /// `DEADLINE_EXCEEDED`; what it sent is kept.
+    #[serde(with = "humantime_serde")]
+    pub append_idle_timeout: Duration,
+    /// The most entries a second one run takes; faster writers wait, in
+    /// their connection's flow-control window (0: no limit).
+    pub append_rate: u64,
+    /// The most followers of one run.
+    pub max_followers_per_run: usize,
+    /// The most followers in all.
+    pub max_followers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+            max_data_bytes: DEFAULT_MAX_DATA_BYTES,
+            max_batch_entries: DEFAULT_MAX_BATCH_ENTRIES,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            append_idle_timeout: DEFAULT_APPEND_IDLE_TIMEOUT,
+            append_rate: DEFAULT_APPEND_RATE,
+            max_followers_per_run: DEFAULT_MAX_FOLLOWERS_PER_RUN,
+            max_followers: DEFAULT_MAX_FOLLOWERS,
+        }
+    }
+}
+
+/// A limit that cannot work: the server would refuse everything, or
+/// promise clients what it cannot take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("limits.{name} {problem}")]
+pub struct InvalidLimit {
+    /// The limit's key, as the configuration file spells it.
+    pub name: &'static str,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+impl Limits {
+    /// Checks that the limits can work together: every count and duration
+    /// is above zero (but `append_rate`, where 0 means no limit), and one
+    /// entry at the entry and data limits fits in a message.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidLimit`] naming the first limit that cannot work.
+    pub fn sanitize(&self) -> Result<(), InvalidLimit> {
+        let positive = [
+            ("max_message_bytes", self.max_message_bytes == 0),
+            ("max_entry_bytes", self.max_entry_bytes == 0),
+            ("max_data_bytes", self.max_data_bytes == 0),
+            ("max_batch_entries", self.max_batch_entries == 0),
+            (
+                "max_streams_per_connection",
+                self.max_streams_per_connection == 0,
+            ),
+            ("keepalive_interval", self.keepalive_interval.is_zero()),
+            ("keepalive_timeout", self.keepalive_timeout.is_zero()),
+            ("append_idle_timeout", self.append_idle_timeout.is_zero()),
+            ("max_followers_per_run", self.max_followers_per_run == 0),
+            ("max_followers", self.max_followers == 0),
+        ];
+        if let Some((name, _)) = positive.into_iter().find(|(_, zero)| *zero) {
+            return Err(InvalidLimit {
+                name,
+                problem: "must be more than 0".to_owned(),
+            });
+        }
+        for (name, value) in [
+            ("max_entry_bytes", self.max_entry_bytes),
+            ("max_data_bytes", self.max_data_bytes),
+        ] {
+            if value > self.max_message_bytes {
+                return Err(InvalidLimit {
+                    name,
+                    problem: format!(
+                        "({value}) is over max_message_bytes ({}): an entry at the limit could \
+                         never be sent",
+                        self.max_message_bytes
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults pass their own checks, and survive a trip through TOML.
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let limits = Limits::default();
+        limits.sanitize().unwrap();
+        let text = toml::to_string(&limits).unwrap();
+        assert_eq!(toml::from_str::<Limits>(&text).unwrap(), limits);
+    }
+
+    /// A zero count and an entry limit over the message limit are refused,
+    /// naming the limit; a zero append rate means no limit.
+    #[test]
+    fn sanitize_names_the_limit_that_cannot_work() {
+        let zero = Limits {
+            max_batch_entries: 0,
+            ..Limits::default()
+        };
+        assert_eq!(zero.sanitize().unwrap_err().name, "max_batch_entries");
+        let over = Limits {
+            max_message_bytes: 1000,
+            max_entry_bytes: 1001,
+            max_data_bytes: 10,
+            ..Limits::default()
+        };
+        let err = over.sanitize().unwrap_err();
+        assert_eq!(err.name, "max_entry_bytes");
+        assert!(err.to_string().starts_with("limits.max_entry_bytes (1001)"));
+        Limits {
+            append_rate: 0,
+            ..Limits::default()
+        }
+        .sanitize()
+        .unwrap();
+    }
+}
