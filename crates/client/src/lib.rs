@@ -13,9 +13,29 @@
 //!   keepalives and credentials, and the generated stub ([`LoggingClient`]).
 //! - [`Client`]: typed calls: prepare, get, list, update state, and
 //!   retention ([`CollectOptions`]).
-//! - [`RunWriter`]: the worker's handle; [`OutputWriter`] and
-//!   [`AsyncOutputWriter`] turn process output into chunks.
+//! - [`NewRun`], [`RunKey`]: naming runs, and describing a new one.
+//! - [`RunWriter`] (module `writer`): the worker's handle, over a
+//!   background task (`writer::session`) that batches, keeps and resends.
+//!   Its child `writer::output` holds [`OutputWriter`],
+//!   [`AsyncOutputWriter`] and [`Utf8Decoder`], which turn process output
+//!   into chunks; it uses the writer, and the writer only re-exports it.
 //! - [`Follow`]: a run's events, history then live.
+//! - [`RetryPolicy`]: how long to wait between attempts (`backoff`).
+//! - [`ClientError`]: every error of the crate.
+//! - `timestamp`: the time stamps put on what the client sends.
+//!
+//! Limits the server does not report fall back to the defaults of
+//! [`baa_logging::config::limits`], the ones the server itself starts with.
+//!
+//! # Locking
+//!
+//! The one lock is the writer's failure slot (why its task stopped), a
+//! `std::sync::Mutex`: it is held for one assignment or one clone and never
+//! across an `.await`, so tokio's async mutex would buy nothing. Poisoning
+//! is recovered with `lock().unwrap_or_else(PoisonError::into_inner)`:
+//! such a short critical section cannot leave the value half-written, so
+//! a panic elsewhere must not turn every later call into a second panic.
+//! A new lock follows the same rules.
 //!
 //! # Examples
 //!
@@ -38,8 +58,8 @@ mod client;
 mod connect;
 mod error;
 mod follow;
-mod output;
 mod run;
+mod timestamp;
 mod writer;
 
 pub use baa_logging::{json, pb};
@@ -50,7 +70,6 @@ pub use self::{
     connect::{ConnectOptions, Credentials, LoggingClient, connect},
     error::ClientError,
     follow::{Follow, FollowEvent, FollowOptions},
-    output::{AsyncOutputWriter, OutputWriter, Utf8Decoder},
     run::{NewRun, RunKey},
-    writer::{Finished, RunWriter, WriterOptions},
+    writer::{AsyncOutputWriter, Finished, OutputWriter, RunWriter, Utf8Decoder, WriterOptions},
 };

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::{ClientError, pb, writer::now_iso};
+use crate::{ClientError, pb, timestamp::now_iso};
 
 /// A run's name: its task id and run id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -8,25 +8,35 @@
 //! asks the server what it holds from this writer and sends the rest again,
 //! so an entry is never lost and never stored twice. The queue and the
 //! kept items are bounded, so when the server is slow or away, calls wait.
+//!
+//! The output writers, which turn a byte stream into chunks, are the child
+//! module `output`; they use this module's queue and limits, and this
+//! module only re-exports their names.
 
+mod output;
 mod session;
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
+};
+
+use baa_logging::config::limits::{
+    DEFAULT_MAX_BATCH_ENTRIES, DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_ENTRY_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
 };
 
 use serde_json::Value as Json;
 use tokio::sync::{mpsc, oneshot};
 
-pub(crate) use self::session::Command;
-use self::session::Session;
+pub use self::output::{AsyncOutputWriter, OutputWriter, Utf8Decoder};
+use self::session::{Command, Session};
 use crate::{
     ClientError, LoggingClient, RetryPolicy, RunKey,
     backoff::Backoff,
     error::is_retryable_status,
-    output::{AsyncOutputWriter, OutputWriter},
     pb::{self, append_item::Payload},
+    timestamp::now_iso,
 };
 
 /// How a [`RunWriter`] batches and buffers.
@@ -149,15 +159,15 @@ impl RunWriter {
         })
         .await?;
         let limit = |value: u64, default: usize| match usize::try_from(value) {
-            // A server that does not report a limit has the old default.
+            // A server that does not report a limit has the default.
             Ok(0) => default,
             Ok(value) => value,
             Err(_) => usize::MAX,
         };
-        let max_message = limit(info.max_message_bytes, 4 * 1024 * 1024);
-        let max_entry_bytes = limit(info.max_entry_bytes, 1024 * 1024);
-        let max_data_bytes = limit(info.max_data_bytes, max_entry_bytes);
-        let max_batch_entries = limit(info.max_batch_entries, 10_000);
+        let max_message = limit(info.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+        let max_entry_bytes = limit(info.max_entry_bytes, DEFAULT_MAX_ENTRY_BYTES);
+        let max_data_bytes = limit(info.max_data_bytes, DEFAULT_MAX_DATA_BYTES);
+        let max_batch_entries = limit(info.max_batch_entries, DEFAULT_MAX_BATCH_ENTRIES);
         let batch_bytes = options.batch_bytes.clamp(1, (max_message / 2).max(1));
         let failure = Arc::new(Mutex::new(None));
         // Few commands wait here: the bytes they hold are on top of the
@@ -368,18 +378,6 @@ impl RunWriter {
         })
     }
 
-    /// A `std::io::Write` that appends what is written to it as chunks of
-    /// `channel`, for code that writes from a plain thread.
-    pub fn output_writer(&self, channel: pb::StreamLogChannel) -> OutputWriter {
-        OutputWriter::new(self.clone(), channel)
-    }
-
-    /// A `tokio::io::AsyncWrite` that appends what is written to it as
-    /// chunks of `channel`.
-    pub fn async_output_writer(&self, channel: pb::StreamLogChannel) -> AsyncOutputWriter {
-        AsyncOutputWriter::new(self.clone(), channel)
-    }
-
     /// Appends an output chunk.
     async fn chunk(&self, channel: pb::StreamLogChannel, text: String) -> Result<(), ClientError> {
         self.check_size("output chunk", text.len())?;
@@ -411,7 +409,7 @@ impl RunWriter {
     }
 
     /// Queues an item from a thread outside the runtime.
-    pub(crate) fn send_blocking(&self, payload: Payload) -> Result<(), ClientError> {
+    fn send_blocking(&self, payload: Payload) -> Result<(), ClientError> {
         self.inner
             .commands
             .blocking_send(Command::Item(payload))
@@ -419,18 +417,25 @@ impl RunWriter {
     }
 
     /// The largest output chunk the server takes, for the output writers.
-    pub(crate) fn max_entry_bytes(&self) -> usize {
+    fn max_entry_bytes(&self) -> usize {
         self.inner.max_entry_bytes
     }
 
     /// The queue's sender, for the async output writer.
-    pub(crate) fn command_sender(&self) -> mpsc::Sender<Command> {
+    fn command_sender(&self) -> mpsc::Sender<Command> {
         self.inner.commands.clone()
     }
 
     /// The error that stopped the session.
-    pub(crate) fn stopped(&self) -> ClientError {
-        match self.inner.failure.lock().expect("not poisoned").clone() {
+    fn stopped(&self) -> ClientError {
+        // A poisoned slot is whole; see the crate's `# Locking` section.
+        let failure = self
+            .inner
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match failure {
             Some(status) => ClientError::Status(status),
             None => ClientError::WriterClosed("the writer's task has ended".into()),
         }
@@ -438,7 +443,7 @@ impl RunWriter {
 }
 
 /// An output chunk stamped with the current time.
-pub(crate) fn chunk_payload(channel: pb::StreamLogChannel, text: String) -> Payload {
+fn chunk_payload(channel: pb::StreamLogChannel, text: String) -> Payload {
     let chunk = pb::StreamChunkInput {
         text,
         created_at: Some(now_iso()),
@@ -528,11 +533,4 @@ fn default_writer_id() -> String {
         .filter(|host| !host.is_empty())
         .unwrap_or_else(|| "worker".into());
     format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
-}
-
-/// Now, as JavaScript's `toISOString` writes it.
-pub(crate) fn now_iso() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
 }

@@ -11,7 +11,7 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -143,7 +143,8 @@ impl Session {
     pub(crate) async fn run(mut self) {
         if let Err(status) = self.serve().await {
             warn!(run = %self.key, writer = %self.writer_id, cause = %status, "the writer stopped");
-            *self.failure.lock().expect("not poisoned") = Some(status.clone());
+            // A poisoned slot is whole; see the crate's `# Locking` section.
+            *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(status.clone());
             // Tell waiting flushes, and refuse what is still queued.
             self.commands.close();
             while let Some(command) = self.commands.recv().await {

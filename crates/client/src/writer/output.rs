@@ -1,4 +1,11 @@
-//! Turning a process's output, a byte stream, into stdout or stderr chunks.
+//! Turning a process's output, a byte stream, into stdout or stderr chunks
+//! of a [`RunWriter`]: the two output writers and the decoder under them.
+//!
+//! This module is a child of the writer: it uses the writer's queue, its
+//! entry limit and its chunk stamping, and the writer knows nothing of it
+//! but the names it re-exports. The methods that hand out an output writer
+//! ([`RunWriter::output_writer`], [`RunWriter::async_output_writer`]) live
+//! here for that reason.
 //!
 //! Output arrives in reads of any size, so a UTF-8 character may be split
 //! between two of them; [`Utf8Decoder`] holds the start of such a character
@@ -15,10 +22,8 @@ use std::{
 use tokio::io::AsyncWrite;
 use tokio_util::sync::PollSender;
 
-use crate::{
-    ClientError, RunWriter, pb,
-    writer::{Command, chunk_payload},
-};
+use super::{Command, RunWriter, chunk_payload};
+use crate::{ClientError, pb};
 
 /// The most input bytes one chunk is made of.
 const MAX_CHUNK_INPUT: usize = 64 * 1024;
@@ -99,6 +104,24 @@ impl Utf8Decoder {
     }
 }
 
+// === impl RunWriter ===
+
+impl RunWriter {
+    /// A `std::io::Write` that appends what is written to it as chunks of
+    /// `channel`, for code that writes from a plain thread.
+    pub fn output_writer(&self, channel: pb::StreamLogChannel) -> OutputWriter {
+        OutputWriter::new(self.clone(), channel)
+    }
+
+    /// A `tokio::io::AsyncWrite` that appends what is written to it as
+    /// chunks of `channel`.
+    pub fn async_output_writer(&self, channel: pb::StreamLogChannel) -> AsyncOutputWriter {
+        AsyncOutputWriter::new(self.clone(), channel)
+    }
+}
+
+// === impl OutputWriter ===
+
 /// A `std::io::Write` that appends what is written to it as output chunks
 /// of a run, one chunk per write (large writes are split).
 ///
@@ -131,7 +154,7 @@ pub struct OutputWriter {
 
 impl OutputWriter {
     /// A writer of `channel` chunks into `writer`.
-    pub(crate) fn new(writer: RunWriter, channel: pb::StreamLogChannel) -> Self {
+    fn new(writer: RunWriter, channel: pb::StreamLogChannel) -> Self {
         Self {
             writer,
             channel,
@@ -173,6 +196,8 @@ impl io::Write for OutputWriter {
     }
 }
 
+// === impl AsyncOutputWriter ===
+
 /// A `tokio::io::AsyncWrite` that appends what is written to it as output
 /// chunks of a run, one chunk per write (large writes are split). Writes
 /// wait while the writer's buffer is full. Shutting it down appends an
@@ -205,7 +230,7 @@ pub struct AsyncOutputWriter {
 
 impl AsyncOutputWriter {
     /// A writer of `channel` chunks into `writer`.
-    pub(crate) fn new(writer: RunWriter, channel: pb::StreamLogChannel) -> Self {
+    fn new(writer: RunWriter, channel: pb::StreamLogChannel) -> Self {
         Self {
             sender: PollSender::new(writer.command_sender()),
             writer,
