@@ -14,9 +14,12 @@
 //! - [`ids`], [`time`], [`render`]: id checks, `toISOString` times, the
 //!   rendered line of a lifecycle event.
 //! - [`error`]: the store's one error type, [`StoreError`].
+//! - [`conformance`]: what any [`RunStore`] must do, as checks every
+//!   backend runs unchanged.
 //! - [`observe`]: what the store tells about its disk: a
 //!   [`StoreObserver`] hook for metrics and its [`WriteHealth`].
 
+pub mod conformance;
 pub mod error;
 pub mod ids;
 pub mod local;

@@ -1,0 +1,51 @@
+//! The local store against the conformance suite: every check of
+//! `baa_logging_store::conformance`, each on a fresh data directory.
+
+use baa_logging_store::{
+    Limits, LocalStore, LocalStoreOptions,
+    conformance::{self, Backend},
+};
+
+/// A local store in a temporary directory of its own.
+struct Local(tempfile::TempDir);
+
+impl Local {
+    fn new() -> Self {
+        Self(tempfile::tempdir().expect("a temporary directory"))
+    }
+}
+
+impl Backend for Local {
+    type Store = LocalStore;
+
+    async fn open(&self, limits: Limits) -> LocalStore {
+        LocalStore::open(LocalStoreOptions {
+            limits,
+            ..LocalStoreOptions::new(self.0.path().join("runs"))
+        })
+        .expect("the store opens")
+    }
+}
+
+/// One test per check, named after it.
+macro_rules! checks {
+    ($($check:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $check() {
+            conformance::$check(&Local::new()).await;
+        }
+    )*};
+}
+
+checks!(
+    one_gap_free_seq_across_channels,
+    resending_stores_each_item_once,
+    items_over_a_limit_are_refused_after_the_ones_before,
+    reads_from_any_cursor_and_channel,
+    follow_goes_live_and_ends_with_the_run,
+    prepare_is_idempotent,
+    bad_ids_are_refused_before_anything_is_stored,
+    runs_are_listed_newest_first_by_page,
+    state_moves_only_forward,
+    retention_takes_only_terminal_runs_nobody_uses,
+);
