@@ -8,6 +8,7 @@ mod append;
 mod bad_input;
 mod cli;
 mod client;
+mod configuration;
 mod contracts;
 mod disk;
 mod follow;

@@ -18,6 +18,22 @@
 //!   backend runs unchanged.
 //! - [`observe`]: what the store tells about its disk: a
 //!   [`StoreObserver`] hook for metrics and its [`WriteHealth`].
+//!
+//! # Where a new thing goes
+//!
+//! - **A limit**: a field of [`Limits`] in the `baa-logging-config` crate,
+//!   with its `DEFAULT_*` constant and its check in `Limits::sanitize`;
+//!   the store reads it from [`LocalStoreOptions::limits`] (item checks
+//!   are in `local/run/admit.rs`), the server and the client from the
+//!   same struct. A refusal is a [`StoreError`] variant naming it.
+//! - **A channel**: a variant of [`model::WorkerLogChannel`] and a slot of
+//!   [`model::PerChannel`] (see `model/channel.rs`); every per-channel
+//!   value in the store is a `PerChannel`, so the compiler lists the rest.
+//! - **A file or directory of a run**: a method of `RunDir` (or, for the
+//!   store's own places, `StoreDir`) in `local/layout.rs`, the one module
+//!   that joins file names; a field of [`model::LocalRunPaths`] when it is
+//!   served.
+//! - **A rule every backend keeps**: a check in [`conformance`].
 
 pub mod conformance;
 pub mod error;

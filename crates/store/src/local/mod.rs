@@ -6,8 +6,7 @@
 //!
 //! # Layout
 //!
-//! - `layout`: every name and path on disk ([`StoreDir`](layout::StoreDir),
-//!   [`RunDir`](layout::RunDir)).
+//! - `layout`: every name and path on disk (`StoreDir`, `RunDir`).
 //! - `prepare`: a new run, built in `.staging/` and renamed into place.
 //! - `run`: one open run's log session: appends, state changes, the
 //!   doorbell; `encode` turns payloads into stored lines, `run_files` holds
