@@ -3,11 +3,17 @@
 //! checked here, at the edge, and a bad one is an `INVALID_ARGUMENT` that
 //! names the field.
 
+use std::time::Duration;
+
 use baa_logging::json::{self, to_struct};
-use baa_logging::pb;
-use baa_logging_store::model::{
-    self, AppendItem, AppendPayload, LogEntry, LogLevel, RunStatus, StreamLogChannel,
-    WorkerLifecycleEventType, WorkerLogChannel,
+use baa_logging::{DEFAULT_RUN_LAYOUT_VERSION, DEFAULT_RUNS_DIRECTORY_NAME, Limits, pb};
+use baa_logging_store::{
+    CollectReason, CollectedRun, Collection,
+    model::{
+        self, AppendItem, AppendPayload, LogEntry, LogLevel, ReadBatch, RunStatus,
+        StreamLogChannel, WorkerLifecycleEventType, WorkerLogChannel,
+    },
+    time::format_iso,
 };
 use prost_types::Struct;
 use tonic::Status;
@@ -168,6 +174,16 @@ fn from_chunk(chunk: pb::StreamChunkInput) -> model::StreamChunkInput {
 /// A `google.protobuf.Struct` as a JSON object.
 pub(crate) fn from_struct(field: &str, value: Struct) -> Result<model::StructuredData, Status> {
     json::from_struct(value).map_err(|err| Status::invalid_argument(format!("{field}: {err}")))
+}
+
+/// A duration that must not be negative.
+pub(crate) fn from_duration(field: &str, value: prost_types::Duration) -> Result<Duration, Status> {
+    if value.seconds < 0 || value.nanos < 0 {
+        return Err(Status::invalid_argument(format!(
+            "{field} must not be negative"
+        )));
+    }
+    Ok(Duration::new(value.seconds as u64, 0) + Duration::from_nanos(value.nanos as u64))
 }
 
 // === outgoing ===
@@ -379,5 +395,123 @@ pub(crate) fn to_session(prepared: &model::PreparedRun) -> pb::LocalRunLogSessio
             file_path: paths.stderr_log_path.clone(),
             entries: Vec::new(),
         }),
+    }
+}
+
+// === responses ===
+
+/// `GetServerInfo`'s answer: the layout this server writes and its limits.
+pub(crate) fn to_server_info(limits: &Limits) -> pb::GetServerInfoResponse {
+    pb::GetServerInfoResponse {
+        runs_directory_name: DEFAULT_RUNS_DIRECTORY_NAME.to_owned(),
+        run_layout_version: DEFAULT_RUN_LAYOUT_VERSION.to_owned(),
+        server_version: env!("CARGO_PKG_VERSION").to_owned(),
+        max_message_bytes: limits.max_message_bytes as u64,
+        max_entry_bytes: limits.max_entry_bytes as u64,
+        max_data_bytes: limits.max_data_bytes as u64,
+        max_batch_entries: limits.max_batch_entries as u64,
+    }
+}
+
+/// `PrepareRun`'s answer.
+pub(crate) fn to_prepare_response(prepared: &model::PreparedRun) -> pb::PrepareRunResponse {
+    pb::PrepareRunResponse {
+        metadata: Some(to_metadata(&prepared.run.metadata)),
+        state: Some(to_state(&prepared.run.state)),
+        session: Some(to_session(prepared)),
+        created: prepared.created,
+    }
+}
+
+/// A run as `GetRun`'s answer.
+pub(crate) fn to_run_response(view: &model::RunView) -> pb::GetRunResponse {
+    pb::GetRunResponse {
+        run: Some(to_run(view)),
+    }
+}
+
+/// A run's new state as `UpdateRunState`'s answer.
+pub(crate) fn to_state_response(state: &model::RunStateSnapshot) -> pb::UpdateRunStateResponse {
+    pb::UpdateRunStateResponse {
+        state: Some(to_state(state)),
+    }
+}
+
+/// A page of runs as `ListRuns`' answer.
+pub(crate) fn to_run_page(page: model::RunPage) -> pb::ListRunsResponse {
+    pb::ListRunsResponse {
+        runs: page.runs.iter().map(to_run).collect(),
+        next_page_token: page.next_page_token.unwrap_or_default(),
+    }
+}
+
+/// What an `AppendLogs` stream stored, as its answer: items stored and
+/// found duplicate, the writer's last sequence number, the run's summary.
+pub(crate) fn to_append_response(
+    summary: &model::LocalRunLogSummary,
+    stored: u64,
+    duplicates: u64,
+    last_writer_seq: u64,
+) -> pb::AppendLogsResponse {
+    pb::AppendLogsResponse {
+        summary: Some(to_summary(summary)),
+        stored_count: stored,
+        duplicate_count: duplicates,
+        last_writer_seq,
+    }
+}
+
+/// A writer's cursor as `GetWriterCursor`'s answer.
+pub(crate) fn to_writer_cursor(cursor: &model::WriterCursor) -> pb::GetWriterCursorResponse {
+    pb::GetWriterCursorResponse {
+        last_writer_seq: cursor.last_writer_seq,
+        last_seq: cursor.last_seq,
+    }
+}
+
+/// A read batch as one `FollowRun` response.
+pub(crate) fn to_follow_response(batch: ReadBatch) -> pb::FollowRunResponse {
+    pb::FollowRunResponse {
+        entries: batch.entries.into_iter().map(to_log_entry).collect(),
+        state: batch.state.as_ref().map(to_state),
+        next_seq: batch.next_seq,
+    }
+}
+
+/// A retention pass as `CollectRuns`' answer, with what retention deleted
+/// since the server started (runs, bytes).
+pub(crate) fn to_collect_response(
+    collection: Collection,
+    (deleted_runs, deleted_bytes): (u64, u64),
+) -> pb::CollectRunsResponse {
+    pb::CollectRunsResponse {
+        dry_run: collection.dry_run,
+        deleted_bytes: collection.deleted_bytes(),
+        total_bytes_before: collection.bytes_before,
+        total_bytes_after: collection.bytes_after,
+        kept_open_count: collection.kept_open,
+        runs: collection.runs.into_iter().map(to_collected_run).collect(),
+        deleted_runs_since_start: deleted_runs,
+        deleted_bytes_since_start: deleted_bytes,
+    }
+}
+
+/// A run retention deleted (or would have) as Protobuf.
+fn to_collected_run(run: CollectedRun) -> pb::CollectedRun {
+    pb::CollectedRun {
+        task_id: run.key.task_id,
+        run_id: run.key.run_id,
+        status: to_status_enum(run.status).into(),
+        finished_at: format_iso(run.finished_at),
+        bytes: run.bytes,
+        reason: to_reason(run.reason).into(),
+    }
+}
+
+/// A reason as the protocol names it.
+fn to_reason(reason: CollectReason) -> pb::CollectReason {
+    match reason {
+        CollectReason::MaxAge => pb::CollectReason::MaxAge,
+        CollectReason::MaxBytes => pb::CollectReason::MaxBytes,
     }
 }

@@ -3,54 +3,86 @@
 //!
 //! # Layout
 //!
-//! - [`run`]: serves the `LoggingService`, the gRPC health service and
-//!   server reflection on a listener until a shutdown future completes.
-//! - [`GrpcLoggingService`] (`service`): the RPCs, split by group in
-//!   `runs` (prepare, get, list, state), `append` (writers), `follow`
-//!   (followers) and `retention` (`CollectRuns`, the periodic pass, and
-//!   [`RetentionCounters`]).
-//! - `convert`: Protobuf ↔ store types; `status`: store errors → statuses.
-//! - [`ServerConfig`]: limits and sizes of the gRPC layer; [`Settings`]
-//!   (`settings`): the whole configuration, from a file, the environment
-//!   and flags.
+//! - [`run`] (here): wires the server together in named steps: the
+//!   services, the transport (plain or TLS), the shutdown sequence and the
+//!   cleanup after serving. `main.rs` only reads flags, binds and calls it.
+//! - `service/`: the `LoggingService` RPCs. `service/mod.rs` holds
+//!   [`GrpcLoggingService`], whose trait methods only unpack, call a
+//!   handler and wrap. The handlers sit in one file per RPC group:
+//!   `runs.rs` (prepare, get, list, state), `append.rs` (writers),
+//!   `follow.rs` (followers, [`FollowRunStream`]) and `retention.rs`
+//!   (`CollectRuns`, the periodic pass, [`RetentionCounters`]). A handler
+//!   takes only the state it uses (the store, a small `…State` struct of
+//!   references), never the service. **A new RPC** gets a handler in its
+//!   group's file (or a new file there) and a three-line trait method.
+//! - `convert`: every Protobuf ↔ store conversion, requests in
+//!   (`from_*`, checked at the edge) and responses out (`to_*`). **A new
+//!   conversion** goes there, not in a handler. `status`: store errors →
+//!   statuses, the one place that picks a code.
+//! - `limits`: the server's own limits on clients: follower caps
+//!   (`Occupancy`) and append pacing (`AppendRates`). **A new limit
+//!   check** goes there, with the value in [`ServerConfig::limits`]; the
+//!   store enforces the entry limits itself.
+//! - [`ServerConfig`] (`config`): what the gRPC layer serves with;
+//!   [`Settings`] (`settings`): the whole configuration, from a file, the
+//!   environment and flags.
 //! - [`Security`] (`security`): TLS, bearer tokens and the layer that
 //!   checks them on every call.
 //! - [`metrics`]: Prometheus metrics ([`Metrics`]) and their HTTP endpoint
-//!   ([`metrics::serve`]); `health`: the gRPC health service follows
+//!   ([`metrics::serve`]); [`health`]: the gRPC health service follows
 //!   whether the store can write.
+//! - `sync`: the one way to take a lock (see below).
+//!
+//! # Locking
+//!
+//! Shared state that changes (follower counts, rate buckets, the TLS
+//! certificate, the metrics' run counter) sits behind a
+//! [`std::sync::Mutex`] or `RwLock`, not tokio's: every critical section is
+//! a few lines of bookkeeping, and a lock is **never held across an
+//! `.await`** (take what you need, drop the guard, then wait).
+//!
+//! Every lock is taken through `sync::lock` (and `sync::read`/`write` for
+//! an `RwLock`), which recovers a poisoned guard with
+//! [`PoisonError::into_inner`](std::sync::PoisonError::into_inner) rather
+//! than panicking. A poisoned lock means a holder panicked; no critical
+//! section here can leave its data half-updated in a way later callers
+//! would misread (each is a counter step, a map insert or remove, or a
+//! swap of an `Arc`), so carrying on is safe, while panicking would turn one
+//! failed call into every later call failing. Nothing in the crate blocks
+//! a runtime thread long enough to need `spawn_blocking`; the store does
+//! its own blocking I/O.
 
-mod append;
 mod config;
 mod convert;
-mod follow;
 pub mod health;
 mod limits;
 pub mod metrics;
-mod retention;
-mod runs;
 pub mod security;
 mod service;
 pub mod settings;
 mod status;
+mod sync;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use baa_logging::{FILE_DESCRIPTOR_SET, pb::logging_service_server::LoggingServiceServer};
 use baa_logging_store::RunStore;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
-use tonic::transport::server::TcpIncoming;
+use tonic::{service::Routes, transport::server::TcpIncoming};
 use tracing::{debug, info, warn};
 
-use crate::security::AuthLayer;
+use crate::{health::StoreHealth, security::AuthLayer, service::retention};
 
 pub use crate::{
     config::{FOLLOW_BATCH_BYTES, ServerConfig},
     metrics::Metrics,
-    retention::RetentionCounters,
     security::Security,
-    service::{FollowRunStream, GrpcLoggingService},
+    service::{FollowRunStream, GrpcLoggingService, retention::RetentionCounters},
     settings::{LogFormat, Settings},
 };
 
@@ -86,22 +118,28 @@ pub async fn run<S: RunStore>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let token = CancellationToken::new();
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health::set_all(&health, tonic_health::ServingStatus::Serving).await;
-    health
-        .set_service_status(health::LIVENESS, tonic_health::ServingStatus::Serving)
-        .await;
-    let metrics = config.metrics.clone();
-    if let Some(metrics) = &metrics {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    if let Some(metrics) = &config.metrics {
         metrics.count_runs_of(&store);
     }
-    let health_stop = CancellationToken::new();
-    let health_task = tokio::spawn(health::follow_store(
-        store.write_health(),
-        health.clone(),
-        metrics.clone(),
-        health_stop.clone(),
-    ));
+    let health = StoreHealth::start(reporter, store.write_health(), config.metrics.clone()).await;
+    let routes = with_reflection(Routes::new(health_service))?;
+    let transport = Transport::of(&config);
+    let (logging, periodic) = logging_service(store.clone(), config, &token);
+    let addr = listener.local_addr().ok();
+    info!(?addr, "serving");
+    let stop = stop_on(shutdown, health, token.clone());
+    let serving = transport.serve(listener, routes.add_service(logging), stop);
+    let served = with_grace(serving, &token).await;
+    after_serving(&token, periodic, &*store).await;
+    served?;
+    info!("stopped");
+    Ok(())
+}
+
+/// `routes` plus server reflection, v1 and v1alpha, over our descriptors
+/// and the health service's.
+fn with_reflection(routes: Routes) -> Result<Routes, ServerError> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -110,17 +148,24 @@ pub async fn run<S: RunStore>(
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    Ok(routes.add_service(reflection).add_service(reflection_alpha))
+}
+
+/// The logging service over `store`, and the periodic retention pass it
+/// shares its counters with (none when retention sets no limit).
+fn logging_service<S: RunStore>(
+    store: Arc<S>,
+    config: ServerConfig,
+    token: &CancellationToken,
+) -> (
+    LoggingServiceServer<GrpcLoggingService<S>>,
+    Option<JoinHandle<()>>,
+) {
     let max_message_bytes = config.limits.max_message_bytes;
-    let security = config.security.clone();
-    let keepalive = (
-        config.limits.keepalive_interval,
-        config.limits.keepalive_timeout,
-    );
-    let max_streams = config.limits.max_streams_per_connection;
     let (policy, interval) = (config.retention.policy(), config.retention.interval);
     let service = GrpcLoggingService::new(store.clone(), config, token.clone());
     let periodic = retention::spawn_periodic(
-        store.clone(),
+        store,
         policy,
         interval,
         service.retention_counters(),
@@ -129,44 +174,117 @@ pub async fn run<S: RunStore>(
     let logging = LoggingServiceServer::new(service)
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
+    (logging, periodic)
+}
 
-    let addr = listener.local_addr().ok();
-    info!(?addr, "serving");
-    let stop = {
-        let token = token.clone();
-        let health = health.clone();
-        async move {
-            shutdown.await;
-            info!("shutting down");
-            // Stop following the store first, so that nothing turns the
-            // health back to SERVING.
-            health_stop.cancel();
-            let _ = health_task.await;
-            health::set_all(&health, tonic_health::ServingStatus::NotServing).await;
-            health
-                .set_service_status(health::LIVENESS, tonic_health::ServingStatus::NotServing)
-                .await;
-            token.cancel();
-        }
+/// The shutdown sequence: once `shutdown` completes, health turns
+/// `NOT_SERVING`, then `token` ends our streams. Completing, it starts
+/// the transport's graceful shutdown.
+async fn stop_on(
+    shutdown: impl Future<Output = ()>,
+    health: StoreHealth,
+    token: CancellationToken,
+) {
+    shutdown.await;
+    info!("shutting down");
+    health.stop().await;
+    token.cancel();
+}
+
+/// Waits for `serving` to end, but no longer than [`SHUTDOWN_GRACE`] after
+/// `token` is cancelled.
+///
+/// Graceful shutdown waits for every connection to close, and a stream
+/// this server does not end itself (a health Watch, a reflection
+/// stream) would hold it open forever: after the grace the rest are
+/// dropped.
+async fn with_grace(
+    serving: impl Future<Output = Result<(), tonic::transport::Error>>,
+    token: &CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let grace = async {
+        token.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
-    let router = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(keepalive.0))
-        .http2_keepalive_timeout(Some(keepalive.1))
-        .max_concurrent_streams(Some(max_streams))
-        // Outermost, so that calls refused by the layers below are counted.
-        .layer(tower::util::option_layer(
-            metrics.as_ref().map(Metrics::rpc_layer),
-        ))
-        .layer(tower::util::option_layer(
-            security.tokens.clone().map(AuthLayer::new),
-        ))
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
-        .add_service(logging);
-    let serving = async {
-        match &security.tls {
+    tokio::select! {
+        served = serving => served,
+        () = grace => {
+            warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the shutdown grace; closing them");
+            Ok(())
+        }
+    }
+}
+
+/// Cleanup once serving ended: stops what still runs and lets the store
+/// write what it keeps in memory.
+async fn after_serving<S: RunStore>(
+    token: &CancellationToken,
+    periodic: Option<JoinHandle<()>>,
+    store: &S,
+) {
+    token.cancel();
+    if let Some(periodic) = periodic {
+        // A pass under way is let finish: it never leaves a run half-deleted.
+        let _ = periodic.await;
+    }
+    if let Err(err) = store.flush().await {
+        warn!(cause = %err, "cannot write the store's state on shutdown");
+    }
+}
+
+// === impl Transport ===
+
+/// How connections are served: HTTP/2 settings, the layers every call
+/// passes, and TLS.
+#[derive(Debug)]
+struct Transport {
+    /// How often a connection is pinged, and how long a ping may go
+    /// unanswered.
+    keepalive: (Duration, Duration),
+    /// The most concurrent calls on one connection.
+    max_streams: u32,
+    /// TLS and tokens.
+    security: Security,
+    /// Where calls are counted, when metrics are on.
+    metrics: Option<Metrics>,
+}
+
+impl Transport {
+    /// The transport part of `config`.
+    fn of(config: &ServerConfig) -> Self {
+        Self {
+            keepalive: (
+                config.limits.keepalive_interval,
+                config.limits.keepalive_timeout,
+            ),
+            max_streams: config.limits.max_streams_per_connection,
+            security: config.security.clone(),
+            metrics: config.metrics.clone(),
+        }
+    }
+
+    /// Serves `routes` on `listener`, plain or over TLS, until `stop`
+    /// completes and every connection has closed.
+    async fn serve(
+        self,
+        listener: TcpListener,
+        routes: Routes,
+        stop: impl Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        let mut server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(self.keepalive.0))
+            .http2_keepalive_timeout(Some(self.keepalive.1))
+            .max_concurrent_streams(Some(self.max_streams))
+            // Outermost, so that calls refused by the layers below are counted.
+            .layer(tower::util::option_layer(
+                self.metrics.as_ref().map(Metrics::rpc_layer),
+            ))
+            .layer(tower::util::option_layer(
+                self.security.tokens.clone().map(AuthLayer::new),
+            ));
+        let router = server.add_routes(routes);
+        match &self.security.tls {
             None => {
                 // The builder's `tcp_nodelay` only reaches sockets that tonic
                 // accepts itself; with our own listener it is ignored, and
@@ -185,33 +303,7 @@ pub async fn run<S: RunStore>(
                 served
             }
         }
-    };
-    // Graceful shutdown waits for every connection to close, and a stream
-    // this server does not end itself (a health Watch, a reflection
-    // stream) would hold it open forever: after SHUTDOWN_GRACE the rest
-    // are dropped.
-    let grace = async {
-        token.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    let served = tokio::select! {
-        served = serving => served,
-        () = grace => {
-            warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the shutdown grace; closing them");
-            Ok(())
-        }
-    };
-    token.cancel();
-    if let Some(periodic) = periodic {
-        // A pass under way is let finish: it never leaves a run half-deleted.
-        let _ = periodic.await;
     }
-    if let Err(err) = store.flush().await {
-        warn!(cause = %err, "cannot write the store's state on shutdown");
-    }
-    served?;
-    info!("stopped");
-    Ok(())
 }
 
 /// How long graceful shutdown waits for open connections once every
@@ -229,7 +321,7 @@ fn tls_incoming(
     acceptor: tokio_rustls::TlsAcceptor,
 ) -> (
     ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>>,
-    tokio::task::JoinHandle<()>,
+    JoinHandle<()>,
 ) {
     let (ready, incoming) = tokio::sync::mpsc::channel(64);
     let task = tokio::spawn(async move {

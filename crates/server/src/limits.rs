@@ -18,6 +18,8 @@ use baa_logging_store::model::RunKey;
 use tokio::time::Instant;
 use tonic::Status;
 
+use crate::sync::lock;
+
 /// Counts open streams per run and in all, against two caps.
 #[derive(Debug)]
 pub(crate) struct Occupancy {
@@ -44,7 +46,7 @@ impl Occupancy {
 
     /// Counts one more stream on `key`, or refuses it naming the cap.
     pub(crate) fn enter(self: &Arc<Self>, key: &RunKey) -> Result<OccupancyGuard, Status> {
-        let mut counts = self.counts.lock().expect("not poisoned");
+        let mut counts = lock(&self.counts);
         let (per_run, total) = &mut *counts;
         if *total >= self.total {
             return Err(Status::resource_exhausted(format!(
@@ -70,7 +72,7 @@ impl Occupancy {
     /// The streams open now.
     #[cfg(test)]
     fn open(&self) -> usize {
-        self.counts.lock().expect("not poisoned").1
+        lock(&self.counts).1
     }
 }
 
@@ -85,7 +87,7 @@ pub(crate) struct OccupancyGuard {
 
 impl Drop for OccupancyGuard {
     fn drop(&mut self) {
-        let mut counts = self.occupancy.counts.lock().expect("not poisoned");
+        let mut counts = lock(&self.occupancy.counts);
         let (per_run, total) = &mut *counts;
         *total -= 1;
         if let Some(count) = per_run.get_mut(&self.key) {
@@ -130,7 +132,7 @@ impl AppendRates {
     /// The bucket of `key`, for one Append stream.
     pub(crate) fn open(self: &Arc<Self>, key: &RunKey) -> RateGuard {
         let bucket = (self.rate > 0).then(|| {
-            let mut buckets = self.buckets.lock().expect("not poisoned");
+            let mut buckets = lock(&self.buckets);
             let bucket = buckets.entry(key.clone()).or_insert_with(|| {
                 Arc::new(Mutex::new(Bucket {
                     tokens: self.rate as f64,
@@ -138,7 +140,7 @@ impl AppendRates {
                     streams: 0,
                 }))
             });
-            bucket.lock().expect("not poisoned").streams += 1;
+            lock(bucket).streams += 1;
             bucket.clone()
         });
         RateGuard {
@@ -166,7 +168,7 @@ impl RateGuard {
         let Some(bucket) = &self.bucket else { return };
         let rate = self.rates.rate as f64;
         let wait = {
-            let mut bucket = bucket.lock().expect("not poisoned");
+            let mut bucket = lock(bucket);
             let now = Instant::now();
             let refill = now.duration_since(bucket.updated).as_secs_f64() * rate;
             bucket.tokens = (bucket.tokens + refill).min(rate);
@@ -185,9 +187,9 @@ impl Drop for RateGuard {
         let Some(bucket) = self.bucket.take() else {
             return;
         };
-        let mut buckets = self.rates.buckets.lock().expect("not poisoned");
+        let mut buckets = lock(&self.rates.buckets);
         let last = {
-            let mut bucket = bucket.lock().expect("not poisoned");
+            let mut bucket = lock(&bucket);
             bucket.streams -= 1;
             bucket.streams == 0
         };
@@ -248,6 +250,6 @@ mod tests {
         two.take(500).await;
         assert_eq!(started.elapsed().as_millis(), 1000);
         drop((one, two));
-        assert!(rates.buckets.lock().unwrap().is_empty());
+        assert!(lock(&rates.buckets).is_empty());
     }
 }

@@ -7,7 +7,7 @@ use baa_logd::{LogFormat, Metrics, ServerConfig, Settings};
 use baa_logging_store::{LocalStore, LocalStoreOptions};
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use serde::Serialize;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::{error, info, warn};
 
 /// The baa-logging server: workers stream run logs in over gRPC, followers
@@ -230,16 +230,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         warn!(cause = %err, "cannot raise the open-file limit");
     }
     let metrics = settings.metrics_listen.map(|_| Metrics::new());
-    let options = LocalStoreOptions {
-        observer: metrics.as_ref().map(Metrics::store_observer),
-        ..settings.store_options()
-    };
-    let store = LocalStore::open(options).map_err(|err| {
-        format!(
-            "cannot open the data directory {}: {err}",
-            settings.data_dir.display()
-        )
-    })?;
+    let store = open_store(&settings, metrics.as_ref())?;
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", settings.listen))?;
@@ -253,19 +244,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         tokio::spawn(ignore_hangups());
     }
     let metrics_server = match (settings.metrics_listen, &metrics) {
-        (Some(metrics_addr), Some(metrics)) => {
-            let listener = TcpListener::bind(metrics_addr)
-                .await
-                .map_err(|err| format!("cannot listen for metrics on {metrics_addr}: {err}"))?;
-            let bound = listener.local_addr().map_err(|err| err.to_string())?;
-            info!(addr = %bound, "metrics at /metrics");
-            println!("metrics on {bound}");
-            Some(tokio::spawn(baa_logd::metrics::serve(
-                listener,
-                metrics.clone(),
-                std::future::pending(),
-            )))
-        }
+        (Some(metrics_addr), Some(metrics)) => Some(serve_metrics(metrics_addr, metrics).await?),
         _ => None,
     };
     let config = ServerConfig {
@@ -280,6 +259,40 @@ async fn serve(settings: Settings) -> Result<(), String> {
         metrics_server.abort();
     }
     served
+}
+
+/// Opens the store in the data directory, reporting its writes to
+/// `metrics` when they are on.
+fn open_store(settings: &Settings, metrics: Option<&Metrics>) -> Result<LocalStore, String> {
+    let options = LocalStoreOptions {
+        observer: metrics.map(Metrics::store_observer),
+        ..settings.store_options()
+    };
+    LocalStore::open(options).map_err(|err| {
+        format!(
+            "cannot open the data directory {}: {err}",
+            settings.data_dir.display()
+        )
+    })
+}
+
+/// Binds `addr` and serves `metrics` there at `/metrics`, in a task of its
+/// own that runs until aborted.
+async fn serve_metrics(
+    addr: SocketAddr,
+    metrics: &Metrics,
+) -> Result<JoinHandle<std::io::Result<()>>, String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|err| format!("cannot listen for metrics on {addr}: {err}"))?;
+    let bound = listener.local_addr().map_err(|err| err.to_string())?;
+    info!(addr = %bound, "metrics at /metrics");
+    println!("metrics on {bound}");
+    Ok(tokio::spawn(baa_logd::metrics::serve(
+        listener,
+        metrics.clone(),
+        std::future::pending(),
+    )))
 }
 
 /// Logs SIGHUPs, which have nothing to reload without TLS.

@@ -45,6 +45,8 @@ use prometheus_client::{
 use prost::Message;
 use tracing::warn;
 
+use crate::sync::lock;
+
 pub use self::http::serve;
 pub(crate) use self::rpc::RpcMetricsLayer;
 
@@ -200,99 +202,10 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let baa = registry.sub_registry_with_prefix("baa_logd");
-        let appended_entries = Family::<ChannelLabels, Counter>::default();
-        baa.register(
-            "appended_entries",
-            "Entries stored by Append streams and the server's own lifecycle entries, by channel",
-            appended_entries.clone(),
-        );
-        let appended_bytes = Family::<ChannelLabels, Counter>::default();
-        baa.register(
-            "appended_bytes",
-            "Bytes added to the channel files (stored JSON lines), by channel",
-            appended_bytes.clone(),
-        );
-        let open_streams = Family::<MethodLabels, Gauge>::default();
-        baa.register(
-            "open_streams",
-            "Open AppendLogs and FollowRun streams",
-            open_streams.clone(),
-        );
-        // Series known in advance start at zero, so that they are there
-        // before the first event.
-        for method in rpc::STREAM_METHODS {
-            let _ = open_streams.get_or_create(&MethodLabels { method });
-        }
-        for channel in WorkerLogChannel::ALL {
-            let labels = ChannelLabels {
-                channel: channel.as_str(),
-            };
-            let _ = appended_entries.get_or_create(&labels);
-            let _ = appended_bytes.get_or_create(&labels);
-        }
-        let follow_lag = Histogram::new(LAG_BUCKETS);
-        baa.register(
-            "follow_lag_entries",
-            "Entries a run had stored but a follower had not been sent yet, at each batch read for it",
-            follow_lag.clone(),
-        );
-        let disk_write_seconds = Family::<WriteLabels, Histogram>::new_with_constructor(
-            disk_write_histogram as fn() -> _,
-        );
-        baa.register(
-            "disk_write_duration_seconds",
-            "Time of the store's disk writes (write and fsync) that succeeded, by kind: commit, state, prepare",
-            disk_write_seconds.clone(),
-        );
-        for write in [DiskWrite::Commit, DiskWrite::State, DiskWrite::Prepare] {
-            let _ = disk_write_seconds.get_or_create(&WriteLabels {
-                write: write.as_str(),
-            });
-        }
-        let disk_write_errors = Family::<WriteErrorLabels, Counter>::default();
-        baa.register(
-            "disk_write_errors",
-            "Disk writes of the store that failed, by kind and error",
-            disk_write_errors.clone(),
-        );
-        let store_writable = Gauge::default();
-        store_writable.set(1);
-        baa.register(
-            "store_writable",
-            "1 while the store can write, 0 while it cannot (disk full, read-only); gRPC health says NOT_SERVING then",
-            store_writable.clone(),
-        );
-        let rpc_requests = Family::<RpcLabels, Counter>::default();
-        baa.register(
-            "grpc_requests",
-            "gRPC calls finished, by service, method and status code; a stream counts when it ends",
-            rpc_requests.clone(),
-        );
-        let rpc_seconds =
-            Family::<RpcLabels, Histogram>::new_with_constructor(rpc_histogram as fn() -> _);
-        baa.register(
-            "grpc_request_duration_seconds",
-            "Time from a gRPC call's request to the end of its response, by service, method and status code",
-            rpc_seconds.clone(),
-        );
-        let runs = Family::<StatusLabels, Gauge>::default();
-        baa.register(
-            "runs",
-            "Runs in the store by status, counted at each scrape",
-            runs.clone(),
-        );
-        let retention_runs = Counter::default();
-        baa.register(
-            "retention_deleted_runs",
-            "Runs deleted by retention, periodic or requested",
-            retention_runs.clone(),
-        );
-        let retention_bytes = Counter::default();
-        baa.register(
-            "retention_deleted_bytes",
-            "Bytes of the runs deleted by retention",
-            retention_bytes.clone(),
-        );
+        let (appended_entries, appended_bytes, open_streams, follow_lag) = stream_metrics(baa);
+        let (disk_write_seconds, disk_write_errors, store_writable) = store_metrics(baa);
+        let (rpc_requests, rpc_seconds) = rpc_metrics(baa);
+        let (runs, retention_runs, retention_bytes) = run_metrics(baa);
         registry.register_collector(Box::new(process::ProcessCollector::new()));
         Self {
             inner: Arc::new(Inner {
@@ -339,12 +252,7 @@ impl Metrics {
 
     /// Counts runs from the store set with [`Metrics::count_runs_of`].
     async fn count_runs(&self) {
-        let counter = self
-            .inner
-            .run_counter
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let counter = lock(&self.inner.run_counter).clone();
         let Some(counter) = counter else {
             return;
         };
@@ -366,11 +274,7 @@ impl Metrics {
     /// Counts `store`'s runs at each scrape from now on.
     pub(crate) fn count_runs_of<S: RunStore>(&self, store: &Arc<S>) {
         let counter: Arc<dyn CountRuns> = Arc::new(StoreRuns(Arc::downgrade(store)));
-        *self
-            .inner
-            .run_counter
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(counter);
+        *lock(&self.inner.run_counter) = Some(counter);
     }
 
     /// Retention deleted `runs` runs of `bytes` bytes.
@@ -522,4 +426,136 @@ impl<S: RunStore> CountRuns for StoreRuns<S> {
             }
         })
     }
+}
+
+// === registration, in exposition order ===
+
+/// A counter per channel.
+type ChannelCounters = Family<ChannelLabels, Counter>;
+
+/// Registers what the streams do: entries and bytes appended by channel,
+/// open streams by method, and follower lag.
+fn stream_metrics(
+    baa: &mut Registry,
+) -> (
+    ChannelCounters,
+    ChannelCounters,
+    Family<MethodLabels, Gauge>,
+    Histogram,
+) {
+    let appended_entries = Family::<ChannelLabels, Counter>::default();
+    baa.register(
+        "appended_entries",
+        "Entries stored by Append streams and the server's own lifecycle entries, by channel",
+        appended_entries.clone(),
+    );
+    let appended_bytes = Family::<ChannelLabels, Counter>::default();
+    baa.register(
+        "appended_bytes",
+        "Bytes added to the channel files (stored JSON lines), by channel",
+        appended_bytes.clone(),
+    );
+    let open_streams = Family::<MethodLabels, Gauge>::default();
+    baa.register(
+        "open_streams",
+        "Open AppendLogs and FollowRun streams",
+        open_streams.clone(),
+    );
+    // Series known in advance start at zero, so that they are there
+    // before the first event.
+    for method in rpc::STREAM_METHODS {
+        let _ = open_streams.get_or_create(&MethodLabels { method });
+    }
+    for channel in WorkerLogChannel::ALL {
+        let labels = ChannelLabels {
+            channel: channel.as_str(),
+        };
+        let _ = appended_entries.get_or_create(&labels);
+        let _ = appended_bytes.get_or_create(&labels);
+    }
+    let follow_lag = Histogram::new(LAG_BUCKETS);
+    baa.register(
+        "follow_lag_entries",
+        "Entries a run had stored but a follower had not been sent yet, at each batch read for it",
+        follow_lag.clone(),
+    );
+    (appended_entries, appended_bytes, open_streams, follow_lag)
+}
+
+/// Registers the store's disk: write times and errors, and whether it can
+/// write.
+fn store_metrics(
+    baa: &mut Registry,
+) -> (
+    Family<WriteLabels, Histogram>,
+    Family<WriteErrorLabels, Counter>,
+    Gauge,
+) {
+    let disk_write_seconds =
+        Family::<WriteLabels, Histogram>::new_with_constructor(disk_write_histogram as fn() -> _);
+    baa.register(
+        "disk_write_duration_seconds",
+        "Time of the store's disk writes (write and fsync) that succeeded, by kind: commit, state, prepare",
+        disk_write_seconds.clone(),
+    );
+    for write in [DiskWrite::Commit, DiskWrite::State, DiskWrite::Prepare] {
+        let _ = disk_write_seconds.get_or_create(&WriteLabels {
+            write: write.as_str(),
+        });
+    }
+    let disk_write_errors = Family::<WriteErrorLabels, Counter>::default();
+    baa.register(
+        "disk_write_errors",
+        "Disk writes of the store that failed, by kind and error",
+        disk_write_errors.clone(),
+    );
+    let store_writable = Gauge::default();
+    store_writable.set(1);
+    baa.register(
+        "store_writable",
+        "1 while the store can write, 0 while it cannot (disk full, read-only); gRPC health says NOT_SERVING then",
+        store_writable.clone(),
+    );
+    (disk_write_seconds, disk_write_errors, store_writable)
+}
+
+/// Registers the gRPC calls: counts and durations.
+fn rpc_metrics(baa: &mut Registry) -> (Family<RpcLabels, Counter>, Family<RpcLabels, Histogram>) {
+    let rpc_requests = Family::<RpcLabels, Counter>::default();
+    baa.register(
+        "grpc_requests",
+        "gRPC calls finished, by service, method and status code; a stream counts when it ends",
+        rpc_requests.clone(),
+    );
+    let rpc_seconds =
+        Family::<RpcLabels, Histogram>::new_with_constructor(rpc_histogram as fn() -> _);
+    baa.register(
+        "grpc_request_duration_seconds",
+        "Time from a gRPC call's request to the end of its response, by service, method and status code",
+        rpc_seconds.clone(),
+    );
+    (rpc_requests, rpc_seconds)
+}
+
+/// Registers the runs by status and what retention deleted.
+fn run_metrics(baa: &mut Registry) -> (Family<StatusLabels, Gauge>, Counter, Counter) {
+    let runs = Family::<StatusLabels, Gauge>::default();
+    baa.register(
+        "runs",
+        "Runs in the store by status, counted at each scrape",
+        runs.clone(),
+    );
+    let retention_runs = Counter::default();
+    baa.register(
+        "retention_deleted_runs",
+        "Runs deleted by retention, periodic or requested",
+        retention_runs.clone(),
+    );
+    let retention_bytes = Counter::default();
+    baa.register(
+        "retention_deleted_bytes",
+        "Bytes of the runs deleted by retention",
+        retention_bytes.clone(),
+    );
+    (runs, retention_runs, retention_bytes)
 }

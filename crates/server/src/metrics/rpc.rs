@@ -17,10 +17,11 @@ use std::{
     time::Instant,
 };
 
+use baa_logging::pb::logging_service_server::LoggingServiceServer;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body::Frame;
-use tonic::{Code, body::Body};
+use tonic::{Code, body::Body, server::NamedService};
 use tower::{Layer, Service};
 
 use super::{MethodLabels, Metrics, RpcLabels};
@@ -29,7 +30,7 @@ use super::{MethodLabels, Metrics, RpcLabels};
 pub(super) const STREAM_METHODS: [&str; 2] = ["AppendLogs", "FollowRun"];
 
 /// The service whose streams are counted.
-const STREAM_SERVICE: &str = "baa.logging.v1.LoggingService";
+const STREAM_SERVICE: &str = <LoggingServiceServer<()> as NamedService>::NAME;
 
 /// Adds [`RpcMetrics`] in front of a service.
 #[derive(Debug, Clone)]

@@ -12,7 +12,17 @@ use tonic::{Status, body::Body};
 use tower::{Layer, Service};
 use tracing::debug;
 
+use baa_logging::pb::logging_service_server::LoggingServiceServer;
+use tonic::server::NamedService;
+use tonic_health::pb::health_server::HealthServer;
+
 use super::tokens::{Denied, Scope, TokenSet};
+
+/// The health service's name, open to all.
+const HEALTH: &str = <HealthServer<()> as NamedService>::NAME;
+
+/// The logging service's name, whose methods are checked one by one.
+const LOGGING: &str = <LoggingServiceServer<()> as NamedService>::NAME;
 
 /// What a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +45,8 @@ pub(crate) fn required(path: &str) -> Need {
         return Need::Scope(Scope::Admin);
     };
     match service {
-        "grpc.health.v1.Health" => Need::Nothing,
-        "baa.logging.v1.LoggingService" => match method {
+        HEALTH => Need::Nothing,
+        LOGGING => match method {
             "GetServerInfo" => Need::AnyToken,
             "PrepareRun" | "UpdateRunState" | "AppendLogs" | "GetWriterCursor" => {
                 Need::Scope(Scope::Write)

@@ -23,6 +23,8 @@ use rustls::{
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
+use crate::sync::{read, write};
+
 /// How often the certificate files are checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -119,7 +121,7 @@ impl Tls {
                 }
                 _ = tick.tick() => {
                     let now = stamp(&self.resolver.cert_path, &self.resolver.key_path);
-                    let changed = *self.resolver.stamp.read().expect("not poisoned") != now;
+                    let changed = *read(&self.resolver.stamp) != now;
                     if changed {
                         info!("the TLS certificate files changed: reloading");
                         self.reload();
@@ -153,10 +155,10 @@ impl fmt::Debug for ReloadingCert {
 impl ReloadingCert {
     /// Loads the files again.
     fn reload(&self) {
-        *self.stamp.write().expect("not poisoned") = stamp(&self.cert_path, &self.key_path);
+        *write(&self.stamp) = stamp(&self.cert_path, &self.key_path);
         match certified_key(&self.cert_path, &self.key_path) {
             Ok(key) => {
-                *self.current.write().expect("not poisoned") = Arc::new(key);
+                *write(&self.current) = Arc::new(key);
                 info!(cert = %self.cert_path.display(), "TLS certificate loaded");
             }
             Err(err) => warn!(cause = %err, "keeping the previous TLS certificate"),
@@ -166,7 +168,7 @@ impl ReloadingCert {
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().expect("not poisoned").clone())
+        Some(read(&self.current).clone())
     }
 }
 

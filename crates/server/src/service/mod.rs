@@ -1,41 +1,50 @@
 //! `GrpcLoggingService`: the `baa.logging.v1.LoggingService` over a
-//! [`RunStore`]. Each method unpacks and checks its request, calls the
-//! store and converts the answer; the RPC groups live in their own files.
+//! [`RunStore`]. Each trait method only unpacks the request, calls its
+//! handler with the narrow state that handler needs, and wraps the answer.
+//!
+//! The handlers live in one file per RPC group: `runs` (prepare, get,
+//! list, state), `append` (writers), `follow` (followers) and `retention`
+//! (`CollectRuns`, the periodic pass and its counters). A handler never
+//! sees [`GrpcLoggingService`]: it takes the store, the limits, the
+//! shutdown token or the counters it uses, so no handler module imports
+//! this one and a new RPC's needs are plain in its signature.
 
-use std::{pin::Pin, sync::Arc};
+mod append;
+mod follow;
+pub(crate) mod retention;
+mod runs;
 
-use baa_logging::{DEFAULT_RUN_LAYOUT_VERSION, DEFAULT_RUNS_DIRECTORY_NAME, pb};
+use std::sync::Arc;
+
+use baa_logging::pb;
 use baa_logging_store::RunStore;
-use futures::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+pub use self::follow::FollowRunStream;
+use self::{append::AppendState, follow::FollowState, retention::RetentionCounters};
 use crate::{
-    append,
     config::ServerConfig,
-    follow,
+    convert::to_server_info,
     limits::{AppendRates, Occupancy},
-    retention,
-    retention::RetentionCounters,
-    runs,
 };
 
 /// The gRPC service, generic over the store backend.
 #[derive(Debug)]
 pub struct GrpcLoggingService<S> {
     /// The store every RPC works on.
-    pub(crate) store: Arc<S>,
+    store: Arc<S>,
     /// Limits and sizes.
-    pub(crate) config: ServerConfig,
+    config: ServerConfig,
     /// Cancelled when the server shuts down, so that long-lived streams end
     /// and graceful shutdown does not wait for them forever.
-    pub(crate) shutdown: CancellationToken,
+    shutdown: CancellationToken,
     /// Open follow streams, per run and in all, against their caps.
-    pub(crate) followers: Arc<Occupancy>,
+    followers: Arc<Occupancy>,
     /// Per-run pacing of appends.
-    pub(crate) append_rates: Arc<AppendRates>,
+    append_rates: Arc<AppendRates>,
     /// What retention deleted, shared with the periodic pass.
-    pub(crate) retention: Arc<RetentionCounters>,
+    retention: Arc<RetentionCounters>,
 }
 
 impl<S: RunStore> GrpcLoggingService<S> {
@@ -60,11 +69,28 @@ impl<S: RunStore> GrpcLoggingService<S> {
     pub fn retention_counters(&self) -> Arc<RetentionCounters> {
         self.retention.clone()
     }
-}
 
-/// The response stream of `FollowRun`.
-pub type FollowRunStream =
-    Pin<Box<dyn Stream<Item = Result<pb::FollowRunResponse, Status>> + Send>>;
+    /// What the writer RPCs work with.
+    fn append_state(&self) -> AppendState<'_, S> {
+        AppendState {
+            store: &self.store,
+            limits: &self.config.limits,
+            rates: &self.append_rates,
+            shutdown: &self.shutdown,
+        }
+    }
+
+    /// What `FollowRun` works with.
+    fn follow_state(&self) -> FollowState<'_, S> {
+        FollowState {
+            store: &self.store,
+            followers: &self.followers,
+            shutdown: &self.shutdown,
+            batch_bytes: self.config.follow_batch_bytes,
+            metrics: self.config.metrics.as_ref(),
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingService<S> {
@@ -74,22 +100,14 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         _request: Request<pb::GetServerInfoRequest>,
     ) -> Result<Response<pb::GetServerInfoResponse>, Status> {
-        Ok(Response::new(pb::GetServerInfoResponse {
-            runs_directory_name: DEFAULT_RUNS_DIRECTORY_NAME.to_owned(),
-            run_layout_version: DEFAULT_RUN_LAYOUT_VERSION.to_owned(),
-            server_version: env!("CARGO_PKG_VERSION").to_owned(),
-            max_message_bytes: self.config.limits.max_message_bytes as u64,
-            max_entry_bytes: self.config.limits.max_entry_bytes as u64,
-            max_data_bytes: self.config.limits.max_data_bytes as u64,
-            max_batch_entries: self.config.limits.max_batch_entries as u64,
-        }))
+        Ok(Response::new(to_server_info(&self.config.limits)))
     }
 
     async fn prepare_run(
         &self,
         request: Request<pb::PrepareRunRequest>,
     ) -> Result<Response<pb::PrepareRunResponse>, Status> {
-        runs::prepare_run(self, request.into_inner())
+        runs::prepare_run(&*self.store, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -98,7 +116,7 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         request: Request<pb::GetRunRequest>,
     ) -> Result<Response<pb::GetRunResponse>, Status> {
-        runs::get_run(self, request.into_inner())
+        runs::get_run(&*self.store, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -107,7 +125,7 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         request: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
-        runs::list_runs(self, request.into_inner())
+        runs::list_runs(&*self.store, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -116,7 +134,7 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         request: Request<pb::UpdateRunStateRequest>,
     ) -> Result<Response<pb::UpdateRunStateResponse>, Status> {
-        runs::update_run_state(self, request.into_inner())
+        runs::update_run_state(&*self.store, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -125,7 +143,7 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         request: Request<Streaming<pb::AppendLogsRequest>>,
     ) -> Result<Response<pb::AppendLogsResponse>, Status> {
-        append::append_logs(self, request.into_inner())
+        append::append_logs(self.append_state(), request.into_inner())
             .await
             .map(Response::new)
     }
@@ -134,7 +152,7 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         request: Request<pb::GetWriterCursorRequest>,
     ) -> Result<Response<pb::GetWriterCursorResponse>, Status> {
-        append::get_writer_cursor(self, request.into_inner())
+        append::get_writer_cursor(&*self.store, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -143,7 +161,7 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         request: Request<pb::FollowRunRequest>,
     ) -> Result<Response<Self::FollowRunStream>, Status> {
-        follow::follow_run(self, request.into_inner())
+        follow::follow_run(self.follow_state(), request.into_inner())
             .await
             .map(Response::new)
     }
@@ -152,8 +170,14 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         request: Request<pb::CollectRunsRequest>,
     ) -> Result<Response<pb::CollectRunsResponse>, Status> {
-        retention::collect_runs(self, request.into_inner())
-            .await
-            .map(Response::new)
+        let configured = self.config.retention.policy();
+        retention::collect_runs(
+            &*self.store,
+            configured,
+            &self.retention,
+            request.into_inner(),
+        )
+        .await
+        .map(Response::new)
     }
 }

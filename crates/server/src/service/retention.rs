@@ -15,13 +15,17 @@ use std::{
 };
 
 use baa_logging::pb;
-use baa_logging_store::{CollectReason, Collection, RetentionPolicy, RunStore, time::format_iso};
+use baa_logging_store::{Collection, RetentionPolicy, RunStore, time::format_iso};
 use tokio::{task::JoinHandle, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, info, warn};
 
-use crate::{convert::to_status_enum, service::GrpcLoggingService, status::to_status};
+use crate::{
+    convert::{from_duration, to_collect_response},
+    metrics::Metrics,
+    status::to_status,
+};
 
 /// What retention deleted since the server started, over every pass.
 #[derive(Debug, Default)]
@@ -31,12 +35,12 @@ pub struct RetentionCounters {
     /// Their bytes.
     bytes: AtomicU64,
     /// Where deletions are also exported, when metrics are on.
-    metrics: Option<crate::Metrics>,
+    metrics: Option<Metrics>,
 }
 
 impl RetentionCounters {
     /// Counters that also export to `metrics`.
-    pub(crate) fn with_metrics(metrics: Option<crate::Metrics>) -> Self {
+    pub(crate) fn with_metrics(metrics: Option<Metrics>) -> Self {
         Self {
             metrics,
             ..Self::default()
@@ -134,13 +138,15 @@ pub(crate) fn spawn_periodic<S: RunStore>(
     }))
 }
 
-/// `CollectRuns`.
+/// `CollectRuns`: one pass with the request's limits, or the
+/// `configured` ones where it sets none; `counters` count what it deleted.
 #[tracing::instrument(skip_all, fields(dry_run = request.dry_run))]
 pub(crate) async fn collect_runs<S: RunStore>(
-    service: &GrpcLoggingService<S>,
+    store: &S,
+    configured: RetentionPolicy,
+    counters: &RetentionCounters,
     request: pb::CollectRunsRequest,
 ) -> Result<pb::CollectRunsResponse, Status> {
-    let configured = service.config.retention.policy();
     let policy = RetentionPolicy {
         max_age: match request.max_age {
             Some(age) => Some(from_duration("max_age", age)?),
@@ -154,50 +160,11 @@ pub(crate) async fn collect_runs<S: RunStore>(
              ([retention] in its configuration), and the request sets neither",
         ));
     }
-    let collection = service
-        .store
+    let collection = store
         .collect(policy, request.dry_run)
         .await
         .map_err(to_status)?;
-    let counters = &service.retention;
     counters.record(&collection, "request");
-    Ok(pb::CollectRunsResponse {
-        dry_run: collection.dry_run,
-        deleted_bytes: collection.deleted_bytes(),
-        total_bytes_before: collection.bytes_before,
-        total_bytes_after: collection.bytes_after,
-        kept_open_count: collection.kept_open,
-        runs: collection
-            .runs
-            .into_iter()
-            .map(|run| pb::CollectedRun {
-                task_id: run.key.task_id,
-                run_id: run.key.run_id,
-                status: to_status_enum(run.status).into(),
-                finished_at: format_iso(run.finished_at),
-                bytes: run.bytes,
-                reason: to_reason(run.reason).into(),
-            })
-            .collect(),
-        deleted_runs_since_start: counters.deleted_runs(),
-        deleted_bytes_since_start: counters.deleted_bytes(),
-    })
-}
-
-/// A duration that must not be negative.
-fn from_duration(field: &str, value: prost_types::Duration) -> Result<Duration, Status> {
-    if value.seconds < 0 || value.nanos < 0 {
-        return Err(Status::invalid_argument(format!(
-            "{field} must not be negative"
-        )));
-    }
-    Ok(Duration::new(value.seconds as u64, 0) + Duration::from_nanos(value.nanos as u64))
-}
-
-/// A reason as the protocol names it.
-fn to_reason(reason: CollectReason) -> pb::CollectReason {
-    match reason {
-        CollectReason::MaxAge => pb::CollectReason::MaxAge,
-        CollectReason::MaxBytes => pb::CollectReason::MaxBytes,
-    }
+    let since_start = (counters.deleted_runs(), counters.deleted_bytes());
+    Ok(to_collect_response(collection, since_start))
 }

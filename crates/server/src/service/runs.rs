@@ -1,4 +1,5 @@
 //! The run RPCs: `PrepareRun`, `GetRun`, `ListRuns`, `UpdateRunState`.
+//! Each needs only the store.
 
 use baa_logging::pb;
 use baa_logging_store::{
@@ -9,10 +10,9 @@ use tonic::Status;
 
 use crate::{
     convert::{
-        from_metadata_input, from_patch, from_state_input, from_status, required, to_metadata,
-        to_run, to_session, to_state,
+        from_metadata_input, from_patch, from_state_input, from_status, required,
+        to_prepare_response, to_run_page, to_run_response, to_state_response,
     },
-    service::GrpcLoggingService,
     status::to_status,
 };
 
@@ -24,7 +24,7 @@ const MAX_PAGE_SIZE: usize = 500;
 /// `PrepareRun`.
 #[tracing::instrument(skip_all, fields(task_id, run_id))]
 pub(crate) async fn prepare_run<S: RunStore>(
-    service: &GrpcLoggingService<S>,
+    store: &S,
     request: pb::PrepareRunRequest,
 ) -> Result<pb::PrepareRunResponse, Status> {
     let metadata = from_metadata_input(required("metadata", request.metadata)?);
@@ -32,42 +32,34 @@ pub(crate) async fn prepare_run<S: RunStore>(
     let span = tracing::Span::current();
     span.record("task_id", metadata.task_id.as_str());
     span.record("run_id", metadata.run_id.as_str());
-    let prepared = service
-        .store
+    let prepared = store
         .prepare_run(metadata, state)
         .await
         .map_err(to_status)?;
     if prepared.created {
         tracing::info!("run prepared");
     }
-    Ok(pb::PrepareRunResponse {
-        metadata: Some(to_metadata(&prepared.run.metadata)),
-        state: Some(to_state(&prepared.run.state)),
-        session: Some(to_session(&prepared)),
-        created: prepared.created,
-    })
+    Ok(to_prepare_response(&prepared))
 }
 
 /// `GetRun`.
 #[tracing::instrument(skip_all, fields(task_id = %request.task_id, run_id = %request.run_id))]
 pub(crate) async fn get_run<S: RunStore>(
-    service: &GrpcLoggingService<S>,
+    store: &S,
     request: pb::GetRunRequest,
 ) -> Result<pb::GetRunResponse, Status> {
     let key = RunKey {
         task_id: request.task_id,
         run_id: request.run_id,
     };
-    let view = service.store.get_run(&key).await.map_err(to_status)?;
-    Ok(pb::GetRunResponse {
-        run: Some(to_run(&view)),
-    })
+    let view = store.get_run(&key).await.map_err(to_status)?;
+    Ok(to_run_response(&view))
 }
 
 /// `ListRuns`.
 #[tracing::instrument(skip_all, fields(task_id = %request.task_id))]
 pub(crate) async fn list_runs<S: RunStore>(
-    service: &GrpcLoggingService<S>,
+    store: &S,
     request: pb::ListRunsRequest,
 ) -> Result<pb::ListRunsResponse, Status> {
     let statuses = request
@@ -85,17 +77,14 @@ pub(crate) async fn list_runs<S: RunStore>(
         page_size,
         page_token: (!request.page_token.is_empty()).then_some(request.page_token),
     };
-    let page = service.store.list_runs(query).await.map_err(to_status)?;
-    Ok(pb::ListRunsResponse {
-        runs: page.runs.iter().map(to_run).collect(),
-        next_page_token: page.next_page_token.unwrap_or_default(),
-    })
+    let page = store.list_runs(query).await.map_err(to_status)?;
+    Ok(to_run_page(page))
 }
 
 /// `UpdateRunState`.
 #[tracing::instrument(skip_all, fields(task_id = %request.task_id, run_id = %request.run_id))]
 pub(crate) async fn update_run_state<S: RunStore>(
-    service: &GrpcLoggingService<S>,
+    store: &S,
     request: pb::UpdateRunStateRequest,
 ) -> Result<pb::UpdateRunStateResponse, Status> {
     let patch = from_patch(required("patch", request.patch)?)?;
@@ -103,13 +92,7 @@ pub(crate) async fn update_run_state<S: RunStore>(
         task_id: request.task_id,
         run_id: request.run_id,
     };
-    let state = service
-        .store
-        .update_state(&key, patch)
-        .await
-        .map_err(to_status)?;
+    let state = store.update_state(&key, patch).await.map_err(to_status)?;
     tracing::info!(status = state.status.as_str(), "run state changed");
-    Ok(pb::UpdateRunStateResponse {
-        state: Some(to_state(&state)),
-    })
+    Ok(to_state_response(&state))
 }

@@ -8,10 +8,12 @@
 //! everything was sent, when the follower goes away, or when the server
 //! shuts down (with `UNAVAILABLE` and the cursor to resume from).
 
+use std::{pin::Pin, sync::Arc};
+
 use baa_logging::pb;
 use baa_logging_store::{
     ReadFrom, RunReader, RunStore,
-    model::{ChannelSet, ReadBatch, RunKey},
+    model::{ChannelSet, RunKey},
 };
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -20,20 +22,38 @@ use tonic::Status;
 use tracing::Instrument;
 
 use crate::{
-    Metrics,
-    convert::{from_channel, to_log_entry, to_state},
-    limits::OccupancyGuard,
-    service::{FollowRunStream, GrpcLoggingService},
+    convert::{from_channel, to_follow_response},
+    limits::{Occupancy, OccupancyGuard},
+    metrics::Metrics,
     status::to_status,
 };
 
 /// Responses waiting for a follower, per follower.
 const FOLLOW_BUFFER: usize = 2;
 
+/// The response stream of `FollowRun`.
+pub type FollowRunStream =
+    Pin<Box<dyn Stream<Item = Result<pb::FollowRunResponse, Status>> + Send>>;
+
+/// What `FollowRun` works with.
+#[derive(Debug)]
+pub(crate) struct FollowState<'a, S> {
+    /// Where the run is read from.
+    pub(crate) store: &'a S,
+    /// The follower caps, per run and in all.
+    pub(crate) followers: &'a Arc<Occupancy>,
+    /// Ends every follow stream when the server shuts down.
+    pub(crate) shutdown: &'a CancellationToken,
+    /// About how many bytes of entries one response carries.
+    pub(crate) batch_bytes: usize,
+    /// Where follower lag is observed, when metrics are on.
+    pub(crate) metrics: Option<&'a Metrics>,
+}
+
 /// `FollowRun`.
 #[tracing::instrument(skip_all, fields(task_id = %request.task_id, run_id = %request.run_id, from_seq = request.from_seq))]
 pub(crate) async fn follow_run<S: RunStore>(
-    service: &GrpcLoggingService<S>,
+    state: FollowState<'_, S>,
     request: pb::FollowRunRequest,
 ) -> Result<FollowRunStream, Status> {
     let channels = request
@@ -50,8 +70,8 @@ pub(crate) async fn follow_run<S: RunStore>(
         channels: ChannelSet::of(&channels),
         history_only: request.history_only,
     };
-    let place = service.followers.enter(&key)?;
-    let reader = service
+    let place = state.followers.enter(&key)?;
+    let reader = state
         .store
         .open_reader(&key, from)
         .await
@@ -63,15 +83,15 @@ pub(crate) async fn follow_run<S: RunStore>(
             place,
             reader,
             tx,
-            service.shutdown.clone(),
-            service.config.follow_batch_bytes,
-            service.config.metrics.clone(),
+            state.shutdown.clone(),
+            state.batch_bytes,
+            state.metrics.cloned(),
         )
         .in_current_span(),
     );
     Ok(Box::pin(responses(
         rx,
-        service.shutdown.clone(),
+        state.shutdown.clone(),
         from.from_seq,
     )))
 }
@@ -131,7 +151,7 @@ async fn pump<R: RunReader>(
         }
         if !batch.entries.is_empty() || batch.state.is_some() {
             tokio::select! {
-                sent = tx.send(Ok(to_response(batch))) => if sent.is_err() { return },
+                sent = tx.send(Ok(to_follow_response(batch))) => if sent.is_err() { return },
                 () = shutdown.cancelled() => return,
             }
         }
@@ -145,14 +165,5 @@ async fn pump<R: RunReader>(
                 () = shutdown.cancelled() => return,
             }
         }
-    }
-}
-
-/// A batch as a response.
-fn to_response(batch: ReadBatch) -> pb::FollowRunResponse {
-    pb::FollowRunResponse {
-        entries: batch.entries.into_iter().map(to_log_entry).collect(),
-        state: batch.state.as_ref().map(to_state),
-        next_seq: batch.next_seq,
     }
 }
