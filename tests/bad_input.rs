@@ -231,6 +231,7 @@ async fn messages_and_entries_over_the_limits_are_resource_exhausted() {
         limits: Limits {
             max_message_bytes: 64 * 1024,
             max_entry_bytes: 16 * 1024,
+            max_data_bytes: 16 * 1024,
             ..Limits::default()
         },
         ..ServerConfig::default()

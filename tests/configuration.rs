@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 
 use baa_logd::Settings;
 
-/// The table of docs/configuration.md: each TOML key (the part after its
-/// table name, as [`Settings::defaults`] names them) with its Default
-/// column.
+/// The table of docs/configuration.md: each dotted TOML key with its
+/// Default column.
 fn documented_defaults() -> BTreeMap<String, String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
     let text = std::fs::read_to_string(path).expect("docs/configuration.md");
@@ -15,15 +14,16 @@ fn documented_defaults() -> BTreeMap<String, String> {
         .map(|line| line.split('|').map(str::trim).collect::<Vec<_>>())
         .filter(|cells| cells.len() == 7 && cells[2].starts_with("`--"))
         .map(|cells| {
-            let key = cells[1].trim_matches('`');
-            let key = key.rsplit('.').next().expect("a key").to_owned();
+            let key = cells[1].trim_matches('`').to_owned();
             (key, cells[4].trim_matches('`').to_owned())
         })
         .collect()
 }
 
-/// Every setting with a default is documented with that very default, and
-/// every documented key is a setting.
+/// Every setting with a default is documented with that very default,
+/// every documented key is a setting, and no two settings end in the same
+/// name (a flag is named after the last part of its key, and its help
+/// shows the default found by that name).
 #[test]
 fn the_documented_defaults_are_the_code_defaults() {
     let documented = documented_defaults();
@@ -35,23 +35,32 @@ fn the_documented_defaults_are_the_code_defaults() {
             "docs/configuration.md documents `{key}` with another default than the code's"
         );
     }
-    let known = toml::to_string(&Settings::default()).expect("the defaults print");
+    // Settings without a default (unset unless given) print nothing.
+    let unset = [
+        "metrics_listen",
+        "token_file",
+        "tls.cert",
+        "tls.key",
+        "tls.client_ca",
+        "retention.max_age",
+        "retention.max_bytes",
+    ];
     for key in documented.keys() {
         assert!(
-            defaults.iter().any(|(name, _)| name == key)
-                || [
-                    "metrics_listen",
-                    "token_file",
-                    "cert",
-                    "key",
-                    "client_ca",
-                    "max_age",
-                    "max_bytes"
-                ]
-                .contains(&key.as_str()),
-            "docs/configuration.md documents `{key}`, which is not a setting:\n{known}"
+            defaults.iter().any(|(name, _)| name == key) || unset.contains(&key.as_str()),
+            "docs/configuration.md documents `{key}`, which is not a setting"
         );
     }
+    let mut names: Vec<&str> = defaults
+        .iter()
+        .map(|(key, _)| key.as_str())
+        .chain(unset)
+        .map(|key| key.rsplit('.').next().expect("a name"))
+        .collect();
+    names.sort_unstable();
+    let count = names.len();
+    names.dedup();
+    assert_eq!(names.len(), count, "two settings share a name: {names:?}");
 }
 
 /// A limit that cannot work stops `baa-logd` before it serves, with exit

@@ -19,7 +19,7 @@
 //! the store enforces is a field of [`Limits`] with a `DEFAULT_` constant
 //! and a check in [`Limits::sanitize`]; the server's `Settings` and its
 //! flags pick it up from there (a flag of its own is one line in the
-//! server's `cli` module). A setting only the server reads (an address, a
+//! `LimitArgs` of the server's `main.rs`). A setting only the server reads (an address, a
 //! file, retention) is a field of the server's `Settings`.
 
 pub mod layout;

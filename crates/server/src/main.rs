@@ -191,7 +191,12 @@ fn main() -> ExitCode {
 /// Parses the command line, with each flag's help ending in its default
 /// as [`Settings::default`] has it: the defaults are written once, there.
 fn parse_cli() -> Cli {
-    let defaults: HashMap<String, String> = Settings::defaults().into_iter().collect();
+    // A flag's id is its field's name, the last part of the key; the
+    // documentation's check keeps those unique.
+    let defaults: HashMap<String, String> = Settings::defaults()
+        .into_iter()
+        .map(|(key, value)| (key.rsplit('.').next().unwrap_or(&key).to_owned(), value))
+        .collect();
     let command = Cli::command().mut_args(|arg| {
         match (defaults.get(arg.get_id().as_str()), arg.get_help()) {
             (Some(default), Some(help)) => {

@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use baa_logging::DEFAULT_RUNS_DIRECTORY_NAME;
 pub use baa_logging::Limits;
 use baa_logging_store::{LocalStoreOptions, RetentionPolicy};
 use figment::{
@@ -53,7 +54,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            data_dir: PathBuf::from("./runs"),
+            data_dir: Path::new(".").join(DEFAULT_RUNS_DIRECTORY_NAME),
             metrics_listen: None,
             log_format: LogFormat::Text,
             sync: false,
@@ -182,9 +183,9 @@ impl Settings {
         }
     }
 
-    /// The default of every setting that has one, by its key (the key of
-    /// its table's field: `max_entry_bytes`, `interval`), as the
-    /// configuration file would spell it; for the flags' help.
+    /// The default of every setting that has one, by its dotted key
+    /// (`listen`, `limits.max_entry_bytes`), as the configuration file
+    /// would spell it; for the flags' help and the documentation's check.
     pub fn defaults() -> Vec<(String, String)> {
         let mut defaults = Vec::new();
         let Ok(toml::Value::Table(table)) = toml::Value::try_from(Self::default()) else {
@@ -195,7 +196,7 @@ impl Settings {
                 toml::Value::Table(section) => defaults.extend(
                     section
                         .into_iter()
-                        .map(|(key, value)| (key, show_value(&value))),
+                        .map(|(name, value)| (format!("{key}.{name}"), show_value(&value))),
                 ),
                 value => defaults.push((key, show_value(&value))),
             }

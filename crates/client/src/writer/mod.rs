@@ -22,8 +22,7 @@ use std::{
 };
 
 use baa_logging::config::limits::{
-    DEFAULT_MAX_BATCH_ENTRIES, DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_ENTRY_BYTES,
-    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_BATCH_ENTRIES, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_MESSAGE_BYTES,
 };
 
 use serde_json::Value as Json;
@@ -166,7 +165,9 @@ impl RunWriter {
         };
         let max_message = limit(info.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
         let max_entry_bytes = limit(info.max_entry_bytes, DEFAULT_MAX_ENTRY_BYTES);
-        let max_data_bytes = limit(info.max_data_bytes, DEFAULT_MAX_DATA_BYTES);
+        // Servers from before the data limit enforced only the entry limit
+        // on event data.
+        let max_data_bytes = limit(info.max_data_bytes, max_entry_bytes);
         let max_batch_entries = limit(info.max_batch_entries, DEFAULT_MAX_BATCH_ENTRIES);
         let batch_bytes = options.batch_bytes.clamp(1, (max_message / 2).max(1));
         let failure = Arc::new(Mutex::new(None));

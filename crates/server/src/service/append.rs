@@ -1,7 +1,7 @@
 //! The writer RPCs: `AppendLogs` and `GetWriterCursor`.
 //!
 //! An append stream commits as it goes: whatever messages have already
-//! arrived are gathered (up to `append_batch_bytes`) into one store call,
+//! arrived are gathered (up to `APPEND_BATCH_BYTES`) into one store call,
 //! so a fast writer gets few, large disk writes and a slow one gets its
 //! lines stored at once. Whatever was received before an error, a broken
 //! stream or a shutdown is stored; the writer learns how far with

@@ -25,10 +25,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{
-    DEFAULT_RUN_LAYOUT_VERSION,
-    model::{LocalRunPaths, PerChannel, RunKey, WorkerLogChannel},
-};
+use baa_logging_config::DEFAULT_RUN_LAYOUT_VERSION;
+
+use crate::model::{LocalRunPaths, PerChannel, RunKey, WorkerLogChannel};
 
 /// `meta.json`.
 const META_FILE: &str = "meta.json";

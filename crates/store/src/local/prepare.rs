@@ -10,8 +10,9 @@ use super::{
     journal::JournalRecord,
     layout::{RunDir, StoreDir},
 };
+use baa_logging_config::DEFAULT_RUN_LAYOUT_VERSION;
+
 use crate::{
-    DEFAULT_RUN_LAYOUT_VERSION,
     error::{Result, StoreError},
     model::{
         AppendPayload, LogLevel, PerChannel, RunKey, RunMetadata, RunMetadataInput,

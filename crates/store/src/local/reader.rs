@@ -20,9 +20,9 @@ use std::{
 use tokio::sync::watch;
 
 use super::{
-    LocalHold,
     concurrency::blocking,
     lines::seek_seq,
+    retention::LocalHold,
     run::{Run, RunSignal},
 };
 use crate::{

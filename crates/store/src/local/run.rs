@@ -28,13 +28,13 @@ use tracing::error;
 pub(crate) use self::life::Busy;
 use self::life::RunLife;
 use super::{
-    LocalStoreOptions,
     concurrency::lock,
     disk::Disk,
     encode::encode_entries,
     fsio::{read_json, write_json_atomic},
     journal::JournalRecord,
     layout::RunDir,
+    options::LocalStoreOptions,
     recent::RecentCommits,
     recovery,
     run_files::{FileLens, RunFiles},

@@ -127,11 +127,6 @@ impl<T> PerChannel<T> {
     pub fn each_ref(&self) -> PerChannel<&T> {
         PerChannel(self.0.each_ref())
     }
-
-    /// The values by mutable reference.
-    pub fn each_mut(&mut self) -> PerChannel<&mut T> {
-        PerChannel(self.0.each_mut())
-    }
 }
 
 impl<T> Index<WorkerLogChannel> for PerChannel<T> {
