@@ -20,3 +20,4 @@ mod retention;
 mod runs;
 mod security;
 mod service;
+mod startup;

@@ -4,7 +4,7 @@
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use baa_logd::{LogFormat, Metrics, ServerConfig, Settings};
-use baa_logging_store::{LocalStore, LocalStoreOptions};
+use baa_logging_store::{LocalStore, LocalStoreOptions, StoreError};
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use serde::Serialize;
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -180,11 +180,39 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(serve(settings)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            error!("{message}");
-            eprintln!("baa-logd: {message}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            error!("{}", failure.message);
+            eprintln!("baa-logd: {}", failure.message);
+            ExitCode::from(failure.code)
         }
+    }
+}
+
+/// Why the server could not start or serve, and the exit code that says
+/// so: 2 for what the operator must change (a configuration error, a token
+/// file, a data directory another server holds), 1 for the rest.
+#[derive(Debug)]
+struct Failure {
+    /// What went wrong, for stderr and the log.
+    message: String,
+    /// The process's exit code.
+    code: u8,
+}
+
+impl Failure {
+    /// A failure the operator fixes in the configuration or the machine's
+    /// setup: exit code 2, like a malformed configuration file.
+    fn setup(message: impl ToString) -> Self {
+        Self {
+            message: message.to_string(),
+            code: 2,
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self { message, code: 1 }
     }
 }
 
@@ -227,8 +255,13 @@ fn init_logging(format: LogFormat) {
 
 /// Opens the store, binds, and serves until a signal; with
 /// `metrics_listen`, serves the metrics there too.
-async fn serve(settings: Settings) -> Result<(), String> {
-    let security = baa_logd::Security::from_settings(&settings).map_err(|err| err.to_string())?;
+async fn serve(settings: Settings) -> Result<(), Failure> {
+    // From here on a SIGHUP never ends the process: it reloads TLS, or
+    // is logged. Registering a handler replaces the default action for
+    // the life of the process, so this comes before anything that can
+    // take time.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    let security = baa_logd::Security::from_settings(&settings).map_err(Failure::setup)?;
     // Each open run keeps a few files open; the default soft limit of
     // 1024 descriptors would cap a busy server at a few hundred runs.
     if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
@@ -243,10 +276,9 @@ async fn serve(settings: Settings) -> Result<(), String> {
     info!(%addr, data_dir = %store.data_dir().display(), tls = security.tls_enabled(), tokens = security.tokens_enabled(), "baa-logd listening");
     // Scripts that start the server on port 0 read the address from here.
     println!("listening on {addr}");
-    if !security.tls_enabled() {
-        // SIGHUP reloads TLS; without it there is nothing to reload, and
-        // the signal's default action (ending the process) would be wrong.
-        tokio::spawn(ignore_hangups());
+    if let (false, Ok(hangups)) = (security.tls_enabled(), hangups) {
+        // SIGHUP reloads TLS; without it there is nothing to reload.
+        tokio::spawn(ignore_hangups(hangups));
     }
     let metrics_server = match (settings.metrics_listen, &metrics) {
         (Some(metrics_addr), Some(metrics)) => Some(serve_metrics(metrics_addr, metrics).await?),
@@ -258,7 +290,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     };
     let served = baa_logd::run(listener, Arc::new(store), config, shutdown_signal())
         .await
-        .map_err(|err| err.to_string());
+        .map_err(|err| Failure::from(err.to_string()));
     // The metrics stay up until the gRPC server has drained.
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();
@@ -268,16 +300,17 @@ async fn serve(settings: Settings) -> Result<(), String> {
 
 /// Opens the store in the data directory, reporting its writes to
 /// `metrics` when they are on.
-fn open_store(settings: &Settings, metrics: Option<&Metrics>) -> Result<LocalStore, String> {
+fn open_store(settings: &Settings, metrics: Option<&Metrics>) -> Result<LocalStore, Failure> {
     let options = LocalStoreOptions {
         observer: metrics.map(Metrics::store_observer),
         ..settings.store_options()
     };
-    LocalStore::open(options).map_err(|err| {
-        format!(
+    LocalStore::open(options).map_err(|err| match err {
+        StoreError::Locked { .. } => Failure::setup(err),
+        err => Failure::from(format!(
             "cannot open the data directory {}: {err}",
             settings.data_dir.display()
-        )
+        )),
     })
 }
 
@@ -301,12 +334,8 @@ async fn serve_metrics(
 }
 
 /// Logs SIGHUPs, which have nothing to reload without TLS.
-async fn ignore_hangups() {
-    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-    else {
-        return;
-    };
-    while hangup.recv().await.is_some() {
+async fn ignore_hangups(mut hangups: tokio::signal::unix::Signal) {
+    while hangups.recv().await.is_some() {
         info!("SIGHUP: nothing to reload (TLS is off)");
     }
 }

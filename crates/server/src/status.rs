@@ -61,7 +61,8 @@ pub(crate) fn to_status(err: StoreError) -> Status {
                  the server restarts; see the server log",
             )
         }
-        err @ StoreError::TaskFailed(_) => {
+        // Only opening a store finds its directory locked; an RPC never does.
+        err @ (StoreError::TaskFailed(_) | StoreError::Locked { .. }) => {
             error!(cause = %err, "storage failure");
             Status::internal(
                 "the server could not store or read the run (a task failed); nothing was \

@@ -121,6 +121,15 @@ pub enum StoreError {
         /// What is wrong with it.
         problem: String,
     },
+    /// Another store (another `baa-logd`) has the data directory open.
+    #[error("the data directory {} is in use by another baa-logd ({})", dir.display(),
+        holder.map_or_else(|| "its pid is unknown".to_owned(), |pid| format!("pid {pid}")))]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// The process that holds it, as its lock file says.
+        holder: Option<u32>,
+    },
     /// A file of the store could not be read or written.
     #[error("{context}: {source}")]
     Io {

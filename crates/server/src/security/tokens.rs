@@ -125,7 +125,8 @@ impl TokenSet {
     /// # Errors
     ///
     /// An unreadable or malformed file, an entry with neither or both of
-    /// `secret` and `sha256`, an empty secret, or no scope.
+    /// `secret` and `sha256`, an empty secret, no scope, or a token listed
+    /// twice (by name, or the same secret under two names).
     pub fn load(path: &Path) -> Result<Self, TokenFileError> {
         let fail = |reason: String| TokenFileError {
             path: path.display().to_string(),
@@ -166,6 +167,21 @@ impl TokenSet {
             };
             if entry.scopes.is_empty() {
                 return Err(fail(format!("token `{}` has no scope", entry.name)));
+            }
+            // A token listed twice has two sets of scopes and two names,
+            // and which one a request gets would depend on the order.
+            if let Some(twin) = tokens
+                .iter()
+                .find(|token: &&Token| token.name == entry.name || token.digest == digest)
+            {
+                return Err(fail(if twin.name == entry.name {
+                    format!("token `{}` is listed twice", entry.name)
+                } else {
+                    format!(
+                        "tokens `{}` and `{}` are the same token",
+                        twin.name, entry.name
+                    )
+                }));
             }
             tokens.push(Token {
                 name: entry.name,
@@ -237,11 +253,57 @@ impl TokenSet {
 mod tests {
     use super::*;
 
-    fn set(text: &str) -> TokenSet {
+    fn load(text: &str) -> Result<TokenSet, TokenFileError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens.toml");
         std::fs::write(&path, text).unwrap();
-        TokenSet::load(&path).unwrap()
+        TokenSet::load(&path)
+    }
+
+    fn set(text: &str) -> TokenSet {
+        load(text).unwrap()
+    }
+
+    /// A name listed twice, or one secret under two names (once as a
+    /// digest), is refused naming them.
+    #[test]
+    fn a_token_listed_twice_is_refused() {
+        let twice = load(
+            r#"
+            [[tokens]]
+            name = "ci"
+            scopes = ["write"]
+            secret = "first-secret-01234"
+            [[tokens]]
+            name = "ci"
+            scopes = ["admin"]
+            secret = "other-secret-01234"
+            "#,
+        )
+        .unwrap_err();
+        assert!(
+            twice.to_string().contains("token `ci` is listed twice"),
+            "{twice}"
+        );
+        let digest = hex::encode(Sha256::digest("shared-secret-0123"));
+        let same = load(&format!(
+            r#"
+            [[tokens]]
+            name = "reader"
+            scopes = ["read"]
+            secret = "shared-secret-0123"
+            [[tokens]]
+            name = "root"
+            scopes = ["admin"]
+            sha256 = "{digest}"
+            "#
+        ))
+        .unwrap_err();
+        assert!(
+            same.to_string()
+                .contains("tokens `reader` and `root` are the same token"),
+            "{same}"
+        );
     }
 
     /// A secret and a digest of it both match; scopes decide; admin is all.

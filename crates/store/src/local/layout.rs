@@ -15,6 +15,8 @@
 //!   .staging/<uuid>/          runs being prepared, renamed into place
 //!   .trash/<uuid>/            runs being deleted by retention
 //!   .write-probe              the disk probe's file (see `disk`)
+//!   .lock                     held by the process that has the store
+//!                             open, with its pid (see `dir_lock`)
 //! ```
 //!
 //! Names that start with a dot are the store's own: ids never start with
@@ -47,6 +49,8 @@ const STAGING_DIR: &str = ".staging";
 const TRASH_DIR: &str = ".trash";
 /// The file a disk probe writes and removes.
 const PROBE_FILE: &str = ".write-probe";
+/// The file whose lock says which process has the store open.
+const LOCK_FILE: &str = ".lock";
 
 /// The runs root and the store's own places in it.
 #[derive(Debug, Clone)]
@@ -99,6 +103,12 @@ impl StoreDir {
     /// A new, unused place in the trash.
     pub(crate) fn new_trash_entry(&self) -> PathBuf {
         self.trash().join(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The file whose lock says which process has the store open, and
+    /// holds its pid.
+    pub(crate) fn lock_file(&self) -> PathBuf {
+        self.root.join(LOCK_FILE)
     }
 
     /// The file a disk probe writes and removes.

@@ -21,6 +21,7 @@
 
 mod catalog;
 mod concurrency;
+mod dir_lock;
 mod disk;
 mod encode;
 mod fsio;
@@ -49,6 +50,7 @@ use tracing::{info, warn};
 use self::{
     catalog::Catalog,
     concurrency::{blocking, lock},
+    dir_lock::DirLock,
     disk::Disk,
     layout::StoreDir,
     retention::FactsCache,
@@ -100,15 +102,20 @@ pub struct LocalStore {
     collect_lock: tokio::sync::Mutex<()>,
     /// What retention learnt of terminal runs.
     facts: Arc<Mutex<FactsCache>>,
+    /// Keeps every other store off the directory while this one is open.
+    _lock: DirLock,
 }
 
 impl LocalStore {
-    /// Opens the store in `options.data_dir`, creating it when missing, and
-    /// clears runs left half-prepared, or half-deleted, by a crash.
+    /// Opens the store in `options.data_dir`, creating it when missing,
+    /// takes the directory's lock, and clears runs left half-prepared, or
+    /// half-deleted, by a crash.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Io`] when the directory cannot be created or read.
+    /// [`StoreError::Locked`] when another store has the directory open
+    /// (nothing was touched then); [`StoreError::Io`] when the directory
+    /// cannot be created or read.
     pub fn open(mut options: LocalStoreOptions) -> Result<Self> {
         let dir = &options.data_dir;
         fs::create_dir_all(dir)
@@ -116,6 +123,7 @@ impl LocalStore {
         let root = fs::canonicalize(dir)
             .map_err(|err| StoreError::io(format!("cannot resolve {}", dir.display()), err))?;
         let layout = StoreDir::new(root.clone());
+        let dir_lock = DirLock::acquire(&root, &layout.lock_file())?;
         for leftover in [layout.staging(), layout.trash()] {
             if leftover.exists() {
                 fs::remove_dir_all(&leftover).map_err(|err| {
@@ -142,6 +150,7 @@ impl LocalStore {
             catalog: tokio::sync::Mutex::new(None),
             collect_lock: tokio::sync::Mutex::new(()),
             facts: Arc::default(),
+            _lock: dir_lock,
         })
     }
 
