@@ -64,7 +64,12 @@ async fn bad_ids_are_refused_before_they_touch_the_disk() {
             "run_id",
         );
     }
-    let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    // Only the lock the store took when it opened.
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .filter(|name| name != ".lock")
+        .collect();
     assert!(entries.is_empty(), "nothing written: {entries:?}");
 
     prepare(&mut client, "t", "r").await;
@@ -166,6 +171,18 @@ async fn append_streams_must_open_first_and_carry_valid_items() {
         append(&mut client, vec![open("t", "r", "w", vec![stdout(0, "x")])]).await,
         Code::InvalidArgument,
         "writer_seq",
+    );
+    // Only the server records `run_prepared`, as seq 1 of every run.
+    let prepared = event(
+        1,
+        pb::WorkerLifecycleEventType::RunPrepared,
+        "prepared again",
+        None,
+    );
+    assert_status(
+        append(&mut client, vec![open("t", "r", "w", vec![prepared])]).await,
+        Code::InvalidArgument,
+        "run_prepared event, which only the server records",
     );
 
     // Items before a bad one are stored; the bad one and the rest are not.

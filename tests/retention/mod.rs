@@ -98,12 +98,15 @@ fn names(reply: &pb::CollectRunsResponse) -> Vec<String> {
         .collect()
 }
 
-/// The sum of the sizes of the files under `dir`.
+/// The sum of the sizes of the files under `dir`, leaving out the store's
+/// own entries (names with a leading dot, such as its lock).
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()
+        .map(|entry| entry.unwrap())
+        // The store's own files (its lock) are not runs' bytes.
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
         .map(|entry| {
-            let entry = entry.unwrap();
             let meta = entry.metadata().unwrap();
             if meta.is_dir() {
                 dir_size(&entry.path())

@@ -21,6 +21,7 @@ pub(crate) fn to_status(err: StoreError) -> Status {
         | StoreError::InvalidTime { .. }
         | StoreError::InvalidPageToken { .. }
         | StoreError::ZeroWriterSeq
+        | StoreError::ReservedEvent { .. }
         | StoreError::FinishedAtWithoutTerminalStatus => Status::invalid_argument(err.to_string()),
         StoreError::RunNotFound(_) => Status::not_found(err.to_string()),
         StoreError::MetadataMismatch(_) => Status::already_exists(err.to_string()),

@@ -39,6 +39,15 @@ pub enum StoreError {
     /// An item with writer sequence number 0: they start at 1.
     #[error("writer_seq must be 1 or more")]
     ZeroWriterSeq,
+    /// A writer's `run_prepared` event: only the store records it, as the
+    /// first entry of every run.
+    #[error(
+        "item {writer_seq} is a run_prepared event, which only the server records, when it prepares a run"
+    )]
+    ReservedEvent {
+        /// The item's writer sequence number.
+        writer_seq: u64,
+    },
     /// A patch that sets `finished_at` without moving the run to a terminal
     /// status.
     #[error("patch.finished_at is only taken with a terminal status")]

@@ -7,8 +7,9 @@ use crate::error::{Result, StoreError};
 pub const MAX_ID_BYTES: usize = 128;
 
 /// Checks that `value` is a usable id: 1 to [`MAX_ID_BYTES`] bytes, not `.`
-/// or `..`, no `/`, `\`, NUL or other control character, and not starting
-/// with `.` (names starting with a dot are the store's own).
+/// or `..`, no `/`, `\`, NUL or other control character, no invisible or
+/// bidirectional-control character, and not starting with `.` (names
+/// starting with a dot are the store's own).
 ///
 /// # Errors
 ///
@@ -28,7 +29,12 @@ pub fn check_id(field: &str, value: &str) -> Result<()> {
     } else if value.chars().any(char::is_control) {
         Some("must not contain NUL or other control characters".to_owned())
     } else {
-        None
+        value.chars().find(|c| is_invisible(*c)).map(|hidden| {
+            format!(
+                "must not contain invisible or bidirectional-control characters (U+{:04X})",
+                u32::from(hidden)
+            )
+        })
     };
     match problem {
         Some(problem) => Err(StoreError::InvalidId {
@@ -38,6 +44,22 @@ pub fn check_id(field: &str, value: &str) -> Result<()> {
         }),
         None => Ok(()),
     }
+}
+
+/// Whether `c` changes how an id looks without showing itself: zero-width
+/// characters, and the bidirectional controls that can make `run-7` and
+/// `7-nur` look alike in a terminal or a page (CVE-2021-42574).
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'                 // Arabic letter mark
+            | '\u{180E}'           // Mongolian vowel separator
+            | '\u{200B}'..='\u{200F}' // zero-width space, (non-)joiner, LRM, RLM
+            | '\u{202A}'..='\u{202E}' // embeddings and overrides
+            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+            | '\u{2066}'..='\u{2069}' // isolates
+            | '\u{FEFF}'           // zero-width no-break space
+    )
 }
 
 /// The first characters of a value, for an error message.
@@ -54,7 +76,20 @@ mod tests {
     fn refuses_ids_that_are_not_plain_names() {
         let long = "x".repeat(MAX_ID_BYTES + 1);
         for bad in [
-            "", ".", "..", ".hidden", "a/b", "a\\b", "a\0b", "a\nb", "\u{7f}", &long,
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            "\u{7f}",
+            &long,
+            "run\u{202E}7",
+            "a\u{200B}b",
+            "\u{FEFF}task",
+            "x\u{2066}y",
         ] {
             assert!(
                 matches!(check_id("task_id", bad), Err(StoreError::InvalidId { .. })),

@@ -41,6 +41,7 @@ checks!(
     one_gap_free_seq_across_channels,
     resending_stores_each_item_once,
     items_over_a_limit_are_refused_after_the_ones_before,
+    a_writer_cannot_append_run_prepared,
     reads_from_any_cursor_and_channel,
     follow_goes_live_and_ends_with_the_run,
     prepare_is_idempotent,

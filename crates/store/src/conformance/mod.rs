@@ -47,8 +47,8 @@ pub use self::{
         runs_are_listed_newest_first_by_page, state_moves_only_forward,
     },
     sequence::{
-        items_over_a_limit_are_refused_after_the_ones_before, one_gap_free_seq_across_channels,
-        resending_stores_each_item_once,
+        a_writer_cannot_append_run_prepared, items_over_a_limit_are_refused_after_the_ones_before,
+        one_gap_free_seq_across_channels, resending_stores_each_item_once,
     },
 };
 use crate::{

@@ -224,3 +224,24 @@ fn from(from_seq: u64) -> ReadFrom {
         history_only: true,
     }
 }
+
+/// `run_prepared` is the run's first entry, recorded by the store when it
+/// prepares the run; a writer's `run_prepared` is refused, after the items
+/// before it were stored.
+pub async fn a_writer_cannot_append_run_prepared(backend: &impl Backend) {
+    let store = backend.open(Limits::default()).await;
+    prepare(&store, "t", "r").await;
+    let run = key("t", "r");
+    let mut prepared = event(2, "a second run_prepared");
+    if let crate::model::AppendPayload::Event(event) = &mut prepared.payload {
+        event.event_type = crate::model::WorkerLifecycleEventType::RunPrepared;
+    }
+    let items = vec![chunk(1, StreamLogChannel::Stdout, "before"), prepared];
+    let refused = store.append(&run, "w", items).await;
+    assert!(
+        matches!(refused, Err(StoreError::ReservedEvent { writer_seq: 2 })),
+        "{refused:?}"
+    );
+    let cursor = store.writer_cursor(&run, "w").await.expect("a cursor");
+    assert_eq!((cursor.last_writer_seq, cursor.last_seq), (1, 2));
+}

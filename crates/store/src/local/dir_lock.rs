@@ -10,7 +10,7 @@
 
 use std::{
     fs::{File, OpenOptions},
-    io::{Read, Seek, SeekFrom, Write},
+    io::{Read, Write},
     path::Path,
 };
 
@@ -39,14 +39,19 @@ impl DirLock {
     /// written.
     pub(crate) fn acquire(root: &Path, lock_file: &Path) -> Result<Self> {
         let io = |err| StoreError::io(format!("cannot lock {}", lock_file.display()), err);
-        let file = OpenOptions::new()
-            .read(true)
+        // The lock is held through a read-only descriptor: a file open for
+        // writing would keep the file system from being remounted
+        // read-only, which an operator (or the kernel, on errors) may do
+        // under a running server. The pid is written through a second,
+        // short-lived descriptor once the lock is ours.
+        OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .open(lock_file)
             .map_err(io)?;
-        let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        let file = File::open(lock_file).map_err(io)?;
+        let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(locked) => locked,
             Err((mut file, Errno::EWOULDBLOCK)) => {
                 return Err(StoreError::Locked {
@@ -56,11 +61,14 @@ impl DirLock {
             }
             Err((_, errno)) => return Err(io(errno.into())),
         };
-        locked
-            .set_len(0)
-            .and_then(|()| locked.seek(SeekFrom::Start(0)).map(drop))
-            .and_then(|()| writeln!(locked, "{}", std::process::id()))
-            .and_then(|()| locked.sync_data())
+        OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(lock_file)
+            .and_then(|mut pid_file| {
+                writeln!(pid_file, "{}", std::process::id())?;
+                pid_file.sync_data()
+            })
             .map_err(io)?;
         Ok(Self { _file: locked })
     }

@@ -151,8 +151,16 @@ fn move_into_place(
     // steps, make the directory again.
     let mut attempts = 0;
     loop {
-        fs::create_dir_all(&task_dir)
-            .map_err(|err| fail("cannot create the task directory", err))?;
+        match fs::create_dir(&task_dir) {
+            // A new task directory is an entry of the runs root: without
+            // this sync a power loss could take it, and the run in it,
+            // away after the prepare was acknowledged.
+            Ok(()) => {
+                sync_dir(layout.root()).map_err(|err| fail("cannot sync the runs root", err))?
+            }
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(fail("cannot create the task directory", err)),
+        }
         match fs::rename(staged.path(), target.path()) {
             Ok(()) => break,
             Err(err) if err.kind() == io::ErrorKind::NotFound && attempts < 3 => attempts += 1,

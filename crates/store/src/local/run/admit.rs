@@ -5,7 +5,7 @@
 use super::Run;
 use crate::{
     error::{EntryPart, Result, StoreError},
-    model::{AppendItem, AppendPayload},
+    model::{AppendItem, AppendPayload, WorkerLifecycleEventType},
     time::normalize_iso,
 };
 
@@ -77,6 +77,11 @@ impl Run {
         };
         let created_at = match &mut item.payload {
             AppendPayload::Event(event) => {
+                if event.event_type == WorkerLifecycleEventType::RunPrepared {
+                    return Err(StoreError::ReservedEvent {
+                        writer_seq: item.writer_seq,
+                    });
+                }
                 if event.message.len() > limits.max_entry_bytes {
                     return Err(too_large(
                         EntryPart::Message,
