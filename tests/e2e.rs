@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod client;
 mod configuration;
+mod connections;
 mod contracts;
 mod disk;
 mod follow;

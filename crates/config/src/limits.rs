@@ -21,6 +21,10 @@ pub const DEFAULT_MAX_DATA_BYTES: usize = 256 * 1024;
 pub const DEFAULT_MAX_BATCH_ENTRIES: usize = 10_000;
 /// The default of [`Limits::max_streams_per_connection`].
 pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// The default of [`Limits::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// The default of [`Limits::handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default of [`Limits::keepalive_interval`].
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// The default of [`Limits::keepalive_timeout`].
@@ -59,6 +63,15 @@ pub struct Limits {
     /// The most concurrent calls on one HTTP/2 connection, announced to
     /// clients in the connection's settings.
     pub max_streams_per_connection: u32,
+    /// The most client connections open at once; past it, new connections
+    /// are closed as soon as they are accepted (and logged at most every
+    /// few seconds), so that idle sockets cannot use up the descriptors
+    /// that runs need.
+    pub max_connections: usize,
+    /// How long a new connection may take over its handshake (TLS, or the
+    /// HTTP/2 preface on a plain listener) before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
     /// How often the server pings each HTTP/2 connection, so that dead
     /// followers and writers are noticed.
     #[serde(with = "humantime_serde")]
@@ -87,6 +100,8 @@ impl Default for Limits {
             max_data_bytes: DEFAULT_MAX_DATA_BYTES,
             max_batch_entries: DEFAULT_MAX_BATCH_ENTRIES,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             append_idle_timeout: DEFAULT_APPEND_IDLE_TIMEOUT,
@@ -126,6 +141,8 @@ impl Limits {
                 "max_streams_per_connection",
                 self.max_streams_per_connection == 0,
             ),
+            ("max_connections", self.max_connections == 0),
+            ("handshake_timeout", self.handshake_timeout.is_zero()),
             ("keepalive_interval", self.keepalive_interval.is_zero()),
             ("keepalive_timeout", self.keepalive_timeout.is_zero()),
             ("append_idle_timeout", self.append_idle_timeout.is_zero()),

@@ -31,6 +31,9 @@
 //! - [`metrics`]: Prometheus metrics ([`Metrics`]) and their HTTP endpoint
 //!   ([`metrics::serve`]); [`health`]: the gRPC health service follows
 //!   whether the store can write.
+//! - `incoming`: accepting connections, plain or TLS: the
+//!   `max_connections` cap, the handshake deadline, and backing off when
+//!   descriptors run out.
 //! - `sync`: the one way to take a lock (see below).
 //!
 //! # Locking
@@ -55,6 +58,7 @@
 mod config;
 mod convert;
 pub mod health;
+mod incoming;
 mod limits;
 pub mod metrics;
 pub mod security;
@@ -67,14 +71,10 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use baa_logging::{FILE_DESCRIPTOR_SET, pb::logging_service_server::LoggingServiceServer};
 use baa_logging_store::RunStore;
-use tokio::{
-    net::{TcpListener, TcpStream},
-    task::JoinHandle,
-};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
-use tonic::{service::Routes, transport::server::TcpIncoming};
-use tracing::{debug, info, warn};
+use tonic::service::Routes;
+use tracing::{info, warn};
 
 use crate::{health::StoreHealth, security::AuthLayer, service::retention};
 
@@ -243,6 +243,8 @@ struct Transport {
     keepalive: (Duration, Duration),
     /// The most concurrent calls on one connection.
     max_streams: u32,
+    /// How many connections are let in, and how fast they must speak.
+    admission: incoming::Admission,
     /// TLS and tokens.
     security: Security,
     /// Where calls are counted, when metrics are on.
@@ -258,6 +260,10 @@ impl Transport {
                 config.limits.keepalive_timeout,
             ),
             max_streams: config.limits.max_streams_per_connection,
+            admission: incoming::Admission {
+                max_connections: config.limits.max_connections,
+                handshake_timeout: config.limits.handshake_timeout,
+            },
             security: config.security.clone(),
             metrics: config.metrics.clone(),
         }
@@ -284,22 +290,26 @@ impl Transport {
                 self.security.tokens.clone().map(AuthLayer::new),
             ));
         let router = server.add_routes(routes);
+        // Our own accept loop (see `incoming`) sets TCP_NODELAY on every
+        // socket: the builder's `tcp_nodelay` only reaches sockets that
+        // tonic accepts itself, and Nagle's algorithm would hold a
+        // follower's small responses back until the previous segment is
+        // acknowledged (up to the peer's 40 ms delayed ACK).
         match &self.security.tls {
             None => {
-                // The builder's `tcp_nodelay` only reaches sockets that tonic
-                // accepts itself; with our own listener it is ignored, and
-                // Nagle's algorithm would hold a follower's small responses
-                // back until the previous segment is acknowledged (up to the
-                // peer's 40 ms delayed ACK).
-                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                let (incoming, accepting) =
+                    incoming::incoming(listener, self.admission, incoming::preface);
+                let _accepting = AbortOnDropHandle::new(accepting);
                 router.serve_with_incoming_shutdown(incoming, stop).await
             }
             Some(tls) => {
                 let watcher = AbortOnDropHandle::new(tokio::spawn(tls.clone().watch()));
-                let (incoming, acceptor) = tls_incoming(listener, tls.acceptor());
-                let acceptor = AbortOnDropHandle::new(acceptor);
+                let acceptor = tls.acceptor();
+                let (incoming, accepting) =
+                    incoming::incoming(listener, self.admission, move |tcp| acceptor.accept(tcp));
+                let accepting = AbortOnDropHandle::new(accepting);
                 let served = router.serve_with_incoming_shutdown(incoming, stop).await;
-                drop((watcher, acceptor));
+                drop((watcher, accepting));
                 served
             }
         }
@@ -309,45 +319,3 @@ impl Transport {
 /// How long graceful shutdown waits for open connections once every
 /// stream of ours has ended.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// How long a client may take over its TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// TLS connections from `listener`: each handshake runs in a task of its
-/// own, so that a slow or silent client holds up no other. Returns the
-/// stream of finished connections and the accepting task.
-fn tls_incoming(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-) -> (
-    ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>>,
-    JoinHandle<()>,
-) {
-    let (ready, incoming) = tokio::sync::mpsc::channel(64);
-    let task = tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of descriptors, most likely: wait, then go on.
-                    warn!(cause = %err, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let ready = ready.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = ready.send(Ok(stream)).await;
-                    }
-                    Ok(Err(err)) => debug!(%peer, cause = %err, "TLS handshake failed"),
-                    Err(_) => debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    (ReceiverStream::new(incoming), task)
-}

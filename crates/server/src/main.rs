@@ -110,6 +110,15 @@ struct LimitArgs {
     #[arg(long, env = "BAA_LOGD_MAX_STREAMS_PER_CONNECTION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_streams_per_connection: Option<u32>,
+    /// The most client connections open at once.
+    #[arg(long, env = "BAA_LOGD_MAX_CONNECTIONS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections: Option<usize>,
+    /// How long a new connection may take over its TLS handshake or HTTP/2
+    /// preface, e.g. 10s.
+    #[arg(long, env = "BAA_LOGD_HANDSHAKE_TIMEOUT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handshake_timeout: Option<String>,
     /// How often to ping each connection, e.g. 30s.
     #[arg(long, env = "BAA_LOGD_KEEPALIVE_INTERVAL")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,222 @@
+//! Accepting connections: one accept loop for plain and TLS listeners,
+//! with a cap on open connections, a deadline for each handshake, and a
+//! back-off when the process runs out of descriptors.
+//!
+//! Each accepted socket gets a task of its own for its handshake (the TLS
+//! handshake, or on a plain listener the HTTP/2 connection preface), so a
+//! slow or silent client holds up no other, and one that has not finished
+//! within `handshake_timeout` is closed: without that, idle sockets that
+//! never speak would pile up until the descriptors run out. A connection
+//! holds one of `max_connections` permits for as long as it is open; past
+//! the cap, new sockets are closed at once, and logged at most once per
+//! [`LOG_INTERVAL`]. Running out of descriptors (`EMFILE`, `ENFILE`) is
+//! logged the same way and waited out with a growing pause, instead of a
+//! busy loop on `accept`.
+
+use std::{
+    future::Future,
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    task::JoinHandle,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+use tracing::{debug, warn};
+
+/// The most often a refused or failed accept is logged.
+pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The HTTP/2 connection preface every gRPC client sends first.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The longest pause between two accepts after running out of
+/// descriptors.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How connections are let in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Admission {
+    /// The most connections open at once.
+    pub(crate) max_connections: usize,
+    /// How long a client may take over its handshake.
+    pub(crate) handshake_timeout: Duration,
+}
+
+/// Accepted connections from `listener`, each past `handshake` (which gets
+/// the socket and returns the stream to serve), as a stream for tonic's
+/// `serve_with_incoming`, and the accepting task.
+pub(crate) fn incoming<S, H, F>(
+    listener: TcpListener,
+    admission: Admission,
+    handshake: H,
+) -> (ReceiverStream<io::Result<Counted<S>>>, JoinHandle<()>)
+where
+    S: Send + 'static,
+    H: Fn(TcpStream) -> F + Send + 'static,
+    F: Future<Output = io::Result<S>> + Send + 'static,
+{
+    let (ready, incoming) = mpsc::channel(64);
+    let permits = Arc::new(Semaphore::new(admission.max_connections));
+    let task = tokio::spawn(async move {
+        let mut log = Throttled::default();
+        let mut backoff = Duration::ZERO;
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => {
+                    backoff = Duration::ZERO;
+                    accepted
+                }
+                Err(err) => {
+                    // Out of descriptors, most likely: wait it out.
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_BACKOFF);
+                    log.warn(|missed| {
+                        warn!(cause = %err, missed, "cannot accept connections; backing off")
+                    });
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                log.warn(|missed| {
+                    warn!(%peer, missed, max_connections = admission.max_connections,
+                        "refusing connections: max_connections are open")
+                });
+                drop(tcp);
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let ready = ready.clone();
+            let handshake = handshake(tcp);
+            tokio::spawn(async move {
+                match tokio::time::timeout(admission.handshake_timeout, handshake).await {
+                    Ok(Ok(stream)) => {
+                        let _ = ready
+                            .send(Ok(Counted {
+                                stream,
+                                _permit: permit,
+                            }))
+                            .await;
+                    }
+                    Ok(Err(err)) => debug!(%peer, cause = %err, "handshake failed"),
+                    Err(_) => debug!(%peer, "handshake timed out; closing the connection"),
+                }
+            });
+        }
+    });
+    (ReceiverStream::new(incoming), task)
+}
+
+/// The plain listener's handshake: waits until the client has sent the
+/// HTTP/2 connection preface (without reading it: the server reads it
+/// again), or any first bytes that are not a preface (HTTP/1.1, which the
+/// server then answers itself).
+pub(crate) async fn preface(tcp: TcpStream) -> io::Result<TcpStream> {
+    let mut seen = [0u8; PREFACE.len()];
+    loop {
+        tcp.readable().await?;
+        let read = match tcp.peek(&mut seen).await {
+            Ok(read) => read,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(err) => return Err(err),
+        };
+        if read == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if read == PREFACE.len() || !PREFACE.starts_with(&seen[..read]) {
+            return Ok(tcp);
+        }
+        // Part of a preface: wait for the rest.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// An accepted connection that holds its place under `max_connections`
+/// until it closes.
+#[derive(Debug)]
+pub(crate) struct Counted<S> {
+    /// The connection.
+    stream: S,
+    /// Its place; released when the connection is dropped.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl<S: Connected> Connected for Counted<S> {
+    type ConnectInfo = S::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+/// A warning logged at most once per [`LOG_INTERVAL`], with how many were
+/// left out since the last one.
+#[derive(Debug, Default)]
+struct Throttled {
+    /// When the last one was logged.
+    last: Option<Instant>,
+    /// How many were left out since.
+    missed: u64,
+}
+
+impl Throttled {
+    /// Logs with `log` (given the count left out) when the interval has
+    /// passed, or counts one more left out.
+    fn warn(&mut self, log: impl FnOnce(u64)) {
+        if self.last.is_some_and(|last| last.elapsed() < LOG_INTERVAL) {
+            self.missed += 1;
+            return;
+        }
+        log(self.missed);
+        self.missed = 0;
+        self.last = Some(Instant::now());
+    }
+}
