@@ -236,6 +236,36 @@ async fn a_read_only_data_dir_refuses_appends_until_it_is_writable_again() {
     server.stop().await;
 }
 
+/// A server that starts on a full disk says NOT_SERVING before any write
+/// has failed, serves what is stored, and says SERVING once room is made.
+#[tokio::test]
+async fn a_server_started_on_a_full_disk_is_not_serving_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::tmpfs(&dir.path().join("disk"), 4 * MIB) else {
+        return;
+    };
+    let data_dir = disk.path().join("runs");
+    let (server, _) = start(&data_dir).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "before").await;
+    drop(client);
+    server.stop().await;
+
+    let filler = disk.path().join("filler");
+    fill_up(&filler);
+    let (server, _) = start(&data_dir).await;
+    assert_eq!(check_health(&server, "").await, ServingStatus::NotServing);
+    let mut client = server.client().await;
+    let history = follow_to_end(&mut client, follow_request("t", "before", 1, true)).await;
+    assert_eq!(history.entries.len(), 1, "what is stored is served");
+
+    free(&filler, 2 * MIB);
+    let mut health = watch_health(&server).await;
+    expect_health(&mut health, ServingStatus::Serving).await;
+    drop((health, client));
+    server.stop().await;
+}
+
 /// Starts a server over `data_dir` with metrics, whose store counts as
 /// writable again with 512 KiB free.
 async fn start(data_dir: &Path) -> (TestServer, std::net::SocketAddr) {

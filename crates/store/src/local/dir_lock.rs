@@ -19,6 +19,8 @@ use nix::{
     fcntl::{Flock, FlockArg},
 };
 
+use tracing::warn;
+
 use crate::error::{Result, StoreError};
 
 /// The exclusive lock on a data directory; released when dropped.
@@ -61,15 +63,19 @@ impl DirLock {
             }
             Err((_, errno)) => return Err(io(errno.into())),
         };
-        OpenOptions::new()
+        // The pid is for a refused server's message only: on a full disk
+        // the store still opens (and says it cannot write) without it.
+        let written = OpenOptions::new()
             .write(true)
             .truncate(true)
             .open(lock_file)
             .and_then(|mut pid_file| {
                 writeln!(pid_file, "{}", std::process::id())?;
                 pid_file.sync_data()
-            })
-            .map_err(io)?;
+            });
+        if let Err(err) = written {
+            warn!(path = %lock_file.display(), cause = %err, "cannot write the pid in the lock file");
+        }
         Ok(Self { _file: locked })
     }
 }

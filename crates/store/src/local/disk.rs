@@ -118,16 +118,32 @@ impl Disk {
             Some(reason) => Err(reason.to_owned()),
             None => self.probe(),
         };
-        let Err(reason) = verdict else {
-            return;
-        };
+        if let Err(reason) = verdict {
+            warn!(%reason, write = kind.as_str(), cause = %error, "the store cannot write; probing the disk until it can");
+            self.mark_not_writable(reason);
+        }
+    }
+
+    /// Probes the disk once, when the store opens, so that a store that
+    /// starts on a full or read-only disk says so before its first write
+    /// fails. Blocking.
+    pub(crate) fn check_at_open(self: &Arc<Self>) {
+        let _changing = self.lock();
+        if let Err(reason) = self.probe() {
+            warn!(%reason, "the store cannot write at start; probing the disk until it can");
+            self.mark_not_writable(reason);
+        }
+    }
+
+    /// Marks the store not writable and starts the thread that probes
+    /// until it is again. Called with the health lock held.
+    fn mark_not_writable(self: &Arc<Self>, reason: String) {
         let weak = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("baa-store-probe".to_owned())
             .spawn(move || probe_until_writable(&weak));
         match spawned {
             Ok(_) => {
-                warn!(%reason, write = kind.as_str(), cause = %error, "the store cannot write; probing the disk until it can");
                 self.health
                     .send_replace(WriteHealth::NotWritable { reason });
             }

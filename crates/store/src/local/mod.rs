@@ -139,6 +139,7 @@ impl LocalStore {
             options.observer.take(),
             options.min_free_bytes,
         );
+        disk.check_at_open();
         Ok(Self {
             layout,
             options: Arc::new(options),
