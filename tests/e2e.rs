@@ -13,6 +13,7 @@ mod connections;
 mod contracts;
 mod disk;
 mod follow;
+mod integrity;
 mod limits;
 mod metrics;
 mod polyglot;

@@ -320,14 +320,17 @@ async fn the_binary_serves_metrics_and_logs_internal_failures_as_json() {
     let mut client = baa_logging_client::connect(format!("http://{addr}"))
         .await
         .unwrap();
-    prepare(&mut client, "t", "damaged").await;
-    // Damage the stored run_prepared entry in place: following the run
-    // fails with INTERNAL.
-    let worker_log = dir.path().join("t").join("damaged").join("worker.log");
-    let len = std::fs::metadata(&worker_log).unwrap().len() as usize;
-    std::fs::write(&worker_log, format!("{}\n", "#".repeat(len - 1))).unwrap();
-    let followed = follow_to_end(&mut client, follow_request("t", "damaged", 1, true)).await;
-    let status = followed.end.expect("the follow fails");
+    prepare(&mut client, "t", "ok").await;
+    // A run directory whose meta.json is not JSON: following it fails with
+    // INTERNAL. (Altered log lines are DATA_LOSS, not INTERNAL: see
+    // tests/integrity.rs.)
+    let damaged = dir.path().join("t").join("damaged");
+    std::fs::create_dir_all(&damaged).unwrap();
+    std::fs::write(damaged.join("meta.json"), "{").unwrap();
+    let status = client
+        .follow_run(follow_request("t", "damaged", 1, true))
+        .await
+        .expect_err("the follow fails");
     assert_eq!(status.code(), Code::Internal, "{status:?}");
     assert!(
         !status.message().contains(dir.path().to_str().unwrap()),
@@ -370,7 +373,7 @@ async fn the_binary_serves_metrics_and_logs_internal_failures_as_json() {
         .find(|record| record["level"] == "ERROR")
         .unwrap_or_else(|| panic!("no ERROR record in {log}"));
     let cause = failure["cause"].as_str().unwrap_or_default();
-    assert!(cause.contains("worker.log"), "{failure}");
+    assert!(cause.contains("meta.json"), "{failure}");
     assert_eq!(failure["span"]["run_id"], "damaged", "{failure}");
     assert!(
         records

@@ -29,6 +29,10 @@ pub(crate) fn to_status(err: StoreError) -> Status {
         | StoreError::Terminal { .. }
         | StoreError::BadTransition { .. } => Status::failed_precondition(err.to_string()),
         StoreError::TooLarge { .. } => Status::resource_exhausted(err.to_string()),
+        err @ StoreError::DataLoss { .. } => {
+            warn!(cause = %err, "damaged entries not served");
+            Status::data_loss(err.to_string())
+        }
         StoreError::Io { context, source }
             if matches!(
                 source.kind(),

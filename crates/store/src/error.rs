@@ -122,6 +122,22 @@ pub enum StoreError {
         /// Why the undo failed.
         cause: String,
     },
+    /// A commit's bytes on disk do not match what the journal says was
+    /// written (a flipped bit, a zeroed block): its entries are not served.
+    /// Reading on from `last_seq + 1` works.
+    #[error(
+        "entries {first_seq} to {last_seq} of run `{key}` are damaged on the server's disk and \
+         are not served; follow again with from_seq {} to read on",
+        last_seq + 1
+    )]
+    DataLoss {
+        /// The run.
+        key: RunKey,
+        /// The damaged commit's first sequence number.
+        first_seq: u64,
+        /// Its last.
+        last_seq: u64,
+    },
     /// A stored file does not hold what the layout says it must.
     #[error("{} {problem}", path.display())]
     Damaged {

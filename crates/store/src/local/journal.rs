@@ -8,6 +8,17 @@
 //! entries and the next record only after them, only the last commit can be
 //! incomplete after a crash, and recovery checks just that one (see
 //! [`super::recovery`]).
+//!
+//! # Checksums
+//!
+//! A record names the bytes its commit wrote to each channel file
+//! (`offsets` and `lens`) with their CRC32C (`crc`), and checksums itself
+//! (`check`, over the record's JSON without it). The channel files stay
+//! plain JSON lines in the contracts' shape; the checksums live here only.
+//! Readers verify a commit's bytes before they serve any of its entries,
+//! and recovery verifies the commits it keeps at the end of the files.
+//! Records written before checksums existed have none of the three fields
+//! and are taken on trust, as they always were.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +50,15 @@ pub(crate) struct JournalRecord {
     /// they are, gaps included, and never cut by recovery.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) imported: bool,
+    /// The bytes the commit wrote to each channel file, from `offsets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) lens: Option<PerChannel<u64>>,
+    /// The CRC32C of those bytes, per channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) crc: Option<PerChannel<u32>>,
+    /// The CRC32C of this record's JSON line without this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) check: Option<u32>,
 }
 
 impl JournalRecord {
@@ -47,10 +67,146 @@ impl JournalRecord {
         self.last_seq + 1 - self.first_seq
     }
 
-    /// The record as one journal line.
+    /// Whether the commit holds `seq`.
+    pub(crate) fn holds(&self, seq: u64) -> bool {
+        (self.first_seq..=self.last_seq).contains(&seq)
+    }
+
+    /// Records the bytes the commit writes to each channel, with their
+    /// checksums.
+    pub(crate) fn with_bytes(mut self, bytes: &PerChannel<Vec<u8>>) -> Self {
+        self.lens = Some(bytes.each_ref().map(|_, bytes| bytes.len() as u64));
+        self.crc = Some(bytes.each_ref().map(|_, bytes| crc32c::crc32c(bytes)));
+        self
+    }
+
+    /// Where the commit's bytes end in each channel file, when the record
+    /// says.
+    pub(crate) fn ends(&self) -> Option<PerChannel<u64>> {
+        let lens = self.lens?;
+        Some(self.offsets.map(|channel, offset| offset + lens[channel]))
+    }
+
+    /// The record as one journal line, checksummed.
     pub(crate) fn to_line(&self) -> Vec<u8> {
-        let mut line = serde_json::to_vec(self).expect("a journal record serializes");
+        let unchecked = Self {
+            check: None,
+            ..self.clone()
+        };
+        let check = crc32c::crc32c(&serde_json::to_vec(&unchecked).expect("a record serializes"));
+        let mut line = serde_json::to_vec(&Self {
+            check: Some(check),
+            ..unchecked
+        })
+        .expect("a journal record serializes");
         line.push(b'\n');
         line
+    }
+
+    /// Reads a journal line back: `None` when it is not a record, or its
+    /// checksum says it was altered.
+    pub(crate) fn from_line(line: &[u8]) -> Option<Self> {
+        let record: Self = serde_json::from_slice(line).ok()?;
+        let Some(check) = record.check else {
+            return Some(record);
+        };
+        let unchecked = Self {
+            check: None,
+            ..record.clone()
+        };
+        let bytes = serde_json::to_vec(&unchecked).ok()?;
+        (crc32c::crc32c(&bytes) == check).then_some(record)
+    }
+}
+
+/// Whether `bytes`, the bytes of one channel of a commit, are what the
+/// commit wrote, when its record says.
+pub(crate) fn verify(
+    record: &JournalRecord,
+    channel: crate::model::WorkerLogChannel,
+    bytes: &[u8],
+) -> bool {
+    match (record.lens, record.crc) {
+        (Some(lens), Some(crc)) => {
+            bytes.len() as u64 == lens[channel] && crc32c::crc32c(bytes) == crc[channel]
+        }
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> JournalRecord {
+        JournalRecord {
+            first_seq: 2,
+            last_seq: 4,
+            writer_id: Some("w".into()),
+            writer_seq: 1,
+            counts: PerChannel::new(1, 2, 0),
+            offsets: PerChannel::new(10, 20, 0),
+            imported: false,
+            lens: None,
+            crc: None,
+            check: None,
+        }
+        .with_bytes(&PerChannel::new(
+            b"a\n".to_vec(),
+            b"bb\n".to_vec(),
+            Vec::new(),
+        ))
+    }
+
+    /// A record reads back as written; one altered byte anywhere in its
+    /// line makes it unreadable; a record without a check (written before
+    /// checksums) is taken as it is.
+    #[test]
+    fn a_record_checks_itself() {
+        let line = record().to_line();
+        let text = String::from_utf8(line.clone()).unwrap();
+        assert!(text.contains("\"check\":"), "{text}");
+        let body = &line[..line.len() - 1];
+        let read = JournalRecord::from_line(body).unwrap();
+        assert_eq!(
+            read,
+            JournalRecord {
+                check: read.check,
+                ..record()
+            }
+        );
+        let original = JournalRecord::from_line(body).unwrap();
+        for at in 0..body.len() {
+            let mut altered = body.to_vec();
+            altered[at] ^= 0x01;
+            if let Some(read) = JournalRecord::from_line(&altered) {
+                // Only the name of `check` itself can be altered into an
+                // unknown key: the record then reads as one from before
+                // checksums, with the very same content.
+                assert_eq!(
+                    read,
+                    JournalRecord {
+                        check: None,
+                        ..original.clone()
+                    },
+                    "byte {at} altered and read as another record"
+                );
+            }
+        }
+        let old = br#"{"firstSeq":1,"lastSeq":1,"counts":[1,0,0],"offsets":[0,0,0]}"#;
+        assert_eq!(JournalRecord::from_line(old).unwrap().lens, None);
+    }
+
+    /// A commit's bytes verify against their record, and altered or cut
+    /// bytes do not.
+    #[test]
+    fn bytes_verify_against_their_record() {
+        use crate::model::WorkerLogChannel::{Stdout, Worker};
+        let record = record();
+        assert!(verify(&record, Worker, b"a\n"));
+        assert!(verify(&record, Stdout, b"bb\n"));
+        assert!(!verify(&record, Stdout, b"bc\n"));
+        assert!(!verify(&record, Stdout, b"bb"));
+        assert_eq!(record.ends(), Some(PerChannel::new(12, 23, 0)));
     }
 }

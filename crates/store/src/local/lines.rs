@@ -51,6 +51,17 @@ pub(crate) fn scan_lines(
 /// before which every line has a sequence number below `target`: where a
 /// reader from `target` can start. It reads `O(log len)` small pieces.
 pub(crate) fn seek_seq(file: &mut File, len: u64, target: u64) -> io::Result<u64> {
+    seek_by(file, len, target, line_seq)
+}
+
+/// [`seek_seq`] over lines whose number `key` reads: an offset at which a
+/// line starts and before which every line's key is below `target`.
+pub(crate) fn seek_by(
+    file: &mut File,
+    len: u64,
+    target: u64,
+    key: fn(&[u8]) -> Option<u64>,
+) -> io::Result<u64> {
     const LINEAR: u64 = 16 * 1024;
     // Invariant: `lo` is a line start and every line before it is below
     // `target`; every line starting at or after `hi` is at or above it (or
@@ -60,7 +71,7 @@ pub(crate) fn seek_seq(file: &mut File, len: u64, target: u64) -> io::Result<u64
     while hi - lo > LINEAR {
         let mid = lo + (hi - lo) / 2;
         // The first line starting after `mid`.
-        match line_after(file, mid, hi, &mut buf)? {
+        match line_after(file, mid, hi, &mut buf, key)? {
             Some((_, end, seq)) if seq < target => lo = end,
             Some((start, _, _)) => hi = start,
             None => hi = mid,
@@ -70,12 +81,13 @@ pub(crate) fn seek_seq(file: &mut File, len: u64, target: u64) -> io::Result<u64
 }
 
 /// The first complete line that starts after `from` and before `until`:
-/// its start, its end (after `\n`) and its sequence number.
+/// its start, its end (after `\n`) and its key.
 fn line_after(
     file: &mut File,
     from: u64,
     until: u64,
     buf: &mut Vec<u8>,
+    key: fn(&[u8]) -> Option<u64>,
 ) -> io::Result<Option<(u64, u64, u64)>> {
     file.seek(SeekFrom::Start(from))?;
     let mut reader = BufReader::with_capacity(64 * 1024, &*file);
@@ -90,7 +102,7 @@ fn line_after(
     if buf.last() != Some(&b'\n') {
         return Ok(None);
     }
-    Ok(line_seq(&buf[..buf.len() - 1]).map(|seq| (start, start + read, seq)))
+    Ok(key(&buf[..buf.len() - 1]).map(|seq| (start, start + read, seq)))
 }
 
 #[cfg(test)]

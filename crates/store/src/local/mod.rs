@@ -20,12 +20,14 @@
 //! - `concurrency`: the locking policy and the blocking pool.
 
 mod catalog;
+mod channel_reader;
 mod concurrency;
 mod dir_lock;
 mod disk;
 mod encode;
 mod fsio;
 mod journal;
+mod journal_cursor;
 mod layout;
 mod lines;
 mod options;

@@ -84,7 +84,11 @@ pub(super) fn create_run(
         counts: encoded.counts,
         offsets: PerChannel::default(),
         imported: false,
-    };
+        lens: None,
+        crc: None,
+        check: None,
+    }
+    .with_bytes(&encoded.bytes);
     let fail = |what: &str, err| StoreError::io(format!("cannot prepare run `{key}`: {what}"), err);
     let build = || -> Result<()> {
         write_staged(&staged, metadata, state, &encoded.bytes, &record, &fail)?;

@@ -27,7 +27,7 @@ use std::{
 use tracing::warn;
 
 use super::{
-    journal::JournalRecord,
+    journal::{self, JournalRecord},
     layout::RunDir,
     lines::{line_seq, scan_lines},
     run_files::FileLens,
@@ -73,7 +73,27 @@ impl Recovered {
 /// The last record of the journal and where it starts.
 type LastRecord = (JournalRecord, u64);
 
+/// What the journal says the files hold, decided before anything is cut.
+#[derive(Debug)]
+struct Replayed {
+    /// The sum of the records kept.
+    recovered: Recovered,
+    /// The last record kept, and where it starts.
+    last: Option<LastRecord>,
+    /// Where the last record kept ends: the journal is cut there.
+    kept_len: u64,
+    /// The records past the kept ones that the journal still holds (their
+    /// entries are lost): their first and last sequence numbers.
+    lost: Option<(u64, u64)>,
+}
+
 /// Recovers the log session of the run in `dir`, repairing its files.
+///
+/// Recovery first decides, reading only, which commits it keeps: the
+/// longest prefix of journal records that read back whole and whose bytes
+/// every channel file covers (a power loss can leave a file shorter than
+/// the journal says), and of those the last one is checked against its
+/// checksums. Only then are the journal and the files cut to match.
 pub(crate) fn recover(dir: &RunDir) -> Result<Recovered> {
     let journal_path = dir.journal();
     let journal_len = match std::fs::metadata(&journal_path) {
@@ -85,11 +105,28 @@ pub(crate) fn recover(dir: &RunDir) -> Result<Recovered> {
         return adopt(dir);
     }
     let mut journal = open_rw(&journal_path)?;
-    let (mut recovered, last) = replay_journal(&mut journal, &journal_path, journal_len)?;
     let mut logs = open_logs(dir)?;
-    let Some((record, record_start)) = last else {
+    let file_lens = PerChannel::try_from_fn(|channel| file_len(&dir.log(channel), &logs[channel]))?;
+    let replayed = replay_journal(&mut journal, &journal_path, file_lens)?;
+    let Some((record, record_start)) = replayed.last else {
         return Err(StoreError::damaged(journal_path, "holds no record"));
     };
+    if let Some((first, last)) = replayed.lost {
+        warn!(
+            dir = %dir.path().display(),
+            kept = record.last_seq,
+            lost_first = first,
+            lost_last = last,
+            "the run's files end before its journal does (a power loss?); keeping the commits they cover"
+        );
+    }
+    if replayed.kept_len < journal_len {
+        journal
+            .set_len(replayed.kept_len)
+            .map_err(|err| io_err(&journal_path, err))?;
+    }
+    let mut recovered = replayed.recovered;
+    recovered.lens.journal = replayed.kept_len;
     if record.imported {
         trim_imported(dir, &mut logs, &record, &mut recovered)?;
     } else {
@@ -104,47 +141,45 @@ pub(crate) fn recover(dir: &RunDir) -> Result<Recovered> {
     Ok(recovered)
 }
 
-/// Adds up the journal's records, cutting a torn last record off. Returns
-/// the sum and the last record with where it starts.
-fn replay_journal(
-    journal: &mut File,
-    path: &Path,
-    journal_len: u64,
-) -> Result<(Recovered, Option<LastRecord>)> {
-    let mut recovered = Recovered::empty();
-    let mut last = None;
-    let mut good_len = 0u64;
-    let mut broken = None;
+/// Adds up the journal's records while they read back whole, follow each
+/// other, and start (and, when they say, end) within the channel files
+/// (`file_lens`). Reads only.
+fn replay_journal(journal: &mut File, path: &Path, file_lens: PerChannel<u64>) -> Result<Replayed> {
+    let mut replayed = Replayed {
+        recovered: Recovered::empty(),
+        last: None,
+        kept_len: 0,
+        lost: None,
+    };
+    let within =
+        |ends: &PerChannel<u64>| ends.iter().all(|(channel, end)| *end <= file_lens[channel]);
     scan_lines(journal, 0, |line, end| {
-        match serde_json::from_slice::<JournalRecord>(line) {
-            Ok(record)
-                if record.first_seq == recovered.next_seq
-                    && record.last_seq >= record.first_seq =>
-            {
-                recovered.apply(&record);
-                last = Some((record, good_len));
-                good_len = end;
-                true
-            }
-            _ => {
-                broken = Some(end);
-                false
-            }
+        let Some(record) = JournalRecord::from_line(line) else {
+            return false;
+        };
+        if let Some((_, last)) = &mut replayed.lost {
+            // Past the files' end: lost too.
+            *last = record.last_seq;
+            return true;
         }
+        if record.first_seq != replayed.recovered.next_seq || record.last_seq < record.first_seq {
+            // Not the next commit: the journal is damaged from here on.
+            return false;
+        }
+        let covered = within(&record.offsets) && record.ends().is_none_or(|ends| within(&ends));
+        if covered {
+            replayed.recovered.apply(&record);
+            replayed.last = Some((record, replayed.kept_len));
+            replayed.kept_len = end;
+        } else {
+            // A commit the files do not cover: its entries, and those of
+            // the records after it, are lost; the journal says which.
+            replayed.lost = Some((record.first_seq, record.last_seq));
+        }
+        true
     })
     .map_err(|err| io_err(path, err))?;
-    if broken.is_some_and(|end| end < journal_len) {
-        return Err(StoreError::damaged(
-            path,
-            format!("has an invalid record at byte {good_len}"),
-        ));
-    }
-    if good_len < journal_len {
-        warn!(path = %path.display(), cut = journal_len - good_len, "cutting a torn journal record");
-        journal.set_len(good_len).map_err(|err| io_err(path, err))?;
-    }
-    recovered.lens.journal = good_len;
-    Ok((recovered, last))
+    Ok(replayed)
 }
 
 /// Takes adopted entries as they are, cutting only a torn tail off each
@@ -183,6 +218,23 @@ fn settle_last_commit(
     (record, record_start): LastRecord,
     recovered: &mut Recovered,
 ) -> Result<()> {
+    if let Some(ends) = record.ends() {
+        if commit_verifies(dir, logs, &record)? {
+            for (channel, file) in logs.iter_mut() {
+                let path = dir.log(channel);
+                let len = file_len(&path, file)?;
+                cut(&path, file, len, ends[channel])?;
+            }
+            recovered.lens.logs = ends;
+            return Ok(());
+        }
+        warn!(
+            dir = %dir.path().display(),
+            first_seq = record.first_seq,
+            last_seq = record.last_seq,
+            "the last commit does not match its checksums; keeping its complete prefix"
+        );
+    }
     let found = last_commit_lines(dir, logs, &record)?;
     let mut present = vec![false; record.len() as usize];
     for (seq, _) in found.values().flatten() {
@@ -191,6 +243,7 @@ fn settle_last_commit(
     let kept_until = record.first_seq + present.iter().take_while(|here| **here).count() as u64;
 
     let mut kept_counts = PerChannel::default();
+    let mut kept_bytes: PerChannel<Vec<u8>> = PerChannel::default();
     for (channel, file) in logs.iter_mut() {
         let mut end = record.offsets[channel];
         for (seq, line_end) in &found[channel] {
@@ -202,20 +255,66 @@ fn settle_last_commit(
         }
         let path = dir.log(channel);
         let len = file_len(&path, file)?;
+        if record.lens.is_some() {
+            kept_bytes[channel] = read_range(&path, file, record.offsets[channel], end)?;
+        }
         cut(&path, file, len, end)?;
         recovered.lens.logs[channel] = end;
     }
     if kept_until <= record.last_seq {
-        shorten_last_record(
-            dir,
-            journal,
-            (record, record_start),
-            kept_until,
-            kept_counts,
-            recovered,
-        )?;
+        let kept = Kept {
+            until: kept_until,
+            counts: kept_counts,
+            bytes: record.lens.is_some().then_some(kept_bytes),
+        };
+        shorten_last_record(dir, journal, (record, record_start), kept, recovered)?;
     }
     Ok(())
+}
+
+/// What is kept of a commit cut short: the entries before `until`, their
+/// counts, and their bytes (to checksum them) when the record had
+/// checksums.
+#[derive(Debug)]
+struct Kept {
+    /// The first sequence number not kept.
+    until: u64,
+    /// Entries kept per channel.
+    counts: PerChannel<u64>,
+    /// The bytes kept per channel.
+    bytes: Option<PerChannel<Vec<u8>>>,
+}
+
+/// Whether every channel's bytes of `record`'s commit match its checksums.
+fn commit_verifies(
+    dir: &RunDir,
+    logs: &mut PerChannel<File>,
+    record: &JournalRecord,
+) -> Result<bool> {
+    let Some(ends) = record.ends() else {
+        return Ok(true);
+    };
+    for (channel, file) in logs.iter_mut() {
+        let bytes = read_range(
+            &dir.log(channel),
+            file,
+            record.offsets[channel],
+            ends[channel],
+        )?;
+        if !journal::verify(record, channel, &bytes) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The bytes of `file` from `start` to `end`.
+fn read_range(path: &Path, file: &File, start: u64, end: u64) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = vec![0u8; end.saturating_sub(start) as usize];
+    file.read_exact_at(&mut bytes, start)
+        .map_err(|err| io_err(path, err))?;
+    Ok(bytes)
 }
 
 /// The sequence numbers of the last commit found in each channel file,
@@ -256,10 +355,10 @@ fn shorten_last_record(
     dir: &RunDir,
     journal: &File,
     (record, record_start): LastRecord,
-    kept_until: u64,
-    kept_counts: PerChannel<u64>,
+    kept: Kept,
     recovered: &mut Recovered,
 ) -> Result<()> {
+    let (kept_until, kept_counts) = (kept.until, kept.counts);
     warn!(
         dir = %dir.path().display(),
         kept = kept_until - record.first_seq,
@@ -284,11 +383,17 @@ fn shorten_last_record(
         .map_err(|err| io_err(&journal_path, err))?;
     recovered.lens.journal = record_start;
     if kept_until > record.first_seq {
-        let fixed = JournalRecord {
+        let mut fixed = JournalRecord {
             last_seq: kept_until - 1,
             counts: kept_counts,
+            lens: None,
+            crc: None,
+            check: None,
             ..record
         };
+        if let Some(bytes) = &kept.bytes {
+            fixed = fixed.with_bytes(bytes);
+        }
         let line = fixed.to_line();
         append_synced(&journal_path, &line)?;
         recovered.lens.journal += line.len() as u64;
@@ -335,6 +440,9 @@ fn adopt(dir: &RunDir) -> Result<Recovered> {
             counts: recovered.counts,
             offsets: PerChannel::default(),
             imported: true,
+            lens: None,
+            crc: None,
+            check: None,
         };
         let line = record.to_line();
         append_synced(&journal_path, &line)?;

@@ -71,6 +71,15 @@ pub(crate) struct RunSignal {
     pub(crate) epoch: u64,
 }
 
+/// What a run has committed, as the doorbell last announced it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Committed {
+    /// The last committed `seq`.
+    pub(crate) seq: u64,
+    /// Each channel file's committed length.
+    pub(crate) lens: PerChannel<u64>,
+}
+
 /// A run whose log session is open.
 #[derive(Debug)]
 pub(crate) struct Run {
@@ -177,6 +186,16 @@ impl Run {
             signal: watch::Sender::new(signal),
             life: Mutex::new(RunLife::default()),
         })
+    }
+
+    /// What is committed now: the last `seq` and each channel file's
+    /// committed length.
+    pub(crate) fn committed(&self) -> Committed {
+        let signal = self.signal.borrow();
+        Committed {
+            seq: signal.committed_seq,
+            lens: signal.committed_lens,
+        }
     }
 
     /// A new receiver of the doorbell.
@@ -351,7 +370,11 @@ impl Run {
             counts: encoded.counts,
             offsets: inner.lens.logs,
             imported: false,
-        };
+            lens: None,
+            crc: None,
+            check: None,
+        }
+        .with_bytes(&encoded.bytes);
         let line = record.to_line();
         let sync = self.options.sync_commits;
         let written = self.disk.write(DiskWrite::Commit, || {

@@ -1,0 +1,402 @@
+//! Reading a run's channel files: a three-way merge by sequence number of
+//! one [`ChannelReader`] per selected channel, each checking every commit's
+//! bytes against the journal before it parses a line of them.
+//!
+//! A channel reader walks the journal's records in order beside its file:
+//! for each commit that wrote to its channel it reads the commit's bytes
+//! whole, checks their length and CRC32C against the record, and only
+//! then parses them. Bytes that do not match (a flipped bit, a zeroed
+//! block, a line whose `seq` was altered) are never parsed, let alone
+//! served: the channel holds a [`Front::Damaged`] marker in their place,
+//! which the merge reports, in sequence order, as
+//! [`StoreError::DataLoss`] naming the commit's first and last `seq`;
+//! the commits after it read on. A commit is read only once the doorbell
+//! says it is committed (its bytes end within the committed length), so a
+//! commit being written or cut off is never read either.
+//!
+//! Runs written before checksums existed (their records have none) are
+//! read as they always were, in windows up to the committed length.
+
+use std::{
+    fs::File,
+    io::{self, Read},
+    os::unix::fs::FileExt,
+    path::PathBuf,
+};
+
+use super::{journal, journal_cursor::JournalCursor, lines::seek_seq, run::Run};
+use crate::{
+    error::{Result, StoreError},
+    model::{ChannelSet, LogEntry, StreamChunkLogEntry, WorkerLifecycleLogEntry, WorkerLogChannel},
+};
+
+/// How much a reader of an unchecked file reads at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What a merge returns: the entries in sequence order, whether it got to
+/// its limit, and the damaged commit that stopped it, if one did.
+#[derive(Debug)]
+pub(crate) struct Merged {
+    /// The entries.
+    pub(crate) entries: Vec<LogEntry>,
+    /// Every selected entry up to the limit was returned.
+    pub(crate) caught_up: bool,
+    /// A damaged commit right after `entries`: its first and last `seq`.
+    pub(crate) damaged: Option<(u64, u64)>,
+}
+
+/// A reader of each selected channel file of `run`, positioned for
+/// `from_seq`.
+pub(crate) fn open_channels(
+    run: &Run,
+    selected: ChannelSet,
+    from_seq: u64,
+) -> Result<Vec<ChannelReader>> {
+    selected
+        .iter()
+        .map(|channel| ChannelReader::open(run, channel, from_seq))
+        .collect()
+}
+
+/// Returns the entries from `from` to `limit` in sequence order, stopping
+/// after about `max_bytes`, or at a damaged commit (in
+/// [`Merged::damaged`], after the entries before it).
+pub(crate) fn merge(
+    channels: &mut [ChannelReader],
+    from: u64,
+    limit: u64,
+    max_bytes: usize,
+) -> Result<Merged> {
+    let mut entries = Vec::new();
+    let mut bytes = 0usize;
+    for channel in channels.iter_mut() {
+        channel.at_end = false;
+    }
+    loop {
+        // The channel with the lowest next `seq`; on a tie, damage first,
+        // so that no entry of a damaged commit is served.
+        let mut next: Option<(usize, u64, bool)> = None;
+        for (index, channel) in channels.iter_mut().enumerate() {
+            let (seq, damaged) = loop {
+                match channel.front()? {
+                    Front::End => break (u64::MAX, false),
+                    Front::Damaged(_, last) if last < from => drop(channel.skip_damage()),
+                    Front::Damaged(first, _) => break (first.max(from), true),
+                    Front::Entry(seq) if seq < from => drop(channel.pop()?),
+                    Front::Entry(seq) => break (seq, false),
+                }
+            };
+            let better = next.is_none_or(|(_, best, best_damaged)| {
+                seq < best || (seq == best && damaged && !best_damaged)
+            });
+            if seq <= limit && better {
+                next = Some((index, seq, damaged));
+            }
+        }
+        let Some((index, _, damaged)) = next else {
+            return Ok(Merged {
+                entries,
+                caught_up: true,
+                damaged: None,
+            });
+        };
+        if damaged {
+            let range = channels[index].skip_damage();
+            return Ok(Merged {
+                entries,
+                caught_up: false,
+                damaged: Some(range),
+            });
+        }
+        let (entry, len) = channels[index].pop()?;
+        bytes += len;
+        entries.push(entry);
+        if bytes >= max_bytes {
+            return Ok(Merged {
+                entries,
+                caught_up: false,
+                damaged: None,
+            });
+        }
+    }
+}
+
+/// What a channel has next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Front {
+    /// An entry with this `seq`.
+    Entry(u64),
+    /// A damaged commit, with its first and last `seq`.
+    Damaged(u64, u64),
+    /// Nothing more, up to the committed length.
+    End,
+}
+
+/// Reads one channel file line by line, checking each commit first.
+#[derive(Debug)]
+pub(crate) struct ChannelReader {
+    /// The channel.
+    pub(crate) channel: WorkerLogChannel,
+    /// The file's path, for errors.
+    path: PathBuf,
+    /// The file.
+    file: File,
+    /// The file offset of `buf[0]`.
+    buf_offset: u64,
+    /// Bytes read ahead; `buf[pos..]` is not returned yet. With checksums,
+    /// it holds only checked bytes.
+    buf: Vec<u8>,
+    /// Where the next line starts in `buf`.
+    pos: usize,
+    /// The next line, parsed: its entry and its length with the newline.
+    peeked: Option<(LogEntry, usize)>,
+    /// A damaged commit where the next bytes would be.
+    damaged: Option<(u64, u64)>,
+    /// The file had nothing more when last read in this merge; everything
+    /// up to the merge's limit was complete before it started, so the
+    /// channel is not read again until the next merge.
+    pub(crate) at_end: bool,
+    /// How far the file may be read: its committed length.
+    pub(crate) readable_len: u64,
+    /// The journal, and the `seq` of the next commit to look for in it;
+    /// `None` for a run whose records carry no checksums.
+    journal: Option<(JournalCursor, u64)>,
+}
+
+impl ChannelReader {
+    /// Opens the channel file of `run` for a reader from `from_seq`: at
+    /// the start of that commit's bytes when the journal checksums it, at
+    /// or before the first line of `from_seq` otherwise.
+    fn open(run: &Run, channel: WorkerLogChannel, from_seq: u64) -> Result<Self> {
+        let path = run.dir.log(channel);
+        let fail = |err| StoreError::io(format!("cannot read {}", path.display()), err);
+        let mut file = File::open(&path).map_err(fail)?;
+        let committed = run.committed();
+        let journal_path = run.dir.journal();
+        let io_journal =
+            |err| StoreError::io(format!("cannot read {}", journal_path.display()), err);
+        let mut cursor = JournalCursor::open(journal_path.clone(), from_seq).map_err(io_journal)?;
+        let (offset, journal) = if from_seq > committed.seq {
+            // Past what is stored: every commit to come is checked.
+            (committed.lens[channel], Some((cursor, committed.seq + 1)))
+        } else {
+            match cursor.record_for(from_seq).map_err(io_journal)? {
+                Some(record) if record.lens.is_some() => {
+                    (record.offsets[channel], Some((cursor, record.first_seq)))
+                }
+                _ if from_seq > 1 => {
+                    let len = file.metadata().map_err(fail)?.len();
+                    (seek_seq(&mut file, len, from_seq).map_err(fail)?, None)
+                }
+                _ => (0, None),
+            }
+        };
+        Ok(Self {
+            channel,
+            path,
+            file,
+            buf_offset: offset,
+            buf: Vec::new(),
+            pos: 0,
+            peeked: None,
+            damaged: None,
+            at_end: false,
+            readable_len: 0,
+            journal,
+        })
+    }
+
+    /// Frees the read buffer when everything in it was returned.
+    pub(crate) fn release_if_drained(&mut self) {
+        if self.peeked.is_none() && self.pos == self.buf.len() {
+            self.buf_offset += self.pos as u64;
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
+    }
+
+    /// What comes next.
+    fn front(&mut self) -> Result<Front> {
+        if self.peeked.is_none() && self.damaged.is_none() {
+            self.peeked = self.parse_next()?;
+        }
+        Ok(match (&self.damaged, &self.peeked) {
+            (Some((first, last)), _) => Front::Damaged(*first, *last),
+            (None, Some((entry, _))) => Front::Entry(entry.seq()),
+            (None, None) => Front::End,
+        })
+    }
+
+    /// Takes the damaged commit in front, to go on after it.
+    fn skip_damage(&mut self) -> (u64, u64) {
+        self.damaged.take().expect("a damaged commit is in front")
+    }
+
+    /// Takes the entry in front.
+    fn pop(&mut self) -> Result<(LogEntry, usize)> {
+        self.front()?;
+        let (entry, len) = self.peeked.take().expect("pop follows an entry in front");
+        self.pos += len;
+        Ok((entry, len))
+    }
+
+    /// Parses the next complete line, reading more of the file when
+    /// needed; stops at a damaged commit.
+    fn parse_next(&mut self) -> Result<Option<(LogEntry, usize)>> {
+        loop {
+            if let Some(newline) = self.buf[self.pos..].iter().position(|byte| *byte == b'\n') {
+                let line = &self.buf[self.pos..self.pos + newline];
+                let entry = self.decode(line)?;
+                return Ok(Some((entry, newline + 1)));
+            }
+            let more = match self.journal.is_some() {
+                true => self.fill_checked()?,
+                false => self.fill()?,
+            };
+            if !more || self.damaged.is_some() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Drops the bytes already returned from the buffer.
+    fn compact(&mut self) {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.buf_offset += self.pos as u64;
+            self.pos = 0;
+        }
+    }
+
+    /// Reads the next committed commit of this channel whole and checks it
+    /// against its record: appended to the buffer when it matches, held as
+    /// a damaged commit (and skipped in the file) when it does not. False
+    /// when no further commit of this channel is committed yet.
+    fn fill_checked(&mut self) -> Result<bool> {
+        if self.at_end {
+            return Ok(false);
+        }
+        self.compact();
+        let (cursor, next_seq) = self.journal.as_mut().expect("a checked reader");
+        loop {
+            let record = match cursor.record_for(*next_seq) {
+                Ok(Some(record)) => record,
+                Ok(None) => {
+                    self.at_end = true;
+                    return Ok(false);
+                }
+                Err(err) => {
+                    return Err(StoreError::io(
+                        format!("cannot read {}", cursor.path().display()),
+                        err,
+                    ));
+                }
+            };
+            let (Some(lens), Some(ends)) = (record.lens, record.ends()) else {
+                // A record without checksums: the rest is read unchecked.
+                self.journal = None;
+                return self.fill();
+            };
+            let (start, end) = (record.offsets[self.channel], ends[self.channel]);
+            if end > self.readable_len {
+                // Not committed yet.
+                self.at_end = true;
+                return Ok(false);
+            }
+            *next_seq = record.last_seq + 1;
+            if lens[self.channel] == 0 {
+                continue;
+            }
+            let tail = self.buf_offset + self.buf.len() as u64;
+            let mut bytes = vec![0u8; (end - start) as usize];
+            let read = self.file.read_exact_at(&mut bytes, start);
+            let intact =
+                start == tail && read.is_ok() && journal::verify(&record, self.channel, &bytes);
+            if intact {
+                self.buf.extend_from_slice(&bytes);
+                return Ok(true);
+            }
+            if let Err(err) = read
+                && err.kind() != io::ErrorKind::UnexpectedEof
+            {
+                return Err(StoreError::io(
+                    format!("cannot read {}", self.path.display()),
+                    err,
+                ));
+            }
+            // Whatever the buffer held before is whole lines; the damaged
+            // commit's bytes are not kept.
+            self.buf.clear();
+            self.buf_offset = end;
+            self.damaged = Some((record.first_seq, record.last_seq));
+            return Ok(true);
+        }
+    }
+
+    /// Reads more of an unchecked file; false when nothing more is there.
+    fn fill(&mut self) -> Result<bool> {
+        if self.at_end {
+            return Ok(false);
+        }
+        self.compact();
+        let start = self.buf.len();
+        let read_offset = self.buf_offset + start as u64;
+        let room = self.readable_len.saturating_sub(read_offset);
+        if room == 0 {
+            self.at_end = true;
+            return Ok(false);
+        }
+        // Reads into the buffer's spare capacity, which is not zeroed first.
+        let mut window = FileWindow {
+            file: &self.file,
+            offset: read_offset,
+        }
+        .take(room.min(READ_CHUNK as u64));
+        self.buf.reserve(READ_CHUNK);
+        match window.read_to_end(&mut self.buf) {
+            Ok(read) => {
+                self.at_end = read == 0;
+                Ok(read > 0)
+            }
+            Err(err) => {
+                self.buf.truncate(start);
+                Err(StoreError::io(
+                    format!("cannot read {}", self.path.display()),
+                    err,
+                ))
+            }
+        }
+    }
+
+    /// Decodes one stored line of this channel.
+    fn decode(&self, line: &[u8]) -> Result<LogEntry> {
+        let corrupt = |err: serde_json::Error| {
+            StoreError::damaged(&self.path, format!("holds an invalid entry: {err}"))
+        };
+        Ok(match self.channel {
+            WorkerLogChannel::Worker => LogEntry::Lifecycle(
+                serde_json::from_slice::<WorkerLifecycleLogEntry>(line).map_err(corrupt)?,
+            ),
+            WorkerLogChannel::Stdout | WorkerLogChannel::Stderr => LogEntry::Chunk(
+                serde_json::from_slice::<StreamChunkLogEntry>(line).map_err(corrupt)?,
+            ),
+        })
+    }
+}
+
+/// A `Read` over a file from an offset, with positioned reads that leave
+/// the file's own cursor alone.
+struct FileWindow<'a> {
+    /// The file.
+    file: &'a File,
+    /// Where the next read starts.
+    offset: u64,
+}
+
+impl Read for FileWindow<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.file.read_at(buf, self.offset)?;
+        self.offset += read as u64;
+        Ok(read)
+    }
+}

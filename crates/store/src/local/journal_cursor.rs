@@ -1,0 +1,104 @@
+//! Reading a run's journal forward from any sequence number, for readers
+//! that verify each commit's bytes before they serve its entries.
+//!
+//! The journal is appended to while it is read; a reader only asks for
+//! records of committed entries, whose lines are complete, so a line
+//! without its newline is simply not there yet.
+
+use std::{collections::VecDeque, fs::File, io, os::unix::fs::FileExt, path::PathBuf};
+
+use super::{journal::JournalRecord, lines::seek_by};
+
+/// How much of the journal is read at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A forward reader of a run's journal records.
+#[derive(Debug)]
+pub(crate) struct JournalCursor {
+    /// The journal.
+    file: File,
+    /// Its path, for errors.
+    path: PathBuf,
+    /// Where the next unread byte is.
+    offset: u64,
+    /// Bytes read and not yet taken as records.
+    buf: Vec<u8>,
+    /// Records read ahead, in order.
+    records: VecDeque<JournalRecord>,
+}
+
+impl JournalCursor {
+    /// A cursor at or before the record that holds `seq`.
+    pub(crate) fn open(path: PathBuf, seq: u64) -> io::Result<Self> {
+        let mut file = File::open(&path)?;
+        let len = file.metadata()?.len();
+        let offset = if seq > 1 {
+            seek_by(&mut file, len, seq, last_seq)?
+        } else {
+            0
+        };
+        Ok(Self {
+            file,
+            path,
+            offset,
+            buf: Vec::new(),
+            records: VecDeque::new(),
+        })
+    }
+
+    /// The journal's path.
+    pub(crate) fn path(&self) -> &PathBuf {
+        &self.path
+    }
+
+    /// The record of the commit that holds `seq`, reading forward; `None`
+    /// when the journal holds no such record (yet), or a line that is not
+    /// a record stands before it.
+    pub(crate) fn record_for(&mut self, seq: u64) -> io::Result<Option<JournalRecord>> {
+        loop {
+            while let Some(record) = self.records.front() {
+                if record.last_seq >= seq {
+                    return Ok(record.holds(seq).then(|| record.clone()));
+                }
+                self.records.pop_front();
+            }
+            if !self.read_more()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads the next complete lines as records; false at the end, or at a
+    /// line that is not a record.
+    fn read_more(&mut self) -> io::Result<bool> {
+        let start = self.buf.len();
+        self.buf.resize(start + READ_CHUNK, 0);
+        let read = self.file.read_at(&mut self.buf[start..], self.offset)?;
+        self.buf.truncate(start + read);
+        self.offset += read as u64;
+        let mut taken = 0;
+        while let Some(newline) = self.buf[taken..].iter().position(|byte| *byte == b'\n') {
+            let line = &self.buf[taken..taken + newline];
+            let Some(record) = JournalRecord::from_line(line) else {
+                self.buf.clear();
+                return Ok(false);
+            };
+            self.records.push_back(record);
+            taken += newline + 1;
+        }
+        self.buf.drain(..taken);
+        Ok(taken > 0 || (read > 0 && self.records.is_empty() && self.read_more()?))
+    }
+}
+
+/// The last sequence number of a journal line, for seeking.
+fn last_seq(line: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct LastSeq {
+        last_seq: u64,
+    }
+    serde_json::from_slice::<LastSeq>(line)
+        .ok()
+        .map(|record| record.last_seq)
+}

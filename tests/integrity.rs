@@ -1,0 +1,338 @@
+//! Damaged files, the way real disks and power cuts damage them: no
+//! altered line is ever served, damage is reported as `DATA_LOSS` naming
+//! the commit, the rest of the run stays readable and writable, and a
+//! file cut short inside an earlier commit costs only the commits after
+//! the cut.
+//!
+//! The loops here are bounded (a small run, every byte of it); the store
+//! is used in-process where a server start per case would be too slow.
+
+use std::{collections::BTreeMap, fs, path::Path};
+
+use baa_logging::pb;
+use baa_logging_store::{
+    LocalStore, LocalStoreOptions, ReadFrom, RunReader, RunStore, StoreError,
+    model::{
+        AppendItem, AppendPayload, ChannelSet, LogEntry, RunKey, RunMetadataInput,
+        RunStateSnapshotInput, StreamChunkInput, StreamLogChannel,
+    },
+};
+use tonic::Code;
+
+use crate::util::{TestServer, follow_request, follow_to_end};
+
+/// The run every test writes: three commits of stdout and stderr lines.
+fn key() -> RunKey {
+    RunKey {
+        task_id: "t".into(),
+        run_id: "r".into(),
+    }
+}
+
+/// Opens the store in `dir`.
+fn open(dir: &Path) -> LocalStore {
+    LocalStore::open(LocalStoreOptions::new(dir)).expect("the store opens")
+}
+
+/// Writes the run: `run_prepared`, then three commits (writer seqs 1–4,
+/// 5–8, 9–12), alternating stdout and stderr.
+async fn write_run(store: &LocalStore) {
+    let metadata = RunMetadataInput {
+        task_id: "t".into(),
+        step_id: "s".into(),
+        step_name: "S".into(),
+        run_id: "r".into(),
+        worker_kind: "shell".into(),
+        attempt: 1,
+        repo_root: "/repo".into(),
+        worktree_path: "/repo".into(),
+        created_at: "2026-01-02T03:04:05.000Z".into(),
+        checkpoint_mode: "none".into(),
+        prompt_summary: None,
+        command: None,
+    };
+    let state = RunStateSnapshotInput {
+        attempt: 1,
+        started_at: "2026-01-02T03:04:05.000Z".into(),
+        checkpoint_seq: None,
+        summary: None,
+    };
+    store.prepare_run(metadata, state).await.unwrap();
+    for commit in 0..3u64 {
+        let items = (1..=4).map(|n| item(commit * 4 + n)).collect::<Vec<_>>();
+        store.append(&key(), "w", items).await.unwrap();
+    }
+}
+
+/// Writer item `n`: `out line n` on stdout (odd) or stderr (even).
+fn item(n: u64) -> AppendItem {
+    let channel = if n % 2 == 1 {
+        StreamLogChannel::Stdout
+    } else {
+        StreamLogChannel::Stderr
+    };
+    AppendItem {
+        writer_seq: n,
+        payload: AppendPayload::Chunk(
+            channel,
+            StreamChunkInput {
+                text: format!("out line {n}\n"),
+                created_at: Some("2026-01-02T03:04:06.000Z".into()),
+            },
+        ),
+    }
+}
+
+/// What a history read from `from_seq` returns: the entries it served, and
+/// the damage it reported (first and last `seq`), reading on after each.
+async fn read_all(store: &LocalStore, from_seq: u64) -> (Vec<LogEntry>, Vec<(u64, u64)>) {
+    let from = ReadFrom {
+        from_seq,
+        channels: ChannelSet::ALL,
+        history_only: true,
+    };
+    let mut reader = store.open_reader(&key(), from).await.unwrap();
+    let (mut entries, mut damage) = (Vec::new(), Vec::new());
+    for _ in 0..100 {
+        match reader.read(1024).await {
+            Ok(batch) => {
+                entries.extend(batch.entries);
+                if batch.finished {
+                    return (entries, damage);
+                }
+            }
+            Err(StoreError::DataLoss {
+                first_seq,
+                last_seq,
+                ..
+            }) => damage.push((first_seq, last_seq)),
+            Err(err) => panic!("a read failed: {err}"),
+        }
+    }
+    panic!("the reader never finished");
+}
+
+/// The commits of the run, as `seq` ranges: run_prepared, then three of
+/// four entries each.
+const COMMITS: [(u64, u64); 4] = [(1, 1), (2, 5), (6, 9), (10, 13)];
+
+/// A flipped bit anywhere in a channel file or zeroed bytes inside a
+/// commit: no altered entry is ever served, every entry that is not
+/// served lies in a commit reported as damaged, and everything else is
+/// served; the run still takes appends.
+#[tokio::test]
+async fn altered_bytes_are_reported_by_commit_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    write_run(&store).await;
+    let (pristine, none) = read_all(&store, 1).await;
+    assert!(none.is_empty());
+    let by_seq: BTreeMap<u64, LogEntry> = pristine.iter().map(|e| (e.seq(), e.clone())).collect();
+    let run_dir = dir.path().join("t/r");
+    let mut cases = 0;
+    for file in ["worker.log", "stdout.log", "stderr.log"] {
+        let path = run_dir.join(file);
+        let original = fs::read(&path).unwrap();
+        let flips = (0..original.len()).map(|at| (at, 1usize));
+        let zeroed = (0..original.len()).step_by(7).map(|at| (at, 5usize));
+        for (at, width) in flips.chain(zeroed) {
+            let mut damaged = original.clone();
+            for byte in &mut damaged[at..(at + width).min(original.len())] {
+                *byte = if width == 1 { *byte ^ 0x04 } else { 0 };
+            }
+            if damaged == original {
+                continue;
+            }
+            fs::write(&path, &damaged).unwrap();
+            let (served, reported) = read_all(&store, 1).await;
+            fs::write(&path, &original).unwrap();
+            cases += 1;
+            for entry in &served {
+                assert_eq!(
+                    Some(entry),
+                    by_seq.get(&entry.seq()),
+                    "{file} byte {at}: an altered entry was served"
+                );
+            }
+            assert!(
+                !reported.is_empty(),
+                "{file} byte {at}: the damage went unreported"
+            );
+            for seq in by_seq.keys() {
+                let was_served = served.iter().any(|entry| entry.seq() == *seq);
+                let in_damage = reported
+                    .iter()
+                    .any(|(first, last)| (first..=last).contains(&seq));
+                assert!(
+                    was_served != in_damage,
+                    "{file} byte {at}: seq {seq} served {was_served}, reported {in_damage}"
+                );
+            }
+            for range in &reported {
+                assert!(
+                    COMMITS.contains(range),
+                    "{file} byte {at}: {range:?} is no commit"
+                );
+            }
+        }
+    }
+    assert!(cases > 1000, "{cases} cases");
+    let items = vec![item(13)];
+    store
+        .append(&key(), "w", items)
+        .await
+        .expect("the run takes appends");
+}
+
+/// Through the server, a damaged commit ends the follow with DATA_LOSS
+/// naming the run and the range and saying where to read on, and a
+/// follow from there gets the rest.
+#[tokio::test]
+async fn a_follower_gets_data_loss_and_reads_on_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        write_run(&store).await;
+    }
+    let stdout = dir.path().join("t/r/stdout.log");
+    let mut bytes = fs::read(&stdout).unwrap();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    let at = text.find("out line 5").unwrap();
+    bytes[at + 4] = b'm'; // "out mine 5"
+    fs::write(&stdout, &bytes).unwrap();
+
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    let followed = follow_to_end(&mut client, follow_request("t", "r", 1, true)).await;
+    assert_eq!(followed.seqs(), [1, 2, 3, 4, 5]);
+    let end = followed.end.expect("the follow ends with an error");
+    assert_eq!(end.code(), Code::DataLoss, "{end:?}");
+    assert!(
+        end.message()
+            .contains("entries 6 to 9 of run `t/r` are damaged")
+            && end.message().contains("from_seq 10"),
+        "{end:?}"
+    );
+    let rest = follow_to_end(&mut client, follow_request("t", "r", 10, true)).await;
+    assert_eq!(rest.seqs(), [10, 11, 12, 13]);
+    assert!(rest.end.is_none(), "{:?}", rest.end);
+    let cursor = client
+        .get_writer_cursor(pb::GetWriterCursorRequest {
+            task_id: "t".into(),
+            run_id: "r".into(),
+            writer_id: "w".into(),
+        })
+        .await
+        .expect("the writer's cursor is still served")
+        .into_inner();
+    assert_eq!(cursor.last_writer_seq, 12);
+    drop(client);
+    server.stop().await;
+}
+
+/// A channel file cut short at any byte inside the last two commits (what
+/// a power loss leaves when one file was written back and another was
+/// not): the run opens, serves exactly the commits every file covers, its
+/// writer's cursor says so, and a re-send from there stores each item
+/// once.
+#[tokio::test]
+async fn a_file_cut_inside_an_earlier_commit_keeps_the_commits_every_file_covers() {
+    let pristine = tempfile::tempdir().unwrap();
+    {
+        let store = open(pristine.path());
+        write_run(&store).await;
+    }
+    let offsets = commit_offsets(&pristine.path().join("t/r/journal.jsonl"));
+    let mut cases = 0;
+    for file in ["stdout.log", "stderr.log"] {
+        let channel = if file == "stdout.log" { 1 } else { 2 };
+        let len = fs::metadata(pristine.path().join("t/r").join(file))
+            .unwrap()
+            .len();
+        // From where the second commit starts in this file to its end.
+        for cut in offsets[1][channel]..len {
+            let dir = tempfile::tempdir().unwrap();
+            copy_dir(pristine.path(), dir.path());
+            let path = dir.path().join("t/r").join(file);
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(cut)
+                .unwrap();
+            let store = open(dir.path());
+            // The commits whose bytes in this file end at or before the cut.
+            let kept = (1..4)
+                .take_while(|commit| {
+                    offsets.get(commit + 1).map_or(len, |next| next[channel]) <= cut
+                })
+                .count();
+            let last_seq = COMMITS[kept].1;
+            let view = store.get_run(&key()).await.expect("the run opens");
+            assert_eq!(view.summary.last_seq, last_seq, "{file} cut at {cut}");
+            let (served, damage) = read_all(&store, 1).await;
+            assert!(damage.is_empty(), "{file} cut at {cut}: {damage:?}");
+            let seqs: Vec<u64> = served.iter().map(LogEntry::seq).collect();
+            assert_eq!(
+                seqs,
+                (1..=last_seq).collect::<Vec<_>>(),
+                "{file} cut at {cut}"
+            );
+            let cursor = store.writer_cursor(&key(), "w").await.unwrap();
+            assert_eq!(
+                cursor.last_writer_seq,
+                kept as u64 * 4,
+                "{file} cut at {cut}"
+            );
+            let resend = (1..=12).map(item).collect();
+            let outcome = store.append(&key(), "w", resend).await.unwrap();
+            assert_eq!(outcome.stored, 12 - kept as u64 * 4, "{file} cut at {cut}");
+            let (served, _) = read_all(&store, 1).await;
+            let texts: Vec<&str> = served
+                .iter()
+                .filter_map(|entry| match entry {
+                    LogEntry::Chunk(chunk) => Some(chunk.text.as_str()),
+                    LogEntry::Lifecycle(_) => None,
+                })
+                .collect();
+            let expected: Vec<String> = (1..=12).map(|n| format!("out line {n}\n")).collect();
+            assert_eq!(
+                texts, expected,
+                "{file} cut at {cut}: each item once, in order"
+            );
+            cases += 1;
+        }
+    }
+    assert!(cases > 100, "{cases} cases");
+}
+
+/// Where each commit starts in each channel file, from the journal.
+fn commit_offsets(journal: &Path) -> Vec<[u64; 3]> {
+    fs::read_to_string(journal)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            let offsets = record["offsets"].as_array().unwrap();
+            [0, 1, 2].map(|channel| offsets[channel].as_u64().unwrap())
+        })
+        .collect()
+}
+
+/// Copies a directory tree, but the store's own dot files.
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
