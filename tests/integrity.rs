@@ -209,7 +209,7 @@ async fn a_follower_gets_data_loss_and_reads_on_after_it() {
     assert_eq!(end.code(), Code::DataLoss, "{end:?}");
     assert!(
         end.message()
-            .contains("entries 6 to 9 of run `t/r` are damaged")
+            .contains("entries 6 to 9 of run `t/r` were damaged or lost")
             && end.message().contains("from_seq 10"),
         "{end:?}"
     );
@@ -232,9 +232,10 @@ async fn a_follower_gets_data_loss_and_reads_on_after_it() {
 
 /// A channel file cut short at any byte inside the last two commits (what
 /// a power loss leaves when one file was written back and another was
-/// not): the run opens, serves exactly the commits every file covers, its
-/// writer's cursor says so, and a re-send from there stores each item
-/// once.
+/// not): the run opens, serves exactly the commits every file covers and
+/// reports the rest as lost, its writer's cursor says so, a re-send from
+/// there stores each item once, and no sequence number a reader may have
+/// been served before the loss names another line after it.
 #[tokio::test]
 async fn a_file_cut_inside_an_earlier_commit_keeps_the_commits_every_file_covers() {
     let pristine = tempfile::tempdir().unwrap();
@@ -243,6 +244,14 @@ async fn a_file_cut_inside_an_earlier_commit_keeps_the_commits_every_file_covers
         write_run(&store).await;
     }
     let offsets = commit_offsets(&pristine.path().join("t/r/journal.jsonl"));
+    let pristine_entries: BTreeMap<u64, LogEntry> = {
+        let store = open(pristine.path());
+        let (entries, _) = read_all(&store, 1).await;
+        entries
+            .into_iter()
+            .map(|entry| (entry.seq(), entry))
+            .collect()
+    };
     let mut cases = 0;
     for file in ["stdout.log", "stderr.log"] {
         let channel = if file == "stdout.log" { 1 } else { 2 };
@@ -267,15 +276,26 @@ async fn a_file_cut_inside_an_earlier_commit_keeps_the_commits_every_file_covers
                     offsets.get(commit + 1).map_or(len, |next| next[channel]) <= cut
                 })
                 .count();
-            let last_seq = COMMITS[kept].1;
+            let kept_seq = COMMITS[kept].1;
             let view = store.get_run(&key()).await.expect("the run opens");
-            assert_eq!(view.summary.last_seq, last_seq, "{file} cut at {cut}");
+            assert_eq!(
+                view.summary.last_seq, 13,
+                "{file} cut at {cut}: numbers go on"
+            );
+            assert_eq!(view.summary.total_entries, kept_seq, "{file} cut at {cut}");
             let (served, damage) = read_all(&store, 1).await;
-            assert!(damage.is_empty(), "{file} cut at {cut}: {damage:?}");
+            let lost: Vec<(u64, u64)> = (kept_seq < 13)
+                .then_some((kept_seq + 1, 13))
+                .into_iter()
+                .collect();
+            assert_eq!(
+                damage, lost,
+                "{file} cut at {cut}: the lost range is reported"
+            );
             let seqs: Vec<u64> = served.iter().map(LogEntry::seq).collect();
             assert_eq!(
                 seqs,
-                (1..=last_seq).collect::<Vec<_>>(),
+                (1..=kept_seq).collect::<Vec<_>>(),
                 "{file} cut at {cut}"
             );
             let cursor = store.writer_cursor(&key(), "w").await.unwrap();
@@ -288,6 +308,14 @@ async fn a_file_cut_inside_an_earlier_commit_keeps_the_commits_every_file_covers
             let outcome = store.append(&key(), "w", resend).await.unwrap();
             assert_eq!(outcome.stored, 12 - kept as u64 * 4, "{file} cut at {cut}");
             let (served, _) = read_all(&store, 1).await;
+            for entry in served.iter().filter(|entry| entry.seq() <= 13) {
+                assert_eq!(
+                    Some(entry),
+                    pristine_entries.get(&entry.seq()),
+                    "{file} cut at {cut}: seq {} names another line",
+                    entry.seq()
+                );
+            }
             let texts: Vec<&str> = served
                 .iter()
                 .filter_map(|entry| match entry {

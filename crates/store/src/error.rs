@@ -123,11 +123,11 @@ pub enum StoreError {
         cause: String,
     },
     /// A commit's bytes on disk do not match what the journal says was
-    /// written (a flipped bit, a zeroed block): its entries are not served.
-    /// Reading on from `last_seq + 1` works.
+    /// written (a flipped bit, a zeroed block), or a power loss took its
+    /// entries: they are not served. Reading on from `last_seq + 1` works.
     #[error(
-        "entries {first_seq} to {last_seq} of run `{key}` are damaged on the server's disk and \
-         are not served; follow again with from_seq {} to read on",
+        "entries {first_seq} to {last_seq} of run `{key}` were damaged or lost on the server's \
+         disk and are not served; follow again with from_seq {} to read on",
         last_seq + 1
     )]
     DataLoss {

@@ -304,6 +304,11 @@ impl ChannelReader {
                 return Ok(false);
             }
             *next_seq = record.last_seq + 1;
+            if record.lost {
+                // Entries a power loss took: reported, never given again.
+                self.damaged = Some((record.first_seq, record.last_seq));
+                return Ok(true);
+            }
             if lens[self.channel] == 0 {
                 continue;
             }

@@ -50,6 +50,12 @@ pub(crate) struct JournalRecord {
     /// they are, gaps included, and never cut by recovery.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) imported: bool,
+    /// True for a record that recovery writes for commits the journal
+    /// knew but the files had lost (a power loss): it holds no entries,
+    /// keeps their sequence numbers from being given out again, and
+    /// readers report its range as lost.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) lost: bool,
     /// The bytes the commit wrote to each channel file, from `offsets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) lens: Option<PerChannel<u64>>,
@@ -147,6 +153,7 @@ mod tests {
             counts: PerChannel::new(1, 2, 0),
             offsets: PerChannel::new(10, 20, 0),
             imported: false,
+            lost: false,
             lens: None,
             crc: None,
             check: None,

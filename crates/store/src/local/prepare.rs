@@ -84,6 +84,7 @@ pub(super) fn create_run(
         counts: encoded.counts,
         offsets: PerChannel::default(),
         imported: false,
+        lost: false,
         lens: None,
         crc: None,
         check: None,

@@ -138,7 +138,37 @@ pub(crate) fn recover(dir: &RunDir) -> Result<Recovered> {
             &mut recovered,
         )?;
     }
+    if let Some((_, lost_last)) = replayed.lost {
+        mark_lost(dir, lost_last, &mut recovered)?;
+    }
     Ok(recovered)
+}
+
+/// Writes a `lost` record for the sequence numbers from the run's next one
+/// to `lost_last`: entries the journal knew and the files lost. Readers
+/// may have been served them before the loss, so they are not given out
+/// again: the next append starts after them, and readers report the range
+/// as lost.
+fn mark_lost(dir: &RunDir, lost_last: u64, recovered: &mut Recovered) -> Result<()> {
+    let marker = JournalRecord {
+        first_seq: recovered.next_seq,
+        last_seq: lost_last,
+        writer_id: None,
+        writer_seq: 0,
+        counts: PerChannel::default(),
+        offsets: recovered.lens.logs,
+        imported: false,
+        lost: true,
+        lens: None,
+        crc: None,
+        check: None,
+    }
+    .with_bytes(&PerChannel::default());
+    let line = marker.to_line();
+    append_synced(&dir.journal(), &line)?;
+    recovered.lens.journal += line.len() as u64;
+    recovered.next_seq = lost_last + 1;
+    Ok(())
 }
 
 /// Adds up the journal's records while they read back whole, follow each
@@ -440,6 +470,7 @@ fn adopt(dir: &RunDir) -> Result<Recovered> {
             counts: recovered.counts,
             offsets: PerChannel::default(),
             imported: true,
+            lost: false,
             lens: None,
             crc: None,
             check: None,

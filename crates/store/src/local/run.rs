@@ -370,6 +370,7 @@ impl Run {
             counts: encoded.counts,
             offsets: inner.lens.logs,
             imported: false,
+            lost: false,
             lens: None,
             crc: None,
             check: None,
