@@ -364,3 +364,50 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `baa-logd verify` reads every commit back offline: a clean data
+/// directory exits 0; one with an altered line prints the run and the
+/// damaged range and exits 1, for all runs and for the run named.
+#[test]
+fn verify_reports_damaged_ranges_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = open(dir.path());
+        write_run(&store).await;
+    });
+    let verify = |target: Option<&str>| {
+        let mut command = std::process::Command::new(crate::util::process::server_binary());
+        command.arg("verify").arg("--data-dir").arg(dir.path());
+        command.args(target);
+        let output = command.output().expect("baa-logd verify runs");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, clean) = verify(None);
+    assert_eq!(code, Some(0), "{clean}");
+    assert!(
+        clean.contains("t/r: 13 entries intact\n1 runs checked, 0 with damage"),
+        "{clean}"
+    );
+
+    let stdout = dir.path().join("t/r/stdout.log");
+    let mut bytes = fs::read(&stdout).unwrap();
+    let at = String::from_utf8(bytes.clone())
+        .unwrap()
+        .find("out line 5")
+        .unwrap();
+    bytes[at + 4] = b'm';
+    fs::write(&stdout, &bytes).unwrap();
+    for target in [None, Some("t"), Some("t/r")] {
+        let (code, report) = verify(target);
+        assert_eq!(code, Some(1), "{target:?}: {report}");
+        assert!(
+            report.contains(
+                "t/r: 9 entries intact; damaged or lost: 6-9\n1 runs checked, 1 with damage"
+            ),
+            "{target:?}: {report}"
+        );
+    }
+}

@@ -4,7 +4,7 @@
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use baa_logd::{LogFormat, Metrics, ServerConfig, Settings};
-use baa_logging_store::{LocalStore, LocalStoreOptions, StoreError};
+use baa_logging_store::{LocalStore, LocalStoreOptions, StoreError, verify};
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use serde::Serialize;
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -20,6 +20,10 @@ use tracing::{error, info, warn};
 #[derive(Debug, Parser, Serialize)]
 #[command(name = "baa-logd", version)]
 struct Cli {
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    #[serde(skip)]
+    command: Option<Command>,
     /// A TOML configuration file.
     #[arg(long, env = "BAA_LOGD_CONFIG")]
     #[serde(skip)]
@@ -33,7 +37,7 @@ struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<SocketAddr>,
     /// The runs root: runs live in <data-dir>/<taskId>/<runId>/.
-    #[arg(long, env = "BAA_LOGD_DATA_DIR")]
+    #[arg(long, env = "BAA_LOGD_DATA_DIR", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     data_dir: Option<PathBuf>,
     /// Serve Prometheus metrics on this address, at /metrics [default: off].
@@ -163,6 +167,21 @@ struct RetentionArgs {
     interval: Option<String>,
 }
 
+/// What `baa-logd` can do besides serving.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Check the stored runs for damaged or lost entries, offline.
+    ///
+    /// Reads every commit back and checks it against its checksums, and
+    /// prints each run's damaged or lost ranges; exits 0 only when every
+    /// run is intact, 1 when one is not, 2 while a server has the data
+    /// directory open. Opening a run recovers it as a server start would.
+    Verify {
+        /// TASK or TASK/RUN; every run when left out.
+        target: Option<String>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = parse_cli();
     let settings = match Settings::load(cli.config.as_deref(), &cli) {
@@ -177,6 +196,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(settings.log_format);
+    if let Some(Command::Verify { target }) = &cli.command {
+        return verify(&settings, target.as_deref());
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -222,6 +244,69 @@ impl Failure {
 impl From<String> for Failure {
     fn from(message: String) -> Self {
         Self { message, code: 1 }
+    }
+}
+
+/// `baa-logd verify`: checks the runs `target` names and prints what it
+/// found, a line a run and a total.
+fn verify(settings: &Settings, target: Option<&str>) -> ExitCode {
+    let target = match target.map(|target| {
+        target
+            .split_once('/')
+            .map_or((target, None), |(task, run)| (task, Some(run)))
+    }) {
+        None => verify::Target::default(),
+        Some((task, run)) => verify::Target {
+            task_id: Some(task.to_owned()),
+            run_id: run.map(str::to_owned),
+        },
+    };
+    let report = |failure: Failure| {
+        eprintln!("baa-logd: {}", failure.message);
+        ExitCode::from(failure.code)
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return report(Failure::from(format!("cannot start the runtime: {err}"))),
+    };
+    let checked = runtime.block_on(async {
+        let store = open_store(settings, None)?;
+        verify::verify(&store, &target)
+            .await
+            .map_err(|err| Failure::from(err.to_string()))
+    });
+    let checks = match checked {
+        Ok(checks) => checks,
+        Err(failure) => return report(failure),
+    };
+    let damaged = checks
+        .iter()
+        .filter(|check| !check.damaged.is_empty())
+        .count();
+    for check in &checks {
+        let ranges: Vec<String> = check
+            .damaged
+            .iter()
+            .map(|(first, last)| format!("{first}-{last}"))
+            .collect();
+        match ranges.is_empty() {
+            true => println!("{}: {} entries intact", check.run, check.entries),
+            false => println!(
+                "{}: {} entries intact; damaged or lost: {}",
+                check.run,
+                check.entries,
+                ranges.join(", ")
+            ),
+        }
+    }
+    println!("{} runs checked, {damaged} with damage", checks.len());
+    if damaged == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -16,6 +16,7 @@
 //! - [`error`]: the store's one error type, [`StoreError`].
 //! - [`conformance`]: what any [`RunStore`] must do, as checks every
 //!   backend runs unchanged.
+//! - [`verify`]: checking stored runs for damage, offline or not.
 //! - [`observe`]: what the store tells about its disk: a
 //!   [`StoreObserver`] hook for metrics and its [`WriteHealth`].
 //!
@@ -45,6 +46,7 @@ pub mod render;
 pub mod retention;
 pub mod run_store;
 pub mod time;
+pub mod verify;
 
 pub use baa_logging_config::{DEFAULT_RUN_LAYOUT_VERSION, DEFAULT_RUNS_DIRECTORY_NAME, Limits};
 pub use error::{EntryPart, Refused, Result, StoreError};
