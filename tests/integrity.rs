@@ -411,3 +411,48 @@ fn verify_reports_damaged_ranges_and_exits_1() {
         );
     }
 }
+
+/// The scrub finds a damaged commit on its own, at its pace, and counts it
+/// in `baa_logd_scrub_damaged_commits_total`.
+#[tokio::test]
+async fn the_scrub_counts_damaged_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        write_run(&store).await;
+    }
+    let stdout = dir.path().join("t/r/stdout.log");
+    let mut bytes = fs::read(&stdout).unwrap();
+    let at = String::from_utf8(bytes.clone())
+        .unwrap()
+        .find("out line 5")
+        .unwrap();
+    bytes[at + 4] = b'm';
+    fs::write(&stdout, &bytes).unwrap();
+
+    let metrics = baa_logd::Metrics::new();
+    let metrics_addr = crate::util::metrics::start_metrics(metrics.clone()).await;
+    let config = baa_logd::ServerConfig {
+        scrub: baa_logd::settings::Scrub {
+            period: std::time::Duration::from_millis(100),
+            read_rate: 1024 * 1024,
+        },
+        metrics: Some(metrics),
+        ..baa_logd::ServerConfig::default()
+    };
+    let server = TestServer::start_with(dir.path(), config).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let scrape = crate::util::metrics::scrape(metrics_addr).await;
+        if scrape.value("baa_logd_scrub_damaged_commits_total") >= 1.0 {
+            assert!(scrape.value("baa_logd_scrub_checked_runs_total") >= 1.0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scrub found nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}

@@ -5,7 +5,10 @@
 
 use baa_logging::Limits;
 
-use crate::{Metrics, Security, Settings, settings::Retention};
+use crate::{
+    Metrics, Security, Settings,
+    settings::{Retention, Scrub},
+};
 
 /// A `FollowRun` response carries about this many bytes of entries.
 pub const FOLLOW_BATCH_BYTES: usize = 256 * 1024;
@@ -21,6 +24,8 @@ pub struct ServerConfig {
     /// pass runs. With no limit set there is no periodic pass, and
     /// `CollectRuns` needs limits of its own.
     pub retention: Retention,
+    /// When the scrub checks stored runs for damage, and how fast.
+    pub scrub: Scrub,
     /// A `FollowRun` response carries about this many bytes of entries;
     /// [`FOLLOW_BATCH_BYTES`] unless a test wants smaller batches.
     pub follow_batch_bytes: usize,
@@ -44,6 +49,7 @@ impl ServerConfig {
         Self {
             limits: settings.limits.clone(),
             retention: settings.retention.clone(),
+            scrub: settings.scrub.clone(),
             follow_batch_bytes: FOLLOW_BATCH_BYTES,
             security,
             metrics: None,

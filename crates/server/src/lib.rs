@@ -34,6 +34,7 @@
 //! - `incoming`: accepting connections, plain or TLS: the
 //!   `max_connections` cap, the handshake deadline, and backing off when
 //!   descriptors run out.
+//! - `scrub`: the background check of stored runs for damage.
 //! - `sync`: the one way to take a lock (see below).
 //!
 //! # Locking
@@ -61,6 +62,7 @@ pub mod health;
 mod incoming;
 mod limits;
 pub mod metrics;
+mod scrub;
 pub mod security;
 mod service;
 pub mod settings;
@@ -125,12 +127,21 @@ pub async fn run<S: RunStore>(
     let health = StoreHealth::start(reporter, store.write_health(), config.metrics.clone()).await;
     let routes = with_reflection(Routes::new(health_service))?;
     let transport = Transport::of(&config);
+    let scrubbing = scrub::spawn(
+        store.clone(),
+        config.scrub.clone(),
+        config.metrics.clone(),
+        token.clone(),
+    );
     let (logging, periodic) = logging_service(store.clone(), config, &token);
     let addr = listener.local_addr().ok();
     info!(?addr, "serving");
     let stop = stop_on(shutdown, health, token.clone());
     let serving = transport.serve(listener, routes.add_service(logging), stop);
     let served = with_grace(serving, &token).await;
+    if let Some(scrubbing) = scrubbing {
+        scrubbing.abort();
+    }
     after_serving(&token, periodic, &*store).await;
     served?;
     info!("stopped");

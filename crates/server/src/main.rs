@@ -70,6 +70,9 @@ struct Cli {
     /// Retention.
     #[command(flatten)]
     retention: RetentionArgs,
+    /// The scrub.
+    #[command(flatten)]
+    scrub: ScrubArgs,
 }
 
 /// TLS flags.
@@ -147,6 +150,21 @@ struct LimitArgs {
     #[arg(long, env = "BAA_LOGD_MAX_FOLLOWERS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_followers: Option<usize>,
+}
+
+/// Scrub flags.
+#[derive(Debug, Args, Serialize)]
+#[command(next_help_heading = "Scrub")]
+struct ScrubArgs {
+    /// How long after start and between checks of every stored run against
+    /// its checksums, e.g. 24h; 0s: no scrub.
+    #[arg(long = "scrub-period", env = "BAA_LOGD_SCRUB_PERIOD")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    period: Option<String>,
+    /// The most bytes a second the scrub reads; 0: no bound.
+    #[arg(long = "scrub-read-rate", env = "BAA_LOGD_SCRUB_READ_RATE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_rate: Option<u64>,
 }
 
 /// Retention flags.

@@ -48,6 +48,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Which finished runs are deleted, and when.
     pub retention: Retention,
+    /// The background check of stored runs for damage.
+    pub scrub: Scrub,
 }
 
 impl Default for Settings {
@@ -63,6 +65,7 @@ impl Default for Settings {
             tls: TlsSettings::default(),
             limits: Limits::default(),
             retention: Retention::default(),
+            scrub: Scrub::default(),
         }
     }
 }
@@ -128,6 +131,30 @@ impl Default for Retention {
             max_age: None,
             max_bytes: None,
             interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The scrub: a background pass that reads every stored run back and
+/// checks each commit against its checksums, counting damaged ones in
+/// `baa_logd_scrub_damaged_commits_total` and logging them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scrub {
+    /// How long after start and between passes; zero: no scrub (`baa-logd
+    /// verify` checks a data directory offline).
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// The most bytes a second a pass reads, so that it never competes
+    /// with writers and followers; 0: no bound.
+    pub read_rate: u64,
+}
+
+impl Default for Scrub {
+    fn default() -> Self {
+        Self {
+            period: Duration::from_secs(24 * 3600),
+            read_rate: 8 * 1024 * 1024,
         }
     }
 }

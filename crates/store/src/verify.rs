@@ -3,6 +3,8 @@
 //! damaged or lost ranges reported instead of served. Works on any
 //! [`RunStore`]; `baa-logd verify` runs it offline over the local store.
 
+use std::time::{Duration, Instant};
+
 use crate::{
     error::{Result, StoreError},
     model::{ChannelSet, RunKey, RunQuery},
@@ -47,9 +49,81 @@ pub async fn verify<S: RunStore>(store: &S, target: &Target) -> Result<Vec<RunCh
     };
     let mut checks = Vec::with_capacity(keys.len());
     for key in keys {
-        checks.push(check_run(store, key).await?);
+        checks.push(check_run(store, key, &mut Pace::unbounded()).await?);
     }
     Ok(checks)
+}
+
+/// How fast a check reads: at most `bytes_per_sec` (about: entries are
+/// counted by their text), so that a background check never competes with
+/// the writers and followers it serves.
+#[derive(Debug)]
+pub struct Pace {
+    /// Bytes a second; `None`: as fast as the disk goes.
+    bytes_per_sec: Option<u64>,
+    /// When the pace started.
+    started: Instant,
+    /// Bytes read since.
+    bytes: u64,
+}
+
+impl Pace {
+    /// No bound.
+    pub fn unbounded() -> Self {
+        Self {
+            bytes_per_sec: None,
+            started: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// At most `bytes_per_sec` bytes a second (0: no bound).
+    pub fn at(bytes_per_sec: u64) -> Self {
+        Self {
+            bytes_per_sec: (bytes_per_sec > 0).then_some(bytes_per_sec),
+            ..Self::unbounded()
+        }
+    }
+
+    /// Counts `bytes` read, and waits until they fit the pace.
+    async fn read(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        let Some(rate) = self.bytes_per_sec else {
+            return;
+        };
+        let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
+    }
+}
+
+/// Checks the run `key`, reading at `pace`; a run deleted meanwhile is
+/// `None`.
+///
+/// # Errors
+///
+/// As [`verify`].
+pub async fn check_run_at<S: RunStore>(
+    store: &S,
+    key: RunKey,
+    pace: &mut Pace,
+) -> Result<Option<RunCheck>> {
+    match check_run(store, key, pace).await {
+        Ok(check) => Ok(Some(check)),
+        Err(StoreError::RunNotFound(_)) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Every run of the store, as [`verify`] would check them.
+///
+/// # Errors
+///
+/// When the store cannot list its runs.
+pub async fn runs_of<S: RunStore>(store: &S) -> Result<Vec<RunKey>> {
+    all_runs(store, None).await
 }
 
 /// Every run of the store, or of one task.
@@ -75,7 +149,7 @@ async fn all_runs<S: RunStore>(store: &S, task_id: Option<String>) -> Result<Vec
 
 /// Reads one run from its first entry to its last, reading on after each
 /// damaged range.
-async fn check_run<S: RunStore>(store: &S, run: RunKey) -> Result<RunCheck> {
+async fn check_run<S: RunStore>(store: &S, run: RunKey, pace: &mut Pace) -> Result<RunCheck> {
     let from = ReadFrom {
         from_seq: 1,
         channels: ChannelSet::ALL,
@@ -91,6 +165,8 @@ async fn check_run<S: RunStore>(store: &S, run: RunKey) -> Result<RunCheck> {
         match reader.read(1024 * 1024).await {
             Ok(batch) => {
                 check.entries += batch.entries.len() as u64;
+                let bytes = batch.entries.iter().map(entry_bytes).sum();
+                pace.read(bytes).await;
                 if batch.finished {
                     return Ok(check);
                 }
@@ -103,4 +179,14 @@ async fn check_run<S: RunStore>(store: &S, run: RunKey) -> Result<RunCheck> {
             Err(err) => return Err(err),
         }
     }
+}
+
+/// About how many bytes an entry took on disk: its text and its fields.
+fn entry_bytes(entry: &crate::model::LogEntry) -> u64 {
+    use crate::model::LogEntry;
+    let text = match entry {
+        LogEntry::Lifecycle(event) => event.message.len() + event.rendered_line.len(),
+        LogEntry::Chunk(chunk) => chunk.text.len(),
+    };
+    text as u64 + 150
 }

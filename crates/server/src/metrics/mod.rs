@@ -110,6 +110,10 @@ struct Inner {
     retention_runs: Counter,
     /// `baa_logd_retention_deleted_bytes_total`.
     retention_bytes: Counter,
+    /// `baa_logd_scrub_checked_runs_total`.
+    scrub_runs: Counter,
+    /// `baa_logd_scrub_damaged_commits_total`.
+    scrub_damaged: Counter,
     /// The gRPC paths served, `/package.Service/Method`: a call to any
     /// other path is counted as `other`, so that made-up paths cannot grow
     /// the number of series without bound.
@@ -206,9 +210,12 @@ impl Metrics {
         let (disk_write_seconds, disk_write_errors, store_writable) = store_metrics(baa);
         let (rpc_requests, rpc_seconds) = rpc_metrics(baa);
         let (runs, retention_runs, retention_bytes) = run_metrics(baa);
+        let (scrub_runs, scrub_damaged) = scrub_metrics(baa);
         registry.register_collector(Box::new(process::ProcessCollector::new()));
         Self {
             inner: Arc::new(Inner {
+                scrub_runs,
+                scrub_damaged,
                 retention_runs,
                 retention_bytes,
                 registry,
@@ -281,6 +288,12 @@ impl Metrics {
     pub(crate) fn record_retention(&self, runs: u64, bytes: u64) {
         self.inner.retention_runs.inc_by(runs);
         self.inner.retention_bytes.inc_by(bytes);
+    }
+
+    /// The scrub checked a run and found `damaged` damaged or lost ranges.
+    pub(crate) fn record_scrub(&self, damaged: u64) {
+        self.inner.scrub_runs.inc();
+        self.inner.scrub_damaged.inc_by(damaged);
     }
 
     /// A follower was sent a batch while `lag` entries were stored beyond
@@ -535,6 +548,23 @@ fn rpc_metrics(baa: &mut Registry) -> (Family<RpcLabels, Counter>, Family<RpcLab
         rpc_seconds.clone(),
     );
     (rpc_requests, rpc_seconds)
+}
+
+/// Registers what the scrub checked and found.
+fn scrub_metrics(baa: &mut Registry) -> (Counter, Counter) {
+    let runs = Counter::default();
+    baa.register(
+        "scrub_checked_runs",
+        "Runs the scrub read back and checked against their checksums",
+        runs.clone(),
+    );
+    let damaged = Counter::default();
+    baa.register(
+        "scrub_damaged_commits",
+        "Damaged or lost commits the scrub found (each is reported to readers as DATA_LOSS)",
+        damaged.clone(),
+    );
+    (runs, damaged)
 }
 
 /// Registers the runs by status and what retention deleted.
