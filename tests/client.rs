@@ -451,3 +451,110 @@ async fn the_writer_keeps_within_the_servers_limits() {
     assert_eq!(finished.summary.stdout_chunk_count, 500);
     server.stop().await;
 }
+
+/// A few dozen SIGKILLs of the server while three writers append (two of
+/// them to one run): after each restart the writers go on by themselves,
+/// and in the end every line each writer sent is stored once, in its
+/// order, with no gap in either run's sequence numbers and nothing
+/// reported lost. Bounded: about 24 kills, a few seconds.
+/// `scripts/kill-loop.sh` runs the same for as long as asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_lose_and_duplicate_nothing_across_a_kill_loop() {
+    let kills: u64 = std::env::var("BAA_KILL_LOOP_KILLS")
+        .ok()
+        .and_then(|kills| kills.parse().ok())
+        .unwrap_or(24);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut server = ServerProcess::start_on(dir.path(), addr);
+    let client = Client::connect(server.url()).await.unwrap();
+    let options = |id: &str| WriterOptions {
+        writer_id: Some(id.into()),
+        buffer_bytes: 256 * 1024,
+        batch_bytes: 8 * 1024,
+        retry: RetryPolicy {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+            ..RetryPolicy::default()
+        },
+        ..WriterOptions::default()
+    };
+    let shared = client
+        .prepare_writer(NewRun::new("t", "shared"), options("w1"))
+        .await
+        .unwrap();
+    let second = client
+        .writer(RunKey::new("t", "shared"), options("w2"))
+        .await
+        .unwrap();
+    let own = client
+        .prepare_writer(NewRun::new("t", "own"), options("w3"))
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producers: Vec<_> = [
+        ("w1", shared.clone()),
+        ("w2", second.clone()),
+        ("w3", own.clone()),
+    ]
+    .into_iter()
+    .map(|(id, writer)| {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                writer.stdout(format!("{id} {sent}\n")).await.unwrap();
+                sent += 1;
+            }
+            sent
+        })
+    })
+    .collect();
+    let mut noise = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..kills {
+        noise ^= noise << 13;
+        noise ^= noise >> 7;
+        noise ^= noise << 17;
+        tokio::time::sleep(Duration::from_millis(20 + noise % 60)).await;
+        server.kill();
+        server = ServerProcess::start_on(dir.path(), addr);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent = Vec::new();
+    for producer in producers {
+        sent.push(producer.await.unwrap());
+    }
+    for writer in [&shared, &second, &own] {
+        writer.flush().await.unwrap();
+    }
+    shared
+        .finish(pb::RunStatus::Completed, Some(0), None)
+        .await
+        .unwrap();
+    own.finish(pb::RunStatus::Completed, Some(0), None)
+        .await
+        .unwrap();
+
+    let client = Client::connect(server.url()).await.unwrap();
+    for (run, ids) in [("shared", vec![0, 1]), ("own", vec![2])] {
+        let events = follow_all(&client, &RunKey::new("t", run)).await;
+        let seqs: Vec<u64> = events.iter().filter_map(FollowEvent::seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "{run}: a gap"
+        );
+        let texts = stdout_texts(&events);
+        for index in ids {
+            let id = ["w1", "w2", "w3"][index];
+            let mine: Vec<&String> = texts.iter().filter(|text| text.starts_with(id)).collect();
+            let expected: Vec<String> = (0..sent[index]).map(|n| format!("{id} {n}\n")).collect();
+            assert_eq!(mine.len(), expected.len(), "{run}: {id}'s lines");
+            assert!(
+                mine.iter().zip(&expected).all(|(a, b)| *a == b),
+                "{run}: {id} out of order"
+            );
+        }
+    }
+    assert!(sent.iter().all(|sent| *sent > 0), "{sent:?}");
+}

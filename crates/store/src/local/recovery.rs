@@ -183,6 +183,11 @@ fn replay_journal(journal: &mut File, path: &Path, file_lens: PerChannel<u64>) -
     };
     let within =
         |ends: &PerChannel<u64>| ends.iter().all(|(channel, end)| *end <= file_lens[channel]);
+    // The first commit whose bytes the files do not hold whole, while no
+    // record follows it: the commit a crash cut short (its record is
+    // written first), which recovery keeps the complete prefix of, unless
+    // a later record proves it was finished and the files lost it.
+    let mut unfinished: Option<(JournalRecord, u64, u64)> = None;
     scan_lines(journal, 0, |line, end| {
         let Some(record) = JournalRecord::from_line(line) else {
             return false;
@@ -192,23 +197,40 @@ fn replay_journal(journal: &mut File, path: &Path, file_lens: PerChannel<u64>) -
             *last = record.last_seq;
             return true;
         }
-        if record.first_seq != replayed.recovered.next_seq || record.last_seq < record.first_seq {
+        let next_seq = unfinished
+            .as_ref()
+            .map_or(replayed.recovered.next_seq, |(record, _, _)| {
+                record.last_seq + 1
+            });
+        if record.first_seq != next_seq || record.last_seq < record.first_seq {
             // Not the next commit: the journal is damaged from here on.
             return false;
         }
-        let covered = within(&record.offsets) && record.ends().is_none_or(|ends| within(&ends));
-        if covered {
+        if let Some((cut_short, _, _)) = unfinished.take() {
+            // A commit was written after the one the files do not hold:
+            // that one was finished, and acknowledged, and then lost.
+            replayed.lost = Some((cut_short.first_seq, record.last_seq));
+            return true;
+        }
+        if within(&record.offsets) && record.ends().is_none_or(|ends| within(&ends)) {
             replayed.recovered.apply(&record);
             replayed.last = Some((record, replayed.kept_len));
             replayed.kept_len = end;
+        } else if within(&record.offsets) {
+            unfinished = Some((record, replayed.kept_len, end));
         } else {
-            // A commit the files do not cover: its entries, and those of
-            // the records after it, are lost; the journal says which.
+            // Its bytes start past a file's end: lost with what follows.
             replayed.lost = Some((record.first_seq, record.last_seq));
         }
         true
     })
     .map_err(|err| io_err(path, err))?;
+    if let Some((record, start, end)) = unfinished {
+        // The last record: the commit under way when the process stopped.
+        replayed.recovered.apply(&record);
+        replayed.last = Some((record, start));
+        replayed.kept_len = end;
+    }
     Ok(replayed)
 }
 
@@ -325,12 +347,12 @@ fn commit_verifies(
         return Ok(true);
     };
     for (channel, file) in logs.iter_mut() {
-        let bytes = read_range(
-            &dir.log(channel),
-            file,
-            record.offsets[channel],
-            ends[channel],
-        )?;
+        let path = dir.log(channel);
+        if file_len(&path, file)? < ends[channel] {
+            // Cut short by the crash.
+            return Ok(false);
+        }
+        let bytes = read_range(&path, file, record.offsets[channel], ends[channel])?;
         if !journal::verify(record, channel, &bytes) {
             return Ok(false);
         }
