@@ -438,3 +438,136 @@ async fn baa_log_health_needs_no_token_and_speaks_tls() {
     assert!(stderr.starts_with("baa-log: "), "{stderr}");
     server.stop().await;
 }
+
+/// A token limited to tasks (`tasks = ["nightly", "release-*"]`) works on
+/// those tasks only: every call on another task, a listing of all tasks
+/// and a retention pass (which spans every task) are PERMISSION_DENIED,
+/// naming the token and its tasks.
+#[tokio::test]
+async fn tokens_limited_to_tasks_touch_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("limited.toml");
+    std::fs::write(
+        &file,
+        r#"
+        [[tokens]]
+        name = "root"
+        scopes = ["admin"]
+        secret = "root-secret-0123456"
+        [[tokens]]
+        name = "ci"
+        scopes = ["write", "read"]
+        secret = "ci-secret-01234567"
+        tasks = ["nightly", "release-*"]
+        [[tokens]]
+        name = "ops"
+        scopes = ["admin"]
+        secret = "ops-secret-01234567"
+        tasks = ["nightly"]
+        "#,
+    )
+    .unwrap();
+    let tokens = Arc::new(TokenSet::load(&file).unwrap());
+    let server = server_with(
+        &dir.path().join("data"),
+        Security {
+            tokens: Some(tokens),
+            ..Security::default()
+        },
+    )
+    .await;
+    let root = client(&server, "http", |o| o.token("root-secret-0123456"))
+        .await
+        .unwrap();
+    root.prepare_run(NewRun::new("other", "r")).await.unwrap();
+    let ci = client(&server, "http", |o| o.token("ci-secret-01234567"))
+        .await
+        .unwrap();
+    ci.prepare_run(NewRun::new("nightly", "r")).await.unwrap();
+    ci.prepare_run(NewRun::new("release-2.1", "r"))
+        .await
+        .unwrap();
+    let writer = ci
+        .writer(RunKey::new("release-2.1", "r"), WriterOptions::default())
+        .await
+        .unwrap();
+    writer.stdout("allowed\n").await.unwrap();
+    writer.flush().await.unwrap();
+    ci.get_run(&RunKey::new("nightly", "r")).await.unwrap();
+
+    let denied = |result: Result<(), baa_logging_client::ClientError>, what: &str| {
+        let err = result.expect_err(what);
+        assert_eq!(err.code(), Some(Code::PermissionDenied), "{what}: {err}");
+        err.to_string()
+    };
+    let message = denied(
+        ci.prepare_run(NewRun::new("other", "r2")).await.map(drop),
+        "prepare on another task",
+    );
+    assert!(
+        message
+            .contains("token `ci` may not touch task `other`: it is limited to nightly, release-*"),
+        "{message}"
+    );
+    denied(
+        ci.get_run(&RunKey::new("other", "r")).await.map(drop),
+        "get",
+    );
+    let mut stub = ci.stub();
+    let other = || pb::AppendOpen {
+        task_id: "other".into(),
+        run_id: "r".into(),
+        writer_id: "w".into(),
+    };
+    let append = stub
+        .append_logs(futures::stream::iter([pb::AppendLogsRequest {
+            open: Some(other()),
+            items: Vec::new(),
+        }]))
+        .await;
+    assert_eq!(append.unwrap_err().code(), Code::PermissionDenied, "append");
+    let cursor = stub
+        .get_writer_cursor(pb::GetWriterCursorRequest {
+            task_id: "other".into(),
+            run_id: "r".into(),
+            writer_id: "w".into(),
+        })
+        .await;
+    assert_eq!(cursor.unwrap_err().code(), Code::PermissionDenied, "cursor");
+    let follow = stub
+        .follow_run(pb::FollowRunRequest {
+            task_id: "other".into(),
+            run_id: "r".into(),
+            from_seq: 1,
+            channels: Vec::new(),
+            history_only: true,
+        })
+        .await;
+    assert_eq!(follow.unwrap_err().code(), Code::PermissionDenied, "follow");
+    let all = denied(
+        ci.list_runs(Default::default()).await.map(drop),
+        "a listing of every task",
+    );
+    assert!(all.contains("ListRuns must name a task_id"), "{all}");
+    let nightly = ci
+        .list_runs(baa_logging_client::RunFilter {
+            task_id: Some("nightly".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(nightly.runs.len(), 1);
+    let ops = client(&server, "http", |o| o.token("ops-secret-01234567"))
+        .await
+        .unwrap();
+    let collect = denied(
+        ops.collect_runs(Default::default()).await.map(drop),
+        "a retention pass",
+    );
+    assert!(
+        collect.contains("CollectRuns spans every task"),
+        "{collect}"
+    );
+    drop((root, ci, ops, writer));
+    server.stop().await;
+}

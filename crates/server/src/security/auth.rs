@@ -110,7 +110,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let path = request.uri().path().to_owned();
         let need = required(&path);
         if need != Need::Nothing {
@@ -122,27 +122,36 @@ where
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .map(http::HeaderValue::as_bytes);
-            if let Err(denied) = self.tokens.check(header, scope) {
-                let status = match denied {
-                    Denied::Unauthenticated(why) => {
-                        debug!(%path, why, "call refused: unauthenticated");
-                        Status::unauthenticated(match scope {
-                            Some(scope) => format!(
-                                "{why}: {path} needs a bearer token with the `{}` scope",
-                                scope.as_str()
-                            ),
-                            None => format!("{why}: {path} needs a bearer token"),
-                        })
-                    }
-                    Denied::PermissionDenied { token, needs } => {
-                        debug!(%path, %token, "call refused: missing scope");
-                        Status::permission_denied(format!(
-                            "token `{token}` lacks the `{}` scope that {path} needs",
-                            needs.as_str()
-                        ))
-                    }
-                };
-                return Box::pin(async move { Ok(status.into_http()) });
+            let checked = self
+                .tokens
+                .check(header, scope)
+                .map(|authorized| authorized.tasks);
+            match checked {
+                // The RPC checks the task it touches against the limit.
+                Ok(Some(tasks)) => drop(request.extensions_mut().insert(tasks)),
+                Ok(None) => {}
+                Err(denied) => {
+                    let status = match denied {
+                        Denied::Unauthenticated(why) => {
+                            debug!(%path, why, "call refused: unauthenticated");
+                            Status::unauthenticated(match scope {
+                                Some(scope) => format!(
+                                    "{why}: {path} needs a bearer token with the `{}` scope",
+                                    scope.as_str()
+                                ),
+                                None => format!("{why}: {path} needs a bearer token"),
+                            })
+                        }
+                        Denied::PermissionDenied { token, needs } => {
+                            debug!(%path, %token, "call refused: missing scope");
+                            Status::permission_denied(format!(
+                                "token `{token}` lacks the `{}` scope that {path} needs",
+                                needs.as_str()
+                            ))
+                        }
+                    };
+                    return Box::pin(async move { Ok(status.into_http()) });
+                }
             }
         }
         // The clone that was made ready is the one that takes the call.

@@ -1,8 +1,9 @@
 //! Who may connect and what they may do: TLS (`tls`), bearer tokens with
-//! scopes (`tokens`), and the layer that checks them on every call
-//! (`auth`).
+//! scopes (`tokens`) and task limits (`tasks`), and the layer that checks
+//! them on every call (`auth`).
 
 mod auth;
+pub(crate) mod tasks;
 mod tls;
 mod tokens;
 
@@ -12,8 +13,9 @@ use tracing::warn;
 
 pub(crate) use self::auth::AuthLayer;
 pub use self::{
+    tasks::TaskLimit,
     tls::{Tls, TlsError},
-    tokens::{Scope, TokenFileError, TokenSet},
+    tokens::{Authorized, Scope, TokenFileError, TokenSet},
 };
 use crate::Settings;
 

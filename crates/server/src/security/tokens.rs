@@ -16,11 +16,13 @@
 //! and compared with every digest in constant time, so neither the
 //! comparison nor which entry matched shows in the response time.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use super::tasks::TaskLimit;
 
 /// What a token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -66,6 +68,9 @@ struct TokenEntry {
     secret: Option<String>,
     /// The token's SHA-256, in hex.
     sha256: Option<String>,
+    /// The tasks it may touch (`*` matches any run of characters); all
+    /// when left out.
+    tasks: Option<Vec<String>>,
 }
 
 /// A known token.
@@ -77,6 +82,17 @@ struct Token {
     digest: [u8; 32],
     /// What it allows.
     scopes: Vec<Scope>,
+    /// The tasks it may touch; all when `None`.
+    tasks: Option<Arc<TaskLimit>>,
+}
+
+/// A token that was accepted: its name, and the tasks it may touch.
+#[derive(Debug, Clone)]
+pub struct Authorized<'a> {
+    /// The token's name.
+    pub name: &'a str,
+    /// The tasks it may touch; all when `None`.
+    pub tasks: Option<Arc<TaskLimit>>,
 }
 
 impl std::fmt::Debug for Token {
@@ -183,10 +199,21 @@ impl TokenSet {
                     )
                 }));
             }
+            let tasks = match entry.tasks {
+                None => None,
+                Some(patterns) if patterns.is_empty() || patterns.iter().any(String::is_empty) => {
+                    return Err(fail(format!(
+                        "token `{}`: tasks must list task ids or patterns, none empty",
+                        entry.name
+                    )));
+                }
+                Some(patterns) => Some(Arc::new(TaskLimit::new(entry.name.clone(), patterns))),
+            };
             tokens.push(Token {
                 name: entry.name,
                 digest,
                 scopes: entry.scopes,
+                tasks,
             });
         }
         if tokens.is_empty() {
@@ -215,7 +242,7 @@ impl TokenSet {
         &self,
         authorization: Option<&[u8]>,
         needs: Option<Scope>,
-    ) -> Result<&str, Denied> {
+    ) -> Result<Authorized<'_>, Denied> {
         let Some(header) = authorization else {
             return Err(Denied::Unauthenticated("no bearer token"));
         };
@@ -244,7 +271,10 @@ impl TokenSet {
                     needs,
                 })
             }
-            _ => Ok(&token.name),
+            _ => Ok(Authorized {
+                name: &token.name,
+                tasks: token.tasks.clone(),
+            }),
         }
     }
 }
@@ -327,19 +357,27 @@ mod tests {
             "#
         ));
         assert_eq!(
-            tokens.check(Some(b"Bearer writer-secret-0123"), Some(Scope::Write)),
+            tokens
+                .check(Some(b"Bearer writer-secret-0123"), Some(Scope::Write))
+                .map(|ok| ok.name),
             Ok("writer")
         );
         assert_eq!(
-            tokens.check(Some(b"Bearer reader-secret-0123"), Some(Scope::Read)),
+            tokens
+                .check(Some(b"Bearer reader-secret-0123"), Some(Scope::Read))
+                .map(|ok| ok.name),
             Ok("reader")
         );
         assert_eq!(
-            tokens.check(Some(b"Bearer admin-secret-01234"), Some(Scope::Read)),
+            tokens
+                .check(Some(b"Bearer admin-secret-01234"), Some(Scope::Read))
+                .map(|ok| ok.name),
             Ok("root")
         );
         assert_eq!(
-            tokens.check(Some(b"Bearer reader-secret-0123"), Some(Scope::Write)),
+            tokens
+                .check(Some(b"Bearer reader-secret-0123"), Some(Scope::Write))
+                .map(|ok| ok.name),
             Err(Denied::PermissionDenied {
                 token: "reader".into(),
                 needs: Scope::Write

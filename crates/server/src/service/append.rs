@@ -21,6 +21,7 @@ use tonic::{Code, Status, Streaming};
 use crate::{
     convert::{from_append_item, to_append_response, to_writer_cursor},
     limits::{AppendRates, RateGuard},
+    security::{TaskLimit, tasks},
     status::to_status,
 };
 
@@ -39,6 +40,8 @@ pub(crate) struct AppendState<'a, S> {
     pub(crate) rates: &'a Arc<AppendRates>,
     /// Ends the stream, after storing what came, when the server shuts down.
     pub(crate) shutdown: &'a CancellationToken,
+    /// The tasks the calling token may touch; all when `None`.
+    pub(crate) tasks: Option<&'a TaskLimit>,
 }
 
 /// `AppendLogs`.
@@ -49,6 +52,7 @@ pub(crate) async fn append_logs<S: RunStore>(
 ) -> Result<pb::AppendLogsResponse, Status> {
     let limit = state.limits.max_message_bytes;
     let (key, writer, first_items) = open_stream(&mut stream, limit).await?;
+    tasks::check(state.tasks, &key.task_id)?;
     // Unknown runs and bad ids fail before any item is read. The hold keeps
     // retention off the run until the stream ends.
     let _hold = state.store.hold(&key).await.map_err(to_status)?;

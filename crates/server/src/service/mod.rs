@@ -27,6 +27,7 @@ use crate::{
     config::ServerConfig,
     convert::to_server_info,
     limits::{AppendRates, Occupancy},
+    security::{TaskLimit, tasks},
 };
 
 /// The gRPC service, generic over the store backend.
@@ -70,9 +71,10 @@ impl<S: RunStore> GrpcLoggingService<S> {
         self.retention.clone()
     }
 
-    /// What the writer RPCs work with.
-    fn append_state(&self) -> AppendState<'_, S> {
+    /// What the writer RPCs work with, for a token limited to `tasks`.
+    fn append_state<'a>(&'a self, tasks: Option<&'a TaskLimit>) -> AppendState<'a, S> {
         AppendState {
+            tasks,
             store: &self.store,
             limits: &self.config.limits,
             rates: &self.append_rates,
@@ -107,7 +109,14 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         request: Request<pb::PrepareRunRequest>,
     ) -> Result<Response<pb::PrepareRunResponse>, Status> {
-        runs::prepare_run(&*self.store, request.into_inner())
+        let limit = tasks::limit_of(request.extensions());
+        let request = request.into_inner();
+        let task_id = request
+            .metadata
+            .as_ref()
+            .map_or("", |metadata| &metadata.task_id);
+        tasks::check(limit.as_deref(), task_id)?;
+        runs::prepare_run(&*self.store, request)
             .await
             .map(Response::new)
     }
@@ -116,7 +125,8 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         request: Request<pb::GetRunRequest>,
     ) -> Result<Response<pb::GetRunResponse>, Status> {
-        runs::get_run(&*self.store, request.into_inner())
+        let request = checked(request, |request| &request.task_id)?;
+        runs::get_run(&*self.store, request)
             .await
             .map(Response::new)
     }
@@ -125,7 +135,13 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         request: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
-        runs::list_runs(&*self.store, request.into_inner())
+        let limit = tasks::limit_of(request.extensions());
+        let request = request.into_inner();
+        if request.task_id.is_empty() {
+            tasks::check_all_tasks(limit.as_deref(), "ListRuns must name a task_id")?;
+        }
+        tasks::check(limit.as_deref(), &request.task_id)?;
+        runs::list_runs(&*self.store, request)
             .await
             .map(Response::new)
     }
@@ -134,7 +150,8 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         request: Request<pb::UpdateRunStateRequest>,
     ) -> Result<Response<pb::UpdateRunStateResponse>, Status> {
-        runs::update_run_state(&*self.store, request.into_inner())
+        let request = checked(request, |request| &request.task_id)?;
+        runs::update_run_state(&*self.store, request)
             .await
             .map(Response::new)
     }
@@ -143,7 +160,8 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         request: Request<Streaming<pb::AppendLogsRequest>>,
     ) -> Result<Response<pb::AppendLogsResponse>, Status> {
-        append::append_logs(self.append_state(), request.into_inner())
+        let limit = tasks::limit_of(request.extensions());
+        append::append_logs(self.append_state(limit.as_deref()), request.into_inner())
             .await
             .map(Response::new)
     }
@@ -152,7 +170,8 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         request: Request<pb::GetWriterCursorRequest>,
     ) -> Result<Response<pb::GetWriterCursorResponse>, Status> {
-        append::get_writer_cursor(&*self.store, request.into_inner())
+        let request = checked(request, |request| &request.task_id)?;
+        append::get_writer_cursor(&*self.store, request)
             .await
             .map(Response::new)
     }
@@ -161,7 +180,8 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         request: Request<pb::FollowRunRequest>,
     ) -> Result<Response<Self::FollowRunStream>, Status> {
-        follow::follow_run(self.follow_state(), request.into_inner())
+        let request = checked(request, |request| &request.task_id)?;
+        follow::follow_run(self.follow_state(), request)
             .await
             .map(Response::new)
     }
@@ -170,6 +190,8 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         request: Request<pb::CollectRunsRequest>,
     ) -> Result<Response<pb::CollectRunsResponse>, Status> {
+        let limit = tasks::limit_of(request.extensions());
+        tasks::check_all_tasks(limit.as_deref(), "CollectRuns spans every task")?;
         let configured = self.config.retention.policy();
         retention::collect_runs(
             &*self.store,
@@ -180,4 +202,12 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         .await
         .map(Response::new)
     }
+}
+
+/// The request, once the task it names is one the calling token may touch.
+fn checked<T>(request: Request<T>, task_id: impl Fn(&T) -> &String) -> Result<T, Status> {
+    let limit = tasks::limit_of(request.extensions());
+    let request = request.into_inner();
+    tasks::check(limit.as_deref(), task_id(&request))?;
+    Ok(request)
 }
