@@ -1,5 +1,5 @@
-//! The scrub: a background pass, every `scrub.period` (the first one a
-//! period after start), that reads every stored run back at no more than
+//! The scrub: a background pass, every `scrub.period` (off by default; the
+//! first one a period after start), that reads every stored run back at no more than
 //! `scrub.read_rate` bytes a second and checks each commit against its
 //! checksums, as `baa-logd verify` does offline. Damaged or lost commits
 //! are logged with their run and range and counted in

@@ -141,8 +141,9 @@ impl Default for Retention {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Scrub {
-    /// How long after start and between passes; zero: no scrub (`baa-logd
-    /// verify` checks a data directory offline).
+    /// How long after start and between passes, e.g. a day; zero (the
+    /// default): no scrub (`baa-logd verify` checks a data directory
+    /// offline).
     #[serde(with = "humantime_serde")]
     pub period: Duration,
     /// The most bytes a second a pass reads, so that it never competes
@@ -153,7 +154,9 @@ pub struct Scrub {
 impl Default for Scrub {
     fn default() -> Self {
         Self {
-            period: Duration::from_secs(24 * 3600),
+            // Off unless asked for: a pass opens every run, and the store
+            // keeps opened runs in memory.
+            period: Duration::ZERO,
             read_rate: 8 * 1024 * 1024,
         }
     }
