@@ -646,3 +646,39 @@ async fn check_against_model(store: &LocalStore, writers: &[&str], round: usize,
         }
     }
 }
+
+/// A journal record damaged before the journal's end: the run is refused
+/// as damaged, and recovery cuts nothing, so that no intact commit after
+/// it is thrown away.
+#[tokio::test]
+async fn a_damaged_record_inside_the_journal_cuts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        write_run(&store).await;
+    }
+    let run_dir = dir.path().join("t/r");
+    let journal = run_dir.join("journal.jsonl");
+    let mut bytes = fs::read(&journal).unwrap();
+    let second_line = bytes.iter().position(|byte| *byte == b'\n').unwrap() + 1;
+    bytes[second_line + 5] ^= 0x01;
+    fs::write(&journal, &bytes).unwrap();
+    let before: Vec<Vec<u8>> = ["journal.jsonl", "worker.log", "stdout.log", "stderr.log"]
+        .iter()
+        .map(|file| fs::read(run_dir.join(file)).unwrap())
+        .collect();
+    let store = open(dir.path());
+    let refused = store.get_run(&key()).await;
+    assert!(
+        matches!(refused, Err(StoreError::Damaged { .. })),
+        "{refused:?}"
+    );
+    let after: Vec<Vec<u8>> = ["journal.jsonl", "worker.log", "stdout.log", "stderr.log"]
+        .iter()
+        .map(|file| fs::read(run_dir.join(file)).unwrap())
+        .collect();
+    assert!(
+        before == after,
+        "recovery changed the files of a run it refused"
+    );
+}

@@ -175,7 +175,9 @@ impl ChannelReader {
         let journal_path = run.dir.journal();
         let io_journal =
             |err| StoreError::io(format!("cannot read {}", journal_path.display()), err);
-        let mut cursor = JournalCursor::open(journal_path.clone(), from_seq).map_err(io_journal)?;
+        // A reader from past the end starts its walk at the next commit.
+        let mut cursor = JournalCursor::open(journal_path.clone(), from_seq.min(committed.seq + 1))
+            .map_err(io_journal)?;
         let (offset, journal) = if from_seq > committed.seq {
             // Past what is stored: every commit to come is checked.
             (committed.lens[channel], Some((cursor, committed.seq + 1)))
@@ -284,6 +286,9 @@ impl ChannelReader {
                 Ok(None) => {
                     self.at_end = true;
                     return Ok(false);
+                }
+                Err(err) if err.kind() == io::ErrorKind::InvalidData => {
+                    return Err(StoreError::damaged(cursor.path().clone(), err.to_string()));
                 }
                 Err(err) => {
                     return Err(StoreError::io(

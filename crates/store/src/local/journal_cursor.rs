@@ -80,8 +80,15 @@ impl JournalCursor {
         while let Some(newline) = self.buf[taken..].iter().position(|byte| *byte == b'\n') {
             let line = &self.buf[taken..taken + newline];
             let Some(record) = JournalRecord::from_line(line) else {
-                self.buf.clear();
-                return Ok(false);
+                // Damaged after the run was opened (recovery refuses a
+                // damaged record before the journal's end): never skip on.
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "holds a damaged record at byte {}",
+                        self.offset - self.buf.len() as u64 + taken as u64
+                    ),
+                ));
             };
             self.records.push_back(record);
             taken += newline + 1;

@@ -85,6 +85,9 @@ struct Replayed {
     /// The records past the kept ones that the journal still holds (their
     /// entries are lost): their first and last sequence numbers.
     lost: Option<(u64, u64)>,
+    /// Where a record that does not read back starts, when more of the
+    /// journal follows it (a torn last line is no damage).
+    damaged_at: Option<u64>,
 }
 
 /// Recovers the log session of the run in `dir`, repairing its files.
@@ -108,6 +111,14 @@ pub(crate) fn recover(dir: &RunDir) -> Result<Recovered> {
     let mut logs = open_logs(dir)?;
     let file_lens = PerChannel::try_from_fn(|channel| file_len(&dir.log(channel), &logs[channel]))?;
     let replayed = replay_journal(&mut journal, &journal_path, file_lens)?;
+    if let Some(at) = replayed.damaged_at {
+        // A damaged record with more of the journal after it: cutting there
+        // would throw away intact commits. Refuse, changing nothing.
+        return Err(StoreError::damaged(
+            journal_path,
+            format!("holds a damaged record at byte {at}, before the end"),
+        ));
+    }
     let Some((record, record_start)) = replayed.last else {
         return Err(StoreError::damaged(journal_path, "holds no record"));
     };
@@ -180,7 +191,10 @@ fn replay_journal(journal: &mut File, path: &Path, file_lens: PerChannel<u64>) -
         last: None,
         kept_len: 0,
         lost: None,
+        damaged_at: None,
     };
+    let journal_len = journal.metadata().map_err(|err| io_err(path, err))?.len();
+    let mut line_start = 0u64;
     let within =
         |ends: &PerChannel<u64>| ends.iter().all(|(channel, end)| *end <= file_lens[channel]);
     // The first commit whose bytes the files do not hold whole, while no
@@ -189,7 +203,11 @@ fn replay_journal(journal: &mut File, path: &Path, file_lens: PerChannel<u64>) -
     // a later record proves it was finished and the files lost it.
     let mut unfinished: Option<(JournalRecord, u64, u64)> = None;
     scan_lines(journal, 0, |line, end| {
+        let start = std::mem::replace(&mut line_start, end);
         let Some(record) = JournalRecord::from_line(line) else {
+            if end < journal_len {
+                replayed.damaged_at = Some(start);
+            }
             return false;
         };
         if let Some((_, last)) = &mut replayed.lost {
