@@ -99,13 +99,12 @@ impl JournalRecord {
             check: None,
             ..self.clone()
         };
-        let check = crc32c::crc32c(&serde_json::to_vec(&unchecked).expect("a record serializes"));
-        let mut line = serde_json::to_vec(&Self {
-            check: Some(check),
-            ..unchecked
-        })
-        .expect("a journal record serializes");
-        line.push(b'\n');
+        let mut line = serde_json::to_vec(&unchecked).expect("a journal record serializes");
+        let check = crc32c::crc32c(&line);
+        // `check` is the last field: the checked record is the unchecked
+        // one with it added before the closing brace, as serde writes it.
+        line.pop();
+        line.extend_from_slice(format!(",\"check\":{check}}}\n").as_bytes());
         line
     }
 
