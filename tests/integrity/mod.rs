@@ -66,6 +66,26 @@ async fn write_run(store: &LocalStore) {
     }
 }
 
+/// A data directory holding the run of [`write_run`], its store closed.
+async fn written_run() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_run(&open(dir.path())).await;
+    dir
+}
+
+/// Alters `out line 5` into `out mine 5` in place in the run's stdout
+/// file: bytes of the second data commit (seq 6 to 9) that still parse.
+fn alter_line_5(dir: &Path) {
+    let stdout = dir.join("t/r/stdout.log");
+    let mut bytes = fs::read(&stdout).unwrap();
+    let at = String::from_utf8(bytes.clone())
+        .unwrap()
+        .find("out line 5")
+        .unwrap();
+    bytes[at + 4] = b'm';
+    fs::write(&stdout, &bytes).unwrap();
+}
+
 /// Writer item `n`: `out line n` on stdout (odd) or stderr (even).
 fn item(n: u64) -> AppendItem {
     let channel = if n % 2 == 1 {
@@ -191,17 +211,8 @@ async fn altered_bytes_are_reported_by_commit_never_served() {
 /// follow from there gets the rest.
 #[tokio::test]
 async fn a_follower_gets_data_loss_and_reads_on_after_it() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open(dir.path());
-        write_run(&store).await;
-    }
-    let stdout = dir.path().join("t/r/stdout.log");
-    let mut bytes = fs::read(&stdout).unwrap();
-    let text = String::from_utf8(bytes.clone()).unwrap();
-    let at = text.find("out line 5").unwrap();
-    bytes[at + 4] = b'm'; // "out mine 5"
-    fs::write(&stdout, &bytes).unwrap();
+    let dir = written_run().await;
+    alter_line_5(dir.path());
 
     let server = TestServer::start(dir.path()).await;
     let mut client = server.client().await;
@@ -240,11 +251,7 @@ async fn a_follower_gets_data_loss_and_reads_on_after_it() {
 /// been served before the loss names another line after it.
 #[tokio::test]
 async fn a_file_cut_inside_an_earlier_commit_keeps_the_commits_every_file_covers() {
-    let pristine = tempfile::tempdir().unwrap();
-    {
-        let store = open(pristine.path());
-        write_run(&store).await;
-    }
+    let pristine = written_run().await;
     let offsets = commit_offsets(&pristine.path().join("t/r/journal.jsonl"));
     let pristine_entries: BTreeMap<u64, LogEntry> = {
         let store = open(pristine.path());
@@ -383,11 +390,9 @@ fn copy_dir(from: &Path, to: &Path) {
 /// damaged range and exits 1, for all runs and for the run named.
 #[test]
 fn verify_reports_damaged_ranges_and_exits_1() {
-    let dir = tempfile::tempdir().unwrap();
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = open(dir.path());
-        write_run(&store).await;
-    });
+    let dir = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(written_run());
     let verify = |target: Option<&str>| {
         let mut command = std::process::Command::new(crate::util::process::server_binary());
         command.arg("verify").arg("--data-dir").arg(dir.path());
@@ -405,14 +410,7 @@ fn verify_reports_damaged_ranges_and_exits_1() {
         "{clean}"
     );
 
-    let stdout = dir.path().join("t/r/stdout.log");
-    let mut bytes = fs::read(&stdout).unwrap();
-    let at = String::from_utf8(bytes.clone())
-        .unwrap()
-        .find("out line 5")
-        .unwrap();
-    bytes[at + 4] = b'm';
-    fs::write(&stdout, &bytes).unwrap();
+    alter_line_5(dir.path());
     for target in [None, Some("t"), Some("t/r")] {
         let (code, report) = verify(target);
         assert_eq!(code, Some(1), "{target:?}: {report}");
@@ -429,19 +427,8 @@ fn verify_reports_damaged_ranges_and_exits_1() {
 /// in `baa_logd_scrub_damaged_commits_total`.
 #[tokio::test]
 async fn the_scrub_counts_damaged_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open(dir.path());
-        write_run(&store).await;
-    }
-    let stdout = dir.path().join("t/r/stdout.log");
-    let mut bytes = fs::read(&stdout).unwrap();
-    let at = String::from_utf8(bytes.clone())
-        .unwrap()
-        .find("out line 5")
-        .unwrap();
-    bytes[at + 4] = b'm';
-    fs::write(&stdout, &bytes).unwrap();
+    let dir = written_run().await;
+    alter_line_5(dir.path());
 
     let metrics = baa_logd::Metrics::new();
     let metrics_addr = crate::util::metrics::start_metrics(metrics.clone()).await;
@@ -475,31 +462,27 @@ async fn the_scrub_counts_damaged_commits() {
 /// it is thrown away.
 #[tokio::test]
 async fn a_damaged_record_inside_the_journal_cuts_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open(dir.path());
-        write_run(&store).await;
-    }
+    let dir = written_run().await;
     let run_dir = dir.path().join("t/r");
     let journal = run_dir.join("journal.jsonl");
     let mut bytes = fs::read(&journal).unwrap();
     let second_line = bytes.iter().position(|byte| *byte == b'\n').unwrap() + 1;
     bytes[second_line + 5] ^= 0x01;
     fs::write(&journal, &bytes).unwrap();
-    let before: Vec<Vec<u8>> = ["journal.jsonl", "worker.log", "stdout.log", "stderr.log"]
-        .iter()
-        .map(|file| fs::read(run_dir.join(file)).unwrap())
-        .collect();
+    let files = || -> Vec<Vec<u8>> {
+        ["journal.jsonl", "worker.log", "stdout.log", "stderr.log"]
+            .iter()
+            .map(|file| fs::read(run_dir.join(file)).unwrap())
+            .collect()
+    };
+    let before = files();
     let store = open(dir.path());
     let refused = store.get_run(&key()).await;
     assert!(
         matches!(refused, Err(StoreError::Damaged { .. })),
         "{refused:?}"
     );
-    let after: Vec<Vec<u8>> = ["journal.jsonl", "worker.log", "stdout.log", "stderr.log"]
-        .iter()
-        .map(|file| fs::read(run_dir.join(file)).unwrap())
-        .collect();
+    let after = files();
     assert!(
         before == after,
         "recovery changed the files of a run it refused"
