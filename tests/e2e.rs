@@ -22,4 +22,5 @@ mod retention;
 mod runs;
 mod security;
 mod service;
+mod slow_followers;
 mod startup;

@@ -10,13 +10,12 @@ use std::{
 
 use baa_logd::{Metrics, Security, ServerConfig, security::TokenSet};
 use baa_logging::pb;
-use baa_logging_store::{LocalStore, LocalStoreOptions};
 use futures::StreamExt;
 use tonic::Code;
 
 use crate::util::{
-    TestServer, append, follow_request, follow_to_end, json_lines,
-    metrics::{http_get, scrape, start_metrics},
+    append, follow_request, follow_to_end, json_lines,
+    metrics::{http_get, scrape, start_metrics, start_with_metrics},
     open, prepare, process, set_status, stderr, stdout,
 };
 
@@ -31,7 +30,7 @@ fn rpc(method: &str, code: &str) -> String {
 #[tokio::test]
 async fn metrics_show_the_figures_of_a_known_workload() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, metrics_addr) = start(dir.path(), ServerConfig::default()).await;
+    let (server, metrics_addr) = start_with_metrics(dir.path(), ServerConfig::default()).await;
     let mut client = server.client().await;
 
     prepare(&mut client, "t", "done").await;
@@ -248,7 +247,7 @@ async fn refused_and_unknown_calls_are_counted() {
         ..ServerConfig::default()
     };
     let data_dir = dir.path().join("runs");
-    let (server, metrics_addr) = start(&data_dir, config).await;
+    let (server, metrics_addr) = start_with_metrics(&data_dir, config).await;
     let mut client = server.client().await;
     let refused = client.get_server_info(pb::GetServerInfoRequest {}).await;
     assert_eq!(refused.unwrap_err().code(), Code::Unauthenticated);
@@ -381,24 +380,4 @@ async fn the_binary_serves_metrics_and_logs_internal_failures_as_json() {
             .any(|record| record["message"] == "metrics at /metrics"),
         "{log}"
     );
-}
-
-/// Starts a server over `data_dir` with metrics served on a port of their
-/// own.
-async fn start(data_dir: &std::path::Path, config: ServerConfig) -> (TestServer, SocketAddr) {
-    let metrics = Metrics::new();
-    let store = LocalStore::open(LocalStoreOptions {
-        observer: Some(metrics.store_observer()),
-        ..LocalStoreOptions::new(data_dir)
-    })
-    .expect("store opens");
-    let metrics_addr = start_metrics(metrics.clone()).await;
-    let config = ServerConfig {
-        metrics: Some(metrics),
-        ..config
-    };
-    (
-        TestServer::start_with_store(data_dir, store, config).await,
-        metrics_addr,
-    )
 }

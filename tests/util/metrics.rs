@@ -21,6 +21,29 @@ pub async fn start_metrics(metrics: Metrics) -> SocketAddr {
     addr
 }
 
+/// Starts a server over `data_dir` with metrics served on a port of their
+/// own.
+pub async fn start_with_metrics(
+    data_dir: &std::path::Path,
+    config: baa_logd::ServerConfig,
+) -> (super::TestServer, SocketAddr) {
+    let metrics = Metrics::new();
+    let store = baa_logging_store::LocalStore::open(baa_logging_store::LocalStoreOptions {
+        observer: Some(metrics.store_observer()),
+        ..baa_logging_store::LocalStoreOptions::new(data_dir)
+    })
+    .expect("store opens");
+    let metrics_addr = start_metrics(metrics.clone()).await;
+    let config = baa_logd::ServerConfig {
+        metrics: Some(metrics),
+        ..config
+    };
+    (
+        super::TestServer::start_with_store(data_dir, store, config).await,
+        metrics_addr,
+    )
+}
+
 /// An HTTP/1.1 GET: the status code, the headers (lowercase names) and
 /// the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, HashMap<String, String>, String) {

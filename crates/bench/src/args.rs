@@ -10,7 +10,7 @@ use crate::{
     systems::SystemKind,
     workloads::{
         fan_out::FanOutParams, many_runs::ManyRunsParams, restart::RestartParams,
-        throughput::ThroughputParams,
+        slow_followers::SlowFollowersParams, throughput::ThroughputParams,
     },
 };
 
@@ -55,13 +55,15 @@ pub(crate) enum Workload {
     W3,
     /// Restart.
     W4,
+    /// Slow followers.
+    W5,
 }
 
 /// The benchmark's flags.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BenchArgs {
     /// Which workloads to run.
-    #[arg(long, value_delimiter = ',', default_values = ["w1", "w2", "w3", "w4"])]
+    #[arg(long, value_delimiter = ',', default_values = ["w1", "w2", "w3", "w4", "w5"])]
     pub(crate) workloads: Vec<Workload>,
     /// Which systems to measure, where a workload applies to them.
     #[arg(
@@ -144,6 +146,12 @@ pub(crate) struct BenchArgs {
     /// W4: drop the page cache before the restart (needs root).
     #[arg(long)]
     pub(crate) w4_drop_caches: bool,
+    /// W5: followers that never read, on one connection.
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) w5_followers: usize,
+    /// W5: the size of the run they follow, MiB.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) w5_run_mib: u64,
 }
 
 impl BenchArgs {
@@ -164,6 +172,8 @@ impl BenchArgs {
         self.w4_runs = 5;
         self.w4_entries = 5_000;
         self.w4_drop_caches = false;
+        self.w5_followers = 20;
+        self.w5_run_mib = 2;
     }
 
     /// W1's parameters.
@@ -194,6 +204,16 @@ impl BenchArgs {
             warmup_secs: self.w3_warmup_secs,
             runs_per_connection: self.w3_runs_per_connection,
             line_bytes: self.line_bytes,
+        }
+    }
+
+    /// W5's parameters.
+    pub(crate) fn slow_followers(&self) -> SlowFollowersParams {
+        SlowFollowersParams {
+            followers: self.w5_followers,
+            run_mib: self.w5_run_mib,
+            line_bytes: self.line_bytes,
+            batch_lines: self.batch_lines,
         }
     }
 

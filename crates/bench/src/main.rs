@@ -12,7 +12,8 @@
 //! # Layout
 //!
 //! - `args`: the flags, one per workload parameter, and `--smoke`.
-//! - `workloads`: W1 throughput, W2 fan-out, W3 many runs, W4 restart.
+//! - `workloads`: W1 throughput, W2 fan-out, W3 many runs, W4 restart,
+//!   W5 slow followers.
 //! - `systems`: every system behind one interface (writers, followers).
 //! - `noop`: the transport ceiling's server.
 //! - `process`, `procfs`: server processes and their CPU time and memory.
@@ -99,6 +100,7 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
         w2: Vec::new(),
         w3: Vec::new(),
         w4: Vec::new(),
+        w5: Vec::new(),
         ratios: Vec::new(),
         targets: Vec::new(),
     };
@@ -123,6 +125,9 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
     }
     if args.workloads.contains(&Workload::W4) && args.systems.contains(&BaaLogd) {
         report.w4 = workloads::restart::run(&launcher.programs.baa_logd, &args.restart()).await;
+    }
+    if args.workloads.contains(&Workload::W5) && args.systems.contains(&BaaLogd) {
+        report.w5 = workloads::slow_followers::run(&launcher, &args.slow_followers()).await;
     }
     report.conclude();
     print!("{}", report.to_markdown());
@@ -162,5 +167,6 @@ fn parameters(args: &BenchArgs) -> serde_json::Value {
         "w2": args.fan_out(),
         "w3": args.many_runs(),
         "w4": args.restart(),
+        "w5": args.slow_followers(),
     })
 }

@@ -33,6 +33,8 @@ pub(crate) struct Report {
     pub(crate) w3: Vec<ManyRunsRow>,
     /// W4.
     pub(crate) w4: Vec<RestartRow>,
+    /// W5.
+    pub(crate) w5: Vec<SlowFollowersRow>,
     /// baa-logd divided by every other system, per workload.
     pub(crate) ratios: Vec<Ratio>,
     /// The targets and whether this run met them.
@@ -193,6 +195,27 @@ pub(crate) struct RestartRow {
     pub(crate) note: Option<String>,
 }
 
+/// W5: baa-logd's memory with followers that never read.
+#[derive(Debug, Serialize)]
+pub(crate) struct SlowFollowersRow {
+    /// Followers asked for, all on one connection.
+    pub(crate) followers: usize,
+    /// The followed run's size, MiB.
+    pub(crate) run_mib: u64,
+    /// Followers whose stream opened.
+    pub(crate) opened: usize,
+    /// The server's RSS before they opened, MiB.
+    pub(crate) baseline_mib: Option<f64>,
+    /// The server's steady RSS while they were open, MiB.
+    pub(crate) open_mib: Option<f64>,
+    /// The server's steady RSS after they were cancelled, MiB.
+    pub(crate) after_mib: Option<f64>,
+    /// RSS growth while open per follower, KiB.
+    pub(crate) per_follower_kib: Option<f64>,
+    /// Why the row is empty or doubtful.
+    pub(crate) note: Option<String>,
+}
+
 /// baa-logd's figure divided by another system's, for one measure.
 #[derive(Debug, Serialize)]
 pub(crate) struct Ratio {
@@ -343,6 +366,32 @@ impl Report {
                     fixed(Some(row.first_entry_ms), 1),
                     fixed(Some(row.last_entry_ms), 0),
                     fixed(row.rss_mib, 0),
+                    note(&row.note)
+                );
+            }
+            out.push('\n');
+        }
+        if !self.w5.is_empty() {
+            let _ = writeln!(out, "## W5 slow followers\n");
+            let _ = writeln!(
+                out,
+                "| followers | run MiB | opened | RSS before MiB | RSS open MiB | RSS after MiB | KiB per follower | note |"
+            );
+            let _ = writeln!(
+                out,
+                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            );
+            for row in &self.w5 {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    row.followers,
+                    row.run_mib,
+                    row.opened,
+                    fixed(row.baseline_mib, 1),
+                    fixed(row.open_mib, 1),
+                    fixed(row.after_mib, 1),
+                    fixed(row.per_follower_kib, 0),
                     note(&row.note)
                 );
             }
@@ -593,6 +642,20 @@ fn targets(report: &Report) -> Vec<TargetCheck> {
             target: "W4: SERVING within 1 s".to_owned(),
             measured: format!("{:.1} ms", row.serving_ms),
             met: (row.serving_ms > 0.0).then_some(row.serving_ms <= 1000.0),
+        });
+    }
+    if let Some(row) = report.w5.first() {
+        let growth = row.baseline_mib.zip(row.open_mib).map(|(b, o)| o - b);
+        out.push(TargetCheck {
+            target: format!("W5 {} followers: RSS growth ≤ 150 MiB", row.followers),
+            measured: growth.map_or_else(|| "—".to_owned(), |g| format!("{g:.1} MiB")),
+            met: growth.map(|g| g <= 150.0),
+        });
+        let left = row.baseline_mib.zip(row.after_mib).map(|(b, a)| a - b);
+        out.push(TargetCheck {
+            target: "W5: RSS within 50 MiB of the baseline after".to_owned(),
+            measured: left.map_or_else(|| "—".to_owned(), |l| format!("{l:.1} MiB")),
+            met: left.map(|l| l <= 50.0),
         });
     }
     out

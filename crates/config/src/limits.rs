@@ -37,6 +37,8 @@ pub const DEFAULT_APPEND_RATE: u64 = 1_000_000;
 pub const DEFAULT_MAX_FOLLOWERS_PER_RUN: usize = 1024;
 /// The default of [`Limits::max_followers`].
 pub const DEFAULT_MAX_FOLLOWERS: usize = 65_536;
+/// The default of [`Limits::max_follow_buffer_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_FOLLOW_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 
 /// Limits that protect the server from a runaway or hostile client, each
 /// with a default a single server can afford.
@@ -90,6 +92,11 @@ pub struct Limits {
     pub max_followers_per_run: usize,
     /// The most followers in all.
     pub max_followers: usize,
+    /// The most bytes of Follow responses handed to connections and not
+    /// yet taken by their followers, over every follower. Past it, each
+    /// follower's responses shrink to 16 KiB until followers catch up, so
+    /// followers that stop reading hold at most this plus 16 KiB each.
+    pub max_follow_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -108,6 +115,7 @@ impl Default for Limits {
             append_rate: DEFAULT_APPEND_RATE,
             max_followers_per_run: DEFAULT_MAX_FOLLOWERS_PER_RUN,
             max_followers: DEFAULT_MAX_FOLLOWERS,
+            max_follow_buffer_bytes: DEFAULT_MAX_FOLLOW_BUFFER_BYTES,
         }
     }
 }
@@ -148,6 +156,7 @@ impl Limits {
             ("append_idle_timeout", self.append_idle_timeout.is_zero()),
             ("max_followers_per_run", self.max_followers_per_run == 0),
             ("max_followers", self.max_followers == 0),
+            ("max_follow_buffer_bytes", self.max_follow_buffer_bytes == 0),
         ];
         if let Some((name, _)) = positive.into_iter().find(|(_, zero)| *zero) {
             return Err(InvalidLimit {

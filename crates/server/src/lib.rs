@@ -35,6 +35,7 @@
 //!   `max_connections` cap, the handshake deadline, and backing off when
 //!   descriptors run out.
 //! - `scrub`: the background check of stored runs for damage.
+//! - `memory`: gives the memory of followers that went back to the system.
 //! - `sync`: the one way to take a lock (see below).
 //!
 //! # Locking
@@ -61,6 +62,7 @@ mod convert;
 pub mod health;
 mod incoming;
 mod limits;
+mod memory;
 pub mod metrics;
 mod scrub;
 pub mod security;
@@ -182,6 +184,7 @@ fn logging_service<S: RunStore>(
         service.retention_counters(),
         token.clone(),
     );
+    memory::spawn_trim(service.follow_budget(), token.clone());
     let logging = LoggingServiceServer::new(service)
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);

@@ -150,6 +150,11 @@ struct LimitArgs {
     #[arg(long, env = "BAA_LOGD_MAX_FOLLOWERS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_followers: Option<usize>,
+    /// The most bytes of Follow responses waiting to be sent, over every
+    /// follower.
+    #[arg(long, env = "BAA_LOGD_MAX_FOLLOW_BUFFER_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_follow_buffer_bytes: Option<usize>,
 }
 
 /// Scrub flags.

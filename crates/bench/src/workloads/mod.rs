@@ -1,4 +1,4 @@
-//! The four workloads, each over every system it applies to, one fresh
+//! The five workloads, each over every system it applies to, one fresh
 //! system per measured phase.
 //!
 //! - [`throughput`] (W1): writers streaming lines as fast as they are
@@ -8,10 +8,13 @@
 //! - [`many_runs`] (W3): many open, quiet runs; what the server holds.
 //! - [`restart`] (W4): a full data directory; how soon a restarted server
 //!   serves.
+//! - [`slow_followers`] (W5): followers that never read; what the server
+//!   holds for them.
 
 pub(crate) mod fan_out;
 pub(crate) mod many_runs;
 pub(crate) mod restart;
+pub(crate) mod slow_followers;
 pub(crate) mod throughput;
 
 use futures::{StreamExt, TryStreamExt};

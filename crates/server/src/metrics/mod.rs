@@ -94,6 +94,8 @@ struct Inner {
     open_streams: Family<MethodLabels, Gauge>,
     /// `baa_logd_follow_lag_entries`.
     follow_lag: Histogram,
+    /// `baa_logd_follow_buffered_bytes`.
+    follow_buffered: Gauge,
     /// `baa_logd_disk_write_duration_seconds{write}`.
     disk_write_seconds: Family<WriteLabels, Histogram>,
     /// `baa_logd_disk_write_errors_total{write, error}`.
@@ -211,6 +213,12 @@ impl Metrics {
         let (rpc_requests, rpc_seconds) = rpc_metrics(baa);
         let (runs, retention_runs, retention_bytes) = run_metrics(baa);
         let (scrub_runs, scrub_damaged) = scrub_metrics(baa);
+        let follow_buffered = Gauge::default();
+        baa.register(
+            "follow_buffered_bytes",
+            "Bytes of FollowRun responses handed to connections and not yet taken by their followers (capped by limits.max_follow_buffer_bytes, plus 16 KiB per follower)",
+            follow_buffered.clone(),
+        );
         registry.register_collector(Box::new(process::ProcessCollector::new()));
         Self {
             inner: Arc::new(Inner {
@@ -223,6 +231,7 @@ impl Metrics {
                 appended_bytes,
                 open_streams,
                 follow_lag,
+                follow_buffered,
                 disk_write_seconds,
                 disk_write_errors,
                 store_writable,
@@ -300,6 +309,12 @@ impl Metrics {
     /// it.
     pub(crate) fn observe_follow_lag(&self, lag: u64) {
         self.inner.follow_lag.observe(lag as f64);
+    }
+
+    /// The gauge of follow response bytes waiting to be taken, which the
+    /// follow budget keeps.
+    pub(crate) fn follow_buffered(&self) -> Gauge {
+        self.inner.follow_buffered.clone()
     }
 
     /// The store's write health changed.

@@ -1,35 +1,35 @@
 //! `FollowRun`: history, then live, from the store.
 //!
-//! Each follower gets a task that reads batches from a [`RunReader`] and
-//! sends them into a small bounded channel. When the follower reads slowly
-//! the channel fills and the task waits: it holds its read buffers and one
-//! batch, nothing more, and the writers never notice. When it is caught up
-//! it waits for the run's doorbell. It stops when the run is terminal and
-//! everything was sent, when the follower goes away, or when the server
-//! shuts down (with `UNAVAILABLE` and the cursor to resume from).
+//! A follow stream reads its next batch only when the HTTP/2 layer asks
+//! for the next response, which it does only when the stream's
+//! flow-control window has room (see `follow_budget`). Nothing is read
+//! ahead: a follower that stops reading holds its reader's position and
+//! the one response it was last handed, whatever the run's size, and the
+//! writers never notice. When it is caught up, the stream waits for the
+//! run's doorbell. It ends when the run is terminal and everything was
+//! sent, when the follower goes away (the stream is dropped), or when the
+//! server shuts down (with `UNAVAILABLE` and the cursor to resume from).
 
 use std::{pin::Pin, sync::Arc};
 
 use baa_logging::pb;
 use baa_logging_store::{
     ReadFrom, RunReader, RunStore,
-    model::{ChannelSet, RunKey},
+    model::{ChannelSet, ReadBatch, RunKey},
 };
 use futures::Stream;
-use tokio::sync::mpsc;
+use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::Instrument;
 
+use super::follow_budget::{BudgetShare, FollowBudget};
 use crate::{
     convert::{from_channel, to_follow_response},
     limits::{Occupancy, OccupancyGuard},
     metrics::Metrics,
     status::to_status,
 };
-
-/// Responses waiting for a follower, per follower.
-const FOLLOW_BUFFER: usize = 2;
 
 /// The response stream of `FollowRun`.
 pub type FollowRunStream =
@@ -42,9 +42,11 @@ pub(crate) struct FollowState<'a, S> {
     pub(crate) store: &'a S,
     /// The follower caps, per run and in all.
     pub(crate) followers: &'a Arc<Occupancy>,
+    /// The bytes of responses waiting to be sent, over every follower.
+    pub(crate) budget: &'a Arc<FollowBudget>,
     /// Ends every follow stream when the server shuts down.
     pub(crate) shutdown: &'a CancellationToken,
-    /// About how many bytes of entries one response carries.
+    /// About how many bytes of entries a full response carries.
     pub(crate) batch_bytes: usize,
     /// Where follower lag is observed, when metrics are on.
     pub(crate) metrics: Option<&'a Metrics>,
@@ -76,94 +78,95 @@ pub(crate) async fn follow_run<S: RunStore>(
         .open_reader(&key, from)
         .await
         .map_err(to_status)?;
-    let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
-    // In the call's span, so that what the pump logs names the run.
-    tokio::spawn(
-        pump(
-            place,
-            reader,
-            tx,
-            state.shutdown.clone(),
-            state.batch_bytes,
-            state.metrics.cloned(),
-        )
-        .in_current_span(),
-    );
-    Ok(Box::pin(responses(
-        rx,
-        state.shutdown.clone(),
-        from.from_seq,
+    let follow = Follow {
+        _place: place,
+        reader,
+        share: state.budget.share(state.batch_bytes),
+        shutdown: state.shutdown.clone(),
+        cursor: from.from_seq,
+        caught_up: false,
+        metrics: state.metrics.cloned(),
+    };
+    // Each read runs in the call's span, so that what it logs names the run.
+    let span = tracing::Span::current();
+    Ok(Box::pin(futures::stream::unfold(
+        Some(follow),
+        move |follow| {
+            let span = span.clone();
+            async move { follow?.next().instrument(span).await }
+        },
     )))
 }
 
-/// The responses the pump sends, until the server shuts down: then the
-/// stream ends at once with `UNAVAILABLE` and the cursor of the last
-/// response delivered, even when responses were still waiting.
-fn responses(
-    rx: mpsc::Receiver<Result<pb::FollowRunResponse, Status>>,
+/// One follow stream between two responses.
+struct Follow<R> {
+    /// The follower's place under the caps, held as long as the stream.
+    _place: OccupancyGuard,
+    /// Where the entries come from.
+    reader: R,
+    /// This stream's part of the response budget.
+    share: BudgetShare,
+    /// Ends the stream when the server shuts down.
     shutdown: CancellationToken,
-    from_seq: u64,
-) -> impl Stream<Item = Result<pb::FollowRunResponse, Status>> + Send {
-    futures::stream::unfold(Some((rx, shutdown, from_seq)), |state| async move {
-        let (mut rx, shutdown, cursor) = state?;
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => Some((
-                Err(Status::unavailable(format!(
-                    "the server is shutting down; resume with from_seq {cursor}"
-                ))),
-                None,
-            )),
-            message = rx.recv() => match message {
-                Some(Ok(response)) => {
-                    let cursor = response.next_seq;
-                    Some((Ok(response), Some((rx, shutdown, cursor))))
-                }
-                Some(Err(status)) => Some((Err(status), None)),
-                None => None,
-            },
-        }
-    })
+    /// Where the follower resumes: the `next_seq` of the last response.
+    cursor: u64,
+    /// The last read found nothing new: wait for the doorbell first.
+    caught_up: bool,
+    /// Where follower lag is observed, when metrics are on.
+    metrics: Option<Metrics>,
 }
 
-/// Reads batches and sends them until the stream is done; the follower
-/// counts against the caps (`_place`) as long as this runs.
-async fn pump<R: RunReader>(
-    _place: OccupancyGuard,
-    mut reader: R,
-    tx: mpsc::Sender<Result<pb::FollowRunResponse, Status>>,
-    shutdown: CancellationToken,
-    batch_bytes: usize,
-    metrics: Option<Metrics>,
-) {
-    loop {
-        let batch = match reader.read(batch_bytes).await {
-            Ok(batch) => batch,
-            Err(err) => {
-                let _ = tx.send(Err(to_status(err))).await;
-                return;
+/// What the stream yields next, and itself when more may follow.
+type Next<R> = Option<(Result<pb::FollowRunResponse, Status>, Option<Follow<R>>)>;
+
+impl<R: RunReader> Follow<R> {
+    /// Reads until there is a response to send, the run is done, or the
+    /// server shuts down.
+    async fn next(mut self) -> Next<R> {
+        loop {
+            let shutdown = self.shutdown.clone();
+            let batch = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Some((Err(self.unavailable()), None)),
+                batch = self.read() => batch,
+            };
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(err) => return Some((Err(to_status(err)), None)),
+            };
+            self.caught_up = batch.caught_up;
+            let finished = batch.finished;
+            if let (Some(metrics), false) = (&self.metrics, batch.entries.is_empty()) {
+                let sent_to = batch.next_seq.saturating_sub(1);
+                metrics.observe_follow_lag(batch.committed_seq.saturating_sub(sent_to));
             }
-        };
-        let (caught_up, finished) = (batch.caught_up, batch.finished);
-        if let (Some(metrics), false) = (&metrics, batch.entries.is_empty()) {
-            let sent_to = batch.next_seq.saturating_sub(1);
-            metrics.observe_follow_lag(batch.committed_seq.saturating_sub(sent_to));
-        }
-        if !batch.entries.is_empty() || batch.state.is_some() {
-            tokio::select! {
-                sent = tx.send(Ok(to_follow_response(batch))) => if sent.is_err() { return },
-                () = shutdown.cancelled() => return,
+            if !batch.entries.is_empty() || batch.state.is_some() {
+                let response = to_follow_response(batch);
+                self.cursor = response.next_seq;
+                self.share.handed(response.encoded_len());
+                return Some((Ok(response), (!finished).then_some(self)));
             }
-        }
-        if finished {
-            return;
-        }
-        if caught_up {
-            tokio::select! {
-                () = reader.changed() => {}
-                () = tx.closed() => return,
-                () = shutdown.cancelled() => return,
+            if finished {
+                return None;
             }
         }
+    }
+
+    /// The next batch, once the doorbell rang when the last read was
+    /// caught up.
+    async fn read(&mut self) -> baa_logging_store::Result<ReadBatch> {
+        if self.caught_up {
+            self.reader.changed().await;
+        }
+        let max_bytes = self.share.next_size();
+        self.reader.read(max_bytes).await
+    }
+
+    /// The status that ends the stream on shutdown.
+    fn unavailable(&self) -> Status {
+        Status::unavailable(format!(
+            "the server is shutting down; resume with from_seq {}",
+            self.cursor
+        ))
     }
 }

@@ -11,6 +11,7 @@
 
 mod append;
 mod follow;
+pub(crate) mod follow_budget;
 pub(crate) mod retention;
 mod runs;
 
@@ -27,6 +28,7 @@ use crate::{
     config::ServerConfig,
     convert::to_server_info,
     limits::{AppendRates, Occupancy},
+    metrics::Metrics,
     security::{TaskLimit, tasks},
 };
 
@@ -42,6 +44,8 @@ pub struct GrpcLoggingService<S> {
     shutdown: CancellationToken,
     /// Open follow streams, per run and in all, against their caps.
     followers: Arc<Occupancy>,
+    /// The bytes of follow responses waiting to be sent, against their cap.
+    follow_budget: Arc<follow_budget::FollowBudget>,
     /// Per-run pacing of appends.
     append_rates: Arc<AppendRates>,
     /// What retention deleted, shared with the periodic pass.
@@ -58,11 +62,21 @@ impl<S: RunStore> GrpcLoggingService<S> {
                 config.limits.max_followers_per_run,
                 config.limits.max_followers,
             )),
+            follow_budget: follow_budget::FollowBudget::new(
+                config.limits.max_follow_buffer_bytes,
+                config.metrics.as_ref().map(Metrics::follow_buffered),
+            ),
             append_rates: Arc::new(AppendRates::new(config.limits.append_rate)),
             retention: Arc::new(RetentionCounters::with_metrics(config.metrics.clone())),
             config,
             shutdown,
         }
+    }
+
+    /// The bytes of follow responses waiting to be sent, and how many follow
+    /// streams ended.
+    pub(crate) fn follow_budget(&self) -> Arc<follow_budget::FollowBudget> {
+        self.follow_budget.clone()
     }
 
     /// What retention deleted since the service started, by the periodic
@@ -87,6 +101,7 @@ impl<S: RunStore> GrpcLoggingService<S> {
         FollowState {
             store: &self.store,
             followers: &self.followers,
+            budget: &self.follow_budget,
             shutdown: &self.shutdown,
             batch_bytes: self.config.follow_batch_bytes,
             metrics: self.config.metrics.as_ref(),

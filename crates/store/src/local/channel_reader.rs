@@ -24,7 +24,12 @@ use std::{
     path::PathBuf,
 };
 
-use super::{journal, journal_cursor::JournalCursor, lines::seek_seq, run::Run};
+use super::{
+    journal::{self, JournalRecord},
+    journal_cursor::JournalCursor,
+    lines::seek_seq,
+    run::Run,
+};
 use crate::{
     error::{Result, StoreError},
     model::{ChannelSet, LogEntry, StreamChunkLogEntry, WorkerLifecycleLogEntry, WorkerLogChannel},
@@ -161,6 +166,11 @@ pub(crate) struct ChannelReader {
     /// The journal, and the `seq` of the next commit to look for in it;
     /// `None` for a run whose records carry no checksums.
     journal: Option<(JournalCursor, u64)>,
+    /// The record of the commit whose bytes `buf` holds (checked readers).
+    held: Option<JournalRecord>,
+    /// A commit partly returned before the reader was parked: its record
+    /// and the file offset to go on from once it is read and checked again.
+    resume: Option<(JournalRecord, u64)>,
 }
 
 impl ChannelReader {
@@ -205,15 +215,28 @@ impl ChannelReader {
             at_end: false,
             readable_len: 0,
             journal,
+            held: None,
+            resume: None,
         })
     }
 
-    /// Frees the read buffer when everything in it was returned.
-    pub(crate) fn release_if_drained(&mut self) {
-        if self.peeked.is_none() && self.pos == self.buf.len() {
-            self.buf_offset += self.pos as u64;
-            self.buf = Vec::new();
-            self.pos = 0;
+    /// Frees the read buffers between two reads, keeping only where to go
+    /// on: a follower that stops reading then costs no buffer at all. The
+    /// rest of a checked commit is read and checked again when needed (a
+    /// read from the page cache and a CRC32C, cheap next to parsing).
+    pub(crate) fn park(&mut self) {
+        self.peeked = None;
+        let unread = self.buf_offset + self.pos as u64;
+        if let Some(record) = self.held.take()
+            && self.pos < self.buf.len()
+        {
+            self.resume = Some((record, unread));
+        }
+        self.buf_offset = unread;
+        self.buf = Vec::new();
+        self.pos = 0;
+        if let Some((cursor, _)) = &mut self.journal {
+            cursor.park();
         }
     }
 
@@ -279,6 +302,9 @@ impl ChannelReader {
             return Ok(false);
         }
         self.compact();
+        if let Some((record, unread)) = self.resume.take() {
+            return self.read_commit(record, Some(unread));
+        }
         let (cursor, next_seq) = self.journal.as_mut().expect("a checked reader");
         loop {
             let record = match cursor.record_for(*next_seq) {
@@ -302,7 +328,7 @@ impl ChannelReader {
                 self.journal = None;
                 return self.fill();
             };
-            let (start, end) = (record.offsets[self.channel], ends[self.channel]);
+            let end = ends[self.channel];
             if end > self.readable_len {
                 // Not committed yet.
                 self.at_end = true;
@@ -317,30 +343,47 @@ impl ChannelReader {
             if lens[self.channel] == 0 {
                 continue;
             }
-            let tail = self.buf_offset + self.buf.len() as u64;
-            let mut bytes = vec![0u8; (end - start) as usize];
-            let read = self.file.read_exact_at(&mut bytes, start);
-            let intact =
-                start == tail && read.is_ok() && journal::verify(&record, self.channel, &bytes);
-            if intact {
-                self.buf.extend_from_slice(&bytes);
-                return Ok(true);
+            return self.read_commit(record, None);
+        }
+    }
+
+    /// Reads the bytes `record` wrote to this channel whole and checks
+    /// them: into the buffer (from `unread` when given, a commit read
+    /// before) when they match, as a damaged commit when they do not.
+    fn read_commit(&mut self, record: JournalRecord, unread: Option<u64>) -> Result<bool> {
+        let start = record.offsets[self.channel];
+        let end = record.ends().expect("a checked record")[self.channel];
+        let tail = self.buf_offset + self.buf.len() as u64;
+        let mut bytes = vec![0u8; (end - start) as usize];
+        let read = self.file.read_exact_at(&mut bytes, start);
+        let in_place = unread.is_some_and(|at| (start..end).contains(&at)) || start == tail;
+        if in_place && read.is_ok() && journal::verify(&record, self.channel, &bytes) {
+            match unread {
+                Some(at) => {
+                    self.buf = bytes;
+                    self.buf_offset = start;
+                    self.pos = (at - start) as usize;
+                }
+                None => self.buf.extend_from_slice(&bytes),
             }
-            if let Err(err) = read
-                && err.kind() != io::ErrorKind::UnexpectedEof
-            {
-                return Err(StoreError::io(
-                    format!("cannot read {}", self.path.display()),
-                    err,
-                ));
-            }
-            // Whatever the buffer held before is whole lines; the damaged
-            // commit's bytes are not kept.
-            self.buf.clear();
-            self.buf_offset = end;
-            self.damaged = Some((record.first_seq, record.last_seq));
+            self.held = Some(record);
             return Ok(true);
         }
+        if let Err(err) = read
+            && err.kind() != io::ErrorKind::UnexpectedEof
+        {
+            return Err(StoreError::io(
+                format!("cannot read {}", self.path.display()),
+                err,
+            ));
+        }
+        // Whatever the buffer held before is whole lines; the damaged
+        // commit's bytes are not kept.
+        self.buf.clear();
+        self.pos = 0;
+        self.buf_offset = end;
+        self.damaged = Some((record.first_seq, record.last_seq));
+        Ok(true)
     }
 
     /// Reads more of an unchecked file; false when nothing more is there.

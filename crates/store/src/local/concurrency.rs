@@ -21,9 +21,15 @@
 //!
 //! File I/O runs on tokio's blocking pool through [`blocking`], never on a
 //! runtime thread; a task that panics there becomes
-//! [`StoreError::TaskFailed`].
+//! [`StoreError::TaskFailed`]. Reads for followers go through
+//! [`blocking_read`], at most [`READ_CONCURRENCY`] at once: a thousand
+//! followers reading at the same moment would otherwise start as many
+//! threads, each with its stack and allocator arena, for no more
+//! throughput. Writes never wait behind them.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Semaphore;
 
 use crate::error::{Result, StoreError};
 
@@ -44,4 +50,35 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|err| StoreError::TaskFailed(err.to_string()))?
+}
+
+/// The most follower reads on the blocking pool at once.
+pub(crate) const READ_CONCURRENCY: usize = 32;
+
+/// The permits of [`blocking_read`], shared by every store in the process.
+static READS: Semaphore = Semaphore::const_new(READ_CONCURRENCY);
+
+/// Runs a follower's read like [`blocking`], once one of
+/// [`READ_CONCURRENCY`] permits is free.
+///
+/// The wait and the work run in a task of their own, which takes the
+/// permit and gives it back by itself: a follow stream is polled only
+/// while its HTTP/2 window has room, and a permit handed to a stream that
+/// is not polled would be held for as long as its follower does not read.
+///
+/// # Errors
+///
+/// What `work` returned, or [`StoreError::TaskFailed`] when it panicked.
+pub(crate) async fn blocking_read<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(async move {
+        let _permit = READS
+            .acquire()
+            .await
+            .expect("the read semaphore is never closed");
+        blocking(work).await
+    })
+    .await
+    .map_err(|err| StoreError::TaskFailed(err.to_string()))?
 }

@@ -23,8 +23,8 @@ pub(crate) struct JournalCursor {
     offset: u64,
     /// Bytes read and not yet taken as records.
     buf: Vec<u8>,
-    /// Records read ahead, in order.
-    records: VecDeque<JournalRecord>,
+    /// Records read ahead, in order, each with where its line starts.
+    records: VecDeque<(u64, JournalRecord)>,
 }
 
 impl JournalCursor {
@@ -56,7 +56,7 @@ impl JournalCursor {
     /// a record stands before it.
     pub(crate) fn record_for(&mut self, seq: u64) -> io::Result<Option<JournalRecord>> {
         loop {
-            while let Some(record) = self.records.front() {
+            while let Some((_, record)) = self.records.front() {
                 if record.last_seq >= seq {
                     return Ok(record.holds(seq).then(|| record.clone()));
                 }
@@ -68,6 +68,18 @@ impl JournalCursor {
         }
     }
 
+    /// Drops what was read ahead, to read it again when asked: a reader
+    /// that may wait long between reads holds no buffer meanwhile.
+    pub(crate) fn park(&mut self) {
+        let unread_from = match self.records.front() {
+            Some((start, _)) => *start,
+            None => self.offset - self.buf.len() as u64,
+        };
+        self.offset = unread_from;
+        self.buf = Vec::new();
+        self.records = VecDeque::new();
+    }
+
     /// Reads the next complete lines as records; false at the end, or at a
     /// line that is not a record.
     fn read_more(&mut self) -> io::Result<bool> {
@@ -77,20 +89,19 @@ impl JournalCursor {
         self.buf.truncate(start + read);
         self.offset += read as u64;
         let mut taken = 0;
+        let buf_start = self.offset - self.buf.len() as u64;
         while let Some(newline) = self.buf[taken..].iter().position(|byte| *byte == b'\n') {
             let line = &self.buf[taken..taken + newline];
+            let line_start = buf_start + taken as u64;
             let Some(record) = JournalRecord::from_line(line) else {
                 // Damaged after the run was opened (recovery refuses a
                 // damaged record before the journal's end): never skip on.
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!(
-                        "holds a damaged record at byte {}",
-                        self.offset - self.buf.len() as u64 + taken as u64
-                    ),
+                    format!("holds a damaged record at byte {line_start}"),
                 ));
             };
-            self.records.push_back(record);
+            self.records.push_back((line_start, record));
             taken += newline + 1;
         }
         self.buf.drain(..taken);

@@ -363,7 +363,7 @@ impl RunStore for LocalStore {
     async fn open_reader(&self, key: &RunKey, from: ReadFrom) -> Result<LocalReader> {
         let run = self.run(key).await?;
         let hold = LocalHold::new(run.clone())?;
-        blocking(move || LocalReader::open(run, hold, from)).await
+        concurrency::blocking_read(move || LocalReader::open(run, hold, from)).await
     }
 
     async fn hold(&self, key: &RunKey) -> Result<LocalHold> {

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::{
     channel_reader::{ChannelReader, Merged, merge, open_channels},
-    concurrency::blocking,
+    concurrency::blocking_read,
     retention::LocalHold,
     run::{Run, RunSignal},
 };
@@ -207,7 +207,7 @@ impl LocalReader {
         let reopen = std::mem::take(&mut self.reposition).then(|| self.run.clone());
         let (selected, from, limit) = (self.selected, plan.from, plan.limit);
         let lens = plan.signal.committed_lens;
-        let read = blocking(move || {
+        let read = blocking_read(move || {
             if let Some(run) = reopen {
                 match open_channels(&run, selected, from) {
                     Ok(reopened) => channels = reopened,
@@ -218,10 +218,17 @@ impl LocalReader {
                 channel.readable_len = lens[channel.channel];
             }
             let merged = merge(&mut channels, from, limit, max_bytes);
+            // A follower may wait long before it reads again, caught up or
+            // not read by its client: it keeps no read buffer meanwhile.
+            // Here, not after the await: the result waits for the stream
+            // to be polled again, which may be never.
+            for channel in &mut channels {
+                channel.park();
+            }
             Ok((channels, merged, false))
         })
         .await;
-        let (mut channels, merged, failed_reopen) = match read {
+        let (channels, merged, failed_reopen) = match read {
             Ok(read) => read,
             Err(err) => {
                 // The task died with the readers: reopen them next time.
@@ -231,16 +238,6 @@ impl LocalReader {
             }
         };
         self.reposition |= failed_reopen;
-        if let Ok(Merged {
-            caught_up: true, ..
-        }) = &merged
-        {
-            // A follower that is caught up waits, maybe for a long time:
-            // it keeps no read buffer while it does.
-            for channel in &mut channels {
-                channel.release_if_drained();
-            }
-        }
         self.channels = Some(channels);
         merged
     }

@@ -1,0 +1,52 @@
+//! Giving the memory of followers that went back to the system.
+//!
+//! The C library's allocator keeps memory freed in the middle of its
+//! heaps: a thousand followers that read a large run and went can leave
+//! hundreds of MiB resident that nothing uses, for as long as the process
+//! lives. So every [`TRIM_INTERVAL`], when follow streams ended since the
+//! last look, a task trims the heaps (`malloc_trim`, on the blocking
+//! pool), which hands their free pages back. With another C library the
+//! task does nothing.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::service::follow_budget::FollowBudget;
+
+/// How often the task looks whether follow streams ended.
+pub(crate) const TRIM_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Starts the task; it stops when `token` is cancelled.
+pub(crate) fn spawn_trim(budget: Arc<FollowBudget>, token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(TRIM_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ended = budget.ended();
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let now = budget.ended();
+            if now != ended {
+                ended = now;
+                let _ = tokio::task::spawn_blocking(trim).await;
+            }
+        }
+    });
+}
+
+/// Hands the allocator's free pages back to the system.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() {
+    // SAFETY: `malloc_trim` only walks the allocator's own free lists under
+    // its locks; it takes no pointer and is safe from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Nothing to do with this C library.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() {}
