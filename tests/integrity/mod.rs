@@ -457,34 +457,70 @@ async fn the_scrub_counts_damaged_commits() {
     server.stop().await;
 }
 
-/// A journal record damaged before the journal's end: the run is refused
-/// as damaged, and recovery cuts nothing, so that no intact commit after
-/// it is thrown away.
+/// Journal records damaged before the journal's end (a flipped bit in
+/// one, a zeroed 4 KiB block across two): the run opens, the commits of
+/// the damaged records are reported as damaged and never served, the
+/// intact commits around them are served, the channel files are not
+/// touched, the journal keeps its length, the writer's cursor comes from
+/// the last intact record, the run takes appends, and the same holds after
+/// another restart.
 #[tokio::test]
-async fn a_damaged_record_inside_the_journal_cuts_nothing() {
-    let dir = written_run().await;
-    let run_dir = dir.path().join("t/r");
-    let journal = run_dir.join("journal.jsonl");
-    let mut bytes = fs::read(&journal).unwrap();
-    let second_line = bytes.iter().position(|byte| *byte == b'\n').unwrap() + 1;
-    bytes[second_line + 5] ^= 0x01;
-    fs::write(&journal, &bytes).unwrap();
-    let files = || -> Vec<Vec<u8>> {
-        ["journal.jsonl", "worker.log", "stdout.log", "stderr.log"]
-            .iter()
-            .map(|file| fs::read(run_dir.join(file)).unwrap())
-            .collect()
+async fn damaged_records_inside_the_journal_cost_only_their_commits() {
+    // The journal lines: run_prepared, then the commits 2–5, 6–9, 10–13.
+    type Damage = fn(&mut Vec<u8>, &[usize]);
+    let flip_second: Damage = |bytes, starts| bytes[starts[1] + 5] ^= 0x01;
+    let zero_second_and_third: Damage = |bytes, starts| {
+        let end = (starts[1] + 4096).min(starts[3] - 1);
+        bytes[starts[1]..end].fill(0);
     };
-    let before = files();
-    let store = open(dir.path());
-    let refused = store.get_run(&key()).await;
-    assert!(
-        matches!(refused, Err(StoreError::Damaged { .. })),
-        "{refused:?}"
-    );
-    let after = files();
-    assert!(
-        before == after,
-        "recovery changed the files of a run it refused"
-    );
+    for (case, damage, lost) in [
+        ("a flipped bit", flip_second, vec![(2, 5)]),
+        ("a zeroed block", zero_second_and_third, vec![(2, 9)]),
+    ] {
+        let dir = written_run().await;
+        let run_dir = dir.path().join("t/r");
+        let journal = run_dir.join("journal.jsonl");
+        let mut bytes = fs::read(&journal).unwrap();
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(
+                bytes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, byte)| **byte == b'\n')
+                    .map(|(at, _)| at + 1),
+            )
+            .collect();
+        damage(&mut bytes, &starts);
+        fs::write(&journal, &bytes).unwrap();
+        let logs = || -> Vec<Vec<u8>> {
+            ["worker.log", "stdout.log", "stderr.log"]
+                .iter()
+                .map(|file| fs::read(run_dir.join(file)).unwrap())
+                .collect()
+        };
+        let before = logs();
+        for restart in 0..2 {
+            let store = open(dir.path());
+            let (served, reported) = read_all(&store, 1).await;
+            let seqs: Vec<u64> = served.iter().map(LogEntry::seq).collect();
+            let lost_last = lost.last().unwrap().1;
+            let expected: Vec<u64> = std::iter::once(1).chain(lost_last + 1..=13).collect();
+            assert_eq!(seqs, expected, "{case}, restart {restart}");
+            assert_eq!(reported, lost, "{case}, restart {restart}");
+            assert!(before == logs(), "{case}: the channel files changed");
+            assert_eq!(
+                fs::metadata(&journal).unwrap().len(),
+                bytes.len() as u64,
+                "{case}: the journal changed length"
+            );
+            let cursor = store.writer_cursor(&key(), "w").await.unwrap();
+            assert_eq!(cursor.last_writer_seq, 12, "{case}");
+            if restart == 1 {
+                let outcome = store.append(&key(), "w", vec![item(13)]).await.unwrap();
+                assert_eq!(outcome.stored, 1, "{case}");
+                let (served, _) = read_all(&store, 14).await;
+                assert_eq!(served.iter().map(LogEntry::seq).collect::<Vec<_>>(), [14]);
+            }
+        }
+    }
 }

@@ -335,9 +335,13 @@ impl ChannelReader {
                 return Ok(false);
             }
             *next_seq = record.last_seq + 1;
-            if record.lost {
-                // Entries a power loss took: reported, never given again.
+            if record.lost || record.damaged {
+                // Entries a power loss took, or whose journal record was
+                // damaged: reported, never given (again).
                 self.damaged = Some((record.first_seq, record.last_seq));
+                self.buf.clear();
+                self.pos = 0;
+                self.buf_offset = end;
                 return Ok(true);
             }
             if lens[self.channel] == 0 {

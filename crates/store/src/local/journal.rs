@@ -56,6 +56,12 @@ pub(crate) struct JournalRecord {
     /// readers report its range as lost.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) lost: bool,
+    /// True for a record that recovery wrote in place of journal lines it
+    /// found damaged between two intact records: it covers the sequence
+    /// numbers and channel bytes between them, which can no longer be
+    /// checked, so readers report its range as damaged and skip its bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) damaged: bool,
     /// The bytes the commit wrote to each channel file, from `offsets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) lens: Option<PerChannel<u64>>,
@@ -108,6 +114,21 @@ impl JournalRecord {
         line
     }
 
+    /// The record as a journal line of exactly `len` bytes, newline
+    /// included, padded with spaces before the newline (JSON allows them):
+    /// to be written in place of `len` damaged bytes. `None` when it does
+    /// not fit.
+    pub(crate) fn to_line_of(&self, len: usize) -> Option<Vec<u8>> {
+        let mut line = self.to_line();
+        if line.len() > len {
+            return None;
+        }
+        line.pop();
+        line.resize(len - 1, b' ');
+        line.push(b'\n');
+        Some(line)
+    }
+
     /// Reads a journal line back: `None` when it is not a record, or its
     /// checksum says it was altered.
     pub(crate) fn from_line(line: &[u8]) -> Option<Self> {
@@ -153,6 +174,7 @@ mod tests {
             offsets: PerChannel::new(10, 20, 0),
             imported: false,
             lost: false,
+            damaged: false,
             lens: None,
             crc: None,
             check: None,
@@ -162,6 +184,22 @@ mod tests {
             b"bb\n".to_vec(),
             Vec::new(),
         ))
+    }
+
+    /// A record padded to a longer line reads back the same, with its
+    /// check intact; a line too short for it is refused.
+    #[test]
+    fn a_padded_record_reads_back() {
+        let line = record().to_line();
+        let padded = record().to_line_of(line.len() + 40).unwrap();
+        assert_eq!(padded.len(), line.len() + 40);
+        assert_eq!(padded.last(), Some(&b'\n'));
+        let read = JournalRecord::from_line(&padded[..padded.len() - 1]).unwrap();
+        assert_eq!(
+            read,
+            JournalRecord::from_line(&line[..line.len() - 1]).unwrap()
+        );
+        assert!(record().to_line_of(line.len() - 1).is_none());
     }
 
     /// A record reads back as written; one altered byte anywhere in its

@@ -94,8 +94,8 @@ impl JournalCursor {
             let line = &self.buf[taken..taken + newline];
             let line_start = buf_start + taken as u64;
             let Some(record) = JournalRecord::from_line(line) else {
-                // Damaged after the run was opened (recovery refuses a
-                // damaged record before the journal's end): never skip on.
+                // Damaged after the run was opened (recovery marks a
+                // damaged record before the journal's end in place): never skip on.
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("holds a damaged record at byte {line_start}"),

@@ -85,6 +85,7 @@ pub(super) fn create_run(
         offsets: PerChannel::default(),
         imported: false,
         lost: false,
+        damaged: false,
         lens: None,
         crc: None,
         check: None,

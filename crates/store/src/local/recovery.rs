@@ -14,8 +14,14 @@
 //! program in the same layout) is adopted: its files are read once, a torn
 //! last line is cut, and one `imported` record is written for them.
 //!
-//! [`recover`] reads as its steps: [`replay_journal`], then either
-//! [`trim_imported`] or [`settle_last_commit`].
+//! Journal lines that do not read back but are followed by an intact
+//! record are damage, not a torn tail: [`bridge`] makes a `damaged` record
+//! for the range between the records around them, and [`mark_damaged`]
+//! writes it in their place, so that one damaged record costs its own
+//! commit and nothing after it.
+//!
+//! [`recover`] reads as its steps: [`replay_journal`], [`mark_damaged`],
+//! then either [`trim_imported`] or [`settle_last_commit`].
 
 use std::{
     collections::HashMap,
@@ -86,8 +92,23 @@ struct Replayed {
     /// entries are lost): their first and last sequence numbers.
     lost: Option<(u64, u64)>,
     /// Where a record that does not read back starts, when more of the
-    /// journal follows it (a torn last line is no damage).
+    /// journal follows it and it cannot be bridged (see [`bridge`]).
     damaged_at: Option<u64>,
+    /// Damaged journal lines between intact records, bridged by markers.
+    stretches: Vec<DamagedStretch>,
+}
+
+/// Journal lines that do not read back, between two intact records, and
+/// the `damaged` record that takes their place.
+#[derive(Debug)]
+struct DamagedStretch {
+    /// Where the damaged bytes start in the journal.
+    start: u64,
+    /// How many there are, up to the next intact record.
+    len: u64,
+    /// The record for the sequence numbers and channel bytes between the
+    /// records around them; its counts are filled in from the files.
+    marker: JournalRecord,
 }
 
 /// Recovers the log session of the run in `dir`, repairing its files.
@@ -110,10 +131,11 @@ pub(crate) fn recover(dir: &RunDir) -> Result<Recovered> {
     let mut journal = open_rw(&journal_path)?;
     let mut logs = open_logs(dir)?;
     let file_lens = PerChannel::try_from_fn(|channel| file_len(&dir.log(channel), &logs[channel]))?;
-    let replayed = replay_journal(&mut journal, &journal_path, file_lens)?;
+    let mut replayed = replay_journal(&mut journal, &journal_path, file_lens)?;
     if let Some(at) = replayed.damaged_at {
-        // A damaged record with more of the journal after it: cutting there
-        // would throw away intact commits. Refuse, changing nothing.
+        // A damaged record with more of the journal after it that cannot be
+        // bridged: cutting there would throw away intact commits. Refuse,
+        // changing nothing.
         return Err(StoreError::damaged(
             journal_path,
             format!("holds a damaged record at byte {at}, before the end"),
@@ -131,6 +153,13 @@ pub(crate) fn recover(dir: &RunDir) -> Result<Recovered> {
             "the run's files end before its journal does (a power loss?); keeping the commits they cover"
         );
     }
+    mark_damaged(
+        dir,
+        &journal,
+        &mut logs,
+        &replayed.stretches,
+        &mut replayed.recovered,
+    )?;
     if replayed.kept_len < journal_len {
         journal
             .set_len(replayed.kept_len)
@@ -170,6 +199,7 @@ fn mark_lost(dir: &RunDir, lost_last: u64, recovered: &mut Recovered) -> Result<
         offsets: recovered.lens.logs,
         imported: false,
         lost: true,
+        damaged: false,
         lens: None,
         crc: None,
         check: None,
@@ -192,6 +222,7 @@ fn replay_journal(journal: &mut File, path: &Path, file_lens: PerChannel<u64>) -
         kept_len: 0,
         lost: None,
         damaged_at: None,
+        stretches: Vec::new(),
     };
     let journal_len = journal.metadata().map_err(|err| io_err(path, err))?.len();
     let mut line_start = 0u64;
@@ -202,14 +233,33 @@ fn replay_journal(journal: &mut File, path: &Path, file_lens: PerChannel<u64>) -
     // written first), which recovery keeps the complete prefix of, unless
     // a later record proves it was finished and the files lost it.
     let mut unfinished: Option<(JournalRecord, u64, u64)> = None;
+    // Where lines that do not read back started, while no intact record
+    // has followed them yet.
+    let mut damaged_from: Option<u64> = None;
     scan_lines(journal, 0, |line, end| {
         let start = std::mem::replace(&mut line_start, end);
         let Some(record) = JournalRecord::from_line(line) else {
-            if end < journal_len {
-                replayed.damaged_at = Some(start);
-            }
-            return false;
+            // Damaged, or torn if it is the last: known once a record
+            // follows, or the journal ends (a tail cut like a torn line).
+            damaged_from.get_or_insert(start);
+            return end < journal_len;
         };
+        if let Some(from) = damaged_from.take()
+            && replayed.lost.is_none()
+        {
+            let bridged = unfinished
+                .is_none()
+                .then(|| bridge(&replayed, &record, from, start))
+                .flatten();
+            let Some(stretch) = bridged else {
+                replayed.damaged_at = Some(from);
+                return false;
+            };
+            replayed.recovered.apply(&stretch.marker);
+            replayed.last = Some((stretch.marker.clone(), from));
+            replayed.kept_len = start;
+            replayed.stretches.push(stretch);
+        }
         if let Some((_, last)) = &mut replayed.lost {
             // Past the files' end: lost too.
             *last = record.last_seq;
@@ -250,6 +300,100 @@ fn replay_journal(journal: &mut File, path: &Path, file_lens: PerChannel<u64>) -
         replayed.kept_len = end;
     }
     Ok(replayed)
+}
+
+/// The marker for damaged journal lines from `from` to `to`, where
+/// `next`, the first intact record after them, starts: it covers the
+/// sequence numbers and the channel bytes between the last record kept and
+/// `next`. `None` when those cannot be told: the record before has no
+/// checksums (so no end), or `next` does not come after it.
+fn bridge(replayed: &Replayed, next: &JournalRecord, from: u64, to: u64) -> Option<DamagedStretch> {
+    let first_seq = replayed.recovered.next_seq;
+    if next.first_seq <= first_seq {
+        return None;
+    }
+    let offsets = match &replayed.last {
+        Some((record, _)) => record.ends()?,
+        None => PerChannel::default(),
+    };
+    let lens = PerChannel::try_from_fn(|channel| {
+        next.offsets[channel]
+            .checked_sub(offsets[channel])
+            .ok_or(())
+    })
+    .ok()?;
+    let marker = JournalRecord {
+        first_seq,
+        last_seq: next.first_seq - 1,
+        writer_id: None,
+        writer_seq: 0,
+        counts: PerChannel::default(),
+        offsets,
+        imported: false,
+        lost: false,
+        damaged: true,
+        lens: Some(lens),
+        crc: None,
+        check: None,
+    };
+    Some(DamagedStretch {
+        start: from,
+        len: to - from,
+        marker,
+    })
+}
+
+/// Writes the marker of each damaged stretch in its place, with its
+/// entries counted from the channel files, and adds those counts. Checks
+/// that every marker fits before it writes any.
+fn mark_damaged(
+    dir: &RunDir,
+    journal: &File,
+    logs: &mut PerChannel<File>,
+    stretches: &[DamagedStretch],
+    recovered: &mut Recovered,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let journal_path = dir.journal();
+    let mut lines = Vec::with_capacity(stretches.len());
+    for stretch in stretches {
+        let mut marker = stretch.marker.clone();
+        let ends = marker.ends().expect("a marker has lengths");
+        for (channel, file) in logs.iter_mut() {
+            let path = dir.log(channel);
+            let bytes = read_range(&path, file, marker.offsets[channel], ends[channel])?;
+            marker.counts[channel] = bytes.iter().filter(|byte| **byte == b'\n').count() as u64;
+        }
+        let line = marker.to_line_of(stretch.len as usize).ok_or_else(|| {
+            StoreError::damaged(
+                &journal_path,
+                format!(
+                    "holds damaged records at byte {}, too short to mark in place",
+                    stretch.start
+                ),
+            )
+        })?;
+        lines.push((stretch.start, line, marker));
+    }
+    for (start, line, marker) in lines {
+        warn!(
+            dir = %dir.path().display(),
+            first_seq = marker.first_seq,
+            last_seq = marker.last_seq,
+            journal_offset = start,
+            "a journal record is damaged; its entries are reported to readers as damaged"
+        );
+        journal
+            .write_all_at(&line, start)
+            .map_err(|err| io_err(&journal_path, err))?;
+        recovered.counts.add(&marker.counts);
+    }
+    if !stretches.is_empty() {
+        journal
+            .sync_data()
+            .map_err(|err| io_err(&journal_path, err))?;
+    }
+    Ok(())
 }
 
 /// Takes adopted entries as they are, cutting only a torn tail off each
@@ -511,6 +655,7 @@ fn adopt(dir: &RunDir) -> Result<Recovered> {
             offsets: PerChannel::default(),
             imported: true,
             lost: false,
+            damaged: false,
             lens: None,
             crc: None,
             check: None,

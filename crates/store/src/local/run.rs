@@ -371,6 +371,7 @@ impl Run {
             offsets: inner.lens.logs,
             imported: false,
             lost: false,
+            damaged: false,
             lens: None,
             crc: None,
             check: None,
