@@ -22,6 +22,7 @@ use tonic::Code;
 use crate::util::{TestServer, follow_request, follow_to_end};
 
 mod model;
+mod server_cuts;
 
 /// The run every test writes: three commits of stdout and stderr lines.
 fn key() -> RunKey {
