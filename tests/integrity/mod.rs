@@ -40,6 +40,15 @@ fn open(dir: &Path) -> LocalStore {
 /// Writes the run: `run_prepared`, then three commits (writer seqs 1–4,
 /// 5–8, 9–12), alternating stdout and stderr.
 async fn write_run(store: &LocalStore) {
+    write_run_prepared_only(store).await;
+    for commit in 0..3u64 {
+        let items = (1..=4).map(|n| item(commit * 4 + n)).collect::<Vec<_>>();
+        store.append(&key(), "w", items).await.unwrap();
+    }
+}
+
+/// Prepares the run: its journal holds `run_prepared` only.
+async fn write_run_prepared_only(store: &LocalStore) {
     let metadata = RunMetadataInput {
         task_id: "t".into(),
         step_id: "s".into(),
@@ -61,10 +70,6 @@ async fn write_run(store: &LocalStore) {
         summary: None,
     };
     store.prepare_run(metadata, state).await.unwrap();
-    for commit in 0..3u64 {
-        let items = (1..=4).map(|n| item(commit * 4 + n)).collect::<Vec<_>>();
-        store.append(&key(), "w", items).await.unwrap();
-    }
 }
 
 /// A data directory holding the run of [`write_run`], its store closed.
@@ -524,4 +529,46 @@ async fn damaged_records_inside_the_journal_cost_only_their_commits() {
             }
         }
     }
+}
+
+/// A journal zeroed whole (no record reads back): the run opens, every
+/// entry in the channel files is served, and since no one can tell what
+/// the writer had sent, its appends are refused with a clear error rather
+/// than stored twice, also after another restart. A run that held only
+/// its own first entry has no writer to lose and takes appends.
+#[tokio::test]
+async fn a_zeroed_journal_keeps_the_entries_and_refuses_writers() {
+    let dir = written_run().await;
+    let journal = dir.path().join("t/r/journal.jsonl");
+    let len = fs::metadata(&journal).unwrap().len() as usize;
+    fs::write(&journal, vec![0u8; len]).unwrap();
+    for restart in 0..2 {
+        let store = open(dir.path());
+        let (served, damage) = read_all(&store, 1).await;
+        let seqs: Vec<u64> = served.iter().map(LogEntry::seq).collect();
+        assert_eq!(seqs, (1..=13).collect::<Vec<_>>(), "restart {restart}");
+        assert!(damage.is_empty(), "{damage:?}");
+        let refused = store.append(&key(), "w", vec![item(13)]).await;
+        assert!(
+            matches!(refused, Err(StoreError::WritersLost { .. })),
+            "restart {restart}: {refused:?}"
+        );
+        assert!(
+            refused
+                .unwrap_err()
+                .to_string()
+                .contains("takes no more appends"),
+        );
+    }
+
+    let fresh = tempfile::tempdir().unwrap();
+    let store = open(fresh.path());
+    write_run_prepared_only(&store).await;
+    drop(store);
+    let journal = fresh.path().join("t/r/journal.jsonl");
+    let len = fs::metadata(&journal).unwrap().len() as usize;
+    fs::write(&journal, vec![0u8; len]).unwrap();
+    let store = open(fresh.path());
+    let outcome = store.append(&key(), "w", vec![item(1)]).await.unwrap();
+    assert_eq!(outcome.stored, 1);
 }

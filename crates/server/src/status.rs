@@ -26,6 +26,7 @@ pub(crate) fn to_status(err: StoreError) -> Status {
         StoreError::RunNotFound(_) => Status::not_found(err.to_string()),
         StoreError::MetadataMismatch(_) => Status::already_exists(err.to_string()),
         StoreError::WriterSeqGap { .. }
+        | StoreError::WritersLost { .. }
         | StoreError::Terminal { .. }
         | StoreError::BadTransition { .. } => Status::failed_precondition(err.to_string()),
         StoreError::TooLarge { .. } => Status::resource_exhausted(err.to_string()),

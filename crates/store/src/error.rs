@@ -122,6 +122,19 @@ pub enum StoreError {
         /// Why the undo failed.
         cause: String,
     },
+    /// The run's journal was damaged beyond reading: its entries were
+    /// adopted as they are, but which items each writer sent is unknown,
+    /// so writer appends are refused rather than let a re-send store lines
+    /// twice.
+    #[error(
+        "run `{key}` takes no more appends: its journal on the server was damaged beyond repair, \
+         so which items its writers sent is unknown and a re-send could store lines twice; its \
+         entries stay readable"
+    )]
+    WritersLost {
+        /// The run.
+        key: RunKey,
+    },
     /// A commit's bytes on disk do not match what the journal says was
     /// written (a flipped bit, a zeroed block), or a power loss took its
     /// entries: they are not served. Reading on from `last_seq + 1` works.

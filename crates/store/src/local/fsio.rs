@@ -16,14 +16,19 @@ use crate::error::{Result, StoreError};
 /// the same directory, fsync, rename over `path`, fsync of the directory. A
 /// crash leaves either the old file or the new one, never a mix.
 pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let context = || format!("cannot write {}", path.display());
     let mut bytes = serde_json::to_vec_pretty(value).expect("the store's JSON files serialize");
     bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// Replaces `path` with `bytes` atomically, as [`write_json_atomic`] does.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let context = || format!("cannot write {}", path.display());
     let dir = path.parent().expect("a file path has a parent");
     let tmp = temp_file(path);
     let write = || -> io::Result<()> {
         let mut file = File::create(&tmp)?;
-        file.write_all(&bytes)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
         sync_dir(dir)

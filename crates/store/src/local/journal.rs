@@ -62,6 +62,12 @@ pub(crate) struct JournalRecord {
     /// checked, so readers report its range as damaged and skip its bytes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) damaged: bool,
+    /// True for an `imported` record that recovery wrote when the journal
+    /// held no record it could read, while the files held writers'
+    /// entries: which items each writer sent is unknown, so the run takes
+    /// no more writer appends (a re-send could store lines twice).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) writers_lost: bool,
     /// The bytes the commit wrote to each channel file, from `offsets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) lens: Option<PerChannel<u64>>,
@@ -175,6 +181,7 @@ mod tests {
             imported: false,
             lost: false,
             damaged: false,
+            writers_lost: false,
             lens: None,
             crc: None,
             check: None,

@@ -86,6 +86,7 @@ pub(super) fn create_run(
         imported: false,
         lost: false,
         damaged: false,
+        writers_lost: false,
         lens: None,
         crc: None,
         check: None,

@@ -33,6 +33,7 @@ use std::{
 use tracing::warn;
 
 use super::{
+    fsio::write_atomic,
     journal::{self, JournalRecord},
     layout::RunDir,
     lines::{line_seq, scan_lines},
@@ -54,6 +55,9 @@ pub(crate) struct Recovered {
     pub(crate) writers: HashMap<String, u64>,
     /// Where the journal and each channel file end.
     pub(crate) lens: FileLens,
+    /// The journal lost what the run's writers had sent (see
+    /// [`JournalRecord::writers_lost`]): writer appends are refused.
+    pub(crate) writers_lost: bool,
 }
 
 impl Recovered {
@@ -68,6 +72,7 @@ impl Recovered {
     /// Adds a record's entries.
     fn apply(&mut self, record: &JournalRecord) {
         self.counts.add(&record.counts);
+        self.writers_lost |= record.writers_lost;
         if let Some(writer) = &record.writer_id {
             self.writers
                 .insert(writer.clone(), record.writer_seq + record.len() - 1);
@@ -126,7 +131,7 @@ pub(crate) fn recover(dir: &RunDir) -> Result<Recovered> {
         Err(err) => return Err(io_err(&journal_path, err)),
     };
     if journal_len == 0 {
-        return adopt(dir);
+        return adopt(dir, false);
     }
     let mut journal = open_rw(&journal_path)?;
     let mut logs = open_logs(dir)?;
@@ -142,7 +147,16 @@ pub(crate) fn recover(dir: &RunDir) -> Result<Recovered> {
         ));
     }
     let Some((record, record_start)) = replayed.last else {
-        return Err(StoreError::damaged(journal_path, "holds no record"));
+        // Not one record reads back (a zeroed journal): the files are
+        // adopted as they are, and since no one can tell what each writer
+        // sent, writers are refused rather than let store lines twice.
+        warn!(
+            dir = %dir.path().display(),
+            "the run's journal holds no record that reads back; adopting its files, \
+             readable but closed to writers"
+        );
+        drop((journal, logs));
+        return adopt(dir, true);
     };
     if let Some((first, last)) = replayed.lost {
         warn!(
@@ -200,6 +214,7 @@ fn mark_lost(dir: &RunDir, lost_last: u64, recovered: &mut Recovered) -> Result<
         imported: false,
         lost: true,
         damaged: false,
+        writers_lost: false,
         lens: None,
         crc: None,
         check: None,
@@ -332,6 +347,7 @@ fn bridge(replayed: &Replayed, next: &JournalRecord, from: u64, to: u64) -> Opti
         imported: false,
         lost: false,
         damaged: true,
+        writers_lost: false,
         lens: Some(lens),
         crc: None,
         check: None,
@@ -615,8 +631,9 @@ fn shorten_last_record(
     Ok(())
 }
 
-/// Adopts channel files written without a journal.
-fn adopt(dir: &RunDir) -> Result<Recovered> {
+/// Adopts channel files written without a journal, or whose journal was
+/// lost (`journal_lost`: then writers are refused, see [`Recovered`]).
+fn adopt(dir: &RunDir, journal_lost: bool) -> Result<Recovered> {
     let mut logs = open_logs(dir)?;
     let mut recovered = Recovered::empty();
     let mut max_seq = 0u64;
@@ -638,13 +655,9 @@ fn adopt(dir: &RunDir) -> Result<Recovered> {
         cut(&path, file, len, end)?;
         recovered.lens.logs[channel] = end;
     }
-    let journal_path = dir.journal();
-    OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&journal_path)
-        .map_err(|err| io_err(&journal_path, err))?;
+    // Only the run's own first entry (seq 1) needs no writer.
+    recovered.writers_lost = journal_lost && max_seq > 1;
+    let mut journal = Vec::new();
     if max_seq > 0 {
         let record = JournalRecord {
             first_seq: 1,
@@ -656,15 +669,18 @@ fn adopt(dir: &RunDir) -> Result<Recovered> {
             imported: true,
             lost: false,
             damaged: false,
+            writers_lost: recovered.writers_lost,
             lens: None,
             crc: None,
             check: None,
         };
-        let line = record.to_line();
-        append_synced(&journal_path, &line)?;
-        recovered.lens.journal = line.len() as u64;
+        journal = record.to_line();
         recovered.next_seq = max_seq + 1;
     }
+    // Replaced whole, so that a crash cannot leave an empty journal in
+    // place of one that said the writers were lost.
+    write_atomic(&dir.journal(), &journal)?;
+    recovered.lens.journal = journal.len() as u64;
     Ok(recovered)
 }
 

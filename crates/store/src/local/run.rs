@@ -127,6 +127,9 @@ struct RunInner {
     /// Set when a failed commit could not be cut off the files: the run
     /// takes no more writes until it is opened again.
     broken: Option<String>,
+    /// The journal lost what the writers had sent: writer appends are
+    /// refused for good.
+    writers_lost: bool,
 }
 
 impl Run {
@@ -181,6 +184,7 @@ impl Run {
                 lens: recovered.lens,
                 files: None,
                 broken: None,
+                writers_lost: recovered.writers_lost,
             }),
             recent: Mutex::new(RecentCommits::default()),
             signal: watch::Sender::new(signal),
@@ -247,6 +251,11 @@ impl Run {
     pub(crate) fn append(&self, writer_id: &str, items: Vec<AppendItem>) -> Result<AppendOutcome> {
         let mut inner = self.inner();
         inner.writable(&self.key)?;
+        if inner.writers_lost {
+            return Err(StoreError::WritersLost {
+                key: self.key.clone(),
+            });
+        }
         let first_writer_seq = inner.writer_seq(writer_id) + 1;
         let admitted = self.admit(writer_id, first_writer_seq, items);
         let mut outcome = AppendOutcome {
@@ -372,6 +381,7 @@ impl Run {
             imported: false,
             lost: false,
             damaged: false,
+            writers_lost: false,
             lens: None,
             crc: None,
             check: None,
