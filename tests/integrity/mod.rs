@@ -82,11 +82,16 @@ async fn written_run() -> tempfile::TempDir {
 /// Alters `out line 5` into `out mine 5` in place in the run's stdout
 /// file: bytes of the second data commit (seq 6 to 9) that still parse.
 fn alter_line_5(dir: &Path) {
+    alter_line(dir, 5);
+}
+
+/// Alters `out line n` (n odd: on stdout) into `out mine n` in place.
+fn alter_line(dir: &Path, n: u64) {
     let stdout = dir.join("t/r/stdout.log");
     let mut bytes = fs::read(&stdout).unwrap();
     let at = String::from_utf8(bytes.clone())
         .unwrap()
-        .find("out line 5")
+        .find(&format!("out line {n}\\n"))
         .unwrap();
     bytes[at + 4] = b'm';
     fs::write(&stdout, &bytes).unwrap();
@@ -571,4 +576,40 @@ async fn a_zeroed_journal_keeps_the_entries_and_refuses_writers() {
     let store = open(fresh.path());
     let outcome = store.append(&key(), "w", vec![item(1)]).await.unwrap();
     assert_eq!(outcome.stored, 1);
+}
+
+/// A run whose first records were written before checksums existed and
+/// whose later ones carry them (a store upgraded under a run): the old
+/// commits are read unchecked, from any `seq`, and the commits after them
+/// are still checked, so an altered line there is reported, not served.
+#[tokio::test]
+async fn commits_after_records_without_checksums_are_still_checked() {
+    let dir = written_run().await;
+    let journal = dir.path().join("t/r/journal.jsonl");
+    let lines: Vec<String> = fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(index, line)| {
+            let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
+            if index < 2 {
+                // run_prepared and the commit of seqs 2 to 5, as written
+                // before checksums.
+                for field in ["lens", "crc", "check"] {
+                    record.as_object_mut().unwrap().remove(field);
+                }
+            }
+            record.to_string()
+        })
+        .collect();
+    fs::write(&journal, lines.join("\n") + "\n").unwrap();
+    alter_line(dir.path(), 11);
+    let store = open(dir.path());
+    let (served, damage) = read_all(&store, 1).await;
+    let seqs: Vec<u64> = served.iter().map(LogEntry::seq).collect();
+    assert_eq!(seqs, (1..=9).collect::<Vec<_>>());
+    assert_eq!(damage, [(10, 13)]);
+    let (served, _) = read_all(&store, 4).await;
+    let seqs: Vec<u64> = served.iter().map(LogEntry::seq).collect();
+    assert_eq!(seqs, (4..=9).collect::<Vec<_>>());
 }

@@ -14,8 +14,12 @@
 //! says it is committed (its bytes end within the committed length), so a
 //! commit being written or cut off is never read either.
 //!
-//! Runs written before checksums existed (their records have none) are
-//! read as they always were, in windows up to the committed length.
+//! A commit whose record has no checksums (written before they existed,
+//! or the record of adopted files) is read unchecked, a window at a time,
+//! from its record's offsets to where the next record's start; the
+//! commits after it are checked again. A run with no journal record at
+//! all for the position asked is read unchecked, in windows up to the
+//! committed length.
 
 use std::{
     fs::File,
@@ -35,7 +39,7 @@ use crate::{
     model::{ChannelSet, LogEntry, StreamChunkLogEntry, WorkerLifecycleLogEntry, WorkerLogChannel},
 };
 
-/// How much a reader of an unchecked file reads at a time.
+/// How much a reader of unchecked bytes reads at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
 /// What a merge returns: the entries in sequence order, whether it got to
@@ -166,11 +170,21 @@ pub(crate) struct ChannelReader {
     /// The journal, and the `seq` of the next commit to look for in it;
     /// `None` for a run whose records carry no checksums.
     journal: Option<(JournalCursor, u64)>,
-    /// The record of the commit whose bytes `buf` holds (checked readers).
-    held: Option<JournalRecord>,
-    /// A commit partly returned before the reader was parked: its record
-    /// and the file offset to go on from once it is read and checked again.
-    resume: Option<(JournalRecord, u64)>,
+    /// The commit whose bytes `buf` holds (checked readers).
+    held: Option<Held>,
+    /// A commit partly returned before the reader was parked, and the file
+    /// offset to go on from once it is read (and checked) again.
+    resume: Option<(Held, u64)>,
+}
+
+/// The commit a checked reader's buffer holds.
+#[derive(Debug)]
+enum Held {
+    /// One with checksums: its record, to check it again.
+    Checked(JournalRecord),
+    /// One from before checksums (or adopted), read unchecked: where its
+    /// bytes end.
+    Unchecked(u64),
 }
 
 impl ChannelReader {
@@ -195,6 +209,19 @@ impl ChannelReader {
             match cursor.record_for(from_seq).map_err(io_journal)? {
                 Some(record) if record.lens.is_some() => {
                     (record.offsets[channel], Some((cursor, record.first_seq)))
+                }
+                // A commit read unchecked: from the line of `from_seq`, or
+                // before it.
+                Some(record) => {
+                    let len = file.metadata().map_err(fail)?.len();
+                    let at = match from_seq > record.first_seq {
+                        true => seek_seq(&mut file, len, from_seq).map_err(fail)?,
+                        false => record.offsets[channel],
+                    };
+                    (
+                        at.max(record.offsets[channel]),
+                        Some((cursor, record.first_seq)),
+                    )
                 }
                 _ if from_seq > 1 => {
                     let len = file.metadata().map_err(fail)?.len();
@@ -227,10 +254,14 @@ impl ChannelReader {
     pub(crate) fn park(&mut self) {
         self.peeked = None;
         let unread = self.buf_offset + self.pos as u64;
-        if let Some(record) = self.held.take()
-            && self.pos < self.buf.len()
-        {
-            self.resume = Some((record, unread));
+        match self.held.take() {
+            Some(Held::Checked(record)) if self.pos < self.buf.len() => {
+                self.resume = Some((Held::Checked(record), unread));
+            }
+            Some(Held::Unchecked(end)) if unread < end => {
+                self.resume = Some((Held::Unchecked(end), unread));
+            }
+            _ => {}
         }
         self.buf_offset = unread;
         self.buf = Vec::new();
@@ -302,31 +333,42 @@ impl ChannelReader {
             return Ok(false);
         }
         self.compact();
-        if let Some((record, unread)) = self.resume.take() {
-            return self.read_commit(record, Some(unread));
+        match self.resume.take() {
+            Some((Held::Checked(record), unread)) => return self.read_commit(record, Some(unread)),
+            Some((Held::Unchecked(end), unread)) => return self.read_unchecked(unread, end),
+            None => {}
+        }
+        if let Some(Held::Unchecked(end)) = self.held {
+            // The rest of an unchecked commit, a window at a time.
+            let tail = self.buf_offset + self.buf.len() as u64;
+            if tail < end {
+                return self.read_unchecked(tail, end);
+            }
         }
         let (cursor, next_seq) = self.journal.as_mut().expect("a checked reader");
         loop {
-            let record = match cursor.record_for(*next_seq) {
-                Ok(Some(record)) => record,
-                Ok(None) => {
+            let Some(record) = cursor
+                .record_for(*next_seq)
+                .map_err(|err| journal_error(cursor, err))?
+            else {
+                self.at_end = true;
+                return Ok(false);
+            };
+            let (Some(lens), Some(ends)) = (record.lens, record.ends()) else {
+                // A record from before checksums, or the one of adopted
+                // files: its bytes end where the next record's start, or
+                // at the committed length when it is the last, and are
+                // read unchecked; the commits after it are checked again.
+                let following = cursor
+                    .record_for(record.last_seq + 1)
+                    .map_err(|err| journal_error(cursor, err))?;
+                let end = following.map_or(self.readable_len, |next| next.offsets[self.channel]);
+                if end > self.readable_len {
                     self.at_end = true;
                     return Ok(false);
                 }
-                Err(err) if err.kind() == io::ErrorKind::InvalidData => {
-                    return Err(StoreError::damaged(cursor.path().clone(), err.to_string()));
-                }
-                Err(err) => {
-                    return Err(StoreError::io(
-                        format!("cannot read {}", cursor.path().display()),
-                        err,
-                    ));
-                }
-            };
-            let (Some(lens), Some(ends)) = (record.lens, record.ends()) else {
-                // A record without checksums: the rest is read unchecked.
-                self.journal = None;
-                return self.fill();
+                *next_seq = record.last_seq + 1;
+                return self.read_unchecked(record.offsets[self.channel], end);
             };
             let end = ends[self.channel];
             if end > self.readable_len {
@@ -370,7 +412,7 @@ impl ChannelReader {
                 }
                 None => self.buf.extend_from_slice(&bytes),
             }
-            self.held = Some(record);
+            self.held = Some(Held::Checked(record));
             return Ok(true);
         }
         if let Err(err) = read
@@ -387,6 +429,29 @@ impl ChannelReader {
         self.pos = 0;
         self.buf_offset = end;
         self.damaged = Some((record.first_seq, record.last_seq));
+        Ok(true)
+    }
+
+    /// Appends the next window (up to [`READ_CHUNK`]) of an unchecked
+    /// commit's bytes, which run from `start` to `end`, to the buffer: from
+    /// its tail, when a reader that seeked into the commit is past `start`.
+    fn read_unchecked(&mut self, start: u64, end: u64) -> Result<bool> {
+        let tail = self.buf_offset + self.buf.len() as u64;
+        let from = tail.max(start);
+        self.held = Some(Held::Unchecked(end));
+        if from >= end {
+            return Ok(true);
+        }
+        let window = (end - from).min(READ_CHUNK as u64);
+        let mut bytes = vec![0u8; window as usize];
+        self.file
+            .read_exact_at(&mut bytes, from)
+            .map_err(|err| StoreError::io(format!("cannot read {}", self.path.display()), err))?;
+        if self.buf.is_empty() {
+            self.buf_offset = from;
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(&bytes);
         Ok(true)
     }
 
@@ -438,6 +503,15 @@ impl ChannelReader {
                 serde_json::from_slice::<StreamChunkLogEntry>(line).map_err(corrupt)?,
             ),
         })
+    }
+}
+
+/// The error for a journal that cannot be read on.
+fn journal_error(cursor: &JournalCursor, err: io::Error) -> StoreError {
+    if err.kind() == io::ErrorKind::InvalidData {
+        StoreError::damaged(cursor.path().clone(), err.to_string())
+    } else {
+        StoreError::io(format!("cannot read {}", cursor.path().display()), err)
     }
 }
 
