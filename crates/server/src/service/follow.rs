@@ -1,11 +1,13 @@
 //! `FollowRun`: history, then live, from the store.
 //!
-//! A follow stream reads its next batch only when the HTTP/2 layer asks
-//! for the next response, which it does only when the stream's
-//! flow-control window has room (see `follow_budget`). Nothing is read
-//! ahead: a follower that stops reading holds its reader's position and
-//! the one response it was last handed, whatever the run's size, and the
-//! writers never notice. When it is caught up, the stream waits for the
+//! A follow stream reads its next batch when the HTTP/2 layer asks for the
+//! next response, which it does only when the stream's flow-control window
+//! has room (see `follow_budget`). Only a follower that reads at full
+//! speed (its responses have grown to full batches) gets one batch read
+//! ahead while its last response is sent, and only while the budget has
+//! room for it. So a follower that stops reading holds its reader's
+//! position, the response it was last handed and at most one batch,
+//! whatever the run's size, and the writers never notice. When it is caught up, the stream waits for the
 //! run's doorbell. It ends when the run is terminal and everything was
 //! sent, when the follower goes away (the stream is dropped), or when the
 //! server shuts down (with `UNAVAILABLE` and the cursor to resume from).
@@ -14,11 +16,12 @@ use std::{pin::Pin, sync::Arc};
 
 use baa_logging::pb;
 use baa_logging_store::{
-    ReadFrom, RunReader, RunStore,
+    ReadFrom, RunReader, RunStore, StoreError,
     model::{ChannelSet, ReadBatch, RunKey},
 };
 use futures::Stream;
 use prost::Message;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::Instrument;
@@ -80,7 +83,8 @@ pub(crate) async fn follow_run<S: RunStore>(
         .map_err(to_status)?;
     let follow = Follow {
         _place: place,
-        reader,
+        reader: Some(reader),
+        ahead: None,
         share: state.budget.share(state.batch_bytes),
         shutdown: state.shutdown.clone(),
         cursor: from.from_seq,
@@ -102,8 +106,10 @@ pub(crate) async fn follow_run<S: RunStore>(
 struct Follow<R> {
     /// The follower's place under the caps, held as long as the stream.
     _place: OccupancyGuard,
-    /// Where the entries come from.
-    reader: R,
+    /// Where the entries come from; `None` while a read ahead holds it.
+    reader: Option<R>,
+    /// The batch being read ahead, with the reader.
+    ahead: Option<JoinHandle<(R, baa_logging_store::Result<ReadBatch>)>>,
     /// This stream's part of the response budget.
     share: BudgetShare,
     /// Ends the stream when the server shuts down.
@@ -144,7 +150,13 @@ impl<R: RunReader> Follow<R> {
                 let response = to_follow_response(batch);
                 self.cursor = response.next_seq;
                 self.share.handed(response.encoded_len());
-                return Some((Ok(response), (!finished).then_some(self)));
+                if finished {
+                    return Some((Ok(response), None));
+                }
+                if !self.caught_up {
+                    self.read_ahead();
+                }
+                return Some((Ok(response), Some(self)));
             }
             if finished {
                 return None;
@@ -155,11 +167,36 @@ impl<R: RunReader> Follow<R> {
     /// The next batch, once the doorbell rang when the last read was
     /// caught up.
     async fn read(&mut self) -> baa_logging_store::Result<ReadBatch> {
+        if let Some(ahead) = self.ahead.take() {
+            self.share.take_ahead();
+            let (reader, batch) = ahead
+                .await
+                .map_err(|err| StoreError::TaskFailed(err.to_string()))?;
+            self.reader = Some(reader);
+            return batch;
+        }
+        let reader = self.reader.as_mut().expect("no read ahead is under way");
         if self.caught_up {
-            self.reader.changed().await;
+            reader.changed().await;
         }
         let max_bytes = self.share.next_size();
-        self.reader.read(max_bytes).await
+        reader.read(max_bytes).await
+    }
+
+    /// Starts reading the next batch while the last response is sent,
+    /// when the follower reads at full speed and the budget has room.
+    fn read_ahead(&mut self) {
+        let Some(max_bytes) = self.share.ahead_size() else {
+            return;
+        };
+        let mut reader = self.reader.take().expect("no read ahead is under way");
+        self.ahead = Some(tokio::spawn(
+            async move {
+                let batch = reader.read(max_bytes).await;
+                (reader, batch)
+            }
+            .in_current_span(),
+        ));
     }
 
     /// The status that ends the stream on shutdown.

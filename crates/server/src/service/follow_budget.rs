@@ -13,6 +13,9 @@
 //!   double with each one the follower takes, up to the configured batch
 //!   size. A follower that never read gets small responses; one that
 //!   reads quickly reaches full-size batches within a few of them.
+//! - **Ahead**: a follower at full speed gets its next batch read while
+//!   the last one is sent, counted here too, only while the budget has
+//!   room for a full batch.
 //! - **In all**, a [`FollowBudget`] counts the bytes handed out and not
 //!   yet taken. Once it is spent, every follower gets responses of
 //!   [`MIN_RESPONSE_BYTES`] until room is made, so the bytes waiting stay
@@ -90,6 +93,7 @@ impl FollowBudget {
         BudgetShare {
             budget: self.clone(),
             held: 0,
+            ahead: 0,
             next: MIN_RESPONSE_BYTES.min(max_response.max(1)),
             max: max_response.max(1),
         }
@@ -104,6 +108,8 @@ pub(crate) struct BudgetShare {
     budget: Arc<FollowBudget>,
     /// The bytes of the response last handed out, until it is taken.
     held: usize,
+    /// The bytes of a batch being read ahead, until it is handed out.
+    ahead: usize,
     /// The size the next response grows to, budget permitting.
     next: usize,
     /// The configured batch size.
@@ -120,6 +126,26 @@ impl BudgetShare {
         }
         let room = self.budget.cap.saturating_sub(self.budget.held());
         self.next.min(room).max(MIN_RESPONSE_BYTES.min(self.max))
+    }
+
+    /// How many bytes a batch read ahead may hold, and counts them: only
+    /// for a follower at full speed (its responses have grown to the batch
+    /// size) while the budget has room for a full batch.
+    pub(crate) fn ahead_size(&mut self) -> Option<usize> {
+        if self.next < self.max || self.budget.held() + self.max > self.budget.cap {
+            return None;
+        }
+        self.ahead = self.max;
+        self.budget.add(self.max);
+        Some(self.max)
+    }
+
+    /// The follower asks for its next response, which the batch read ahead
+    /// becomes: the last response and the read ahead are given back.
+    pub(crate) fn take_ahead(&mut self) {
+        self.release();
+        let ahead = std::mem::take(&mut self.ahead);
+        self.budget.sub(ahead);
     }
 
     /// A response of `bytes` was handed out.
@@ -139,6 +165,7 @@ impl BudgetShare {
 impl Drop for BudgetShare {
     fn drop(&mut self) {
         self.release();
+        self.budget.sub(std::mem::take(&mut self.ahead));
         self.budget.ended.fetch_add(1, Ordering::Relaxed);
     }
 }
