@@ -110,3 +110,34 @@ async fn steady(metrics_addr: std::net::SocketAddr) -> f64 {
     }
     last
 }
+
+/// A follower that took its response and waits, caught up, for a quiet
+/// run holds nothing of the budget meanwhile.
+#[tokio::test]
+async fn a_caught_up_follower_holds_nothing_while_it_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, metrics_addr) = start_with_metrics(dir.path(), ServerConfig::default()).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "quiet").await;
+    let items = (1..=100).map(|n| stdout(n, "a line")).collect();
+    append(&mut client, vec![open("t", "quiet", "w", items)])
+        .await
+        .unwrap();
+    let mut stream = client
+        .follow_run(follow_request("t", "quiet", 1, false))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().expect("a first response");
+    assert_eq!(first.next_seq, 102);
+    let mut held = scrape(metrics_addr).await.value(BUFFERED);
+    for _ in 0..100 {
+        if held == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        held = scrape(metrics_addr).await.value(BUFFERED);
+    }
+    assert_eq!(held, 0.0, "a waiting follower still counts its response");
+    drop(stream);
+}

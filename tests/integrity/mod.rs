@@ -613,3 +613,61 @@ async fn commits_after_records_without_checksums_are_still_checked() {
     let seqs: Vec<u64> = served.iter().map(LogEntry::seq).collect();
     assert_eq!(seqs, (4..=9).collect::<Vec<_>>());
 }
+
+/// Damage that recovery cannot bound refuses the run and changes nothing:
+/// the last complete journal record altered with a torn line after it
+/// (its commit may have been served, so its numbers must not be given
+/// again), and a lost journal with a channel file damaged before its end.
+#[tokio::test]
+async fn damage_recovery_cannot_bound_changes_nothing() {
+    type Damage = fn(&Path);
+    let altered_last_record_then_torn: Damage = |run_dir| {
+        let journal = run_dir.join("journal.jsonl");
+        let mut bytes = fs::read(&journal).unwrap();
+        let last_start = bytes[..bytes.len() - 1]
+            .iter()
+            .rposition(|byte| *byte == b'\n')
+            .unwrap()
+            + 1;
+        bytes[last_start + 5] ^= 0x01;
+        bytes.extend_from_slice(b"{\"firstSeq\":14,\"la");
+        fs::write(&journal, &bytes).unwrap();
+    };
+    let lost_journal_and_zeroed_stdout: Damage = |run_dir| {
+        let journal = run_dir.join("journal.jsonl");
+        let len = fs::metadata(&journal).unwrap().len() as usize;
+        fs::write(&journal, vec![0u8; len]).unwrap();
+        let stdout = run_dir.join("stdout.log");
+        let mut bytes = fs::read(&stdout).unwrap();
+        bytes[10..30].fill(0);
+        fs::write(&stdout, &bytes).unwrap();
+    };
+    for (case, damage) in [
+        (
+            "an altered last record, then a torn one",
+            altered_last_record_then_torn,
+        ),
+        (
+            "a lost journal and a zeroed stdout",
+            lost_journal_and_zeroed_stdout,
+        ),
+    ] {
+        let dir = written_run().await;
+        let run_dir = dir.path().join("t/r");
+        damage(&run_dir);
+        let files = || -> Vec<Vec<u8>> {
+            ["journal.jsonl", "worker.log", "stdout.log", "stderr.log"]
+                .iter()
+                .map(|file| fs::read(run_dir.join(file)).unwrap())
+                .collect()
+        };
+        let before = files();
+        let store = open(dir.path());
+        let refused = store.get_run(&key()).await;
+        assert!(
+            matches!(refused, Err(StoreError::Damaged { .. })),
+            "{case}: {refused:?}"
+        );
+        assert!(before == files(), "{case}: recovery changed the files");
+    }
+}

@@ -122,6 +122,16 @@ struct Follow<R> {
     metrics: Option<Metrics>,
 }
 
+impl<R> Drop for Follow<R> {
+    fn drop(&mut self) {
+        // A follower that went needs no batch read ahead, nor its reader's
+        // hold on the run.
+        if let Some(ahead) = &self.ahead {
+            ahead.abort();
+        }
+    }
+}
+
 /// What the stream yields next, and itself when more may follow.
 type Next<R> = Option<(Result<pb::FollowRunResponse, Status>, Option<Follow<R>>)>;
 
@@ -175,6 +185,9 @@ impl<R: RunReader> Follow<R> {
             self.reader = Some(reader);
             return batch;
         }
+        // Asked for more: the last response was taken, also while the
+        // follower now waits, caught up, for as long as the run is quiet.
+        self.share.taken();
         let reader = self.reader.as_mut().expect("no read ahead is under way");
         if self.caught_up {
             reader.changed().await;

@@ -118,12 +118,16 @@ pub(crate) struct BudgetShare {
 
 impl BudgetShare {
     /// The follower asks for its next response, so it took the last one:
-    /// gives that back and returns how many bytes the next may hold.
-    pub(crate) fn next_size(&mut self) -> usize {
+    /// gives that back, and lets the next grow.
+    pub(crate) fn taken(&mut self) {
         if self.held > 0 {
             self.release();
             self.next = (self.next * 2).min(self.max);
         }
+    }
+
+    /// How many bytes the next response may hold (after [`Self::taken`]).
+    pub(crate) fn next_size(&self) -> usize {
         let room = self.budget.cap.saturating_sub(self.budget.held());
         self.next.min(room).max(MIN_RESPONSE_BYTES.min(self.max))
     }
@@ -184,6 +188,7 @@ mod tests {
         let mut share = budget.share(MAX);
         let mut sizes = Vec::new();
         for _ in 0..6 {
+            share.taken();
             let size = share.next_size();
             sizes.push(size / 1024);
             share.handed(size);
@@ -201,16 +206,19 @@ mod tests {
         let budget = FollowBudget::new(100 * 1024, None);
         let mut fast = budget.share(MAX);
         for _ in 0..4 {
+            fast.taken();
             let size = fast.next_size();
             fast.handed(size);
         }
         // The fourth response would have been 128 KiB: the cap cut it.
         assert_eq!(budget.held(), 100 * 1024);
         let mut slow = budget.share(MAX);
+        slow.taken();
         assert_eq!(slow.next_size(), MIN_RESPONSE_BYTES);
         slow.handed(MIN_RESPONSE_BYTES);
         // The fast follower takes its response: the budget has room again,
         // but not for a doubled one.
+        fast.taken();
         let size = fast.next_size();
         assert_eq!(size, 100 * 1024 - MIN_RESPONSE_BYTES);
         drop((fast, slow));

@@ -360,7 +360,7 @@ impl ChannelReader {
                 // at the committed length when it is the last, and are
                 // read unchecked; the commits after it are checked again.
                 let following = cursor
-                    .record_for(record.last_seq + 1)
+                    .record_after(record.last_seq)
                     .map_err(|err| journal_error(cursor, err))?;
                 let end = following.map_or(self.readable_len, |next| next.offsets[self.channel]);
                 if end > self.readable_len {

@@ -68,6 +68,24 @@ impl JournalCursor {
         }
     }
 
+    /// The record after the one that ends at `last_seq`, reading forward,
+    /// without passing the records before it: `None` when the journal holds
+    /// none (yet).
+    pub(crate) fn record_after(&mut self, last_seq: u64) -> io::Result<Option<JournalRecord>> {
+        loop {
+            if let Some((_, record)) = self
+                .records
+                .iter()
+                .find(|(_, record)| record.first_seq > last_seq)
+            {
+                return Ok(Some(record.clone()));
+            }
+            if !self.read_more()? {
+                return Ok(None);
+            }
+        }
+    }
+
     /// Drops what was read ahead, to read it again when asked: a reader
     /// that may wait long between reads holds no buffer meanwhile.
     pub(crate) fn park(&mut self) {

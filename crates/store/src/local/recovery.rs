@@ -251,8 +251,10 @@ fn replay_journal(journal: &mut File, path: &Path, file_lens: PerChannel<u64>) -
     // Where lines that do not read back started, while no intact record
     // has followed them yet.
     let mut damaged_from: Option<u64> = None;
+    let mut last_start = 0u64;
     scan_lines(journal, 0, |line, end| {
         let start = std::mem::replace(&mut line_start, end);
+        last_start = start;
         let Some(record) = JournalRecord::from_line(line) else {
             // Damaged, or torn if it is the last: known once a record
             // follows, or the journal ends (a tail cut like a torn line).
@@ -264,7 +266,7 @@ fn replay_journal(journal: &mut File, path: &Path, file_lens: PerChannel<u64>) -
         {
             let bridged = unfinished
                 .is_none()
-                .then(|| bridge(&replayed, &record, from, start))
+                .then(|| bridge(&replayed, &record, (from, start), file_lens))
                 .flatten();
             let Some(stretch) = bridged else {
                 replayed.damaged_at = Some(from);
@@ -308,6 +310,16 @@ fn replay_journal(journal: &mut File, path: &Path, file_lens: PerChannel<u64>) -
         true
     })
     .map_err(|err| io_err(path, err))?;
+    if let Some(from) = damaged_from
+        && (from < last_start || line_start < journal_len)
+        && replayed.lost.is_none()
+    {
+        // Damaged lines up to the end, more than the last line (another
+        // complete one, or a torn one after them): complete records whose
+        // commits may have been served. Refuse, cutting nothing, rather
+        // than give their numbers out again.
+        replayed.damaged_at = Some(from);
+    }
     if let Some((record, start, end)) = unfinished {
         // The last record: the commit under way when the process stopped.
         replayed.recovered.apply(&record);
@@ -321,8 +333,14 @@ fn replay_journal(journal: &mut File, path: &Path, file_lens: PerChannel<u64>) -
 /// `next`, the first intact record after them, starts: it covers the
 /// sequence numbers and the channel bytes between the last record kept and
 /// `next`. `None` when those cannot be told: the record before has no
-/// checksums (so no end), or `next` does not come after it.
-fn bridge(replayed: &Replayed, next: &JournalRecord, from: u64, to: u64) -> Option<DamagedStretch> {
+/// checksums (so no end), `next` does not come after it, or its bytes
+/// start past a file's end (`file_lens`).
+fn bridge(
+    replayed: &Replayed,
+    next: &JournalRecord,
+    (from, to): (u64, u64),
+    file_lens: PerChannel<u64>,
+) -> Option<DamagedStretch> {
     let first_seq = replayed.recovered.next_seq;
     if next.first_seq <= first_seq {
         return None;
@@ -332,9 +350,11 @@ fn bridge(replayed: &Replayed, next: &JournalRecord, from: u64, to: u64) -> Opti
         None => PerChannel::default(),
     };
     let lens = PerChannel::try_from_fn(|channel| {
-        next.offsets[channel]
-            .checked_sub(offsets[channel])
-            .ok_or(())
+        match next.offsets[channel] <= file_lens[channel] {
+            true => next.offsets[channel].checked_sub(offsets[channel]),
+            false => None,
+        }
+        .ok_or(())
     })
     .ok()?;
     let marker = JournalRecord {
@@ -637,6 +657,9 @@ fn adopt(dir: &RunDir, journal_lost: bool) -> Result<Recovered> {
     let mut logs = open_logs(dir)?;
     let mut recovered = Recovered::empty();
     let mut max_seq = 0u64;
+    // Where each file's lines stop parsing, and its length: decided for
+    // every file before any is cut.
+    let mut ends = PerChannel::default();
     for (channel, file) in logs.iter_mut() {
         let path = dir.log(channel);
         let len = file_len(&path, file)?;
@@ -652,6 +675,20 @@ fn adopt(dir: &RunDir, journal_lost: bool) -> Result<Recovered> {
             None => false,
         })
         .map_err(|err| io_err(&path, err))?;
+        if journal_lost && end < len && read_range(&path, file, end, len)?.contains(&b'\n') {
+            // Complete lines after one that does not parse: damage, not a
+            // torn tail, and with no journal to bound it. Refuse, cutting
+            // nothing.
+            return Err(StoreError::damaged(
+                path,
+                format!("holds a damaged line at byte {end}, and its run's journal is lost"),
+            ));
+        }
+        ends[channel] = (len, end);
+    }
+    for (channel, file) in logs.iter_mut() {
+        let path = dir.log(channel);
+        let (len, end) = ends[channel];
         cut(&path, file, len, end)?;
         recovered.lens.logs[channel] = end;
     }
