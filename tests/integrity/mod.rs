@@ -614,15 +614,15 @@ async fn commits_after_records_without_checksums_are_still_checked() {
     assert_eq!(seqs, (4..=9).collect::<Vec<_>>());
 }
 
-/// Damage that recovery cannot bound refuses the run and changes nothing:
-/// the last complete journal record altered with a torn line after it
-/// (its commit may have been served, so its numbers must not be given
-/// again), and a lost journal with a channel file damaged before its end.
+/// The last complete journal record altered (alone, or with a torn line
+/// after it): its commit may have been served, so the run opens with the
+/// commit's numbers, found in the channel files, reported as lost and not
+/// given again; the writer re-sends its items once, under new numbers.
 #[tokio::test]
-async fn damage_recovery_cannot_bound_changes_nothing() {
-    type Damage = fn(&Path);
-    let altered_last_record_then_torn: Damage = |run_dir| {
-        let journal = run_dir.join("journal.jsonl");
+async fn damaged_records_at_the_journal_end_keep_their_numbers() {
+    for torn_after in [false, true] {
+        let dir = written_run().await;
+        let journal = dir.path().join("t/r/journal.jsonl");
         let mut bytes = fs::read(&journal).unwrap();
         let last_start = bytes[..bytes.len() - 1]
             .iter()
@@ -630,9 +630,37 @@ async fn damage_recovery_cannot_bound_changes_nothing() {
             .unwrap()
             + 1;
         bytes[last_start + 5] ^= 0x01;
-        bytes.extend_from_slice(b"{\"firstSeq\":14,\"la");
+        if torn_after {
+            bytes.extend_from_slice(b"{\"firstSeq\":14,\"la");
+        }
         fs::write(&journal, &bytes).unwrap();
-    };
+        let store = open(dir.path());
+        let (served, damage) = read_all(&store, 1).await;
+        let seqs: Vec<u64> = served.iter().map(LogEntry::seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=9).collect::<Vec<_>>(),
+            "torn after: {torn_after}"
+        );
+        assert_eq!(damage, [(10, 13)], "torn after: {torn_after}");
+        let cursor = store.writer_cursor(&key(), "w").await.unwrap();
+        assert_eq!(cursor.last_writer_seq, 8);
+        let outcome = store
+            .append(&key(), "w", (1..=12).map(item).collect())
+            .await
+            .unwrap();
+        assert_eq!(outcome.stored, 4);
+        let (served, _) = read_all(&store, 10).await;
+        let seqs: Vec<u64> = served.iter().map(LogEntry::seq).collect();
+        assert_eq!(seqs, [14, 15, 16, 17], "torn after: {torn_after}");
+    }
+}
+
+/// Damage that recovery cannot bound refuses the run and changes nothing:
+/// a lost journal with a channel file damaged before its end.
+#[tokio::test]
+async fn damage_recovery_cannot_bound_changes_nothing() {
+    type Damage = fn(&Path);
     let lost_journal_and_zeroed_stdout: Damage = |run_dir| {
         let journal = run_dir.join("journal.jsonl");
         let len = fs::metadata(&journal).unwrap().len() as usize;
@@ -642,16 +670,10 @@ async fn damage_recovery_cannot_bound_changes_nothing() {
         bytes[10..30].fill(0);
         fs::write(&stdout, &bytes).unwrap();
     };
-    for (case, damage) in [
-        (
-            "an altered last record, then a torn one",
-            altered_last_record_then_torn,
-        ),
-        (
-            "a lost journal and a zeroed stdout",
-            lost_journal_and_zeroed_stdout,
-        ),
-    ] {
+    for (case, damage) in [(
+        "a lost journal and a zeroed stdout",
+        lost_journal_and_zeroed_stdout,
+    )] {
         let dir = written_run().await;
         let run_dir = dir.path().join("t/r");
         damage(&run_dir);

@@ -101,6 +101,8 @@ struct Replayed {
     damaged_at: Option<u64>,
     /// Damaged journal lines between intact records, bridged by markers.
     stretches: Vec<DamagedStretch>,
+    /// The journal ends in damaged lines, more than a torn last one.
+    damaged_tail: bool,
 }
 
 /// Journal lines that do not read back, between two intact records, and
@@ -158,6 +160,12 @@ pub(crate) fn recover(dir: &RunDir) -> Result<Recovered> {
         drop((journal, logs));
         return adopt(dir, true);
     };
+    // Numbers the files hold past the records kept, when damaged records
+    // end the journal: found before anything is cut.
+    let beyond = match replayed.damaged_tail {
+        true => numbers_beyond(dir, &mut logs, &record)?,
+        false => None,
+    };
     if let Some((first, last)) = replayed.lost {
         warn!(
             dir = %dir.path().display(),
@@ -192,10 +200,45 @@ pub(crate) fn recover(dir: &RunDir) -> Result<Recovered> {
             &mut recovered,
         )?;
     }
-    if let Some((_, lost_last)) = replayed.lost {
+    let lost_last = replayed.lost.map(|(_, last)| last).max(beyond);
+    if let Some(lost_last) = lost_last.filter(|last| *last >= recovered.next_seq) {
+        if beyond.is_some() {
+            warn!(
+                dir = %dir.path().display(),
+                lost_first = recovered.next_seq,
+                lost_last,
+                "the journal ends in damaged records; their entries are reported as lost"
+            );
+        }
         mark_lost(dir, lost_last, &mut recovered)?;
     }
     Ok(recovered)
+}
+
+/// The highest sequence number of the lines the channel files hold from
+/// where `record`'s commit starts: with damaged records at the journal's
+/// end, the commits they described may have been served, and their
+/// numbers must not be given again. Reads only.
+fn numbers_beyond(
+    dir: &RunDir,
+    logs: &mut PerChannel<File>,
+    record: &JournalRecord,
+) -> Result<Option<u64>> {
+    let mut highest = None;
+    for (channel, file) in logs.iter_mut() {
+        let path = dir.log(channel);
+        scan_lines(file, record.offsets[channel], |line, _| {
+            match line_seq(line) {
+                Some(seq) => {
+                    highest = highest.max(Some(seq));
+                    true
+                }
+                None => false,
+            }
+        })
+        .map_err(|err| io_err(&path, err))?;
+    }
+    Ok(highest)
 }
 
 /// Writes a `lost` record for the sequence numbers from the run's next one
@@ -238,6 +281,7 @@ fn replay_journal(journal: &mut File, path: &Path, file_lens: PerChannel<u64>) -
         lost: None,
         damaged_at: None,
         stretches: Vec::new(),
+        damaged_tail: false,
     };
     let journal_len = journal.metadata().map_err(|err| io_err(path, err))?.len();
     let mut line_start = 0u64;
@@ -251,10 +295,8 @@ fn replay_journal(journal: &mut File, path: &Path, file_lens: PerChannel<u64>) -
     // Where lines that do not read back started, while no intact record
     // has followed them yet.
     let mut damaged_from: Option<u64> = None;
-    let mut last_start = 0u64;
     scan_lines(journal, 0, |line, end| {
         let start = std::mem::replace(&mut line_start, end);
-        last_start = start;
         let Some(record) = JournalRecord::from_line(line) else {
             // Damaged, or torn if it is the last: known once a record
             // follows, or the journal ends (a tail cut like a torn line).
@@ -310,15 +352,12 @@ fn replay_journal(journal: &mut File, path: &Path, file_lens: PerChannel<u64>) -
         true
     })
     .map_err(|err| io_err(path, err))?;
-    if let Some(from) = damaged_from
-        && (from < last_start || line_start < journal_len)
-        && replayed.lost.is_none()
-    {
-        // Damaged lines up to the end, more than the last line (another
-        // complete one, or a torn one after them): complete records whose
-        // commits may have been served. Refuse, cutting nothing, rather
-        // than give their numbers out again.
-        replayed.damaged_at = Some(from);
+    if damaged_from.is_some() && replayed.lost.is_none() {
+        // Complete lines that do not read back end the journal (a torn
+        // last line has no newline, and is not among them): records whose
+        // commits may have been served. Their numbers are found in the
+        // files (see `numbers_beyond`), so as not to give them out again.
+        replayed.damaged_tail = true;
     }
     if let Some((record, start, end)) = unfinished {
         // The last record: the commit under way when the process stopped.
