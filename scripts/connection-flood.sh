@@ -32,7 +32,8 @@ python3 - "$addr" "$connections" "$server" "$url" <<'PY'
 import os, resource, socket, subprocess, sys, time
 addr, count, pid, url = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 host, port = addr.rsplit(":", 1)
-resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 def ticks():
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
