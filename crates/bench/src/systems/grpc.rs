@@ -4,7 +4,12 @@
 //! This is the "raw stubs" way of driving baa-logd: the harness builds each
 //! `AppendLogsRequest` itself, one per batch of lines that are ready.
 
-use std::{ffi::OsString, path::Path, time::Duration};
+use std::{
+    ffi::OsString,
+    path::Path,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use baa_logging::pb::{
     self, append_item::Payload, log_entry::Entry, logging_service_client::LoggingServiceClient,
@@ -17,6 +22,7 @@ use tonic::{Status, Streaming, transport::Channel};
 use super::Delivered;
 use crate::{
     error::{BenchError, Context, Result},
+    payload,
     process::ServerProcess,
 };
 
@@ -252,6 +258,28 @@ impl StubsWriter {
                 Ok(Err(status)) => BenchError::failed("AppendLogs failed", status),
                 _ => BenchError::Failed("AppendLogs ended early".to_owned()),
             });
+        }
+        Ok(())
+    }
+
+    /// Sends `lines` payload lines of `line_bytes` each, `batch_lines` a
+    /// request, counting them in `sent` as they go.
+    pub(crate) async fn send_lines(
+        &mut self,
+        lines: u64,
+        (line_bytes, batch_lines): (usize, usize),
+        sent: &AtomicU64,
+    ) -> Result<()> {
+        let mut done = 0u64;
+        while done < lines {
+            let take = (batch_lines as u64).min(lines - done);
+            let now = payload::now_micros();
+            let batch = (done..done + take)
+                .map(|i| payload::line(line_bytes, now, i))
+                .collect();
+            self.send(batch).await?;
+            done += take;
+            sent.fetch_add(take, Ordering::Relaxed);
         }
         Ok(())
     }

@@ -9,7 +9,6 @@
 
 use std::{
     path::Path,
-    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -18,7 +17,6 @@ use serde::Serialize;
 
 use crate::{
     error::{BenchError, Context, Result},
-    payload,
     process::{ServerProcess, wait_serving},
     procfs,
     progress::{self, Progress},
@@ -192,17 +190,9 @@ async fn fill(url: &str, params: &RestartParams) -> Result<u64> {
             async move {
                 let mut writer =
                     crate::systems::grpc::StubsWriter::open(channel.clone(), run, "writer").await?;
-                let mut sent = 0u64;
-                while sent < *lines {
-                    let take = (params.batch_lines as u64).min(lines - sent);
-                    let now = payload::now_micros();
-                    let batch = (sent..sent + take)
-                        .map(|i| payload::line(params.line_bytes, now, i))
-                        .collect();
-                    writer.send(batch).await?;
-                    sent += take;
-                    counter.fetch_add(take, Ordering::Relaxed);
-                }
+                writer
+                    .send_lines(*lines, (params.line_bytes, params.batch_lines), &counter)
+                    .await?;
                 writer.finish().await?;
                 client(channel)
                     .update_run_state(state_request(run, baa_logging::pb::RunStatus::Completed))

@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 
 use crate::{
     error::{BenchError, Context, Result},
-    payload, procfs,
+    procfs,
     progress::{self, Progress},
     report::{SlowFollowersRow, mib},
     systems::{
@@ -173,17 +173,9 @@ async fn fill(channel: Channel, params: &SlowFollowersParams) -> Result<()> {
     let progress = Progress::start("  filling".to_owned(), lines, "lines");
     let counter = progress.counter();
     let mut writer = StubsWriter::open(channel.clone(), RUN, "writer").await?;
-    let mut sent = 0u64;
-    while sent < lines {
-        let take = (params.batch_lines as u64).min(lines - sent);
-        let now = payload::now_micros();
-        let batch = (sent..sent + take)
-            .map(|i| payload::line(params.line_bytes, now, i))
-            .collect();
-        writer.send(batch).await?;
-        sent += take;
-        counter.fetch_add(take, Ordering::Relaxed);
-    }
+    writer
+        .send_lines(lines, (params.line_bytes, params.batch_lines), &counter)
+        .await?;
     writer.finish().await?;
     client(channel)
         .update_run_state(state_request(RUN, pb::RunStatus::Completed))
