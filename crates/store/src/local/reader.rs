@@ -6,9 +6,11 @@
 //! complete line, that channel has nothing more up to that number, and the
 //! merge can go on with the others. A channel file is read no further than
 //! its committed length, so the lines of a commit that is being written,
-//! or that failed half-way and is being cut off, are never even read. A reader holds one read buffer per
-//! channel and nothing else: a slow follower costs the server no more
-//! memory than a fast one, and falls behind onto the disk.
+//! or that failed half-way and is being cut off, are never even read.
+//! Between two reads a reader holds its position and no buffer (see
+//! `ChannelReader::park`): a slow follower costs the server no more memory
+//! than a fast one, and falls behind onto the disk. Reads run on the
+//! blocking pool, at most `READ_CONCURRENCY` at once.
 
 use std::sync::Arc;
 
