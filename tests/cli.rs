@@ -365,3 +365,27 @@ async fn health_exits_zero_only_when_serving() {
         "{stderr}"
     );
 }
+
+/// `--server` takes `host:port` as grpcurl does; `https://` against a
+/// plaintext server says in words that the server does not speak TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_addresses_as_people_type_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let bare = baa_log(&server, &["--server", &server.addr.to_string(), "runs"]).await;
+    assert!(bare.status.success(), "{}", text(&bare.stderr));
+    assert!(
+        text(&bare.stdout).starts_with("TASK"),
+        "{}",
+        text(&bare.stdout)
+    );
+    let https = format!("https://{}", server.addr);
+    let tls = baa_log(&server, &["--server", &https, "runs"]).await;
+    assert_eq!(tls.status.code(), Some(1));
+    let stderr = text(&tls.stderr);
+    assert!(
+        stderr.contains("the server there does not speak TLS; use http://HOST:PORT"),
+        "{stderr}"
+    );
+    server.stop().await;
+}

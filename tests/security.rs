@@ -571,3 +571,43 @@ async fn tokens_limited_to_tasks_touch_only_those() {
     drop((root, ci, ops, writer));
     server.stop().await;
 }
+
+/// A server whose certificate is a self-signed CA certificate (what a
+/// plain `openssl req -x509` makes): `baa-log` says in words what is
+/// wrong and what to do, instead of `CaUsedAsEndEntity`.
+#[tokio::test]
+async fn a_ca_certificate_as_the_server_s_own_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("self.pem"), dir.path().join("self.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let tls = Tls::load(&cert_path, &key_path, None).unwrap();
+    let server = server_with(
+        &dir.path().join("data"),
+        Security {
+            tls: Some(tls),
+            ..Security::default()
+        },
+    )
+    .await;
+    let output = tokio::process::Command::new(crate::util::process::cli_binary())
+        .args(["--server", &server.addr.to_string(), "--ca-file"])
+        .arg(&cert_path)
+        .arg("runs")
+        .env_remove("BAA_LOG_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the server's certificate is a CA certificate")
+            && stderr.contains("make a CA, then a server certificate signed by it"),
+        "{stderr}"
+    );
+    server.stop().await;
+}

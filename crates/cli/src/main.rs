@@ -28,7 +28,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "baa-log", version)]
 struct Cli {
-    /// The server's address.
+    /// The server's address: host:port (plain, or TLS with --ca-file or a
+    /// client certificate), http://host:port or https://host:port.
     #[arg(
         long,
         global = true,

@@ -147,16 +147,50 @@ pub(crate) fn age(time: &str) -> String {
     }
 }
 
+/// What a TLS failure in `causes` means, in words, and what to do; `None`
+/// for other failures.
+fn tls_advice(causes: &str) -> Option<String> {
+    if causes.contains("InvalidContentType") {
+        return Some(
+            "the server there does not speak TLS; use http://HOST:PORT (or HOST:PORT) without \
+             --ca-file"
+                .into(),
+        );
+    }
+    if causes.contains("CaUsedAsEndEntity") {
+        return Some(
+            "the server's certificate is a CA certificate, which TLS does not accept as a \
+             server's own (plain `openssl req -x509` makes one); make a CA, then a server \
+             certificate signed by it, and give the CA with --ca-file (see \
+             docs/configuration.md, \"A certificate for testing\")"
+                .into(),
+        );
+    }
+    if causes.contains("UnknownIssuer") {
+        return Some(
+            "the server's certificate is not signed by a CA this client trusts; give its CA \
+             with --ca-file"
+                .into(),
+        );
+    }
+    None
+}
+
 /// A client error as one line that says what failed and what to try.
 pub(crate) fn explain(server: &str, err: ClientError) -> Failure {
     let message = match &err {
-        ClientError::Connect { source, .. } => format!(
-            "cannot reach baa-logd at {server}: {}; is it running? Point --server or BAA_LOG_SERVER at it",
-            causes(source)
-        ),
-        ClientError::InvalidAddress { .. } => {
-            format!("{err}; --server takes an address like http://127.0.0.1:50051")
+        ClientError::Connect { source, .. } => {
+            let causes = causes(source);
+            match tls_advice(&causes) {
+                Some(advice) => format!("cannot reach baa-logd at {server} over TLS: {advice}"),
+                None => format!(
+                    "cannot reach baa-logd at {server}: {causes}; is it running? Point --server or BAA_LOG_SERVER at it"
+                ),
+            }
         }
+        ClientError::InvalidAddress { .. } => format!(
+            "{err}; --server takes an address like 127.0.0.1:50051, http://127.0.0.1:50051 or https://logs.example:50051"
+        ),
         ClientError::Status(status) => {
             let hint = match status.code() {
                 Code::Unavailable | Code::Unknown => {

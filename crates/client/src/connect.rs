@@ -41,7 +41,8 @@ pub type LoggingClient =
 /// ```
 #[derive(Clone)]
 pub struct ConnectOptions {
-    /// `http://host:port`.
+    /// `http://host:port`, `https://host:port`, or `host:port` (plain
+    /// HTTP/2, or TLS when a CA file or a client certificate is set).
     address: String,
     /// How long a connection attempt may take.
     connect_timeout: Duration,
@@ -185,9 +186,15 @@ impl ConnectOptions {
     /// The endpoint with timeouts, keepalives and TLS.
     fn endpoint(&self) -> Result<Endpoint, ClientError> {
         // TLS is chosen by these options, so an `http://` address with a CA
-        // file still speaks TLS, to the same host and port.
+        // file still speaks TLS, to the same host and port. A bare
+        // `host:port`, as grpcurl and most tools take it, gets the scheme
+        // these options call for.
         let address = match self.address.strip_prefix("http://") {
             Some(rest) if self.uses_tls() => format!("https://{rest}"),
+            _ if !self.address.contains("://") => match self.uses_tls() {
+                true => format!("https://{}", self.address),
+                false => format!("http://{}", self.address),
+            },
             _ => self.address.clone(),
         };
         let mut endpoint =
