@@ -310,9 +310,10 @@ async fn mutual_tls_requires_a_client_certificate() {
     server.stop().await;
 }
 
-/// `baa-logd` with neither TLS nor tokens refuses a non-loopback listen
-/// address and says why; `--insecure` lets it start; `--print-config`
-/// shows file, environment and flags in that order of precedence.
+/// `baa-logd` without access control refuses a non-loopback listen
+/// address and says why, also with TLS alone (it hides the traffic but
+/// lets anyone in); `--insecure` lets it start; `--print-config` shows
+/// file, environment and flags in that order of precedence.
 #[test]
 fn open_listening_beyond_loopback_needs_insecure_and_config_layers() {
     let binary = crate::util::process::server_binary();
@@ -330,6 +331,23 @@ fn open_listening_beyond_loopback_needs_insecure_and_config_layers() {
         "{stderr}"
     );
     assert!(stderr.contains("--insecure"), "{stderr}");
+    let pki = Pki::new(dir.path(), "open");
+    let tls_only = std::process::Command::new(binary)
+        .args(["--listen", "0.0.0.0:0", "--tls-cert"])
+        .arg(&pki.server_cert)
+        .arg("--tls-key")
+        .arg(&pki.server_key)
+        .arg("--data-dir")
+        .arg(dir.path().join("tls-only"))
+        .env_remove("BAA_LOGD_INSECURE")
+        .output()
+        .unwrap();
+    assert!(!tls_only.status.success());
+    let stderr = String::from_utf8_lossy(&tls_only.stderr);
+    assert!(
+        stderr.contains("without tokens or client certificates"),
+        "{stderr}"
+    );
 
     let config = dir.path().join("config.toml");
     std::fs::write(

@@ -53,7 +53,8 @@ struct Cli {
     #[arg(long, env = "BAA_LOGD_SYNC", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     sync: Option<bool>,
-    /// Listen beyond loopback with neither TLS nor tokens configured.
+    /// Listen beyond loopback without access control: neither tokens nor
+    /// TLS client certificates (TLS alone does not count).
     #[arg(long, env = "BAA_LOGD_INSECURE", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     insecure: Option<bool>,

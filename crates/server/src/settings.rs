@@ -37,7 +37,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// fsync every commit before acknowledging it.
     pub sync: bool,
-    /// Allow listening beyond loopback with neither TLS nor tokens.
+    /// Allow listening beyond loopback without access control: neither
+    /// tokens nor TLS client certificates (TLS alone does not count).
     pub insecure: bool,
     /// The bearer tokens and their scopes; none: no authentication.
     pub token_file: Option<PathBuf>,

@@ -44,7 +44,8 @@ pub struct Security {
 
 impl Security {
     /// Loads the TLS files and the token file the settings name, and
-    /// refuses to listen beyond loopback with neither, unless `insecure`.
+    /// refuses to listen beyond loopback without access control (tokens or
+    /// client certificates; TLS alone does not count), unless `insecure`.
     ///
     /// # Errors
     ///
