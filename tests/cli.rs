@@ -241,8 +241,21 @@ async fn runs_and_show_describe_runs() {
     assert_eq!(show["state"]["status"], "failed");
     assert_eq!(show["state"]["exitCode"], 5);
     assert_eq!(show["summary"]["stdoutChunkCount"], 1);
+    assert!(show.get("runDir").is_none(), "{show}");
     let human = text(&baa_log(&server, &["show", "t/first"]).await.stdout);
     assert!(human.contains("status     completed"), "{human}");
+    // The server's local paths mean nothing to a remote user: only asked.
+    assert!(!human.contains("directory"), "{human}");
+    let verbose = text(
+        &baa_log(&server, &["show", "t/first", "--verbose"])
+            .await
+            .stdout,
+    );
+    let run_dir = server.data_dir.join("t").join("first");
+    assert!(
+        verbose.contains(&format!("directory  {}", run_dir.display())),
+        "{verbose}"
+    );
     server.stop().await;
 }
 

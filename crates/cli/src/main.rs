@@ -74,7 +74,8 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Print a run's entries as they come, like `tail -f`, until it ends.
     Follow(read::FollowArgs),
-    /// Print the output a run stored, as the program wrote it.
+    /// Print the output a run stored, as the program wrote it (bytes that
+    /// are not UTF-8 were stored as U+FFFD).
     Cat(read::CatArgs),
     /// List runs, newest first.
     Runs(runs::RunsArgs),

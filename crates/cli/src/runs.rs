@@ -58,6 +58,10 @@ pub(crate) struct ShowArgs {
     /// As JSON.
     #[arg(long)]
     json: bool,
+    /// Also the run's directory on the server (a path on the server's
+    /// machine, of no use elsewhere).
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 /// Prints a table of runs, newest first.
@@ -151,8 +155,14 @@ pub(crate) async fn show(client: &Client, args: ShowArgs) -> Result<u8, ClientEr
                 "stdoutChunkCount": summary.stdout_chunk_count,
                 "stderrChunkCount": summary.stderr_chunk_count,
             },
-            "runDir": paths.run_dir,
         });
+        let value = match (args.verbose, value) {
+            (true, serde_json::Value::Object(mut object)) => {
+                object.insert("runDir".into(), paths.run_dir.into());
+                serde_json::Value::Object(object)
+            }
+            (_, value) => value,
+        };
         println!(
             "{}",
             serde_json::to_string_pretty(&strip_nulls(value)).unwrap_or_default()
@@ -160,7 +170,7 @@ pub(crate) async fn show(client: &Client, args: ShowArgs) -> Result<u8, ClientEr
         return Ok(0);
     }
     let optional = |value: Option<String>| value.unwrap_or_else(|| "-".into());
-    let lines = [
+    let mut lines = vec![
         ("run", format!("{}/{}", metadata.task_id, metadata.run_id)),
         (
             "step",
@@ -197,8 +207,10 @@ pub(crate) async fn show(client: &Client, args: ShowArgs) -> Result<u8, ClientEr
                 summary.stderr_chunk_count
             ),
         ),
-        ("directory", paths.run_dir),
     ];
+    if args.verbose {
+        lines.push(("directory", paths.run_dir));
+    }
     for (name, value) in lines {
         println!("{name:<10} {value}");
     }
