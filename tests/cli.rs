@@ -402,3 +402,61 @@ async fn server_addresses_as_people_type_them() {
     );
     server.stop().await;
 }
+
+/// `--seq` and `--timestamps=utc` put each line's entry number and stored
+/// time in front of it, in `cat` and in `follow`, so that a line can be
+/// cited; a line continued across chunks is prefixed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_carry_their_seq_and_time_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    crate::util::prepare(&mut client, "t", "r").await;
+    crate::util::append(
+        &mut client,
+        vec![crate::util::open(
+            "t",
+            "r",
+            "w",
+            vec![
+                crate::util::stdout(1, "one\ntw"),
+                crate::util::stdout(2, "o\nthree\n"),
+            ],
+        )],
+    )
+    .await
+    .unwrap();
+    let stored = stored_entries(&server, "t", "r");
+    // Stored in `toISOString` form, which is what UTC output shows.
+    let time = |seq: u64| -> String {
+        let entry = stored.iter().find(|e| e["seq"] == seq).unwrap();
+        entry["createdAt"].as_str().unwrap().to_owned()
+    };
+    let cat = baa_log(&server, &["cat", "t/r", "--seq", "--timestamps=utc"]).await;
+    assert!(cat.status.success(), "{cat:?}");
+    assert_eq!(
+        text(&cat.stdout),
+        format!(
+            "{}      2 one\n{}      2 two\n{}      3 three\n",
+            time(2),
+            time(2),
+            time(3)
+        )
+    );
+    for status in [
+        baa_logging::pb::RunStatus::Running,
+        baa_logging::pb::RunStatus::Completed,
+    ] {
+        crate::util::set_status(&mut client, "t", "r", status)
+            .await
+            .unwrap();
+    }
+    let follow = baa_log(&server, &["follow", "t/r", "--seq", "--channel", "stdout"]).await;
+    assert!(follow.status.success(), "{follow:?}");
+    let follow = text(&follow.stdout);
+    assert!(
+        follow.starts_with("     2 one\n     2 two\n     3 three\n"),
+        "{follow}"
+    );
+    server.stop().await;
+}

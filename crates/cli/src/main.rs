@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! - `exec`: `baa-log exec`, a command run as a worker.
-//! - `read`: `follow` and `cat`, a run's entries.
+//! - `read`: `follow` and `cat`, a run's entries; `prefix`: what
+//!   `--timestamps` and `--seq` put in front of their lines.
 //! - `runs`: `runs` and `show`, what runs there are.
 //! - `health`: `health`, whether a server serves.
 //! - `gc`: `gc`, a retention pass on the server.
@@ -14,6 +15,7 @@
 mod exec;
 mod gc;
 mod health;
+mod prefix;
 mod read;
 mod render;
 mod runs;

@@ -6,7 +6,7 @@ use baa_logging_client::{Client, ClientError, FollowEvent, FollowOptions, RunKey
 use clap::Args;
 use futures::StreamExt;
 
-use crate::{ChannelArg, parse_run, render};
+use crate::{ChannelArg, parse_run, prefix::PrefixArgs, render};
 
 /// Arguments of `baa-log follow`.
 #[derive(Debug, Args)]
@@ -23,6 +23,9 @@ pub(crate) struct FollowArgs {
     /// One entry a line, as JSON in the contracts' shape.
     #[arg(long)]
     json: bool,
+    /// What goes in front of every line.
+    #[command(flatten)]
+    prefix: PrefixArgs,
 }
 
 /// Arguments of `baa-log cat`.
@@ -34,6 +37,9 @@ pub(crate) struct CatArgs {
     /// Only this channel; repeat for several. Default: stdout and stderr.
     #[arg(long = "channel", value_enum)]
     channels: Vec<ChannelArg>,
+    /// What goes in front of every line.
+    #[command(flatten)]
+    prefix: PrefixArgs,
 }
 
 /// Follows a run until it ends.
@@ -67,7 +73,9 @@ pub(crate) async fn follow(client: &Client, args: FollowArgs) -> Result<u8, Clie
                 None => continue,
             }
         } else {
-            let text = render::human(&event, at_line_start);
+            let text =
+                args.prefix
+                    .apply(&event, render::human(&event, at_line_start), at_line_start);
             at_line_start = render::ends_line(&event, at_line_start);
             text
         };
@@ -104,15 +112,17 @@ pub(crate) async fn cat(client: &Client, args: CatArgs) -> Result<u8, ClientErro
     };
     let mut events = client.follow(args.run, options);
     let mut out = std::io::stdout().lock();
+    let mut at_line_start = true;
     while let Some(event) = events.next().await {
-        let written = match event? {
-            FollowEvent::Stdout(chunk) | FollowEvent::Stderr(chunk) => {
-                out.write_all(chunk.text.as_bytes())
-            }
-            FollowEvent::Lifecycle(entry) => writeln!(out, "{}", entry.rendered_line),
-            FollowEvent::State(_) => Ok(()),
+        let event = event?;
+        let text = match &event {
+            FollowEvent::Stdout(chunk) | FollowEvent::Stderr(chunk) => chunk.text.clone(),
+            FollowEvent::Lifecycle(entry) => format!("{}\n", entry.rendered_line),
+            FollowEvent::State(_) => continue,
         };
-        if written.is_err() {
+        let text = args.prefix.apply(&event, text, at_line_start);
+        at_line_start = render::ends_line(&event, at_line_start);
+        if out.write_all(text.as_bytes()).is_err() {
             return Ok(0);
         }
     }
