@@ -318,32 +318,35 @@ async fn mutual_tls_requires_a_client_certificate() {
 fn open_listening_beyond_loopback_needs_insecure_and_config_layers() {
     let binary = crate::util::process::server_binary();
     let dir = tempfile::tempdir().unwrap();
-    let refused = std::process::Command::new(binary)
-        .args(["--listen", "0.0.0.0:0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("BAA_LOGD_INSECURE")
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    // Starts the server on every interface with `args` and expects a
+    // refusal: its stderr.
+    let refused = |args: &[&std::ffi::OsStr], data_dir: &std::path::Path| {
+        let output = std::process::Command::new(binary)
+            .args(["--listen", "0.0.0.0:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env_remove("BAA_LOGD_INSECURE")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = refused(&[], dir.path());
     assert!(
         stderr.contains("refusing to listen on 0.0.0.0:0"),
         "{stderr}"
     );
     assert!(stderr.contains("--insecure"), "{stderr}");
     let pki = Pki::new(dir.path(), "open");
-    let tls_only = std::process::Command::new(binary)
-        .args(["--listen", "0.0.0.0:0", "--tls-cert"])
-        .arg(&pki.server_cert)
-        .arg("--tls-key")
-        .arg(&pki.server_key)
-        .arg("--data-dir")
-        .arg(dir.path().join("tls-only"))
-        .env_remove("BAA_LOGD_INSECURE")
-        .output()
-        .unwrap();
-    assert!(!tls_only.status.success());
-    let stderr = String::from_utf8_lossy(&tls_only.stderr);
+    let stderr = refused(
+        &[
+            "--tls-cert".as_ref(),
+            pki.server_cert.as_os_str(),
+            "--tls-key".as_ref(),
+            pki.server_key.as_os_str(),
+        ],
+        &dir.path().join("tls-only"),
+    );
     assert!(
         stderr.contains("without tokens or client certificates"),
         "{stderr}"

@@ -365,6 +365,14 @@ async fn a_file_cut_inside_an_earlier_commit_keeps_the_commits_every_file_covers
     assert!(cases > 100, "{cases} cases");
 }
 
+/// The bytes of the files `names` of the run directory `run_dir`.
+fn read_files(run_dir: &Path, names: &[&str]) -> Vec<Vec<u8>> {
+    names
+        .iter()
+        .map(|name| fs::read(run_dir.join(name)).unwrap())
+        .collect()
+}
+
 /// Where each commit starts in each channel file, from the journal.
 fn commit_offsets(journal: &Path) -> Vec<[u64; 3]> {
     fs::read_to_string(journal)
@@ -503,12 +511,7 @@ async fn damaged_records_inside_the_journal_cost_only_their_commits() {
             .collect();
         damage(&mut bytes, &starts);
         fs::write(&journal, &bytes).unwrap();
-        let logs = || -> Vec<Vec<u8>> {
-            ["worker.log", "stdout.log", "stderr.log"]
-                .iter()
-                .map(|file| fs::read(run_dir.join(file)).unwrap())
-                .collect()
-        };
+        let logs = || read_files(&run_dir, &["worker.log", "stdout.log", "stderr.log"]);
         let before = logs();
         for restart in 0..2 {
             let store = open(dir.path());
@@ -677,11 +680,11 @@ async fn damage_recovery_cannot_bound_changes_nothing() {
         let dir = written_run().await;
         let run_dir = dir.path().join("t/r");
         damage(&run_dir);
-        let files = || -> Vec<Vec<u8>> {
-            ["journal.jsonl", "worker.log", "stdout.log", "stderr.log"]
-                .iter()
-                .map(|file| fs::read(run_dir.join(file)).unwrap())
-                .collect()
+        let files = || {
+            read_files(
+                &run_dir,
+                &["journal.jsonl", "worker.log", "stdout.log", "stderr.log"],
+            )
         };
         let before = files();
         let store = open(dir.path());
