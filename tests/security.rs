@@ -562,6 +562,7 @@ async fn tokens_limited_to_tasks_touch_only_those() {
             from_seq: 1,
             channels: Vec::new(),
             history_only: true,
+            ..Default::default()
         })
         .await;
     assert_eq!(follow.unwrap_err().code(), Code::PermissionDenied, "follow");

@@ -123,6 +123,7 @@ async fn read_all(store: &LocalStore, from_seq: u64) -> (Vec<LogEntry>, Vec<(u64
         from_seq,
         channels: ChannelSet::ALL,
         history_only: true,
+        ..ReadFrom::default()
     };
     let mut reader = store.open_reader(&key(), from).await.unwrap();
     let (mut entries, mut damage) = (Vec::new(), Vec::new());

@@ -265,6 +265,7 @@ pub fn follow_request(
         from_seq,
         channels: Vec::new(),
         history_only,
+        ..Default::default()
     }
 }
 

@@ -5,7 +5,8 @@
 //!
 //! - `exec`: `baa-log exec`, a command run as a worker.
 //! - `read`: `follow` and `cat`, a run's entries; `prefix`: what
-//!   `--timestamps` and `--seq` put in front of their lines.
+//!   `--timestamps` and `--seq` put in front of their lines; `range`:
+//!   which part of the run they print (`--tail`, `--since`, ...).
 //! - `runs`: `runs` and `show`, what runs there are.
 //! - `health`: `health`, whether a server serves.
 //! - `gc`: `gc`, a retention pass on the server.
@@ -16,6 +17,7 @@ mod exec;
 mod gc;
 mod health;
 mod prefix;
+mod range;
 mod read;
 mod render;
 mod runs;

@@ -6,7 +6,12 @@ use baa_logging_client::{Client, ClientError, FollowEvent, FollowOptions, RunKey
 use clap::Args;
 use futures::StreamExt;
 
-use crate::{ChannelArg, parse_run, prefix::PrefixArgs, render};
+use crate::{
+    ChannelArg, parse_run,
+    prefix::PrefixArgs,
+    range::{RangeArgs, last_lines},
+    render,
+};
 
 /// Arguments of `baa-log follow`.
 #[derive(Debug, Args)]
@@ -14,9 +19,6 @@ pub(crate) struct FollowArgs {
     /// The run, as TASK/RUN.
     #[arg(value_parser = parse_run)]
     run: RunKey,
-    /// Start at this sequence number.
-    #[arg(long, default_value_t = 1)]
-    from: u64,
     /// Only this channel; repeat for several.
     #[arg(long = "channel", value_enum)]
     channels: Vec<ChannelArg>,
@@ -26,6 +28,9 @@ pub(crate) struct FollowArgs {
     /// What goes in front of every line.
     #[command(flatten)]
     prefix: PrefixArgs,
+    /// Which part of the run.
+    #[command(flatten)]
+    range: RangeArgs,
 }
 
 /// Arguments of `baa-log cat`.
@@ -40,12 +45,14 @@ pub(crate) struct CatArgs {
     /// What goes in front of every line.
     #[command(flatten)]
     prefix: PrefixArgs,
+    /// Which part of the run.
+    #[command(flatten)]
+    range: RangeArgs,
 }
 
-/// Follows a run until it ends.
+/// Follows a run until it ends (or the range does).
 pub(crate) async fn follow(client: &Client, args: FollowArgs) -> Result<u8, ClientError> {
-    let options = FollowOptions {
-        from_seq: args.from,
+    let base = FollowOptions {
         channels: args
             .channels
             .iter()
@@ -53,49 +60,32 @@ pub(crate) async fn follow(client: &Client, args: FollowArgs) -> Result<u8, Clie
             .collect(),
         ..FollowOptions::default()
     };
-    let mut events = client.follow(args.run, options);
-    let mut out = anstream::stdout().lock();
-    let mut at_line_start = true;
-    // A terminal state comes with the first response when following a run
-    // that has ended; it is told after the entries, where it happened.
-    let mut final_state = None;
-    while let Some(event) = events.next().await {
-        let event = event?;
-        if let FollowEvent::State(state) = &event {
-            if is_terminal(state.status()) {
-                final_state = Some(event);
-                continue;
+    let mut printer = Printer::new(
+        if args.json { Style::Json } else { Style::Human },
+        args.prefix,
+    );
+    let live = match args.range.tail {
+        Some(lines) => {
+            let (history, live) = tail(client, &args.run, &args.range, base, lines, true).await?;
+            for event in history {
+                if !printer.print(event) {
+                    return Ok(0);
+                }
+            }
+            live
+        }
+        None => Some(args.range.options(base)),
+    };
+    if let Some(options) = live {
+        let mut events = client.follow(args.run, options);
+        while let Some(event) = events.next().await {
+            if !printer.print(event?) {
+                return Ok(0);
             }
         }
-        let text = if args.json {
-            match render::entry_json(&event) {
-                Some(json) => format!("{json}\n"),
-                None => continue,
-            }
-        } else {
-            let text =
-                args.prefix
-                    .apply(&event, render::human(&event, at_line_start), at_line_start);
-            at_line_start = render::ends_line(&event, at_line_start);
-            text
-        };
-        if write!(out, "{text}").and_then(|()| out.flush()).is_err() {
-            // The reader went away (`| head`): that is the end.
-            return Ok(0);
-        }
     }
-    if let (Some(state), false) = (final_state, args.json) {
-        let _ = write!(out, "{}", render::human(&state, at_line_start));
-    }
+    printer.finish();
     Ok(0)
-}
-
-/// Whether a status is final.
-fn is_terminal(status: pb::RunStatus) -> bool {
-    matches!(
-        status,
-        pb::RunStatus::Completed | pb::RunStatus::Failed | pb::RunStatus::Blocked
-    )
 }
 
 /// Prints a run's stored output.
@@ -105,27 +95,182 @@ pub(crate) async fn cat(client: &Client, args: CatArgs) -> Result<u8, ClientErro
     } else {
         args.channels
     };
-    let options = FollowOptions {
+    let base = FollowOptions {
         channels: channels.iter().map(|channel| channel.to_pb()).collect(),
         history_only: true,
         ..FollowOptions::default()
     };
-    let mut events = client.follow(args.run, options);
-    let mut out = std::io::stdout().lock();
-    let mut at_line_start = true;
-    while let Some(event) = events.next().await {
-        let event = event?;
-        let text = match &event {
-            FollowEvent::Stdout(chunk) | FollowEvent::Stderr(chunk) => chunk.text.clone(),
-            FollowEvent::Lifecycle(entry) => format!("{}\n", entry.rendered_line),
-            FollowEvent::State(_) => continue,
-        };
-        let text = args.prefix.apply(&event, text, at_line_start);
-        at_line_start = render::ends_line(&event, at_line_start);
-        if out.write_all(text.as_bytes()).is_err() {
-            return Ok(0);
+    let mut printer = Printer::new(Style::Raw, args.prefix);
+    if let Some(lines) = args.range.tail {
+        let (history, _) = tail(client, &args.run, &args.range, base, lines, false).await?;
+        for event in history {
+            if !printer.print(event) {
+                return Ok(0);
+            }
+        }
+    } else {
+        let mut events = client.follow(args.run, args.range.options(base));
+        while let Some(event) = events.next().await {
+            if !printer.print(event?) {
+                return Ok(0);
+            }
         }
     }
-    let _ = out.flush();
+    printer.finish();
     Ok(0)
+}
+
+/// The last `lines` lines stored in `range`, and the options that follow
+/// on from them when `live` (`None` when the range ended with them).
+///
+/// The server counts a tail in entries, so as many entries as lines are
+/// asked for, up to what is stored now, and the last lines of them kept.
+async fn tail(
+    client: &Client,
+    run: &RunKey,
+    range: &RangeArgs,
+    base: FollowOptions,
+    lines: u64,
+    live: bool,
+) -> Result<(Vec<FollowEvent>, Option<FollowOptions>), ClientError> {
+    let options = range.options(base);
+    let stored = match live {
+        true => Some(
+            client
+                .get_run(run)
+                .await?
+                .summary
+                .unwrap_or_default()
+                .last_seq,
+        ),
+        false => None,
+    };
+    let upper = match (stored, range.to_seq) {
+        (Some(stored), Some(to_seq)) => Some(stored.min(to_seq)),
+        (stored, to_seq) => stored.or(to_seq),
+    };
+    let mut history = Vec::new();
+    if upper != Some(0) {
+        let mut events = client.follow(
+            run.clone(),
+            FollowOptions {
+                tail: Some(lines),
+                to_seq: upper,
+                ..options.clone()
+            },
+        );
+        while let Some(event) = events.next().await {
+            history.push(event?);
+        }
+    }
+    let history = last_lines(history, lines);
+    let next = match (live, upper) {
+        (false, _) => None,
+        (true, Some(upper)) if range.to_seq.is_some_and(|to_seq| to_seq <= upper) => None,
+        (true, upper) => Some(FollowOptions {
+            from_seq: options.from_seq.max(upper.unwrap_or(0) + 1),
+            ..options
+        }),
+    };
+    Ok((history, next))
+}
+
+/// How entries are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    /// For people: lifecycle lines marked, states told (`follow`).
+    Human,
+    /// One JSON entry a line (`follow --json`).
+    Json,
+    /// The output as the program wrote it (`cat`).
+    Raw,
+}
+
+/// Writes a run's events to stdout.
+struct Printer {
+    /// How.
+    style: Style,
+    /// What goes in front of every line.
+    prefix: PrefixArgs,
+    /// The output: as it is for `cat`, whose output is the program's;
+    /// without colours where they are not wanted otherwise.
+    out: Box<dyn Write>,
+    /// The last output ended a line.
+    at_line_start: bool,
+    /// A terminal state, told after the entries, where it happened.
+    final_state: Option<FollowEvent>,
+    /// The last state printed, so that one told twice (a tail, then the
+    /// live part) is printed once.
+    last_state: Option<pb::RunStateSnapshot>,
+}
+
+impl Printer {
+    /// A printer in `style`.
+    fn new(style: Style, prefix: PrefixArgs) -> Self {
+        Self {
+            style,
+            prefix,
+            out: match style {
+                Style::Raw => Box::new(std::io::stdout().lock()),
+                _ => Box::new(anstream::stdout().lock()),
+            },
+            at_line_start: true,
+            final_state: None,
+            last_state: None,
+        }
+    }
+
+    /// Prints one event; false when the reader went away (`| head`).
+    fn print(&mut self, event: FollowEvent) -> bool {
+        if let FollowEvent::State(state) = &event {
+            if self.last_state.as_ref() == Some(state) || self.style == Style::Raw {
+                return true;
+            }
+            self.last_state = Some(state.clone());
+            // A terminal state comes with the first response when following
+            // a run that has ended; it is told after the entries.
+            if is_terminal(state.status()) {
+                self.final_state = Some(event);
+                return true;
+            }
+        }
+        let text = match self.style {
+            Style::Json => match render::entry_json(&event) {
+                Some(json) => format!("{json}\n"),
+                None => return true,
+            },
+            Style::Human => render::human(&event, self.at_line_start),
+            Style::Raw => match &event {
+                FollowEvent::Stdout(chunk) | FollowEvent::Stderr(chunk) => chunk.text.clone(),
+                FollowEvent::Lifecycle(entry) => format!("{}\n", entry.rendered_line),
+                FollowEvent::State(_) => return true,
+            },
+        };
+        let text = match self.style {
+            Style::Json => text,
+            _ => self.prefix.apply(&event, text, self.at_line_start),
+        };
+        if self.style != Style::Json {
+            self.at_line_start = render::ends_line(&event, self.at_line_start);
+        }
+        write!(self.out, "{text}")
+            .and_then(|()| self.out.flush())
+            .is_ok()
+    }
+
+    /// Tells the final state, if one came.
+    fn finish(&mut self) {
+        if let (Some(state), Style::Human) = (self.final_state.take(), self.style) {
+            let _ = write!(self.out, "{}", render::human(&state, self.at_line_start));
+        }
+        let _ = self.out.flush();
+    }
+}
+
+/// Whether a status is final.
+fn is_terminal(status: pb::RunStatus) -> bool {
+    matches!(
+        status,
+        pb::RunStatus::Completed | pb::RunStatus::Failed | pb::RunStatus::Blocked
+    )
 }

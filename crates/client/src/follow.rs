@@ -4,6 +4,7 @@
 use std::{
     pin::Pin,
     task::{Context, Poll},
+    time::SystemTime,
 };
 
 use futures::Stream;
@@ -26,6 +27,18 @@ pub struct FollowOptions {
     pub channels: Vec<pb::WorkerLogChannel>,
     /// End after the entries stored when the follow began.
     pub history_only: bool,
+    /// The last sequence number; `None`: no bound.
+    pub to_seq: Option<u64>,
+    /// Only the last this many selected entries of the range, then live
+    /// ones; `Some(0)`: only entries committed from now on. Counted once,
+    /// when the follow begins; a reconnection resumes after the last
+    /// entry yielded.
+    pub tail: Option<u64>,
+    /// Only entries the server committed at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only entries the server committed at or before this time, as
+    /// committed when the follow begins.
+    pub until: Option<SystemTime>,
     /// How to wait between reconnection attempts.
     pub retry: RetryPolicy,
 }
@@ -36,6 +49,10 @@ impl Default for FollowOptions {
             from_seq: 1,
             channels: Vec::new(),
             history_only: false,
+            to_seq: None,
+            tail: None,
+            since: None,
+            until: None,
             retry: RetryPolicy::default(),
         }
     }
@@ -141,6 +158,9 @@ async fn follow(
     let mut next_seq = options.from_seq.max(1);
     let mut last_state: Option<pb::RunStateSnapshot> = None;
     let mut backoff = Backoff::new(options.retry);
+    // The tail is counted by the first stream that answers; later ones
+    // resume after what was yielded.
+    let mut tail = options.tail;
     loop {
         let request = pb::FollowRunRequest {
             task_id: key.task_id.clone(),
@@ -152,6 +172,10 @@ async fn follow(
                 .map(|channel| *channel as i32)
                 .collect(),
             history_only: options.history_only,
+            to_seq: options.to_seq.unwrap_or(0),
+            tail,
+            since: options.since.map(prost_types::Timestamp::from),
+            until: options.until.map(prost_types::Timestamp::from),
         };
         let status = match stub.follow_run(request).await {
             Ok(response) => {
@@ -160,6 +184,7 @@ async fn follow(
                     match stream.message().await {
                         Ok(Some(response)) => {
                             backoff = Backoff::new(options.retry);
+                            tail = None;
                             if let Some(state) = response.state {
                                 if !last_state
                                     .as_ref()

@@ -186,6 +186,22 @@ pub(crate) fn from_duration(field: &str, value: prost_types::Duration) -> Result
     Ok(Duration::new(value.seconds as u64, 0) + Duration::from_nanos(value.nanos as u64))
 }
 
+/// A point in time, at or after the Unix epoch.
+pub(crate) fn from_timestamp(
+    field: &str,
+    value: prost_types::Timestamp,
+) -> Result<std::time::SystemTime, Status> {
+    let invalid = || {
+        Status::invalid_argument(format!(
+            "{field} must be a valid time at or after 1970-01-01T00:00:00Z"
+        ))
+    };
+    if value.seconds < 0 || !(0..1_000_000_000).contains(&value.nanos) {
+        return Err(invalid());
+    }
+    std::time::SystemTime::try_from(value).map_err(|_| invalid())
+}
+
 // === outgoing ===
 
 /// A level as Protobuf.

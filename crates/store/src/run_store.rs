@@ -9,7 +9,7 @@
 //! lives, and so does the guard [`RunStore::hold`] returns, which the RPC
 //! layer keeps for the life of each append stream.
 
-use std::future::Future;
+use std::{future::Future, time::SystemTime};
 
 use tokio::sync::watch;
 
@@ -24,7 +24,9 @@ use crate::{
     retention::{Collection, RetentionPolicy},
 };
 
-/// Where a reader starts and where it stops.
+/// Where a reader starts and where it stops. The bounds narrow each
+/// other; all of them are resolved to sequence numbers when the reader
+/// opens, without reading the run from its start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadFrom {
     /// The first sequence number to return (1 for the start).
@@ -34,6 +36,34 @@ pub struct ReadFrom {
     /// Stop after the entries stored when the reader opened, instead of
     /// waiting for new ones.
     pub history_only: bool,
+    /// The last sequence number to return: the reader is finished once it
+    /// returned every selected entry up to it (or the run ended first).
+    pub to_seq: Option<u64>,
+    /// Only the last this many selected entries of the range, counted
+    /// when the reader opens; then live entries, unless a bound ends the
+    /// range. `Some(0)`: only entries committed later.
+    pub tail: Option<u64>,
+    /// Only entries committed at or after this time (commit times only
+    /// move forward within a run).
+    pub since: Option<SystemTime>,
+    /// Only entries committed at or before this time, as committed when
+    /// the reader opens.
+    pub until: Option<SystemTime>,
+}
+
+impl Default for ReadFrom {
+    /// Every entry of every channel, then live ones.
+    fn default() -> Self {
+        Self {
+            from_seq: 1,
+            channels: ChannelSet::ALL,
+            history_only: false,
+            to_seq: None,
+            tail: None,
+            since: None,
+            until: None,
+        }
+    }
 }
 
 /// A storage backend for runs and their log sessions.

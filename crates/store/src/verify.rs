@@ -154,6 +154,7 @@ async fn check_run<S: RunStore>(store: &S, run: RunKey, pace: &mut Pace) -> Resu
         from_seq: 1,
         channels: ChannelSet::ALL,
         history_only: true,
+        ..ReadFrom::default()
     };
     let mut reader = store.open_reader(&run, from).await?;
     let mut check = RunCheck {

@@ -185,6 +185,7 @@ pub(crate) fn follow_request(run: &str) -> pb::FollowRunRequest {
         from_seq: 1,
         channels: Vec::new(),
         history_only: false,
+        ..Default::default()
     }
 }
 

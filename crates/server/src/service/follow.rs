@@ -28,7 +28,7 @@ use tracing::Instrument;
 
 use super::follow_budget::{BudgetShare, FollowBudget};
 use crate::{
-    convert::{from_channel, to_follow_response},
+    convert::{from_channel, from_timestamp, to_follow_response},
     limits::{Occupancy, OccupancyGuard},
     metrics::Metrics,
     status::to_status,
@@ -74,6 +74,16 @@ pub(crate) async fn follow_run<S: RunStore>(
         from_seq: request.from_seq.max(1),
         channels: ChannelSet::of(&channels),
         history_only: request.history_only,
+        to_seq: (request.to_seq > 0).then_some(request.to_seq),
+        tail: request.tail,
+        since: request
+            .since
+            .map(|since| from_timestamp("since", since))
+            .transpose()?,
+        until: request
+            .until
+            .map(|until| from_timestamp("until", until))
+            .transpose()?,
     };
     let place = state.followers.enter(&key)?;
     let reader = state

@@ -75,6 +75,7 @@ pub async fn follow_goes_live_and_ends_with_the_run(backend: &impl Backend) {
         from_seq: 1,
         channels: ChannelSet::ALL,
         history_only: false,
+        ..ReadFrom::default()
     };
     let mut reader = store.open_reader(&run, live).await.expect("a reader");
     let first = reader.read(1024 * 1024).await.expect("a read");
@@ -114,5 +115,6 @@ fn history(from_seq: u64, channels: ChannelSet) -> ReadFrom {
         from_seq,
         channels,
         history_only: true,
+        ..ReadFrom::default()
     }
 }

@@ -33,6 +33,7 @@ pub async fn retention_takes_only_terminal_runs_nobody_uses(backend: &impl Backe
         from_seq: 1,
         channels: ChannelSet::ALL,
         history_only: false,
+        ..ReadFrom::default()
     };
     let reader = store.open_reader(&done, from).await.expect("a reader");
     let kept = store.collect(EVERYTHING, false).await.expect("a pass");

@@ -222,6 +222,7 @@ fn from(from_seq: u64) -> ReadFrom {
         from_seq,
         channels: ChannelSet::ALL,
         history_only: true,
+        ..ReadFrom::default()
     }
 }
 

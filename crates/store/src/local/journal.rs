@@ -68,6 +68,12 @@ pub(crate) struct JournalRecord {
     /// no more writer appends (a re-send could store lines twice).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) writers_lost: bool,
+    /// When the store committed it: milliseconds since the Unix epoch,
+    /// never less than the record before (see [`commit_time`]). Unset in
+    /// records written before commit times were kept, and in the records
+    /// recovery writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) time: Option<u64>,
     /// The bytes the commit wrote to each channel file, from `offsets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) lens: Option<PerChannel<u64>>,
@@ -151,6 +157,17 @@ impl JournalRecord {
     }
 }
 
+/// The commit time of a commit after one committed at `last` (0 for
+/// none): now, in milliseconds since the Unix epoch, but never less than
+/// `last`, so that commit times only move forward within a run even when
+/// the clock steps back.
+pub(crate) fn commit_time(last: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    now.max(last)
+}
+
 /// Whether `bytes`, the bytes of one channel of a commit, are what the
 /// commit wrote, when its record says.
 pub(crate) fn verify(
@@ -182,6 +199,7 @@ mod tests {
             lost: false,
             damaged: false,
             writers_lost: false,
+            time: Some(1_700_000_000_000),
             lens: None,
             crc: None,
             check: None,

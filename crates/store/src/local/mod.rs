@@ -32,6 +32,7 @@ mod layout;
 mod lines;
 mod options;
 mod prepare;
+mod range;
 mod reader;
 mod recent;
 mod recovery;

@@ -7,7 +7,7 @@ use std::{fs, io, io::Write, path::Path};
 use super::{
     encode::encode_entries,
     fsio::{sync_dir, write_json_atomic},
-    journal::JournalRecord,
+    journal::{self, JournalRecord},
     layout::{RunDir, StoreDir},
 };
 use baa_logging_config::DEFAULT_RUN_LAYOUT_VERSION;
@@ -87,6 +87,7 @@ pub(super) fn create_run(
         lost: false,
         damaged: false,
         writers_lost: false,
+        time: Some(journal::commit_time(0)),
         lens: None,
         crc: None,
         check: None,

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use super::{
     channel_reader::{ChannelReader, Merged, merge, open_channels},
     concurrency::blocking_read,
+    range,
     retention::LocalHold,
     run::{Run, RunSignal},
 };
@@ -46,7 +47,8 @@ pub struct LocalReader {
     reposition: bool,
     /// The next sequence number to return.
     next_seq: u64,
-    /// The last sequence number a history-only reader returns.
+    /// The last sequence number to return, when the range is bounded (a
+    /// history-only reader's is what was committed when it opened).
     until: Option<u64>,
     /// The state version last returned; 0 before the first read.
     state_version: u64,
@@ -65,7 +67,8 @@ impl LocalReader {
     pub(crate) fn open(run: Arc<Run>, hold: LocalHold, from: ReadFrom) -> Result<Self> {
         let signal = run.subscribe();
         let current = *signal.borrow();
-        let next_seq = from.from_seq.max(1);
+        let range = range::resolve(&run, &from, current.committed_seq)?;
+        let next_seq = range.from_seq;
         let channels = open_channels(&run, from.channels, next_seq)?;
         Ok(Self {
             run,
@@ -74,7 +77,7 @@ impl LocalReader {
             channels: Some(channels),
             reposition: false,
             next_seq,
-            until: from.history_only.then_some(current.committed_seq),
+            until: range.to_seq,
             state_version: 0,
             epoch: current.epoch,
             damaged: None,
@@ -192,13 +195,14 @@ impl LocalReader {
             self.reposition = true;
             self.epoch = signal.epoch;
         }
+        let limit = self.until.map_or(signal.committed_seq, |until| {
+            until.min(signal.committed_seq)
+        });
         ReadPlan {
             signal,
             from: self.next_seq,
-            limit: self.until.map_or(signal.committed_seq, |until| {
-                until.min(signal.committed_seq)
-            }),
-            finished: signal.terminal || self.until.is_some(),
+            limit,
+            finished: signal.terminal || self.until.is_some_and(|until| limit >= until),
         }
     }
 

@@ -58,6 +58,9 @@ pub(crate) struct Recovered {
     /// The journal lost what the run's writers had sent (see
     /// [`JournalRecord::writers_lost`]): writer appends are refused.
     pub(crate) writers_lost: bool,
+    /// The latest commit time of the records (0 for none): the next
+    /// commit's time is never less.
+    pub(crate) last_time: u64,
 }
 
 impl Recovered {
@@ -73,6 +76,7 @@ impl Recovered {
     fn apply(&mut self, record: &JournalRecord) {
         self.counts.add(&record.counts);
         self.writers_lost |= record.writers_lost;
+        self.last_time = self.last_time.max(record.time.unwrap_or(0));
         if let Some(writer) = &record.writer_id {
             self.writers
                 .insert(writer.clone(), record.writer_seq + record.len() - 1);
@@ -258,6 +262,7 @@ fn mark_lost(dir: &RunDir, lost_last: u64, recovered: &mut Recovered) -> Result<
         lost: true,
         damaged: false,
         writers_lost: false,
+        time: None,
         lens: None,
         crc: None,
         check: None,
@@ -407,6 +412,7 @@ fn bridge(
         lost: false,
         damaged: true,
         writers_lost: false,
+        time: None,
         lens: Some(lens),
         crc: None,
         check: None,
@@ -746,6 +752,7 @@ fn adopt(dir: &RunDir, journal_lost: bool) -> Result<Recovered> {
             lost: false,
             damaged: false,
             writers_lost: recovered.writers_lost,
+            time: None,
             lens: None,
             crc: None,
             check: None,

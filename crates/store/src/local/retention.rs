@@ -439,6 +439,7 @@ mod tests {
                     from_seq: 1,
                     channels: ChannelSet::ALL,
                     history_only: false,
+                    ..ReadFrom::default()
                 },
             )
             .await

@@ -32,7 +32,7 @@ use super::{
     disk::Disk,
     encode::encode_entries,
     fsio::{read_json, write_json_atomic},
-    journal::JournalRecord,
+    journal::{self, JournalRecord},
     layout::RunDir,
     options::LocalStoreOptions,
     recent::RecentCommits,
@@ -130,6 +130,8 @@ struct RunInner {
     /// The journal lost what the writers had sent: writer appends are
     /// refused for good.
     writers_lost: bool,
+    /// The last commit's time (see `journal::commit_time`).
+    last_time: u64,
 }
 
 impl Run {
@@ -185,6 +187,7 @@ impl Run {
                 files: None,
                 broken: None,
                 writers_lost: recovered.writers_lost,
+                last_time: recovered.last_time,
             }),
             recent: Mutex::new(RecentCommits::default()),
             signal: watch::Sender::new(signal),
@@ -370,6 +373,7 @@ impl Run {
         payloads: &[AppendPayload],
     ) -> Result<()> {
         let first_seq = inner.next_seq;
+        let time = journal::commit_time(inner.last_time);
         let mut encoded = encode_entries(&self.metadata, first_seq, payloads, &now_iso());
         let record = JournalRecord {
             first_seq,
@@ -382,6 +386,7 @@ impl Run {
             lost: false,
             damaged: false,
             writers_lost: false,
+            time: Some(time),
             lens: None,
             crc: None,
             check: None,
@@ -404,6 +409,7 @@ impl Run {
         }
         inner.counts.add(&encoded.counts);
         inner.next_seq = record.last_seq + 1;
+        inner.last_time = time;
         inner.state.last_event_seq = record.last_seq;
         if let Some((writer_id, writer_seq)) = writer {
             inner
