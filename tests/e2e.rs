@@ -21,6 +21,7 @@ mod ranges;
 mod recovery;
 mod retention;
 mod runs;
+mod search;
 mod security;
 mod service;
 mod slow_followers;

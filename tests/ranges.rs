@@ -239,6 +239,25 @@ async fn since_and_until_select_by_commit_time() {
     .await;
     assert!(window.end.is_none(), "{:?}", window.end);
     assert_eq!(window.seqs(), (6..=9).collect::<Vec<_>>());
+
+    // A search of such a run reads it through its entries, the window
+    // included.
+    let mut search = client
+        .search_runs(pb::SearchRunsRequest {
+            pattern: "item".into(),
+            since: at(marks[0]),
+            until: at(marks[1]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut found = Vec::new();
+    while let Some(response) = search.message().await.unwrap() {
+        found.extend(response.matches.into_iter().map(|m| m.text));
+    }
+    let expected: Vec<String> = (5..=8).map(|n| format!("batch 1 item {n}")).collect();
+    assert_eq!(found, expected);
 }
 
 /// `baa-log cat --tail N` prints the last N lines even when chunks hold

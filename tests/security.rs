@@ -579,6 +579,37 @@ async fn tokens_limited_to_tasks_touch_only_those() {
         .await
         .unwrap();
     assert_eq!(nightly.runs.len(), 1);
+
+    // A search of every task finds only what the token may read; one of
+    // another task is refused.
+    let root_writer = root
+        .writer(RunKey::new("other", "r"), WriterOptions::default())
+        .await
+        .unwrap();
+    root_writer.stdout("allowed\n").await.unwrap();
+    root_writer.flush().await.unwrap();
+    let search = |task_id: &str| pb::SearchRunsRequest {
+        pattern: "allowed".into(),
+        task_id: task_id.into(),
+        ..Default::default()
+    };
+    let mut everywhere = root.search(search(""), None).await.unwrap();
+    let mut found = Vec::new();
+    while let Some(response) = everywhere.message().await.unwrap() {
+        found.extend(response.matches.into_iter().map(|m| m.task_id));
+    }
+    found.sort();
+    assert_eq!(found, ["other", "release-2.1"], "root reads every task");
+    let mut limited = ci.search(search(""), None).await.unwrap();
+    let mut found = Vec::new();
+    while let Some(response) = limited.message().await.unwrap() {
+        found.extend(response.matches.into_iter().map(|m| m.task_id));
+    }
+    assert_eq!(found, ["release-2.1"], "ci reads only its tasks");
+    let refused = ci.search(search("other"), None).await.map(drop);
+    denied(refused, "a search of another task");
+    drop(root_writer);
+
     let ops = client(&server, "http", |o| o.token("ops-secret-01234567"))
         .await
         .unwrap();

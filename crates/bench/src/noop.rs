@@ -109,6 +109,7 @@ type FollowStream = Pin<Box<dyn Stream<Item = Result<pb::FollowRunResponse, Stat
 #[tonic::async_trait]
 impl pb::logging_service_server::LoggingService for NoopService {
     type FollowRunStream = FollowStream;
+    type SearchRunsStream = futures::stream::Empty<Result<pb::SearchRunsResponse, Status>>;
 
     async fn get_server_info(
         &self,
@@ -214,6 +215,13 @@ impl pb::logging_service_server::LoggingService for NoopService {
             duplicate_count: 0,
             last_writer_seq,
         }))
+    }
+
+    async fn search_runs(
+        &self,
+        _request: Request<pb::SearchRunsRequest>,
+    ) -> Result<Response<Self::SearchRunsStream>, Status> {
+        Err(Status::unimplemented("the no-op server keeps no runs"))
     }
 
     async fn collect_runs(

@@ -8,6 +8,7 @@
 //!   `--timestamps` and `--seq` put in front of their lines; `range`:
 //!   which part of the run they print (`--tail`, `--since`, ...).
 //! - `runs`: `runs` and `show`, what runs there are.
+//! - `grep`: `grep`, a search of runs' output on the server.
 //! - `health`: `health`, whether a server serves.
 //! - `gc`: `gc`, a retention pass on the server.
 //! - `render`: how entries, states and errors are written for people and
@@ -15,6 +16,7 @@
 
 mod exec;
 mod gc;
+mod grep;
 mod health;
 mod prefix;
 mod range;
@@ -81,6 +83,10 @@ enum Command {
     /// Print the output a run stored, as the program wrote it (bytes that
     /// are not UTF-8 were stored as U+FFFD).
     Cat(read::CatArgs),
+    /// Search runs' output on the server, like grep -H: one run, a task's
+    /// runs, or every run. Prints `task/run:seq: line` per match; exits 0
+    /// when a line matched, 1 when none did, 2 on an error.
+    Grep(grep::GrepArgs),
     /// List runs, newest first.
     Runs(runs::RunsArgs),
     /// Show a run's metadata, state and log summary.
@@ -180,6 +186,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Exec(args) => exec::exec(&client, args, &explain).await,
         Command::Follow(args) => read::follow(&client, args).await.map_err(&explain),
         Command::Cat(args) => read::cat(&client, args).await.map_err(&explain),
+        Command::Grep(args) => grep::grep(&client, args).await.map_err(|err| Failure {
+            // grep's code for trouble, apart from 1 for no match.
+            code: 2,
+            ..explain(err)
+        }),
         Command::Runs(args) => runs::runs(&client, args).await.map_err(&explain),
         Command::Show(args) => runs::show(&client, args).await.map_err(&explain),
         Command::Health(_) => unreachable!("answered before connecting"),

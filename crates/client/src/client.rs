@@ -271,4 +271,24 @@ impl Client {
     pub fn follow(&self, key: RunKey, options: FollowOptions) -> Follow {
         Follow::start(self.stub(), key, options)
     }
+
+    /// Searches runs' output: the responses as the server finds matches.
+    /// With a `timeout`, the server stops the search then, with
+    /// `DEADLINE_EXCEEDED` after the matches found.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_ARGUMENT` for a bad pattern, `NOT_FOUND` for a named run
+    /// that does not exist.
+    pub async fn search(
+        &self,
+        request: pb::SearchRunsRequest,
+        timeout: Option<Duration>,
+    ) -> Result<tonic::Streaming<pb::SearchRunsResponse>, ClientError> {
+        let mut request = tonic::Request::new(request);
+        if let Some(timeout) = timeout {
+            request.set_timeout(timeout);
+        }
+        Ok(self.stub().search_runs(request).await?.into_inner())
+    }
 }

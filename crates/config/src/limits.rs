@@ -39,6 +39,8 @@ pub const DEFAULT_MAX_FOLLOWERS_PER_RUN: usize = 1024;
 pub const DEFAULT_MAX_FOLLOWERS: usize = 65_536;
 /// The default of [`Limits::max_follow_buffer_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_FOLLOW_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+/// The default of [`Limits::search_rate`]: 64 MiB a second.
+pub const DEFAULT_SEARCH_RATE: u64 = 64 * 1024 * 1024;
 
 /// Limits that protect the server from a runaway or hostile client, each
 /// with a default a single server can afford.
@@ -97,6 +99,11 @@ pub struct Limits {
     /// follower's responses shrink to 16 KiB until followers catch up, so
     /// followers that stop reading hold at most this plus 16 KiB each.
     pub max_follow_buffer_bytes: usize,
+    /// The most bytes of stored entries a second that one caller's
+    /// searches scan, over all of them, with bursts of one second's worth
+    /// (0: no limit). A caller is a token, or a client address without
+    /// tokens.
+    pub search_rate: u64,
 }
 
 impl Default for Limits {
@@ -116,6 +123,7 @@ impl Default for Limits {
             max_followers_per_run: DEFAULT_MAX_FOLLOWERS_PER_RUN,
             max_followers: DEFAULT_MAX_FOLLOWERS,
             max_follow_buffer_bytes: DEFAULT_MAX_FOLLOW_BUFFER_BYTES,
+            search_rate: DEFAULT_SEARCH_RATE,
         }
     }
 }
@@ -133,7 +141,8 @@ pub struct InvalidLimit {
 
 impl Limits {
     /// Checks that the limits can work together: every count and duration
-    /// is above zero (but `append_rate`, where 0 means no limit), and one
+    /// is above zero (but `append_rate` and `search_rate`, where 0 means no
+    /// limit), and one
     /// entry at the entry and data limits fits in a message.
     ///
     /// # Errors

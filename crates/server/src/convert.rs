@@ -243,7 +243,7 @@ pub(crate) fn to_status_enum(status: RunStatus) -> pb::RunStatus {
 }
 
 /// A channel as Protobuf.
-fn to_channel(channel: WorkerLogChannel) -> pb::WorkerLogChannel {
+pub(crate) fn to_channel(channel: WorkerLogChannel) -> pb::WorkerLogChannel {
     match channel {
         WorkerLogChannel::Worker => pb::WorkerLogChannel::Worker,
         WorkerLogChannel::Stdout => pb::WorkerLogChannel::Stdout,

@@ -10,7 +10,8 @@
 //!   [`GrpcLoggingService`], whose trait methods only unpack, call a
 //!   handler and wrap. The handlers sit in one file per RPC group:
 //!   `runs.rs` (prepare, get, list, state), `append.rs` (writers),
-//!   `follow.rs` (followers, [`FollowRunStream`]) and `retention.rs`
+//!   `follow.rs` (followers, [`FollowRunStream`]), `search.rs`
+//!   (`SearchRuns`, [`SearchRunsStream`]) and `retention.rs`
 //!   (`CollectRuns`, the periodic pass, [`RetentionCounters`]). A handler
 //!   takes only the state it uses (the store, a small `…State` struct of
 //!   references), never the service. **A new RPC** gets a handler in its
@@ -86,7 +87,9 @@ pub use crate::{
     config::{FOLLOW_BATCH_BYTES, ServerConfig},
     metrics::Metrics,
     security::Security,
-    service::{FollowRunStream, GrpcLoggingService, retention::RetentionCounters},
+    service::{
+        FollowRunStream, GrpcLoggingService, SearchRunsStream, retention::RetentionCounters,
+    },
     settings::{LogFormat, Settings},
 };
 

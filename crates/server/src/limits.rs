@@ -101,27 +101,36 @@ impl Drop for OccupancyGuard {
 
 /// Per-run token buckets that pace appends to `rate` entries a second,
 /// with bursts of up to one second's worth.
+pub(crate) type AppendRates = Rates<RunKey>;
+
+/// Per-caller token buckets that pace searches to `rate` bytes scanned a
+/// second, over all of a caller's searches.
+pub(crate) type SearchRates = Rates<String>;
+
+/// Token buckets, one per key with a stream open, that pace the streams
+/// of each key to `rate` units a second, with bursts of up to one
+/// second's worth.
 #[derive(Debug)]
-pub(crate) struct AppendRates {
-    /// Entries a second; 0: no limit.
+pub(crate) struct Rates<K> {
+    /// Units a second; 0: no limit.
     rate: u64,
-    /// The buckets of runs with an open Append stream.
-    buckets: Mutex<HashMap<RunKey, Arc<Mutex<Bucket>>>>,
+    /// The buckets of keys with a stream open.
+    buckets: Mutex<HashMap<K, Arc<Mutex<Bucket>>>>,
 }
 
-/// One run's bucket.
+/// One key's bucket.
 #[derive(Debug)]
 struct Bucket {
-    /// Entries that may go now; negative while writers wait.
+    /// Units that may go now; negative while streams wait.
     tokens: f64,
     /// When `tokens` was last brought up to date.
     updated: Instant,
-    /// Open Append streams on the run.
+    /// Open streams of the key.
     streams: usize,
 }
 
-impl AppendRates {
-    /// Buckets of `rate` entries a second (0: no limit).
+impl<K: std::hash::Hash + Eq + Clone> Rates<K> {
+    /// Buckets of `rate` units a second (0: no limit).
     pub(crate) fn new(rate: u64) -> Self {
         Self {
             rate,
@@ -129,8 +138,8 @@ impl AppendRates {
         }
     }
 
-    /// The bucket of `key`, for one Append stream.
-    pub(crate) fn open(self: &Arc<Self>, key: &RunKey) -> RateGuard {
+    /// The bucket of `key`, for one stream.
+    pub(crate) fn open(self: &Arc<Self>, key: &K) -> RateGuard<K> {
         let bucket = (self.rate > 0).then(|| {
             let mut buckets = lock(&self.buckets);
             let bucket = buckets.entry(key.clone()).or_insert_with(|| {
@@ -151,20 +160,20 @@ impl AppendRates {
     }
 }
 
-/// An Append stream's share of its run's bucket.
+/// A stream's share of its key's bucket.
 #[derive(Debug)]
-pub(crate) struct RateGuard {
-    /// The buckets, to clean up after the last stream of a run.
-    rates: Arc<AppendRates>,
-    /// The run.
-    key: RunKey,
-    /// The run's bucket; `None` without a limit.
+pub(crate) struct RateGuard<K: std::hash::Hash + Eq + Clone> {
+    /// The buckets, to clean up after the last stream of a key.
+    rates: Arc<Rates<K>>,
+    /// The key.
+    key: K,
+    /// The key's bucket; `None` without a limit.
     bucket: Option<Arc<Mutex<Bucket>>>,
 }
 
-impl RateGuard {
-    /// Waits until `entries` more may go.
-    pub(crate) async fn take(&self, entries: usize) {
+impl<K: std::hash::Hash + Eq + Clone> RateGuard<K> {
+    /// Waits until `units` more may go.
+    pub(crate) async fn take(&self, units: usize) {
         let Some(bucket) = &self.bucket else { return };
         let rate = self.rates.rate as f64;
         let wait = {
@@ -173,7 +182,7 @@ impl RateGuard {
             let refill = now.duration_since(bucket.updated).as_secs_f64() * rate;
             bucket.tokens = (bucket.tokens + refill).min(rate);
             bucket.updated = now;
-            bucket.tokens -= entries as f64;
+            bucket.tokens -= units as f64;
             (bucket.tokens < 0.0).then(|| Duration::from_secs_f64(-bucket.tokens / rate))
         };
         if let Some(wait) = wait {
@@ -182,7 +191,7 @@ impl RateGuard {
     }
 }
 
-impl Drop for RateGuard {
+impl<K: std::hash::Hash + Eq + Clone> Drop for RateGuard<K> {
     fn drop(&mut self) {
         let Some(bucket) = self.bucket.take() else {
             return;

@@ -156,6 +156,10 @@ struct LimitArgs {
     #[arg(long, env = "BAA_LOGD_MAX_FOLLOW_BUFFER_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_follow_buffer_bytes: Option<usize>,
+    /// The most bytes a second one caller's searches scan; 0: no limit.
+    #[arg(long, env = "BAA_LOGD_SEARCH_RATE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    search_rate: Option<u64>,
 }
 
 /// Scrub flags.

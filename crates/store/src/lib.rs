@@ -17,6 +17,8 @@
 //! - [`conformance`]: what any [`RunStore`] must do, as checks every
 //!   backend runs unchanged.
 //! - [`verify`]: checking stored runs for damage, offline or not.
+//! - [`search`]: matching a run's lines against a pattern, with context,
+//!   for any backend.
 //! - [`observe`]: what the store tells about its disk: a
 //!   [`StoreObserver`] hook for metrics and its [`WriteHealth`].
 //!
@@ -45,12 +47,13 @@ pub mod observe;
 pub mod render;
 pub mod retention;
 pub mod run_store;
+pub mod search;
 pub mod time;
 pub mod verify;
 
 pub use baa_logging_config::{DEFAULT_RUN_LAYOUT_VERSION, DEFAULT_RUNS_DIRECTORY_NAME, Limits};
 pub use error::{EntryPart, Refused, Result, StoreError};
-pub use local::{LocalHold, LocalReader, LocalStore, LocalStoreOptions};
+pub use local::{LocalHold, LocalReader, LocalSearch, LocalStore, LocalStoreOptions};
 pub use observe::{CommitStats, DiskWrite, StoreObserver, WriteHealth};
 pub use retention::{CollectReason, CollectedRun, Collection, RetentionPolicy};
-pub use run_store::{ReadFrom, RunReader, RunStore};
+pub use run_store::{ReadFrom, RunReader, RunSearcher, RunStore};

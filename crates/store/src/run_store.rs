@@ -22,6 +22,7 @@ use crate::{
     },
     observe::WriteHealth,
     retention::{Collection, RetentionPolicy},
+    search::{LineScanner, SearchBatch},
 };
 
 /// Where a reader starts and where it stops. The bounds narrow each
@@ -79,6 +80,9 @@ pub trait RunStore: Send + Sync + 'static {
     /// The guard [`RunStore::hold`] returns.
     type Hold: Send + Sync + 'static;
 
+    /// The search [`RunStore::search`] returns.
+    type Searcher: RunSearcher;
+
     /// Creates a run, or returns it when it exists with the same metadata.
     fn prepare_run(
         &self,
@@ -124,6 +128,16 @@ pub trait RunStore: Send + Sync + 'static {
         key: &RunKey,
         from: ReadFrom,
     ) -> impl Future<Output = Result<Self::Reader>> + Send;
+
+    /// Starts searching a run's stored entries with `scanner`, within its
+    /// query's time window. While the search lives, retention never
+    /// deletes the run. A backend without a faster way wraps a history
+    /// reader in [`crate::search::ReaderSearch`].
+    fn search(
+        &self,
+        key: &RunKey,
+        scanner: LineScanner,
+    ) -> impl Future<Output = Result<Self::Searcher>> + Send;
 
     /// Keeps a run from retention for as long as the returned guard lives:
     /// the RPC layer holds one for the life of each append stream.
@@ -175,4 +189,12 @@ pub trait RunReader: Send + 'static {
     /// Waits until something was stored or the state changed since the last
     /// read.
     fn changed(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Searches one run, a step at a time, so that the caller can pace it,
+/// stop it, and send what it found as it goes.
+pub trait RunSearcher: Send + 'static {
+    /// Scans about `max_bytes` more of the run and returns the matches
+    /// whose context is complete; `done` once the run is searched.
+    fn next(&mut self, max_bytes: usize) -> impl Future<Output = Result<SearchBatch>> + Send;
 }

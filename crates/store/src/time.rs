@@ -15,6 +15,13 @@ pub fn format_iso(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// An RFC 3339 time as a point in time; `None` when it does not parse.
+pub fn parse_iso(value: &str) -> Option<std::time::SystemTime> {
+    DateTime::parse_from_rfc3339(value)
+        .ok()
+        .map(std::time::SystemTime::from)
+}
+
 /// Parses an RFC 3339 time and writes it in `toISOString` form (UTC,
 /// milliseconds).
 ///

@@ -51,7 +51,7 @@ pub(crate) fn required(path: &str) -> Need {
             "PrepareRun" | "UpdateRunState" | "AppendLogs" | "GetWriterCursor" => {
                 Need::Scope(Scope::Write)
             }
-            "GetRun" | "ListRuns" | "FollowRun" => Need::Scope(Scope::Read),
+            "GetRun" | "ListRuns" | "FollowRun" | "SearchRuns" => Need::Scope(Scope::Read),
             "CollectRuns" => Need::Scope(Scope::Admin),
             // Anything added later is refused until it is given a scope.
             _ => Need::Scope(Scope::Admin),
@@ -84,6 +84,10 @@ impl<S> Layer<S> for AuthLayer {
         }
     }
 }
+
+/// The name of the token that authorized a call, in its extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TokenName(pub(crate) String);
 
 /// Refuses calls without a token for their scope, before they reach the
 /// service: `UNAUTHENTICATED` without a known token, `PERMISSION_DENIED`
@@ -125,11 +129,16 @@ where
             let checked = self
                 .tokens
                 .check(header, scope)
-                .map(|authorized| authorized.tasks);
+                .map(|authorized| (TokenName(authorized.name.to_owned()), authorized.tasks));
             match checked {
-                // The RPC checks the task it touches against the limit.
-                Ok(Some(tasks)) => drop(request.extensions_mut().insert(tasks)),
-                Ok(None) => {}
+                Ok((name, tasks)) => {
+                    // Rates per caller go by the token's name.
+                    request.extensions_mut().insert(name);
+                    // The RPC checks the task it touches against the limit.
+                    if let Some(tasks) = tasks {
+                        request.extensions_mut().insert(tasks);
+                    }
+                }
                 Err(denied) => {
                     let status = match denied {
                         Denied::Unauthenticated(why) => {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-pub(crate) use self::auth::AuthLayer;
+pub(crate) use self::auth::{AuthLayer, TokenName};
 pub use self::{
     tasks::TaskLimit,
     tls::{Tls, TlsError},

@@ -163,7 +163,7 @@ struct AppendStream<'a, S> {
     /// The writer, whose sequence numbers make re-sent items duplicates.
     writer: String,
     /// The stream's share of the run's pacing.
-    pace: RateGuard,
+    pace: RateGuard<RunKey>,
     /// Received and not stored yet.
     batch: Batch,
     /// Stored so far.

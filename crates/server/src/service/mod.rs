@@ -3,8 +3,9 @@
 //! handler with the narrow state that handler needs, and wraps the answer.
 //!
 //! The handlers live in one file per RPC group: `runs` (prepare, get,
-//! list, state), `append` (writers), `follow` (followers) and `retention`
-//! (`CollectRuns`, the periodic pass and its counters). A handler never
+//! list, state), `append` (writers), `follow` (followers), `search`
+//! (`SearchRuns`) and `retention` (`CollectRuns`, the periodic pass and
+//! its counters). A handler never
 //! sees [`GrpcLoggingService`]: it takes the store, the limits, the
 //! shutdown token or the counters it uses, so no handler module imports
 //! this one and a new RPC's needs are plain in its signature.
@@ -14,6 +15,7 @@ mod follow;
 pub(crate) mod follow_budget;
 pub(crate) mod retention;
 mod runs;
+mod search;
 
 use std::sync::Arc;
 
@@ -22,12 +24,12 @@ use baa_logging_store::RunStore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use self::follow::FollowRunStream;
 use self::{append::AppendState, follow::FollowState, retention::RetentionCounters};
+pub use self::{follow::FollowRunStream, search::SearchRunsStream};
 use crate::{
     config::ServerConfig,
     convert::to_server_info,
-    limits::{AppendRates, Occupancy},
+    limits::{AppendRates, Occupancy, SearchRates},
     metrics::Metrics,
     security::{TaskLimit, tasks},
 };
@@ -48,6 +50,8 @@ pub struct GrpcLoggingService<S> {
     follow_budget: Arc<follow_budget::FollowBudget>,
     /// Per-run pacing of appends.
     append_rates: Arc<AppendRates>,
+    /// Per-caller pacing of searches.
+    search_rates: Arc<SearchRates>,
     /// What retention deleted, shared with the periodic pass.
     retention: Arc<RetentionCounters>,
 }
@@ -67,6 +71,7 @@ impl<S: RunStore> GrpcLoggingService<S> {
                 config.metrics.as_ref().map(Metrics::follow_buffered),
             ),
             append_rates: Arc::new(AppendRates::new(config.limits.append_rate)),
+            search_rates: Arc::new(SearchRates::new(config.limits.search_rate)),
             retention: Arc::new(RetentionCounters::with_metrics(config.metrics.clone())),
             config,
             shutdown,
@@ -112,6 +117,7 @@ impl<S: RunStore> GrpcLoggingService<S> {
 #[tonic::async_trait]
 impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingService<S> {
     type FollowRunStream = FollowRunStream;
+    type SearchRunsStream = SearchRunsStream;
 
     async fn get_server_info(
         &self,
@@ -197,6 +203,21 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
     ) -> Result<Response<Self::FollowRunStream>, Status> {
         let request = checked(request, |request| &request.task_id)?;
         follow::follow_run(self.follow_state(), request)
+            .await
+            .map(Response::new)
+    }
+
+    async fn search_runs(
+        &self,
+        request: Request<pb::SearchRunsRequest>,
+    ) -> Result<Response<Self::SearchRunsStream>, Status> {
+        let state = search::SearchState::of_call(
+            &self.store,
+            &self.search_rates,
+            &self.shutdown,
+            &request,
+        )?;
+        search::search_runs(state, request.into_inner())
             .await
             .map(Response::new)
     }

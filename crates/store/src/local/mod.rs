@@ -39,6 +39,7 @@ mod recovery;
 mod retention;
 mod run;
 mod run_files;
+mod search;
 
 use std::{
     collections::HashMap,
@@ -63,6 +64,7 @@ pub use self::{
     options::{LocalStoreOptions, MIN_FREE_BYTES},
     reader::LocalReader,
     retention::LocalHold,
+    search::LocalSearch,
 };
 use crate::{
     error::{Result, StoreError},
@@ -75,6 +77,7 @@ use crate::{
     observe::{CommitStats, DiskWrite, WriteHealth},
     retention::{Collection, RetentionPolicy},
     run_store::{ReadFrom, RunStore},
+    search::LineScanner,
 };
 
 /// How many prepares of different runs may create their runs at once.
@@ -279,6 +282,7 @@ impl LocalStore {
 impl RunStore for LocalStore {
     type Reader = LocalReader;
     type Hold = LocalHold;
+    type Searcher = LocalSearch;
 
     async fn prepare_run(
         &self,
@@ -365,6 +369,12 @@ impl RunStore for LocalStore {
         let run = self.run(key).await?;
         let hold = LocalHold::new(run.clone())?;
         concurrency::blocking_read(move || LocalReader::open(run, hold, from)).await
+    }
+
+    async fn search(&self, key: &RunKey, scanner: LineScanner) -> Result<LocalSearch> {
+        let run = self.run(key).await?;
+        let hold = LocalHold::new(run.clone())?;
+        concurrency::blocking_read(move || LocalSearch::open(run, hold, scanner)).await
     }
 
     async fn hold(&self, key: &RunKey) -> Result<LocalHold> {

@@ -1,0 +1,417 @@
+//! Searching a run's files: commit by commit from the journal, each
+//! commit's bytes checked against its record before any of them is looked
+//! at, and, for a literal pattern, only the lines its bytes may match
+//! parsed.
+//!
+//! A stored line is the entry's JSON, text last. JSON writes a literal
+//! without quotes, backslashes or control characters as itself, so a
+//! line whose bytes do not contain the literal holds no line of text that
+//! matches it, and it is skipped unparsed when the scanner allows (no
+//! context before matches is kept, no match waits for lines after it, no
+//! line of its channel is partial, and the entry's text ends with a
+//! newline, so that nothing of it carries into the next). The rest is
+//! parsed and matched on its text. Regular expressions parse every line.
+//!
+//! Runs whose records carry no checksums (written before them, or
+//! adopted) are searched through a history reader instead.
+
+use std::{borrow::Cow, fs::File, os::unix::fs::FileExt, sync::Arc};
+
+use serde::Deserialize;
+
+use super::{
+    concurrency::blocking_read,
+    journal::{self, JournalRecord},
+    journal_cursor::JournalCursor,
+    range,
+    reader::LocalReader,
+    retention::LocalHold,
+    run::Run,
+};
+use crate::{
+    error::{Result, StoreError},
+    model::{PerChannel, WorkerLogChannel},
+    run_store::RunSearcher,
+    search::{LineScanner, ReaderSearch, SearchBatch},
+};
+
+/// How much of a channel file is read at a time.
+const WINDOW: usize = 1024 * 1024;
+
+/// A search of one run of the local store.
+#[derive(Debug)]
+pub struct LocalSearch {
+    /// How it searches.
+    mode: Mode,
+}
+
+/// How a run is searched.
+#[derive(Debug)]
+enum Mode {
+    /// From the files, commit by commit; `None` while a step runs.
+    Files(Option<Box<FileScan>>),
+    /// Through a history reader.
+    Entries(Box<ReaderSearch<LocalReader>>),
+}
+
+impl LocalSearch {
+    /// Starts a search of `run` (blocking: it reads the journal).
+    pub(crate) fn open(run: Arc<Run>, hold: LocalHold, scanner: LineScanner) -> Result<Self> {
+        let from = scanner.read_from();
+        let committed = run.committed();
+        let bounds = range::resolve(&run, &from, committed.seq)?;
+        let to_seq = bounds.to_seq.unwrap_or(committed.seq).min(committed.seq);
+        let journal_path = run.dir.journal();
+        let io_journal =
+            |err| StoreError::io(format!("cannot read {}", journal_path.display()), err);
+        let mut cursor = JournalCursor::open(journal_path.clone(), bounds.from_seq.min(to_seq))
+            .map_err(io_journal)?;
+        let first = match bounds.from_seq <= to_seq {
+            true => cursor.record_for(bounds.from_seq).map_err(io_journal)?,
+            false => None,
+        };
+        if first.as_ref().is_some_and(|record| record.lens.is_none()) {
+            let reader = LocalReader::open(run, hold, from)?;
+            return Ok(Self {
+                mode: Mode::Entries(Box::new(ReaderSearch::new(reader, scanner))),
+            });
+        }
+        let files = PerChannel::try_from_fn(|channel| {
+            let path = run.dir.log(channel);
+            File::open(&path)
+                .map(Window::new)
+                .map_err(|err| StoreError::io(format!("cannot read {}", path.display()), err))
+        })?;
+        Ok(Self {
+            mode: Mode::Files(Some(Box::new(FileScan {
+                run,
+                _hold: hold,
+                scanner,
+                cursor,
+                next_seq: bounds.from_seq,
+                to_seq,
+                lens: committed.lens,
+                files,
+            }))),
+        })
+    }
+}
+
+impl RunSearcher for LocalSearch {
+    async fn next(&mut self, max_bytes: usize) -> Result<SearchBatch> {
+        let scan = match &mut self.mode {
+            Mode::Entries(search) => return search.next(max_bytes).await,
+            Mode::Files(scan) => scan.take().expect("steps do not overlap"),
+        };
+        let (scan, step) = blocking_read(move || {
+            let mut scan = scan;
+            let step = scan.step(max_bytes);
+            Ok((scan, step))
+        })
+        .await?;
+        match step? {
+            Step::Batch(batch) => {
+                self.mode = Mode::Files(Some(scan));
+                Ok(batch)
+            }
+            Step::Unchecked(from_seq, mut batch) => {
+                // A commit without checksums after checked ones: the rest
+                // of the run goes through a reader.
+                let FileScan {
+                    run,
+                    _hold: hold,
+                    scanner,
+                    ..
+                } = *scan;
+                let mut from = scanner.read_from();
+                from.from_seq = from_seq;
+                let reader = blocking_read(move || LocalReader::open(run, hold, from)).await?;
+                self.mode = Mode::Entries(Box::new(ReaderSearch::new(reader, scanner)));
+                batch.done = false;
+                Ok(batch)
+            }
+        }
+    }
+}
+
+/// What one step of a file scan ended with.
+enum Step {
+    /// A batch.
+    Batch(SearchBatch),
+    /// A commit without checksums at this `seq`, and the batch before it.
+    Unchecked(u64, SearchBatch),
+}
+
+/// The state of a file scan between steps.
+#[derive(Debug)]
+struct FileScan {
+    /// The run.
+    run: Arc<Run>,
+    /// Keeps the run from retention.
+    _hold: LocalHold,
+    /// The matching.
+    scanner: LineScanner,
+    /// The journal, from the first commit searched.
+    cursor: JournalCursor,
+    /// The next `seq` to search.
+    next_seq: u64,
+    /// The last `seq` to search.
+    to_seq: u64,
+    /// How far each channel file was committed when the search began.
+    lens: PerChannel<u64>,
+    /// Each channel file, read a window at a time.
+    files: PerChannel<Window>,
+}
+
+impl FileScan {
+    /// Scans commits until about `max_bytes` were scanned, the range
+    /// ends, or the scanner wants no more.
+    fn step(&mut self, max_bytes: usize) -> Result<Step> {
+        let mut batch = SearchBatch::default();
+        let journal_path = self.cursor.path().clone();
+        let io_journal =
+            |err| StoreError::io(format!("cannot read {}", journal_path.display()), err);
+        while batch.scanned_bytes < max_bytes as u64 && !self.scanner.is_finished() {
+            if self.next_seq > self.to_seq {
+                break;
+            }
+            let Some(record) = self.cursor.record_for(self.next_seq).map_err(io_journal)? else {
+                break;
+            };
+            if record.lost || record.damaged {
+                batch
+                    .skipped
+                    .push((self.next_seq, record.last_seq.min(self.to_seq)));
+                self.next_seq = record.last_seq + 1;
+                continue;
+            }
+            if record.lens.is_none() {
+                batch.hits = self.scanner.take_hits();
+                return Ok(Step::Unchecked(self.next_seq, batch));
+            }
+            self.commit(&record, &mut batch)?;
+            self.next_seq = record.last_seq + 1;
+        }
+        batch.done = self.next_seq > self.to_seq || self.scanner.is_finished();
+        if batch.done {
+            self.scanner.finish();
+        }
+        batch.hits = self.scanner.take_hits();
+        Ok(Step::Batch(batch))
+    }
+
+    /// Scans one commit's selected channels, after checking all of them.
+    fn commit(&mut self, record: &JournalRecord, batch: &mut SearchBatch) -> Result<()> {
+        let lens = record.lens.expect("a checked record");
+        let selected = self.scanner.query().channels;
+        let channels: Vec<WorkerLogChannel> = selected
+            .iter()
+            .filter(|channel| record.counts[*channel] > 0)
+            .collect();
+        // The window of each file serves one channel's bytes at a time, so
+        // the channels are checked and scanned one by one; a damaged
+        // channel skips the whole commit, as a reader does.
+        for channel in &channels {
+            let (offset, len) = (record.offsets[*channel], lens[*channel]);
+            let bytes = self.read(*channel, offset, len)?;
+            if !journal::verify(record, *channel, bytes) {
+                batch.skipped.push((
+                    record.first_seq.max(self.next_seq),
+                    record.last_seq.min(self.to_seq),
+                ));
+                return Ok(());
+            }
+        }
+        let partial = record.first_seq < self.next_seq || record.last_seq > self.to_seq;
+        for channel in channels {
+            let (offset, len) = (record.offsets[channel], lens[channel]);
+            batch.scanned_bytes += len;
+            let (from, to) = (self.next_seq, self.to_seq);
+            let path = self.run.dir.log(channel);
+            let window = &mut self.files[channel];
+            let bytes = window
+                .slice(offset, len, self.lens[channel])
+                .map_err(|err| StoreError::io(format!("cannot read {}", path.display()), err))?;
+            scan_lines(
+                &mut self.scanner,
+                channel,
+                bytes,
+                partial.then_some((from, to)),
+            )
+            .map_err(|line| {
+                StoreError::io(
+                    format!("cannot search {}", path.display()),
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("a checked line is not an entry: {line}"),
+                    ),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The bytes of `channel`'s file from `offset`.
+    fn read(&mut self, channel: WorkerLogChannel, offset: u64, len: u64) -> Result<&[u8]> {
+        let path = self.run.dir.log(channel);
+        self.files[channel]
+            .slice(offset, len, self.lens[channel])
+            .map_err(|err| StoreError::io(format!("cannot read {}", path.display()), err))
+    }
+}
+
+/// Feeds a checked commit's lines of one channel to `scanner`: every line
+/// when `bounds` (the commit reaches past the range: lines outside it are
+/// left out), otherwise the lines that may matter.
+fn scan_lines(
+    scanner: &mut LineScanner,
+    channel: WorkerLogChannel,
+    bytes: &[u8],
+    bounds: Option<(u64, u64)>,
+) -> std::result::Result<(), String> {
+    let candidates: Option<Vec<usize>> = match bounds {
+        Some(_) => None,
+        None => scanner
+            .query()
+            .pattern
+            .raw_prefilter()
+            .map(|raw| raw.find_iter(bytes).map(|found| found.start()).collect()),
+    };
+    let mut next_candidate = 0;
+    let mut start = 0;
+    for newline in memchr::memchr_iter(b'\n', bytes) {
+        let line = &bytes[start..newline];
+        let line_start = start;
+        start = newline + 1;
+        if let Some(candidates) = &candidates {
+            while next_candidate < candidates.len() && candidates[next_candidate] < line_start {
+                next_candidate += 1;
+            }
+            let found = candidates
+                .get(next_candidate)
+                .is_some_and(|at| *at < newline);
+            let closed = channel == WorkerLogChannel::Worker || text_ends_with_newline(line);
+            if !found && closed && scanner.may_skip(channel) {
+                continue;
+            }
+        }
+        feed(scanner, channel, line, bounds)?;
+    }
+    Ok(())
+}
+
+/// Parses one stored line and feeds it, if its `seq` is within `bounds`.
+fn feed(
+    scanner: &mut LineScanner,
+    channel: WorkerLogChannel,
+    line: &[u8],
+    bounds: Option<(u64, u64)>,
+) -> std::result::Result<(), String> {
+    let within = |seq: u64| bounds.is_none_or(|(from, to)| (from..=to).contains(&seq));
+    let invalid = |err: serde_json::Error| err.to_string();
+    match channel {
+        WorkerLogChannel::Worker => {
+            let event: StoredEvent<'_> = serde_json::from_slice(line).map_err(invalid)?;
+            if within(event.seq) {
+                scanner.event(event.seq, &event.created_at, &event.rendered_line);
+            }
+        }
+        _ => {
+            let chunk: StoredChunk<'_> = serde_json::from_slice(line).map_err(invalid)?;
+            if within(chunk.seq) {
+                scanner.chunk(channel, chunk.seq, &chunk.created_at, &chunk.text);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a stored chunk line's text ends with a newline: the line ends
+/// with `\n"}`, where the backslash is not itself escaped.
+fn text_ends_with_newline(line: &[u8]) -> bool {
+    let Some(body) = line.strip_suffix(b"n\"}") else {
+        return false;
+    };
+    let backslashes = body.iter().rev().take_while(|byte| **byte == b'\\').count();
+    backslashes % 2 == 1
+}
+
+/// What a search needs of a stored chunk.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredChunk<'a> {
+    /// Its `seq`.
+    seq: u64,
+    /// When the writer made it.
+    #[serde(borrow)]
+    created_at: Cow<'a, str>,
+    /// Its text.
+    #[serde(borrow)]
+    text: Cow<'a, str>,
+}
+
+/// What a search needs of a stored lifecycle event.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredEvent<'a> {
+    /// Its `seq`.
+    seq: u64,
+    /// When the writer made it.
+    #[serde(borrow)]
+    created_at: Cow<'a, str>,
+    /// Its line.
+    #[serde(borrow)]
+    rendered_line: Cow<'a, str>,
+}
+
+/// A channel file, read a window at a time.
+#[derive(Debug)]
+struct Window {
+    /// The file.
+    file: File,
+    /// The file offset of `buf[0]`.
+    start: u64,
+    /// The bytes read.
+    buf: Vec<u8>,
+}
+
+impl Window {
+    /// An empty window on `file`.
+    fn new(file: File) -> Self {
+        Self {
+            file,
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The `len` bytes from `offset`, read (with what follows, up to
+    /// `limit`) unless the window holds them.
+    fn slice(&mut self, offset: u64, len: u64, limit: u64) -> std::io::Result<&[u8]> {
+        let end = offset + len;
+        if offset < self.start || end > self.start + self.buf.len() as u64 {
+            let want = (len as usize).max(WINDOW);
+            let available = limit.saturating_sub(offset).max(len) as usize;
+            self.buf.resize(want.min(available), 0);
+            self.file.read_exact_at(&mut self.buf, offset)?;
+            self.start = offset;
+        }
+        let at = (offset - self.start) as usize;
+        Ok(&self.buf[at..at + len as usize])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A text ends with a newline when its last escape is `\n`, not when
+    /// it ends with an escaped backslash and an `n`.
+    #[test]
+    fn tells_a_closing_newline() {
+        assert!(text_ends_with_newline(br#"{"seq":1,"text":"a\n"}"#));
+        assert!(!text_ends_with_newline(br#"{"seq":1,"text":"a"}"#));
+        assert!(!text_ends_with_newline(br#"{"seq":1,"text":"a\\n"}"#));
+        assert!(text_ends_with_newline(br#"{"seq":1,"text":"a\\\n"}"#));
+    }
+}
