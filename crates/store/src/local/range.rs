@@ -377,10 +377,6 @@ impl Backward {
             })?;
             self.records.push(record);
         }
-        if start == 0 && !self.carry.is_empty() {
-            // Cannot happen: a chunk at the start keeps no carry.
-            self.carry.clear();
-        }
         Ok(())
     }
 }
