@@ -44,6 +44,8 @@ checks!(
     a_writer_cannot_append_run_prepared,
     reads_from_any_cursor_and_channel,
     follow_goes_live_and_ends_with_the_run,
+    reads_tails_and_bounds,
+    searches_lines_with_context,
     prepare_is_idempotent,
     bad_ids_are_refused_before_anything_is_stored,
     runs_are_listed_newest_first_by_page,

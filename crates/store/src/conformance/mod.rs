@@ -10,6 +10,7 @@
 //!   exactly-once re-send by writer sequence number, the limits on items.
 //! - `reading`: following from any cursor, with a channel filter, history
 //!   then live, ending when the run is terminal.
+//! - `ranges`: tails, sequence and time bounds, and searching a run.
 //! - `runs`: preparing (idempotent, refusing other metadata and bad ids),
 //!   listing newest first with filters and pages, state transitions.
 //! - `retention`: terminal runs only, never one in use, gone whole.
@@ -30,6 +31,7 @@
 //! # }
 //! ```
 
+mod ranges;
 mod reading;
 mod retention;
 mod runs;
@@ -40,6 +42,7 @@ use std::future::Future;
 use baa_logging_config::Limits;
 
 pub use self::{
+    ranges::{reads_tails_and_bounds, searches_lines_with_context},
     reading::{follow_goes_live_and_ends_with_the_run, reads_from_any_cursor_and_channel},
     retention::retention_takes_only_terminal_runs_nobody_uses,
     runs::{
