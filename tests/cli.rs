@@ -460,3 +460,105 @@ async fn lines_carry_their_seq_and_time_when_asked() {
     );
     server.stop().await;
 }
+
+/// Prepares `run` of `task`, created at `created_at`, with `text` on its
+/// stdout.
+async fn prepare_with_output(
+    server: &TestServer,
+    task: &str,
+    run: &str,
+    created_at: &str,
+    text: &str,
+) {
+    use crate::util::{append, metadata_at, open, prepare_request, stdout};
+    let mut client = server.client().await;
+    client
+        .prepare_run(prepare_request(metadata_at(task, run, created_at)))
+        .await
+        .expect("prepare");
+    append(
+        &mut client,
+        vec![open(task, run, "w", vec![stdout(1, text)])],
+    )
+    .await
+    .expect("append");
+}
+
+/// `runs --json` prints one run a line, newest first, each the object
+/// `show --json` prints for it; the line saying that `--limit` left runs
+/// out goes to stderr, and only when it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_json_is_one_run_a_line_and_tells_of_more_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    for (run, day) in [("a", 1), ("b", 2), ("c", 3)] {
+        let created_at = format!("2026-01-0{day}T00:00:00Z");
+        prepare_with_output(&server, "t", run, &created_at, &format!("{run}\n")).await;
+    }
+    let mut client = server.client().await;
+    crate::util::set_status(&mut client, "t", "b", baa_logging::pb::RunStatus::Running)
+        .await
+        .unwrap();
+
+    let all = baa_log(&server, &["runs", "--json"]).await;
+    assert!(all.status.success(), "{all:?}");
+    assert_eq!(text(&all.stderr), "", "nothing more to tell");
+    let lines: Vec<Value> = text(&all.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect();
+    let ids: Vec<&str> = lines
+        .iter()
+        .map(|run| run["metadata"]["runId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["c", "b", "a"]);
+    let statuses: Vec<&str> = lines
+        .iter()
+        .map(|run| run["state"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["prepared", "running", "prepared"]);
+    for (line, id) in lines.iter().zip(&ids) {
+        let show = baa_log(&server, &["show", &format!("t/{id}"), "--json"]).await;
+        let show: Value = serde_json::from_slice(&show.stdout).unwrap();
+        assert_eq!(line, &show, "runs --json and show --json agree on {id}");
+        assert_eq!(line["summary"]["stdoutChunkCount"], 1);
+        assert!(line.get("runDir").is_none(), "{line}");
+    }
+
+    let cut = baa_log(&server, &["runs", "--json", "--limit", "2"]).await;
+    assert!(cut.status.success(), "{cut:?}");
+    assert_eq!(
+        text(&cut.stdout).lines().count(),
+        2,
+        "{}",
+        text(&cut.stdout)
+    );
+    for line in text(&cut.stdout).lines() {
+        serde_json::from_str::<Value>(line).expect("stdout holds only runs");
+    }
+    let hint = text(&cut.stderr);
+    assert_eq!(hint.lines().count(), 1, "{hint}");
+    assert!(
+        hint.contains("more runs exist") && hint.contains("--limit"),
+        "{hint}"
+    );
+
+    let table = baa_log(&server, &["runs", "--limit", "2"]).await;
+    assert_eq!(
+        text(&table.stdout).lines().count(),
+        3,
+        "a header and two runs"
+    );
+    assert!(text(&table.stderr).contains("more runs exist"));
+    let exact = baa_log(&server, &["runs", "--limit", "3"]).await;
+    assert_eq!(text(&exact.stdout).lines().count(), 4);
+    assert_eq!(text(&exact.stderr), "", "every run is shown");
+    let one_task = baa_log(
+        &server,
+        &["runs", "--json", "--limit", "1", "--status", "running"],
+    )
+    .await;
+    assert_eq!(text(&one_task.stdout).lines().count(), 1);
+    assert_eq!(text(&one_task.stderr), "", "one run is running, and shown");
+    server.stop().await;
+}
