@@ -562,3 +562,69 @@ async fn runs_json_is_one_run_a_line_and_tells_of_more_on_stderr() {
     assert_eq!(text(&one_task.stderr), "", "one run is running, and shown");
     server.stop().await;
 }
+
+/// `TASK/@latest` names the task's newest run by creation time, not the
+/// last one prepared, and `@latest~1` the one before; a place beyond the
+/// task's runs fails with one line naming the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_names_a_tasks_runs_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    // The newer run is prepared first, and another task has a newer one.
+    prepare_with_output(&server, "t", "new", "2026-01-02T00:00:00Z", "new output\n").await;
+    prepare_with_output(&server, "t", "old", "2026-01-01T00:00:00Z", "old output\n").await;
+    prepare_with_output(&server, "u", "other", "2026-01-03T00:00:00Z", "other\n").await;
+
+    for (name, expected) in [
+        ("t/@latest", "new output\n"),
+        ("t/@latest~0", "new output\n"),
+        ("t/@latest~1", "old output\n"),
+        ("u/@latest", "other\n"),
+    ] {
+        let cat = baa_log(&server, &["cat", name]).await;
+        assert!(cat.status.success(), "{name}: {cat:?}");
+        assert_eq!(text(&cat.stdout), expected, "{name}");
+    }
+    let show = baa_log(&server, &["show", "t/@latest~1", "--json"]).await;
+    let show: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(show["metadata"]["runId"], "old");
+    // `follow` ends with the run.
+    let mut client = server.client().await;
+    for status in [
+        baa_logging::pb::RunStatus::Running,
+        baa_logging::pb::RunStatus::Completed,
+    ] {
+        crate::util::set_status(&mut client, "t", "new", status)
+            .await
+            .unwrap();
+    }
+    let follow = baa_log(
+        &server,
+        &["follow", "t/@latest", "--json", "--channel", "stdout"],
+    )
+    .await;
+    let follow: Value = serde_json::from_slice(&follow.stdout).unwrap();
+    assert_eq!(follow["runId"], "new");
+
+    for (args, needles) in [
+        (
+            &["cat", "t/@latest~5"][..],
+            &["task `t`", "only 2 runs"][..],
+        ),
+        (&["show", "empty/@latest"], &["task `empty`", "no runs"]),
+    ] {
+        let output = baa_log(&server, args).await;
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert_eq!(text(&output.stdout), "", "{args:?}");
+        let stderr = text(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        }
+    }
+    // A malformed place is a usage error, not a run id.
+    let malformed = baa_log(&server, &["cat", "t/@latest~x"]).await;
+    assert_eq!(malformed.status.code(), Some(2), "{malformed:?}");
+    assert!(text(&malformed.stderr).contains("TASK/@latest~N"));
+    server.stop().await;
+}

@@ -7,6 +7,7 @@
 //! - `read`: `follow` and `cat`, a run's entries; `prefix`: what
 //!   `--timestamps` and `--seq` put in front of their lines.
 //! - `runs`: `runs` and `show`, what runs there are.
+//! - `run_ref`: how a run is named (`TASK/RUN`, `TASK/@latest~N`).
 //! - `health`: `health`, whether a server serves.
 //! - `gc`: `gc`, a retention pass on the server.
 //! - `render`: how entries, states and errors are written for people and
@@ -18,11 +19,12 @@ mod health;
 mod prefix;
 mod read;
 mod render;
+mod run_ref;
 mod runs;
 
 use std::process::ExitCode;
 
-use baa_logging_client::{Client, ConnectOptions, RunKey};
+use baa_logging_client::{Client, ConnectOptions};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// The baa-logging command line: run a command with its output logged to a
@@ -185,8 +187,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
-/// Parses `TASK/RUN` for clap.
-fn parse_run(text: &str) -> Result<RunKey, String> {
+/// Parses `TASK/RUN`, `TASK/@latest` or `TASK/@latest~N` for clap.
+fn parse_run(text: &str) -> Result<run_ref::RunRef, String> {
     text.parse()
         .map_err(|err: baa_logging_client::ClientError| err.to_string())
 }

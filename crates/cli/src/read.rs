@@ -2,18 +2,18 @@
 
 use std::io::Write;
 
-use baa_logging_client::{Client, ClientError, FollowEvent, FollowOptions, RunKey, pb};
+use baa_logging_client::{Client, ClientError, FollowEvent, FollowOptions, pb};
 use clap::Args;
 use futures::StreamExt;
 
-use crate::{ChannelArg, parse_run, prefix::PrefixArgs, render};
+use crate::{ChannelArg, parse_run, prefix::PrefixArgs, render, run_ref::RunRef};
 
 /// Arguments of `baa-log follow`.
 #[derive(Debug, Args)]
 pub(crate) struct FollowArgs {
-    /// The run, as TASK/RUN.
+    /// The run, as TASK/RUN, TASK/@latest or TASK/@latest~N.
     #[arg(value_parser = parse_run)]
-    run: RunKey,
+    run: RunRef,
     /// Start at this sequence number.
     #[arg(long, default_value_t = 1)]
     from: u64,
@@ -31,9 +31,9 @@ pub(crate) struct FollowArgs {
 /// Arguments of `baa-log cat`.
 #[derive(Debug, Args)]
 pub(crate) struct CatArgs {
-    /// The run, as TASK/RUN.
+    /// The run, as TASK/RUN, TASK/@latest or TASK/@latest~N.
     #[arg(value_parser = parse_run)]
-    run: RunKey,
+    run: RunRef,
     /// Only this channel; repeat for several. Default: stdout and stderr.
     #[arg(long = "channel", value_enum)]
     channels: Vec<ChannelArg>,
@@ -53,7 +53,7 @@ pub(crate) async fn follow(client: &Client, args: FollowArgs) -> Result<u8, Clie
             .collect(),
         ..FollowOptions::default()
     };
-    let mut events = client.follow(args.run, options);
+    let mut events = client.follow(args.run.resolve(client).await?, options);
     let mut out = anstream::stdout().lock();
     let mut at_line_start = true;
     // A terminal state comes with the first response when following a run
@@ -110,7 +110,7 @@ pub(crate) async fn cat(client: &Client, args: CatArgs) -> Result<u8, ClientErro
         history_only: true,
         ..FollowOptions::default()
     };
-    let mut events = client.follow(args.run, options);
+    let mut events = client.follow(args.run.resolve(client).await?, options);
     let mut out = std::io::stdout().lock();
     let mut at_line_start = true;
     while let Some(event) = events.next().await {

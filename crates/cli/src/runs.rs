@@ -4,11 +4,11 @@
 
 use std::io::Write;
 
-use baa_logging_client::{Client, ClientError, RunFilter, RunKey, pb};
+use baa_logging_client::{Client, ClientError, RunFilter, pb};
 use clap::{Args, ValueEnum};
 use serde_json::{Value as Json, json};
 
-use crate::{parse_run, render};
+use crate::{parse_run, render, run_ref::RunRef};
 
 /// A status, as the command line names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -58,9 +58,9 @@ pub(crate) struct RunsArgs {
 /// Arguments of `baa-log show`.
 #[derive(Debug, Args)]
 pub(crate) struct ShowArgs {
-    /// The run, as TASK/RUN.
+    /// The run, as TASK/RUN, TASK/@latest or TASK/@latest~N.
     #[arg(value_parser = parse_run)]
-    run: RunKey,
+    run: RunRef,
     /// As JSON.
     #[arg(long)]
     json: bool,
@@ -158,7 +158,7 @@ fn print_table(runs: Vec<pb::Run>) {
 
 /// Prints a run's metadata, state and summary.
 pub(crate) async fn show(client: &Client, args: ShowArgs) -> Result<u8, ClientError> {
-    let run = client.get_run(&args.run).await?;
+    let run = client.get_run(&args.run.resolve(client).await?).await?;
     if args.json {
         println!(
             "{}",
