@@ -628,3 +628,70 @@ async fn latest_names_a_tasks_runs_newest_first() {
     assert!(text(&malformed.stderr).contains("TASK/@latest~N"));
     server.stop().await;
 }
+
+/// `follow --wait` started before its run exists waits quietly (stderr is
+/// not a terminal here), then prints the run once it is prepared, written
+/// and completed, and exits 0; so does `--wait` with `@latest` of a task
+/// that has no run yet. Without `--wait` a missing run fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_wait_follows_a_run_prepared_later() {
+    use crate::util::{append, open, prepare, set_status, stdout};
+    use baa_logging::pb::RunStatus;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let missing = baa_log(&server, &["follow", "t/r"]).await;
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert!(text(&missing.stderr).contains("not found"));
+
+    let start = |args: &[&str]| {
+        Command::new(cli_binary())
+            .args(args)
+            .env("BAA_LOG_SERVER", format!("http://{}", server.addr))
+            .env_remove("BAA_LOG_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("baa-log starts")
+    };
+    let mut by_id = start(&["follow", "--wait", "t/r", "--channel", "stdout"]);
+    let mut by_place = start(&["follow", "--wait", "u/@latest", "--channel", "stdout"]);
+    // Long enough for both to have found nothing and started waiting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(by_id.try_wait().unwrap().is_none(), "still waiting");
+    assert!(by_place.try_wait().unwrap().is_none(), "still waiting");
+
+    let mut client = server.client().await;
+    for (task, run) in [("t", "r"), ("u", "first")] {
+        prepare(&mut client, task, run).await;
+        set_status(&mut client, task, run, RunStatus::Running)
+            .await
+            .unwrap();
+        let line = format!("hello from {task}/{run}\n");
+        append(
+            &mut client,
+            vec![open(task, run, "w", vec![stdout(1, &line)])],
+        )
+        .await
+        .unwrap();
+        set_status(&mut client, task, run, RunStatus::Completed)
+            .await
+            .unwrap();
+    }
+    for (child, line) in [
+        (by_id, "hello from t/r\n"),
+        (by_place, "hello from u/first\n"),
+    ] {
+        let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+            .await
+            .expect("the follow ends with the run")
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let stdout = text(&output.stdout);
+        assert!(stdout.contains(line), "{stdout}");
+        assert!(stdout.ends_with("» run is completed\n"), "{stdout}");
+        assert_eq!(text(&output.stderr), "", "no waiting line off a terminal");
+    }
+    server.stop().await;
+}

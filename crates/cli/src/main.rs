@@ -7,7 +7,8 @@
 //! - `read`: `follow` and `cat`, a run's entries; `prefix`: what
 //!   `--timestamps` and `--seq` put in front of their lines.
 //! - `runs`: `runs` and `show`, what runs there are.
-//! - `run_ref`: how a run is named (`TASK/RUN`, `TASK/@latest~N`).
+//! - `run_ref`: how a run is named (`TASK/RUN`, `TASK/@latest~N`);
+//!   `wait`: `follow --wait`, for a run not prepared yet.
 //! - `health`: `health`, whether a server serves.
 //! - `gc`: `gc`, a retention pass on the server.
 //! - `render`: how entries, states and errors are written for people and
@@ -21,6 +22,7 @@ mod read;
 mod render;
 mod run_ref;
 mod runs;
+mod wait;
 
 use std::process::ExitCode;
 

@@ -6,7 +6,7 @@ use baa_logging_client::{Client, ClientError, FollowEvent, FollowOptions, pb};
 use clap::Args;
 use futures::StreamExt;
 
-use crate::{ChannelArg, parse_run, prefix::PrefixArgs, render, run_ref::RunRef};
+use crate::{ChannelArg, parse_run, prefix::PrefixArgs, render, run_ref::RunRef, wait};
 
 /// Arguments of `baa-log follow`.
 #[derive(Debug, Args)]
@@ -14,6 +14,10 @@ pub(crate) struct FollowArgs {
     /// The run, as TASK/RUN, TASK/@latest or TASK/@latest~N.
     #[arg(value_parser = parse_run)]
     run: RunRef,
+    /// If the run is not prepared yet, wait until it is (for TASK/@latest,
+    /// until the task has a run) instead of failing.
+    #[arg(long)]
+    wait: bool,
     /// Start at this sequence number.
     #[arg(long, default_value_t = 1)]
     from: u64,
@@ -53,7 +57,12 @@ pub(crate) async fn follow(client: &Client, args: FollowArgs) -> Result<u8, Clie
             .collect(),
         ..FollowOptions::default()
     };
-    let mut events = client.follow(args.run.resolve(client).await?, options);
+    let key = if args.wait {
+        wait::until_prepared(client, &args.run).await?
+    } else {
+        args.run.resolve(client).await?
+    };
+    let mut events = client.follow(key, options);
     let mut out = anstream::stdout().lock();
     let mut at_line_start = true;
     // A terminal state comes with the first response when following a run
