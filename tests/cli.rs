@@ -460,3 +460,238 @@ async fn lines_carry_their_seq_and_time_when_asked() {
     );
     server.stop().await;
 }
+
+/// Prepares `run` of `task`, created at `created_at`, with `text` on its
+/// stdout.
+async fn prepare_with_output(
+    server: &TestServer,
+    task: &str,
+    run: &str,
+    created_at: &str,
+    text: &str,
+) {
+    use crate::util::{append, metadata_at, open, prepare_request, stdout};
+    let mut client = server.client().await;
+    client
+        .prepare_run(prepare_request(metadata_at(task, run, created_at)))
+        .await
+        .expect("prepare");
+    append(
+        &mut client,
+        vec![open(task, run, "w", vec![stdout(1, text)])],
+    )
+    .await
+    .expect("append");
+}
+
+/// `runs --json` prints one run a line, newest first, each the object
+/// `show --json` prints for it; the line saying that `--limit` left runs
+/// out goes to stderr, and only when it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_json_is_one_run_a_line_and_tells_of_more_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    for (run, day) in [("a", 1), ("b", 2), ("c", 3)] {
+        let created_at = format!("2026-01-0{day}T00:00:00Z");
+        prepare_with_output(&server, "t", run, &created_at, &format!("{run}\n")).await;
+    }
+    let mut client = server.client().await;
+    crate::util::set_status(&mut client, "t", "b", baa_logging::pb::RunStatus::Running)
+        .await
+        .unwrap();
+
+    let all = baa_log(&server, &["runs", "--json"]).await;
+    assert!(all.status.success(), "{all:?}");
+    assert_eq!(text(&all.stderr), "", "nothing more to tell");
+    let lines: Vec<Value> = text(&all.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect();
+    let ids: Vec<&str> = lines
+        .iter()
+        .map(|run| run["metadata"]["runId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["c", "b", "a"]);
+    let statuses: Vec<&str> = lines
+        .iter()
+        .map(|run| run["state"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["prepared", "running", "prepared"]);
+    for (line, id) in lines.iter().zip(&ids) {
+        let show = baa_log(&server, &["show", &format!("t/{id}"), "--json"]).await;
+        let show: Value = serde_json::from_slice(&show.stdout).unwrap();
+        assert_eq!(line, &show, "runs --json and show --json agree on {id}");
+        assert_eq!(line["summary"]["stdoutChunkCount"], 1);
+        assert!(line.get("runDir").is_none(), "{line}");
+    }
+
+    let cut = baa_log(&server, &["runs", "--json", "--limit", "2"]).await;
+    assert!(cut.status.success(), "{cut:?}");
+    assert_eq!(
+        text(&cut.stdout).lines().count(),
+        2,
+        "{}",
+        text(&cut.stdout)
+    );
+    for line in text(&cut.stdout).lines() {
+        serde_json::from_str::<Value>(line).expect("stdout holds only runs");
+    }
+    let hint = text(&cut.stderr);
+    assert_eq!(hint.lines().count(), 1, "{hint}");
+    assert!(
+        hint.contains("more runs exist") && hint.contains("--limit"),
+        "{hint}"
+    );
+
+    let table = baa_log(&server, &["runs", "--limit", "2"]).await;
+    assert_eq!(
+        text(&table.stdout).lines().count(),
+        3,
+        "a header and two runs"
+    );
+    assert!(text(&table.stderr).contains("more runs exist"));
+    let exact = baa_log(&server, &["runs", "--limit", "3"]).await;
+    assert_eq!(text(&exact.stdout).lines().count(), 4);
+    assert_eq!(text(&exact.stderr), "", "every run is shown");
+    let one_task = baa_log(
+        &server,
+        &["runs", "--json", "--limit", "1", "--status", "running"],
+    )
+    .await;
+    assert_eq!(text(&one_task.stdout).lines().count(), 1);
+    assert_eq!(text(&one_task.stderr), "", "one run is running, and shown");
+    server.stop().await;
+}
+
+/// `TASK/@latest` names the task's newest run by creation time, not the
+/// last one prepared, and `@latest~1` the one before; a place beyond the
+/// task's runs fails with one line naming the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_names_a_tasks_runs_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    // The newer run is prepared first, and another task has a newer one.
+    prepare_with_output(&server, "t", "new", "2026-01-02T00:00:00Z", "new output\n").await;
+    prepare_with_output(&server, "t", "old", "2026-01-01T00:00:00Z", "old output\n").await;
+    prepare_with_output(&server, "u", "other", "2026-01-03T00:00:00Z", "other\n").await;
+
+    for (name, expected) in [
+        ("t/@latest", "new output\n"),
+        ("t/@latest~0", "new output\n"),
+        ("t/@latest~1", "old output\n"),
+        ("u/@latest", "other\n"),
+    ] {
+        let cat = baa_log(&server, &["cat", name]).await;
+        assert!(cat.status.success(), "{name}: {cat:?}");
+        assert_eq!(text(&cat.stdout), expected, "{name}");
+    }
+    let show = baa_log(&server, &["show", "t/@latest~1", "--json"]).await;
+    let show: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(show["metadata"]["runId"], "old");
+    // `follow` ends with the run.
+    let mut client = server.client().await;
+    for status in [
+        baa_logging::pb::RunStatus::Running,
+        baa_logging::pb::RunStatus::Completed,
+    ] {
+        crate::util::set_status(&mut client, "t", "new", status)
+            .await
+            .unwrap();
+    }
+    let follow = baa_log(
+        &server,
+        &["follow", "t/@latest", "--json", "--channel", "stdout"],
+    )
+    .await;
+    let follow: Value = serde_json::from_slice(&follow.stdout).unwrap();
+    assert_eq!(follow["runId"], "new");
+
+    for (args, needles) in [
+        (
+            &["cat", "t/@latest~5"][..],
+            &["task `t`", "only 2 runs"][..],
+        ),
+        (&["show", "empty/@latest"], &["task `empty`", "no runs"]),
+    ] {
+        let output = baa_log(&server, args).await;
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert_eq!(text(&output.stdout), "", "{args:?}");
+        let stderr = text(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        }
+    }
+    // A malformed place is a usage error, not a run id.
+    let malformed = baa_log(&server, &["cat", "t/@latest~x"]).await;
+    assert_eq!(malformed.status.code(), Some(2), "{malformed:?}");
+    assert!(text(&malformed.stderr).contains("TASK/@latest~N"));
+    server.stop().await;
+}
+
+/// `follow --wait` started before its run exists waits quietly (stderr is
+/// not a terminal here), then prints the run once it is prepared, written
+/// and completed, and exits 0; so does `--wait` with `@latest` of a task
+/// that has no run yet. Without `--wait` a missing run fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_wait_follows_a_run_prepared_later() {
+    use crate::util::{append, open, prepare, set_status, stdout};
+    use baa_logging::pb::RunStatus;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let missing = baa_log(&server, &["follow", "t/r"]).await;
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert!(text(&missing.stderr).contains("not found"));
+
+    let start = |args: &[&str]| {
+        Command::new(cli_binary())
+            .args(args)
+            .env("BAA_LOG_SERVER", format!("http://{}", server.addr))
+            .env_remove("BAA_LOG_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("baa-log starts")
+    };
+    let mut by_id = start(&["follow", "--wait", "t/r", "--channel", "stdout"]);
+    let mut by_place = start(&["follow", "--wait", "u/@latest", "--channel", "stdout"]);
+    // Long enough for both to have found nothing and started waiting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(by_id.try_wait().unwrap().is_none(), "still waiting");
+    assert!(by_place.try_wait().unwrap().is_none(), "still waiting");
+
+    let mut client = server.client().await;
+    for (task, run) in [("t", "r"), ("u", "first")] {
+        prepare(&mut client, task, run).await;
+        set_status(&mut client, task, run, RunStatus::Running)
+            .await
+            .unwrap();
+        let line = format!("hello from {task}/{run}\n");
+        append(
+            &mut client,
+            vec![open(task, run, "w", vec![stdout(1, &line)])],
+        )
+        .await
+        .unwrap();
+        set_status(&mut client, task, run, RunStatus::Completed)
+            .await
+            .unwrap();
+    }
+    for (child, line) in [
+        (by_id, "hello from t/r\n"),
+        (by_place, "hello from u/first\n"),
+    ] {
+        let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+            .await
+            .expect("the follow ends with the run")
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let stdout = text(&output.stdout);
+        assert!(stdout.contains(line), "{stdout}");
+        assert!(stdout.ends_with("» run is completed\n"), "{stdout}");
+        assert_eq!(text(&output.stderr), "", "no waiting line off a terminal");
+    }
+    server.stop().await;
+}

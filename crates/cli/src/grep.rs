@@ -5,11 +5,11 @@
 use std::{io::Write, time::Duration};
 
 use anstyle::{AnsiColor, Style};
-use baa_logging_client::{Client, ClientError, RunKey, pb};
+use baa_logging_client::{Client, ClientError, pb};
 use clap::Args;
 use serde_json::json;
 
-use crate::{ChannelArg, parse_run, range::parse_time};
+use crate::{ChannelArg, parse_run, range::parse_time, run_ref::RunRef};
 
 /// How the run name stands out, as grep shows file names.
 const RUN: Style = AnsiColor::Magenta.on_default();
@@ -25,10 +25,10 @@ const SEPARATOR: Style = AnsiColor::Cyan.on_default();
 pub(crate) struct GrepArgs {
     /// A regular expression (Rust `regex` syntax), or a literal with -F.
     pattern: String,
-    /// Only this run, as TASK/RUN. Without it: every run of --task, or of
-    /// every task.
+    /// Only this run, as TASK/RUN, TASK/@latest or TASK/@latest~N.
+    /// Without it: every run of --task, or of every task.
     #[arg(value_parser = parse_run)]
-    run: Option<RunKey>,
+    run: Option<RunRef>,
     /// Only this task's runs.
     #[arg(long, conflicts_with = "run")]
     task: Option<String>,
@@ -72,8 +72,12 @@ pub(crate) struct GrepArgs {
 /// error, as grep does: see `main`).
 pub(crate) async fn grep(client: &Client, args: GrepArgs) -> Result<u8, ClientError> {
     let context = args.context.unwrap_or(0);
-    let (task_id, run_id) = match (&args.run, &args.task) {
-        (Some(run), _) => (run.task_id.clone(), run.run_id.clone()),
+    let run = match &args.run {
+        Some(run) => Some(run.resolve(client).await?),
+        None => None,
+    };
+    let (task_id, run_id) = match (run, &args.task) {
+        (Some(run), _) => (run.task_id, run.run_id),
         (None, Some(task)) => (task.clone(), String::new()),
         (None, None) => (String::new(), String::new()),
     };

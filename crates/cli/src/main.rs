@@ -9,6 +9,8 @@
 //!   which part of the run they print (`--tail`, `--since`, ...).
 //! - `runs`: `runs` and `show`, what runs there are.
 //! - `grep`: `grep`, a search of runs' output on the server.
+//! - `run_ref`: how a run is named (`TASK/RUN`, `TASK/@latest~N`);
+//!   `wait`: `follow --wait`, for a run not prepared yet.
 //! - `health`: `health`, whether a server serves.
 //! - `gc`: `gc`, a retention pass on the server.
 //! - `render`: how entries, states and errors are written for people and
@@ -22,11 +24,13 @@ mod prefix;
 mod range;
 mod read;
 mod render;
+mod run_ref;
 mod runs;
+mod wait;
 
 use std::process::ExitCode;
 
-use baa_logging_client::{Client, ConnectOptions, RunKey};
+use baa_logging_client::{Client, ConnectOptions};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// The baa-logging command line: run a command with its output logged to a
@@ -198,8 +202,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
-/// Parses `TASK/RUN` for clap.
-fn parse_run(text: &str) -> Result<RunKey, String> {
+/// Parses `TASK/RUN`, `TASK/@latest` or `TASK/@latest~N` for clap.
+fn parse_run(text: &str) -> Result<run_ref::RunRef, String> {
     text.parse()
         .map_err(|err: baa_logging_client::ClientError| err.to_string())
 }

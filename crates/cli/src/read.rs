@@ -11,14 +11,20 @@ use crate::{
     prefix::PrefixArgs,
     range::{RangeArgs, last_lines},
     render,
+    run_ref::RunRef,
+    wait,
 };
 
 /// Arguments of `baa-log follow`.
 #[derive(Debug, Args)]
 pub(crate) struct FollowArgs {
-    /// The run, as TASK/RUN.
+    /// The run, as TASK/RUN, TASK/@latest or TASK/@latest~N.
     #[arg(value_parser = parse_run)]
-    run: RunKey,
+    run: RunRef,
+    /// If the run is not prepared yet, wait until it is (for TASK/@latest,
+    /// until the task has a run) instead of failing.
+    #[arg(long)]
+    wait: bool,
     /// Only this channel; repeat for several.
     #[arg(long = "channel", value_enum)]
     channels: Vec<ChannelArg>,
@@ -36,9 +42,9 @@ pub(crate) struct FollowArgs {
 /// Arguments of `baa-log cat`.
 #[derive(Debug, Args)]
 pub(crate) struct CatArgs {
-    /// The run, as TASK/RUN.
+    /// The run, as TASK/RUN, TASK/@latest or TASK/@latest~N.
     #[arg(value_parser = parse_run)]
-    run: RunKey,
+    run: RunRef,
     /// Only this channel; repeat for several. Default: stdout and stderr.
     #[arg(long = "channel", value_enum)]
     channels: Vec<ChannelArg>,
@@ -52,6 +58,10 @@ pub(crate) struct CatArgs {
 
 /// Follows a run until it ends (or the range does).
 pub(crate) async fn follow(client: &Client, args: FollowArgs) -> Result<u8, ClientError> {
+    let run = match args.wait {
+        true => wait::until_prepared(client, &args.run).await?,
+        false => args.run.resolve(client).await?,
+    };
     let base = FollowOptions {
         channels: args
             .channels
@@ -66,7 +76,7 @@ pub(crate) async fn follow(client: &Client, args: FollowArgs) -> Result<u8, Clie
     );
     let live = match args.range.tail {
         Some(lines) => {
-            let (history, live) = tail(client, &args.run, &args.range, base, lines, true).await?;
+            let (history, live) = tail(client, &run, &args.range, base, lines, true).await?;
             for event in history {
                 if !printer.print(event) {
                     return Ok(0);
@@ -77,7 +87,7 @@ pub(crate) async fn follow(client: &Client, args: FollowArgs) -> Result<u8, Clie
         None => Some(args.range.options(base)),
     };
     if let Some(options) = live {
-        let mut events = client.follow(args.run, options);
+        let mut events = client.follow(run, options);
         while let Some(event) = events.next().await {
             if !printer.print(event?) {
                 return Ok(0);
@@ -90,6 +100,7 @@ pub(crate) async fn follow(client: &Client, args: FollowArgs) -> Result<u8, Clie
 
 /// Prints a run's stored output.
 pub(crate) async fn cat(client: &Client, args: CatArgs) -> Result<u8, ClientError> {
+    let run = args.run.resolve(client).await?;
     let channels = if args.channels.is_empty() {
         vec![ChannelArg::Stdout, ChannelArg::Stderr]
     } else {
@@ -102,14 +113,14 @@ pub(crate) async fn cat(client: &Client, args: CatArgs) -> Result<u8, ClientErro
     };
     let mut printer = Printer::new(Style::Raw, args.prefix);
     if let Some(lines) = args.range.tail {
-        let (history, _) = tail(client, &args.run, &args.range, base, lines, false).await?;
+        let (history, _) = tail(client, &run, &args.range, base, lines, false).await?;
         for event in history {
             if !printer.print(event) {
                 return Ok(0);
             }
         }
     } else {
-        let mut events = client.follow(args.run, args.range.options(base));
+        let mut events = client.follow(run, args.range.options(base));
         while let Some(event) = events.next().await {
             if !printer.print(event?) {
                 return Ok(0);

@@ -1,11 +1,14 @@
 //! `baa-log runs` and `baa-log show`: what runs there are, and one run in
-//! full.
+//! full. Both print a run as JSON in one shape ([`run_json`]): `show --json`
+//! one run, pretty; `runs --json` one run a line.
 
-use baa_logging_client::{Client, ClientError, RunFilter, RunKey, pb};
+use std::io::Write;
+
+use baa_logging_client::{Client, ClientError, RunFilter, pb};
 use clap::{Args, ValueEnum};
-use serde_json::json;
+use serde_json::{Value as Json, json};
 
-use crate::{parse_run, render};
+use crate::{parse_run, render, run_ref::RunRef};
 
 /// A status, as the command line names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,17 +47,20 @@ pub(crate) struct RunsArgs {
     /// Only runs in this status; repeat for several.
     #[arg(long = "status", value_enum)]
     statuses: Vec<StatusArg>,
-    /// At most this many runs.
+    /// At most this many runs. When more exist, a line on stderr says so.
     #[arg(long, default_value_t = 50)]
     limit: usize,
+    /// One run a line, as JSON in the shape of `show --json`.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `baa-log show`.
 #[derive(Debug, Args)]
 pub(crate) struct ShowArgs {
-    /// The run, as TASK/RUN.
+    /// The run, as TASK/RUN, TASK/@latest or TASK/@latest~N.
     #[arg(value_parser = parse_run)]
-    run: RunKey,
+    run: RunRef,
     /// As JSON.
     #[arg(long)]
     json: bool,
@@ -64,38 +70,76 @@ pub(crate) struct ShowArgs {
     verbose: bool,
 }
 
-/// Prints a table of runs, newest first.
+/// Prints runs, newest first: as a table, or one JSON object a line;
+/// then, on stderr, whether `--limit` left runs out.
 pub(crate) async fn runs(client: &Client, args: RunsArgs) -> Result<u8, ClientError> {
-    let mut rows =
-        vec![["TASK", "RUN", "STEP", "STATUS", "ATTEMPT", "ENTRIES", "AGE"].map(String::from)];
+    let (runs, more) = list(client, &args).await?;
+    if args.json {
+        let mut out = std::io::stdout().lock();
+        for run in runs {
+            if writeln!(out, "{}", run_json(run, false)).is_err() {
+                // The reader went away (`| head`): that is the end.
+                return Ok(0);
+            }
+        }
+    } else {
+        print_table(runs);
+    }
+    if more {
+        // On stderr, so that `--json` output stays one run a line.
+        eprintln!(
+            "baa-log: more runs exist than the {} shown; --limit N shows more",
+            args.limit
+        );
+    }
+    Ok(0)
+}
+
+/// The first `args.limit` runs that match, newest first, and whether more
+/// exist.
+async fn list(client: &Client, args: &RunsArgs) -> Result<(Vec<pb::Run>, bool), ClientError> {
     let mut filter = RunFilter {
-        task_id: args.task,
+        task_id: args.task.clone(),
         statuses: args.statuses.iter().map(|status| status.to_pb()).collect(),
         page_size: args.limit.min(1000) as u32,
         page_token: String::new(),
     };
-    while rows.len() <= args.limit {
+    let mut runs = Vec::new();
+    // Whether the last page said another follows.
+    let mut next_page = false;
+    while runs.len() < args.limit {
         let page = client.list_runs(filter.clone()).await?;
-        for run in page.runs {
-            let metadata = run.metadata.unwrap_or_default();
-            let state = run.state.unwrap_or_default();
-            let summary = run.summary.unwrap_or_default();
-            rows.push([
-                metadata.task_id,
-                metadata.run_id,
-                metadata.step_id,
-                render::status_name(state.status()).to_string(),
-                metadata.attempt.to_string(),
-                summary.total_entries.to_string(),
-                render::age(&metadata.created_at),
-            ]);
-        }
-        if page.next_page_token.is_empty() {
+        runs.extend(page.runs);
+        next_page = !page.next_page_token.is_empty();
+        if !next_page {
             break;
         }
         filter.page_token = page.next_page_token;
     }
-    rows.truncate(args.limit + 1);
+    let more = next_page || runs.len() > args.limit;
+    runs.truncate(args.limit);
+    Ok((runs, more))
+}
+
+/// Prints runs as a table with a header, each column as wide as its
+/// widest cell.
+fn print_table(runs: Vec<pb::Run>) {
+    let mut rows =
+        vec![["TASK", "RUN", "STEP", "STATUS", "ATTEMPT", "ENTRIES", "AGE"].map(String::from)];
+    for run in runs {
+        let metadata = run.metadata.unwrap_or_default();
+        let state = run.state.unwrap_or_default();
+        let summary = run.summary.unwrap_or_default();
+        rows.push([
+            metadata.task_id,
+            metadata.run_id,
+            metadata.step_id,
+            render::status_name(state.status()).to_string(),
+            metadata.attempt.to_string(),
+            summary.total_entries.to_string(),
+            render::age(&metadata.created_at),
+        ]);
+    }
     let mut widths = [0usize; 7];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -110,65 +154,22 @@ pub(crate) async fn runs(client: &Client, args: RunsArgs) -> Result<u8, ClientEr
             .collect();
         println!("{}", line.join("  ").trim_end());
     }
-    Ok(0)
 }
 
 /// Prints a run's metadata, state and summary.
 pub(crate) async fn show(client: &Client, args: ShowArgs) -> Result<u8, ClientError> {
-    let run = client.get_run(&args.run).await?;
+    let run = client.get_run(&args.run.resolve(client).await?).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&run_json(run, args.verbose)).unwrap_or_default()
+        );
+        return Ok(0);
+    }
     let metadata = run.metadata.unwrap_or_default();
     let state = run.state.unwrap_or_default();
     let summary = run.summary.unwrap_or_default();
     let paths = run.paths.unwrap_or_default();
-    if args.json {
-        let value = json!({
-            "metadata": {
-                "layoutVersion": metadata.layout_version,
-                "taskId": metadata.task_id,
-                "stepId": metadata.step_id,
-                "stepName": metadata.step_name,
-                "runId": metadata.run_id,
-                "workerKind": metadata.worker_kind,
-                "attempt": metadata.attempt,
-                "repoRoot": metadata.repo_root,
-                "worktreePath": metadata.worktree_path,
-                "createdAt": metadata.created_at,
-                "checkpointMode": metadata.checkpoint_mode,
-                "promptSummary": metadata.prompt_summary,
-                "command": metadata.command,
-            },
-            "state": {
-                "status": render::status_name(state.status()),
-                "attempt": state.attempt,
-                "startedAt": state.started_at,
-                "updatedAt": state.updated_at,
-                "finishedAt": state.finished_at,
-                "lastEventSeq": state.last_event_seq,
-                "checkpointSeq": state.checkpoint_seq,
-                "summary": state.summary,
-                "exitCode": state.exit_code,
-            },
-            "summary": {
-                "totalEntries": summary.total_entries,
-                "lastSeq": summary.last_seq,
-                "lifecycleEventCount": summary.lifecycle_event_count,
-                "stdoutChunkCount": summary.stdout_chunk_count,
-                "stderrChunkCount": summary.stderr_chunk_count,
-            },
-        });
-        let value = match (args.verbose, value) {
-            (true, serde_json::Value::Object(mut object)) => {
-                object.insert("runDir".into(), paths.run_dir.into());
-                serde_json::Value::Object(object)
-            }
-            (_, value) => value,
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&strip_nulls(value)).unwrap_or_default()
-        );
-        return Ok(0);
-    }
     let optional = |value: Option<String>| value.unwrap_or_else(|| "-".into());
     let mut lines = vec![
         ("run", format!("{}/{}", metadata.task_id, metadata.run_id)),
@@ -215,6 +216,54 @@ pub(crate) async fn show(client: &Client, args: ShowArgs) -> Result<u8, ClientEr
         println!("{name:<10} {value}");
     }
     Ok(0)
+}
+
+/// A run as JSON: its metadata, state and log summary in the contracts'
+/// field names, without unset optional fields; with `run_dir`, also the
+/// run's directory on the server (`runDir`), a path of no use elsewhere.
+fn run_json(run: pb::Run, run_dir: bool) -> Json {
+    let metadata = run.metadata.unwrap_or_default();
+    let state = run.state.unwrap_or_default();
+    let summary = run.summary.unwrap_or_default();
+    let mut value = json!({
+        "metadata": {
+            "layoutVersion": metadata.layout_version,
+            "taskId": metadata.task_id,
+            "stepId": metadata.step_id,
+            "stepName": metadata.step_name,
+            "runId": metadata.run_id,
+            "workerKind": metadata.worker_kind,
+            "attempt": metadata.attempt,
+            "repoRoot": metadata.repo_root,
+            "worktreePath": metadata.worktree_path,
+            "createdAt": metadata.created_at,
+            "checkpointMode": metadata.checkpoint_mode,
+            "promptSummary": metadata.prompt_summary,
+            "command": metadata.command,
+        },
+        "state": {
+            "status": render::status_name(state.status()),
+            "attempt": state.attempt,
+            "startedAt": state.started_at,
+            "updatedAt": state.updated_at,
+            "finishedAt": state.finished_at,
+            "lastEventSeq": state.last_event_seq,
+            "checkpointSeq": state.checkpoint_seq,
+            "summary": state.summary,
+            "exitCode": state.exit_code,
+        },
+        "summary": {
+            "totalEntries": summary.total_entries,
+            "lastSeq": summary.last_seq,
+            "lifecycleEventCount": summary.lifecycle_event_count,
+            "stdoutChunkCount": summary.stdout_chunk_count,
+            "stderrChunkCount": summary.stderr_chunk_count,
+        },
+    });
+    if run_dir {
+        value["runDir"] = run.paths.unwrap_or_default().run_dir.into();
+    }
+    strip_nulls(value)
 }
 
 /// Leaves out unset optional fields, as the contracts do.
