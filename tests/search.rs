@@ -392,6 +392,21 @@ async fn deadlines_pace_and_cancellation() {
         found.last.bytes_scanned
     );
 
+    // One caller runs at most four searches at once.
+    let mut open_searches = Vec::new();
+    for _ in 0..4 {
+        let stream = client
+            .search_runs(request("needle"))
+            .await
+            .expect("within the cap")
+            .into_inner();
+        open_searches.push(stream);
+    }
+    let refused = client.search_runs(request("needle")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("(4)"), "{refused:?}");
+    drop(open_searches);
+
     set_status(&mut client, "t", "r", pb::RunStatus::Running)
         .await
         .unwrap();

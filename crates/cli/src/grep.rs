@@ -57,10 +57,13 @@ pub(crate) struct GrepArgs {
     /// Only output the server stored at or before this time.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     until: Option<std::time::SystemTime>,
-    /// Stop after this many matching lines (the server's default: 1000).
-    #[arg(short = 'm', long = "max-count", value_name = "N")]
+    /// Stop after this many matching lines (at most 100000; the server's
+    /// default: 1000).
+    #[arg(short = 'm', long = "max-count", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_count: Option<u32>,
-    /// Give up after this long, e.g. 30s (matches found by then are shown).
+    /// Give up after this long, e.g. 30s: the matches found by then are
+    /// shown, and the exit code is 2, as for any error.
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
     /// One match a line, as JSON, with its context.
@@ -218,5 +221,6 @@ fn match_json(found: &pb::SearchMatch) -> serde_json::Value {
         "spans": found.spans.iter().map(|span| [span.start, span.end]).collect::<Vec<_>>(),
         "before": lines(&found.before),
         "after": lines(&found.after),
+        "joined": found.joined,
     })
 }

@@ -32,7 +32,8 @@ pub(crate) struct RangeArgs {
     #[arg(long = "from-seq", alias = "from", value_name = "SEQ")]
     pub(crate) from_seq: Option<u64>,
     /// End at this sequence number; the output ends there.
-    #[arg(long = "to-seq", value_name = "SEQ")]
+    #[arg(long = "to-seq", value_name = "SEQ",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) to_seq: Option<u64>,
 }
 
@@ -88,8 +89,11 @@ pub(crate) fn parse_time(text: &str) -> Result<SystemTime, String> {
 /// The events that hold the last `lines` lines of `events`: earlier
 /// entries dropped, the first kept chunk cut to its last lines, and the
 /// last state before the cut kept in front. A lifecycle event is one
-/// line; a last line without its newline counts as a line.
-pub(crate) fn last_lines(events: Vec<FollowEvent>, lines: u64) -> Vec<FollowEvent> {
+/// line; a last line without its newline counts as a line. Unless
+/// `whole` (the events start where the output does), text before the
+/// first newline may be the end of a line whose start is not there, and
+/// is left out when the events hold fewer lines than asked.
+pub(crate) fn last_lines(events: Vec<FollowEvent>, lines: u64, whole: bool) -> Vec<FollowEvent> {
     let ends_open = events
         .iter()
         .rev()
@@ -134,7 +138,10 @@ pub(crate) fn last_lines(events: Vec<FollowEvent>, lines: u64) -> Vec<FollowEven
         }
     }
     let Some((index, within)) = cut else {
-        return events;
+        return match whole {
+            true => events,
+            false => without_first_partial_line(events),
+        };
     };
     let last_state = events[..index]
         .iter()
@@ -161,6 +168,47 @@ pub(crate) fn last_lines(events: Vec<FollowEvent>, lines: u64) -> Vec<FollowEven
         }
     }
     kept.extend(rest);
+    kept
+}
+
+/// `events` without the text before the first newline: the end of a
+/// line whose start was not asked for.
+fn without_first_partial_line(events: Vec<FollowEvent>) -> Vec<FollowEvent> {
+    let mut events = events.into_iter().peekable();
+    let mut kept = Vec::new();
+    while let Some(event) = events.next() {
+        match event {
+            FollowEvent::Stdout(mut chunk) | FollowEvent::Stderr(mut chunk)
+                if !chunk.text.contains('\n') =>
+            {
+                // All of it belongs to the cut line.
+                chunk.text.clear();
+            }
+            FollowEvent::Stdout(mut chunk) => {
+                let at = chunk.text.find('\n').expect("a newline") + 1;
+                chunk.text.drain(..at);
+                kept.push(FollowEvent::Stdout(chunk));
+                break;
+            }
+            FollowEvent::Stderr(mut chunk) => {
+                let at = chunk.text.find('\n').expect("a newline") + 1;
+                chunk.text.drain(..at);
+                kept.push(FollowEvent::Stderr(chunk));
+                break;
+            }
+            other => {
+                kept.push(other);
+                if !matches!(kept.last(), Some(FollowEvent::State(_))) {
+                    break;
+                }
+            }
+        }
+    }
+    kept.extend(events);
+    kept.retain(|event| match event {
+        FollowEvent::Stdout(chunk) | FollowEvent::Stderr(chunk) => !chunk.text.is_empty(),
+        _ => true,
+    });
     kept
 }
 
@@ -196,20 +244,25 @@ mod tests {
     #[test]
     fn keeps_the_last_lines() {
         let events = vec![out(1, "a\nb\n"), out(2, "c\nd"), out(3, "e\n")];
-        assert_eq!(text(&last_lines(events.clone(), 2)), "c\nde\n");
-        assert_eq!(text(&last_lines(events.clone(), 3)), "b\nc\nde\n");
-        assert_eq!(text(&last_lines(events.clone(), 10)), "a\nb\nc\nde\n");
-        assert_eq!(text(&last_lines(events.clone(), 0)), "");
+        assert_eq!(text(&last_lines(events.clone(), 2, true)), "c\nde\n");
+        assert_eq!(text(&last_lines(events.clone(), 3, true)), "b\nc\nde\n");
+        assert_eq!(text(&last_lines(events.clone(), 10, true)), "a\nb\nc\nde\n");
+        assert_eq!(text(&last_lines(events.clone(), 0, true)), "");
         let open = vec![out(1, "a\nb\n"), out(2, "c")];
-        assert_eq!(text(&last_lines(open.clone(), 1)), "c");
-        assert_eq!(text(&last_lines(open, 2)), "b\nc");
+        assert_eq!(text(&last_lines(open.clone(), 1, true)), "c");
+        assert_eq!(text(&last_lines(open, 2, true)), "b\nc");
         let lifecycle = vec![
             out(1, "a\n"),
             FollowEvent::Lifecycle(pb::WorkerLifecycleLogEntry::default()),
             out(3, "b\n"),
         ];
-        assert_eq!(text(&last_lines(lifecycle.clone(), 2)), "L\nb\n");
-        assert_eq!(text(&last_lines(lifecycle, 1)), "b\n");
+        assert_eq!(text(&last_lines(lifecycle.clone(), 2, true)), "L\nb\n");
+        assert_eq!(text(&last_lines(lifecycle, 1, true)), "b\n");
+        // Entries that start inside a line hold its end, left out when
+        // they hold fewer lines than asked.
+        let cut = vec![out(1, "wor"), out(2, "ld\n"), out(3, "x\n")];
+        assert_eq!(text(&last_lines(cut.clone(), 3, false)), "x\n");
+        assert_eq!(text(&last_lines(cut, 3, true)), "world\nx\n");
     }
 
     /// Durations count back from now; times parse in their forms; anything

@@ -76,13 +76,17 @@ pub(crate) async fn follow(client: &Client, args: FollowArgs) -> Result<u8, Clie
     );
     let live = match args.range.tail {
         Some(lines) => {
-            let (history, live) = tail(client, &run, &args.range, base, lines, true).await?;
-            for event in history {
+            let tail = tail(client, &run, &args.range, base, lines, true).await?;
+            for event in tail.history {
                 if !printer.print(event) {
                     return Ok(0);
                 }
             }
-            live
+            if let Some(err) = tail.failed {
+                printer.finish();
+                return Err(err);
+            }
+            tail.next
         }
         None => Some(args.range.options(base)),
     };
@@ -113,11 +117,15 @@ pub(crate) async fn cat(client: &Client, args: CatArgs) -> Result<u8, ClientErro
     };
     let mut printer = Printer::new(Style::Raw, args.prefix);
     if let Some(lines) = args.range.tail {
-        let (history, _) = tail(client, &run, &args.range, base, lines, false).await?;
-        for event in history {
+        let tail = tail(client, &run, &args.range, base, lines, false).await?;
+        for event in tail.history {
             if !printer.print(event) {
                 return Ok(0);
             }
+        }
+        if let Some(err) = tail.failed {
+            printer.finish();
+            return Err(err);
         }
     } else {
         let mut events = client.follow(run, args.range.options(base));
@@ -143,7 +151,7 @@ async fn tail(
     base: FollowOptions,
     lines: u64,
     live: bool,
-) -> Result<(Vec<FollowEvent>, Option<FollowOptions>), ClientError> {
+) -> Result<Tail, ClientError> {
     let options = range.options(base);
     let stored = match live {
         true => Some(
@@ -161,6 +169,7 @@ async fn tail(
         (stored, to_seq) => stored.or(to_seq),
     };
     let mut history = Vec::new();
+    let mut failed = None;
     if upper != Some(0) {
         let mut events = client.follow(
             run.clone(),
@@ -171,10 +180,18 @@ async fn tail(
             },
         );
         while let Some(event) = events.next().await {
-            history.push(event?);
+            match event {
+                Ok(event) => history.push(event),
+                Err(err) => {
+                    failed = Some(err);
+                    break;
+                }
+            }
         }
     }
-    let history = last_lines(history, lines);
+    // Fewer entries than asked for: the tail holds the whole range.
+    let entries = history.iter().filter(|event| event.seq().is_some()).count() as u64;
+    let history = last_lines(history, lines, entries < lines && failed.is_none());
     let next = match (live, upper) {
         (false, _) => None,
         (true, Some(upper)) if range.to_seq.is_some_and(|to_seq| to_seq <= upper) => None,
@@ -183,7 +200,22 @@ async fn tail(
             ..options
         }),
     };
-    Ok((history, next))
+    Ok(Tail {
+        history,
+        next,
+        failed,
+    })
+}
+
+/// The last lines of a range, and what comes after them.
+struct Tail {
+    /// The events that hold the lines.
+    history: Vec<FollowEvent>,
+    /// The options that follow on from them, when the follow goes on.
+    next: Option<FollowOptions>,
+    /// The error that ended the tail early (damaged entries, say): the
+    /// lines before it are printed first.
+    failed: Option<ClientError>,
 }
 
 /// How entries are written.

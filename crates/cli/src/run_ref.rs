@@ -84,7 +84,7 @@ impl RunRef {
         };
         let mut filter = RunFilter {
             task_id: Some(task_id.clone()),
-            page_size: (back + 1).min(MAX_PAGE_SIZE) as u32,
+            page_size: back.saturating_add(1).min(MAX_PAGE_SIZE) as u32,
             ..RunFilter::default()
         };
         // How many of the task's runs the earlier pages held.

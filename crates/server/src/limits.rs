@@ -114,8 +114,10 @@ pub(crate) type SearchRates = Rates<String>;
 pub(crate) struct Rates<K> {
     /// Units a second; 0: no limit.
     rate: u64,
-    /// The buckets of keys with a stream open.
+    /// The buckets of keys with a stream open, or in debt.
     buckets: Mutex<HashMap<K, Arc<Mutex<Bucket>>>>,
+    /// How many buckets were left after the last look for idle ones.
+    pruned_len: Mutex<usize>,
 }
 
 /// One key's bucket.
@@ -135,6 +137,7 @@ impl<K: std::hash::Hash + Eq + Clone> Rates<K> {
         Self {
             rate,
             buckets: Mutex::new(HashMap::new()),
+            pruned_len: Mutex::new(0),
         }
     }
 
@@ -142,6 +145,14 @@ impl<K: std::hash::Hash + Eq + Clone> Rates<K> {
     pub(crate) fn open(self: &Arc<Self>, key: &K) -> RateGuard<K> {
         let bucket = (self.rate > 0).then(|| {
             let mut buckets = lock(&self.buckets);
+            // Buckets left in debt by their last stream go once refilled,
+            // looked for when the map has doubled since last time.
+            let mut pruned = lock(&self.pruned_len);
+            if buckets.len() >= 2 * (*pruned).max(64) {
+                buckets.retain(|_, bucket| !lock(bucket).is_idle(self.rate));
+                *pruned = buckets.len();
+            }
+            drop(pruned);
             let bucket = buckets.entry(key.clone()).or_insert_with(|| {
                 Arc::new(Mutex::new(Bucket {
                     tokens: self.rate as f64,
@@ -172,6 +183,11 @@ pub(crate) struct RateGuard<K: std::hash::Hash + Eq + Clone> {
 }
 
 impl<K: std::hash::Hash + Eq + Clone> RateGuard<K> {
+    /// Units a second; 0: no limit.
+    pub(crate) fn rate(&self) -> u64 {
+        self.rates.rate
+    }
+
     /// Waits until `units` more may go.
     pub(crate) async fn take(&self, units: usize) {
         let Some(bucket) = &self.bucket else { return };
@@ -197,14 +213,25 @@ impl<K: std::hash::Hash + Eq + Clone> Drop for RateGuard<K> {
             return;
         };
         let mut buckets = lock(&self.rates.buckets);
-        let last = {
+        let idle = {
             let mut bucket = lock(&bucket);
             bucket.streams -= 1;
-            bucket.streams == 0
+            bucket.is_idle(self.rates.rate)
         };
-        if last {
+        // A key's debt outlives its streams: its bucket goes only once it
+        // is full again (or later, see `Rates::open`), so closing and
+        // reopening streams buys no new burst.
+        if idle {
             buckets.remove(&self.key);
         }
+    }
+}
+
+impl Bucket {
+    /// No stream uses it and it has refilled: it can go.
+    fn is_idle(&self, rate: u64) -> bool {
+        let refill = self.updated.elapsed().as_secs_f64() * rate as f64;
+        self.streams == 0 && self.tokens + refill >= rate as f64
     }
 }
 
@@ -246,7 +273,8 @@ mod tests {
     }
 
     /// Past the burst, entries go at the rate; the bucket is shared by the
-    /// run's streams and forgotten after the last one.
+    /// run's streams, outlives the last one while in debt (a new stream
+    /// gets no fresh burst), and is forgotten once full again.
     #[tokio::test(start_paused = true)]
     async fn appends_are_paced_to_the_rate() {
         let rates = Arc::new(AppendRates::new(1000));
@@ -259,6 +287,12 @@ mod tests {
         two.take(500).await;
         assert_eq!(started.elapsed().as_millis(), 1000);
         drop((one, two));
-        assert!(lock(&rates.buckets).is_empty());
+        assert_eq!(lock(&rates.buckets).len(), 1, "kept while in debt");
+        let three = rates.open(&key("a"));
+        three.take(1000).await;
+        assert!(started.elapsed().as_millis() >= 1900, "no fresh burst");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        drop(three);
+        assert!(lock(&rates.buckets).is_empty(), "forgotten once full");
     }
 }

@@ -28,6 +28,14 @@ pub const MAX_PATTERN_BYTES: usize = 4096;
 /// The most context lines taken on either side of a match.
 pub const MAX_CONTEXT_LINES: usize = 100;
 
+/// The longest line matched, in bytes: a longer one (a progress bar
+/// redrawn with `\r` for hours, a minified document) is matched and sent
+/// in pieces of this size, so that a search holds a bounded amount.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// The most match spans given for one line.
+pub const MAX_SPANS: usize = 64;
+
 /// A compiled search pattern.
 #[derive(Debug, Clone)]
 pub struct Pattern {
@@ -95,12 +103,20 @@ impl Pattern {
         Ok(Self { regex, raw })
     }
 
-    /// The byte ranges where the pattern matches `line`.
-    pub fn spans(&self, line: &str) -> Vec<(usize, usize)> {
-        self.regex
-            .find_iter(line)
-            .map(|found| (found.start(), found.end()))
-            .collect()
+    /// The byte ranges where the pattern matches `line`, or `None` when
+    /// it does not match.
+    /// An empty match (`x*`, `\b`) makes the line match with no span;
+    /// at most [`MAX_SPANS`] are given.
+    pub fn spans(&self, line: &str) -> Option<Vec<(usize, usize)>> {
+        let mut found = self.regex.find_iter(line).peekable();
+        found.peek()?;
+        Some(
+            found
+                .filter(|found| !found.is_empty())
+                .take(MAX_SPANS)
+                .map(|found| (found.start(), found.end()))
+                .collect(),
+        )
     }
 
     /// A pattern over stored JSON bytes that finds every entry whose text
@@ -109,6 +125,15 @@ impl Pattern {
     pub fn raw_prefilter(&self) -> Option<&regex::bytes::Regex> {
         self.raw.as_ref()
     }
+}
+
+/// The largest char boundary of `text` at or before `at`.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let at = at.min(text.len());
+    (0..=at)
+        .rev()
+        .find(|at| text.is_char_boundary(*at))
+        .unwrap_or(0)
 }
 
 /// Whether JSON writes `c` as an escape sequence (as `serde_json` does).
@@ -266,14 +291,53 @@ impl LineScanner {
                 }
                 None => (seq, created_at.to_owned(), piece.to_owned()),
             };
-            self.line(channel, line_seq, &line_created, line);
+            self.long_line(channel, line_seq, &line_created, line);
         }
         if !rest.is_empty() {
             match &mut self.channels[channel].partial {
                 Some((_, _, line)) => line.push_str(rest),
                 partial => *partial = Some((seq, created_at.to_owned(), rest.to_owned())),
             }
+            // A line without end is matched a piece at a time.
+            let long = self.channels[channel]
+                .partial
+                .as_ref()
+                .is_some_and(|(_, _, line)| line.len() > MAX_LINE_BYTES);
+            if long {
+                let (start, created, mut line) = self.channels[channel]
+                    .partial
+                    .take()
+                    .expect("a partial line");
+                let cut = floor_char_boundary(&line, line.len() - line.len() % MAX_LINE_BYTES);
+                let tail = line.split_off(cut);
+                self.long_line(channel, start, &created, line);
+                if !tail.is_empty() {
+                    self.channels[channel].partial = Some((seq, created_at.to_owned(), tail));
+                }
+            }
         }
+    }
+
+    /// Matches a line, in pieces of at most [`MAX_LINE_BYTES`].
+    fn long_line(&mut self, channel: WorkerLogChannel, seq: u64, created_at: &str, line: String) {
+        if line.len() <= MAX_LINE_BYTES {
+            return self.line(channel, seq, created_at, line);
+        }
+        let mut rest = line.as_str();
+        while !rest.is_empty() {
+            // A boundary within 4 bytes of the limit: never 0.
+            let cut = floor_char_boundary(rest, MAX_LINE_BYTES);
+            let (piece, after) = rest.split_at(cut);
+            self.line(channel, seq, created_at, piece.to_owned());
+            rest = after;
+        }
+    }
+
+    /// Tells the scanner that an entry of `channel` was skipped unparsed
+    /// (see [`LineScanner::may_skip`]): lines went by without a match.
+    pub fn skipped(&mut self, channel: WorkerLogChannel) {
+        let lines = &mut self.channels[channel];
+        lines.since_taken = lines.since_taken.map(|since| since.saturating_add(1));
     }
 
     /// Takes a lifecycle event: one line.
@@ -298,9 +362,91 @@ impl LineScanner {
         }
     }
 
-    /// Takes the complete hits found so far.
+    /// Takes the complete hits found so far, in `seq` order: a hit waits
+    /// while a match before it still takes lines after it.
     pub fn take_hits(&mut self) -> Vec<SearchHit> {
-        std::mem::take(&mut self.done)
+        let waiting = self
+            .channels
+            .values()
+            .flat_map(|channel| channel.open.iter().map(|open| open.hit.seq))
+            .min();
+        self.done.sort_by_key(|hit| hit.seq);
+        let ready = match waiting {
+            Some(seq) => self.done.partition_point(|hit| hit.seq < seq),
+            None => self.done.len(),
+        };
+        self.done.drain(..ready).collect()
+    }
+
+    /// Takes a matching line: it starts a hit, or goes on with the group
+    /// of hits that still take lines after them.
+    fn matched(
+        &mut self,
+        channel: WorkerLogChannel,
+        seq: u64,
+        created_at: &str,
+        text: &str,
+        spans: Vec<(usize, usize)>,
+    ) {
+        let (before, after) = (self.query.before, self.query.after);
+        let lines = &mut self.channels[channel];
+        self.matches += 1;
+        let (context, joined) = match lines.open.is_empty() {
+            true => {
+                let fresh = lines
+                    .since_taken
+                    .map_or(before, |since| since.min(before))
+                    .min(lines.recent.len());
+                let context = lines
+                    .recent
+                    .iter()
+                    .skip(lines.recent.len() - fresh)
+                    .cloned()
+                    .collect();
+                let joined = lines.since_taken.is_some_and(|since| since <= before);
+                (context, joined)
+            }
+            false => {
+                self.done.extend(lines.open.drain(..).map(|open| open.hit));
+                (Vec::new(), true)
+            }
+        };
+        lines.since_taken = Some(0);
+        let hit = SearchHit {
+            seq,
+            channel,
+            created_at: created_at.to_owned(),
+            text: text.to_owned(),
+            spans,
+            before: context,
+            after: Vec::new(),
+            joined,
+        };
+        match after {
+            0 => self.done.push(hit),
+            wanted => lines.open.push(Open { hit, wanted }),
+        }
+    }
+
+    /// Takes a line that does not match: context after the open hits of
+    /// its channel, if any.
+    fn unmatched(&mut self, channel: WorkerLogChannel, seq: u64, text: &str) {
+        let lines = &mut self.channels[channel];
+        lines.since_taken = match lines.open.is_empty() {
+            true => lines.since_taken.map(|since| since.saturating_add(1)),
+            false => Some(0),
+        };
+        let mut index = 0;
+        while index < lines.open.len() {
+            let open = &mut lines.open[index];
+            open.hit.after.push((seq, text.to_owned()));
+            open.wanted -= 1;
+            if open.wanted == 0 {
+                self.done.push(lines.open.remove(index).hit);
+            } else {
+                index += 1;
+            }
+        }
     }
 
     /// Matches one complete line. A match while earlier ones still take
@@ -308,65 +454,17 @@ impl LineScanner {
     /// repeats none of their lines; its context before never repeats a
     /// line already taken either.
     fn line(&mut self, channel: WorkerLogChannel, seq: u64, created_at: &str, text: String) {
-        let (before, after) = (self.query.before, self.query.after);
-        let lines = &mut self.channels[channel];
         let spans = match self.matches < self.max_matches {
             true => self.query.pattern.spans(&text),
-            false => Vec::new(),
+            false => None,
         };
-        if spans.is_empty() {
-            if lines.open.is_empty() {
-                lines.since_taken = lines.since_taken.map(|since| since + 1);
-            } else {
-                lines.since_taken = Some(0);
-            }
-            let mut index = 0;
-            while index < lines.open.len() {
-                let open = &mut lines.open[index];
-                open.hit.after.push((seq, text.clone()));
-                open.wanted -= 1;
-                if open.wanted == 0 {
-                    self.done.push(lines.open.remove(index).hit);
-                } else {
-                    index += 1;
-                }
-            }
-        } else {
-            self.matches += 1;
-            let (context, joined) = match lines.open.is_empty() {
-                true => {
-                    let fresh = lines.since_taken.map_or(before, |since| since.min(before));
-                    let context: Vec<ContextLine> = lines
-                        .recent
-                        .iter()
-                        .skip(lines.recent.len() - fresh.min(lines.recent.len()))
-                        .cloned()
-                        .collect();
-                    let joined = lines.since_taken.is_some_and(|since| since <= before);
-                    (context, joined)
-                }
-                false => {
-                    self.done.extend(lines.open.drain(..).map(|open| open.hit));
-                    (Vec::new(), true)
-                }
-            };
-            lines.since_taken = Some(0);
-            let hit = SearchHit {
-                seq,
-                channel,
-                created_at: created_at.to_owned(),
-                text: text.clone(),
-                spans,
-                before: context,
-                after: Vec::new(),
-                joined,
-            };
-            match after {
-                0 => self.done.push(hit),
-                wanted => lines.open.push(Open { hit, wanted }),
-            }
+        match spans {
+            Some(spans) => self.matched(channel, seq, created_at, &text, spans),
+            None => self.unmatched(channel, seq, &text),
         }
+        let before = self.query.before;
         if before > 0 {
+            let lines = &mut self.channels[channel];
             if lines.recent.len() == before {
                 lines.recent.pop_front();
             }
@@ -516,6 +614,39 @@ mod tests {
         assert_eq!(hits[2].before, vec![(1, "d".to_owned())]);
     }
 
+    /// A line longer than the most matched is matched in pieces, whether
+    /// it comes whole or without end; skipped lines part groups; hits come
+    /// out in `seq` order, after those before them complete.
+    #[test]
+    fn long_lines_skipped_lines_and_order() {
+        use WorkerLogChannel::{Stderr, Stdout};
+        let mut scanner = LineScanner::new(query("needle", 0, 0), 10);
+        let long = format!("{}needle", "x".repeat(3 * MAX_LINE_BYTES));
+        scanner.chunk(Stdout, 1, "t", &long);
+        scanner.chunk(Stdout, 2, "t", &long);
+        let hits = scanner.take_hits();
+        assert!(!hits.is_empty());
+        assert!(hits.iter().all(|hit| hit.text.len() <= MAX_LINE_BYTES));
+        assert!(scanner.channels[Stdout].partial.as_ref().unwrap().2.len() <= MAX_LINE_BYTES);
+
+        let mut scanner = LineScanner::new(query("M", 0, 1), 10);
+        scanner.chunk(Stdout, 1, "t", "M1\nx\n");
+        scanner.skipped(Stdout);
+        scanner.chunk(Stdout, 3, "t", "M2\n");
+        scanner.finish();
+        let joined: Vec<bool> = scanner.take_hits().iter().map(|hit| hit.joined).collect();
+        assert_eq!(joined, [false, false], "a skipped line lies between");
+
+        let mut scanner = LineScanner::new(query("E", 0, 1), 10);
+        scanner.chunk(Stderr, 5, "t", "E5\n");
+        scanner.chunk(Stdout, 6, "t", "E6\n");
+        scanner.chunk(Stdout, 7, "t", "after\n");
+        assert!(scanner.take_hits().is_empty(), "seq 5 still takes a line");
+        scanner.finish();
+        let seqs: Vec<u64> = scanner.take_hits().iter().map(|hit| hit.seq).collect();
+        assert_eq!(seqs, [5, 6]);
+    }
+
     /// Matching stops at the cap, and a last line without a newline counts.
     #[test]
     fn stops_at_the_cap_and_keeps_a_last_open_line() {
@@ -551,6 +682,12 @@ mod tests {
         assert!(Pattern::new("(", false, false).is_err());
         assert!(Pattern::new("", true, false).is_err());
         let folded = Pattern::new("ERROR", true, true).unwrap();
-        assert_eq!(folded.spans("an error"), vec![(3, 8)]);
+        assert_eq!(folded.spans("an error"), Some(vec![(3, 8)]));
+        let empty = Pattern::new("x*", false, false).unwrap();
+        assert_eq!(
+            empty.spans("abc"),
+            Some(Vec::new()),
+            "matches, with no span"
+        );
     }
 }

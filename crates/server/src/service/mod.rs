@@ -29,7 +29,7 @@ pub use self::{follow::FollowRunStream, search::SearchRunsStream};
 use crate::{
     config::ServerConfig,
     convert::to_server_info,
-    limits::{AppendRates, Occupancy, SearchRates},
+    limits::{AppendRates, Occupancy},
     metrics::Metrics,
     security::{TaskLimit, tasks},
 };
@@ -50,8 +50,8 @@ pub struct GrpcLoggingService<S> {
     follow_budget: Arc<follow_budget::FollowBudget>,
     /// Per-run pacing of appends.
     append_rates: Arc<AppendRates>,
-    /// Per-caller pacing of searches.
-    search_rates: Arc<SearchRates>,
+    /// Per-caller pacing and caps of searches.
+    searches: search::Searches,
     /// What retention deleted, shared with the periodic pass.
     retention: Arc<RetentionCounters>,
 }
@@ -71,7 +71,7 @@ impl<S: RunStore> GrpcLoggingService<S> {
                 config.metrics.as_ref().map(Metrics::follow_buffered),
             ),
             append_rates: Arc::new(AppendRates::new(config.limits.append_rate)),
-            search_rates: Arc::new(SearchRates::new(config.limits.search_rate)),
+            searches: search::Searches::new(config.limits.search_rate),
             retention: Arc::new(RetentionCounters::with_metrics(config.metrics.clone())),
             config,
             shutdown,
@@ -211,12 +211,8 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         request: Request<pb::SearchRunsRequest>,
     ) -> Result<Response<Self::SearchRunsStream>, Status> {
-        let state = search::SearchState::of_call(
-            &self.store,
-            &self.search_rates,
-            &self.shutdown,
-            &request,
-        )?;
+        let state =
+            search::SearchState::of_call(&self.store, &self.searches, &self.shutdown, &request)?;
         search::search_runs(state, request.into_inner())
             .await
             .map(Response::new)

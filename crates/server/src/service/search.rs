@@ -19,7 +19,11 @@ use baa_logging_store::{
     search::{LineScanner, MAX_CONTEXT_LINES, Pattern, SearchHit, SearchQuery},
 };
 use futures::Stream;
-use tokio::{sync::mpsc, time::Instant};
+use prost::Message;
+use tokio::{
+    sync::{Semaphore, mpsc},
+    time::Instant,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status, metadata::MetadataMap};
@@ -41,6 +45,20 @@ const STEP_BYTES: usize = 1024 * 1024;
 /// The most matches one response carries.
 const RESPONSE_MATCHES: usize = 256;
 
+/// About the most bytes of matches one response carries, well under the
+/// 4 MiB that gRPC clients take by default.
+const RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// How long a search that stopped waits for its caller to take the last
+/// matches and the status.
+const LAST_SEND: Duration = Duration::from_secs(5);
+
+/// The most searches one caller runs at once.
+pub(crate) const MAX_SEARCHES_PER_CALLER: usize = 4;
+
+/// The most searches the server runs at once.
+pub(crate) const MAX_SEARCHES: usize = 64;
+
 /// A response is sent at least this often while a search goes on, with
 /// its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -54,6 +72,87 @@ const MAX_MATCHES: usize = 100_000;
 /// Runs listed at a time while looking for runs to search.
 const LIST_PAGE: usize = 200;
 
+/// What every search shares: the callers' paces, the caps on open
+/// searches, and the steps that may run at once.
+#[derive(Debug)]
+pub(crate) struct Searches {
+    /// Per-caller pacing.
+    rates: Arc<SearchRates>,
+    /// Open searches, per caller and in all.
+    slots: Arc<Slots>,
+    /// Search steps running at once: half the cores (at least one), so
+    /// that searches never take the cores writers need.
+    steps: Arc<Semaphore>,
+}
+
+impl Searches {
+    /// Searches paced to `rate` bytes a second per caller (0: no limit).
+    pub(crate) fn new(rate: u64) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Self {
+            rates: Arc::new(SearchRates::new(rate)),
+            slots: Arc::new(Slots::default()),
+            steps: Arc::new(Semaphore::new((cores / 2).max(1))),
+        }
+    }
+}
+
+/// Counts open searches per caller and in all.
+#[derive(Debug, Default)]
+pub(crate) struct Slots {
+    /// Open searches per caller, and in all.
+    open: std::sync::Mutex<(std::collections::HashMap<String, usize>, usize)>,
+}
+
+impl Slots {
+    /// Counts one more search of `caller`, or refuses it naming the cap.
+    fn enter(self: &Arc<Self>, caller: &str) -> Result<SlotGuard, Status> {
+        let mut open = crate::sync::lock(&self.open);
+        let (per_caller, total) = &mut *open;
+        if *total >= MAX_SEARCHES {
+            return Err(Status::resource_exhausted(format!(
+                "the server runs {total} searches, its most ({MAX_SEARCHES}); search again later"
+            )));
+        }
+        let count = per_caller.entry(caller.to_owned()).or_default();
+        if *count >= MAX_SEARCHES_PER_CALLER {
+            return Err(Status::resource_exhausted(format!(
+                "{caller} runs {count} searches, the most one caller may \
+                 ({MAX_SEARCHES_PER_CALLER}); let one end first"
+            )));
+        }
+        *count += 1;
+        *total += 1;
+        Ok(SlotGuard {
+            slots: self.clone(),
+            caller: caller.to_owned(),
+        })
+    }
+}
+
+/// A search's place under the caps, given back when it ends.
+#[derive(Debug)]
+pub(crate) struct SlotGuard {
+    /// The counts.
+    slots: Arc<Slots>,
+    /// Whose search it is.
+    caller: String,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut open = crate::sync::lock(&self.slots.open);
+        let (per_caller, total) = &mut *open;
+        *total -= 1;
+        if let Some(count) = per_caller.get_mut(&self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                per_caller.remove(&self.caller);
+            }
+        }
+    }
+}
+
 /// What `SearchRuns` works with.
 #[derive(Debug)]
 pub(crate) struct SearchState<S> {
@@ -63,10 +162,14 @@ pub(crate) struct SearchState<S> {
     pub(crate) tasks: Option<Arc<TaskLimit>>,
     /// The pace of the caller's searches.
     pub(crate) pace: RateGuard<String>,
-    /// When the call must end, from its `grpc-timeout`.
+    /// When the search stops, a little before the call's `grpc-timeout`.
     pub(crate) deadline: Option<Instant>,
     /// Ends the search when the server shuts down.
     pub(crate) shutdown: CancellationToken,
+    /// The search's place under the caps on open searches.
+    pub(crate) _slot: SlotGuard,
+    /// Steps of all searches that may run at once.
+    pub(crate) steps: Arc<Semaphore>,
 }
 
 impl<S> SearchState<S> {
@@ -74,7 +177,7 @@ impl<S> SearchState<S> {
     /// deadline. Refuses a task the token may not read.
     pub(crate) fn of_call(
         store: &Arc<S>,
-        rates: &Arc<SearchRates>,
+        searches: &Searches,
         shutdown: &CancellationToken,
         request: &Request<pb::SearchRunsRequest>,
     ) -> Result<Self, Status> {
@@ -92,12 +195,15 @@ impl<S> SearchState<S> {
             (None, Some(peer)) => format!("address {}", peer.ip()),
             (None, None) => "anonymous".to_owned(),
         };
+        let slot = searches.slots.enter(&caller)?;
         Ok(Self {
             store: store.clone(),
             tasks,
-            pace: rates.open(&caller),
+            pace: searches.rates.open(&caller),
             deadline: deadline_of(request.metadata()),
             shutdown: shutdown.clone(),
+            _slot: slot,
+            steps: searches.steps.clone(),
         })
     }
 }
@@ -116,7 +222,10 @@ fn deadline_of(metadata: &MetadataMap) -> Option<Instant> {
         "n" => Duration::from_nanos(amount),
         _ => return None,
     };
-    Instant::now().checked_add(timeout)
+    // Stop a little early, so that the matches found and the status reach
+    // the caller before its own deadline (or a proxy's) ends the call.
+    let margin = (timeout / 10).min(Duration::from_millis(200));
+    Instant::now().checked_add(timeout - margin)
 }
 
 /// What the request asks, checked.
@@ -237,11 +346,15 @@ async fn run_search<S: RunStore>(
         }
         Err(Stop::Gone) => {}
         Err(Stop::Failed(status)) => {
-            // What was found before the end goes first.
-            if !progress.response.matches.is_empty() || !progress.response.skipped.is_empty() {
-                let _ = progress.send().await;
-            }
-            let _ = sender.send(Err(status)).await;
+            // What was found before the end goes first, if the caller
+            // takes it soon.
+            let last = async {
+                if !progress.response.matches.is_empty() || !progress.response.skipped.is_empty() {
+                    progress.send().await?;
+                }
+                sender.send(Err(status)).await.map_err(|_| Stop::Gone)
+            };
+            let _ = tokio::time::timeout(LAST_SEND, last).await;
         }
     }
 }
@@ -333,16 +446,31 @@ async fn search_run<S: RunStore>(
         Err(err) => return Err(Stop::Failed(to_status(err))),
     };
     loop {
-        let batch = searcher
-            .next(STEP_BYTES)
-            .await
-            .map_err(|err| Stop::Failed(to_status(err)))?;
+        let started = Instant::now();
+        let batch = {
+            let _step = state
+                .steps
+                .acquire()
+                .await
+                .expect("the semaphore stays open");
+            searcher
+                .next(STEP_BYTES)
+                .await
+                .map_err(|err| Stop::Failed(to_status(err)))?
+        };
+        // A step costs its bytes, or the time it took at the rate if that
+        // is more (a slow pattern): so a search takes at most half a core.
+        let rate = state.pace.rate() as f64;
+        let took = (started.elapsed().as_secs_f64() * rate) as u64;
+        let cost = batch.scanned_bytes.max(took);
         *found += batch.hits.len();
         progress.response.bytes_scanned += batch.scanned_bytes;
-        progress
-            .response
-            .matches
-            .extend(batch.hits.into_iter().map(|hit| to_match(key, hit)));
+        for hit in batch.hits {
+            progress.push(to_match(key, hit));
+            if progress.full() {
+                progress.send().await?;
+            }
+        }
         progress
             .response
             .skipped
@@ -363,10 +491,10 @@ async fn search_run<S: RunStore>(
         if progress.due() || batch.done {
             progress.send().await?;
         }
+        state.pace.take(cost as usize).await;
         if batch.done {
             return Ok(*found >= search.max_matches);
         }
-        state.pace.take(batch.scanned_bytes as usize).await;
     }
 }
 
@@ -376,6 +504,8 @@ struct Progress {
     sender: mpsc::Sender<Result<pb::SearchRunsResponse, Status>>,
     /// The next response; its totals run over the whole search.
     response: pb::SearchRunsResponse,
+    /// About how many bytes its matches take.
+    bytes: usize,
     /// When the last response went.
     sent: Instant,
 }
@@ -386,27 +516,43 @@ impl Progress {
         Self {
             sender,
             response: pb::SearchRunsResponse::default(),
+            bytes: 0,
             sent: Instant::now(),
         }
+    }
+
+    /// Adds a match to the response.
+    fn push(&mut self, found: pb::SearchMatch) {
+        self.bytes += found.encoded_len();
+        self.response.matches.push(found);
+    }
+
+    /// Whether the response is as large as one should be.
+    fn full(&self) -> bool {
+        self.response.matches.len() >= RESPONSE_MATCHES || self.bytes >= RESPONSE_BYTES
     }
 
     /// Whether the response should go now: it is full, or the caller has
     /// heard nothing for a while.
     fn due(&self) -> bool {
-        self.response.matches.len() >= RESPONSE_MATCHES || self.sent.elapsed() >= PROGRESS_EVERY
+        self.full() || self.sent.elapsed() >= PROGRESS_EVERY
     }
 
     /// Sends the response (with an empty one, the progress alone), and
     /// starts the next with the same totals.
     async fn send(&mut self) -> Result<(), Stop> {
+        // Room first: a search stopped while it waits keeps the response.
+        let permit = self.sender.reserve().await.map_err(|_| Stop::Gone)?;
         let next = pb::SearchRunsResponse {
             runs_searched: self.response.runs_searched,
             bytes_scanned: self.response.bytes_scanned,
             ..pb::SearchRunsResponse::default()
         };
         let response = std::mem::replace(&mut self.response, next);
+        self.bytes = 0;
         self.sent = Instant::now();
-        self.sender.send(Ok(response)).await.map_err(|_| Stop::Gone)
+        permit.send(Ok(response));
+        Ok(())
     }
 }
 

@@ -196,9 +196,11 @@ impl Journal<'_> {
                 continue;
             }
             if selected == 0 {
+                // Lost records hold no entries: a tail counts entries that
+                // can be read, and passes them.
                 continue;
             }
-            if record.lost || record.damaged {
+            if record.damaged {
                 // Its entries cannot be read: the tail starts with it, and
                 // the reader reports it.
                 return Ok(record.first_seq);

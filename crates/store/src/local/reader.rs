@@ -202,7 +202,11 @@ impl LocalReader {
             signal,
             from: self.next_seq,
             limit,
-            finished: signal.terminal || self.until.is_some_and(|until| limit >= until),
+            // The range ends at `until`: reached, or started past it.
+            finished: signal.terminal
+                || self
+                    .until
+                    .is_some_and(|until| limit >= until || self.next_seq > until),
         }
     }
 

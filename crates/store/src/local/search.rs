@@ -38,6 +38,13 @@ use crate::{
 /// How much of a channel file is read at a time.
 const WINDOW: usize = 1024 * 1024;
 
+/// The most journal records one step handles, whatever their size.
+const MAX_STEP_RECORDS: usize = 4096;
+
+/// What one journal record counts for in the bytes a search scanned:
+/// about the size of its line.
+const RECORD_COST: u64 = 256;
+
 /// A search of one run of the local store.
 #[derive(Debug)]
 pub struct LocalSearch {
@@ -121,10 +128,12 @@ impl RunSearcher for LocalSearch {
                     run,
                     _hold: hold,
                     scanner,
+                    to_seq,
                     ..
                 } = *scan;
                 let mut from = scanner.read_from();
                 from.from_seq = from_seq;
+                from.to_seq = Some(to_seq);
                 let reader = blocking_read(move || LocalReader::open(run, hold, from)).await?;
                 self.mode = Mode::Entries(Box::new(ReaderSearch::new(reader, scanner)));
                 batch.done = false;
@@ -171,13 +180,23 @@ impl FileScan {
         let journal_path = self.cursor.path().clone();
         let io_journal =
             |err| StoreError::io(format!("cannot read {}", journal_path.display()), err);
-        while batch.scanned_bytes < max_bytes as u64 && !self.scanner.is_finished() {
+        let mut records = 0;
+        while batch.scanned_bytes < max_bytes as u64
+            && records < MAX_STEP_RECORDS
+            && !self.scanner.is_finished()
+        {
             if self.next_seq > self.to_seq {
                 break;
             }
             let Some(record) = self.cursor.record_for(self.next_seq).map_err(io_journal)? else {
+                // The journal ends before the range does: nothing more.
+                self.next_seq = self.to_seq + 1;
                 break;
             };
+            records += 1;
+            // Every record costs its journal line, even one that names
+            // no selected bytes, so that a step's cost is always counted.
+            batch.scanned_bytes += RECORD_COST;
             if record.lost || record.damaged {
                 batch
                     .skipped
@@ -197,6 +216,12 @@ impl FileScan {
             self.scanner.finish();
         }
         batch.hits = self.scanner.take_hits();
+        // A search that waits (for its pace, or for its caller to read)
+        // holds no read buffer meanwhile.
+        for (_, window) in self.files.iter_mut() {
+            window.release();
+        }
+        self.cursor.park();
         Ok(Step::Batch(batch))
     }
 
@@ -292,6 +317,7 @@ fn scan_lines(
                 .is_some_and(|at| *at < newline);
             let closed = channel == WorkerLogChannel::Worker || text_ends_with_newline(line);
             if !found && closed && scanner.may_skip(channel) {
+                scanner.skipped(channel);
                 continue;
             }
         }
@@ -383,6 +409,11 @@ impl Window {
             start: 0,
             buf: Vec::new(),
         }
+    }
+
+    /// Frees the buffer; the next slice reads again.
+    fn release(&mut self) {
+        self.buf = Vec::new();
     }
 
     /// The `len` bytes from `offset`, read (with what follows, up to
