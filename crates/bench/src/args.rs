@@ -7,10 +7,16 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
+    payload::{LineShape, Plant},
     systems::SystemKind,
     workloads::{
-        fan_out::FanOutParams, many_runs::ManyRunsParams, restart::RestartParams,
-        slow_followers::SlowFollowersParams, throughput::ThroughputParams,
+        fan_out::FanOutParams,
+        many_runs::ManyRunsParams,
+        restart::RestartParams,
+        search::{LITERAL, SearchParams},
+        slow_followers::SlowFollowersParams,
+        tail::TailParams,
+        throughput::ThroughputParams,
     },
 };
 
@@ -57,13 +63,17 @@ pub(crate) enum Workload {
     W4,
     /// Slow followers.
     W5,
+    /// Tail of a large run.
+    W6,
+    /// Search.
+    W7,
 }
 
 /// The benchmark's flags.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BenchArgs {
     /// Which workloads to run.
-    #[arg(long, value_delimiter = ',', default_values = ["w1", "w2", "w3", "w4", "w5"])]
+    #[arg(long, value_delimiter = ',', default_values = ["w1", "w2", "w3", "w4", "w5", "w6", "w7"])]
     pub(crate) workloads: Vec<Workload>,
     /// Which systems to measure, where a workload applies to them.
     #[arg(
@@ -152,6 +162,34 @@ pub(crate) struct BenchArgs {
     /// W5: the size of the run they follow, MiB.
     #[arg(long, default_value_t = 100)]
     pub(crate) w5_run_mib: u64,
+
+    /// W6: entries in the one run (written by `--w1-writers` writers).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub(crate) w6_entries: u64,
+    /// W6: the entries the tail asks for.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) w6_tail: u64,
+    /// W6: timed history follows of the whole run.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) w6_full_repeats: usize,
+    /// W6: timed history follows of the tail.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) w6_tail_repeats: usize,
+
+    /// W7: one line in this many carries the searched literal (over the
+    /// W4 data set: `--w4-runs`, `--w4-entries`, `--w4-large-share`).
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) w7_every: u64,
+    /// W7: timed searches and greps, each, after one untimed of each.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) w7_repeats: usize,
+    /// W7: rounds of W1 without and with a search.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) w7_rounds: usize,
+    /// W7: seconds the search runs before W1 starts beside it (past the
+    /// first second, which a new search may scan at full speed).
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) w7_lead_secs: f64,
 }
 
 impl BenchArgs {
@@ -174,6 +212,10 @@ impl BenchArgs {
         self.w4_drop_caches = false;
         self.w5_followers = 20;
         self.w5_run_mib = 2;
+        self.w6_entries = 5_000;
+        self.w7_every = 100;
+        self.w7_rounds = 1;
+        self.w7_lead_secs = 0.2;
     }
 
     /// W1's parameters.
@@ -214,6 +256,43 @@ impl BenchArgs {
             run_mib: self.w5_run_mib,
             line_bytes: self.line_bytes,
             batch_lines: self.batch_lines,
+        }
+    }
+
+    /// W6's parameters.
+    pub(crate) fn tail(&self) -> TailParams {
+        TailParams {
+            entries: self.w6_entries,
+            writers: self.w1_writers,
+            shape: self.lines(None),
+            tail: self.w6_tail,
+            full_repeats: self.w6_full_repeats,
+            tail_repeats: self.w6_tail_repeats,
+        }
+    }
+
+    /// W7's parameters: W4's data set with a literal planted, and W1.
+    pub(crate) fn search(&self) -> SearchParams {
+        let mut data_set = self.restart().data_set();
+        data_set.shape = self.lines(Some(Plant {
+            literal: LITERAL,
+            every: self.w7_every,
+        }));
+        SearchParams {
+            data_set,
+            repeats: self.w7_repeats,
+            rounds: self.w7_rounds,
+            lead_secs: self.w7_lead_secs,
+            w1: self.throughput(),
+        }
+    }
+
+    /// The lines batch writers send, carrying `plant` if any.
+    fn lines(&self, plant: Option<Plant>) -> LineShape {
+        LineShape {
+            bytes: self.line_bytes,
+            per_batch: self.batch_lines,
+            plant,
         }
     }
 

@@ -7,6 +7,11 @@ pub(crate) enum BenchError {
     /// A step failed; the message names it and the cause.
     #[error("{0}")]
     Failed(String),
+    /// The system under test answered a request wrongly (a tail that is
+    /// not the last entries, a search that missed matches): the figure
+    /// measured with it is worthless, and the run fails.
+    #[error("wrong answer: {0}")]
+    WrongAnswer(String),
     /// A file or process operation failed.
     #[error("{what}: {source}")]
     Io {

@@ -13,12 +13,13 @@
 //!
 //! - `args`: the flags, one per workload parameter, and `--smoke`.
 //! - `workloads`: W1 throughput, W2 fan-out, W3 many runs, W4 restart,
-//!   W5 slow followers.
+//!   W5 slow followers, W6 tail, W7 search.
 //! - `systems`: every system behind one interface (writers, followers).
 //! - `noop`: the transport ceiling's server.
 //! - `process`, `procfs`: server processes and their CPU time and memory.
-//! - `payload`, `latency`, `progress`, `report`: lines with send times,
-//!   histograms, progress on stderr, the Markdown and JSON results.
+//! - `payload`, `latency`, `samples`, `progress`, `report`: lines with
+//!   send times, histograms, medians of repeated timings, progress on
+//!   stderr, the Markdown and JSON results.
 
 mod args;
 mod error;
@@ -29,6 +30,7 @@ mod process;
 mod procfs;
 mod progress;
 mod report;
+mod samples;
 mod systems;
 mod workloads;
 
@@ -101,6 +103,9 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
         w3: Vec::new(),
         w4: Vec::new(),
         w5: Vec::new(),
+        w6: Vec::new(),
+        w7_scan: Vec::new(),
+        w7_writes: Vec::new(),
         ratios: Vec::new(),
         targets: Vec::new(),
     };
@@ -129,6 +134,14 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
     if args.workloads.contains(&Workload::W5) && args.systems.contains(&BaaLogd) {
         report.w5 = workloads::slow_followers::run(&launcher, &args.slow_followers()).await;
     }
+    if args.workloads.contains(&Workload::W6) && args.systems.contains(&BaaLogd) {
+        report.w6 = workloads::tail::run(&launcher, &args.tail()).await;
+    }
+    if args.workloads.contains(&Workload::W7) && args.systems.contains(&BaaLogd) {
+        let rows = workloads::search::run(&launcher.programs.baa_logd, &args.search()).await;
+        report.w7_scan = rows.scan;
+        report.w7_writes = rows.writes;
+    }
     report.conclude();
     print!("{}", report.to_markdown());
     if let Some(parent) = args.json.parent() {
@@ -138,6 +151,13 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
     std::fs::write(&args.json, json)
         .map_err(|err| BenchError::io(format!("cannot write {}", args.json.display()), err))?;
     eprintln!("results written to {}", args.json.display());
+    let wrong = report.wrong_answers();
+    if !wrong.is_empty() {
+        return Err(BenchError::Failed(format!(
+            "wrong answers void the figures: {}",
+            wrong.join("; ")
+        )));
+    }
     Ok(())
 }
 
@@ -168,5 +188,7 @@ fn parameters(args: &BenchArgs) -> serde_json::Value {
         "w3": args.many_runs(),
         "w4": args.restart(),
         "w5": args.slow_followers(),
+        "w6": args.tail(),
+        "w7": args.search(),
     })
 }

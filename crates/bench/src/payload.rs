@@ -6,8 +6,14 @@
 //! to the requested size. Times are microseconds since the harness started,
 //! from one monotonic clock, which the writer and the followers share
 //! because they run in the same process.
+//!
+//! A [`Plant`] writes a literal at the start of the padding of one line in
+//! so many, so that a search over the lines (W7) has a count known in
+//! advance; the header, and so [`parse`], are unchanged.
 
 use std::{sync::OnceLock, time::Instant};
+
+use serde::Serialize;
 
 /// The start of the harness's clock.
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -31,6 +37,59 @@ pub(crate) fn line(len: usize, micros: u64, index: u64) -> String {
     text.extend(std::iter::repeat_n('x', len - HEADER_LEN - 1));
     text.push('\n');
     text
+}
+
+/// How the lines of a batch writer look: their size, how many go in one
+/// request, and what some of them carry.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct LineShape {
+    /// Bytes per line, newline included.
+    pub(crate) bytes: usize,
+    /// Lines per request.
+    pub(crate) per_batch: usize,
+    /// A literal some lines carry.
+    pub(crate) plant: Option<Plant>,
+}
+
+impl LineShape {
+    /// The `index`-th line of a writer, sent at `micros`.
+    pub(crate) fn line(&self, micros: u64, index: u64) -> String {
+        let mut text = line(self.bytes, micros, index);
+        if let Some(plant) = self.plant.filter(|plant| plant.marks(index)) {
+            text.replace_range(HEADER_LEN..HEADER_LEN + plant.literal.len(), plant.literal);
+        }
+        text
+    }
+}
+
+/// A literal planted in one line in `every`, so that both a search and
+/// `grep` over the stored files have a count known in advance.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Plant {
+    /// The literal: ASCII letters and digits only, so that the stored JSON
+    /// holds it as written, and nothing else in a stored line (field
+    /// names, ids, times, the `x` padding) contains it.
+    pub(crate) literal: &'static str,
+    /// One line in this many carries it: the writer's lines whose index
+    /// plus one is a multiple of it.
+    pub(crate) every: u64,
+}
+
+impl Plant {
+    /// Whether a writer's `index`-th line (from 0) carries the literal.
+    fn marks(self, index: u64) -> bool {
+        (index + 1).is_multiple_of(self.every.max(1))
+    }
+
+    /// How many of a writer's first `lines` lines carry it.
+    pub(crate) fn count(self, lines: u64) -> u64 {
+        lines / self.every.max(1)
+    }
+
+    /// The smallest line that has room for the literal in its padding.
+    pub(crate) fn min_line_bytes(self) -> usize {
+        MIN_LINE_BYTES + self.literal.len()
+    }
 }
 
 /// The send time and index a line carries, if it is one of ours.

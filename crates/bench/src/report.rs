@@ -6,10 +6,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::{latency::LatencySummary, systems::SystemKind};
+use crate::{latency::LatencySummary, samples::Samples, systems::SystemKind};
 
 /// Bytes in a MiB.
-const MIB: f64 = 1024.0 * 1024.0;
+pub(crate) const MIB: f64 = 1024.0 * 1024.0;
 
 /// Turns a byte count into MiB.
 pub(crate) fn mib(bytes: u64) -> f64 {
@@ -35,6 +35,12 @@ pub(crate) struct Report {
     pub(crate) w4: Vec<RestartRow>,
     /// W5.
     pub(crate) w5: Vec<SlowFollowersRow>,
+    /// W6.
+    pub(crate) w6: Vec<TailRow>,
+    /// W7 (a): a search against grep.
+    pub(crate) w7_scan: Vec<SearchScanRow>,
+    /// W7 (b): W1 without and with a search.
+    pub(crate) w7_writes: Vec<SearchLoadRow>,
     /// baa-logd divided by every other system, per workload.
     pub(crate) ratios: Vec<Ratio>,
     /// The targets and whether this run met them.
@@ -216,6 +222,100 @@ pub(crate) struct SlowFollowersRow {
     pub(crate) note: Option<String>,
 }
 
+/// W6: a tail of a large run against all of it.
+#[derive(Debug, Serialize)]
+pub(crate) struct TailRow {
+    /// Entries in the run (its last seq).
+    pub(crate) entries: u64,
+    /// Its channel files, MiB.
+    pub(crate) run_mib: f64,
+    /// Seconds it took to write.
+    pub(crate) fill_secs: f64,
+    /// The entries the tail asked for.
+    pub(crate) tail: u64,
+    /// Each history follow of the whole run, request to last entry, ms.
+    pub(crate) full_ms: Samples,
+    /// Each history follow of the tail, request to last entry, ms.
+    pub(crate) tail_ms: Samples,
+    /// Entries a second of the median full follow.
+    pub(crate) full_entries_per_sec: Option<f64>,
+    /// The tail's median time ÷ the full follow's.
+    pub(crate) ratio: Option<f64>,
+    /// Why the row is empty or doubtful.
+    pub(crate) note: Option<String>,
+    /// What baa-logd answered wrongly, if it did; the run then fails.
+    pub(crate) wrong_answer: Option<String>,
+}
+
+/// W7 (a): `SearchRuns` for a literal against `grep -F -c` over the same
+/// channel files.
+#[derive(Debug, Serialize)]
+pub(crate) struct SearchScanRow {
+    /// Which runs: every run of the data set, or its large run.
+    pub(crate) scope: &'static str,
+    /// Runs searched.
+    pub(crate) runs: usize,
+    /// Lines over those runs.
+    pub(crate) entries: u64,
+    /// Channel files grep read.
+    pub(crate) files: usize,
+    /// Their total size, MiB.
+    pub(crate) file_mib: f64,
+    /// Lines holding the literal: planted, and found by both.
+    pub(crate) matches: u64,
+    /// The server's `bytes_scanned` for one search.
+    pub(crate) bytes_scanned: u64,
+    /// Each timed grep, seconds.
+    pub(crate) grep_secs: Samples,
+    /// Each timed search, request to end of stream, seconds.
+    pub(crate) search_secs: Samples,
+    /// The server's CPU seconds over each timed search.
+    pub(crate) search_cpu_secs: Samples,
+    /// The files' bytes over grep's median time, MB/s.
+    pub(crate) grep_mb_per_sec: Option<f64>,
+    /// The files' bytes over the search's median time, MB/s.
+    pub(crate) search_mb_per_sec: Option<f64>,
+    /// `bytes_scanned` over the search's median time, MB/s.
+    pub(crate) search_scanned_mb_per_sec: Option<f64>,
+    /// The search's rate ÷ grep's, over the same bytes.
+    pub(crate) ratio: Option<f64>,
+    /// Why the row is empty or doubtful.
+    pub(crate) note: Option<String>,
+    /// What baa-logd or grep answered wrongly, if either did; the run then
+    /// fails.
+    pub(crate) wrong_answer: Option<String>,
+}
+
+/// W7 (b): W1 on baa-logd without and with a search at the default rate.
+#[derive(Debug, Serialize)]
+pub(crate) struct SearchLoadRow {
+    /// The W1 variant.
+    pub(crate) variant: &'static str,
+    /// Rounds, each one phase without and one with a search.
+    pub(crate) rounds: usize,
+    /// W1 entries/s without a search, one per round.
+    pub(crate) quiet_entries_per_sec: Samples,
+    /// W1 entries/s with a search, one per round.
+    pub(crate) search_entries_per_sec: Samples,
+    /// Server CPU seconds per million entries without a search.
+    pub(crate) quiet_cpu_secs_per_million: Samples,
+    /// Server CPU seconds per million entries with a search (its CPU
+    /// included).
+    pub(crate) search_cpu_secs_per_million: Samples,
+    /// The rate the search scanned at around W1, MiB/s.
+    pub(crate) search_mib_per_sec: Samples,
+    /// Search passes over the run that ended during the phases.
+    pub(crate) search_passes: u64,
+    /// Each round's entries/s with a search ÷ without.
+    pub(crate) paired_ratios: Samples,
+    /// The median of `paired_ratios`.
+    pub(crate) ratio: Option<f64>,
+    /// Why the row is empty or doubtful.
+    pub(crate) note: Option<String>,
+    /// What baa-logd answered wrongly, if it did; the run then fails.
+    pub(crate) wrong_answer: Option<String>,
+}
+
 /// baa-logd's figure divided by another system's, for one measure.
 #[derive(Debug, Serialize)]
 pub(crate) struct Ratio {
@@ -245,6 +345,19 @@ impl Report {
     pub(crate) fn conclude(&mut self) {
         self.ratios = ratios(self);
         self.targets = targets(self);
+    }
+
+    /// The wrong answers any workload got: a benchmark of a wrong answer
+    /// is worthless, so the run fails when there is one.
+    pub(crate) fn wrong_answers(&self) -> Vec<String> {
+        let w6 = self.w6.iter().map(|row| &row.wrong_answer);
+        let w7_scan = self.w7_scan.iter().map(|row| &row.wrong_answer);
+        let w7_writes = self.w7_writes.iter().map(|row| &row.wrong_answer);
+        w6.chain(w7_scan)
+            .chain(w7_writes)
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// The report as Markdown.
@@ -397,6 +510,95 @@ impl Report {
             }
             out.push('\n');
         }
+        if !self.w6.is_empty() {
+            let _ = writeln!(out, "## W6 tail\n");
+            let _ = writeln!(
+                out,
+                "| entries | run MiB | tail | full follow ms (median) | full entries/s | tail ms (median) | tail ÷ full | note |"
+            );
+            let _ = writeln!(
+                out,
+                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            );
+            for row in &self.w6 {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    row.entries,
+                    fixed(Some(row.run_mib), 0),
+                    row.tail,
+                    median_of(&row.full_ms, 0),
+                    count(
+                        row.full_entries_per_sec.unwrap_or(0.0),
+                        row.full_entries_per_sec.is_some()
+                    ),
+                    median_of(&row.tail_ms, 2),
+                    row.ratio.map_or_else(|| "—".to_owned(), percent),
+                    note(&row.note)
+                );
+            }
+            out.push('\n');
+        }
+        if !self.w7_scan.is_empty() {
+            let _ = writeln!(out, "## W7 search against grep\n");
+            let _ = writeln!(
+                out,
+                "| scope | runs | files MiB | matches | grep s (median) | grep MB/s | search s (median) | search MB/s | scanned MB/s | server CPU s | search ÷ grep | note |"
+            );
+            let _ = writeln!(
+                out,
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            );
+            for row in &self.w7_scan {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    row.scope,
+                    row.runs,
+                    fixed(Some(row.file_mib), 0),
+                    row.matches,
+                    median_of(&row.grep_secs, 3),
+                    fixed(row.grep_mb_per_sec, 0),
+                    median_of(&row.search_secs, 3),
+                    fixed(row.search_mb_per_sec, 0),
+                    fixed(row.search_scanned_mb_per_sec, 0),
+                    median_of(&row.search_cpu_secs, 2),
+                    row.ratio.map_or_else(|| "—".to_owned(), times),
+                    note(&row.note)
+                );
+            }
+            out.push('\n');
+        }
+        if !self.w7_writes.is_empty() {
+            let _ = writeln!(out, "## W7 W1 with a search\n");
+            let _ = writeln!(
+                out,
+                "| variant | rounds | entries/s without | entries/s with | with ÷ without (paired) | CPU s / M without | CPU s / M with | search MiB/s | search passes | note |"
+            );
+            let _ = writeln!(
+                out,
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            );
+            for row in &self.w7_writes {
+                let quiet = row.quiet_entries_per_sec.median();
+                let searched = row.search_entries_per_sec.median();
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    row.variant,
+                    row.rounds,
+                    count(quiet.unwrap_or(0.0), quiet.is_some()),
+                    count(searched.unwrap_or(0.0), searched.is_some()),
+                    row.ratio.map_or_else(|| "—".to_owned(), times),
+                    median_of(&row.quiet_cpu_secs_per_million, 2),
+                    median_of(&row.search_cpu_secs_per_million, 2),
+                    median_of(&row.search_mib_per_sec, 1),
+                    row.search_passes,
+                    note(&row.note)
+                );
+            }
+            out.push('\n');
+        }
         if !self.ratios.is_empty() {
             let _ = writeln!(out, "## Ratios: baa-logd ÷ each system\n");
             let _ = writeln!(out, "| workload | measure | versus | ratio |");
@@ -458,6 +660,21 @@ fn times(ratio: f64) -> String {
     } else {
         format!("{ratio:.2}×")
     }
+}
+
+/// A ratio as a percentage: two decimals, four below 0.1%.
+fn percent(ratio: f64) -> String {
+    let percent = ratio * 100.0;
+    if percent < 0.1 {
+        format!("{percent:.4}%")
+    } else {
+        format!("{percent:.2}%")
+    }
+}
+
+/// The median of `samples` with `places` decimals, or `—`.
+fn median_of(samples: &Samples, places: usize) -> String {
+    fixed(samples.median(), places)
 }
 
 /// A number with `places` decimals, or `—`.
@@ -656,6 +873,33 @@ fn targets(report: &Report) -> Vec<TargetCheck> {
             target: "W5: RSS within 50 MiB of the baseline after".to_owned(),
             measured: left.map_or_else(|| "—".to_owned(), |l| format!("{l:.1} MiB")),
             met: left.map(|l| l <= 50.0),
+        });
+    }
+    if let Some(row) = report.w6.first() {
+        let medians = row.tail_ms.median().zip(row.full_ms.median());
+        out.push(TargetCheck {
+            target: format!("W6: tail of {} ≤ 1% of a full history follow", row.tail),
+            measured: row.ratio.zip(medians).map_or_else(
+                || "—".to_owned(),
+                |(ratio, (tail, full))| {
+                    format!("{} ({tail:.2} ms vs {full:.0} ms)", percent(ratio))
+                },
+            ),
+            met: row.ratio.map(|ratio| ratio <= 0.01),
+        });
+    }
+    if let Some(row) = report.w7_scan.first() {
+        out.push(TargetCheck {
+            target: format!("W7 {}: search ≥ 0.5× grep -F bytes/s", row.scope),
+            measured: row.ratio.map_or_else(|| "—".to_owned(), times),
+            met: row.ratio.map(|ratio| ratio >= 0.5),
+        });
+    }
+    if let Some(row) = report.w7_writes.first() {
+        out.push(TargetCheck {
+            target: format!("W7: W1 {} with a search ≥ 0.90× without", row.variant),
+            measured: row.ratio.map_or_else(|| "—".to_owned(), times),
+            met: row.ratio.map(|ratio| ratio >= 0.90),
         });
     }
     out

@@ -6,7 +6,7 @@
 
 use std::{
     ffi::OsString,
-    path::Path,
+    path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
@@ -22,7 +22,7 @@ use tonic::{Status, Streaming, transport::Channel};
 use super::Delivered;
 use crate::{
     error::{BenchError, Context, Result},
-    payload,
+    payload::{self, LineShape},
     process::ServerProcess,
 };
 
@@ -37,7 +37,8 @@ const APPEND_QUEUE: usize = 4;
 pub(crate) struct GrpcSystem {
     /// The process.
     server: ServerProcess,
-    /// Its data directory, removed when the phase ends.
+    /// Its data directory, removed when the phase ends; `None` when the
+    /// workload keeps it (or the server stores nothing).
     _data_dir: Option<TempDir>,
 }
 
@@ -53,6 +54,28 @@ impl GrpcSystem {
             server,
             _data_dir: Some(data_dir),
         })
+    }
+
+    /// Starts `baa-logd` over `data_dir`, which the caller keeps (a
+    /// workload that restarts the server over the same runs), with
+    /// `extra` flags after the usual ones.
+    pub(crate) async fn start_baa_logd_in(
+        program: &Path,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let mut args = baa_logd_args(data_dir);
+        args.extend(extra.iter().map(OsString::from));
+        let server = ServerProcess::start(program, args).await?;
+        Ok(Self {
+            server,
+            _data_dir: None,
+        })
+    }
+
+    /// The server's address, for a gRPC channel.
+    pub(crate) fn url(&self) -> String {
+        self.server.url()
     }
 
     /// Starts the harness's no-op server, its relays holding
@@ -189,6 +212,44 @@ pub(crate) fn follow_request(run: &str) -> pb::FollowRunRequest {
     }
 }
 
+/// A `GetRun` request for a benchmark run.
+pub(crate) fn get_run_request(run: &str) -> pb::GetRunRequest {
+    pb::GetRunRequest {
+        task_id: TASK_ID.into(),
+        run_id: run.into(),
+    }
+}
+
+/// The paths of a run's three channel files, as `GetRun` names them (the
+/// harness runs on the server's machine, so they can be read directly).
+pub(crate) fn channel_files(targets: Option<&pb::LocalRunLogTargets>) -> Vec<PathBuf> {
+    let Some(targets) = targets else {
+        return Vec::new();
+    };
+    [&targets.worker, &targets.stdout, &targets.stderr]
+        .into_iter()
+        .flatten()
+        .map(|target| PathBuf::from(&target.file_path))
+        .collect()
+}
+
+/// A `SearchRuns` request for the literal `literal` in every run of the
+/// benchmark's task, or in `run` alone, stopping after `max_matches`.
+pub(crate) fn search_request(
+    literal: &str,
+    run: Option<&str>,
+    max_matches: u32,
+) -> pb::SearchRunsRequest {
+    pb::SearchRunsRequest {
+        pattern: literal.into(),
+        literal: true,
+        task_id: TASK_ID.into(),
+        run_id: run.unwrap_or_default().into(),
+        max_matches,
+        ..Default::default()
+    }
+}
+
 // === impl StubsWriter ===
 
 /// One `AppendLogs` stream: each batch of lines is one request.
@@ -263,21 +324,19 @@ impl StubsWriter {
         Ok(())
     }
 
-    /// Sends `lines` payload lines of `line_bytes` each, `batch_lines` a
-    /// request, counting them in `sent` as they go.
+    /// Sends `lines` payload lines of `shape`, counting them in `sent` as
+    /// they go.
     pub(crate) async fn send_lines(
         &mut self,
         lines: u64,
-        (line_bytes, batch_lines): (usize, usize),
+        shape: LineShape,
         sent: &AtomicU64,
     ) -> Result<()> {
         let mut done = 0u64;
         while done < lines {
-            let take = (batch_lines as u64).min(lines - done);
+            let take = (shape.per_batch.max(1) as u64).min(lines - done);
             let now = payload::now_micros();
-            let batch = (done..done + take)
-                .map(|i| payload::line(line_bytes, now, i))
-                .collect();
+            let batch = (done..done + take).map(|i| shape.line(now, i)).collect();
             self.send(batch).await?;
             done += take;
             sent.fetch_add(take, Ordering::Relaxed);

@@ -1,4 +1,4 @@
-//! The five workloads, each over every system it applies to, one fresh
+//! The seven workloads, each over every system it applies to, one fresh
 //! system per measured phase.
 //!
 //! - [`throughput`] (W1): writers streaming lines as fast as they are
@@ -10,17 +10,26 @@
 //!   serves.
 //! - [`slow_followers`] (W5): followers that never read; what the server
 //!   holds for them.
+//! - [`tail`] (W6): the last entries of a large run against all of it.
+//! - [`search`] (W7): `SearchRuns` against `grep`, and what a search costs
+//!   the writers.
+//!
+//! [`data_set`] fills the runs W4 and W7 share.
 
+pub(crate) mod data_set;
 pub(crate) mod fan_out;
 pub(crate) mod many_runs;
 pub(crate) mod restart;
+pub(crate) mod search;
 pub(crate) mod slow_followers;
+pub(crate) mod tail;
 pub(crate) mod throughput;
 
 use futures::{StreamExt, TryStreamExt};
+use tonic::transport::Channel;
 
 use crate::{
-    error::Result,
+    error::{BenchError, Result},
     systems::{Connection, System},
 };
 
@@ -47,4 +56,12 @@ pub(crate) async fn connections(system: &System, count: usize) -> Result<Vec<Con
 /// The name of a run: the workload and an index.
 pub(crate) fn run_name(prefix: &str, index: usize) -> String {
     format!("{prefix}-{index}")
+}
+
+/// A new gRPC connection to `system`, which must be baa-logd.
+pub(crate) async fn grpc_channel(system: &System) -> Result<Channel> {
+    match system.connect().await? {
+        Connection::Grpc(channel) => Ok(channel),
+        _ => Err(BenchError::Failed("baa-logd speaks gRPC".into())),
+    }
 }

@@ -12,19 +12,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::{
     error::{BenchError, Context, Result},
+    payload::LineShape,
     process::{ServerProcess, wait_serving},
-    procfs,
-    progress::{self, Progress},
+    procfs, progress,
     report::{RestartRow, mib},
     systems::{
         SystemKind,
-        grpc::{baa_logd_args, client, connect, follow_request, prepare_request, state_request},
+        grpc::{baa_logd_args, client, connect, follow_request},
     },
+    workloads::data_set::{self, DataSetParams, LARGE_RUN, dir_size},
 };
 
 /// W4's parameters.
@@ -46,8 +46,22 @@ pub(crate) struct RestartParams {
     pub(crate) drop_caches: bool,
 }
 
-/// The large run.
-const LARGE_RUN: &str = "w4-large";
+impl RestartParams {
+    /// The data set W4 fills (and W7 searches).
+    pub(crate) fn data_set(&self) -> DataSetParams {
+        DataSetParams {
+            runs: self.runs,
+            entries: self.entries,
+            large_share: self.large_share,
+            writers: self.writers,
+            shape: LineShape {
+                bytes: self.line_bytes,
+                per_batch: self.batch_lines,
+                plant: None,
+            },
+        }
+    }
+}
 
 /// Runs W4 on baa-logd.
 pub(crate) async fn run(baa_logd: &Path, params: &RestartParams) -> Vec<RestartRow> {
@@ -82,7 +96,10 @@ async fn measure(baa_logd: &Path, params: &RestartParams) -> Result<RestartRow> 
         .map_err(|err| BenchError::io("cannot create a data directory", err))?;
     let fill_start = Instant::now();
     let server = ServerProcess::start(baa_logd, baa_logd_args(data_dir.path())).await?;
-    let large_lines = fill(&server.url(), params).await?;
+    let data_set = params.data_set();
+    let plan = data_set::plan(&data_set);
+    data_set::fill(&server.url(), &data_set, &plan).await?;
+    let large_lines = plan[0].lines;
     server.terminate().await?;
     let fill_secs = fill_start.elapsed().as_secs_f64();
     let data_bytes = dir_size(data_dir.path());
@@ -142,82 +159,4 @@ async fn measure(baa_logd: &Path, params: &RestartParams) -> Result<RestartRow> 
         rss_mib: rss,
         note: (!notes.is_empty()).then(|| notes.join("; ")),
     })
-}
-
-/// Prepares the runs, writes the entries, completes the runs. Returns the
-/// lines of the large run.
-async fn fill(url: &str, params: &RestartParams) -> Result<u64> {
-    let runs = params.runs.max(1);
-    let large = ((params.entries as f64 * params.large_share) as u64).min(params.entries);
-    let small_runs = runs - 1;
-    let per_small = if small_runs > 0 {
-        (params.entries - large) / small_runs as u64
-    } else {
-        0
-    };
-    let mut plan: Vec<(String, u64)> = vec![(LARGE_RUN.to_owned(), large)];
-    plan.extend((0..small_runs).map(|i| (format!("w4-{i}"), per_small)));
-    let channel = connect(url).await?;
-    futures::stream::iter(plan.iter().map(Ok))
-        .try_for_each_concurrent(16, |(run, _)| {
-            let mut client = client(channel.clone());
-            async move {
-                client
-                    .prepare_run(prepare_request(run))
-                    .await
-                    .context(format!("PrepareRun {run}"))?;
-                client
-                    .update_run_state(state_request(run, baa_logging::pb::RunStatus::Running))
-                    .await
-                    .context("UpdateRunState")?;
-                Result::Ok(())
-            }
-        })
-        .await?;
-    let total: u64 = plan.iter().map(|(_, lines)| lines).sum();
-    let progress = Progress::start("  filling".to_owned(), total, "lines");
-    let counter = progress.counter();
-    let conns: Vec<_> = futures::stream::iter(0..params.writers.max(1))
-        .map(|_| connect(url))
-        .buffered(8)
-        .try_collect()
-        .await?;
-    let conns = &conns;
-    futures::stream::iter(plan.iter().enumerate())
-        .map(|(index, (run, lines))| {
-            let channel = conns[index % conns.len()].clone();
-            let counter = counter.clone();
-            async move {
-                let mut writer =
-                    crate::systems::grpc::StubsWriter::open(channel.clone(), run, "writer").await?;
-                writer
-                    .send_lines(*lines, (params.line_bytes, params.batch_lines), &counter)
-                    .await?;
-                writer.finish().await?;
-                client(channel)
-                    .update_run_state(state_request(run, baa_logging::pb::RunStatus::Completed))
-                    .await
-                    .context("UpdateRunState")?;
-                Result::Ok(())
-            }
-        })
-        .buffer_unordered(params.writers.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(large)
-}
-
-/// The bytes of every file under `dir`.
-fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
-            Ok(meta) => meta.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }

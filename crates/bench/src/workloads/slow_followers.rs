@@ -15,8 +15,10 @@ use serde::Serialize;
 use baa_logging::pb;
 use tonic::transport::Channel;
 
+use super::grpc_channel;
 use crate::{
     error::{BenchError, Context, Result},
+    payload::LineShape,
     procfs,
     progress::{self, Progress},
     report::{SlowFollowersRow, mib},
@@ -143,14 +145,6 @@ async fn measure(system: &System, params: &SlowFollowersParams) -> Result<SlowFo
     })
 }
 
-/// A new connection to baa-logd.
-async fn grpc_channel(system: &System) -> Result<Channel> {
-    match system.connect().await? {
-        Connection::Grpc(channel) => Ok(channel),
-        _ => Err(BenchError::Failed("baa-logd speaks gRPC".into())),
-    }
-}
-
 /// The RSS once it has stayed within [`STEADY_MIB`] for [`STEADY_FOR`],
 /// or after [`STEADY_WAIT`].
 async fn steady_rss(rss: &impl Fn() -> Option<f64>) -> Option<f64> {
@@ -174,7 +168,15 @@ async fn fill(channel: Channel, params: &SlowFollowersParams) -> Result<()> {
     let counter = progress.counter();
     let mut writer = StubsWriter::open(channel.clone(), RUN, "writer").await?;
     writer
-        .send_lines(lines, (params.line_bytes, params.batch_lines), &counter)
+        .send_lines(
+            lines,
+            LineShape {
+                bytes: params.line_bytes,
+                per_batch: params.batch_lines,
+                plant: None,
+            },
+            &counter,
+        )
         .await?;
     writer.finish().await?;
     client(channel)

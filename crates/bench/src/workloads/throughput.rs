@@ -36,7 +36,7 @@ pub(crate) struct ThroughputParams {
 
 /// Where the writers write.
 #[derive(Debug, Clone, Copy)]
-enum Variant {
+pub(crate) enum Variant {
     /// Each writer into a run of its own.
     OwnRuns,
     /// Every writer into one run.
@@ -45,7 +45,7 @@ enum Variant {
 
 impl Variant {
     /// The name in the table.
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::OwnRuns => "own runs",
             Self::SharedRun => "shared run",
@@ -66,7 +66,7 @@ pub(crate) async fn run(
             let row = match launcher.start(kind, 16).await {
                 Err(reason) => empty_row(variant, kind, reason),
                 Ok(system) => {
-                    let measured = measure(&system, kind, variant, params).await;
+                    let measured = measure(&system, kind, variant, params, "w1").await;
                     if let Err(err) = system.stop().await {
                         eprintln!("  stopping {kind}: {err}");
                     }
@@ -95,16 +95,21 @@ fn empty_row(variant: Variant, system: SystemKind, note: String) -> ThroughputRo
     }
 }
 
-/// One phase: one system, one variant.
-async fn measure(
+/// One phase: one system, one variant, into runs named after `prefix`
+/// (a phase over a data directory that earlier phases wrote to needs runs
+/// of its own).
+pub(crate) async fn measure(
     system: &System,
     kind: SystemKind,
     variant: Variant,
     params: &ThroughputParams,
+    prefix: &str,
 ) -> Result<ThroughputRow> {
     let runs: Vec<String> = match variant {
-        Variant::OwnRuns => (0..params.writers).map(|i| run_name("w1-own", i)).collect(),
-        Variant::SharedRun => vec!["w1-shared".to_owned()],
+        Variant::OwnRuns => (0..params.writers)
+            .map(|i| run_name(&format!("{prefix}-own"), i))
+            .collect(),
+        Variant::SharedRun => vec![format!("{prefix}-shared")],
     };
     let setup = system.connect().await?;
     prepare_runs(system, &setup, &runs).await?;
