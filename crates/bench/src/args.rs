@@ -183,8 +183,9 @@ pub(crate) struct BenchArgs {
     /// W7: timed searches and greps, each, after one untimed of each.
     #[arg(long, default_value_t = 3)]
     pub(crate) w7_repeats: usize,
-    /// W7: rounds of W1 without and with a search.
-    #[arg(long, default_value_t = 5)]
+    /// W7: rounds of W1 without and with a search (W1 swings between
+    /// phases on a shared machine: the median of many paired rounds).
+    #[arg(long, default_value_t = 11)]
     pub(crate) w7_rounds: usize,
     /// W7: seconds the search runs before W1 starts beside it (past the
     /// first second, which a new search may scan at full speed).

@@ -193,6 +193,9 @@ pub struct SearchBatch {
     pub skipped: Vec<(u64, u64)>,
     /// Bytes of stored entries this step scanned.
     pub scanned_bytes: u64,
+    /// What the step cost beyond those bytes, for pacing: bytes' worth of
+    /// bookkeeping (journal records read, say).
+    pub overhead_bytes: u64,
     /// The run is searched to its end (or its range's).
     pub done: bool,
 }

@@ -39,8 +39,22 @@ use crate::{
 pub type SearchRunsStream =
     Pin<Box<dyn Stream<Item = Result<pb::SearchRunsResponse, Status>> + Send>>;
 
-/// How many stored bytes one step of a search scans.
-const STEP_BYTES: usize = 1024 * 1024;
+/// The fewest stored bytes one step of a search scans.
+const MIN_STEP_BYTES: u64 = 1024 * 1024;
+
+/// The most stored bytes one step of a search scans: a step holds a
+/// blocking thread and one of the search permits while it runs.
+const MAX_STEP_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How many bytes a step scans at `rate` bytes a second (0: no limit):
+/// an eighth of a second's worth, so that pacing stays smooth while a step
+/// is large enough that handing it to a thread costs little.
+fn step_bytes(rate: u64) -> usize {
+    match rate {
+        0 => MAX_STEP_BYTES as usize,
+        rate => (rate / 8).clamp(MIN_STEP_BYTES, MAX_STEP_BYTES) as usize,
+    }
+}
 
 /// The most matches one response carries.
 const RESPONSE_MATCHES: usize = 256;
@@ -454,7 +468,7 @@ async fn search_run<S: RunStore>(
                 .await
                 .expect("the semaphore stays open");
             searcher
-                .next(STEP_BYTES)
+                .next(step_bytes(state.pace.rate()))
                 .await
                 .map_err(|err| Stop::Failed(to_status(err)))?
         };
@@ -462,7 +476,7 @@ async fn search_run<S: RunStore>(
         // is more (a slow pattern): so a search takes at most half a core.
         let rate = state.pace.rate() as f64;
         let took = (started.elapsed().as_secs_f64() * rate) as u64;
-        let cost = batch.scanned_bytes.max(took);
+        let cost = (batch.scanned_bytes + batch.overhead_bytes).max(took);
         *found += batch.hits.len();
         progress.response.bytes_scanned += batch.scanned_bytes;
         for hit in batch.hits {
@@ -488,7 +502,7 @@ async fn search_run<S: RunStore>(
         if batch.done {
             progress.response.runs_searched += 1;
         }
-        if progress.due() || batch.done {
+        if progress.due() {
             progress.send().await?;
         }
         state.pace.take(cost as usize).await;

@@ -16,6 +16,8 @@ pub(crate) struct EncodedEntries {
     pub(crate) bytes: PerChannel<Vec<u8>>,
     /// Entries per channel.
     pub(crate) counts: PerChannel<u64>,
+    /// Whether every chunk of each channel ends with a newline.
+    pub(crate) closed: PerChannel<bool>,
     /// The entries, in sequence order, for followers (see `recent`).
     pub(crate) entries: Vec<LogEntry>,
 }
@@ -31,6 +33,7 @@ pub(crate) fn encode_entries(
     let mut encoded = EncodedEntries {
         bytes: PerChannel::default(),
         counts: PerChannel::default(),
+        closed: PerChannel::new(true, true, true),
         entries: Vec::with_capacity(payloads.len()),
     };
     for (seq, payload) in (first_seq..).zip(payloads) {
@@ -38,15 +41,20 @@ pub(crate) fn encode_entries(
             AppendPayload::Event(event) => {
                 LogEntry::Lifecycle(lifecycle_entry(metadata, seq, event, now))
             }
-            AppendPayload::Chunk(channel, chunk) => LogEntry::Chunk(StreamChunkLogEntry {
-                task_id: metadata.task_id.clone(),
-                step_id: metadata.step_id.clone(),
-                run_id: metadata.run_id.clone(),
-                seq,
-                channel: *channel,
-                created_at: chunk.created_at.clone().unwrap_or_else(|| now.to_owned()),
-                text: chunk.text.clone(),
-            }),
+            AppendPayload::Chunk(channel, chunk) => {
+                if !chunk.text.is_empty() && !chunk.text.ends_with('\n') {
+                    encoded.closed[WorkerLogChannel::from(*channel)] = false;
+                }
+                LogEntry::Chunk(StreamChunkLogEntry {
+                    task_id: metadata.task_id.clone(),
+                    step_id: metadata.step_id.clone(),
+                    run_id: metadata.run_id.clone(),
+                    seq,
+                    channel: *channel,
+                    created_at: chunk.created_at.clone().unwrap_or_else(|| now.to_owned()),
+                    text: chunk.text.clone(),
+                })
+            }
         };
         let channel = entry.channel();
         let out = &mut encoded.bytes[channel];

@@ -74,6 +74,12 @@ pub(crate) struct JournalRecord {
     /// recovery writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) time: Option<u64>,
+    /// Whether every chunk the commit wrote to each channel ends with a
+    /// newline, so that no line of it goes on in a later commit (a search
+    /// skips such commits whole when their bytes hold no match). Unset in
+    /// records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) closed: Option<PerChannel<bool>>,
     /// The bytes the commit wrote to each channel file, from `offsets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) lens: Option<PerChannel<u64>>,
@@ -216,6 +222,7 @@ mod tests {
             damaged: false,
             writers_lost: false,
             time: Some(1_700_000_000_000),
+            closed: None,
             lens: None,
             crc: None,
             check: None,

@@ -374,7 +374,7 @@ impl RunStore for LocalStore {
     async fn search(&self, key: &RunKey, scanner: LineScanner) -> Result<LocalSearch> {
         let run = self.run(key).await?;
         let hold = LocalHold::new(run.clone())?;
-        concurrency::blocking_read(move || LocalSearch::open(run, hold, scanner)).await
+        Ok(LocalSearch::new(run, hold, scanner))
     }
 
     async fn hold(&self, key: &RunKey) -> Result<LocalHold> {

@@ -88,6 +88,7 @@ pub(super) fn create_run(
         damaged: false,
         writers_lost: false,
         time: Some(journal::commit_time(0)),
+        closed: Some(encoded.closed),
         lens: None,
         crc: None,
         check: None,

@@ -406,6 +406,7 @@ mod tests {
                 damaged: false,
                 writers_lost: false,
                 time: Some(seq * 10),
+                closed: None,
                 lens: None,
                 crc: None,
                 check: None,

@@ -387,6 +387,7 @@ impl Run {
             damaged: false,
             writers_lost: false,
             time: Some(time),
+            closed: Some(encoded.closed),
             lens: None,
             crc: None,
             check: None,

@@ -15,7 +15,12 @@
 //! Runs whose records carry no checksums (written before them, or
 //! adopted) are searched through a history reader instead.
 
-use std::{borrow::Cow, fs::File, os::unix::fs::FileExt, sync::Arc};
+use std::{
+    borrow::Cow,
+    fs::File,
+    io::{Read, Seek, SeekFrom},
+    sync::Arc,
+};
 
 use serde::Deserialize;
 
@@ -41,8 +46,8 @@ const WINDOW: usize = 1024 * 1024;
 /// The most journal records one step handles, whatever their size.
 const MAX_STEP_RECORDS: usize = 4096;
 
-/// What one journal record counts for in the bytes a search scanned:
-/// about the size of its line.
+/// What one journal record costs a search, for pacing: about the size of
+/// its line.
 const RECORD_COST: u64 = 256;
 
 /// A search of one run of the local store.
@@ -55,6 +60,9 @@ pub struct LocalSearch {
 /// How a run is searched.
 #[derive(Debug)]
 enum Mode {
+    /// Not started: the first step opens the journal, in the same blocking
+    /// task as its scan; `None` while it runs.
+    Pending(Option<Box<(Arc<Run>, LocalHold, LineScanner)>>),
     /// From the files, commit by commit; `None` while a step runs.
     Files(Option<Box<FileScan>>),
     /// Through a history reader.
@@ -62,8 +70,15 @@ enum Mode {
 }
 
 impl LocalSearch {
+    /// A search of `run`, started by its first step.
+    pub(crate) fn new(run: Arc<Run>, hold: LocalHold, scanner: LineScanner) -> Self {
+        Self {
+            mode: Mode::Pending(Some(Box::new((run, hold, scanner)))),
+        }
+    }
+
     /// Starts a search of `run` (blocking: it reads the journal).
-    pub(crate) fn open(run: Arc<Run>, hold: LocalHold, scanner: LineScanner) -> Result<Self> {
+    fn open(run: Arc<Run>, hold: LocalHold, scanner: LineScanner) -> Result<Self> {
         let from = scanner.read_from();
         let committed = run.committed();
         let bounds = range::resolve(&run, &from, committed.seq)?;
@@ -83,12 +98,7 @@ impl LocalSearch {
                 mode: Mode::Entries(Box::new(ReaderSearch::new(reader, scanner))),
             });
         }
-        let files = PerChannel::try_from_fn(|channel| {
-            let path = run.dir.log(channel);
-            File::open(&path)
-                .map(Window::new)
-                .map_err(|err| StoreError::io(format!("cannot read {}", path.display()), err))
-        })?;
+        let files = PerChannel::default();
         Ok(Self {
             mode: Mode::Files(Some(Box::new(FileScan {
                 run,
@@ -106,9 +116,28 @@ impl LocalSearch {
 
 impl RunSearcher for LocalSearch {
     async fn next(&mut self, max_bytes: usize) -> Result<SearchBatch> {
+        if let Mode::Pending(pending) = &mut self.mode {
+            let (run, hold, scanner) = *pending.take().expect("steps do not overlap");
+            let (opened, first) = blocking_read(move || {
+                let mut opened = Self::open(run, hold, scanner)?;
+                let first = match &mut opened.mode {
+                    Mode::Files(Some(scan)) => Some(scan.step(max_bytes)),
+                    _ => None,
+                };
+                Ok((opened, first))
+            })
+            .await?;
+            self.mode = opened.mode;
+            match first {
+                Some(step) => return self.finish_step(step).await,
+                // A run searched through its entries: its reader's turn.
+                None => return Ok(SearchBatch::default()),
+            }
+        }
         let scan = match &mut self.mode {
             Mode::Entries(search) => return search.next(max_bytes).await,
             Mode::Files(scan) => scan.take().expect("steps do not overlap"),
+            Mode::Pending(_) => unreachable!("started above"),
         };
         let (scan, step) = blocking_read(move || {
             let mut scan = scan;
@@ -116,14 +145,25 @@ impl RunSearcher for LocalSearch {
             Ok((scan, step))
         })
         .await?;
+        self.mode = Mode::Files(Some(scan));
+        self.finish_step(step).await
+    }
+}
+
+impl LocalSearch {
+    /// What a file step found: its batch, or a switch to the entries for
+    /// a commit without checksums.
+    async fn finish_step(&mut self, step: Result<Step>) -> Result<SearchBatch> {
         match step? {
-            Step::Batch(batch) => {
-                self.mode = Mode::Files(Some(scan));
-                Ok(batch)
-            }
+            Step::Batch(batch) => Ok(batch),
             Step::Unchecked(from_seq, mut batch) => {
                 // A commit without checksums after checked ones: the rest
                 // of the run goes through a reader.
+                let Mode::Files(Some(scan)) =
+                    std::mem::replace(&mut self.mode, Mode::Pending(None))
+                else {
+                    unreachable!("a file step ran");
+                };
                 let FileScan {
                     run,
                     _hold: hold,
@@ -168,8 +208,8 @@ struct FileScan {
     to_seq: u64,
     /// How far each channel file was committed when the search began.
     lens: PerChannel<u64>,
-    /// Each channel file, read a window at a time.
-    files: PerChannel<Window>,
+    /// Each channel file, read a window at a time; opened when first read.
+    files: PerChannel<Option<Window>>,
 }
 
 impl FileScan {
@@ -181,7 +221,7 @@ impl FileScan {
         let io_journal =
             |err| StoreError::io(format!("cannot read {}", journal_path.display()), err);
         let mut records = 0;
-        while batch.scanned_bytes < max_bytes as u64
+        while batch.scanned_bytes + batch.overhead_bytes < max_bytes as u64
             && records < MAX_STEP_RECORDS
             && !self.scanner.is_finished()
         {
@@ -196,7 +236,7 @@ impl FileScan {
             records += 1;
             // Every record costs its journal line, even one that names
             // no selected bytes, so that a step's cost is always counted.
-            batch.scanned_bytes += RECORD_COST;
+            batch.overhead_bytes += RECORD_COST;
             if record.lost || record.damaged {
                 batch
                     .skipped
@@ -219,7 +259,9 @@ impl FileScan {
         // A search that waits (for its pace, or for its caller to read)
         // holds no read buffer meanwhile.
         for (_, window) in self.files.iter_mut() {
-            window.release();
+            if let Some(window) = window {
+                window.release();
+            }
         }
         self.cursor.park();
         Ok(Step::Batch(batch))
@@ -253,15 +295,21 @@ impl FileScan {
             batch.scanned_bytes += len;
             let (from, to) = (self.next_seq, self.to_seq);
             let path = self.run.dir.log(channel);
-            let window = &mut self.files[channel];
+            let window = self.files[channel]
+                .as_mut()
+                .expect("opened when the commit was checked");
             let bytes = window
                 .slice(offset, len, self.lens[channel])
                 .map_err(|err| StoreError::io(format!("cannot read {}", path.display()), err))?;
+            let closed = record.closed.is_some_and(|closed| closed[channel]);
             scan_lines(
                 &mut self.scanner,
-                channel,
-                bytes,
-                partial.then_some((from, to)),
+                Block {
+                    channel,
+                    bytes,
+                    bounds: partial.then_some((from, to)),
+                    closed,
+                },
             )
             .map_err(|line| {
                 StoreError::io(
@@ -279,21 +327,26 @@ impl FileScan {
     /// The bytes of `channel`'s file from `offset`.
     fn read(&mut self, channel: WorkerLogChannel, offset: u64, len: u64) -> Result<&[u8]> {
         let path = self.run.dir.log(channel);
-        self.files[channel]
-            .slice(offset, len, self.lens[channel])
-            .map_err(|err| StoreError::io(format!("cannot read {}", path.display()), err))
+        let fail = |err| StoreError::io(format!("cannot read {}", path.display()), err);
+        let window = match &mut self.files[channel] {
+            Some(window) => window,
+            empty => empty.insert(Window::new(File::open(&path).map_err(fail)?)),
+        };
+        window.slice(offset, len, self.lens[channel]).map_err(fail)
     }
 }
 
 /// Feeds a checked commit's lines of one channel to `scanner`: every line
-/// when `bounds` (the commit reaches past the range: lines outside it are
-/// left out), otherwise the lines that may matter.
-fn scan_lines(
-    scanner: &mut LineScanner,
-    channel: WorkerLogChannel,
-    bytes: &[u8],
-    bounds: Option<(u64, u64)>,
-) -> std::result::Result<(), String> {
+/// when it has bounds (the commit reaches past the range: lines outside
+/// it are left out), otherwise the lines that may matter, or none when no
+/// line can match and none goes on past the block.
+fn scan_lines(scanner: &mut LineScanner, block: Block<'_>) -> std::result::Result<(), String> {
+    let Block {
+        channel,
+        bytes,
+        bounds,
+        closed,
+    } = block;
     let candidates: Option<Vec<usize>> = match bounds {
         Some(_) => None,
         None => scanner
@@ -304,7 +357,29 @@ fn scan_lines(
     };
     let mut next_candidate = 0;
     let mut start = 0;
-    for newline in memchr::memchr_iter(b'\n', bytes) {
+    while start < bytes.len() {
+        if let (Some(candidates), true) = (&candidates, closed) {
+            if scanner.may_skip(channel) {
+                // Every line up to the next one the literal may be in
+                // holds no match and none goes on: jump to that line.
+                while next_candidate < candidates.len() && candidates[next_candidate] < start {
+                    next_candidate += 1;
+                }
+                let Some(&at) = candidates.get(next_candidate) else {
+                    scanner.skipped(channel);
+                    return Ok(());
+                };
+                let line_start = memchr::memrchr(b'\n', &bytes[start..at])
+                    .map_or(start, |newline| start + newline + 1);
+                if line_start > start {
+                    scanner.skipped(channel);
+                    start = line_start;
+                }
+            }
+        }
+        let Some(newline) = memchr::memchr(b'\n', &bytes[start..]).map(|at| start + at) else {
+            break;
+        };
         let line = &bytes[start..newline];
         let line_start = start;
         start = newline + 1;
@@ -315,8 +390,9 @@ fn scan_lines(
             let found = candidates
                 .get(next_candidate)
                 .is_some_and(|at| *at < newline);
-            let closed = channel == WorkerLogChannel::Worker || text_ends_with_newline(line);
-            if !found && closed && scanner.may_skip(channel) {
+            let line_closed =
+                closed || channel == WorkerLogChannel::Worker || text_ends_with_newline(line);
+            if !found && line_closed && scanner.may_skip(channel) {
                 scanner.skipped(channel);
                 continue;
             }
@@ -324,6 +400,18 @@ fn scan_lines(
         feed(scanner, channel, line, bounds)?;
     }
     Ok(())
+}
+
+/// One channel's bytes of a checked commit, to scan.
+struct Block<'a> {
+    /// The channel.
+    channel: WorkerLogChannel,
+    /// Its lines.
+    bytes: &'a [u8],
+    /// The range of `seq` to feed when the commit reaches past it.
+    bounds: Option<(u64, u64)>,
+    /// Every chunk of it ends with a newline (the journal says so).
+    closed: bool,
 }
 
 /// Parses one stored line and feeds it, if its `seq` is within `bounds`.
@@ -423,8 +511,19 @@ impl Window {
         if offset < self.start || end > self.start + self.buf.len() as u64 {
             let want = (len as usize).max(WINDOW);
             let available = limit.saturating_sub(offset).max(len) as usize;
-            self.buf.resize(want.min(available), 0);
-            self.file.read_exact_at(&mut self.buf, offset)?;
+            let size = want.min(available);
+            // Read into spare capacity: no zeroing of a buffer the read
+            // overwrites anyway.
+            self.buf.clear();
+            self.buf.reserve_exact(size);
+            self.file.seek(SeekFrom::Start(offset))?;
+            (&self.file).take(size as u64).read_to_end(&mut self.buf)?;
+            if (self.buf.len() as u64) < len {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the file ends before byte {end}"),
+                ));
+            }
             self.start = offset;
         }
         let at = (offset - self.start) as usize;
@@ -435,6 +534,67 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Jumping between the lines the literal may be in finds what feeding
+    /// every line finds, context after matches and groups included.
+    #[test]
+    fn skipping_lines_finds_what_feeding_them_finds() {
+        use crate::{
+            model::ChannelSet,
+            search::{Pattern, SearchQuery},
+        };
+        let mut bytes = Vec::new();
+        for seq in 1..=400u64 {
+            let text = match seq % 37 {
+                0 => format!("a needle {seq}\nsecond line\n"),
+                1 => format!("after {seq}\n"),
+                _ => format!("line {seq}\n"),
+            };
+            let line = serde_json::json!({ "seq": seq, "createdAt": "t", "text": text });
+            bytes.extend_from_slice(line.to_string().as_bytes());
+            bytes.push(b'\n');
+        }
+        for after in [0, 1, 3] {
+            let scanner = || {
+                LineScanner::new(
+                    SearchQuery {
+                        pattern: Pattern::new("needle", false, false).unwrap(),
+                        channels: ChannelSet::ALL,
+                        since: None,
+                        until: None,
+                        before: 0,
+                        after,
+                    },
+                    1000,
+                )
+            };
+            let mut skipping = scanner();
+            let block = Block {
+                channel: WorkerLogChannel::Stdout,
+                bytes: &bytes,
+                bounds: None,
+                closed: true,
+            };
+            scan_lines(&mut skipping, block).unwrap();
+            skipping.finish();
+            let mut feeding = scanner();
+            for line in bytes
+                .split(|byte| *byte == b'\n')
+                .filter(|line| !line.is_empty())
+            {
+                feed(&mut feeding, WorkerLogChannel::Stdout, line, None).unwrap();
+            }
+            feeding.finish();
+            let (found, expected) = (skipping.take_hits(), feeding.take_hits());
+            assert_eq!(found.len(), 10, "after {after}");
+            let shape = |hits: &[crate::search::SearchHit]| {
+                hits.iter()
+                    .map(|hit| (hit.seq, hit.text.clone(), hit.after.clone()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(shape(&found), shape(&expected), "after {after}");
+        }
+    }
 
     /// A text ends with a newline when its last escape is `\n`, not when
     /// it ends with an escaped backslash and an `n`.
