@@ -5,12 +5,23 @@ use std::time::Duration;
 
 use baa_logd::ServerConfig;
 use baa_logging::pb;
+use baa_logging_client::LoggingClient;
 use tokio::process::Command;
 use tonic::Code;
 
 use crate::util::{
     TestServer, append, metadata_at, more, open, prepare_request, set_status, stderr, stdout,
 };
+
+/// Prepares `task/run`, created at `created_at`; returns a client.
+async fn prepared(server: &TestServer, task: &str, run: &str, created_at: &str) -> LoggingClient {
+    let mut client = server.client().await;
+    client
+        .prepare_run(prepare_request(metadata_at(task, run, created_at)))
+        .await
+        .unwrap();
+    client
+}
 
 /// Prepares `task/run`, created at `created_at`, and writes `items`.
 async fn run_with(
@@ -20,11 +31,7 @@ async fn run_with(
     created_at: &str,
     items: Vec<pb::AppendItem>,
 ) {
-    let mut client = server.client().await;
-    client
-        .prepare_run(prepare_request(metadata_at(task, run, created_at)))
-        .await
-        .unwrap();
+    let mut client = prepared(server, task, run, created_at).await;
     append(&mut client, vec![open(task, run, "w", items)])
         .await
         .unwrap();
@@ -299,15 +306,7 @@ async fn refuses_bad_requests_and_stops_at_the_cap() {
 async fn damaged_commits_are_skipped_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let mut client = server.client().await;
-    client
-        .prepare_run(prepare_request(metadata_at(
-            "t",
-            "r",
-            "2026-01-01T00:00:00.000Z",
-        )))
-        .await
-        .unwrap();
+    let mut client = prepared(&server, "t", "r", "2026-01-01T00:00:00.000Z").await;
     for n in 1..=3u64 {
         append(
             &mut client,
@@ -357,15 +356,7 @@ async fn deadlines_pace_and_cancellation() {
             _ => stdout(n, &format!("{n} {line}\n")),
         })
         .collect();
-    let mut client = server.client().await;
-    client
-        .prepare_run(prepare_request(metadata_at(
-            "t",
-            "r",
-            "2026-01-01T00:00:00.000Z",
-        )))
-        .await
-        .unwrap();
+    let mut client = prepared(&server, "t", "r", "2026-01-01T00:00:00.000Z").await;
     let mut items: Vec<pb::AppendItem> = items;
     let messages: Vec<pb::AppendLogsRequest> = items
         .chunks_mut(1000)

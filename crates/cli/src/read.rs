@@ -77,14 +77,8 @@ pub(crate) async fn follow(client: &Client, args: FollowArgs) -> Result<u8, Clie
     let live = match args.range.tail {
         Some(lines) => {
             let tail = tail(client, &run, &args.range, base, lines, true).await?;
-            for event in tail.history {
-                if !printer.print(event) {
-                    return Ok(0);
-                }
-            }
-            if let Some(err) = tail.failed {
-                printer.finish();
-                return Err(err);
+            if !printer.print_tail(tail.history, tail.failed)? {
+                return Ok(0);
             }
             tail.next
         }
@@ -118,14 +112,8 @@ pub(crate) async fn cat(client: &Client, args: CatArgs) -> Result<u8, ClientErro
     let mut printer = Printer::new(Style::Raw, args.prefix);
     if let Some(lines) = args.range.tail {
         let tail = tail(client, &run, &args.range, base, lines, false).await?;
-        for event in tail.history {
-            if !printer.print(event) {
-                return Ok(0);
-            }
-        }
-        if let Some(err) = tail.failed {
-            printer.finish();
-            return Err(err);
+        if !printer.print_tail(tail.history, tail.failed)? {
+            return Ok(0);
         }
     } else {
         let mut events = client.follow(run, args.range.options(base));
@@ -299,6 +287,27 @@ impl Printer {
         write!(self.out, "{text}")
             .and_then(|()| self.out.flush())
             .is_ok()
+    }
+
+    /// Prints the events of a tail, then the error that ended it early,
+    /// if one did; false when the reader went away.
+    fn print_tail(
+        &mut self,
+        history: Vec<FollowEvent>,
+        failed: Option<ClientError>,
+    ) -> Result<bool, ClientError> {
+        for event in history {
+            if !self.print(event) {
+                return Ok(false);
+            }
+        }
+        match failed {
+            Some(err) => {
+                self.finish();
+                Err(err)
+            }
+            None => Ok(true),
+        }
     }
 
     /// Tells the final state, if one came.
