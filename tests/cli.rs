@@ -3,6 +3,7 @@
 
 use std::{process::Output, time::Duration};
 
+use baa_logging::pb;
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -694,4 +695,32 @@ async fn follow_wait_follows_a_run_prepared_later() {
         assert_eq!(text(&output.stderr), "", "no waiting line off a terminal");
     }
     server.stop().await;
+}
+
+/// `follow --exit-status` exits with the run's outcome: 0 completed, 3
+/// failed, 4 blocked; without it a follow of a failed run exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_exit_status_tells_the_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    for (run, status) in [
+        ("done", pb::RunStatus::Completed),
+        ("broken", pb::RunStatus::Failed),
+        ("stuck", pb::RunStatus::Blocked),
+    ] {
+        crate::util::prepare(&mut client, "t", run).await;
+        crate::util::set_status(&mut client, "t", run, pb::RunStatus::Running)
+            .await
+            .unwrap();
+        crate::util::set_status(&mut client, "t", run, status)
+            .await
+            .unwrap();
+    }
+    for (run, code) in [("done", 0), ("broken", 3), ("stuck", 4)] {
+        let output = baa_log(&server, &["follow", "--exit-status", &format!("t/{run}")]).await;
+        assert_eq!(output.status.code(), Some(code), "t/{run}: {output:?}");
+    }
+    let output = baa_log(&server, &["follow", "t/broken"]).await;
+    assert_eq!(output.status.code(), Some(0));
 }

@@ -81,3 +81,39 @@ fn limits_that_cannot_work_are_refused_at_start() {
         "{stderr}"
     );
 }
+
+/// Boolean settings from the environment take 1/0, true/false, yes/no and
+/// on/off, as neighbouring tools do; anything else is refused.
+#[test]
+fn boolean_environment_values_are_taken_in_every_usual_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let print = |value: &str| {
+        std::process::Command::new(crate::util::process::server_binary())
+            .arg("--print-config")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("BAA_LOGD_SYNC", value)
+            .output()
+            .expect("baa-logd runs")
+    };
+    for (value, expected) in [
+        ("1", true),
+        ("yes", true),
+        ("true", true),
+        ("on", true),
+        ("0", false),
+        ("no", false),
+        ("false", false),
+        ("off", false),
+    ] {
+        let output = print(value);
+        assert!(output.status.success(), "BAA_LOGD_SYNC={value}: {output:?}");
+        let config = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            config.contains(&format!("sync = {expected}")),
+            "BAA_LOGD_SYNC={value}: {config}"
+        );
+    }
+    let output = print("maybe");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}

@@ -174,9 +174,9 @@ pub(crate) fn last_lines(events: Vec<FollowEvent>, lines: u64, whole: bool) -> V
 /// `events` without the text before the first newline: the end of a
 /// line whose start was not asked for.
 fn without_first_partial_line(events: Vec<FollowEvent>) -> Vec<FollowEvent> {
-    let mut events = events.into_iter().peekable();
+    let mut events = events.into_iter();
     let mut kept = Vec::new();
-    while let Some(event) = events.next() {
+    for event in events.by_ref() {
         match event {
             FollowEvent::Stdout(mut chunk) | FollowEvent::Stderr(mut chunk)
                 if !chunk.text.contains('\n') =>

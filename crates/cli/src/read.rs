@@ -25,6 +25,11 @@ pub(crate) struct FollowArgs {
     /// until the task has a run) instead of failing.
     #[arg(long)]
     wait: bool,
+    /// Exit with the run's outcome once it ends: 0 completed, 3 failed,
+    /// 4 blocked (1 stays baa-log's own error, 2 a usage error). A follow
+    /// that ends before the run does (--to-seq, --until) exits 0.
+    #[arg(long)]
+    exit_status: bool,
     /// Only this channel; repeat for several.
     #[arg(long = "channel", value_enum)]
     channels: Vec<ChannelArg>,
@@ -92,9 +97,19 @@ pub(crate) async fn follow(client: &Client, args: FollowArgs) -> Result<u8, Clie
             }
         }
     }
-    printer.finish();
-    Ok(0)
+    let outcome = printer.finish();
+    Ok(match (args.exit_status, outcome) {
+        (true, Some(pb::RunStatus::Failed)) => EXIT_FAILED,
+        (true, Some(pb::RunStatus::Blocked)) => EXIT_BLOCKED,
+        _ => 0,
+    })
 }
+
+/// `follow --exit-status`'s code for a run that ended `failed`.
+pub(crate) const EXIT_FAILED: u8 = 3;
+
+/// `follow --exit-status`'s code for a run that ended `blocked`.
+pub(crate) const EXIT_BLOCKED: u8 = 4;
 
 /// Prints a run's stored output.
 pub(crate) async fn cat(client: &Client, args: CatArgs) -> Result<u8, ClientError> {
@@ -123,7 +138,7 @@ pub(crate) async fn cat(client: &Client, args: CatArgs) -> Result<u8, ClientErro
             }
         }
     }
-    printer.finish();
+    let _ = printer.finish();
     Ok(0)
 }
 
@@ -303,19 +318,25 @@ impl Printer {
         }
         match failed {
             Some(err) => {
-                self.finish();
+                let _ = self.finish();
                 Err(err)
             }
             None => Ok(true),
         }
     }
 
-    /// Tells the final state, if one came.
-    fn finish(&mut self) {
-        if let (Some(state), Style::Human) = (self.final_state.take(), self.style) {
+    /// Tells the final state, if one came, and returns its status.
+    fn finish(&mut self) -> Option<pb::RunStatus> {
+        let state = self.final_state.take();
+        let status = match &state {
+            Some(FollowEvent::State(state)) => Some(state.status()),
+            _ => None,
+        };
+        if let (Some(state), Style::Human) = (state, self.style) {
             let _ = write!(self.out, "{}", render::human(&state, self.at_line_start));
         }
         let _ = self.out.flush();
+        status
     }
 }
 

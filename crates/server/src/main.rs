@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::SocketAddr, path::PathBuf, process::ExitCod
 
 use baa_logd::{LogFormat, Metrics, ServerConfig, Settings};
 use baa_logging_store::{LocalStore, LocalStoreOptions, StoreError, verify};
-use clap::{Args, CommandFactory, FromArgMatches, Parser};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, builder::BoolishValueParser};
 use serde::Serialize;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::{error, info, warn};
@@ -49,13 +49,26 @@ struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     log_format: Option<LogFormat>,
     /// fsync every commit before acknowledging it, so that acknowledged
-    /// entries survive a power loss, not only a crash of the process.
-    #[arg(long, env = "BAA_LOGD_SYNC", num_args = 0..=1, default_missing_value = "true")]
+    /// entries survive a power loss, not only a crash of the process
+    /// (true/false, 1/0, yes/no, on/off).
+    #[arg(
+        long,
+        env = "BAA_LOGD_SYNC",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
     #[serde(skip_serializing_if = "Option::is_none")]
     sync: Option<bool>,
     /// Listen beyond loopback without access control: neither tokens nor
     /// TLS client certificates (TLS alone does not count).
-    #[arg(long, env = "BAA_LOGD_INSECURE", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(
+        long,
+        env = "BAA_LOGD_INSECURE",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
     #[serde(skip_serializing_if = "Option::is_none")]
     insecure: Option<bool>,
     /// A TOML file of bearer tokens and their scopes (read, write, admin).
