@@ -27,7 +27,8 @@ pub(crate) struct FollowArgs {
     wait: bool,
     /// Exit with the run's outcome once it ends: 0 completed, 3 failed,
     /// 4 blocked (1 stays baa-log's own error, 2 a usage error). A follow
-    /// that ends before the run does (--to-seq, --until) exits 0.
+    /// that stops before the run ends (--to-seq, --until) exits 0, or with
+    /// the outcome if the run had ended by then.
     #[arg(long)]
     exit_status: bool,
     /// Only this channel; repeat for several.

@@ -368,10 +368,14 @@ impl LineScanner {
     /// Takes the complete hits found so far, in `seq` order: a hit waits
     /// while a match before it still takes lines after it.
     pub fn take_hits(&mut self) -> Vec<SearchHit> {
+        // A partial line may still match, at the seq it started in.
         let waiting = self
             .channels
             .values()
-            .flat_map(|channel| channel.open.iter().map(|open| open.hit.seq))
+            .flat_map(|channel| {
+                let partial = channel.partial.as_ref().map(|(seq, _, _)| *seq);
+                channel.open.iter().map(|open| open.hit.seq).chain(partial)
+            })
             .min();
         self.done.sort_by_key(|hit| hit.seq);
         let ready = match waiting {

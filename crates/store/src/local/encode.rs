@@ -42,7 +42,9 @@ pub(crate) fn encode_entries(
                 LogEntry::Lifecycle(lifecycle_entry(metadata, seq, event, now))
             }
             AppendPayload::Chunk(channel, chunk) => {
-                if !chunk.text.is_empty() && !chunk.text.ends_with('\n') {
+                // An empty chunk counts as open too: a search that skipped
+                // it would count a line that is not there.
+                if !chunk.text.ends_with('\n') {
                     encoded.closed[WorkerLogChannel::from(*channel)] = false;
                 }
                 LogEntry::Chunk(StreamChunkLogEntry {

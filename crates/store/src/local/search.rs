@@ -117,7 +117,10 @@ impl LocalSearch {
 impl RunSearcher for LocalSearch {
     async fn next(&mut self, max_bytes: usize) -> Result<SearchBatch> {
         if let Mode::Pending(pending) = &mut self.mode {
-            let (run, hold, scanner) = *pending.take().expect("steps do not overlap");
+            let Some(pending) = pending.take() else {
+                return Err(stopped());
+            };
+            let (run, hold, scanner) = *pending;
             let (opened, first) = blocking_read(move || {
                 let mut opened = Self::open(run, hold, scanner)?;
                 let first = match &mut opened.mode {
@@ -136,7 +139,7 @@ impl RunSearcher for LocalSearch {
         }
         let scan = match &mut self.mode {
             Mode::Entries(search) => return search.next(max_bytes).await,
-            Mode::Files(scan) => scan.take().expect("steps do not overlap"),
+            Mode::Files(scan) => scan.take().ok_or_else(stopped)?,
             Mode::Pending(_) => unreachable!("started above"),
         };
         let (scan, step) = blocking_read(move || {
@@ -181,6 +184,14 @@ impl LocalSearch {
             }
         }
     }
+}
+
+/// The error of a search asked to go on after a step of it failed.
+fn stopped() -> StoreError {
+    StoreError::io(
+        "cannot go on with the search",
+        std::io::Error::other("an earlier step of it failed"),
+    )
 }
 
 /// What one step of a file scan ended with.
@@ -516,15 +527,22 @@ impl Window {
             // overwrites anyway.
             self.buf.clear();
             self.buf.reserve_exact(size);
-            self.file.seek(SeekFrom::Start(offset))?;
-            (&self.file).take(size as u64).read_to_end(&mut self.buf)?;
+            self.start = offset;
+            let read = self
+                .file
+                .seek(SeekFrom::Start(offset))
+                .and_then(|_| (&self.file).take(size as u64).read_to_end(&mut self.buf));
+            if let Err(err) = read {
+                self.buf.clear();
+                return Err(err);
+            }
             if (self.buf.len() as u64) < len {
+                self.buf.clear();
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     format!("the file ends before byte {end}"),
                 ));
             }
-            self.start = offset;
         }
         let at = (offset - self.start) as usize;
         Ok(&self.buf[at..at + len as usize])
@@ -543,18 +561,27 @@ mod tests {
             model::ChannelSet,
             search::{Pattern, SearchQuery},
         };
-        let mut bytes = Vec::new();
-        for seq in 1..=400u64 {
-            let text = match seq % 37 {
-                0 => format!("a needle {seq}\nsecond line\n"),
-                1 => format!("after {seq}\n"),
-                _ => format!("line {seq}\n"),
-            };
-            let line = serde_json::json!({ "seq": seq, "createdAt": "t", "text": text });
-            bytes.extend_from_slice(line.to_string().as_bytes());
-            bytes.push(b'\n');
-        }
-        for after in [0, 1, 3] {
+        // Closed blocks, and one with empty chunks (which hold no line, so
+        // their block is not closed).
+        let block = |empty: bool| {
+            let mut bytes = Vec::new();
+            for seq in 1..=400u64 {
+                let text = match seq % 37 {
+                    0 => format!("a needle {seq}\nsecond line\n"),
+                    1 => format!("after {seq}\n"),
+                    2 if empty => String::new(),
+                    _ => format!("line {seq}\n"),
+                };
+                let line = serde_json::json!({ "seq": seq, "createdAt": "t", "text": text });
+                bytes.extend_from_slice(line.to_string().as_bytes());
+                bytes.push(b'\n');
+            }
+            (bytes, !empty)
+        };
+        for ((bytes, closed), after) in [block(false), block(true)]
+            .into_iter()
+            .flat_map(|block| [0, 1, 3].map(|after| (block.clone(), after)))
+        {
             let scanner = || {
                 LineScanner::new(
                     SearchQuery {
@@ -573,7 +600,7 @@ mod tests {
                 channel: WorkerLogChannel::Stdout,
                 bytes: &bytes,
                 bounds: None,
-                closed: true,
+                closed,
             };
             scan_lines(&mut skipping, block).unwrap();
             skipping.finish();
@@ -589,7 +616,7 @@ mod tests {
             assert_eq!(found.len(), 10, "after {after}");
             let shape = |hits: &[crate::search::SearchHit]| {
                 hits.iter()
-                    .map(|hit| (hit.seq, hit.text.clone(), hit.after.clone()))
+                    .map(|hit| (hit.seq, hit.text.clone(), hit.after.clone(), hit.joined))
                     .collect::<Vec<_>>()
             };
             assert_eq!(shape(&found), shape(&expected), "after {after}");
