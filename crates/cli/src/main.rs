@@ -3,7 +3,10 @@
 //!
 //! # Layout
 //!
-//! - `exec`: `baa-log exec`, a command run as a worker.
+//! - `exec`: `baa-log exec`, a command run as a worker; `claim`: which
+//!   run it writes to, when the id is given or the run is the next
+//!   attempt of another (`--retry-of`); `attempt_id`: the id of that next
+//!   attempt.
 //! - `read`: `follow` and `cat`, a run's entries; `prefix`: what
 //!   `--timestamps` and `--seq` put in front of their lines; `range`:
 //!   which part of the run they print (`--tail`, `--since`, ...).
@@ -16,6 +19,8 @@
 //! - `render`: how entries, states and errors are written for people and
 //!   for programs.
 
+mod attempt_id;
+mod claim;
 mod exec;
 mod gc;
 mod grep;
@@ -80,7 +85,8 @@ struct Cli {
 enum Command {
     /// Run a command as a worker: its stdout and stderr go to a run (and
     /// to this terminal), its exit decides the run's status, and baa-log
-    /// exits with its code.
+    /// exits with its code. --retry-of TASK/RUN runs the next attempt of
+    /// an earlier run, as run RUN.2, RUN.3, ...
     Exec(exec::ExecArgs),
     /// Print a run's entries as they come, like `tail -f`, until it ends.
     Follow(read::FollowArgs),
