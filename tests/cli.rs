@@ -936,3 +936,64 @@ async fn exec_attempt_on_an_existing_run_suggests_retry_of_and_creates_nothing()
     assert_eq!(run_file(&server, &id, "meta.json")["attempt"], 2);
     server.stop().await;
 }
+
+/// `runs --task t` lists a step's attempts together, the latest first,
+/// steps in the order of their newest run; across tasks and with `--json`
+/// the runs keep the server's order, newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_a_task_show_a_steps_attempts_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    for args in [
+        &[
+            "exec", "--task", "t", "--run", "a", "--step", "lint", "--", "false",
+        ][..],
+        &[
+            "exec", "--task", "t", "--run", "b", "--step", "test", "--", "true",
+        ],
+        &["exec", "--retry-of", "t/a", "--", "true"],
+    ] {
+        baa_log(&server, args).await;
+        // Creation times a few milliseconds apart order the runs.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let columns = |output: Output| -> Vec<(String, String, String)> {
+        text(&output.stdout)
+            .lines()
+            .skip(1)
+            .map(|line| {
+                let cells: Vec<&str> = line.split_whitespace().collect();
+                (cells[1].into(), cells[2].into(), cells[4].into())
+            })
+            .collect()
+    };
+    let row = |run: &str, step: &str, attempt: &str| (run.into(), step.into(), attempt.into());
+    assert_eq!(
+        columns(baa_log(&server, &["runs", "--task", "t"]).await),
+        [
+            row("a.2", "lint", "2"),
+            row("a", "lint", "1"),
+            row("b", "test", "1")
+        ]
+    );
+    assert_eq!(
+        columns(baa_log(&server, &["runs"]).await),
+        [
+            row("a.2", "lint", "2"),
+            row("b", "test", "1"),
+            row("a", "lint", "1")
+        ]
+    );
+    let json = baa_log(&server, &["runs", "--task", "t", "--json"]).await;
+    let ids: Vec<String> = text(&json.stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["metadata"]["runId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["a.2", "b", "a"]);
+    server.stop().await;
+}

@@ -10,7 +10,8 @@
 //! - `read`: `follow` and `cat`, a run's entries; `prefix`: what
 //!   `--timestamps` and `--seq` put in front of their lines; `range`:
 //!   which part of the run they print (`--tail`, `--since`, ...).
-//! - `runs`: `runs` and `show`, what runs there are.
+//! - `runs`: `runs` and `show`, what runs there are, a task's attempts of
+//!   a step together.
 //! - `grep`: `grep`, a search of runs' output on the server.
 //! - `run_ref`: how a run is named (`TASK/RUN`, `TASK/@latest~N`);
 //!   `wait`: `follow --wait`, for a run not prepared yet.
@@ -97,7 +98,8 @@ enum Command {
     /// runs, or every run. Prints `task/run:seq: line` per match; exits 0
     /// when a line matched, 1 when none did, 2 on an error.
     Grep(grep::GrepArgs),
-    /// List runs, newest first.
+    /// List runs, newest first; with --task, the attempts of a step
+    /// together, the latest first.
     Runs(runs::RunsArgs),
     /// Show a run's metadata, state and log summary.
     Show(runs::ShowArgs),
