@@ -724,3 +724,276 @@ async fn follow_exit_status_tells_the_outcome() {
     let output = baa_log(&server, &["follow", "t/broken"]).await;
     assert_eq!(output.status.code(), Some(0));
 }
+
+/// The run a `baa-log exec` printed as `baa-log: run TASK/RUN ...`, by its
+/// run id.
+fn printed_run_id(output: &Output) -> String {
+    let stderr = text(&output.stderr);
+    let line = stderr.lines().next().unwrap_or_default();
+    let named = line
+        .strip_prefix("baa-log: run t/")
+        .unwrap_or_else(|| panic!("no run line: {stderr}"));
+    named.split(' ').next().unwrap().to_owned()
+}
+
+/// A stored JSON file of run `t/run`.
+fn run_file(server: &TestServer, run: &str, name: &str) -> Value {
+    let path = server.data_dir.join("t").join(run).join(name);
+    serde_json::from_slice(&std::fs::read(&path).expect("the run's file")).unwrap()
+}
+
+/// The ids of task `t`'s runs, as `ListRuns` has them, newest first.
+async fn run_ids(server: &TestServer) -> Vec<String> {
+    let page = server
+        .typed_client()
+        .await
+        .list_runs(baa_logging_client::RunFilter {
+            task_id: Some("t".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    page.runs
+        .into_iter()
+        .map(|run| run.metadata.unwrap().run_id)
+        .collect()
+}
+
+/// `exec --retry-of t/ID` after a failed attempt 1 runs attempt 2 as
+/// `ID.2`: same step, completed, its `worker_started` data naming the
+/// earlier run as `retryOf`, and the printed line naming both;
+/// `--retry-of t/@latest` then runs `ID.3`. Retrying a run whose next
+/// attempt has started is refused, naming the attempt to retry; a next
+/// attempt that is only prepared, with the same metadata, is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_retry_of_runs_the_next_attempt_with_a_derived_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let first = baa_log(
+        &server,
+        &[
+            "exec",
+            "--task",
+            "t",
+            "--step",
+            "build",
+            "--step-name",
+            "Build it",
+            "--",
+            "sh",
+            "-c",
+            "exit 4",
+        ],
+    )
+    .await;
+    assert_eq!(first.status.code(), Some(4), "{first:?}");
+    let id = printed_run_id(&first);
+
+    let second = baa_log(
+        &server,
+        &["exec", "--retry-of", &format!("t/{id}"), "--", "true"],
+    )
+    .await;
+    assert!(second.status.success(), "{second:?}");
+    assert_eq!(
+        text(&second.stderr).lines().next(),
+        Some(format!("baa-log: run t/{id}.2 (attempt 2 of t/{id})").as_str())
+    );
+    let meta = run_file(&server, &format!("{id}.2"), "meta.json");
+    assert_eq!(meta["attempt"], 2);
+    assert_eq!(meta["stepId"], "build");
+    assert_eq!(meta["stepName"], "Build it");
+    let state = run_file(&server, &format!("{id}.2"), "state.json");
+    assert_eq!(state["status"], "completed");
+    assert_eq!(state["attempt"], 2);
+    let started = stored_entries(&server, "t", &format!("{id}.2"))
+        .into_iter()
+        .find(|entry| entry["type"] == "worker_started")
+        .expect("worker_started");
+    assert_eq!(started["data"]["retryOf"], format!("t/{id}"));
+    assert_eq!(started["data"]["command"][0], "true");
+
+    let third = baa_log(&server, &["exec", "--retry-of", "t/@latest", "--", "true"]).await;
+    assert!(third.status.success(), "{third:?}");
+    assert_eq!(printed_run_id(&third), format!("{id}.3"));
+    assert!(text(&third.stderr).contains(&format!("(attempt 3 of t/{id}.2)")));
+    assert_eq!(
+        run_file(&server, &format!("{id}.3"), "meta.json")["attempt"],
+        3
+    );
+
+    // Attempt 2 of the first run has been made: no second attempt 2, and no
+    // attempt 4 under a link that skips attempts 2 and 3.
+    let again = baa_log(
+        &server,
+        &[
+            "exec",
+            "--retry-of",
+            &format!("t/{id}"),
+            "--",
+            "echo",
+            "ran",
+        ],
+    )
+    .await;
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert_eq!(text(&again.stdout), "", "the command did not run");
+    let stderr = text(&again.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("attempt 2 of t/{id} exists already"))
+            && stderr.contains(&format!("--retry-of t/{id}.2")),
+        "{stderr}"
+    );
+    assert_eq!(run_ids(&server).await.len(), 3);
+
+    // Attempt 4 prepared (as an exec that lost the server after preparing
+    // would leave it) is taken again, not refused.
+    let cwd = std::env::current_dir().unwrap().display().to_string();
+    let prepared = baa_logging_client::NewRun::new("t", format!("{id}.4"))
+        .step("build", "Build it")
+        .attempt(4)
+        .worker_kind("baa-log exec")
+        .command("true")
+        .paths(&cwd, &cwd);
+    server
+        .typed_client()
+        .await
+        .prepare_run(prepared)
+        .await
+        .unwrap();
+    let fourth = baa_log(
+        &server,
+        &["exec", "--retry-of", &format!("t/{id}.3"), "--", "true"],
+    )
+    .await;
+    assert!(fourth.status.success(), "{fourth:?}");
+    assert_eq!(printed_run_id(&fourth), format!("{id}.4"));
+    assert_eq!(
+        run_file(&server, &format!("{id}.4"), "state.json")["status"],
+        "completed"
+    );
+    assert_eq!(run_ids(&server).await.len(), 4);
+    server.stop().await;
+}
+
+/// `exec --run ID --attempt 2` where run ID exists (as attempt 1) fails
+/// before the run line and before the command, with one line suggesting
+/// `--retry-of`, and creates no run; `--attempt 2` without `--run` takes a
+/// fresh id as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_attempt_on_an_existing_run_suggests_retry_of_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let first = baa_log(
+        &server,
+        &["exec", "--task", "t", "--run", "r", "--", "false"],
+    )
+    .await;
+    assert_eq!(first.status.code(), Some(1), "{first:?}");
+
+    let refused = baa_log(
+        &server,
+        &[
+            "exec",
+            "--task",
+            "t",
+            "--run",
+            "r",
+            "--attempt",
+            "2",
+            "--",
+            "echo",
+            "ran",
+        ],
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert_eq!(text(&refused.stdout), "", "the command did not run");
+    let stderr = text(&refused.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.starts_with("baa-log: run "), "{stderr}");
+    assert!(
+        stderr.contains("cannot use run t/r: it exists already, as attempt 1")
+            && stderr.contains("--retry-of t/r"),
+        "{stderr}"
+    );
+    assert_eq!(run_ids(&server).await, ["r"]);
+    let state = run_file(&server, "r", "state.json");
+    assert_eq!(
+        (&state["status"], &state["attempt"]),
+        (&"failed".into(), &1.into())
+    );
+
+    let fresh = baa_log(
+        &server,
+        &["exec", "--task", "t", "--attempt", "2", "--", "true"],
+    )
+    .await;
+    assert!(fresh.status.success(), "{fresh:?}");
+    let id = printed_run_id(&fresh);
+    assert_ne!(id, "r");
+    assert_eq!(run_file(&server, &id, "meta.json")["attempt"], 2);
+    server.stop().await;
+}
+
+/// `runs --task t` lists a step's attempts together, the latest first,
+/// steps in the order of their newest run; across tasks and with `--json`
+/// the runs keep the server's order, newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_a_task_show_a_steps_attempts_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    for args in [
+        &[
+            "exec", "--task", "t", "--run", "a", "--step", "lint", "--", "false",
+        ][..],
+        &[
+            "exec", "--task", "t", "--run", "b", "--step", "test", "--", "true",
+        ],
+        &["exec", "--retry-of", "t/a", "--", "true"],
+    ] {
+        baa_log(&server, args).await;
+        // Creation times a few milliseconds apart order the runs.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let columns = |output: Output| -> Vec<(String, String, String)> {
+        text(&output.stdout)
+            .lines()
+            .skip(1)
+            .map(|line| {
+                let cells: Vec<&str> = line.split_whitespace().collect();
+                (cells[1].into(), cells[2].into(), cells[4].into())
+            })
+            .collect()
+    };
+    let row = |run: &str, step: &str, attempt: &str| (run.into(), step.into(), attempt.into());
+    assert_eq!(
+        columns(baa_log(&server, &["runs", "--task", "t"]).await),
+        [
+            row("a.2", "lint", "2"),
+            row("a", "lint", "1"),
+            row("b", "test", "1")
+        ]
+    );
+    assert_eq!(
+        columns(baa_log(&server, &["runs"]).await),
+        [
+            row("a.2", "lint", "2"),
+            row("b", "test", "1"),
+            row("a", "lint", "1")
+        ]
+    );
+    let json = baa_log(&server, &["runs", "--task", "t", "--json"]).await;
+    let ids: Vec<String> = text(&json.stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["metadata"]["runId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["a.2", "b", "a"]);
+    server.stop().await;
+}

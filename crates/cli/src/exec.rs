@@ -1,7 +1,9 @@
 //! `baa-log exec`: runs a command as a worker. Its stdout and stderr are
 //! shown on this terminal and appended to a run as they come; its start
 //! and exit are lifecycle events; its exit decides the run's status and
-//! baa-log's own exit code.
+//! baa-log's own exit code. Which run it writes to, a fresh one, a given
+//! id or the next attempt of an earlier run (`--retry-of`), is settled by
+//! `claim` before the run line is printed.
 
 use std::{io::IsTerminal, os::unix::process::ExitStatusExt, process::Stdio};
 
@@ -10,13 +12,19 @@ use baa_logging_client::{
 };
 use clap::Args;
 use nix::{sys::signal::Signal, unistd::Pid};
-use serde_json::json;
+use serde_json::{Value as Json, json};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     signal::unix::{SignalKind, signal},
 };
+use tonic::Code;
 
-use crate::Failure;
+use crate::{
+    Failure,
+    claim::{self, Attempt},
+    parse_run,
+    run_ref::RunRef,
+};
 
 /// The exit code when the command cannot be started, as shells use it.
 const CANNOT_START: u8 = 127;
@@ -24,21 +32,33 @@ const CANNOT_START: u8 = 127;
 /// Arguments of `baa-log exec`.
 #[derive(Debug, Args)]
 pub(crate) struct ExecArgs {
-    /// The task the run belongs to.
-    #[arg(long)]
-    task: String,
-    /// The run's id; default: a fresh one, printed first.
+    /// The task the run belongs to. With --retry-of, the task of the run
+    /// retried, which --task may repeat but not change.
+    #[arg(long, required_unless_present = "retry_of")]
+    task: Option<String>,
+    /// The run's id; default: a fresh one, or with --retry-of the retried
+    /// run's id with the attempt as suffix (ID.2, ID.3, ...); printed
+    /// first. A run that exists already is refused, unless it is the same
+    /// attempt of the same step, prepared and never started.
     #[arg(long)]
     run: Option<String>,
     /// The step's id.
-    #[arg(long, default_value = "main")]
+    #[arg(long, default_value = "main", conflicts_with = "retry_of")]
     step: String,
     /// The step's name; default: the step's id.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "retry_of")]
     step_name: Option<String>,
-    /// Which attempt of the step this is.
-    #[arg(long, default_value_t = 1)]
+    /// Which attempt of the step this is, for a run with a new id. To run
+    /// the next attempt of a run that exists, use --retry-of instead.
+    #[arg(long, default_value_t = 1, conflicts_with = "retry_of")]
     attempt: u32,
+    /// Run the next attempt of this run (TASK/RUN, TASK/@latest or
+    /// TASK/@latest~N): the same task, step id and step name, its attempt
+    /// number plus one, and its id with that attempt as suffix. Refused
+    /// when that attempt exists and has started: retry the latest attempt.
+    /// The new run's worker_started event names the earlier run as retryOf.
+    #[arg(long, value_name = "TASK/RUN", value_parser = parse_run)]
+    retry_of: Option<RunRef>,
     /// The writer id, to go on after an earlier writer of the same run.
     #[arg(long)]
     writer_id: Option<String>,
@@ -53,26 +73,24 @@ pub(crate) async fn exec(
     args: ExecArgs,
     explain: &impl Fn(ClientError) -> Failure,
 ) -> Result<u8, Failure> {
-    let run_id = args.run.clone().unwrap_or_else(fresh_run_id);
-    let key = RunKey::new(&args.task, &run_id);
-    eprintln!("baa-log: run {key}");
     let cwd = std::env::current_dir()
         .map(|dir| dir.display().to_string())
         .unwrap_or_default();
-    let new_run = NewRun::new(&args.task, &run_id)
-        .step(&args.step, args.step_name.as_deref().unwrap_or(&args.step))
-        .attempt(args.attempt)
-        .worker_kind("baa-log exec")
-        .command(shell_line(&args.command))
-        .paths(&cwd, &cwd);
+    let attempt = prepare(client, &args, &cwd, explain).await?;
+    let key = attempt.key.clone();
+    // Printed once the run is ours, and before the command writes a line.
+    match &attempt.retry_of {
+        Some(earlier) => eprintln!(
+            "baa-log: run {key} (attempt {} of {earlier})",
+            attempt.attempt
+        ),
+        None => eprintln!("baa-log: run {key}"),
+    }
     let options = WriterOptions {
         writer_id: args.writer_id.clone(),
         ..WriterOptions::default()
     };
-    let writer = client
-        .prepare_writer(new_run, options)
-        .await
-        .map_err(explain)?;
+    let writer = client.writer(key.clone(), options).await.map_err(explain)?;
 
     // The run is marked running before the command starts, so that a
     // failure here leaves no command behind without its run.
@@ -125,7 +143,7 @@ pub(crate) async fn exec(
             pb::WorkerLifecycleEventType::WorkerStarted,
             pb::LogLevel::Info,
             format!("started {}", args.command[0]),
-            json!({ "pid": pid, "command": args.command, "cwd": cwd }),
+            started_data(pid, &args.command, &cwd, attempt.retry_of.as_ref()),
         )
         .await
     {
@@ -210,6 +228,71 @@ pub(crate) async fn exec(
         eprintln!("baa-log: the log of run {key} may be incomplete: {err}");
     }
     Ok(u8::try_from(code).unwrap_or(1))
+}
+
+/// Prepares the run to write to and says who it is: the next attempt of
+/// `--retry-of`, or the task, id (given or fresh), step and attempt the
+/// flags name. An id that is not fresh is claimed first (see `claim`).
+async fn prepare(
+    client: &Client,
+    args: &ExecArgs,
+    cwd: &str,
+    explain: &impl Fn(ClientError) -> Failure,
+) -> Result<Attempt, Failure> {
+    let attempt = match &args.retry_of {
+        Some(of) => {
+            let (task, run) = (args.task.as_deref(), args.run.as_deref());
+            claim::next_attempt(client, of, task, run, explain).await?
+        }
+        None => Attempt {
+            key: RunKey::new(
+                args.task
+                    .as_deref()
+                    .expect("clap requires --task without --retry-of"),
+                args.run.clone().unwrap_or_else(fresh_run_id),
+            ),
+            step_id: args.step.clone(),
+            step_name: args.step_name.clone().unwrap_or_else(|| args.step.clone()),
+            attempt: args.attempt,
+            retry_of: None,
+        },
+    };
+    let key = &attempt.key;
+    let mut new_run = NewRun::new(&key.task_id, &key.run_id)
+        .step(&attempt.step_id, &attempt.step_name)
+        .attempt(attempt.attempt)
+        .worker_kind("baa-log exec")
+        .command(shell_line(&args.command))
+        .paths(cwd, cwd);
+    // A fresh id is taken to be new, as it was made to be; any other id is
+    // checked against the runs there are.
+    if args.run.is_some() || attempt.retry_of.is_some() {
+        new_run = claim::claim(client, new_run, attempt.retry_of.as_ref(), explain).await?;
+    }
+    match client.prepare_run(new_run).await {
+        Ok(_) => Ok(attempt),
+        // Prepared by someone else between the claim and now.
+        Err(err) if err.code() == Some(Code::AlreadyExists) => Err(Failure::new(format!(
+            "cannot use run {key}: another worker prepared it a moment ago"
+        ))),
+        Err(err) => Err(explain(err)),
+    }
+}
+
+/// The data of the `worker_started` event: the command's pid, words and
+/// directory, and for a retry the run it retries, as `retryOf: "TASK/RUN"`
+/// (the contracts' metadata has no field for it).
+fn started_data(
+    pid: Option<u32>,
+    command: &[String],
+    cwd: &str,
+    retry_of: Option<&RunKey>,
+) -> Json {
+    let mut data = json!({ "pid": pid, "command": command, "cwd": cwd });
+    if let Some(earlier) = retry_of {
+        data["retryOf"] = earlier.to_string().into();
+    }
+    data
 }
 
 /// The next delivery of a signal, or never without a listener.

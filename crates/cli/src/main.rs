@@ -3,11 +3,15 @@
 //!
 //! # Layout
 //!
-//! - `exec`: `baa-log exec`, a command run as a worker.
+//! - `exec`: `baa-log exec`, a command run as a worker; `claim`: which
+//!   run it writes to, when the id is given or the run is the next
+//!   attempt of another (`--retry-of`); `attempt_id`: the id of that next
+//!   attempt.
 //! - `read`: `follow` and `cat`, a run's entries; `prefix`: what
 //!   `--timestamps` and `--seq` put in front of their lines; `range`:
 //!   which part of the run they print (`--tail`, `--since`, ...).
-//! - `runs`: `runs` and `show`, what runs there are.
+//! - `runs`: `runs` and `show`, what runs there are, a task's attempts of
+//!   a step together.
 //! - `grep`: `grep`, a search of runs' output on the server.
 //! - `run_ref`: how a run is named (`TASK/RUN`, `TASK/@latest~N`);
 //!   `wait`: `follow --wait`, for a run not prepared yet.
@@ -16,6 +20,8 @@
 //! - `render`: how entries, states and errors are written for people and
 //!   for programs.
 
+mod attempt_id;
+mod claim;
 mod exec;
 mod gc;
 mod grep;
@@ -80,7 +86,8 @@ struct Cli {
 enum Command {
     /// Run a command as a worker: its stdout and stderr go to a run (and
     /// to this terminal), its exit decides the run's status, and baa-log
-    /// exits with its code.
+    /// exits with its code. --retry-of TASK/RUN runs the next attempt of
+    /// an earlier run, as run RUN.2, RUN.3, ...
     Exec(exec::ExecArgs),
     /// Print a run's entries as they come, like `tail -f`, until it ends.
     Follow(read::FollowArgs),
@@ -91,7 +98,8 @@ enum Command {
     /// runs, or every run. Prints `task/run:seq: line` per match; exits 0
     /// when a line matched, 1 when none did, 2 on an error.
     Grep(grep::GrepArgs),
-    /// List runs, newest first.
+    /// List runs, newest first; with --task, the attempts of a step
+    /// together, the latest first.
     Runs(runs::RunsArgs),
     /// Show a run's metadata, state and log summary.
     Show(runs::ShowArgs),

@@ -1,7 +1,8 @@
 //! How the command line names a run: `TASK/RUN` by its id, or
 //! `TASK/@latest` and `TASK/@latest~N` by its place among the task's runs,
-//! newest first. `follow`, `cat`, `show` and `grep` take either; `exec`
-//! creates runs and takes ids only.
+//! newest first. `follow`, `cat`, `show`, `grep` and `exec --retry-of`
+//! (for the run it retries) take either; `exec --run` names a run to
+//! create and takes ids only.
 //!
 //! A place is resolved here, in the client, with `ListRuns` for the task,
 //! which lists runs newest first (by `created_at`, then by id); the server

@@ -1,8 +1,17 @@
 //! `baa-log runs` and `baa-log show`: what runs there are, and one run in
 //! full. Both print a run as JSON in one shape ([`run_json`]): `show --json`
 //! one run, pretty; `runs --json` one run a line.
+//!
+//! # Attempts
+//!
+//! `runs --task T` prints the attempts of a step together
+//! ([`attempts_together`]); across tasks, and with `--json`, runs keep the
+//! server's order, newest first. Steps belong to a task, so only a task's
+//! list has steps to group; and `--json` is for programs, which group by
+//! `stepId` as they like and may rely on its first line being the newest
+//! run (`| head -1`).
 
-use std::io::Write;
+use std::{collections::HashMap, io::Write};
 
 use baa_logging_client::{Client, ClientError, RunFilter, pb};
 use clap::{Args, ValueEnum};
@@ -41,7 +50,9 @@ impl StatusArg {
 /// Arguments of `baa-log runs`.
 #[derive(Debug, Args)]
 pub(crate) struct RunsArgs {
-    /// Only this task's runs.
+    /// Only this task's runs, the attempts of each step together: steps in
+    /// the order of their newest run, and a step's runs newest first, so
+    /// its latest attempt first.
     #[arg(long)]
     task: Option<String>,
     /// Only runs in this status; repeat for several.
@@ -70,10 +81,14 @@ pub(crate) struct ShowArgs {
     verbose: bool,
 }
 
-/// Prints runs, newest first: as a table, or one JSON object a line;
-/// then, on stderr, whether `--limit` left runs out.
+/// Prints runs, newest first: as a table (with `--task`, the attempts of
+/// a step together), or one JSON object a line; then, on stderr, whether
+/// `--limit` left runs out.
 pub(crate) async fn runs(client: &Client, args: RunsArgs) -> Result<u8, ClientError> {
-    let (runs, more) = list(client, &args).await?;
+    let (mut runs, more) = list(client, &args).await?;
+    if args.task.is_some() && !args.json {
+        runs = attempts_together(runs);
+    }
     if args.json {
         let mut out = std::io::stdout().lock();
         for run in runs {
@@ -119,6 +134,36 @@ async fn list(client: &Client, args: &RunsArgs) -> Result<(Vec<pb::Run>, bool), 
     let more = next_page || runs.len() > args.limit;
     runs.truncate(args.limit);
     Ok((runs, more))
+}
+
+/// Orders one task's runs, given newest first, so that the runs of a step
+/// stand together: steps in the order of their newest run, and within a
+/// step the server's order, newest first.
+///
+/// Newest first is the latest attempt first: an attempt is prepared after
+/// the run it retries (`exec --retry-of` reads it first). It is also right
+/// where sorting by the attempt number is not: a step run again from
+/// attempt 1 (a task started over, or plain `exec` runs of step `main`)
+/// shows its new chain above the old one, instead of the old chain's
+/// attempt 2 above the new attempt 1. The groups hold the runs listed,
+/// so with `--limit` a step's oldest attempts may be left out.
+fn attempts_together(runs: Vec<pb::Run>) -> Vec<pb::Run> {
+    let step = |run: &pb::Run| {
+        run.metadata
+            .as_ref()
+            .map(|metadata| metadata.step_id.clone())
+            .unwrap_or_default()
+    };
+    // Each step's place: where its newest run stands.
+    let mut places: HashMap<String, usize> = HashMap::new();
+    for run in &runs {
+        let next = places.len();
+        places.entry(step(run)).or_insert(next);
+    }
+    let mut runs = runs;
+    // A stable sort keeps each step's runs in the server's order.
+    runs.sort_by_cached_key(|run| places[&step(run)]);
+    runs
 }
 
 /// Prints runs as a table with a header, each column as wide as its

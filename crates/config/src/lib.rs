@@ -12,6 +12,8 @@
 //! - [`limits`]: [`Limits`], what the server takes from a client, and
 //!   the `DEFAULT_*` constant of each limit.
 //! - [`layout`]: the run layout's two contract constants.
+//! - [`ids`]: the rule task, run, step and writer ids follow, which the
+//!   store enforces and clients that make up ids check first.
 //!
 //! # Where a new setting goes
 //!
@@ -22,6 +24,7 @@
 //! `LimitArgs` of the server's `main.rs`). A setting only the server reads (an address, a
 //! file, retention) is a field of the server's `Settings`.
 
+pub mod ids;
 pub mod layout;
 pub mod limits;
 
