@@ -52,3 +52,36 @@ fn is_invisible(c: char) -> bool {
             | '\u{FEFF}'           // zero-width no-break space
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Usable ids pass; each broken part of the rule is named.
+    #[test]
+    fn names_what_an_id_breaks() {
+        for good in [
+            "nightly",
+            "run-7",
+            "20261126T041502Z-3fa2.2",
+            "@latest",
+            "ü",
+        ] {
+            assert_eq!(id_problem(good), None, "{good}");
+        }
+        let long = "x".repeat(MAX_ID_BYTES + 1);
+        for (bad, needle) in [
+            ("", "empty"),
+            (long.as_str(), "over the limit"),
+            (".hidden", "start with `.`"),
+            ("a/b", "`/`"),
+            ("a\\b", "`/`"),
+            ("a\u{0}b", "control"),
+            ("run\u{202E}7", "U+202E"),
+        ] {
+            let problem = id_problem(bad).expect(needle);
+            assert!(problem.contains(needle), "{bad:?}: {problem}");
+        }
+        assert_eq!(id_problem(&"x".repeat(MAX_ID_BYTES)), None);
+    }
+}
