@@ -170,18 +170,19 @@ async fn since_and_until_select_by_commit_time() {
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     let at = |time: SystemTime| Some(prost_types::Timestamp::from(time));
+    // The second batch alone: committed after the first mark, before the
+    // second.
+    let second_batch = || {
+        request(|r| {
+            r.since = at(marks[0]);
+            r.until = at(marks[1]);
+        })
+    };
     let since = follow_to_end(&mut client, request(|r| r.since = at(marks[0]))).await;
     assert_eq!(since.seqs(), (6..=13).collect::<Vec<_>>());
     let until = follow_to_end(&mut client, request(|r| r.until = at(marks[1]))).await;
     assert_eq!(until.seqs(), (1..=9).collect::<Vec<_>>());
-    let window = follow_to_end(
-        &mut client,
-        request(|r| {
-            r.since = at(marks[0]);
-            r.until = at(marks[1]);
-        }),
-    )
-    .await;
+    let window = follow_to_end(&mut client, second_batch()).await;
     assert_eq!(window.seqs(), (6..=9).collect::<Vec<_>>());
     let tail = follow_to_end(
         &mut client,
@@ -229,14 +230,7 @@ async fn since_and_until_select_by_commit_time() {
     std::fs::write(&journal, legacy).unwrap();
     let server = TestServer::start(dir.path()).await;
     let mut client = server.client().await;
-    let window = follow_to_end(
-        &mut client,
-        request(|r| {
-            r.since = at(marks[0]);
-            r.until = at(marks[1]);
-        }),
-    )
-    .await;
+    let window = follow_to_end(&mut client, second_batch()).await;
     assert!(window.end.is_none(), "{:?}", window.end);
     assert_eq!(window.seqs(), (6..=9).collect::<Vec<_>>());
 
