@@ -997,3 +997,71 @@ async fn runs_of_a_task_show_a_steps_attempts_together() {
     assert_eq!(ids, ["a.2", "b", "a"]);
     server.stop().await;
 }
+
+/// `baa-log finish` ends a run whose worker is gone: its state says why,
+/// a follower that waited ends with the outcome, and a finished run is
+/// not finished again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_ends_a_run_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    crate::util::prepare(&mut client, "t", "r").await;
+    crate::util::set_status(&mut client, "t", "r", pb::RunStatus::Running)
+        .await
+        .unwrap();
+    let follower = Command::new(cli_binary())
+        .args(["follow", "--exit-status", "t/r"])
+        .env("BAA_LOG_SERVER", format!("http://{}", server.addr))
+        .env_remove("BAA_LOG_TOKEN")
+        .kill_on_drop(true)
+        .output();
+    let follower = tokio::spawn(follower);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let output = baa_log(
+        &server,
+        &[
+            "finish",
+            "t/r",
+            "--status",
+            "failed",
+            "--error",
+            "worker lost: its machine died",
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "t/r failed\n");
+    let run = client
+        .get_run(pb::GetRunRequest {
+            task_id: "t".into(),
+            run_id: "r".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    let state = run.state.unwrap();
+    assert_eq!(state.status(), pb::RunStatus::Failed);
+    assert_eq!(
+        state.summary.as_deref(),
+        Some("worker lost: its machine died")
+    );
+    let followed = tokio::time::timeout(Duration::from_secs(20), follower)
+        .await
+        .expect("the follower ends with the run")
+        .unwrap()
+        .unwrap();
+    assert_eq!(followed.status.code(), Some(3), "{followed:?}");
+
+    let again = baa_log(&server, &["finish", "t/r", "--status", "completed"]).await;
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("failed"),
+        "{again:?}"
+    );
+    let bad = baa_log(&server, &["finish", "t/r", "--status", "done"]).await;
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -17,12 +17,14 @@
 //!   `wait`: `follow --wait`, for a run not prepared yet.
 //! - `health`: `health`, whether a server serves.
 //! - `gc`: `gc`, a retention pass on the server.
+//! - `finish`: `finish`, a run ended by hand.
 //! - `render`: how entries, states and errors are written for people and
 //!   for programs.
 
 mod attempt_id;
 mod claim;
 mod exec;
+mod finish;
 mod gc;
 mod grep;
 mod health;
@@ -106,6 +108,10 @@ enum Command {
     /// Ask the server's gRPC health service whether it serves: prints
     /// SERVING, NOT_SERVING, ... and exits 0 only for SERVING.
     Health(health::HealthArgs),
+    /// End a run by hand with a final status (for a run whose worker is
+    /// gone): `--status completed|failed|blocked [--error TEXT]`. The status
+    /// rules hold (a finished run stays as it is). Needs the write scope.
+    Finish(finish::FinishArgs),
     /// Delete finished runs now, oldest first, as the server's retention
     /// policy (or --max-age and --max-bytes) says; never a run that is not
     /// finished or that has a stream open. Needs the admin scope.
@@ -207,6 +213,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Show(args) => runs::show(&client, args).await.map_err(&explain),
         Command::Health(_) => unreachable!("answered before connecting"),
         Command::Gc(args) => gc::gc(&client, args).await.map_err(&explain),
+        Command::Finish(args) => finish::finish(&client, args).await.map_err(&explain),
     }
 }
 
