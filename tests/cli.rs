@@ -836,7 +836,7 @@ async fn exec_retry_of_runs_the_next_attempt_with_a_derived_id() {
         ],
     )
     .await;
-    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert_eq!(again.status.code(), Some(125), "{again:?}");
     assert_eq!(text(&again.stdout), "", "the command did not run");
     let stderr = text(&again.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -908,7 +908,11 @@ async fn exec_attempt_on_an_existing_run_suggests_retry_of_and_creates_nothing()
         ],
     )
     .await;
-    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert_eq!(
+        refused.status.code(),
+        Some(125),
+        "exec's own failure: {refused:?}"
+    );
     assert_eq!(text(&refused.stdout), "", "the command did not run");
     let stderr = text(&refused.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -1064,4 +1068,40 @@ async fn finish_ends_a_run_by_hand() {
     );
     let bad = baa_log(&server, &["finish", "t/r", "--status", "done"]).await;
     assert_eq!(bad.status.code(), Some(2));
+}
+
+/// `exec` exits as env and docker run do: 127 for a command not found,
+/// 126 for one that cannot be run, 125 for its own failure before the
+/// command runs (here, no server), and the command's own code otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_exit_codes_follow_env_and_docker_run() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let script = dir.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let script = script.display().to_string();
+    for (command, code) in [
+        (&["/no/such/program"][..], 127),
+        (&[script.as_str()][..], 126),
+        (&["sh", "-c", "exit 7"][..], 7),
+    ] {
+        let mut args = vec!["exec", "--task", "t", "--"];
+        args.extend_from_slice(command);
+        let output = baa_log(&server, &args).await;
+        assert_eq!(output.status.code(), Some(code), "{command:?}: {output:?}");
+    }
+    let marker = dir.path().join("ran");
+    let unreachable = Command::new(cli_binary())
+        .args(["exec", "--task", "t", "--", "touch"])
+        .arg(&marker)
+        .env("BAA_LOG_SERVER", "http://127.0.0.1:1")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(125), "{unreachable:?}");
+    assert!(text(&unreachable.stderr).contains("cannot reach baa-logd"));
+    assert!(!marker.exists(), "the command did not run");
 }

@@ -26,8 +26,30 @@ use crate::{
     run_ref::RunRef,
 };
 
-/// The exit code when the command cannot be started, as shells use it.
-const CANNOT_START: u8 = 127;
+/// The exit code when the command is not found, as shells, `env` and
+/// `docker run` use it.
+const NOT_FOUND: u8 = 127;
+
+/// The exit code when the command is found but cannot be run (not
+/// executable, not a program), as shells, `env` and `docker run` use it.
+const NOT_EXECUTABLE: u8 = 126;
+
+/// The exit code for `exec`'s own failures, before the command runs (the
+/// server unreachable, the run refused), as `env`, `timeout` and `docker
+/// run` use it: apart from any code the command itself can give.
+pub(crate) const OWN_FAILURE: u8 = 125;
+
+/// `failure` as `exec` reports it: its own failures exit with
+/// [`OWN_FAILURE`]; the codes of a command that could not start stay.
+pub(crate) fn own_failure(failure: Failure) -> Failure {
+    match failure.code {
+        NOT_FOUND | NOT_EXECUTABLE => failure,
+        _ => Failure {
+            code: OWN_FAILURE,
+            ..failure
+        },
+    }
+}
 
 /// Arguments of `baa-log exec`.
 #[derive(Debug, Args)]
@@ -110,14 +132,18 @@ pub(crate) async fn exec(
     {
         Ok(child) => child,
         Err(err) => {
+            let code = match err.kind() {
+                std::io::ErrorKind::NotFound => NOT_FOUND,
+                _ => NOT_EXECUTABLE,
+            };
             let message = format!("cannot start {}: {err}", args.command[0]);
-            let recorded = record_start_failure(&writer, &message).await;
+            let recorded = record_start_failure(&writer, &message, code).await;
             return Err(Failure {
                 message: match recorded {
                     Ok(()) => message,
                     Err(log_err) => format!("{message} (and the run was not updated: {log_err})"),
                 },
-                code: CANNOT_START,
+                code,
             });
         }
     };
@@ -339,20 +365,24 @@ async fn pump(
 }
 
 /// Records that the command could not start, and fails the run.
-async fn record_start_failure(writer: &RunWriter, message: &str) -> Result<(), ClientError> {
+async fn record_start_failure(
+    writer: &RunWriter,
+    message: &str,
+    code: u8,
+) -> Result<(), ClientError> {
     writer
         .event(
             pb::WorkerLifecycleEventType::WorkerExited,
             pb::LogLevel::Error,
             message,
-            json!({ "exitCode": CANNOT_START }),
+            json!({ "exitCode": code }),
         )
         .await?;
     writer
         .clone()
         .finish(
             pb::RunStatus::Failed,
-            Some(i32::from(CANNOT_START)),
+            Some(i32::from(code)),
             Some(message.to_string()),
         )
         .await

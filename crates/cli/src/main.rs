@@ -88,8 +88,10 @@ struct Cli {
 enum Command {
     /// Run a command as a worker: its stdout and stderr go to a run (and
     /// to this terminal), its exit decides the run's status, and baa-log
-    /// exits with its code. --retry-of TASK/RUN runs the next attempt of
-    /// an earlier run, as run RUN.2, RUN.3, ...
+    /// exits with its code; as env and docker run do, 127 when the command
+    /// is not found, 126 when it cannot be run, 125 for exec's own failure
+    /// (the server unreachable, the run refused). --retry-of TASK/RUN runs
+    /// the next attempt of an earlier run, as run RUN.2, RUN.3, ...
     Exec(exec::ExecArgs),
     /// Print a run's entries as they come, like `tail -f`, until it ends.
     Follow(read::FollowArgs),
@@ -199,9 +201,17 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     if let Command::Health(args) = cli.command {
         return health::health(&options, args, &explain).await;
     }
-    let client = Client::from_stub(options.connect().await.map_err(&explain)?);
+    let connected = options.connect().await.map_err(&explain);
+    let connected = match &cli.command {
+        // exec's own failures have a code of their own.
+        Command::Exec(_) => connected.map_err(exec::own_failure),
+        _ => connected,
+    };
+    let client = Client::from_stub(connected?);
     match cli.command {
-        Command::Exec(args) => exec::exec(&client, args, &explain).await,
+        Command::Exec(args) => exec::exec(&client, args, &explain)
+            .await
+            .map_err(exec::own_failure),
         Command::Follow(args) => read::follow(&client, args).await.map_err(&explain),
         Command::Cat(args) => read::cat(&client, args).await.map_err(&explain),
         Command::Grep(args) => grep::grep(&client, args).await.map_err(|err| Failure {
