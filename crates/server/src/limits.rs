@@ -10,6 +10,8 @@
 
 use std::{
     collections::HashMap,
+    fmt,
+    hash::Hash,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -20,45 +22,51 @@ use tonic::Status;
 
 use crate::sync::lock;
 
-/// Counts open streams per run and in all, against two caps.
+/// Counts open streams per key (a run, a caller) and in all, against two
+/// caps.
 #[derive(Debug)]
-pub(crate) struct Occupancy {
+pub(crate) struct Occupancy<K = RunKey> {
     /// What the streams are, for messages: "followers".
     what: &'static str,
-    /// The most per run.
-    per_run: usize,
+    /// What a key is, for messages: "run", "caller".
+    per: &'static str,
+    /// The most per key.
+    per_key: usize,
     /// The most in all.
     total: usize,
-    /// Open streams per run, and in all.
-    counts: Mutex<(HashMap<RunKey, usize>, usize)>,
+    /// Open streams per key, and in all.
+    counts: Mutex<(HashMap<K, usize>, usize)>,
 }
 
-impl Occupancy {
-    /// Caps of `per_run` and `total` streams called `what`.
-    pub(crate) fn new(what: &'static str, per_run: usize, total: usize) -> Self {
+impl<K: Hash + Eq + Clone + fmt::Display> Occupancy<K> {
+    /// Caps of `per_key` streams called `what` for each key (a `per`) and
+    /// `total` in all. Refusals name the caps as the settings
+    /// `max_{what}_per_{per}` and `max_{what}` do.
+    pub(crate) fn new(what: &'static str, per: &'static str, per_key: usize, total: usize) -> Self {
         Self {
             what,
-            per_run,
+            per,
+            per_key,
             total,
             counts: Mutex::new((HashMap::new(), 0)),
         }
     }
 
-    /// Counts one more stream on `key`, or refuses it naming the cap.
-    pub(crate) fn enter(self: &Arc<Self>, key: &RunKey) -> Result<OccupancyGuard, Status> {
+    /// Counts one more stream of `key`, or refuses it naming the cap.
+    pub(crate) fn enter(self: &Arc<Self>, key: &K) -> Result<OccupancyGuard<K>, Status> {
         let mut counts = lock(&self.counts);
-        let (per_run, total) = &mut *counts;
+        let (per_key, total) = &mut *counts;
         if *total >= self.total {
             return Err(Status::resource_exhausted(format!(
                 "the server has {total} {} open, its max_{} ({})",
                 self.what, self.what, self.total
             )));
         }
-        let count = per_run.entry(key.clone()).or_default();
-        if *count >= self.per_run {
+        let count = per_key.entry(key.clone()).or_default();
+        if *count >= self.per_key {
             return Err(Status::resource_exhausted(format!(
-                "run `{}/{}` has {count} {} open, its max_{}_per_run ({})",
-                key.task_id, key.run_id, self.what, self.what, self.per_run
+                "{} `{key}` has {count} {} open, its max_{}_per_{} ({})",
+                self.per, self.what, self.what, self.per, self.per_key
             )));
         }
         *count += 1;
@@ -78,22 +86,22 @@ impl Occupancy {
 
 /// One counted stream; dropping it uncounts it.
 #[derive(Debug)]
-pub(crate) struct OccupancyGuard {
+pub(crate) struct OccupancyGuard<K: Hash + Eq = RunKey> {
     /// Where it is counted.
-    occupancy: Arc<Occupancy>,
-    /// Its run.
-    key: RunKey,
+    occupancy: Arc<Occupancy<K>>,
+    /// Its key.
+    key: K,
 }
 
-impl Drop for OccupancyGuard {
+impl<K: Hash + Eq> Drop for OccupancyGuard<K> {
     fn drop(&mut self) {
         let mut counts = lock(&self.occupancy.counts);
-        let (per_run, total) = &mut *counts;
+        let (per_key, total) = &mut *counts;
         *total -= 1;
-        if let Some(count) = per_run.get_mut(&self.key) {
+        if let Some(count) = per_key.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
-                per_run.remove(&self.key);
+                per_key.remove(&self.key);
             }
         }
     }
@@ -250,7 +258,7 @@ mod tests {
     /// a dropped guard frees its place.
     #[test]
     fn occupancy_caps_per_run_and_in_all() {
-        let followers = Arc::new(Occupancy::new("followers", 2, 3));
+        let followers = Arc::new(Occupancy::new("followers", "run", 2, 3));
         let a1 = followers.enter(&key("a")).unwrap();
         let _a2 = followers.enter(&key("a")).unwrap();
         let err = followers.enter(&key("a")).unwrap_err();

@@ -63,6 +63,7 @@ impl<S: RunStore> GrpcLoggingService<S> {
             store,
             followers: Arc::new(Occupancy::new(
                 "followers",
+                "run",
                 config.limits.max_followers_per_run,
                 config.limits.max_followers,
             )),

@@ -30,7 +30,7 @@ use tonic::{Request, Status, metadata::MetadataMap};
 
 use crate::{
     convert::{from_channel, from_timestamp, to_channel},
-    limits::{RateGuard, SearchRates},
+    limits::{Occupancy, OccupancyGuard, RateGuard, SearchRates},
     security::{TaskLimit, TokenName, tasks},
     status::to_status,
 };
@@ -93,7 +93,7 @@ pub(crate) struct Searches {
     /// Per-caller pacing.
     rates: Arc<SearchRates>,
     /// Open searches, per caller and in all.
-    slots: Arc<Slots>,
+    slots: Arc<Occupancy<String>>,
     /// Search steps running at once: half the cores (at least one), so
     /// that searches never take the cores writers need.
     steps: Arc<Semaphore>,
@@ -105,64 +105,13 @@ impl Searches {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             rates: Arc::new(SearchRates::new(rate)),
-            slots: Arc::new(Slots::default()),
+            slots: Arc::new(Occupancy::new(
+                "searches",
+                "caller",
+                MAX_SEARCHES_PER_CALLER,
+                MAX_SEARCHES,
+            )),
             steps: Arc::new(Semaphore::new((cores / 2).max(1))),
-        }
-    }
-}
-
-/// Counts open searches per caller and in all.
-#[derive(Debug, Default)]
-pub(crate) struct Slots {
-    /// Open searches per caller, and in all.
-    open: std::sync::Mutex<(std::collections::HashMap<String, usize>, usize)>,
-}
-
-impl Slots {
-    /// Counts one more search of `caller`, or refuses it naming the cap.
-    fn enter(self: &Arc<Self>, caller: &str) -> Result<SlotGuard, Status> {
-        let mut open = crate::sync::lock(&self.open);
-        let (per_caller, total) = &mut *open;
-        if *total >= MAX_SEARCHES {
-            return Err(Status::resource_exhausted(format!(
-                "the server runs {total} searches, its most ({MAX_SEARCHES}); search again later"
-            )));
-        }
-        let count = per_caller.entry(caller.to_owned()).or_default();
-        if *count >= MAX_SEARCHES_PER_CALLER {
-            return Err(Status::resource_exhausted(format!(
-                "{caller} runs {count} searches, the most one caller may \
-                 ({MAX_SEARCHES_PER_CALLER}); let one end first"
-            )));
-        }
-        *count += 1;
-        *total += 1;
-        Ok(SlotGuard {
-            slots: self.clone(),
-            caller: caller.to_owned(),
-        })
-    }
-}
-
-/// A search's place under the caps, given back when it ends.
-#[derive(Debug)]
-pub(crate) struct SlotGuard {
-    /// The counts.
-    slots: Arc<Slots>,
-    /// Whose search it is.
-    caller: String,
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        let mut open = crate::sync::lock(&self.slots.open);
-        let (per_caller, total) = &mut *open;
-        *total -= 1;
-        if let Some(count) = per_caller.get_mut(&self.caller) {
-            *count -= 1;
-            if *count == 0 {
-                per_caller.remove(&self.caller);
-            }
         }
     }
 }
@@ -181,7 +130,7 @@ pub(crate) struct SearchState<S> {
     /// Ends the search when the server shuts down.
     pub(crate) shutdown: CancellationToken,
     /// The search's place under the caps on open searches.
-    pub(crate) _slot: SlotGuard,
+    pub(crate) _slot: OccupancyGuard<String>,
     /// Steps of all searches that may run at once.
     pub(crate) steps: Arc<Semaphore>,
 }
