@@ -536,6 +536,7 @@ async fn tokens_limited_to_tasks_touch_only_those() {
     );
     let mut stub = ci.stub();
     let other = || pb::AppendOpen {
+        worker_lease_ms: 0,
         task_id: "other".into(),
         run_id: "r".into(),
         writer_id: "w".into(),

@@ -190,6 +190,7 @@ pub fn open(
 ) -> pb::AppendLogsRequest {
     pb::AppendLogsRequest {
         open: Some(pb::AppendOpen {
+            worker_lease_ms: 0,
             task_id: task.into(),
             run_id: run.into(),
             writer_id: writer.into(),

@@ -426,6 +426,8 @@ pub(crate) fn to_server_info(limits: &Limits) -> pb::GetServerInfoResponse {
         max_entry_bytes: limits.max_entry_bytes as u64,
         max_data_bytes: limits.max_data_bytes as u64,
         max_batch_entries: limits.max_batch_entries as u64,
+        // Leases are not kept yet.
+        worker_lease_ms: 0,
     }
 }
 

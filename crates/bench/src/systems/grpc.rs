@@ -269,6 +269,7 @@ impl StubsWriter {
         let (requests, queue) = mpsc::channel(APPEND_QUEUE);
         let open = pb::AppendLogsRequest {
             open: Some(pb::AppendOpen {
+                worker_lease_ms: 0,
                 task_id: TASK_ID.into(),
                 run_id: run.into(),
                 writer_id: writer_id.into(),

@@ -275,6 +275,7 @@ impl Session {
         let (requests, receiver) = mpsc::channel(4);
         let open = pb::AppendLogsRequest {
             open: Some(pb::AppendOpen {
+                worker_lease_ms: 0,
                 task_id: self.key.task_id.clone(),
                 run_id: self.key.run_id.clone(),
                 writer_id: self.writer_id.clone(),
