@@ -201,6 +201,7 @@ async fn the_files_of_a_run_written_through_the_api_have_the_contract_shapes() {
         .update_run_state(pb::UpdateRunStateRequest {
             task_id: "t".into(),
             run_id: "r".into(),
+            writer_id: String::new(),
             patch: Some(pb::RunStatePatch {
                 status: Some(pb::RunStatus::Failed.into()),
                 summary: Some("it broke".into()),

@@ -277,6 +277,7 @@ async fn state_moves_only_forward_and_terminal_is_final() {
         .update_run_state(pb::UpdateRunStateRequest {
             task_id: "t".into(),
             run_id: "r".into(),
+            writer_id: String::new(),
             patch: Some(pb::RunStatePatch {
                 status: Some(pb::RunStatus::Failed.into()),
                 updated_at: Some("1999-01-01T00:00:00Z".into()),

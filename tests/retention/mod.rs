@@ -49,6 +49,7 @@ async fn finish(client: &mut LoggingClient, task: &str, run: &str, finished_at: 
         .update_run_state(pb::UpdateRunStateRequest {
             task_id: task.into(),
             run_id: run.into(),
+            writer_id: String::new(),
             patch: Some(pb::RunStatePatch {
                 status: Some(pb::RunStatus::Completed.into()),
                 finished_at: finished_at.map(Into::into),

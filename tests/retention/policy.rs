@@ -102,6 +102,7 @@ async fn age_deletes_old_finished_runs_oldest_first() {
             .update_run_state(pb::UpdateRunStateRequest {
                 task_id: task.into(),
                 run_id: run.into(),
+                writer_id: String::new(),
                 patch: Some(pb::RunStatePatch {
                     summary: Some("late".into()),
                     ..Default::default()

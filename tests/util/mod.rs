@@ -244,6 +244,7 @@ pub async fn set_status(
         .update_run_state(pb::UpdateRunStateRequest {
             task_id: task.into(),
             run_id: run.into(),
+            writer_id: String::new(),
             patch: Some(pb::RunStatePatch {
                 status: Some(status.into()),
                 ..Default::default()

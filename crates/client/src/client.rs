@@ -155,6 +155,7 @@ impl Client {
         let request = pb::UpdateRunStateRequest {
             task_id: key.task_id.clone(),
             run_id: key.run_id.clone(),
+            writer_id: String::new(),
             patch: Some(patch),
         };
         self.stub()

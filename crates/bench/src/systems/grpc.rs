@@ -193,6 +193,7 @@ pub(crate) fn state_request(run: &str, status: pb::RunStatus) -> pb::UpdateRunSt
     pb::UpdateRunStateRequest {
         task_id: TASK_ID.into(),
         run_id: run.into(),
+        writer_id: String::new(),
         patch: Some(pb::RunStatePatch {
             status: Some(status.into()),
             ..Default::default()

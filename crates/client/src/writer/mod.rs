@@ -314,7 +314,14 @@ impl RunWriter {
         patch: pb::RunStatePatch,
     ) -> Result<pb::RunStateSnapshot, ClientError> {
         self.flush().await?;
-        update_state_retrying(&self.inner.stub, &self.inner.key, patch, self.inner.retry).await
+        update_state_retrying(
+            &self.inner.stub,
+            &self.inner.key,
+            &self.inner.writer_id,
+            patch,
+            self.inner.retry,
+        )
+        .await
     }
 
     /// Moves the run to `status`; see [`RunWriter::update_state`].
@@ -355,7 +362,8 @@ impl RunWriter {
             ..Default::default()
         };
         let (stub, key, retry) = (&self.inner.stub, &self.inner.key, self.inner.retry);
-        let state = match update_state_retrying(stub, key, patch.clone(), retry).await {
+        let writer_id = self.inner.writer_id.as_str();
+        let state = match update_state_retrying(stub, key, writer_id, patch.clone(), retry).await {
             // A run that was never marked running ran all the same: pass
             // through `running` on the way to its final status.
             Err(err) if err.code() == Some(tonic::Code::FailedPrecondition) => {
@@ -363,13 +371,13 @@ impl RunWriter {
                     status: Some(pb::RunStatus::Running as i32),
                     ..Default::default()
                 };
-                if update_state_retrying(stub, key, running, retry)
+                if update_state_retrying(stub, key, writer_id, running, retry)
                     .await
                     .is_err()
                 {
                     return Err(err);
                 }
-                update_state_retrying(stub, key, patch, retry).await?
+                update_state_retrying(stub, key, writer_id, patch, retry).await?
             }
             result => result?,
         };
@@ -461,6 +469,7 @@ fn chunk_payload(channel: pb::StreamLogChannel, text: String) -> Payload {
 pub(crate) async fn update_state_retrying(
     stub: &LoggingClient,
     key: &RunKey,
+    writer_id: &str,
     patch: pb::RunStatePatch,
     retry: RetryPolicy,
 ) -> Result<pb::RunStateSnapshot, ClientError> {
@@ -470,6 +479,7 @@ pub(crate) async fn update_state_retrying(
         let request = pb::UpdateRunStateRequest {
             task_id: key.task_id.clone(),
             run_id: key.run_id.clone(),
+            writer_id: writer_id.to_owned(),
             patch: Some(patch.clone()),
         };
         let status = match stub.clone().update_run_state(request).await {
