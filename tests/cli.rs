@@ -310,7 +310,7 @@ async fn failures_are_one_clear_line() {
         (&["follow", "nope"], "TASK/RUN"),
         (
             &["exec", "--task", "bad/task", "--", "true"],
-            "INVALID_ARGUMENT",
+            "invalid task id `bad/task`",
         ),
         (
             &["exec", "--task", "t", "--", "/no/such/program"],
@@ -1072,7 +1072,8 @@ async fn finish_ends_a_run_by_hand() {
 
 /// `exec` exits as env and docker run do: 127 for a command not found,
 /// 126 for one that cannot be run, 125 for its own failure before the
-/// command runs (here, no server), and the command's own code otherwise.
+/// command runs (here, no server with --fail-closed), and the command's
+/// own code otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_exit_codes_follow_env_and_docker_run() {
     use std::os::unix::fs::PermissionsExt;
@@ -1095,7 +1096,7 @@ async fn exec_exit_codes_follow_env_and_docker_run() {
     }
     let marker = dir.path().join("ran");
     let unreachable = Command::new(cli_binary())
-        .args(["exec", "--task", "t", "--", "touch"])
+        .args(["exec", "--fail-closed", "--task", "t", "--", "touch"])
         .arg(&marker)
         .env("BAA_LOG_SERVER", "http://127.0.0.1:1")
         .output()

@@ -25,4 +25,5 @@ mod search;
 mod security;
 mod service;
 mod slow_followers;
+mod spool;
 mod startup;

@@ -5,17 +5,30 @@
 //! id or the next attempt of an earlier run (`--retry-of`), is settled by
 //! `claim` before the run line is printed.
 
-use std::{io::IsTerminal, os::unix::process::ExitStatusExt, process::Stdio};
+use std::{
+    io::IsTerminal,
+    os::unix::process::ExitStatusExt,
+    path::Path,
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use baa_logging_client::{
-    AsyncOutputWriter, Client, ClientError, NewRun, RunKey, RunWriter, WriterOptions, pb,
+    AsyncOutputWriter, Client, ClientError, ConnectOptions, NewRun, RunKey, RunWriter,
+    WriterOptions, pb,
 };
+use baa_logging_config::ids;
 use clap::Args;
 use nix::{sys::signal::Signal, unistd::Pid};
 use serde_json::{Value as Json, json};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     signal::unix::{SignalKind, signal},
+    sync::oneshot,
 };
 use tonic::Code;
 
@@ -24,6 +37,7 @@ use crate::{
     claim::{self, Attempt},
     parse_run,
     run_ref::RunRef,
+    spool::{self, SpoolArgs},
 };
 
 /// The exit code when the command is not found, as shells, `env` and
@@ -84,6 +98,10 @@ pub(crate) struct ExecArgs {
     /// The writer id, to go on after an earlier writer of the same run.
     #[arg(long)]
     writer_id: Option<String>,
+    /// Where the output goes while the server is away, and how long exec
+    /// waits for it at the end.
+    #[command(flatten)]
+    spool: SpoolArgs,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -91,35 +109,19 @@ pub(crate) struct ExecArgs {
 
 /// Runs the command as a worker of a run; returns its exit code.
 pub(crate) async fn exec(
-    client: &Client,
+    options: &ConnectOptions,
     args: ExecArgs,
     explain: &impl Fn(ClientError) -> Failure,
 ) -> Result<u8, Failure> {
     let cwd = std::env::current_dir()
         .map(|dir| dir.display().to_string())
         .unwrap_or_default();
-    let attempt = prepare(client, &args, &cwd, explain).await?;
+    let Log {
+        writer,
+        attempt,
+        warned,
+    } = open_log(options, &args, &cwd, explain).await?;
     let key = attempt.key.clone();
-    // Printed once the run is ours, and before the command writes a line.
-    match &attempt.retry_of {
-        Some(earlier) => eprintln!(
-            "baa-log: run {key} (attempt {} of {earlier})",
-            attempt.attempt
-        ),
-        None => eprintln!("baa-log: run {key}"),
-    }
-    let options = WriterOptions {
-        writer_id: args.writer_id.clone(),
-        ..WriterOptions::default()
-    };
-    let writer = client.writer(key.clone(), options).await.map_err(explain)?;
-
-    // The run is marked running before the command starts, so that a
-    // failure here leaves no command behind without its run.
-    writer
-        .set_status(pb::RunStatus::Running)
-        .await
-        .map_err(explain)?;
     // Signals are caught before the command starts, so that none of them
     // ends baa-log before it has recorded how the command ended.
     let forwarder = SignalForwarder::new().map_err(|err| Failure::new(err.to_string()))?;
@@ -137,11 +139,19 @@ pub(crate) async fn exec(
                 _ => NOT_EXECUTABLE,
             };
             let message = format!("cannot start {}: {err}", args.command[0]);
-            let recorded = record_start_failure(&writer, &message, code).await;
+            let exited = Exited {
+                level: pb::LogLevel::Error,
+                message: message.clone(),
+                data: json!({ "exitCode": code }),
+                status: pb::RunStatus::Failed,
+                code: i32::from(code),
+                summary: message.clone(),
+            };
+            let stored = end_log(writer, &args, exited).await;
             return Err(Failure {
-                message: match recorded {
+                message: match stored {
                     Ok(()) => message,
-                    Err(log_err) => format!("{message} (and the run was not updated: {log_err})"),
+                    Err(()) => format!("{message} (and the run may not say so)"),
                 },
                 code,
             });
@@ -163,6 +173,17 @@ pub(crate) async fn exec(
         writer.async_output_writer(pb::StreamLogChannel::Stderr),
     ));
     let forwarding = pid.map(|pid| tokio::spawn(forwarder.forward_to(pid)));
+    let (stop_watching, stop) = oneshot::channel();
+    let warned = Arc::new(AtomicBool::new(warned));
+    let command_ended = Arc::new(AtomicBool::new(false));
+    let watching = tokio::spawn(watch_server(
+        writer.clone(),
+        options.address().to_owned(),
+        warned.clone(),
+        command_ended.clone(),
+        args.spool.delivery_wait,
+        stop,
+    ));
     let mut log_errors = Vec::new();
     if let Err(err) = writer
         .event(
@@ -193,67 +214,318 @@ pub(crate) async fn exec(
         (None, None) => (1, "ended".to_string()),
     };
     let success = status.success();
-    let run_status = if success {
-        pb::RunStatus::Completed
-    } else {
-        pb::RunStatus::Failed
-    };
-    let record = async {
-        for pump in [out_pump, err_pump] {
-            match pump.await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => log_errors.push(err),
-                Err(err) => log_errors.push(err.to_string()),
-            }
+    for pump in [out_pump, err_pump] {
+        match pump.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => log_errors.push(err),
+            Err(err) => log_errors.push(err.to_string()),
         }
-        let recorded = async {
-            writer
-                .event(
-                    pb::WorkerLifecycleEventType::WorkerExited,
-                    if success {
-                        pb::LogLevel::Info
-                    } else {
-                        pb::LogLevel::Error
-                    },
-                    format!("{} {ended}", args.command[0]),
-                    json!({ "exitCode": status.code(), "signal": status.signal() }),
-                )
-                .await?;
-            writer
-                .clone()
-                .finish(run_status, Some(code), Some(ended.clone()))
-                .await
-        }
-        .await;
-        if let Err(err) = recorded {
-            log_errors.push(explain(err).message);
-            // The writer stopped; the run must still end, or its
-            // followers wait for ever.
-            let patch = pb::RunStatePatch {
-                status: Some(run_status as i32),
-                exit_code: Some(code),
-                summary: Some(ended.clone()),
-                ..Default::default()
-            };
-            let _ = client.update_run_state(&key, patch).await;
-        }
-    };
-    // The command is gone; if the log side cannot finish (the server is
-    // away), a SIGINT or SIGTERM ends the wait instead of being ignored.
-    let mut interrupt = signal(SignalKind::interrupt()).ok();
-    let mut terminate = signal(SignalKind::terminate()).ok();
-    let gave_up = tokio::select! {
-        () = record => false,
-        Some(()) = recv(&mut interrupt) => true,
-        Some(()) = recv(&mut terminate) => true,
-    };
-    if gave_up {
-        log_errors.push("stopped waiting for the server to store the rest".into());
     }
+    let exited = Exited {
+        level: if success {
+            pb::LogLevel::Info
+        } else {
+            pb::LogLevel::Error
+        },
+        message: format!("{} {ended}", args.command[0]),
+        data: json!({ "exitCode": status.code(), "signal": status.signal() }),
+        status: if success {
+            pb::RunStatus::Completed
+        } else {
+            pb::RunStatus::Failed
+        },
+        code,
+        summary: ended,
+    };
     for err in &log_errors {
         eprintln!("baa-log: the log of run {key} may be incomplete: {err}");
     }
+    command_ended.store(true, Ordering::Relaxed);
+    if warned.load(Ordering::Relaxed) && !args.spool.fail_closed {
+        eprintln!(
+            "baa-log: the command has ended; waiting up to {} for the server to take its output",
+            humantime::format_duration(args.spool.delivery_wait)
+        );
+    }
+    let stored = end_log(writer, &args, exited).await.is_ok() && log_errors.is_empty();
+    let _ = stop_watching.send(());
+    let _ = watching.await;
+    if args.spool.fail_closed && !stored {
+        // The strict mode's code for a log not wholly stored.
+        return Ok(OWN_FAILURE);
+    }
     Ok(u8::try_from(code).unwrap_or(1))
+}
+
+/// How the command ended, as the run records it.
+#[derive(Debug)]
+struct Exited {
+    /// The `worker_exited` event's level.
+    level: pb::LogLevel,
+    /// Its message.
+    message: String,
+    /// Its data.
+    data: Json,
+    /// The run's final status.
+    status: pb::RunStatus,
+    /// The exit code.
+    code: i32,
+    /// The state's summary.
+    summary: String,
+}
+
+/// The run's writer, once exec has one.
+#[derive(Debug)]
+struct Log {
+    /// The writer: spooled, unless --fail-closed.
+    writer: RunWriter,
+    /// Which run and attempt.
+    attempt: Attempt,
+    /// Whether the user was told the server is away.
+    warned: bool,
+}
+
+/// Connects, settles which run to write to, and opens its writer; prints
+/// the run line. Without --fail-closed, a server that cannot be reached
+/// does not stop the command: the run is prepared when the server is back,
+/// and the output waits in the spool until then.
+async fn open_log(
+    options: &ConnectOptions,
+    args: &ExecArgs,
+    cwd: &str,
+    explain: &impl Fn(ClientError) -> Failure,
+) -> Result<Log, Failure> {
+    let writer_options = WriterOptions {
+        writer_id: args.writer_id.clone(),
+        ..WriterOptions::default()
+    };
+    let running = pb::RunStatePatch {
+        status: Some(pb::RunStatus::Running as i32),
+        ..Default::default()
+    };
+    let stub = match options.connect().await {
+        Ok(stub) => stub,
+        Err(err) if !args.spool.fail_closed && is_unreachable(&err) => {
+            let reason = explain(err).message;
+            if args.retry_of.is_some() || args.writer_id.is_some() {
+                let flag = if args.retry_of.is_some() {
+                    "--retry-of"
+                } else {
+                    "--writer-id"
+                };
+                return Err(Failure::new(format!(
+                    "{reason}; {flag} needs the server, to know what came before"
+                )));
+            }
+            let client = Client::from_stub(options.connect_lazy().map_err(explain)?);
+            let attempt = local_attempt(args)?;
+            let new_run = new_run(&attempt, args, cwd);
+            let spool = args.spool.options(&attempt.key);
+            let writer = client
+                .spooled_writer(attempt.key.clone(), Some(new_run), writer_options, &spool)
+                .map_err(explain)?;
+            announce(&attempt);
+            eprintln!(
+                "baa-log: {reason}\nbaa-log: running the command anyway; its output is kept in {} \
+                 until the server is back",
+                spool.path.display()
+            );
+            writer.queue_state(running).await.map_err(explain)?;
+            return Ok(Log {
+                writer,
+                attempt,
+                warned: true,
+            });
+        }
+        Err(err) => return Err(explain(err)),
+    };
+    let client = Client::from_stub(stub);
+    let attempt = prepare(&client, args, cwd, explain).await?;
+    let key = attempt.key.clone();
+    announce(&attempt);
+    let writer = if args.spool.fail_closed {
+        client.writer(key, writer_options).await.map_err(explain)?
+    } else {
+        let spool = args.spool.options(&key);
+        client
+            .spooled_writer(key, None, writer_options, &spool)
+            .map_err(explain)?
+    };
+    // The run is marked running before the command starts, so that a
+    // failure here leaves no command behind without its run.
+    writer.queue_state(running).await.map_err(explain)?;
+    Ok(Log {
+        writer,
+        attempt,
+        warned: false,
+    })
+}
+
+/// Prints the run line: once the run is ours, and before the command
+/// writes a line.
+fn announce(attempt: &Attempt) {
+    let key = &attempt.key;
+    match &attempt.retry_of {
+        Some(earlier) => eprintln!(
+            "baa-log: run {key} (attempt {} of {earlier})",
+            attempt.attempt
+        ),
+        None => eprintln!("baa-log: run {key}"),
+    }
+}
+
+/// Whether `err` says the server is not there (as opposed to refusing us,
+/// or a TLS setup that cannot work).
+fn is_unreachable(err: &ClientError) -> bool {
+    match err {
+        ClientError::Connect { source, .. } => {
+            let mut cause: Option<&dyn std::error::Error> = Some(source);
+            let mut text = String::new();
+            while let Some(err) = cause {
+                text.push_str(&err.to_string().to_ascii_lowercase());
+                cause = err.source();
+            }
+            !(text.contains("certificate") || text.contains("tls") || text.contains("handshake"))
+        }
+        ClientError::Status(status) => status.code() == Code::Unavailable,
+        _ => false,
+    }
+}
+
+/// Records how the command ended and the run's final status, then waits
+/// for the server to hold the log: a spooled writer at most
+/// --delivery-wait (or until SIGINT or SIGTERM), then says what it did
+/// not deliver and where the spool is. Err when the log is not all stored.
+async fn end_log(writer: RunWriter, args: &ExecArgs, exited: Exited) -> Result<(), ()> {
+    let key = writer.key().clone();
+    let patch = pb::RunStatePatch {
+        status: Some(exited.status as i32),
+        exit_code: Some(exited.code),
+        summary: Some(exited.summary.clone()),
+        ..Default::default()
+    };
+    let spool = writer.spool_path().map(Path::to_path_buf);
+    let waiting = async {
+        let event = writer
+            .event(
+                pb::WorkerLifecycleEventType::WorkerExited,
+                exited.level,
+                exited.message.clone(),
+                exited.data.clone(),
+            )
+            .await;
+        if spool.is_none() {
+            return strict_end(writer, event, patch).await;
+        }
+        // Neither the event nor the status waited: both are in the spool.
+        let _ = writer.queue_state(patch).await;
+        let report = writer.close_within(args.spool.delivery_wait).await;
+        spool::report(&key, &report)
+    };
+    // If the server is away, a SIGINT or SIGTERM ends the wait instead of
+    // being ignored.
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    let stored = tokio::select! {
+        stored = waiting => stored,
+        Some(()) = recv(&mut interrupt) => {
+            stopped_waiting(&key, spool.as_deref());
+            false
+        }
+        Some(()) = recv(&mut terminate) => {
+            stopped_waiting(&key, spool.as_deref());
+            false
+        }
+    };
+    if stored { Ok(()) } else { Err(()) }
+}
+
+/// Says that exec stopped waiting for the server, and where the rest is.
+fn stopped_waiting(key: &RunKey, spool: Option<&Path>) {
+    match spool {
+        Some(path) => eprintln!(
+            "baa-log: stopped waiting for the server; what run {key} does not hold is kept in \
+             {0}: send it with `baa-log upload {0}`",
+            path.display()
+        ),
+        None => eprintln!(
+            "baa-log: the log of run {key} may be incomplete: stopped waiting for the server \
+             to store the rest"
+        ),
+    }
+}
+
+/// The end of a --fail-closed writer: the event's outcome, then the final
+/// status once everything is stored. True when all went in.
+async fn strict_end(
+    writer: RunWriter,
+    event: Result<(), ClientError>,
+    patch: pb::RunStatePatch,
+) -> bool {
+    let key = writer.key().clone();
+    let status = patch
+        .status
+        .and_then(|status| pb::RunStatus::try_from(status).ok());
+    let result = match event {
+        Ok(()) => {
+            writer
+                .finish(
+                    status.unwrap_or(pb::RunStatus::Failed),
+                    patch.exit_code,
+                    patch.summary.clone(),
+                )
+                .await
+        }
+        Err(err) => Err(err),
+    };
+    match result {
+        Ok(_) => true,
+        Err(err) => {
+            eprintln!("baa-log: the log of run {key} may be incomplete: {err}");
+            false
+        }
+    }
+}
+
+/// Prints one warning when the server stops answering, while the command
+/// runs or while exec waits for the server at the end (`ended` says
+/// which), unless one was printed already; ends when `stop` fires.
+async fn watch_server(
+    writer: RunWriter,
+    server: String,
+    warned: Arc<AtomicBool>,
+    ended: Arc<AtomicBool>,
+    wait: Duration,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let Some(path) = writer.spool_path().map(Path::to_path_buf) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
+        if warned.load(Ordering::Relaxed) || !writer.server_away() {
+            continue;
+        }
+        if ended.load(Ordering::Relaxed) {
+            eprintln!(
+                "baa-log: baa-logd at {server} does not answer; waiting up to {} for it to \
+                 take the rest of the output, kept in {}",
+                humantime::format_duration(wait),
+                path.display()
+            );
+        } else {
+            eprintln!(
+                "baa-log: baa-logd at {server} does not answer; the command goes on and its \
+                 output is kept in {} until the server is back",
+                path.display()
+            );
+        }
+        warned.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Prepares the run to write to and says who it is: the next attempt of
@@ -270,26 +542,10 @@ async fn prepare(
             let (task, run) = (args.task.as_deref(), args.run.as_deref());
             claim::next_attempt(client, of, task, run, explain).await?
         }
-        None => Attempt {
-            key: RunKey::new(
-                args.task
-                    .as_deref()
-                    .expect("clap requires --task without --retry-of"),
-                args.run.clone().unwrap_or_else(fresh_run_id),
-            ),
-            step_id: args.step.clone(),
-            step_name: args.step_name.clone().unwrap_or_else(|| args.step.clone()),
-            attempt: args.attempt,
-            retry_of: None,
-        },
+        None => local_attempt(args)?,
     };
     let key = &attempt.key;
-    let mut new_run = NewRun::new(&key.task_id, &key.run_id)
-        .step(&attempt.step_id, &attempt.step_name)
-        .attempt(attempt.attempt)
-        .worker_kind("baa-log exec")
-        .command(shell_line(&args.command))
-        .paths(cwd, cwd);
+    let mut new_run = new_run(&attempt, args, cwd);
     // A fresh id is taken to be new, as it was made to be; any other id is
     // checked against the runs there are.
     if args.run.is_some() || attempt.retry_of.is_some() {
@@ -303,6 +559,41 @@ async fn prepare(
         ))),
         Err(err) => Err(explain(err)),
     }
+}
+
+/// The run the flags name (the task, the id given or a fresh one, the
+/// step and attempt), its ids checked here.
+fn local_attempt(args: &ExecArgs) -> Result<Attempt, Failure> {
+    let task = args
+        .task
+        .as_deref()
+        .expect("clap requires --task without --retry-of");
+    let run = args.run.clone().unwrap_or_else(fresh_run_id);
+    for (what, id) in [("task", task), ("run", run.as_str())] {
+        if let Some(problem) = ids::id_problem(id) {
+            return Err(Failure::new(format!(
+                "invalid {what} id `{id}`: the id {problem}"
+            )));
+        }
+    }
+    Ok(Attempt {
+        key: RunKey::new(task, run),
+        step_id: args.step.clone(),
+        step_name: args.step_name.clone().unwrap_or_else(|| args.step.clone()),
+        attempt: args.attempt,
+        retry_of: None,
+    })
+}
+
+/// The metadata of the run `attempt` names.
+fn new_run(attempt: &Attempt, args: &ExecArgs, cwd: &str) -> NewRun {
+    let key = &attempt.key;
+    NewRun::new(&key.task_id, &key.run_id)
+        .step(&attempt.step_id, &attempt.step_name)
+        .attempt(attempt.attempt)
+        .worker_kind("baa-log exec")
+        .command(shell_line(&args.command))
+        .paths(cwd, cwd)
 }
 
 /// The data of the `worker_started` event: the command's pid, words and
@@ -362,31 +653,6 @@ async fn pump(
         }
     }
     log_error.map_or(Ok(()), Err)
-}
-
-/// Records that the command could not start, and fails the run.
-async fn record_start_failure(
-    writer: &RunWriter,
-    message: &str,
-    code: u8,
-) -> Result<(), ClientError> {
-    writer
-        .event(
-            pb::WorkerLifecycleEventType::WorkerExited,
-            pb::LogLevel::Error,
-            message,
-            json!({ "exitCode": code }),
-        )
-        .await?;
-    writer
-        .clone()
-        .finish(
-            pb::RunStatus::Failed,
-            Some(i32::from(code)),
-            Some(message.to_string()),
-        )
-        .await
-        .map(drop)
 }
 
 /// Catches SIGINT and SIGTERM and passes them on to the command.

@@ -18,6 +18,9 @@
 //! - `health`: `health`, whether a server serves.
 //! - `gc`: `gc`, a retention pass on the server.
 //! - `finish`: `finish`, a run ended by hand.
+//! - `spool`: where `exec` keeps output while the server is away, and how
+//!   it reports what it did not deliver; `upload`: `upload`, a spool sent
+//!   later.
 //! - `render`: how entries, states and errors are written for people and
 //!   for programs.
 
@@ -34,6 +37,8 @@ mod read;
 mod render;
 mod run_ref;
 mod runs;
+mod spool;
+mod upload;
 mod wait;
 
 use std::process::ExitCode;
@@ -118,6 +123,11 @@ enum Command {
     /// policy (or --max-age and --max-bytes) says; never a run that is not
     /// finished or that has a stream open. Needs the admin scope.
     Gc(gc::GcArgs),
+    /// Send what a spool holds that the server does not: the output and
+    /// final status of an exec that gave up waiting for the server (it
+    /// printed the spool's path). Each entry is stored once, however often
+    /// this runs; the file is removed once the server holds it all.
+    Upload(upload::UploadArgs),
 }
 
 /// A channel, as the command line names it.
@@ -198,20 +208,21 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     let server = cli.server.clone();
     let explain = move |err| render::explain(&server, err);
     // The health check asks another gRPC service over its own connection.
-    if let Command::Health(args) = cli.command {
-        return health::health(&options, args, &explain).await;
-    }
-    let connected = options.connect().await.map_err(&explain);
-    let connected = match &cli.command {
-        // exec's own failures have a code of their own.
-        Command::Exec(_) => connected.map_err(exec::own_failure),
-        _ => connected,
+    let command = match cli.command {
+        Command::Health(args) => return health::health(&options, args, &explain).await,
+        // exec connects by itself: it runs the command without a server.
+        Command::Exec(args) => {
+            return exec::exec(&options, args, &explain)
+                .await
+                // exec's own failures have a code of their own.
+                .map_err(exec::own_failure);
+        }
+        command => command,
     };
-    let client = Client::from_stub(connected?);
-    match cli.command {
-        Command::Exec(args) => exec::exec(&client, args, &explain)
-            .await
-            .map_err(exec::own_failure),
+    let client = Client::from_stub(options.connect().await.map_err(&explain)?);
+    match command {
+        Command::Exec(_) => unreachable!("exec connects by itself"),
+        Command::Upload(args) => upload::upload(&client, args, &explain).await,
         Command::Follow(args) => read::follow(&client, args).await.map_err(&explain),
         Command::Cat(args) => read::cat(&client, args).await.map_err(&explain),
         Command::Grep(args) => grep::grep(&client, args).await.map_err(|err| Failure {

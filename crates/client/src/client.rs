@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::{
     ClientError, ConnectOptions, Follow, FollowOptions, LoggingClient, NewRun, RunKey, RunWriter,
-    WriterOptions, pb,
+    SpoolOptions, WriterOptions, pb,
 };
 
 /// A connection to `baa-logd` with typed calls. Cloning it is cheap and
@@ -245,6 +245,43 @@ impl Client {
         options: WriterOptions,
     ) -> Result<RunWriter, ClientError> {
         RunWriter::attach(self.stub(), key, options).await
+    }
+
+    /// A spooled writer, for a worker that must never wait for the server:
+    /// everything it appends goes through a local file at `spool.path`
+    /// first (see [`SpoolOptions`]), and its session delivers the file
+    /// whenever the server answers, exactly once. With `prepare`, the run
+    /// is prepared on the server's first answer; without, `key` must exist
+    /// by then. The writer's id must be new to the run (the default), as
+    /// its numbering starts before the server is asked.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::InvalidInput`] when the spool cannot be created.
+    pub fn spooled_writer(
+        &self,
+        key: RunKey,
+        prepare: Option<NewRun>,
+        options: WriterOptions,
+        spool: &SpoolOptions,
+    ) -> Result<RunWriter, ClientError> {
+        RunWriter::spooled(self.stub(), key, prepare, options, spool)
+    }
+
+    /// A spooled writer over a spool another process left (a worker that
+    /// gave up waiting, or died): it delivers what the file holds that the
+    /// run does not, and applies its state changes; see
+    /// [`RunWriter::close_within`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::InvalidInput`] when the file is not a spool.
+    pub fn resume_spool(
+        &self,
+        path: &std::path::Path,
+        options: WriterOptions,
+    ) -> Result<RunWriter, ClientError> {
+        RunWriter::resume(self.stub(), path, options)
     }
 
     /// Follows a run: its history from `options.from_seq`, then live

@@ -71,5 +71,8 @@ pub use self::{
     error::ClientError,
     follow::{Follow, FollowEvent, FollowOptions},
     run::{NewRun, RunKey},
-    writer::{AsyncOutputWriter, Finished, OutputWriter, RunWriter, Utf8Decoder, WriterOptions},
+    writer::{
+        AsyncOutputWriter, Finished, OutputWriter, RunWriter, SpoolOptions, SpoolReport,
+        Utf8Decoder, WriterOptions,
+    },
 };

@@ -15,9 +15,11 @@
 
 mod output;
 mod session;
+mod spool;
 
 use std::{
-    sync::{Arc, Mutex, PoisonError},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError, atomic::Ordering},
     time::Duration,
 };
 
@@ -29,9 +31,13 @@ use serde_json::Value as Json;
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::output::{AsyncOutputWriter, OutputWriter, Utf8Decoder};
-use self::session::{Command, Session};
+pub use self::spool::SpoolOptions;
+use self::{
+    session::{Command, Progress, Session, Spooled},
+    spool::{Spool, SpoolHeader},
+};
 use crate::{
-    ClientError, LoggingClient, RetryPolicy, RunKey,
+    ClientError, LoggingClient, NewRun, RetryPolicy, RunKey,
     backoff::Backoff,
     error::is_retryable_status,
     pb::{self, append_item::Payload},
@@ -131,6 +137,30 @@ struct Inner {
     max_data_bytes: usize,
     /// How to retry state updates.
     retry: RetryPolicy,
+    /// The spool, for a spooled writer, and what its session did.
+    spool: Option<(Arc<Spool>, Arc<Progress>)>,
+}
+
+/// What a spooled writer delivered when it was closed: see
+/// [`RunWriter::close_within`].
+#[derive(Debug, Clone)]
+pub struct SpoolReport {
+    /// Whether the server holds everything and applied every state change
+    /// (the spool file is removed then).
+    pub delivered: bool,
+    /// The spool file, which is kept when not everything was delivered.
+    pub path: PathBuf,
+    /// Items written to the spool that the server is not known to hold.
+    pub undelivered_entries: u64,
+    /// Items dropped because the spool was full or its disk refused them,
+    /// and their bytes; the run marks the place.
+    pub dropped: (u64, u64),
+    /// Why the disk refused a write, if it did.
+    pub write_error: Option<String>,
+    /// State changes the server refused, in words.
+    pub refused: Vec<String>,
+    /// Why the writer stopped, if it stopped for good.
+    pub failure: Option<String>,
 }
 
 impl RunWriter {
@@ -185,9 +215,11 @@ impl RunWriter {
                 batch_items: max_batch_entries,
                 buffer_bytes: options.buffer_bytes.max(batch_bytes),
                 retry: options.retry,
+                heartbeat: session::Limits::heartbeat_for(info.worker_lease_ms),
             },
             receiver,
             failure.clone(),
+            None,
         );
         tokio::spawn(session.run());
         Ok(Self {
@@ -200,8 +232,190 @@ impl RunWriter {
                 max_entry_bytes,
                 max_data_bytes,
                 retry: options.retry,
+                spool: None,
             }),
         })
+    }
+
+    /// A spooled writer on a new spool at `spool.path`, which never waits
+    /// for the server: with `prepare`, the run is prepared once the server
+    /// answers; without, `key` must exist by then. Contacts nobody.
+    pub(crate) fn spooled(
+        stub: LoggingClient,
+        key: RunKey,
+        prepare: Option<NewRun>,
+        options: WriterOptions,
+        spool: &SpoolOptions,
+    ) -> Result<Self, ClientError> {
+        let header = SpoolHeader {
+            task_id: key.task_id.clone(),
+            run_id: key.run_id.clone(),
+            writer_id: options.writer_id.clone().unwrap_or_else(default_writer_id),
+            prepare: prepare.map(NewRun::into_request),
+            first_after: 0,
+        };
+        let spool = Spool::create(spool, &header).map_err(|err| ClientError::InvalidInput {
+            what: "spool",
+            reason: format!("cannot create {}: {err}", spool.path.display()),
+        })?;
+        Self::over_spool(stub, header, spool, &options)
+    }
+
+    /// A spooled writer over the spool at `path`, written earlier by
+    /// another process, to deliver what it holds.
+    pub(crate) fn resume(
+        stub: LoggingClient,
+        path: &Path,
+        options: WriterOptions,
+    ) -> Result<Self, ClientError> {
+        let (spool, header) =
+            Spool::open(path, u64::MAX).map_err(|err| ClientError::InvalidInput {
+                what: "spool",
+                reason: err.to_string(),
+            })?;
+        Self::over_spool(stub, header, spool, &options)
+    }
+
+    /// Starts the session of a spooled writer.
+    fn over_spool(
+        stub: LoggingClient,
+        header: SpoolHeader,
+        spool: Spool,
+        options: &WriterOptions,
+    ) -> Result<Self, ClientError> {
+        let key = header.key();
+        let spool = Arc::new(spool);
+        let progress = Arc::new(Progress::default());
+        let failure = Arc::new(Mutex::new(None));
+        let (commands, receiver) = mpsc::channel(32);
+        let reader = spool.reader().map_err(|err| ClientError::InvalidInput {
+            what: "spool",
+            reason: format!("cannot read {}: {err}", spool.path().display()),
+        })?;
+        let session = Session::new(
+            stub.clone(),
+            key.clone(),
+            header.writer_id.clone(),
+            header.first_after,
+            session::Limits {
+                linger: options.linger,
+                batch_bytes: options.batch_bytes.clamp(1, DEFAULT_MAX_MESSAGE_BYTES / 2),
+                batch_items: DEFAULT_MAX_BATCH_ENTRIES,
+                buffer_bytes: options.buffer_bytes.max(options.batch_bytes),
+                retry: options.retry,
+                heartbeat: None,
+            },
+            receiver,
+            failure.clone(),
+            Some(Spooled::new(
+                spool.clone(),
+                reader,
+                header.prepare.clone(),
+                progress.clone(),
+            )),
+        );
+        tokio::spawn(session.run());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                key,
+                writer_id: header.writer_id,
+                stub,
+                commands,
+                failure,
+                // Until the server says otherwise, its limits are the
+                // defaults it starts with.
+                max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+                max_data_bytes: DEFAULT_MAX_ENTRY_BYTES,
+                retry: options.retry,
+                spool: Some((spool, progress)),
+            }),
+        })
+    }
+
+    /// The spool, for a spooled writer.
+    pub(crate) fn spool(&self) -> Option<&Spool> {
+        self.inner.spool.as_ref().map(|(spool, _)| spool.as_ref())
+    }
+
+    /// The spool file of a spooled writer.
+    pub fn spool_path(&self) -> Option<&Path> {
+        self.spool().map(Spool::path)
+    }
+
+    /// Whether a spooled writer is waiting for the server to come back.
+    pub fn server_away(&self) -> bool {
+        self.inner
+            .spool
+            .as_ref()
+            .is_some_and(|(_, progress)| progress.away.load(Ordering::Relaxed))
+    }
+
+    /// Queues a state change behind everything appended so far, without
+    /// waiting: a spooled writer applies it once the items before it are
+    /// stored. A writer that is not spooled applies it now, as
+    /// [`RunWriter::update_state`] does.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RunWriter::update_state`], for a writer that is not
+    /// spooled.
+    pub async fn queue_state(&self, patch: pb::RunStatePatch) -> Result<(), ClientError> {
+        match self.spool() {
+            Some(spool) => {
+                spool.push_patch(patch);
+                Ok(())
+            }
+            None => self.update_state(patch).await.map(drop),
+        }
+    }
+
+    /// Waits at most `limit` for a spooled writer's server to hold
+    /// everything written and to apply every state change, and says what
+    /// it delivered. The spool file is removed when everything was; it is
+    /// kept, and made durable, when not, for
+    /// [`Client::resume_spool`](crate::Client::resume_spool).
+    ///
+    /// # Panics
+    ///
+    /// For a writer that is not spooled.
+    pub async fn close_within(self, limit: Duration) -> SpoolReport {
+        let (spool, progress) = self
+            .inner
+            .spool
+            .clone()
+            .expect("close_within is for spooled writers");
+        let flushed = tokio::time::timeout(limit, self.flush()).await;
+        let failure = match flushed {
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => Some(err.to_string()),
+            Err(_) => Some(format!("the server did not take it within {limit:?}")),
+        };
+        let refused = progress
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let (dropped_entries, dropped_bytes, write_error) = spool.losses();
+        let acked = progress.acked.load(Ordering::Relaxed);
+        let delivered = failure.is_none();
+        if delivered {
+            let _ = spool.remove();
+        } else {
+            let _ = spool.sync();
+        }
+        SpoolReport {
+            delivered,
+            path: spool.path().to_owned(),
+            undelivered_entries: if delivered {
+                0
+            } else {
+                spool.last_seq().saturating_sub(acked)
+            },
+            dropped: (dropped_entries, dropped_bytes),
+            write_error,
+            refused,
+            failure,
+        }
     }
 
     /// The run this writer appends to.
@@ -289,9 +503,13 @@ impl RunWriter {
     /// The error that stopped the writer.
     pub async fn flush(&self) -> Result<pb::LocalRunLogSummary, ClientError> {
         let (reply, response) = oneshot::channel();
+        let command = match self.spool() {
+            Some(spool) => Command::FlushTo(spool.end(), reply),
+            None => Command::Flush(reply),
+        };
         self.inner
             .commands
-            .send(Command::Flush(reply))
+            .send(command)
             .await
             .map_err(|_| self.stopped())?;
         match response.await {
@@ -313,15 +531,43 @@ impl RunWriter {
         &self,
         patch: pb::RunStatePatch,
     ) -> Result<pb::RunStateSnapshot, ClientError> {
+        if let Some(spool) = self.spool() {
+            spool.push_patch(patch);
+            self.flush().await?;
+            return self.current_state().await;
+        }
         self.flush().await?;
-        update_state_retrying(
+        let ends = is_final(&patch);
+        let state = update_state_retrying(
             &self.inner.stub,
             &self.inner.key,
             &self.inner.writer_id,
             patch,
             self.inner.retry,
         )
-        .await
+        .await?;
+        if ends {
+            let _ = self.inner.commands.send(Command::Ended).await;
+        }
+        Ok(state)
+    }
+
+    /// The run's state as the server holds it.
+    async fn current_state(&self) -> Result<pb::RunStateSnapshot, ClientError> {
+        let key = &self.inner.key;
+        let run = self
+            .inner
+            .stub
+            .clone()
+            .get_run(pb::GetRunRequest {
+                task_id: key.task_id.clone(),
+                run_id: key.run_id.clone(),
+            })
+            .await?
+            .into_inner();
+        run.run
+            .and_then(|run| run.state)
+            .ok_or_else(|| tonic::Status::internal("the reply holds no state").into())
     }
 
     /// Moves the run to `status`; see [`RunWriter::update_state`].
@@ -354,13 +600,22 @@ impl RunWriter {
         exit_code: Option<i32>,
         summary: Option<String>,
     ) -> Result<Finished, ClientError> {
-        let log_summary = self.flush().await?;
         let patch = pb::RunStatePatch {
             status: Some(status as i32),
             exit_code,
             summary,
             ..Default::default()
         };
+        if let Some(spool) = self.spool() {
+            spool.push_patch(patch);
+            let log_summary = self.flush().await?;
+            let state = self.current_state().await?;
+            return Ok(Finished {
+                summary: log_summary,
+                state,
+            });
+        }
+        let log_summary = self.flush().await?;
         let (stub, key, retry) = (&self.inner.stub, &self.inner.key, self.inner.retry);
         let writer_id = self.inner.writer_id.as_str();
         let state = match update_state_retrying(stub, key, writer_id, patch.clone(), retry).await {
@@ -381,6 +636,7 @@ impl RunWriter {
             }
             result => result?,
         };
+        let _ = self.inner.commands.send(Command::Ended).await;
         Ok(Finished {
             summary: log_summary,
             state,
@@ -408,8 +664,13 @@ impl RunWriter {
         Ok(())
     }
 
-    /// Queues an item, waiting while the queue is full.
+    /// Queues an item, waiting while the queue is full; a spooled writer
+    /// writes it to its spool and never waits.
     async fn send(&self, payload: Payload) -> Result<(), ClientError> {
+        if let Some(spool) = self.spool() {
+            spool.push_item(payload);
+            return Ok(());
+        }
         self.inner
             .commands
             .send(Command::Item(payload))
@@ -419,6 +680,10 @@ impl RunWriter {
 
     /// Queues an item from a thread outside the runtime.
     fn send_blocking(&self, payload: Payload) -> Result<(), ClientError> {
+        if let Some(spool) = self.spool() {
+            spool.push_item(payload);
+            return Ok(());
+        }
         self.inner
             .commands
             .blocking_send(Command::Item(payload))
@@ -449,6 +714,19 @@ impl RunWriter {
             None => ClientError::WriterClosed("the writer's task has ended".into()),
         }
     }
+}
+
+/// Whether `patch` gives the run its final status.
+pub(crate) fn is_final(patch: &pb::RunStatePatch) -> bool {
+    patch
+        .status
+        .and_then(|status| pb::RunStatus::try_from(status).ok())
+        .is_some_and(|status| {
+            matches!(
+                status,
+                pb::RunStatus::Completed | pb::RunStatus::Failed | pb::RunStatus::Blocked
+            )
+        })
 }
 
 /// An output chunk stamped with the current time.

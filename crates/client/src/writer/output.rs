@@ -200,8 +200,8 @@ impl io::Write for OutputWriter {
 
 /// A `tokio::io::AsyncWrite` that appends what is written to it as output
 /// chunks of a run, one chunk per write (large writes are split). Writes
-/// wait while the writer's buffer is full. Shutting it down appends an
-/// incomplete character left over as U+FFFD.
+/// wait while the writer's buffer is full, unless the writer is spooled.
+/// Shutting it down appends an incomplete character left over as U+FFFD.
 ///
 /// # Examples
 ///
@@ -259,10 +259,18 @@ impl AsyncWrite for AsyncOutputWriter {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        let taken = buf.len().min(chunk_input(&this.writer));
+        if let Some(spool) = this.writer.spool() {
+            // A spooled writer never waits.
+            let text = this.decoder.decode(&buf[..taken]);
+            if !text.is_empty() {
+                spool.push_item(chunk_payload(this.channel, text));
+            }
+            return Poll::Ready(Ok(taken));
+        }
         if let Err(_closed) = ready!(this.sender.poll_reserve(cx)) {
             return Poll::Ready(Err(to_io(this.writer.stopped())));
         }
-        let taken = buf.len().min(chunk_input(&this.writer));
         let text = this.decoder.decode(&buf[..taken]);
         Poll::Ready(this.send(text).map(|()| taken))
     }
@@ -274,6 +282,10 @@ impl AsyncWrite for AsyncOutputWriter {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.decoder.pending.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(spool) = this.writer.spool() {
+            spool.push_item(chunk_payload(this.channel, this.decoder.finish()));
             return Poll::Ready(Ok(()));
         }
         if let Err(_closed) = ready!(this.sender.poll_reserve(cx)) {

@@ -1,0 +1,420 @@
+//! `baa-log exec` never waits for the server: its output goes through a
+//! local spool, the command runs on while the server is stopped (or was
+//! never there), and what the server missed is delivered later, by `exec`
+//! itself or by `baa-log upload`, each entry exactly once.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::util::{
+    json_lines,
+    process::{ServerProcess, cli_binary},
+};
+
+/// A `baa-log` command against `server`, spooling under `spool`.
+fn baa_log(server: &str, spool: &Path) -> Command {
+    let mut command = Command::new(cli_binary());
+    command
+        .env("BAA_LOG_SERVER", server)
+        .env("BAA_LOG_SPOOL_DIR", spool)
+        .env_remove("BAA_LOG_TOKEN");
+    command
+}
+
+/// An address nothing listens on.
+fn free_address() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("an address")
+}
+
+/// Waits (at most `limit`) until `path` exists.
+fn wait_for_file(path: &Path, limit: Duration) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < limit,
+            "{} did not appear within {limit:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (at most `limit`) for `child` to exit, and returns its output.
+fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!(
+                "baa-log did not exit within {limit:?}: {:?}",
+                child.wait_with_output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A run's stored entries, from its three files, in seq order.
+fn stored(data: &Path, task: &str, run: &str) -> Vec<Value> {
+    let dir = data.join(task).join(run);
+    let mut entries: Vec<Value> = ["worker.log", "stdout.log", "stderr.log"]
+        .iter()
+        .flat_map(|name| json_lines(&dir.join(name)))
+        .collect();
+    entries.sort_by_key(|entry| entry["seq"].as_u64());
+    entries
+}
+
+/// The text a run stored on `channel`.
+fn channel_text(entries: &[Value], channel: &str) -> String {
+    entries
+        .iter()
+        .filter(|entry| entry["channel"] == channel)
+        .filter_map(|entry| entry["text"].as_str())
+        .collect()
+}
+
+/// The lifecycle event types a run stored, in order.
+fn event_types(entries: &[Value]) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|entry| entry["channel"] == "worker")
+        .filter_map(|entry| entry["type"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The run's state file.
+fn state(data: &Path, task: &str, run: &str) -> Value {
+    let text =
+        std::fs::read_to_string(data.join(task).join(run).join("state.json")).expect("state.json");
+    serde_json::from_str(&text).expect("JSON")
+}
+
+/// The spool files under `dir`.
+fn spools(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for task in tasks.flatten() {
+        for file in std::fs::read_dir(task.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            found.push(file.path());
+        }
+    }
+    found
+}
+
+/// `n` lines `line <i>` from `from`, as the test commands print them.
+fn lines(from: u64, to: u64) -> String {
+    (from..=to).map(|i| format!("line {i}\n")).collect()
+}
+
+/// A command that prints 200,000 lines, the server stopped after the
+/// first half: the second half is printed while no server answers (the
+/// command ends before the server comes back), and once the server is
+/// back every line is stored exactly once and the run completes.
+#[test]
+fn a_stopped_server_does_not_stop_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let spool = dir.path().join("spool");
+    let mut server = ServerProcess::start(&data);
+    let addr = server.addr;
+    let (half, go, done) = (
+        dir.path().join("half"),
+        dir.path().join("go"),
+        dir.path().join("done"),
+    );
+    let script = format!(
+        "seq -f 'line %.0f' 1 100000; touch {half}; \
+         while [ ! -e {go} ]; do sleep 0.02; done; \
+         seq -f 'line %.0f' 100001 200000; touch {done}",
+        half = half.display(),
+        go = go.display(),
+        done = done.display()
+    );
+    let terminal = std::fs::File::create(dir.path().join("terminal")).unwrap();
+    let exec = baa_log(&server.url(), &spool)
+        .args([
+            "exec",
+            "--task",
+            "t",
+            "--run",
+            "big",
+            "--delivery-wait",
+            "2m",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdout(terminal)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&half, Duration::from_secs(60));
+    server.stop_now();
+    std::fs::write(&go, "").unwrap();
+    // The second half is printed with no server at all: nothing waits.
+    wait_for_file(&done, Duration::from_secs(60));
+    let terminal = std::fs::read_to_string(dir.path().join("terminal")).unwrap();
+    assert_eq!(
+        terminal.len(),
+        lines(1, 200_000).len(),
+        "the terminal got it all"
+    );
+    assert!(!spools(&spool).is_empty(), "the output waits in a spool");
+
+    let _server = ServerProcess::start_on(&data, addr);
+    let output = wait_with_limit(exec, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr.matches("does not answer").count(),
+        1,
+        "one warning: {stderr}"
+    );
+    let entries = stored(&data, "t", "big");
+    assert_eq!(channel_text(&entries, "stdout"), lines(1, 200_000));
+    let seqs: Vec<u64> = entries.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
+    assert_eq!(state(&data, "t", "big")["status"], "completed");
+    assert!(spools(&spool).is_empty(), "a delivered spool is removed");
+}
+
+/// No server at the start: the command runs all the same and exec exits
+/// with its code after --delivery-wait, naming the spool; `baa-log upload`
+/// prepares the run and delivers the output and the final status once
+/// the server is there, and the spool is gone after it.
+#[test]
+fn no_server_at_start_then_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let spool = dir.path().join("spool");
+    let addr = free_address();
+    let url = format!("http://{addr}");
+    let ran = dir.path().join("ran");
+    let output = baa_log(&url, &spool)
+        .args([
+            "exec",
+            "--task",
+            "t",
+            "--run",
+            "offline",
+            "--delivery-wait",
+            "300ms",
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg(format!(
+            "touch {}; echo out; echo err >&2; exit 3",
+            ran.display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "the command's code: {stderr}"
+    );
+    assert!(ran.exists(), "the command ran");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "out\n");
+    let files = spools(&spool);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let path = files[0].display().to_string();
+    assert!(
+        stderr.contains(&format!("baa-log upload {path}")),
+        "{stderr}"
+    );
+
+    // Still no server: upload keeps the spool and says so.
+    let early = baa_log(&url, &spool)
+        .args(["upload", &path, "--timeout", "300ms"])
+        .output()
+        .unwrap();
+    assert_eq!(early.status.code(), Some(1), "{early:?}");
+    assert!(files[0].exists());
+
+    let _server = ServerProcess::start_on(&data, addr);
+    let upload = baa_log(&url, &spool)
+        .args(["upload", &path])
+        .output()
+        .unwrap();
+    assert_eq!(upload.status.code(), Some(0), "{upload:?}");
+    assert!(!files[0].exists(), "a delivered spool is removed");
+    let entries = stored(&data, "t", "offline");
+    assert_eq!(channel_text(&entries, "stdout"), "out\n");
+    assert_eq!(channel_text(&entries, "stderr"), "err\n");
+    assert_eq!(
+        event_types(&entries),
+        ["run_prepared", "worker_started", "worker_exited"]
+    );
+    let state = state(&data, "t", "offline");
+    assert_eq!(state["status"], "failed");
+    assert_eq!(state["exitCode"], 3);
+
+    let again = baa_log(&url, &spool)
+        .args(["upload", &path])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("cannot open spool"));
+}
+
+/// An exec killed while the server is away leaves its spool; an upload
+/// after the server is back delivers what the run lacks, and the lines
+/// delivered before the server went away are not stored twice.
+#[test]
+fn the_spool_of_a_killed_exec_is_delivered_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let spool = dir.path().join("spool");
+    let mut server = ServerProcess::start(&data);
+    let addr = server.addr;
+    let (half, go, done) = (
+        dir.path().join("half"),
+        dir.path().join("go"),
+        dir.path().join("done"),
+    );
+    let script = format!(
+        "seq -f 'line %.0f' 1 1000; touch {half}; \
+         while [ ! -e {go} ]; do sleep 0.02; done; \
+         seq -f 'line %.0f' 1001 2000; touch {done}; exec sleep 60",
+        half = half.display(),
+        go = go.display(),
+        done = done.display()
+    );
+    let mut exec = baa_log(&server.url(), &spool)
+        .args(["exec", "--task", "t", "--run", "killed", "--", "sh", "-c"])
+        .arg(&script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&half, Duration::from_secs(60));
+    // Wait until the server holds the first half, then stop it.
+    let start = Instant::now();
+    while channel_text(&stored(&data, "t", "killed"), "stdout") != lines(1, 1000) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the first half arrives"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.stop_now();
+    std::fs::write(&go, "").unwrap();
+    wait_for_file(&done, Duration::from_secs(60));
+    // The spool is written as the output comes: give it a moment to read
+    // the pipe, then kill exec as a crash would.
+    std::thread::sleep(Duration::from_millis(300));
+    exec.kill().unwrap();
+    exec.wait().unwrap();
+    let pid = stored(&data, "t", "killed")
+        .iter()
+        .find(|entry| entry["type"] == "worker_started")
+        .and_then(|entry| entry["data"]["pid"].as_u64())
+        .expect("the command's pid");
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+
+    let _server = ServerProcess::start_on(&data, addr);
+    let files = spools(&spool);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let upload = baa_log(&format!("http://{addr}"), &spool)
+        .arg("upload")
+        .arg(&files[0])
+        .output()
+        .unwrap();
+    assert_eq!(upload.status.code(), Some(0), "{upload:?}");
+    let entries = stored(&data, "t", "killed");
+    assert_eq!(channel_text(&entries, "stdout"), lines(1, 2000));
+    // The spool holds no final status: the run stays as the worker left it.
+    assert_eq!(state(&data, "t", "killed")["status"], "running");
+}
+
+/// A spool bounded by --spool-max drops what does not fit, from the run
+/// (never from the terminal), and the run marks the place; exec says so.
+#[test]
+fn a_full_spool_drops_output_and_marks_the_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let spool = dir.path().join("spool");
+    let addr = free_address();
+    let url = format!("http://{addr}");
+    let output = baa_log(&url, &spool)
+        .args([
+            "exec",
+            "--task",
+            "t",
+            "--run",
+            "full",
+            "--spool-max",
+            "64KiB",
+            "--delivery-wait",
+            "200ms",
+            "--",
+            "seq",
+            "-f",
+            "line %.0f",
+            "1",
+            "100000",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        lines(1, 100_000),
+        "the terminal got it all"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("were not kept"), "{stderr}");
+    let files = spools(&spool);
+    assert_eq!(files.len(), 1);
+
+    let _server = ServerProcess::start_on(&data, addr);
+    let upload = baa_log(&url, &spool)
+        .arg("upload")
+        .arg(&files[0])
+        .output()
+        .unwrap();
+    assert_eq!(upload.status.code(), Some(0), "{upload:?}");
+    let entries = stored(&data, "t", "full");
+    let text = channel_text(&entries, "stdout");
+    assert!(text.starts_with("line 1\nline 2\n"), "the start is kept");
+    assert!(text.len() < 70 * 1024, "{} bytes", text.len());
+    assert!(
+        text.contains("bytes of output") && text.contains("are missing here"),
+        "the place is marked"
+    );
+    assert_eq!(state(&data, "t", "full")["status"], "completed");
+}
+
+/// --fail-closed keeps the strict behaviour: no server, no command (125).
+#[test]
+fn fail_closed_refuses_to_run_without_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let output = baa_log(&format!("http://{}", free_address()), dir.path())
+        .args(["exec", "--fail-closed", "--task", "t", "--", "touch"])
+        .arg(&ran)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(125), "{output:?}");
+    assert!(!ran.exists());
+}
