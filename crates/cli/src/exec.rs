@@ -323,6 +323,7 @@ async fn open_log(
             let spool = args.spool.options(&attempt.key);
             let writer = client
                 .spooled_writer(attempt.key.clone(), Some(new_run), writer_options, &spool)
+                .await
                 .map_err(explain)?;
             announce(&attempt);
             eprintln!(
@@ -349,6 +350,7 @@ async fn open_log(
         let spool = args.spool.options(&key);
         client
             .spooled_writer(key, None, writer_options, &spool)
+            .await
             .map_err(explain)?
     };
     // The run is marked running before the command starts, so that a

@@ -250,22 +250,41 @@ impl Client {
     /// A spooled writer, for a worker that must never wait for the server:
     /// everything it appends goes through a local file at `spool.path`
     /// first (see [`SpoolOptions`]), and its session delivers the file
-    /// whenever the server answers, exactly once. With `prepare`, the run
-    /// is prepared on the server's first answer; without, `key` must exist
-    /// by then. The writer's id must be new to the run (the default), as
-    /// its numbering starts before the server is asked.
+    /// whenever the server answers, exactly once.
+    ///
+    /// With `prepare`, the run is new: it is prepared on the server's first
+    /// answer, and nothing is asked now, so this works with no server at
+    /// all; the writer's id must then be new to the run (the default).
+    /// Without, `key` exists, and the server is asked now where this
+    /// writer's items go on.
     ///
     /// # Errors
     ///
-    /// [`ClientError::InvalidInput`] when the spool cannot be created.
-    pub fn spooled_writer(
+    /// [`ClientError::InvalidInput`] when the spool cannot be created; for
+    /// an existing run, as for [`Client::writer`].
+    pub async fn spooled_writer(
         &self,
         key: RunKey,
         prepare: Option<NewRun>,
         options: WriterOptions,
         spool: &SpoolOptions,
     ) -> Result<RunWriter, ClientError> {
-        RunWriter::spooled(self.stub(), key, prepare, options, spool)
+        let after = match (&prepare, &options.writer_id) {
+            (None, Some(writer_id)) => {
+                self.stub()
+                    .get_writer_cursor(pb::GetWriterCursorRequest {
+                        task_id: key.task_id.clone(),
+                        run_id: key.run_id.clone(),
+                        writer_id: writer_id.clone(),
+                    })
+                    .await?
+                    .into_inner()
+                    .last_writer_seq
+            }
+            // A fresh writer id has written nothing yet.
+            _ => 0,
+        };
+        RunWriter::spooled(self.stub(), key, prepare, options, spool, after)
     }
 
     /// A spooled writer over a spool another process left (a worker that

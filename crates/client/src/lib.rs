@@ -4,7 +4,9 @@
 //! plain calls, and the handle batches them, bounds its memory (a slow or
 //! absent server makes calls wait, never grow a queue), and carries the
 //! session across broken connections and server restarts without losing
-//! or duplicating an entry. Followers get a [`Follow`] stream of typed
+//! or duplicating an entry. A spooled writer
+//! ([`Client::spooled_writer`]) never waits instead: what it is given goes
+//! through a bounded local file, delivered behind the caller. Followers get a [`Follow`] stream of typed
 //! [`FollowEvent`]s that resumes by itself and ends with the run.
 //!
 //! # Layout
@@ -22,6 +24,8 @@
 //! - [`Follow`]: a run's events, history then live.
 //! - [`RetryPolicy`]: how long to wait between attempts (`backoff`).
 //! - [`ClientError`]: every error of the crate.
+//! - `writer::spool`: the spool file of a spooled writer ([`SpoolOptions`],
+//!   [`SpoolReport`]).
 //! - `timestamp`: the time stamps put on what the client sends.
 //!
 //! Limits the server does not report fall back to the defaults of
@@ -29,9 +33,11 @@
 //!
 //! # Locking
 //!
-//! The one lock is the writer's failure slot (why its task stopped), a
-//! `std::sync::Mutex`: it is held for one assignment or one clone and never
-//! across an `.await`, so tokio's async mutex would buy nothing. Poisoning
+//! The locks are the writer's failure slot (why its task stopped), a
+//! spooled writer's appender and its list of refused state changes. Each
+//! is a `std::sync::Mutex`, held for one assignment, one clone or one
+//! `write` (the appender, rarely, for a rewrite of at most 8 MiB), and
+//! never across an `.await`, so tokio's async mutex would buy nothing. Poisoning
 //! is recovered with `lock().unwrap_or_else(PoisonError::into_inner)`:
 //! such a short critical section cannot leave the value half-written, so
 //! a panic elsewhere must not turn every later call into a second panic.

@@ -239,20 +239,23 @@ impl RunWriter {
 
     /// A spooled writer on a new spool at `spool.path`, which never waits
     /// for the server: with `prepare`, the run is prepared once the server
-    /// answers; without, `key` must exist by then. Contacts nobody.
+    /// answers; without, `key` must exist by then. Its items are numbered
+    /// after `after`, the last the run holds from this writer. Contacts
+    /// nobody.
     pub(crate) fn spooled(
         stub: LoggingClient,
         key: RunKey,
         prepare: Option<NewRun>,
         options: WriterOptions,
         spool: &SpoolOptions,
+        after: u64,
     ) -> Result<Self, ClientError> {
         let header = SpoolHeader {
             task_id: key.task_id.clone(),
             run_id: key.run_id.clone(),
             writer_id: options.writer_id.clone().unwrap_or_else(default_writer_id),
             prepare: prepare.map(NewRun::into_request),
-            first_after: 0,
+            first_after: after,
         };
         let spool = Spool::create(spool, &header).map_err(|err| ClientError::InvalidInput {
             what: "spool",
