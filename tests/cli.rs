@@ -14,6 +14,10 @@ async fn baa_log(server: &TestServer, args: &[&str]) -> Output {
     Command::new(cli_binary())
         .args(args)
         .env("BAA_LOG_SERVER", format!("http://{}", server.addr))
+        .env(
+            "BAA_LOG_SPOOL_DIR",
+            std::env::temp_dir().join("baa-log-test-spools"),
+        )
         .env_remove("BAA_LOG_TOKEN")
         .output()
         .await

@@ -241,7 +241,7 @@ pub(crate) async fn exec(
         eprintln!("baa-log: the log of run {key} may be incomplete: {err}");
     }
     command_ended.store(true, Ordering::Relaxed);
-    if warned.load(Ordering::Relaxed) && !args.spool.fail_closed {
+    if warned.load(Ordering::Relaxed) && writer.server_away() {
         eprintln!(
             "baa-log: the command has ended; waiting up to {} for the server to take its output",
             humantime::format_duration(args.spool.delivery_wait)

@@ -9,6 +9,10 @@
 //! so an entry is never lost and never stored twice. The queue and the
 //! kept items are bounded, so when the server is slow or away, calls wait.
 //!
+//! A spooled writer's handles write each item, numbered, to a spool file
+//! instead (the child module `spool`), and never wait: the task reads the
+//! file behind them and sends it the same way.
+//!
 //! The output writers, which turn a byte stream into chunks, are the child
 //! module `output`; they use this module's queue and limits, and this
 //! module only re-exports their names.
@@ -145,8 +149,9 @@ struct Inner {
 /// [`RunWriter::close_within`].
 #[derive(Debug, Clone)]
 pub struct SpoolReport {
-    /// Whether the server holds everything and applied every state change
-    /// (the spool file is removed then).
+    /// Whether the server holds everything and answered every state
+    /// change, applying it or refusing it (see `refused`); the spool file
+    /// is removed then.
     pub delivered: bool,
     /// The spool file, which is kept when not everything was delivered.
     pub path: PathBuf,
@@ -535,8 +540,10 @@ impl RunWriter {
         patch: pb::RunStatePatch,
     ) -> Result<pb::RunStateSnapshot, ClientError> {
         if let Some(spool) = self.spool() {
+            let refused = self.refusals();
             spool.push_patch(patch);
             self.flush().await?;
+            self.refused_since(refused)?;
             return self.current_state().await;
         }
         self.flush().await?;
@@ -553,6 +560,33 @@ impl RunWriter {
             let _ = self.inner.commands.send(Command::Ended).await;
         }
         Ok(state)
+    }
+
+    /// How many state changes of a spooled writer the server refused.
+    fn refusals(&self) -> usize {
+        self.inner.spool.as_ref().map_or(0, |(_, progress)| {
+            progress
+                .refused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
+        })
+    }
+
+    /// The refusal of a state change after the first `before`, as an
+    /// error, if there is one.
+    fn refused_since(&self, before: usize) -> Result<(), ClientError> {
+        let Some((_, progress)) = &self.inner.spool else {
+            return Ok(());
+        };
+        let refused = progress
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match refused.get(before..).and_then(<[String]>::last) {
+            Some(message) => Err(tonic::Status::failed_precondition(message.clone()).into()),
+            None => Ok(()),
+        }
     }
 
     /// The run's state as the server holds it.
@@ -610,8 +644,10 @@ impl RunWriter {
             ..Default::default()
         };
         if let Some(spool) = self.spool() {
+            let refused = self.refusals();
             spool.push_patch(patch);
             let log_summary = self.flush().await?;
+            self.refused_since(refused)?;
             let state = self.current_state().await?;
             return Ok(Finished {
                 summary: log_summary,

@@ -342,6 +342,9 @@ impl Session {
         loop {
             self.connect_spooled().await?;
             self.fill()?;
+            if self.unsent_bytes >= self.limits.batch_bytes {
+                self.send_unsent().await?;
+            }
             if self.barrier_due() {
                 self.cross_barrier().await?;
                 continue;
@@ -516,18 +519,25 @@ impl Session {
             ..self.limits.retry
         };
         let terminal = super::is_final(&patch);
-        progress.away.store(false, Ordering::Relaxed);
-        match apply_patch(&self.stub, &self.key, &self.writer_id, patch, retry).await {
-            Ok(()) => {}
-            Err(status) if !is_retryable_status(&status) => {
-                let mut refused = progress
-                    .refused
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                refused.push(status.message().to_owned());
+        let mut backoff = Backoff::new(retry);
+        loop {
+            match apply_patch(&self.stub, &self.key, &self.writer_id, patch.clone(), retry).await {
+                Ok(()) => break,
+                Err(status) if is_retryable_status(&status) => {
+                    progress.away.store(true, Ordering::Relaxed);
+                    backoff.wait().await;
+                }
+                Err(status) => {
+                    let mut refused = progress
+                        .refused
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    refused.push(status.message().to_owned());
+                    break;
+                }
             }
-            Err(status) => return Err(status),
         }
+        progress.away.store(false, Ordering::Relaxed);
         let spooled = self.spooled.as_mut().expect("a spooled session");
         spooled.barriers.pop_front();
         if terminal {
@@ -585,8 +595,9 @@ impl Session {
     /// Rewrites the spool without its delivered prefix, when that pays.
     fn compact(&mut self) {
         let delivered = self.delivered();
+        let acked = self.acked;
         let spooled = self.spooled.as_mut().expect("a spooled session");
-        if let Err(err) = spooled.spool.compact(delivered, &mut spooled.reader) {
+        if let Err(err) = spooled.spool.compact(delivered, acked, &mut spooled.reader) {
             debug!(run = %self.key, cause = %err, "cannot compact the spool");
         }
     }
@@ -669,7 +680,9 @@ impl Session {
         while let Err(status) = self.try_send_unsent().await {
             self.reconnect(status).await?;
         }
-        self.send_by = None;
+        // Items behind a state change not applied yet are still unsent:
+        // they go at the next tick.
+        self.send_by = (self.unsent_bytes > 0).then(|| Instant::now() + self.limits.linger);
         if self.kept_bytes >= self.limits.buffer_bytes / 2 {
             self.trim().await?;
         }

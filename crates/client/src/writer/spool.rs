@@ -31,7 +31,7 @@
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, Read, Seek, SeekFrom, Write},
-    os::unix::fs::FileExt,
+    os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt},
     path::{Path, PathBuf},
     sync::{Mutex, MutexGuard, PoisonError},
 };
@@ -145,6 +145,10 @@ struct Appender {
     dropped_total: (u64, u64),
     /// The first write error, if the disk refused one.
     error: Option<String>,
+    /// The header, which a rewrite writes again.
+    header: SpoolHeader,
+    /// Whether the file was removed, everything in it delivered.
+    gone: bool,
 }
 
 /// A spool, shared by a writer's handles and its session.
@@ -162,12 +166,17 @@ impl Spool {
     /// Creates a spool at `options.path` for the writer `header` names.
     pub(crate) fn create(options: &SpoolOptions, header: &SpoolHeader) -> io::Result<Self> {
         if let Some(dir) = options.path.parent() {
-            fs::create_dir_all(dir)?;
+            // Spools hold a command's output: for their owner's eyes.
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
         }
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&options.path)?;
         let mut head = MAGIC.to_vec();
         head.extend(frame(&Record::Header(Box::new(header.clone()))));
@@ -185,6 +194,8 @@ impl Spool {
                 dropped: Dropped::default(),
                 dropped_total: (0, 0),
                 error: None,
+                header: header.clone(),
+                gone: false,
             },
         ))
     }
@@ -210,19 +221,24 @@ impl Spool {
         }
         let mut reader = SpoolReader::new(file.try_clone()?, MAGIC.len() as u64, 0);
         let len = file.metadata()?.len();
-        let records = reader.read(len, usize::MAX)?;
-        let mut records = records.into_iter();
-        let Some((Record::Header(header), head)) = records.next() else {
+        let Some((Record::Header(header), head)) = reader.read(len, 1)?.into_iter().next() else {
             return Err(invalid(path, "it has no header"));
         };
         let header = *header;
         let mut last_seq = header.first_after;
         let mut end = head;
-        for (record, record_end) in records {
-            if let Record::Item(item) = record {
-                last_seq = item.writer_seq;
+        // Records are scanned a few MiB at a time, to find the last item.
+        loop {
+            let records = reader.read(len, 4 * 1024 * 1024)?;
+            if records.is_empty() {
+                break;
             }
-            end = record_end;
+            for (record, record_end) in records {
+                if let Record::Item(item) = record {
+                    last_seq = item.writer_seq;
+                }
+                end = record_end;
+            }
         }
         // What follows the last whole record is a write cut short.
         file.set_len(end)?;
@@ -239,6 +255,8 @@ impl Spool {
                 dropped: Dropped::default(),
                 dropped_total: (0, 0),
                 error: None,
+                header: header.clone(),
+                gone: false,
             },
         );
         Ok((spool, header))
@@ -328,8 +346,15 @@ impl Spool {
 
     /// Rewrites the file without the records before the logical offset
     /// `delivered`, which the server holds, if that pays: the prefix is
-    /// large and what follows small. `reader` is moved to the new file.
-    pub(crate) fn compact(&self, delivered: u64, reader: &mut SpoolReader) -> io::Result<bool> {
+    /// large and what follows small. `acked` is the last item the server
+    /// holds, which the new header says comes before the file's items.
+    /// `reader` is moved to the new file.
+    pub(crate) fn compact(
+        &self,
+        delivered: u64,
+        acked: u64,
+        reader: &mut SpoolReader,
+    ) -> io::Result<bool> {
         /// A prefix shorter than this is not worth a rewrite.
         const MIN_PREFIX: u64 = 16 * 1024 * 1024;
         /// A rest longer than this makes a rewrite too slow to hold the
@@ -340,26 +365,32 @@ impl Spool {
         let first = appender.head + appender.removed;
         let prefix = delivered.saturating_sub(first);
         let rest = appender.end.saturating_sub(delivered);
-        if prefix < MIN_PREFIX.min(appender.max_bytes / 4) || rest > MAX_REST {
+        if appender.gone || prefix < MIN_PREFIX.min(appender.max_bytes / 4) || rest > MAX_REST {
             return Ok(false);
         }
-        let mut kept = vec![0; usize::try_from(appender.head + rest).unwrap_or(usize::MAX)];
-        let head = usize::try_from(appender.head).unwrap_or(usize::MAX);
-        appender.file.read_exact_at(&mut kept[..head], 0)?;
+        appender.header.first_after = appender.header.first_after.max(acked);
+        let mut kept = MAGIC.to_vec();
+        kept.extend(frame(&Record::Header(Box::new(appender.header.clone()))));
+        let head = kept.len();
+        kept.resize(head + usize::try_from(rest).unwrap_or(usize::MAX), 0);
         appender
             .file
             .read_exact_at(&mut kept[head..], delivered - appender.removed)?;
         let staged = self.path.with_extension("spool.new");
+        // A file left there by a rewrite that died is ours; anything else
+        // (a link planted there) is refused by `create_new`.
+        let _ = fs::remove_file(&staged);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .mode(0o600)
             .open(&staged)?;
         file.write_all(&kept)?;
         fs::rename(&staged, &self.path)?;
         appender.file = file;
-        appender.removed += prefix;
+        appender.head = head as u64;
+        appender.removed = delivered - head as u64;
         *reader = SpoolReader::new(
             appender.file.try_clone()?,
             reader.offset.max(delivered),
@@ -370,13 +401,9 @@ impl Spool {
 
     /// Removes the file, once everything in it is delivered.
     pub(crate) fn remove(&self) -> io::Result<()> {
-        let _appender = self.lock();
-        fs::remove_file(&self.path)?;
-        // The directory goes too when this was its last spool.
-        if let Some(dir) = self.path.parent() {
-            let _ = fs::remove_dir(dir);
-        }
-        Ok(())
+        let mut appender = self.lock();
+        appender.gone = true;
+        fs::remove_file(&self.path)
     }
 }
 
@@ -682,7 +709,7 @@ mod tests {
         }
         let read = reader.read(spool.end(), usize::MAX).unwrap();
         let delivered = read[149].1;
-        assert!(spool.compact(delivered, &mut reader).unwrap());
+        assert!(spool.compact(delivered, 150, &mut reader).unwrap());
         spool.push_item(text("after"));
         let rest = reader.read(spool.end(), usize::MAX).unwrap();
         assert_eq!(rest.len(), 1, "the reader goes on after what it read");
@@ -690,5 +717,9 @@ mod tests {
         assert_eq!(texts.len(), 51);
         assert!(texts[0].starts_with("151:"), "{}", texts[0]);
         assert_eq!(texts[50], "201:after");
+        let (again, header) = Spool::open(spool.path(), u64::MAX).unwrap();
+        assert_eq!(header.first_after, 150, "the header says what went before");
+        again.push_item(text("reopened"));
+        assert_eq!(read_all(&again)[51], "202:reopened");
     }
 }
