@@ -176,7 +176,9 @@ async fn a_run_whose_stream_dropped_fails_after_the_lease() {
     drop(tx);
     let failed = wait_for(&mut client, "t", "r", pb::RunStatus::Failed).await;
     assert!(
-        failed.summary().starts_with("worker lost: no writer for 1s"),
+        failed
+            .summary()
+            .starts_with("worker lost: no writer for 1s"),
         "{failed:?}"
     );
     assert!(!failed.finished_at().is_empty());
@@ -184,11 +186,18 @@ async fn a_run_whose_stream_dropped_fails_after_the_lease() {
     let expired = with_reason(&stored, "worker_lease_expired");
     assert_eq!(expired.len(), 1, "{stored:?}");
     let event = expired[0];
-    assert_eq!(event.r#type, pb::WorkerLifecycleEventType::StepFailed as i32);
+    assert_eq!(
+        event.r#type,
+        pb::WorkerLifecycleEventType::StepFailed as i32
+    );
     assert_eq!(event.level, pb::LogLevel::Error as i32);
     assert_eq!(data(event, "leaseMs").as_deref(), Some("1000"));
     assert_eq!(data(event, "lastWriter").as_deref(), Some("w"));
-    assert!(event.message.starts_with("worker lost"), "{}", event.message);
+    assert!(
+        event.message.starts_with("worker lost"),
+        "{}",
+        event.message
+    );
     let followed = tokio::time::timeout(PATIENCE, follower)
         .await
         .expect("the follower ends")
@@ -278,9 +287,12 @@ async fn a_run_left_running_across_a_restart_fails_after_the_lease() {
     let server = TestServer::start_with(dir.path(), with_lease(Duration::ZERO)).await;
     let mut client = server.client().await;
     running(&mut client, "r").await;
-    append(&mut client, vec![open("t", "r", "w", vec![stdout(1, "a\n")])])
-        .await
-        .unwrap();
+    append(
+        &mut client,
+        vec![open("t", "r", "w", vec![stdout(1, "a\n")])],
+    )
+    .await
+    .unwrap();
     server.stop().await;
 
     let server = TestServer::start_with(dir.path(), with_lease(LEASE)).await;
@@ -379,10 +391,7 @@ async fn a_writer_back_after_its_lease_delivers_late_and_finishes_once() {
             (Type::StepCompleted as i32, reason("worker_returned_late")),
         ]
     );
-    let texts: Vec<&str> = stored
-        .iter()
-        .filter_map(crate::util::entry_text)
-        .collect();
+    let texts: Vec<&str> = stored.iter().filter_map(crate::util::entry_text).collect();
     assert_eq!(texts, ["one\n", "two\n", "three\n"]);
     let settled = lifecycle(&stored).pop().unwrap();
     assert_eq!(data(settled, "lateEntries").as_deref(), Some("2"));

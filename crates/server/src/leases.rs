@@ -154,10 +154,8 @@ impl WorkerLeases {
             RunStatus::Running => {
                 runs.entry(key.clone()).or_insert_with(|| self.fresh());
             }
-            status if status.is_terminal() => {
-                if runs.get(key).is_some_and(|run| run.streams == 0) {
-                    runs.remove(key);
-                }
+            status if status.is_terminal() && runs.get(key).is_some_and(|run| run.streams == 0) => {
+                runs.remove(key);
             }
             _ => {}
         }

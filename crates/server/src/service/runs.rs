@@ -9,11 +9,11 @@ use baa_logging_store::{
 use tonic::Status;
 
 use crate::{
-    leases::WorkerLeases,
     convert::{
         from_metadata_input, from_patch, from_state_input, from_status, required,
         to_prepare_response, to_run_page, to_run_response, to_state_response,
     },
+    leases::WorkerLeases,
     status::to_status,
 };
 
