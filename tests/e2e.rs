@@ -14,6 +14,7 @@ mod contracts;
 mod disk;
 mod follow;
 mod integrity;
+mod leases;
 mod limits;
 mod metrics;
 mod polyglot;

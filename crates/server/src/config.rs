@@ -7,7 +7,7 @@ use baa_logging::Limits;
 
 use crate::{
     Metrics, Security, Settings,
-    settings::{Retention, Scrub},
+    settings::{Leases, Retention, Scrub},
 };
 
 /// A `FollowRun` response carries about this many bytes of entries.
@@ -26,6 +26,9 @@ pub struct ServerConfig {
     pub retention: Retention,
     /// When the scrub checks stored runs for damage, and how fast.
     pub scrub: Scrub,
+    /// How long a `running` run lives without a writer, and the longest
+    /// lease a writer may ask for.
+    pub leases: Leases,
     /// A `FollowRun` response carries about this many bytes of entries;
     /// [`FOLLOW_BATCH_BYTES`] unless a test wants smaller batches.
     pub follow_batch_bytes: usize,
@@ -50,6 +53,7 @@ impl ServerConfig {
             limits: settings.limits.clone(),
             retention: settings.retention.clone(),
             scrub: settings.scrub.clone(),
+            leases: settings.leases.clone(),
             follow_batch_bytes: FOLLOW_BATCH_BYTES,
             security,
             metrics: None,

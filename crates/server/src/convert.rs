@@ -417,7 +417,7 @@ pub(crate) fn to_session(prepared: &model::PreparedRun) -> pb::LocalRunLogSessio
 // === responses ===
 
 /// `GetServerInfo`'s answer: the layout this server writes and its limits.
-pub(crate) fn to_server_info(limits: &Limits) -> pb::GetServerInfoResponse {
+pub(crate) fn to_server_info(limits: &Limits, worker_lease: Duration) -> pb::GetServerInfoResponse {
     pb::GetServerInfoResponse {
         runs_directory_name: DEFAULT_RUNS_DIRECTORY_NAME.to_owned(),
         run_layout_version: DEFAULT_RUN_LAYOUT_VERSION.to_owned(),
@@ -426,8 +426,7 @@ pub(crate) fn to_server_info(limits: &Limits) -> pb::GetServerInfoResponse {
         max_entry_bytes: limits.max_entry_bytes as u64,
         max_data_bytes: limits.max_data_bytes as u64,
         max_batch_entries: limits.max_batch_entries as u64,
-        // Leases are not kept yet.
-        worker_lease_ms: 0,
+        worker_lease_ms: baa_logging_store::lease::millis(worker_lease),
     }
 }
 

@@ -36,6 +36,8 @@
 //!   `max_connections` cap, the handshake deadline, and backing off when
 //!   descriptors run out.
 //! - `scrub`: the background check of stored runs for damage.
+//! - `leases`: worker leases: append streams hold their run's, and a
+//!   sweeper fails a `running` run whose worker is gone.
 //! - `memory`: gives the memory of followers that went back to the system.
 //! - `sync`: the one way to take a lock (see below).
 //!
@@ -62,6 +64,7 @@ mod config;
 mod convert;
 pub mod health;
 mod incoming;
+mod leases;
 mod limits;
 mod memory;
 pub mod metrics;
@@ -138,7 +141,7 @@ pub async fn run<S: RunStore>(
         config.metrics.clone(),
         token.clone(),
     );
-    let (logging, periodic) = logging_service(store.clone(), config, &token);
+    let (logging, background) = logging_service(store.clone(), config, &token);
     let addr = listener.local_addr().ok();
     info!(?addr, "serving");
     let stop = stop_on(shutdown, health, token.clone());
@@ -147,7 +150,7 @@ pub async fn run<S: RunStore>(
     if let Some(scrubbing) = scrubbing {
         scrubbing.abort();
     }
-    after_serving(&token, periodic, &*store).await;
+    after_serving(&token, background, &*store).await;
     served?;
     info!("stopped");
     Ok(())
@@ -167,19 +170,22 @@ fn with_reflection(routes: Routes) -> Result<Routes, ServerError> {
     Ok(routes.add_service(reflection).add_service(reflection_alpha))
 }
 
-/// The logging service over `store`, and the periodic retention pass it
-/// shares its counters with (none when retention sets no limit).
+/// The logging service over `store`, and its background tasks.
 fn logging_service<S: RunStore>(
     store: Arc<S>,
     config: ServerConfig,
     token: &CancellationToken,
-) -> (
-    LoggingServiceServer<GrpcLoggingService<S>>,
-    Option<JoinHandle<()>>,
-) {
+) -> (LoggingServiceServer<GrpcLoggingService<S>>, Background) {
     let max_message_bytes = config.limits.max_message_bytes;
     let (policy, interval) = (config.retention.policy(), config.retention.interval);
+    let metrics = config.metrics.clone();
     let service = GrpcLoggingService::new(store.clone(), config, token.clone());
+    let sweeper = leases::spawn(
+        store.clone(),
+        service.worker_leases(),
+        metrics,
+        token.clone(),
+    );
     let periodic = retention::spawn_periodic(
         store,
         policy,
@@ -191,7 +197,17 @@ fn logging_service<S: RunStore>(
     let logging = LoggingServiceServer::new(service)
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
-    (logging, periodic)
+    (logging, Background { periodic, sweeper })
+}
+
+/// The logging service's tasks that run beside the calls.
+#[derive(Debug)]
+struct Background {
+    /// The periodic retention pass, sharing the service's counters; none
+    /// when retention sets no limit.
+    periodic: Option<JoinHandle<()>>,
+    /// The worker lease sweeper; none when leases are off.
+    sweeper: Option<JoinHandle<()>>,
 }
 
 /// The shutdown sequence: once `shutdown` completes, health turns
@@ -234,13 +250,13 @@ async fn with_grace(
 
 /// Cleanup once serving ended: stops what still runs and lets the store
 /// write what it keeps in memory.
-async fn after_serving<S: RunStore>(
-    token: &CancellationToken,
-    periodic: Option<JoinHandle<()>>,
-    store: &S,
-) {
+async fn after_serving<S: RunStore>(token: &CancellationToken, background: Background, store: &S) {
     token.cancel();
-    if let Some(periodic) = periodic {
+    if let Some(sweeper) = background.sweeper {
+        // An expiry under way is let finish: the store writes it whole.
+        let _ = sweeper.await;
+    }
+    if let Some(periodic) = background.periodic {
         // A pass under way is let finish: it never leaves a run half-deleted.
         let _ = periodic.await;
     }

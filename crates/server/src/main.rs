@@ -87,6 +87,24 @@ struct Cli {
     /// The scrub.
     #[command(flatten)]
     scrub: ScrubArgs,
+    /// Worker leases.
+    #[command(flatten)]
+    leases: LeaseArgs,
+}
+
+/// Worker lease flags.
+#[derive(Debug, Args, Serialize)]
+#[command(next_help_heading = "Worker leases")]
+struct LeaseArgs {
+    /// How long a running run may go without an open append stream before
+    /// the server fails it as lost, e.g. 5m, 30s; 0 or off: no leases.
+    #[arg(long, env = "BAA_LOGD_WORKER_LEASE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker_lease: Option<String>,
+    /// The longest lease a writer may ask for when it opens a stream.
+    #[arg(long, env = "BAA_LOGD_MAX_WORKER_LEASE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_worker_lease: Option<String>,
 }
 
 /// TLS flags.

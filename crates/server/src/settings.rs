@@ -51,6 +51,8 @@ pub struct Settings {
     pub retention: Retention,
     /// The background check of stored runs for damage.
     pub scrub: Scrub,
+    /// How long a `running` run lives without a writer.
+    pub leases: Leases,
 }
 
 impl Default for Settings {
@@ -67,6 +69,7 @@ impl Default for Settings {
             limits: Limits::default(),
             retention: Retention::default(),
             scrub: Scrub::default(),
+            leases: Leases::default(),
         }
     }
 }
@@ -163,6 +166,81 @@ impl Default for Scrub {
     }
 }
 
+/// Worker leases: a `running` run whose worker is gone (no append stream
+/// open for the lease) is failed by the server, with a lifecycle entry
+/// that says so (see docs/operations.md, "Worker leases").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Leases {
+    /// How long a `running` run may go without an open append stream
+    /// before its worker counts as lost; zero (`0` or `off` in the file
+    /// and flags): no leases, runs wait for their worker forever.
+    #[serde(with = "off_or_duration")]
+    pub worker_lease: Duration,
+    /// The longest lease a writer may ask for in its `AppendOpen`, for
+    /// workers that expect to be cut off for longer than `worker_lease`.
+    #[serde(with = "humantime_serde")]
+    pub max_worker_lease: Duration,
+}
+
+impl Default for Leases {
+    fn default() -> Self {
+        Self {
+            worker_lease: Duration::from_secs(5 * 60),
+            max_worker_lease: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+impl Leases {
+    /// Checks that the two settings can work together.
+    fn sanitize(&self) -> Result<(), SettingsError> {
+        if !self.worker_lease.is_zero() && self.max_worker_lease < self.worker_lease {
+            return Err(SettingsError::Invalid(format!(
+                "leases.max_worker_lease ({}) is shorter than leases.worker_lease ({})",
+                humantime::format_duration(self.max_worker_lease),
+                humantime::format_duration(self.worker_lease)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A duration that may be turned off: `off` or `0` is zero, anything else
+/// is a duration as `humantime` reads it (`5m`, `2s`, `500ms`). Zero is
+/// written back as `off`.
+mod off_or_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    /// Writes `off` for zero, else the duration as `humantime` prints it.
+    pub(super) fn serialize<S: Serializer>(
+        duration: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match duration.is_zero() {
+            true => serializer.serialize_str("off"),
+            false => serializer.collect_str(&humantime::format_duration(*duration)),
+        }
+    }
+
+    /// Reads `off`, `0` or a duration.
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.trim() {
+            "off" | "0" => Ok(Duration::ZERO),
+            text => humantime::parse_duration(text).map_err(|err| {
+                D::Error::custom(format!(
+                    "{text:?} is not a duration (like 5m, 30s or 500ms) nor off: {err}"
+                ))
+            }),
+        }
+    }
+}
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -201,6 +279,7 @@ impl Settings {
             .extract()
             .map_err(|err| SettingsError::Invalid(err.to_string()))?;
         settings.limits.sanitize()?;
+        settings.leases.sanitize()?;
         Ok(settings)
     }
 

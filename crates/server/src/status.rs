@@ -28,6 +28,7 @@ pub(crate) fn to_status(err: StoreError) -> Status {
         StoreError::WriterSeqGap { .. }
         | StoreError::WritersLost { .. }
         | StoreError::Terminal { .. }
+        | StoreError::LeaseLapsed { .. }
         | StoreError::BadTransition { .. } => Status::failed_precondition(err.to_string()),
         StoreError::TooLarge { .. } => Status::resource_exhausted(err.to_string()),
         err @ StoreError::DataLoss { .. } => {

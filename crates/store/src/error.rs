@@ -85,6 +85,25 @@ pub enum StoreError {
         /// What was refused.
         refused: Refused,
     },
+    /// The run failed because its worker lease expired: only a writer
+    /// that had appended to it before may still deliver entries late and
+    /// set its final status, once (see [`crate::lease`]).
+    #[error(
+        "run `{key}` failed when its worker lease expired; only a writer that had appended to it \
+         may still deliver late and set its final status, once ({}): {refused}",
+        match writer_id {
+            Some(writer_id) => format!("writer `{writer_id}` had not"),
+            None => "the request names no writer".to_owned(),
+        }
+    )]
+    LeaseLapsed {
+        /// The run.
+        key: RunKey,
+        /// The writer that asked, when the request named one.
+        writer_id: Option<String>,
+        /// What was refused.
+        refused: Refused,
+    },
     /// A status change the run's life does not allow (see
     /// [`RunStatus::can_move_to`]).
     #[error("run `{key}` cannot move from {} to {}", from.as_str(), to.as_str())]

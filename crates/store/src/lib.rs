@@ -11,6 +11,8 @@
 //!   disk in the `local-run-v1` layout.
 //! - [`retention`]: which finished runs are deleted, oldest first, in terms
 //!   every backend shares.
+//! - [`lease`]: worker leases in terms every backend shares: the entries
+//!   that record an expired lease and a writer that came back after it.
 //! - [`ids`], [`time`], [`render`]: id checks, `toISOString` times, the
 //!   rendered line of a lifecycle event.
 //! - [`error`]: the store's one error type, [`StoreError`].
@@ -41,6 +43,7 @@
 pub mod conformance;
 pub mod error;
 pub mod ids;
+pub mod lease;
 pub mod local;
 pub mod model;
 pub mod observe;
@@ -53,6 +56,7 @@ pub mod verify;
 
 pub use baa_logging_config::{DEFAULT_RUN_LAYOUT_VERSION, DEFAULT_RUNS_DIRECTORY_NAME, Limits};
 pub use error::{EntryPart, Refused, Result, StoreError};
+pub use lease::LeaseExpiry;
 pub use local::{LocalHold, LocalReader, LocalSearch, LocalStore, LocalStoreOptions};
 pub use observe::{CommitStats, DiskWrite, StoreObserver, WriteHealth};
 pub use retention::{CollectReason, CollectedRun, Collection, RetentionPolicy};

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::{
     error::Result,
+    lease::LeaseExpiry,
     model::{
         AppendItem, AppendOutcome, ChannelSet, PreparedRun, ReadBatch, RunKey, RunMetadataInput,
         RunPage, RunQuery, RunStatePatch, RunStateSnapshot, RunStateSnapshotInput, RunStatus,
@@ -103,10 +104,48 @@ pub trait RunStore: Send + Sync + 'static {
         patch: RunStatePatch,
     ) -> impl Future<Output = Result<RunStateSnapshot>> + Send;
 
+    /// Applies a patch to a run's state on behalf of `writer_id`, a writer
+    /// of the run, and returns the new state. The same as
+    /// [`RunStore::update_state`], but that a run failed only because its
+    /// worker lease expired takes one final status (`completed`, `failed`
+    /// or `blocked`) from a writer that had appended to it before: the
+    /// store records a lifecycle entry saying so, and the new state
+    /// replaces the lease failure (see [`crate::lease`]).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`RunStore::update_state`]; [`crate::StoreError::LeaseLapsed`]
+    /// for any other change of a lease-failed run.
+    fn update_state_by(
+        &self,
+        key: &RunKey,
+        writer_id: &str,
+        patch: RunStatePatch,
+    ) -> impl Future<Output = Result<RunStateSnapshot>> + Send;
+
+    /// Fails a `running` run because its worker lease expired: one
+    /// lifecycle entry on the worker channel ([`LeaseExpiry::event`]), then
+    /// the state `failed` with [`LeaseExpiry::summary`], under the same
+    /// rules as any other write, so followers see the entry and then end.
+    /// Returns the new state, or `None` when the run is not `running` (it
+    /// finished meanwhile): then nothing changes, so an expiry racing a
+    /// normal finish is safe, and happens at most once.
+    fn expire_lease(
+        &self,
+        key: &RunKey,
+        expiry: LeaseExpiry,
+    ) -> impl Future<Output = Result<Option<RunStateSnapshot>>> + Send;
+
     /// Appends a writer's items to a run. Items the run holds already are
     /// skipped; the rest are stored in order, each with the run's next
     /// sequence number. When an item cannot be stored (a writer sequence
     /// gap), the items before it are stored and the error is returned.
+    ///
+    /// A terminal run takes no items, but for one failed only because its
+    /// worker lease expired: a writer that had appended to it before may
+    /// deliver late, after a `worker_execution_deferred` entry the store
+    /// records first; other writers get
+    /// [`crate::StoreError::LeaseLapsed`].
     fn append(
         &self,
         key: &RunKey,

@@ -51,4 +51,6 @@ checks!(
     runs_are_listed_newest_first_by_page,
     state_moves_only_forward,
     retention_takes_only_terminal_runs_nobody_uses,
+    an_expired_lease_fails_a_running_run_once,
+    a_returning_writer_delivers_late_and_finishes_once,
 );

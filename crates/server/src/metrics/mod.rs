@@ -116,6 +116,8 @@ struct Inner {
     scrub_runs: Counter,
     /// `baa_logd_scrub_damaged_commits_total`.
     scrub_damaged: Counter,
+    /// `baa_logd_worker_leases_expired_total`.
+    leases_expired: Counter,
     /// The gRPC paths served, `/package.Service/Method`: a call to any
     /// other path is counted as `other`, so that made-up paths cannot grow
     /// the number of series without bound.
@@ -213,6 +215,12 @@ impl Metrics {
         let (rpc_requests, rpc_seconds) = rpc_metrics(baa);
         let (runs, retention_runs, retention_bytes) = run_metrics(baa);
         let (scrub_runs, scrub_damaged) = scrub_metrics(baa);
+        let leases_expired = Counter::default();
+        baa.register(
+            "worker_leases_expired",
+            "Running runs the server failed because no writer held their worker lease",
+            leases_expired.clone(),
+        );
         let follow_buffered = Gauge::default();
         baa.register(
             "follow_buffered_bytes",
@@ -224,6 +232,7 @@ impl Metrics {
             inner: Arc::new(Inner {
                 scrub_runs,
                 scrub_damaged,
+                leases_expired,
                 retention_runs,
                 retention_bytes,
                 registry,
@@ -303,6 +312,11 @@ impl Metrics {
     pub(crate) fn record_scrub(&self, damaged: u64) {
         self.inner.scrub_runs.inc();
         self.inner.scrub_damaged.inc_by(damaged);
+    }
+
+    /// A run's worker lease expired, and the run failed.
+    pub(crate) fn record_lease_expired(&self) {
+        self.inner.leases_expired.inc();
     }
 
     /// A follower was sent a batch while `lag` entries were stored beyond

@@ -20,6 +20,7 @@ use tonic::{Code, Status, Streaming};
 
 use crate::{
     convert::{from_append_item, to_append_response, to_writer_cursor},
+    leases::WorkerLeases,
     limits::{AppendRates, RateGuard},
     security::{TaskLimit, tasks},
     status::to_status,
@@ -38,6 +39,9 @@ pub(crate) struct AppendState<'a, S> {
     pub(crate) limits: &'a Limits,
     /// The per-run pacing the stream takes its share of.
     pub(crate) rates: &'a Arc<AppendRates>,
+    /// The runs' worker leases: the stream holds its run's while it is
+    /// open.
+    pub(crate) leases: &'a Arc<WorkerLeases>,
     /// Ends the stream, after storing what came, when the server shuts down.
     pub(crate) shutdown: &'a CancellationToken,
     /// The tasks the calling token may touch; all when `None`.
@@ -51,11 +55,19 @@ pub(crate) async fn append_logs<S: RunStore>(
     mut stream: Streaming<pb::AppendLogsRequest>,
 ) -> Result<pb::AppendLogsResponse, Status> {
     let limit = state.limits.max_message_bytes;
-    let (key, writer, first_items) = open_stream(&mut stream, limit).await?;
+    let (open, first_items) = open_stream(&mut stream, limit).await?;
+    let Opened {
+        key,
+        writer,
+        lease_ms,
+    } = open;
     tasks::check(state.tasks, &key.task_id)?;
     // Unknown runs and bad ids fail before any item is read. The hold keeps
-    // retention off the run until the stream ends.
+    // retention off the run until the stream ends; the lease guard holds
+    // the run's worker lease as long (any message, heartbeats included,
+    // keeps the stream, and so the lease, alive).
     let _hold = state.store.hold(&key).await.map_err(to_status)?;
+    let _lease = state.leases.open(&key, &writer, lease_ms);
     let cursor = state
         .store
         .writer_cursor(&key, &writer)
@@ -83,13 +95,25 @@ pub(crate) async fn append_logs<S: RunStore>(
     reply(append.state.store, &append.key, append.totals).await
 }
 
+/// What a stream's `open` asks for.
+#[derive(Debug)]
+struct Opened {
+    /// The run written to.
+    key: RunKey,
+    /// The writer.
+    writer: String,
+    /// The worker lease the writer asks for, in milliseconds; 0: the
+    /// server's.
+    lease_ms: u64,
+}
+
 /// Reads the stream's first message, which must carry `open`, and names
-/// the run and writer in the call's span. Returns the run, the writer and
+/// the run and writer in the call's span. Returns what `open` asks for and
 /// the message's items.
 async fn open_stream(
     stream: &mut Streaming<pb::AppendLogsRequest>,
     limit: usize,
-) -> Result<(RunKey, String, Vec<pb::AppendItem>), Status> {
+) -> Result<(Opened, Vec<pb::AppendItem>), Status> {
     let first = stream
         .message()
         .await
@@ -110,7 +134,12 @@ async fn open_stream(
         task_id: open.task_id,
         run_id: open.run_id,
     };
-    Ok((key, open.writer_id, first.items))
+    let opened = Opened {
+        key,
+        writer: open.writer_id,
+        lease_ms: open.worker_lease_ms,
+    };
+    Ok((opened, first.items))
 }
 
 /// The reply to a stream that ended well: what it stored, and the run's

@@ -29,6 +29,7 @@ pub use self::{follow::FollowRunStream, search::SearchRunsStream};
 use crate::{
     config::ServerConfig,
     convert::to_server_info,
+    leases::WorkerLeases,
     limits::{AppendRates, Occupancy},
     metrics::Metrics,
     security::{TaskLimit, tasks},
@@ -54,6 +55,9 @@ pub struct GrpcLoggingService<S> {
     searches: search::Searches,
     /// What retention deleted, shared with the periodic pass.
     retention: Arc<RetentionCounters>,
+    /// The runs' worker leases, held by append streams and swept by the
+    /// task `leases::spawn` starts.
+    leases: Arc<WorkerLeases>,
 }
 
 impl<S: RunStore> GrpcLoggingService<S> {
@@ -74,6 +78,7 @@ impl<S: RunStore> GrpcLoggingService<S> {
             append_rates: Arc::new(AppendRates::new(config.limits.append_rate)),
             searches: search::Searches::new(config.limits.search_rate),
             retention: Arc::new(RetentionCounters::with_metrics(config.metrics.clone())),
+            leases: WorkerLeases::new(&config.leases),
             config,
             shutdown,
         }
@@ -91,6 +96,11 @@ impl<S: RunStore> GrpcLoggingService<S> {
         self.retention.clone()
     }
 
+    /// The runs' worker leases, for the sweeper.
+    pub(crate) fn worker_leases(&self) -> Arc<WorkerLeases> {
+        self.leases.clone()
+    }
+
     /// What the writer RPCs work with, for a token limited to `tasks`.
     fn append_state<'a>(&'a self, tasks: Option<&'a TaskLimit>) -> AppendState<'a, S> {
         AppendState {
@@ -98,6 +108,7 @@ impl<S: RunStore> GrpcLoggingService<S> {
             store: &self.store,
             limits: &self.config.limits,
             rates: &self.append_rates,
+            leases: &self.leases,
             shutdown: &self.shutdown,
         }
     }
@@ -124,7 +135,10 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         &self,
         _request: Request<pb::GetServerInfoRequest>,
     ) -> Result<Response<pb::GetServerInfoResponse>, Status> {
-        Ok(Response::new(to_server_info(&self.config.limits)))
+        Ok(Response::new(to_server_info(
+            &self.config.limits,
+            self.leases.lease(),
+        )))
     }
 
     async fn prepare_run(
@@ -173,7 +187,7 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         request: Request<pb::UpdateRunStateRequest>,
     ) -> Result<Response<pb::UpdateRunStateResponse>, Status> {
         let request = checked(request, |request| &request.task_id)?;
-        runs::update_run_state(&*self.store, request)
+        runs::update_run_state(&*self.store, &self.leases, request)
             .await
             .map(Response::new)
     }

@@ -13,6 +13,7 @@ use crate::{
         from_metadata_input, from_patch, from_state_input, from_status, required,
         to_prepare_response, to_run_page, to_run_response, to_state_response,
     },
+    leases::WorkerLeases,
     status::to_status,
 };
 
@@ -81,10 +82,14 @@ pub(crate) async fn list_runs<S: RunStore>(
     Ok(to_run_page(page))
 }
 
-/// `UpdateRunState`.
-#[tracing::instrument(skip_all, fields(task_id = %request.task_id, run_id = %request.run_id))]
+/// `UpdateRunState`. A request that names its writer goes through
+/// [`RunStore::update_state_by`], so that a writer back after its run's
+/// worker lease expired can set the final status; the new status starts or
+/// ends the run's lease.
+#[tracing::instrument(skip_all, fields(task_id = %request.task_id, run_id = %request.run_id, writer_id = %request.writer_id))]
 pub(crate) async fn update_run_state<S: RunStore>(
     store: &S,
+    leases: &WorkerLeases,
     request: pb::UpdateRunStateRequest,
 ) -> Result<pb::UpdateRunStateResponse, Status> {
     let patch = from_patch(required("patch", request.patch)?)?;
@@ -92,7 +97,12 @@ pub(crate) async fn update_run_state<S: RunStore>(
         task_id: request.task_id,
         run_id: request.run_id,
     };
-    let state = store.update_state(&key, patch).await.map_err(to_status)?;
+    let state = match request.writer_id.as_str() {
+        "" => store.update_state(&key, patch).await,
+        writer_id => store.update_state_by(&key, writer_id, patch).await,
+    }
+    .map_err(to_status)?;
+    leases.moved(&key, state.status);
     tracing::info!(status = state.status.as_str(), "run state changed");
     Ok(to_state_response(&state))
 }

@@ -14,6 +14,8 @@
 //! - `runs`: preparing (idempotent, refusing other metadata and bad ids),
 //!   listing newest first with filters and pages, state transitions.
 //! - `retention`: terminal runs only, never one in use, gone whole.
+//! - `leases`: an expired worker lease fails a running run once; the
+//!   writer that comes back delivers late and sets the final status once.
 //!
 //! A new backend runs them with one test per check:
 //!
@@ -31,6 +33,7 @@
 //! # }
 //! ```
 
+mod leases;
 mod ranges;
 mod reading;
 mod retention;
@@ -42,6 +45,10 @@ use std::future::Future;
 use baa_logging_config::Limits;
 
 pub use self::{
+    leases::{
+        a_returning_writer_delivers_late_and_finishes_once,
+        an_expired_lease_fails_a_running_run_once,
+    },
     ranges::{reads_tails_and_bounds, searches_lines_with_context},
     reading::{follow_goes_live_and_ends_with_the_run, reads_from_any_cursor_and_channel},
     retention::retention_takes_only_terminal_runs_nobody_uses,

@@ -68,6 +68,13 @@ pub(crate) struct JournalRecord {
     /// no more writer appends (a re-send could store lines twice).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) writers_lost: bool,
+    /// Set on the commits of the lifecycle entries a store writes about a
+    /// worker lease (see [`crate::lease`]): this is where a run keeps, across
+    /// restarts, that it failed only because its lease expired, since
+    /// `state.json` holds the contract's fields alone. Unset on every other
+    /// record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) lease: Option<LeaseMark>,
     /// When the store committed it: milliseconds since the Unix epoch,
     /// never less than the record before (see [`commit_time`]). Unset in
     /// records written before commit times were kept, and in the records
@@ -89,6 +96,45 @@ pub(crate) struct JournalRecord {
     /// The CRC32C of this record's JSON line without this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) check: Option<u32>,
+}
+
+/// Which step of a worker lease a commit records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum LeaseMark {
+    /// The lease expired and the run failed.
+    Expired,
+    /// A writer came back and delivers late from the next commit on.
+    Returned,
+    /// A returning writer set the run's final status: the lapse is over.
+    Settled,
+}
+
+/// A run failed only because its worker lease expired, as the journal
+/// tells it: it still takes its earlier writers' late entries and one
+/// final status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LeaseLapse {
+    /// A writer came back: the `worker_execution_deferred` entry is stored.
+    pub(crate) returned: bool,
+    /// How many entries writers delivered since the lease expired.
+    pub(crate) late_entries: u64,
+}
+
+impl LeaseLapse {
+    /// The lapse after `record`, given the one before it: the one place
+    /// that reads lease marks, for recovery and for each commit alike.
+    pub(crate) fn follow(lapse: &mut Option<Self>, record: &JournalRecord) {
+        match (record.lease, lapse.as_mut()) {
+            (Some(LeaseMark::Expired), _) => *lapse = Some(Self::default()),
+            (Some(LeaseMark::Returned), Some(lapse)) => lapse.returned = true,
+            (Some(LeaseMark::Settled), _) => *lapse = None,
+            (None, Some(lapse)) if record.writer_id.is_some() => {
+                lapse.late_entries += record.len();
+            }
+            _ => {}
+        }
+    }
 }
 
 impl JournalRecord {
@@ -221,6 +267,7 @@ mod tests {
             lost: false,
             damaged: false,
             writers_lost: false,
+            lease: None,
             time: Some(1_700_000_000_000),
             closed: None,
             lens: None,

@@ -69,6 +69,7 @@ pub use self::{
 use crate::{
     error::{Result, StoreError},
     ids::check_id,
+    lease::LeaseExpiry,
     model::{
         AppendItem, AppendOutcome, PreparedRun, RunKey, RunMetadata, RunMetadataInput, RunPage,
         RunQuery, RunStatePatch, RunStateSnapshot, RunStateSnapshotInput, RunStatus, RunView,
@@ -226,6 +227,13 @@ impl LocalStore {
         Ok(catalog)
     }
 
+    /// Tells the catalog, when it is built, a run's new status.
+    async fn catalog_status(&self, key: &RunKey, status: RunStatus) {
+        if let Some(catalog) = self.catalog.lock().await.as_mut() {
+            catalog.set_status(key, status);
+        }
+    }
+
     /// Updates the listing, when it was built.
     async fn catalog_insert(&self, metadata: &RunMetadata, state: &RunStateSnapshot) {
         if let Some(catalog) = self.catalog.lock().await.as_mut() {
@@ -341,9 +349,34 @@ impl RunStore for LocalStore {
 
     async fn update_state(&self, key: &RunKey, patch: RunStatePatch) -> Result<RunStateSnapshot> {
         let run = self.run(key).await?;
-        let state = blocking(move || run.update_state(patch)).await?;
-        if let Some(catalog) = self.catalog.lock().await.as_mut() {
-            catalog.set_status(key, state.status);
+        let state = blocking(move || run.update_state(None, patch)).await?;
+        self.catalog_status(key, state.status).await;
+        Ok(state)
+    }
+
+    async fn update_state_by(
+        &self,
+        key: &RunKey,
+        writer_id: &str,
+        patch: RunStatePatch,
+    ) -> Result<RunStateSnapshot> {
+        check_id("writer_id", writer_id)?;
+        let run = self.run(key).await?;
+        let writer_id = writer_id.to_owned();
+        let state = blocking(move || run.update_state(Some(&writer_id), patch)).await?;
+        self.catalog_status(key, state.status).await;
+        Ok(state)
+    }
+
+    async fn expire_lease(
+        &self,
+        key: &RunKey,
+        expiry: LeaseExpiry,
+    ) -> Result<Option<RunStateSnapshot>> {
+        let run = self.run(key).await?;
+        let state = blocking(move || run.expire_lease(&expiry)).await?;
+        if let Some(state) = &state {
+            self.catalog_status(key, state.status).await;
         }
         Ok(state)
     }

@@ -87,6 +87,7 @@ pub(super) fn create_run(
         lost: false,
         damaged: false,
         writers_lost: false,
+        lease: None,
         time: Some(journal::commit_time(0)),
         closed: Some(encoded.closed),
         lens: None,

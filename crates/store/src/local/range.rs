@@ -405,6 +405,7 @@ mod tests {
                 lost: false,
                 damaged: false,
                 writers_lost: false,
+                lease: None,
                 time: Some(seq * 10),
                 closed: None,
                 lens: None,

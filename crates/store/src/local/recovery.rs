@@ -34,7 +34,7 @@ use tracing::warn;
 
 use super::{
     fsio::write_atomic,
-    journal::{self, JournalRecord},
+    journal::{self, JournalRecord, LeaseLapse},
     layout::RunDir,
     lines::{line_seq, scan_lines},
     run_files::FileLens,
@@ -61,6 +61,9 @@ pub(crate) struct Recovered {
     /// The latest commit time of the records (0 for none): the next
     /// commit's time is never less.
     pub(crate) last_time: u64,
+    /// The run failed only because its worker lease expired, and what
+    /// came of it since (see [`LeaseLapse`]).
+    pub(crate) lease_lapse: Option<LeaseLapse>,
 }
 
 impl Recovered {
@@ -77,6 +80,7 @@ impl Recovered {
         self.counts.add(&record.counts);
         self.writers_lost |= record.writers_lost;
         self.last_time = self.last_time.max(record.time.unwrap_or(0));
+        LeaseLapse::follow(&mut self.lease_lapse, record);
         if let Some(writer) = &record.writer_id {
             self.writers
                 .insert(writer.clone(), record.writer_seq + record.len() - 1);
@@ -262,6 +266,7 @@ fn mark_lost(dir: &RunDir, lost_last: u64, recovered: &mut Recovered) -> Result<
         lost: true,
         damaged: false,
         writers_lost: false,
+        lease: None,
         time: None,
         closed: None,
         lens: None,
@@ -413,6 +418,7 @@ fn bridge(
         lost: false,
         damaged: true,
         writers_lost: false,
+        lease: None,
         time: None,
         closed: None,
         lens: Some(lens),
@@ -754,6 +760,7 @@ fn adopt(dir: &RunDir, journal_lost: bool) -> Result<Recovered> {
             lost: false,
             damaged: false,
             writers_lost: recovered.writers_lost,
+            lease: None,
             time: None,
             closed: None,
             lens: None,

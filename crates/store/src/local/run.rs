@@ -11,9 +11,11 @@
 //! before the lock is released.
 //!
 //! Who uses the run (for retention) is in `life`; the limits on what an
-//! item may carry are checked in `admit`.
+//! item may carry are checked in `admit`; a worker lease that expires, and
+//! a writer that comes back after it did, are in `lease`.
 
 mod admit;
+mod lease;
 mod life;
 
 use std::{
@@ -32,7 +34,7 @@ use super::{
     disk::Disk,
     encode::encode_entries,
     fsio::{read_json, write_json_atomic},
-    journal::{self, JournalRecord},
+    journal::{self, JournalRecord, LeaseLapse, LeaseMark},
     layout::RunDir,
     options::LocalStoreOptions,
     recent::RecentCommits,
@@ -132,6 +134,10 @@ struct RunInner {
     writers_lost: bool,
     /// The last commit's time (see `journal::commit_time`).
     last_time: u64,
+    /// Set while the run is failed only because its worker lease expired,
+    /// as its journal tells it: its earlier writers may still append and
+    /// set its final status once (see `lease`).
+    lease_lapse: Option<LeaseLapse>,
 }
 
 impl Run {
@@ -161,6 +167,7 @@ impl Run {
         let mut state = read_json::<RunStateSnapshot>(&dir.state())?
             .ok_or_else(|| StoreError::damaged(dir.state(), "is missing"))?;
         let recovered = recovery::recover(&dir)?;
+        lease::roll_forward(&dir, &mut state, recovered.lease_lapse)?;
         let persisted_last_seq = state.last_event_seq;
         state.last_event_seq = recovered.next_seq - 1;
         let signal = RunSignal {
@@ -188,6 +195,7 @@ impl Run {
                 broken: None,
                 writers_lost: recovered.writers_lost,
                 last_time: recovered.last_time,
+                lease_lapse: recovered.lease_lapse,
             }),
             recent: Mutex::new(RecentCommits::default()),
             signal: watch::Sender::new(signal),
@@ -253,7 +261,7 @@ impl Run {
     /// failed write.
     pub(crate) fn append(&self, writer_id: &str, items: Vec<AppendItem>) -> Result<AppendOutcome> {
         let mut inner = self.inner();
-        inner.writable(&self.key)?;
+        let late = inner.admits(&self.key, writer_id)?;
         if inner.writers_lost {
             return Err(StoreError::WritersLost {
                 key: self.key.clone(),
@@ -261,6 +269,9 @@ impl Run {
         }
         let first_writer_seq = inner.writer_seq(writer_id) + 1;
         let admitted = self.admit(writer_id, first_writer_seq, items);
+        if late && !admitted.payloads.is_empty() {
+            self.note_return(&mut inner, writer_id)?;
+        }
         let mut outcome = AppendOutcome {
             duplicates: admitted.duplicates,
             ..AppendOutcome::default()
@@ -269,7 +280,12 @@ impl Run {
         let mut rest = admitted.payloads.as_slice();
         while !rest.is_empty() {
             let take = commit_size(rest);
-            self.commit(&mut inner, Some((writer_id, writer_seq)), &rest[..take])?;
+            self.commit(
+                &mut inner,
+                Some((writer_id, writer_seq)),
+                &rest[..take],
+                None,
+            )?;
             writer_seq += take as u64;
             outcome.stored += take as u64;
             rest = &rest[take..];
@@ -282,17 +298,37 @@ impl Run {
         }
     }
 
-    /// Applies a state patch and writes `state.json`. Blocking.
+    /// Applies a state patch, from `writer_id` when the caller names one,
+    /// and writes `state.json`. Blocking.
+    ///
+    /// A run failed only because its worker lease expired takes one final
+    /// status from a writer that had appended to it (see `lease`).
     ///
     /// # Errors
     ///
-    /// [`StoreError::Terminal`], [`StoreError::BadTransition`],
+    /// [`StoreError::Terminal`], [`StoreError::LeaseLapsed`],
+    /// [`StoreError::BadTransition`],
     /// [`StoreError::FinishedAtWithoutTerminalStatus`], a bad time, or a
     /// failed write (the state is then unchanged).
-    pub(crate) fn update_state(&self, patch: RunStatePatch) -> Result<RunStateSnapshot> {
+    pub(crate) fn update_state(
+        &self,
+        writer_id: Option<&str>,
+        patch: RunStatePatch,
+    ) -> Result<RunStateSnapshot> {
         let mut inner = self.inner();
-        let mut next = self.patched(&inner, patch)?;
+        if let Some(writer_id) = writer_id
+            && inner.late_writer(writer_id)
+        {
+            return self.settle(&mut inner, writer_id, patch);
+        }
+        let mut next = self.patched(&inner, writer_id, patch)?;
         next.last_event_seq = inner.next_seq - 1;
+        self.set_state(&mut inner, next)
+    }
+
+    /// Writes `next` to `state.json`, then makes it the run's state and
+    /// rings the doorbell. On failure the state is unchanged.
+    fn set_state(&self, inner: &mut RunInner, next: RunStateSnapshot) -> Result<RunStateSnapshot> {
         let path = self.dir.state();
         self.disk
             .write(DiskWrite::State, || write_json_atomic(&path, &next))?;
@@ -307,8 +343,20 @@ impl Run {
     }
 
     /// The state `patch` makes of the current one, checked.
-    fn patched(&self, inner: &RunInner, patch: RunStatePatch) -> Result<RunStateSnapshot> {
+    fn patched(
+        &self,
+        inner: &RunInner,
+        writer_id: Option<&str>,
+        patch: RunStatePatch,
+    ) -> Result<RunStateSnapshot> {
         let current = inner.state.status;
+        if inner.lease_lapsed() {
+            return Err(StoreError::LeaseLapsed {
+                key: self.key.clone(),
+                writer_id: writer_id.map(str::to_owned),
+                refused: Refused::StateChange,
+            });
+        }
         if current.is_terminal() {
             return Err(StoreError::Terminal {
                 key: self.key.clone(),
@@ -365,12 +413,14 @@ impl Run {
     }
 
     /// Stores one commit: the journal record, then the entries. On failure
-    /// the files are cut back to where they were.
+    /// the files are cut back to where they were. `lease` marks the
+    /// store's own entries about a worker lease.
     fn commit(
         &self,
         inner: &mut RunInner,
         writer: Option<(&str, u64)>,
         payloads: &[AppendPayload],
+        lease: Option<LeaseMark>,
     ) -> Result<()> {
         let first_seq = inner.next_seq;
         let time = journal::commit_time(inner.last_time);
@@ -386,6 +436,7 @@ impl Run {
             lost: false,
             damaged: false,
             writers_lost: false,
+            lease,
             time: Some(time),
             closed: Some(encoded.closed),
             lens: None,
@@ -412,6 +463,7 @@ impl Run {
         inner.next_seq = record.last_seq + 1;
         inner.last_time = time;
         inner.state.last_event_seq = record.last_seq;
+        LeaseLapse::follow(&mut inner.lease_lapse, &record);
         if let Some((writer_id, writer_seq)) = writer {
             inner
                 .writers
@@ -481,15 +533,34 @@ fn commit_size(payloads: &[AppendPayload]) -> usize {
 }
 
 impl RunInner {
-    /// Checks that the run takes entries.
-    fn writable(&self, key: &RunKey) -> Result<()> {
+    /// Checks that the run takes entries from `writer_id`; true when they
+    /// are delivered late, after the run's worker lease expired.
+    fn admits(&self, key: &RunKey, writer_id: &str) -> Result<bool> {
+        if self.late_writer(writer_id) {
+            self.writable(key, false)?;
+            return Ok(true);
+        }
+        if self.lease_lapsed() {
+            return Err(StoreError::LeaseLapsed {
+                key: key.clone(),
+                writer_id: Some(writer_id.to_owned()),
+                refused: Refused::Entries,
+            });
+        }
+        self.writable(key, true)?;
+        Ok(false)
+    }
+
+    /// Checks that the run takes writes: it is not broken, and with
+    /// `live`, not terminal either.
+    fn writable(&self, key: &RunKey, live: bool) -> Result<()> {
         if let Some(cause) = &self.broken {
             return Err(StoreError::Broken {
                 key: key.clone(),
                 cause: cause.clone(),
             });
         }
-        if self.state.status.is_terminal() {
+        if live && self.state.status.is_terminal() {
             return Err(StoreError::Terminal {
                 key: key.clone(),
                 status: self.state.status,
