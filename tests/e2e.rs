@@ -17,6 +17,7 @@ mod integrity;
 mod limits;
 mod metrics;
 mod polyglot;
+mod pty;
 mod ranges;
 mod recovery;
 mod retention;
