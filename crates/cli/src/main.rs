@@ -100,7 +100,9 @@ enum Command {
     /// exits with its code; as env and docker run do, 127 when the command
     /// is not found, 126 when it cannot be run, 125 for exec's own failure
     /// (the server unreachable, the run refused). --retry-of TASK/RUN runs
-    /// the next attempt of an earlier run, as run RUN.2, RUN.3, ...
+    /// the next attempt of an earlier run, as run RUN.2, RUN.3, ... When
+    /// baa-log's stdout is a terminal the command runs in a pseudo-terminal
+    /// (see --pty, --split-pty and --no-pty).
     Exec(exec::ExecArgs),
     /// Print a run's entries as they come, like `tail -f`, until it ends.
     Follow(read::FollowArgs),
