@@ -10,7 +10,7 @@ use tokio::process::Command;
 use crate::util::{TestServer, json_lines, process::cli_binary};
 
 /// Runs `baa-log` with `args` against `server` and returns what it did.
-async fn baa_log(server: &TestServer, args: &[&str]) -> Output {
+pub(crate) async fn baa_log(server: &TestServer, args: &[&str]) -> Output {
     Command::new(cli_binary())
         .args(args)
         .env("BAA_LOG_SERVER", format!("http://{}", server.addr))
@@ -25,12 +25,12 @@ async fn baa_log(server: &TestServer, args: &[&str]) -> Output {
 }
 
 /// The text of a stream of output.
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).expect("UTF-8 output")
 }
 
 /// A run's stored entries from all three files, merged by seq.
-fn stored_entries(server: &TestServer, task: &str, run: &str) -> Vec<Value> {
+pub(crate) fn stored_entries(server: &TestServer, task: &str, run: &str) -> Vec<Value> {
     let dir = server.data_dir.join(task).join(run);
     let mut entries: Vec<Value> = ["worker.log", "stdout.log", "stderr.log"]
         .iter()
@@ -41,7 +41,7 @@ fn stored_entries(server: &TestServer, task: &str, run: &str) -> Vec<Value> {
 }
 
 /// The concatenated texts of a run's entries on one channel.
-fn channel_text(entries: &[Value], channel: &str) -> String {
+pub(crate) fn channel_text(entries: &[Value], channel: &str) -> String {
     entries
         .iter()
         .filter(|entry| entry["channel"] == channel)

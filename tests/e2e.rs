@@ -18,6 +18,7 @@ mod leases;
 mod limits;
 mod metrics;
 mod polyglot;
+mod pty;
 mod ranges;
 mod recovery;
 mod retention;

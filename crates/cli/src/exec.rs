@@ -6,10 +6,8 @@
 //! `claim` before the run line is printed.
 
 use std::{
-    io::IsTerminal,
     os::unix::process::ExitStatusExt,
     path::Path,
-    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -37,6 +35,7 @@ use crate::{
     claim::{self, Attempt},
     parse_run,
     run_ref::RunRef,
+    spawn::{self, Mode, SpawnError},
     spool::{self, SpoolArgs},
 };
 
@@ -102,6 +101,33 @@ pub(crate) struct ExecArgs {
     /// waits for it at the end.
     #[command(flatten)]
     spool: SpoolArgs,
+    /// Run the command in a pseudo-terminal, also when baa-log's stdout is
+    /// not a terminal (when it is, this is the default). One terminal is
+    /// the command's stdin, stdout and stderr, so it writes line by line,
+    /// in colour and with progress bars, as at a terminal; all it writes,
+    /// stderr too, is stored on the stdout channel, as written (`\r` and
+    /// escape sequences included; a `\n` stays a `\n`). Keys reach it as at
+    /// a terminal: baa-log's terminal is raw meanwhile, so Ctrl-C, Ctrl-Z
+    /// and Ctrl-D go to the command's terminal. Input that is not a
+    /// terminal is passed on, then end of file. The window size is
+    /// baa-log's terminal's, followed as it changes (without one,
+    /// COLUMNS x LINES or 80 x 24).
+    #[arg(long)]
+    pty: bool,
+    /// Like --pty, but stderr gets a pseudo-terminal of its own, so it is
+    /// stored on the stderr channel while both stdout and stderr are
+    /// terminals to the command (stdin and stdout share the first, the
+    /// command's controlling terminal). As with pipes, what the command
+    /// writes to the two at once may be stored in another order.
+    #[arg(long)]
+    split_pty: bool,
+    /// Run the command with pipes for stdout and stderr and baa-log's own
+    /// stdin (when baa-log's stdout is not a terminal, this is the
+    /// default): the command sees no terminal (most programs then buffer
+    /// their output and leave out colours), and its stdout and stderr are
+    /// stored on their own channels.
+    #[arg(long, conflicts_with_all = ["pty", "split_pty"])]
+    no_pty: bool,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -124,21 +150,28 @@ pub(crate) async fn exec(
     let key = attempt.key.clone();
     // Signals are caught before the command starts, so that none of them
     // ends baa-log before it has recorded how the command ended.
-    let forwarder = SignalForwarder::new().map_err(|err| Failure::new(err.to_string()))?;
-    let mut child = match tokio::process::Command::new(&args.command[0])
-        .args(&args.command[1..])
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
+    let mode = Mode::choose(args.pty, args.no_pty, args.split_pty);
+    let forwarder = SignalForwarder::new(mode.terminal_interrupts_command())
+        .map_err(|err| Failure::new(err.to_string()))?;
+    let spawned = match spawn::spawn(&args.command, mode) {
+        Ok(spawned) => spawned,
         Err(err) => {
-            let code = match err.kind() {
-                std::io::ErrorKind::NotFound => NOT_FOUND,
-                _ => NOT_EXECUTABLE,
+            let (code, message) = match err {
+                SpawnError::Command(err) => (
+                    match err.kind() {
+                        std::io::ErrorKind::NotFound => NOT_FOUND,
+                        _ => NOT_EXECUTABLE,
+                    },
+                    format!("cannot start {}: {err}", args.command[0]),
+                ),
+                SpawnError::Terminal(err) => (
+                    OWN_FAILURE,
+                    format!(
+                        "cannot open a pseudo-terminal for {}: {err}",
+                        args.command[0]
+                    ),
+                ),
             };
-            let message = format!("cannot start {}: {err}", args.command[0]);
             let exited = Exited {
                 level: pb::LogLevel::Error,
                 message: message.clone(),
@@ -159,20 +192,23 @@ pub(crate) async fn exec(
     };
     // From here on nothing returns early: the command's output is carried
     // and its exit recorded whatever the log side does.
-    let pid = child.id();
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let out_pump = tokio::spawn(pump(
-        stdout,
-        tokio::io::stdout(),
-        writer.async_output_writer(pb::StreamLogChannel::Stdout),
-    ));
-    let err_pump = tokio::spawn(pump(
-        stderr,
-        tokio::io::stderr(),
-        writer.async_output_writer(pb::StreamLogChannel::Stderr),
-    ));
-    let forwarding = pid.map(|pid| tokio::spawn(forwarder.forward_to(pid)));
+    let pid = spawned.pid;
+    let pumps: Vec<_> = spawned
+        .outputs
+        .into_iter()
+        .map(|(channel, output)| {
+            let log = writer.async_output_writer(channel);
+            match channel {
+                pb::StreamLogChannel::Stderr => {
+                    tokio::spawn(pump(output, tokio::io::stderr(), log))
+                }
+                _ => tokio::spawn(pump(output, tokio::io::stdout(), log)),
+            }
+        })
+        .collect();
+    let forwarding = spawned
+        .signal_target
+        .map(|target| tokio::spawn(forwarder.forward_to(target)));
     let (stop_watching, stop) = oneshot::channel();
     let warned = Arc::new(AtomicBool::new(warned));
     let command_ended = Arc::new(AtomicBool::new(false));
@@ -190,13 +226,13 @@ pub(crate) async fn exec(
             pb::WorkerLifecycleEventType::WorkerStarted,
             pb::LogLevel::Info,
             format!("started {}", args.command[0]),
-            started_data(pid, &args.command, &cwd, attempt.retry_of.as_ref()),
+            started_data(pid, &args.command, &cwd, attempt.retry_of.as_ref(), mode),
         )
         .await
     {
         log_errors.push(explain(err).message);
     }
-    let status = child.wait().await;
+    let status = spawned.process.wait().await;
     // The process is reaped: its pid may be someone else's from now on.
     if let Some(forwarding) = forwarding {
         forwarding.abort();
@@ -214,7 +250,7 @@ pub(crate) async fn exec(
         (None, None) => (1, "ended".to_string()),
     };
     let success = status.success();
-    for pump in [out_pump, err_pump] {
+    for pump in pumps {
         match pump.await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => log_errors.push(err),
@@ -599,15 +635,18 @@ fn new_run(attempt: &Attempt, args: &ExecArgs, cwd: &str) -> NewRun {
 }
 
 /// The data of the `worker_started` event: the command's pid, words and
-/// directory, and for a retry the run it retries, as `retryOf: "TASK/RUN"`
-/// (the contracts' metadata has no field for it).
+/// directory, how its output was taken (`stdio`: `pipes`, `pty` with
+/// stderr on the stdout channel, or `split-pty`), and for a retry the run
+/// it retries, as `retryOf: "TASK/RUN"` (the contracts' metadata has no
+/// field for it).
 fn started_data(
     pid: Option<u32>,
     command: &[String],
     cwd: &str,
     retry_of: Option<&RunKey>,
+    mode: Mode,
 ) -> Json {
-    let mut data = json!({ "pid": pid, "command": command, "cwd": cwd });
+    let mut data = json!({ "pid": pid, "command": command, "cwd": cwd, "stdio": mode.name() });
     if let Some(earlier) = retry_of {
         data["retryOf"] = earlier.to_string().into();
     }
@@ -660,36 +699,36 @@ async fn pump(
 /// Catches SIGINT and SIGTERM and passes them on to the command.
 ///
 /// A Ctrl-C at a terminal reaches the whole foreground process group, the
-/// command included, so when stdin is a terminal SIGINT is not sent again:
-/// a second one would cut short the command's own clean-up. SIGTERM is
-/// aimed at baa-log alone and is always passed on.
+/// command included when it shares baa-log's (with pipes), so then SIGINT
+/// is not sent again: a second one would cut short the command's own
+/// clean-up. A command in a pseudo-terminal has a session of its own; a
+/// SIGINT that reaches baa-log did not reach it (see
+/// `Mode::terminal_interrupts_command`). SIGTERM is aimed at baa-log alone
+/// and is always passed on.
 struct SignalForwarder {
     /// SIGINT deliveries.
     interrupt: tokio::signal::unix::Signal,
     /// SIGTERM deliveries.
     terminate: tokio::signal::unix::Signal,
-    /// Whether SIGINT is likely to come from the terminal.
+    /// Whether a SIGINT is likely to come from a terminal that signalled
+    /// the command too.
     interactive: bool,
 }
 
 impl SignalForwarder {
-    /// Starts catching the signals.
-    fn new() -> std::io::Result<Self> {
+    /// Starts catching the signals; `interactive`: whether a SIGINT is
+    /// likely to have reached the command already.
+    fn new(interactive: bool) -> std::io::Result<Self> {
         Ok(Self {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
-            interactive: std::io::stdin().is_terminal(),
+            interactive,
         })
     }
 
-    /// Passes signals on to the process `pid` until aborted.
-    async fn forward_to(mut self, pid: u32) {
-        // Pid 0 would signal our whole process group.
-        let Ok(pid) = i32::try_from(pid) else { return };
-        if pid <= 0 {
-            return;
-        }
-        let pid = Pid::from_raw(pid);
+    /// Passes signals on to `target` (a process, or a process group as a
+    /// negative id) until aborted.
+    async fn forward_to(mut self, target: Pid) {
         loop {
             let signal = tokio::select! {
                 _ = self.interrupt.recv() => {
@@ -701,7 +740,7 @@ impl SignalForwarder {
                 _ = self.terminate.recv() => Signal::SIGTERM,
             };
             // The command may have ended already; nothing to do then.
-            let _ = nix::sys::signal::kill(pid, signal);
+            let _ = nix::sys::signal::kill(target, signal);
         }
     }
 }

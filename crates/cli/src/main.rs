@@ -6,7 +6,9 @@
 //! - `exec`: `baa-log exec`, a command run as a worker; `claim`: which
 //!   run it writes to, when the id is given or the run is the next
 //!   attempt of another (`--retry-of`); `attempt_id`: the id of that next
-//!   attempt.
+//!   attempt; `spawn`: how it starts the command, with pipes or in a
+//!   pseudo-terminal; `terminal`: the pseudo-terminals, and baa-log's own
+//!   terminal while the command runs in one.
 //! - `read`: `follow` and `cat`, a run's entries; `prefix`: what
 //!   `--timestamps` and `--seq` put in front of their lines; `range`:
 //!   which part of the run they print (`--tail`, `--since`, ...).
@@ -37,7 +39,9 @@ mod read;
 mod render;
 mod run_ref;
 mod runs;
+mod spawn;
 mod spool;
+mod terminal;
 mod upload;
 mod wait;
 
@@ -99,6 +103,8 @@ enum Command {
     /// waits for the server: its output goes through a local spool, sent
     /// when the server answers (see `baa-log upload`). --retry-of TASK/RUN
     /// runs the next attempt of an earlier run, as run RUN.2, RUN.3, ...
+    /// When baa-log's stdout is a terminal the command runs in a
+    /// pseudo-terminal (see --pty, --split-pty and --no-pty).
     Exec(exec::ExecArgs),
     /// Print a run's entries as they come, like `tail -f`, until it ends.
     Follow(read::FollowArgs),
