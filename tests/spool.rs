@@ -69,7 +69,10 @@ fn stored(data: &Path, task: &str, run: &str) -> Vec<Value> {
     let dir = data.join(task).join(run);
     let mut entries: Vec<Value> = ["worker.log", "stdout.log", "stderr.log"]
         .iter()
-        .flat_map(|name| json_lines(&dir.join(name)))
+        .map(|name| dir.join(name))
+        // A channel is written on its first entry.
+        .filter(|path| path.exists())
+        .flat_map(|path| json_lines(&path))
         .collect();
     entries.sort_by_key(|entry| entry["seq"].as_u64());
     entries
@@ -417,4 +420,216 @@ fn fail_closed_refuses_to_run_without_a_server() {
         .unwrap();
     assert_eq!(output.status.code(), Some(125), "{output:?}");
     assert!(!ran.exists());
+}
+
+/// A TCP relay to the server that a test can cut, as a network partition
+/// would: open connections are torn down and new ones refused until it is
+/// mended.
+struct Relay {
+    /// Where clients connect.
+    addr: SocketAddr,
+    /// Whether the relay is cut.
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The connections being relayed.
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    /// A relay to `target`.
+    async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (is_cut, all) = (cut.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if is_cut.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                all.lock().unwrap().push(link.abort_handle());
+            }
+        });
+        Self { addr, cut, links }
+    }
+
+    /// Tears down every connection and refuses new ones.
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    fn mend(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The lease and the spool agree: a worker cut off from the server for
+/// longer than the worker lease has its run failed ("worker lost"), and
+/// when it gets through again it delivers what it spooled meanwhile and
+/// its final status. The run then holds every line once, says in its
+/// lifecycle entries what happened, and ends completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_past_its_lease_delivers_its_spool_late() {
+    use baa_logd::{ServerConfig, settings::Leases};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = crate::util::TestServer::start_with(
+        &data,
+        ServerConfig {
+            leases: Leases {
+                worker_lease: Duration::from_secs(1),
+                ..Leases::default()
+            },
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let relay = Relay::start(server.addr).await;
+    let (half, go, done) = (
+        dir.path().join("half"),
+        dir.path().join("go"),
+        dir.path().join("done"),
+    );
+    let script = format!(
+        "seq -f 'line %.0f' 1 1000; touch {half}; \
+         while [ ! -e {go} ]; do sleep 0.02; done; \
+         seq -f 'line %.0f' 1001 2000; touch {done}",
+        half = half.display(),
+        go = go.display(),
+        done = done.display()
+    );
+    let exec = baa_log(&format!("http://{}", relay.addr), &dir.path().join("spool"))
+        .args(["exec", "--task", "t", "--run", "cut", "--", "sh", "-c"])
+        .arg(&script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut client = server.client().await;
+    let status = |client: &mut baa_logging_client::LoggingClient| {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_run(baa_logging::pb::GetRunRequest {
+                    task_id: "t".into(),
+                    run_id: "cut".into(),
+                })
+                .await
+                .ok()
+                .and_then(|run| run.into_inner().run)
+                .and_then(|run| run.state)
+                .map(|state| state.status())
+        }
+    };
+    let start = Instant::now();
+    while !half.exists() || channel_text(&stored(&data, "t", "cut"), "stdout") != lines(1, 1000) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the first half arrives"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.cut();
+    let start = Instant::now();
+    while status(&mut client).await != Some(baa_logging::pb::RunStatus::Failed) {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the lease expires"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(&go, "").unwrap();
+    wait_for_file(&done, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.mend();
+    let output =
+        tokio::task::spawn_blocking(move || wait_with_limit(exec, Duration::from_secs(60)))
+            .await
+            .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+
+    let entries = stored(&data, "t", "cut");
+    assert_eq!(
+        channel_text(&entries, "stdout"),
+        lines(1, 2000),
+        "every line once"
+    );
+    let types = event_types(&entries);
+    let at = |kind: &str| {
+        types
+            .iter()
+            .position(|t| t == kind)
+            .unwrap_or_else(|| panic!("a {kind} entry in {types:?}"))
+    };
+    assert!(
+        at("step_failed") < at("worker_execution_deferred"),
+        "{types:?}"
+    );
+    assert!(
+        at("worker_execution_deferred") < at("worker_exited"),
+        "{types:?}"
+    );
+    let lost = entries
+        .iter()
+        .find(|entry| entry["type"] == "step_failed")
+        .unwrap();
+    assert_eq!(lost["data"]["reason"], "worker_lease_expired", "{lost}");
+    let state = state(&data, "t", "cut");
+    assert_eq!(state["status"], "completed", "{state}");
+    assert_eq!(state["exitCode"], 0);
+}
+
+/// A silent command holds its run's lease: exec keeps a stream open and
+/// sends heartbeats on it, so the server's idle timeout never closes it,
+/// and a run whose command prints nothing for several lease periods (and
+/// idle timeouts) still completes, never failed as lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_command_keeps_its_lease() {
+    use baa_logd::{ServerConfig, settings::Leases};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = crate::util::TestServer::start_with(
+        &data,
+        ServerConfig {
+            leases: Leases {
+                worker_lease: Duration::from_secs(1),
+                ..Leases::default()
+            },
+            limits: baa_logging::config::Limits {
+                append_idle_timeout: Duration::from_millis(500),
+                ..baa_logging::config::Limits::default()
+            },
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let url = format!("http://{}", server.addr);
+    let spool = dir.path().join("spool");
+    let output = tokio::task::spawn_blocking(move || {
+        baa_log(&url, &spool)
+            .args(["exec", "--task", "t", "--run", "quiet", "--", "sleep", "3"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let entries = stored(&data, "t", "quiet");
+    assert_eq!(
+        event_types(&entries),
+        ["run_prepared", "worker_started", "worker_exited"],
+        "no lease expiry"
+    );
+    assert_eq!(state(&data, "t", "quiet")["status"], "completed");
 }
