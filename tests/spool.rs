@@ -633,3 +633,67 @@ async fn a_silent_command_keeps_its_lease() {
     );
     assert_eq!(state(&data, "t", "quiet")["status"], "completed");
 }
+
+/// A worker that asks for a longer lease (`exec --lease`) keeps its run
+/// through a cut longer than the server's lease: the run is not failed,
+/// and completes once the worker gets through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_longer_lease_asked_by_the_worker_outlasts_a_cut() {
+    use baa_logd::{ServerConfig, settings::Leases};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = crate::util::TestServer::start_with(
+        &data,
+        ServerConfig {
+            leases: Leases {
+                worker_lease: Duration::from_millis(500),
+                ..Leases::default()
+            },
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let relay = Relay::start(server.addr).await;
+    let go = dir.path().join("go");
+    let exec = baa_log(&format!("http://{}", relay.addr), &dir.path().join("spool"))
+        .args([
+            "exec", "--task", "t", "--run", "long", "--lease", "1h", "--",
+        ])
+        .args(["sh", "-c"])
+        .arg(format!(
+            "echo before; while [ ! -e {0} ]; do sleep 0.02; done; echo after",
+            go.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while channel_text(&stored(&data, "t", "long"), "stdout") != "before\n" {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the first line arrives"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.cut();
+    // Four of the server's leases.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(state(&data, "t", "long")["status"], "running");
+    relay.mend();
+    std::fs::write(&go, "").unwrap();
+    let output =
+        tokio::task::spawn_blocking(move || wait_with_limit(exec, Duration::from_secs(60)))
+            .await
+            .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let entries = stored(&data, "t", "long");
+    assert_eq!(channel_text(&entries, "stdout"), "before\nafter\n");
+    assert_eq!(
+        event_types(&entries),
+        ["run_prepared", "worker_started", "worker_exited"],
+        "never failed as lost"
+    );
+    assert_eq!(state(&data, "t", "long")["status"], "completed");
+}

@@ -97,6 +97,12 @@ pub(crate) struct ExecArgs {
     /// The writer id, to go on after an earlier writer of the same run.
     #[arg(long)]
     writer_id: Option<String>,
+    /// Ask the server for a worker lease this long (10m, 2h) instead of
+    /// its own, for a worker that may be cut off from the server for a
+    /// while: the run is failed as lost only after that long without a
+    /// word from this worker. The server caps it (max_worker_lease).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    lease: Option<Duration>,
     /// Where the output goes while the server is away, and how long exec
     /// waits for it at the end.
     #[command(flatten)]
@@ -333,6 +339,7 @@ async fn open_log(
 ) -> Result<Log, Failure> {
     let writer_options = WriterOptions {
         writer_id: args.writer_id.clone(),
+        lease: args.lease,
         ..WriterOptions::default()
     };
     let running = pb::RunStatePatch {

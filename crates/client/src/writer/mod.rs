@@ -64,6 +64,10 @@ pub struct WriterOptions {
     pub buffer_bytes: usize,
     /// How to wait between reconnection attempts.
     pub retry: RetryPolicy,
+    /// A worker lease longer than the server's, for a worker that may be
+    /// cut off from the server for a while (the server caps it with its
+    /// `max_worker_lease`); `None`: the server's.
+    pub lease: Option<Duration>,
 }
 
 impl Default for WriterOptions {
@@ -74,6 +78,7 @@ impl Default for WriterOptions {
             batch_bytes: 256 * 1024,
             buffer_bytes: 8 * 1024 * 1024,
             retry: RetryPolicy::default(),
+            lease: None,
         }
     }
 }
@@ -221,6 +226,7 @@ impl RunWriter {
                 buffer_bytes: options.buffer_bytes.max(batch_bytes),
                 retry: options.retry,
                 heartbeat: session::Limits::heartbeat_for(info.worker_lease_ms),
+                lease_ms: lease_ms(options.lease),
             },
             receiver,
             failure.clone(),
@@ -312,6 +318,7 @@ impl RunWriter {
                 buffer_bytes: options.buffer_bytes.max(options.batch_bytes),
                 retry: options.retry,
                 heartbeat: None,
+                lease_ms: lease_ms(options.lease),
             },
             receiver,
             failure.clone(),
@@ -753,6 +760,13 @@ impl RunWriter {
             None => ClientError::WriterClosed("the writer's task has ended".into()),
         }
     }
+}
+
+/// A lease asked for, in the protocol's milliseconds (0: the server's).
+fn lease_ms(lease: Option<Duration>) -> u64 {
+    lease.map_or(0, |lease| {
+        u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)
+    })
 }
 
 /// Whether `patch` gives the run its final status.

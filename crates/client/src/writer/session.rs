@@ -77,6 +77,8 @@ pub(crate) struct Limits {
     /// How often to send a heartbeat on an idle stream, which holds the
     /// run's worker lease; `None` for a server without leases.
     pub(crate) heartbeat: Option<Duration>,
+    /// The lease this writer asks for, in milliseconds; 0: the server's.
+    pub(crate) lease_ms: u64,
 }
 
 impl Limits {
@@ -745,7 +747,7 @@ impl Session {
         let (requests, receiver) = mpsc::channel(4);
         let open = pb::AppendLogsRequest {
             open: Some(pb::AppendOpen {
-                worker_lease_ms: 0,
+                worker_lease_ms: self.limits.lease_ms,
                 task_id: self.key.task_id.clone(),
                 run_id: self.key.run_id.clone(),
                 writer_id: self.writer_id.clone(),
