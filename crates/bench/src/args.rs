@@ -10,6 +10,7 @@ use crate::{
     payload::{LineShape, Plant},
     systems::SystemKind,
     workloads::{
+        exec_overhead::ExecOverheadParams,
         fan_out::FanOutParams,
         many_runs::ManyRunsParams,
         restart::RestartParams,
@@ -48,6 +49,20 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 4096)]
         relay_capacity: usize,
     },
+    /// Prints numbered lines to stdout as fast as it can: the command W8
+    /// runs, bare and under `baa-log exec`.
+    #[command(hide = true)]
+    PrintLines {
+        /// Lines to print.
+        #[arg(long)]
+        lines: u64,
+        /// Bytes per line, newline included.
+        #[arg(long)]
+        line_bytes: usize,
+        /// One write per line instead of blocks of about 64 KiB.
+        #[arg(long)]
+        write_per_line: bool,
+    },
 }
 
 /// A workload.
@@ -67,13 +82,15 @@ pub(crate) enum Workload {
     W6,
     /// Search.
     W7,
+    /// What `baa-log exec` adds to a command.
+    W8,
 }
 
 /// The benchmark's flags.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BenchArgs {
     /// Which workloads to run.
-    #[arg(long, value_delimiter = ',', default_values = ["w1", "w2", "w3", "w4", "w5", "w6", "w7"])]
+    #[arg(long, value_delimiter = ',', default_values = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8"])]
     pub(crate) workloads: Vec<Workload>,
     /// Which systems to measure, where a workload applies to them.
     #[arg(
@@ -90,6 +107,10 @@ pub(crate) struct BenchArgs {
     /// harness's own profile.
     #[arg(long, env = "BAA_BENCH_SERVER_BIN")]
     pub(crate) server_bin: Option<PathBuf>,
+    /// The baa-log binary (W8); by default it is built with cargo, in the
+    /// harness's own profile.
+    #[arg(long, env = "BAA_BENCH_CLI_BIN")]
+    pub(crate) cli_bin: Option<PathBuf>,
     /// Where `scripts/peers.sh` keeps the peers' addresses and pids.
     #[arg(
         long,
@@ -191,6 +212,21 @@ pub(crate) struct BenchArgs {
     /// first second, which a new search may scan at full speed).
     #[arg(long, default_value_t = 2.0)]
     pub(crate) w7_lead_secs: f64,
+
+    /// W8: lines the command prints as large writes.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) w8_lines: u64,
+    /// W8: lines the command prints with one write each (0 leaves the
+    /// write-per-line rows out).
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) w8_line_writes: u64,
+    /// W8: bytes per line the command prints, newline included.
+    #[arg(long, default_value_t = 80)]
+    pub(crate) w8_line_bytes: usize,
+    /// W8: rounds, each the command bare and under `baa-log exec`, on a
+    /// pipe and on a terminal.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) w8_rounds: usize,
 }
 
 impl BenchArgs {
@@ -217,6 +253,9 @@ impl BenchArgs {
         self.w7_every = 100;
         self.w7_rounds = 1;
         self.w7_lead_secs = 0.2;
+        self.w8_lines = 20_000;
+        self.w8_line_writes = 2_000;
+        self.w8_rounds = 1;
     }
 
     /// W1's parameters.
@@ -285,6 +324,16 @@ impl BenchArgs {
             rounds: self.w7_rounds,
             lead_secs: self.w7_lead_secs,
             w1: self.throughput(),
+        }
+    }
+
+    /// W8's parameters.
+    pub(crate) fn exec_overhead(&self) -> ExecOverheadParams {
+        ExecOverheadParams {
+            lines: self.w8_lines,
+            line_writes: self.w8_line_writes,
+            line_bytes: self.w8_line_bytes,
+            rounds: self.w8_rounds,
         }
     }
 

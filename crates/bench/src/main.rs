@@ -13,9 +13,10 @@
 //!
 //! - `args`: the flags, one per workload parameter, and `--smoke`.
 //! - `workloads`: W1 throughput, W2 fan-out, W3 many runs, W4 restart,
-//!   W5 slow followers, W6 tail, W7 search.
+//!   W5 slow followers, W6 tail, W7 search, W8 exec overhead.
 //! - `systems`: every system behind one interface (writers, followers).
 //! - `noop`: the transport ceiling's server.
+//! - `print_lines`: the command W8 runs, bare and under `baa-log exec`.
 //! - `process`, `procfs`: server processes and their CPU time and memory.
 //! - `payload`, `latency`, `samples`, `progress`, `report`: lines with
 //!   send times, histograms, medians of repeated timings, progress on
@@ -26,6 +27,7 @@ mod error;
 mod latency;
 mod noop;
 mod payload;
+mod print_lines;
 mod process;
 mod procfs;
 mod progress;
@@ -48,22 +50,18 @@ use crate::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("baa-bench: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
     let result = match cli.command {
         Some(Command::NoopServer {
             listen,
             relay_capacity,
-        }) => runtime.block_on(noop::serve(listen, relay_capacity)),
-        None => runtime.block_on(bench(cli.bench)),
+        }) => block_on(noop::serve(listen, relay_capacity)),
+        // The command W8 times: no runtime to start, nothing but the writes.
+        Some(Command::PrintLines {
+            lines,
+            line_bytes,
+            write_per_line,
+        }) => print_lines::print(lines, line_bytes, write_per_line),
+        None => block_on(bench(cli.bench)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -72,6 +70,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `future` on a new multi-threaded runtime.
+fn block_on(future: impl Future<Output = Result<()>>) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| BenchError::io("cannot start the runtime", err))?
+        .block_on(future)
 }
 
 /// Runs the chosen workloads and reports.
@@ -106,6 +113,7 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
         w6: Vec::new(),
         w7_scan: Vec::new(),
         w7_writes: Vec::new(),
+        w8: Vec::new(),
         ratios: Vec::new(),
         targets: Vec::new(),
     };
@@ -141,6 +149,14 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
         let rows = workloads::search::run(&launcher.programs.baa_logd, &args.search()).await;
         report.w7_scan = rows.scan;
         report.w7_writes = rows.writes;
+    }
+    if args.workloads.contains(&Workload::W8) && args.systems.contains(&BaaLogd) {
+        report.w8 = workloads::exec_overhead::run(
+            &launcher.programs,
+            args.cli_bin.clone(),
+            &args.exec_overhead(),
+        )
+        .await;
     }
     report.conclude();
     print!("{}", report.to_markdown());
@@ -190,5 +206,6 @@ fn parameters(args: &BenchArgs) -> serde_json::Value {
         "w5": args.slow_followers(),
         "w6": args.tail(),
         "w7": args.search(),
+        "w8": args.exec_overhead(),
     })
 }

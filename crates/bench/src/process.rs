@@ -182,22 +182,35 @@ impl Programs {
     pub(crate) fn find(server_bin: Option<PathBuf>) -> Result<Self> {
         let baa_logd = match server_bin {
             Some(path) => path,
-            None => {
-                crate::progress::phase("building baa-logd");
-                escargot::CargoBuild::new()
-                    .manifest_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml"))
-                    .package("baa-logd")
-                    .bin("baa-logd")
-                    .current_release()
-                    .current_target()
-                    .run()
-                    .context("cannot build baa-logd")?
-                    .path()
-                    .to_path_buf()
-            }
+            None => cargo_build("baa-logd", "baa-logd")?,
         };
         let bench = std::env::current_exe()
             .map_err(|err| BenchError::io("cannot find the harness's own binary", err))?;
         Ok(Self { baa_logd, bench })
     }
+}
+
+/// `baa-log` from `cli_bin`, or built by cargo with the harness's own
+/// profile, as `baa-logd` is. Only W8 needs it, so it is built only then.
+pub(crate) fn find_cli(cli_bin: Option<PathBuf>) -> Result<PathBuf> {
+    match cli_bin {
+        Some(path) => Ok(path),
+        None => cargo_build("baa-log", "baa-log"),
+    }
+}
+
+/// Builds `bin` of `package` in this workspace with the harness's own
+/// profile and target, and returns its path.
+fn cargo_build(package: &str, bin: &str) -> Result<PathBuf> {
+    crate::progress::phase(&format!("building {bin}"));
+    Ok(escargot::CargoBuild::new()
+        .manifest_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml"))
+        .package(package)
+        .bin(bin)
+        .current_release()
+        .current_target()
+        .run()
+        .context(format!("cannot build {bin}"))?
+        .path()
+        .to_path_buf())
 }

@@ -41,6 +41,8 @@ pub(crate) struct Report {
     pub(crate) w7_scan: Vec<SearchScanRow>,
     /// W7 (b): W1 without and with a search.
     pub(crate) w7_writes: Vec<SearchLoadRow>,
+    /// W8: a command bare and under `baa-log exec`.
+    pub(crate) w8: Vec<ExecOverheadRow>,
     /// baa-logd divided by every other system, per workload.
     pub(crate) ratios: Vec<Ratio>,
     /// The targets and whether this run met them.
@@ -316,6 +318,46 @@ pub(crate) struct SearchLoadRow {
     pub(crate) wrong_answer: Option<String>,
 }
 
+/// W8: a command that prints as fast as it can, bare and under `baa-log
+/// exec`, with its output on one kind of file.
+#[derive(Debug, Serialize)]
+pub(crate) struct ExecOverheadRow {
+    /// Where the output went: `pipe` or `terminal`.
+    pub(crate) output: &'static str,
+    /// How the command wrote its lines.
+    pub(crate) writes: &'static str,
+    /// Lines it printed.
+    pub(crate) lines: u64,
+    /// Bytes per line, newline included.
+    pub(crate) line_bytes: usize,
+    /// Rounds, each one run bare and one under exec, back to back.
+    pub(crate) rounds: usize,
+    /// Each bare run, spawn to exit and end of output, seconds.
+    pub(crate) bare_secs: Samples,
+    /// Each run under exec, spawn to exit and end of output, seconds:
+    /// also the time until the run held everything.
+    pub(crate) exec_secs: Samples,
+    /// The command's CPU seconds in each bare run.
+    pub(crate) bare_cpu_secs: Samples,
+    /// baa-log's and the command's CPU seconds in each run under exec.
+    pub(crate) exec_cpu_secs: Samples,
+    /// The server's CPU seconds over each run under exec.
+    pub(crate) server_cpu_secs: Samples,
+    /// Each round's exec ÷ bare time.
+    pub(crate) paired_ratios: Samples,
+    /// Each round's exec − bare time, ms.
+    pub(crate) paired_added_ms: Samples,
+    /// The median of `paired_ratios`.
+    pub(crate) ratio: Option<f64>,
+    /// Runs found complete (every line, `completed`) right after exec
+    /// exited.
+    pub(crate) runs_checked: usize,
+    /// Why the row is empty or doubtful.
+    pub(crate) note: Option<String>,
+    /// What exec or baa-logd got wrong, if anything; the run then fails.
+    pub(crate) wrong_answer: Option<String>,
+}
+
 /// baa-logd's figure divided by another system's, for one measure.
 #[derive(Debug, Serialize)]
 pub(crate) struct Ratio {
@@ -353,8 +395,10 @@ impl Report {
         let w6 = self.w6.iter().map(|row| &row.wrong_answer);
         let w7_scan = self.w7_scan.iter().map(|row| &row.wrong_answer);
         let w7_writes = self.w7_writes.iter().map(|row| &row.wrong_answer);
+        let w8 = self.w8.iter().map(|row| &row.wrong_answer);
         w6.chain(w7_scan)
             .chain(w7_writes)
+            .chain(w8)
             .flatten()
             .cloned()
             .collect()
@@ -594,6 +638,44 @@ impl Report {
                     median_of(&row.search_cpu_secs_per_million, 2),
                     median_of(&row.search_mib_per_sec, 1),
                     row.search_passes,
+                    note(&row.note)
+                );
+            }
+            out.push('\n');
+        }
+        if !self.w8.is_empty() {
+            let _ = writeln!(out, "## W8 exec overhead\n");
+            let _ = writeln!(
+                out,
+                "| output | writes | lines | rounds | bare s | bare lines/s | exec s | exec lines/s | exec ÷ bare (paired) | added ms (paired) | CPU s bare | CPU s exec | server CPU s | runs complete at exit | note |"
+            );
+            let _ = writeln!(
+                out,
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            );
+            for row in &self.w8 {
+                let rate = |samples: &Samples| {
+                    let secs = samples.median().filter(|secs| *secs > 0.0);
+                    count(row.lines as f64 / secs.unwrap_or(1.0), secs.is_some())
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} of {} | {} |",
+                    row.output,
+                    row.writes,
+                    count(row.lines as f64, true),
+                    row.rounds,
+                    median_of(&row.bare_secs, 3),
+                    rate(&row.bare_secs),
+                    median_of(&row.exec_secs, 3),
+                    rate(&row.exec_secs),
+                    row.ratio.map_or_else(|| "—".to_owned(), times),
+                    median_of(&row.paired_added_ms, 0),
+                    median_of(&row.bare_cpu_secs, 2),
+                    median_of(&row.exec_cpu_secs, 2),
+                    median_of(&row.server_cpu_secs, 2),
+                    row.runs_checked,
+                    row.rounds,
                     note(&row.note)
                 );
             }

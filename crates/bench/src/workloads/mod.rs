@@ -1,4 +1,4 @@
-//! The seven workloads, each over every system it applies to, one fresh
+//! The eight workloads, each over every system it applies to, one fresh
 //! system per measured phase.
 //!
 //! - [`throughput`] (W1): writers streaming lines as fast as they are
@@ -13,10 +13,13 @@
 //! - [`tail`] (W6): the last entries of a large run against all of it.
 //! - [`search`] (W7): `SearchRuns` against `grep`, and what a search costs
 //!   the writers.
+//! - [`exec_overhead`] (W8): a command that prints as fast as it can,
+//!   bare and under `baa-log exec`, on a pipe and on a terminal.
 //!
 //! [`data_set`] fills the runs W4 and W7 share.
 
 pub(crate) mod data_set;
+pub(crate) mod exec_overhead;
 pub(crate) mod fan_out;
 pub(crate) mod many_runs;
 pub(crate) mod restart;
