@@ -21,6 +21,7 @@ use baa_logging_client::{
 };
 use baa_logging_config::ids;
 use clap::Args;
+use futures::FutureExt;
 use nix::{sys::signal::Signal, unistd::Pid};
 use serde_json::{Value as Json, json};
 use tokio::{
@@ -680,9 +681,26 @@ async fn pump(
     let mut buf = vec![0u8; 64 * 1024];
     let mut terminal_open = true;
     let mut log_error = None;
-    loop {
-        let read = from.read(&mut buf).await.map_err(|err| err.to_string())?;
+    let mut ended = false;
+    while !ended {
+        let mut read = from.read(&mut buf).await.map_err(|err| err.to_string())?;
         if read == 0 {
+            break;
+        }
+        // Whatever else is there already joins this piece (a terminal
+        // gives 4 KiB a read): fewer, larger writes and chunks, and no
+        // wait for what is not there yet.
+        let mut failed = None;
+        while read < buf.len() {
+            match from.read(&mut buf[read..]).now_or_never() {
+                Some(Ok(0)) => ended = true,
+                Some(Ok(more)) => {
+                    read += more;
+                    continue;
+                }
+                Some(Err(err)) => failed = Some(err.to_string()),
+                None => {}
+            }
             break;
         }
         if terminal_open {
@@ -693,6 +711,9 @@ async fn pump(
             if let Err(err) = log.write_all(&buf[..read]).await {
                 log_error = Some(err.to_string());
             }
+        }
+        if let Some(err) = failed {
+            return Err(err);
         }
     }
     if log_error.is_none() {
