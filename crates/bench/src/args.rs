@@ -62,6 +62,11 @@ pub(crate) enum Command {
         /// One write per line instead of blocks of about 64 KiB.
         #[arg(long)]
         write_per_line: bool,
+        /// A file to write the monotonic clock to, before the first write
+        /// and after the last: W8 sets it to learn the command's own time,
+        /// which under `baa-log exec` is not exec's.
+        #[arg(long, env = crate::print_lines::TIMING_ENV)]
+        timing: Option<PathBuf>,
     },
 }
 

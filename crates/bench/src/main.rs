@@ -60,7 +60,8 @@ fn main() -> ExitCode {
             lines,
             line_bytes,
             write_per_line,
-        }) => print_lines::print(lines, line_bytes, write_per_line),
+            timing,
+        }) => print_lines::print(lines, line_bytes, write_per_line, timing.as_deref()),
         None => block_on(bench(cli.bench)),
     };
     match result {

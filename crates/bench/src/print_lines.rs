@@ -14,10 +14,26 @@
 //!
 //! Every line is `line_bytes` long, newline included, and starts with its
 //! index, so a reader can count lines and bytes and know what to expect.
+//!
+//! When [`TIMING_ENV`] names a file, the command writes there, at exit,
+//! the system's monotonic clock (`CLOCK_MONOTONIC`, one clock for every
+//! process) as it started writing and after its last write and flush. W8
+//! sets it for every run, bare and under `baa-log exec` (which passes its
+//! environment on to the command), and so learns how long the command
+//! itself took, apart from what exec does before it starts and after it
+//! ends.
 
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    path::Path,
+};
 
-use crate::error::{BenchError, Result};
+use nix::time::{ClockId, clock_gettime};
+
+use crate::error::{BenchError, Context, Result};
+
+/// The variable naming the file the command writes its own times to.
+pub(crate) const TIMING_ENV: &str = "BAA_BENCH_PRINT_TIMING";
 
 /// The size a block of lines grows to before it is written, in the
 /// large-writes shape.
@@ -28,13 +44,39 @@ pub(crate) const MIN_LINE_BYTES: usize = 12;
 
 /// Prints `lines` lines of `line_bytes` bytes each (newline included) to
 /// stdout, in blocks of about 64 KiB, or with one write per line when
-/// `write_per_line` is set.
-pub(crate) fn print(lines: u64, line_bytes: usize, write_per_line: bool) -> Result<()> {
+/// `write_per_line` is set; then, when `timing` names a file, writes the
+/// monotonic clock before the first write and after the last there.
+pub(crate) fn print(
+    lines: u64,
+    line_bytes: usize,
+    write_per_line: bool,
+    timing: Option<&Path>,
+) -> Result<()> {
     if line_bytes < MIN_LINE_BYTES {
         return Err(BenchError::Failed(format!(
             "--line-bytes must be at least {MIN_LINE_BYTES}"
         )));
     }
+    let start = monotonic_secs()?;
+    write_lines(lines, line_bytes, write_per_line)?;
+    let end = monotonic_secs()?;
+    match timing {
+        Some(path) => std::fs::write(path, format!("{start:.9} {end:.9}\n"))
+            .map_err(|err| BenchError::io(format!("cannot write {}", path.display()), err)),
+        None => Ok(()),
+    }
+}
+
+/// The system's monotonic clock, seconds: the same clock in every
+/// process, so that the harness can set this command's times beside its
+/// own.
+pub(crate) fn monotonic_secs() -> Result<f64> {
+    let now = clock_gettime(ClockId::CLOCK_MONOTONIC).context("clock_gettime failed")?;
+    Ok(now.tv_sec() as f64 + now.tv_nsec() as f64 / 1e9)
+}
+
+/// The writes of [`print`].
+fn write_lines(lines: u64, line_bytes: usize, write_per_line: bool) -> Result<()> {
     // Stdout is line-buffered in Rust: a write that ends with a newline
     // goes out at once, in one `write(2)` when nothing is held back. Every
     // write below ends with one, so each is one system call (or a few, when

@@ -349,6 +349,24 @@ pub(crate) struct ExecOverheadRow {
     pub(crate) paired_added_ms: Samples,
     /// The median of `paired_ratios`.
     pub(crate) ratio: Option<f64>,
+    /// The command's own time in each bare run, its first write to after
+    /// its last, seconds.
+    pub(crate) bare_command_secs: Samples,
+    /// The command's own time in each run under exec, seconds: what exec
+    /// does to the command itself, without exec's start and delivery.
+    pub(crate) exec_command_secs: Samples,
+    /// Each round's command time under exec ÷ bare.
+    pub(crate) paired_command_ratios: Samples,
+    /// The median of `paired_command_ratios`.
+    pub(crate) command_ratio: Option<f64>,
+    /// In each run under exec, from the spawn of exec to the command's
+    /// first write, ms: exec's start (connecting, the run's creation) and
+    /// the command's own start.
+    pub(crate) exec_start_ms: Samples,
+    /// In each run under exec, from the command's last write to exec's
+    /// exit and the end of its output, ms: what exec still had to pass on
+    /// and store, and the run's final state.
+    pub(crate) delivery_ms: Samples,
     /// Runs found complete (every line, `completed`) right after exec
     /// exited.
     pub(crate) runs_checked: usize,
@@ -647,11 +665,11 @@ impl Report {
             let _ = writeln!(out, "## W8 exec overhead\n");
             let _ = writeln!(
                 out,
-                "| output | writes | lines | rounds | bare s | bare lines/s | exec s | exec lines/s | exec ÷ bare (paired) | added ms (paired) | CPU s bare | CPU s exec | server CPU s | runs complete at exit | note |"
+                "| output | writes | lines | rounds | bare s | bare lines/s | exec s | exec lines/s | exec ÷ bare (paired) | added ms (paired) | command s bare | command s exec | command ÷ bare command (paired) | exec start ms | delivery after the command ms | CPU s bare | CPU s exec | server CPU s | runs complete at exit | note |"
             );
             let _ = writeln!(
                 out,
-                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
             );
             for row in &self.w8 {
                 let rate = |samples: &Samples| {
@@ -660,7 +678,7 @@ impl Report {
                 };
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} of {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} of {} | {} |",
                     row.output,
                     row.writes,
                     count(row.lines as f64, true),
@@ -671,6 +689,11 @@ impl Report {
                     rate(&row.exec_secs),
                     row.ratio.map_or_else(|| "—".to_owned(), times),
                     median_of(&row.paired_added_ms, 0),
+                    median_of(&row.bare_command_secs, 3),
+                    median_of(&row.exec_command_secs, 3),
+                    row.command_ratio.map_or_else(|| "—".to_owned(), times),
+                    median_of(&row.exec_start_ms, 0),
+                    median_of(&row.delivery_ms, 0),
                     median_of(&row.bare_cpu_secs, 2),
                     median_of(&row.exec_cpu_secs, 2),
                     median_of(&row.server_cpu_secs, 2),

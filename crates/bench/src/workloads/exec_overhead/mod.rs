@@ -26,6 +26,16 @@
 //!
 //! exec exits once the server has stored everything and the run's final
 //! state, so its time is also the time until the run holds everything.
+//! It is therefore two things: how much exec slows the command itself,
+//! and how long exec takes before the command starts and after it ended.
+//! To tell them apart the command writes its own start and end on the
+//! system's monotonic clock to a file of a temporary directory, a fresh
+//! one for every run, bare or under exec (`print_lines::TIMING_ENV`,
+//! which exec passes on with the rest of its environment). The command's
+//! own time is then compared bare and under exec, paired as the totals
+//! are, and under exec the time from the spawn to the command's start
+//! (exec's start) and from the command's end to exec's exit (the
+//! delivery) is kept.
 //! After every exec, untimed, `check` makes sure of it: the new run ended
 //! `completed` and its stdout holds every line. What the harness drained
 //! is checked too: every line, on the pipe byte for byte.
@@ -35,7 +45,12 @@
 mod check;
 mod spawn;
 
-use std::{collections::HashSet, ffi::OsString, path::PathBuf};
+use std::{
+    collections::HashSet,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use serde::Serialize;
 use tonic::transport::Channel;
@@ -43,8 +58,8 @@ use tonic::transport::Channel;
 use self::spawn::Finished;
 pub(crate) use self::spawn::Output;
 use crate::{
-    error::{BenchError, Result},
-    print_lines::MIN_LINE_BYTES,
+    error::{BenchError, Context, Result},
+    print_lines::{MIN_LINE_BYTES, TIMING_ENV},
     process::{Programs, find_cli},
     procfs, progress,
     report::ExecOverheadRow,
@@ -108,6 +123,29 @@ struct Setup<'a> {
     channel: Channel,
     /// W8's parameters.
     params: &'a ExecOverheadParams,
+    /// Where the command writes its own times, a file per run.
+    timings: tempfile::TempDir,
+    /// The number of the next run's file in `timings`.
+    next_timing: AtomicU64,
+}
+
+/// One run of the command, bare or under exec, as the harness saw it and
+/// as the command saw itself.
+#[derive(Debug)]
+struct Timed {
+    /// The harness's view: spawn to exit and end of output.
+    finished: Finished,
+    /// The monotonic clock as the command started writing, seconds.
+    command_start: f64,
+    /// The monotonic clock after the command's last write, seconds.
+    command_end: f64,
+}
+
+impl Timed {
+    /// The command's own time, first write to last, seconds.
+    fn command_secs(&self) -> f64 {
+        self.command_end - self.command_start
+    }
 }
 
 /// Runs W8 against a baa-logd of its own.
@@ -147,6 +185,7 @@ pub(crate) async fn run(
     }
     for row in &mut rows {
         row.ratio = row.paired_ratios.median();
+        row.command_ratio = row.paired_command_ratios.median();
     }
     rows
 }
@@ -167,6 +206,12 @@ fn blank_row(shape: Shape, output: Output, params: &ExecOverheadParams) -> ExecO
         paired_ratios: Samples::default(),
         paired_added_ms: Samples::default(),
         ratio: None,
+        bare_command_secs: Samples::default(),
+        exec_command_secs: Samples::default(),
+        paired_command_ratios: Samples::default(),
+        command_ratio: None,
+        exec_start_ms: Samples::default(),
+        delivery_ms: Samples::default(),
         runs_checked: 0,
         note: None,
         wrong_answer: None,
@@ -199,6 +244,8 @@ async fn measure(
             server_pid: server.pid(),
             channel: connect(&server.url()).await?,
             params,
+            timings: tempfile::tempdir().context("cannot create a temporary directory")?,
+            next_timing: AtomicU64::new(0),
         };
         let mut seen = check::run_ids(&setup.channel).await?;
         for round in 0..params.rounds {
@@ -213,27 +260,37 @@ async fn measure(
                         shape.writes.label(),
                         output.label()
                     ));
-                    let mut bare = 0.0;
-                    let mut exec = 0.0;
+                    let (mut bare, mut exec) = (None, None);
                     for under_exec in [!bare_first, bare_first] {
                         if under_exec {
                             let server_before = server_cpu(setup.server_pid)?;
-                            let finished = setup.exec(*shape, output, &mut seen).await?;
+                            let timed = setup.exec(*shape, output, &mut seen).await?;
                             row.server_cpu_secs
                                 .push(server_cpu(setup.server_pid)? - server_before);
-                            row.exec_cpu_secs.push(finished.cpu_secs);
-                            row.exec_secs.push(finished.secs);
+                            row.exec_cpu_secs.push(timed.finished.cpu_secs);
+                            row.exec_secs.push(timed.finished.secs);
+                            row.exec_command_secs.push(timed.command_secs());
+                            row.exec_start_ms
+                                .push((timed.command_start - timed.finished.spawned_at) * 1000.0);
+                            row.delivery_ms
+                                .push((timed.finished.ended_at - timed.command_end) * 1000.0);
                             row.runs_checked += 1;
-                            exec = finished.secs;
+                            exec = Some(timed);
                         } else {
-                            let finished = setup.bare(*shape, output).await?;
-                            row.bare_cpu_secs.push(finished.cpu_secs);
-                            row.bare_secs.push(finished.secs);
-                            bare = finished.secs;
+                            let timed = setup.bare(*shape, output).await?;
+                            row.bare_cpu_secs.push(timed.finished.cpu_secs);
+                            row.bare_secs.push(timed.finished.secs);
+                            row.bare_command_secs.push(timed.command_secs());
+                            bare = Some(timed);
                         }
                     }
-                    row.paired_ratios.push(exec / bare);
-                    row.paired_added_ms.push((exec - bare) * 1000.0);
+                    let (bare, exec) = (bare.expect("a bare run"), exec.expect("an exec run"));
+                    row.paired_ratios
+                        .push(exec.finished.secs / bare.finished.secs);
+                    row.paired_added_ms
+                        .push((exec.finished.secs - bare.finished.secs) * 1000.0);
+                    row.paired_command_ratios
+                        .push(exec.command_secs() / bare.command_secs());
                 }
             }
         }
@@ -270,11 +327,21 @@ impl Setup<'_> {
         words
     }
 
+    /// A fresh file for the command's own times, and the variable that
+    /// names it.
+    fn timing_file(&self) -> (PathBuf, Vec<(OsString, OsString)>) {
+        let number = self.next_timing.fetch_add(1, Ordering::Relaxed);
+        let path = self.timings.path().join(format!("run-{number}"));
+        let envs = vec![(TIMING_ENV.into(), path.clone().into())];
+        (path, envs)
+    }
+
     /// Runs the command alone on `output`; checks that every line came.
-    async fn bare(&self, shape: Shape, output: Output) -> Result<Finished> {
+    async fn bare(&self, shape: Shape, output: Output) -> Result<Timed> {
         let mut words = self.command(shape);
         let program = PathBuf::from(words.remove(0));
-        let finished = spawn::timed(program, words, output).await?;
+        let (timing, envs) = self.timing_file();
+        let finished = spawn::timed(program, words, envs, output).await?;
         if !finished.status.success() {
             return Err(BenchError::Failed(format!(
                 "print-lines {}: {}",
@@ -293,7 +360,7 @@ impl Setup<'_> {
                 shape.lines
             )));
         }
-        Ok(finished)
+        timed(finished, &timing)
     }
 
     /// Runs the command under `baa-log exec` on `output`; checks the run
@@ -303,7 +370,7 @@ impl Setup<'_> {
         shape: Shape,
         output: Output,
         seen: &mut HashSet<String>,
-    ) -> Result<Finished> {
+    ) -> Result<Timed> {
         let mut args: Vec<OsString> = vec![
             "--server".into(),
             self.url.clone().into(),
@@ -313,7 +380,8 @@ impl Setup<'_> {
             "--".into(),
         ];
         args.extend(self.command(shape));
-        let finished = spawn::timed(self.baa_log.clone(), args, output).await?;
+        let (timing, envs) = self.timing_file();
+        let finished = spawn::timed(self.baa_log.clone(), args, envs, output).await?;
         if !finished.status.success() {
             return Err(BenchError::Failed(format!(
                 "baa-log exec {}: {}",
@@ -342,6 +410,41 @@ impl Setup<'_> {
                 self.params.line_bytes
             )));
         }
-        Ok(finished)
+        timed(finished, &timing)
     }
+}
+
+/// `finished` with the command's own times, read from `timing`, where it
+/// wrote them as it exited. A file missing after a run that succeeded
+/// means the command never saw the variable: under exec, that exec did
+/// not pass its environment on.
+fn timed(finished: Finished, timing: &Path) -> Result<Timed> {
+    let text = std::fs::read_to_string(timing).map_err(|err| {
+        BenchError::io(
+            format!("print-lines left no times in {}", timing.display()),
+            err,
+        )
+    })?;
+    let times: Vec<f64> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|err| {
+            BenchError::failed(
+                format!("cannot read the times in {}", timing.display()),
+                err,
+            )
+        })?;
+    let [command_start, command_end] = times[..] else {
+        return Err(BenchError::Failed(format!(
+            "{} holds {} times, not 2",
+            timing.display(),
+            times.len()
+        )));
+    };
+    Ok(Timed {
+        finished,
+        command_start,
+        command_end,
+    })
 }

@@ -5,7 +5,9 @@
 //! program's exit and the end of its output (end of file on the pipe, or
 //! `EIO` on the terminal's master once every holder of the slave side has
 //! closed it), so it covers everything the program and its children did.
-//! Opening the terminal is not timed.
+//! Opening the terminal is not timed. The same two moments are also
+//! read on the system's monotonic clock, which a program can read too, so
+//! that W8 can set the command's own start and end between them.
 //!
 //! On a terminal the program gets the slave side as stdin, stdout and
 //! stderr, as a program started from a shell does, but not as its
@@ -35,7 +37,10 @@ use nix::{
     sys::resource::{UsageWho, getrusage},
 };
 
-use crate::error::{BenchError, Context, Result};
+use crate::{
+    error::{BenchError, Context, Result},
+    print_lines::monotonic_secs,
+};
 
 /// How much of the drained output is read at once.
 const READ_BYTES: usize = 256 * 1024;
@@ -79,6 +84,10 @@ pub(super) struct Drained {
 pub(super) struct Finished {
     /// From before the spawn to the exit and the end of the output.
     pub(super) secs: f64,
+    /// The monotonic clock just before the spawn, seconds.
+    pub(super) spawned_at: f64,
+    /// The monotonic clock at the exit and the end of the output, seconds.
+    pub(super) ended_at: f64,
     /// CPU time of the program and the descendants it waited for.
     pub(super) cpu_secs: f64,
     /// How it ended.
@@ -89,13 +98,15 @@ pub(super) struct Finished {
     pub(super) stderr: String,
 }
 
-/// Runs `program` with `args`, its output on `output`, and times it.
+/// Runs `program` with `args` and the variables `envs` added to the
+/// harness's environment, its output on `output`, and times it.
 pub(super) async fn timed(
     program: PathBuf,
     args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
     output: Output,
 ) -> Result<Finished> {
-    tokio::task::spawn_blocking(move || timed_blocking(&program, &args, output))
+    tokio::task::spawn_blocking(move || timed_blocking(&program, &args, &envs, output))
         .await
         .context("a timed run failed")?
 }
@@ -104,26 +115,31 @@ pub(super) async fn timed(
 fn timed_blocking(
     program: &std::path::Path,
     args: &[OsString],
+    envs: &[(OsString, OsString)],
     output: Output,
 ) -> Result<Finished> {
     let mut command = Command::new(program);
-    command.args(args).env_remove("RUST_LOG");
+    command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .envs(envs.iter().cloned());
     let cannot_start =
         |err: std::io::Error| BenchError::io(format!("cannot start {}", program.display()), err);
     let cpu_before = children_cpu_secs()?;
-    let (start, mut child, drain, stderr) = match output {
+    let (spawned_at, start, mut child, drain, stderr) = match output {
         Output::Pipe => {
             command
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
+            let spawned_at = monotonic_secs()?;
             let start = Instant::now();
             let mut child = command.spawn().map_err(cannot_start)?;
             let stdout = child.stdout.take().expect("stdout is piped");
             let stderr = child.stderr.take().expect("stderr is piped");
             let drain = std::thread::spawn(move || drain(stdout));
             let stderr = std::thread::spawn(move || keep_start(stderr));
-            (start, child, drain, Some(stderr))
+            (spawned_at, start, child, drain, Some(stderr))
         }
         Output::Terminal => {
             let terminal = open_terminal()?;
@@ -136,6 +152,7 @@ fn timed_blocking(
                 .stdin(slave(&terminal.slave)?)
                 .stdout(slave(&terminal.slave)?)
                 .stderr(Stdio::from(terminal.slave));
+            let spawned_at = monotonic_secs()?;
             let start = Instant::now();
             let child = command.spawn().map_err(cannot_start);
             // The command holds the harness's copies of the slave side;
@@ -144,7 +161,7 @@ fn timed_blocking(
             let child = child?;
             let master = File::from(terminal.master);
             let drain = std::thread::spawn(move || drain(master));
-            (start, child, drain, None)
+            (spawned_at, start, child, drain, None)
         }
     };
     let status = child
@@ -154,6 +171,7 @@ fn timed_blocking(
         .join()
         .map_err(|_| BenchError::Failed("the drain thread panicked".into()))??;
     let secs = start.elapsed().as_secs_f64();
+    let ended_at = monotonic_secs()?;
     let cpu_secs = children_cpu_secs()? - cpu_before;
     let stderr = match stderr {
         Some(thread) => thread
@@ -163,6 +181,8 @@ fn timed_blocking(
     };
     Ok(Finished {
         secs,
+        spawned_at,
+        ended_at,
         cpu_secs,
         status,
         drained,
