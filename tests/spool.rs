@@ -181,6 +181,8 @@ fn a_stopped_server_does_not_stop_the_command() {
         "the terminal got it all"
     );
     assert!(!spools(&spool).is_empty(), "the output waits in a spool");
+    // Long enough for exec to see the server is away and say so.
+    std::thread::sleep(Duration::from_secs(1));
 
     let _server = ServerProcess::start_on(&data, addr);
     let output = wait_with_limit(exec, Duration::from_secs(120));
@@ -422,6 +424,23 @@ fn fail_closed_refuses_to_run_without_a_server() {
     assert!(!ran.exists());
 }
 
+/// A server in this process over `data`, with worker leases of `lease`.
+async fn lease_server(data: &Path, lease: Duration) -> crate::util::TestServer {
+    use baa_logd::{ServerConfig, settings::Leases};
+
+    crate::util::TestServer::start_with(
+        data,
+        ServerConfig {
+            leases: Leases {
+                worker_lease: lease,
+                ..Leases::default()
+            },
+            ..ServerConfig::default()
+        },
+    )
+    .await
+}
+
 /// A TCP relay to the server that a test can cut, as a network partition
 /// would: open connections are torn down and new ones refused until it is
 /// mended.
@@ -479,21 +498,9 @@ impl Relay {
 /// lifecycle entries what happened, and ends completed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_cut_off_past_its_lease_delivers_its_spool_late() {
-    use baa_logd::{ServerConfig, settings::Leases};
-
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = crate::util::TestServer::start_with(
-        &data,
-        ServerConfig {
-            leases: Leases {
-                worker_lease: Duration::from_secs(1),
-                ..Leases::default()
-            },
-            ..ServerConfig::default()
-        },
-    )
-    .await;
+    let server = lease_server(&data, Duration::from_secs(1)).await;
     let relay = Relay::start(server.addr).await;
     let (half, go, done) = (
         dir.path().join("half"),
@@ -639,21 +646,9 @@ async fn a_silent_command_keeps_its_lease() {
 /// and completes once the worker gets through again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_longer_lease_asked_by_the_worker_outlasts_a_cut() {
-    use baa_logd::{ServerConfig, settings::Leases};
-
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = crate::util::TestServer::start_with(
-        &data,
-        ServerConfig {
-            leases: Leases {
-                worker_lease: Duration::from_millis(500),
-                ..Leases::default()
-            },
-            ..ServerConfig::default()
-        },
-    )
-    .await;
+    let server = lease_server(&data, Duration::from_millis(500)).await;
     let relay = Relay::start(server.addr).await;
     let go = dir.path().join("go");
     let exec = baa_log(&format!("http://{}", relay.addr), &dir.path().join("spool"))

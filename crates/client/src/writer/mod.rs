@@ -598,19 +598,8 @@ impl RunWriter {
 
     /// The run's state as the server holds it.
     async fn current_state(&self) -> Result<pb::RunStateSnapshot, ClientError> {
-        let key = &self.inner.key;
-        let run = self
-            .inner
-            .stub
-            .clone()
-            .get_run(pb::GetRunRequest {
-                task_id: key.task_id.clone(),
-                run_id: key.run_id.clone(),
-            })
+        run_state(&self.inner.stub, &self.inner.key)
             .await?
-            .into_inner();
-        run.run
-            .and_then(|run| run.state)
             .ok_or_else(|| tonic::Status::internal("the reply holds no state").into())
     }
 
@@ -823,15 +812,7 @@ pub(crate) async fn update_state_retrying(
             Err(status) => status,
         };
         if retried && status.code() == tonic::Code::FailedPrecondition {
-            let run = stub
-                .clone()
-                .get_run(pb::GetRunRequest {
-                    task_id: key.task_id.clone(),
-                    run_id: key.run_id.clone(),
-                })
-                .await?
-                .into_inner();
-            if let Some(state) = run.run.and_then(|run| run.state) {
+            if let Some(state) = run_state(stub, key).await? {
                 if patch.status.is_none_or(|wanted| wanted == state.status) {
                     return Ok(state);
                 }
@@ -842,6 +823,22 @@ pub(crate) async fn update_state_retrying(
         }
         retried = true;
     }
+}
+
+/// The run's state as the server holds it, if the reply has one.
+pub(crate) async fn run_state(
+    stub: &LoggingClient,
+    key: &RunKey,
+) -> Result<Option<pb::RunStateSnapshot>, tonic::Status> {
+    let run = stub
+        .clone()
+        .get_run(pb::GetRunRequest {
+            task_id: key.task_id.clone(),
+            run_id: key.run_id.clone(),
+        })
+        .await?
+        .into_inner();
+    Ok(run.run.and_then(|run| run.state))
 }
 
 /// Calls `call` until it succeeds, fails for good, or the policy gives up.

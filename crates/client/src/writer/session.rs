@@ -941,23 +941,12 @@ async fn apply_patch(
     patch: pb::RunStatePatch,
     retry: RetryPolicy,
 ) -> Result<(), tonic::Status> {
-    let run_status = async || -> Result<Option<pb::RunStateSnapshot>, tonic::Status> {
-        let run = stub
-            .clone()
-            .get_run(pb::GetRunRequest {
-                task_id: key.task_id.clone(),
-                run_id: key.run_id.clone(),
-            })
-            .await?
-            .into_inner();
-        Ok(run.run.and_then(|run| run.state))
-    };
     let update =
         |patch: pb::RunStatePatch| super::update_state_retrying(stub, key, writer_id, patch, retry);
     match update(patch.clone()).await {
         Ok(_) => Ok(()),
         Err(err) if err.code() == Some(tonic::Code::FailedPrecondition) => {
-            let state = run_status().await?;
+            let state = super::run_state(stub, key).await?;
             let current = state.as_ref().map(|state| state.status);
             if patch.status.is_none_or(|wanted| Some(wanted) == current) {
                 return Ok(());
