@@ -703,9 +703,10 @@ async fn pump(
             }
             break;
         }
+        // No flush per piece: the write is handed to a thread and goes
+        // out at once, while the next piece is read.
         if terminal_open {
-            terminal_open =
-                terminal.write_all(&buf[..read]).await.is_ok() && terminal.flush().await.is_ok();
+            terminal_open = terminal.write_all(&buf[..read]).await.is_ok();
         }
         if log_error.is_none() {
             if let Err(err) = log.write_all(&buf[..read]).await {
@@ -715,6 +716,9 @@ async fn pump(
         if let Some(err) = failed {
             return Err(err);
         }
+    }
+    if terminal_open {
+        let _ = terminal.flush().await;
     }
     if log_error.is_none() {
         if let Err(err) = log.shutdown().await {
