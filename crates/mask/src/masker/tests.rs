@@ -1,0 +1,1 @@
+//! Tests of whole-text and JSON masking.
