@@ -71,11 +71,24 @@ pub fn forms_of(value: &str) -> Vec<String> {
     };
     push(value.to_owned());
     for alignment in 0..3 {
-        push(base64_aligned(value.as_bytes(), alignment, &STANDARD_NO_PAD));
-        push(base64_aligned(value.as_bytes(), alignment, &URL_SAFE_NO_PAD));
+        push(base64_aligned(
+            value.as_bytes(),
+            alignment,
+            &STANDARD_NO_PAD,
+        ));
+        push(base64_aligned(
+            value.as_bytes(),
+            alignment,
+            &URL_SAFE_NO_PAD,
+        ));
     }
     for lower in [false, true] {
-        push(percent_encoded(value, is_uri_component_unreserved, false, lower));
+        push(percent_encoded(
+            value,
+            is_uri_component_unreserved,
+            false,
+            lower,
+        ));
         push(percent_encoded(value, is_rfc3986_unreserved, false, lower));
         push(percent_encoded(value, is_form_unreserved, true, lower));
     }
@@ -100,8 +113,17 @@ fn base64_aligned(value: &[u8], alignment: usize, engine: &impl base64::Engine) 
 
 /// `value` percent-encoded: bytes for which `unreserved` holds are kept,
 /// a space becomes `+` when `space_as_plus`, every other byte becomes `%XX`.
-fn percent_encoded(value: &str, unreserved: fn(u8) -> bool, space_as_plus: bool, lower: bool) -> String {
-    let digits: &[u8; 16] = if lower { b"0123456789abcdef" } else { b"0123456789ABCDEF" };
+fn percent_encoded(
+    value: &str,
+    unreserved: fn(u8) -> bool,
+    space_as_plus: bool,
+    lower: bool,
+) -> String {
+    let digits: &[u8; 16] = if lower {
+        b"0123456789abcdef"
+    } else {
+        b"0123456789ABCDEF"
+    };
     let mut out = String::with_capacity(value.len() * 3);
     for byte in value.bytes() {
         if unreserved(byte) {
@@ -185,7 +207,10 @@ mod tests {
         // "abcdefgh" -> "YWJjZGVmZ2g"; at alignment 1 "\0abcdefgh" ->
         // "AGFiY2RlZmdo" minus 2 leading; at 2 "\0\0abcdefgh" ->
         // "AABhYmNkZWZnaA" minus 3 leading and the last (mixed with padding).
-        assert_eq!(forms, ["abcdefgh", "YWJjZGVmZ2", "FiY2RlZmdo", "hYmNkZWZna"]);
+        assert_eq!(
+            forms,
+            ["abcdefgh", "YWJjZGVmZ2", "FiY2RlZmdo", "hYmNkZWZna"]
+        );
     }
 
     /// A value with reserved characters gets URL and JSON forms, each once.
@@ -201,7 +226,10 @@ mod tests {
             "p/ss\\\"w<rd \\u00e9",
             "p/ss\\\"w\\u003crd é",
         ] {
-            assert!(forms.iter().any(|form| form == expected), "missing {expected}");
+            assert!(
+                forms.iter().any(|form| form == expected),
+                "missing {expected}"
+            );
         }
         let mut unique = forms.clone();
         unique.sort();
@@ -215,9 +243,16 @@ mod tests {
     fn base64_forms_of_an_accepted_value_are_not_short() {
         for value in ["abcdefgh", "a+/=?&%x", "\u{1f600}\u{1f600}"] {
             for alignment in 0..3 {
-                assert_eq!(base64_aligned(value.as_bytes(), alignment, &STANDARD_NO_PAD).len(), 10);
+                assert_eq!(
+                    base64_aligned(value.as_bytes(), alignment, &STANDARD_NO_PAD).len(),
+                    10
+                );
             }
-            assert!(forms_of(value).iter().all(|form| form.len() >= MIN_FORM_BYTES));
+            assert!(
+                forms_of(value)
+                    .iter()
+                    .all(|form| form.len() >= MIN_FORM_BYTES)
+            );
         }
     }
 }

@@ -129,7 +129,8 @@ impl Masker {
             },
             Value::Array(items) => items.iter_mut().map(|item| self.mask_json(item)).sum(),
             Value::Object(map) => {
-                let mut occurrences: usize = map.values_mut().map(|item| self.mask_json(item)).sum();
+                let mut occurrences: usize =
+                    map.values_mut().map(|item| self.mask_json(item)).sum();
                 if map.keys().any(|key| !self.spans(key).is_empty()) {
                     for (key, item) in std::mem::take(map) {
                         let (masked, found) = self.mask(&key);

@@ -61,7 +61,10 @@ const DEFAULT_RULES: &[(&str, &str)] = &[
     ("aws-access-key-id", r"(?:AKIA|ASIA)[A-Z0-9]{16}"),
     // A JSON web token: a base64url header starting `{"`, a payload and
     // a signature (empty for `alg: none`), separated by dots.
-    ("json-web-token", r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*"),
+    (
+        "json-web-token",
+        r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*",
+    ),
     // Slack bot, user, app-level and refresh tokens.
     ("slack-token", r"xox[abpr]-[A-Za-z0-9-]{10,}"),
 ];
@@ -140,10 +143,20 @@ mod tests {
     fn default_rules_match_their_formats() {
         let rules = Rules::default_rules();
         let hits = |text: &str| -> Vec<&str> {
-            rules.iter().filter(|rule| rule.regex().is_match(text)).map(Rule::name).collect()
+            rules
+                .iter()
+                .filter(|rule| rule.regex().is_match(text))
+                .map(Rule::name)
+                .collect()
         };
-        assert_eq!(hits("token ghp_0123456789abcdefghijABCDEFGHIJ012345"), ["github-token"]);
-        assert_eq!(hits("ghs_0123456789abcdefghijABCDEFGHIJ01234"), Vec::<&str>::new());
+        assert_eq!(
+            hits("token ghp_0123456789abcdefghijABCDEFGHIJ012345"),
+            ["github-token"]
+        );
+        assert_eq!(
+            hits("ghs_0123456789abcdefghijABCDEFGHIJ01234"),
+            Vec::<&str>::new()
+        );
         assert_eq!(
             hits(&format!("github_pat_{}_{}", "A".repeat(22), "b".repeat(59))),
             ["github-fine-grained-token"]
@@ -151,11 +164,16 @@ mod tests {
         assert_eq!(hits("key=AKIAIOSFODNN7EXAMPLE"), ["aws-access-key-id"]);
         assert_eq!(hits("ASIAY34FZKBOKMUTVV7A,"), ["aws-access-key-id"]);
         assert_eq!(
-            hits("Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            hits(
+                "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+            ),
             ["json-web-token"]
         );
         assert_eq!(hits("xoxb-1234567890-abcdefghij"), ["slack-token"]);
-        assert_eq!(hits("cargo build --release -p baa-logging-mask && echo ok"), Vec::<&str>::new());
+        assert_eq!(
+            hits("cargo build --release -p baa-logging-mask && echo ok"),
+            Vec::<&str>::new()
+        );
     }
 
     /// A configured pattern that does not compile is an error.

@@ -45,7 +45,9 @@ pub enum SecretError {
     },
     /// A line of the value is longer than [`MAX_SECRET_BYTES`]; nothing of
     /// the value was registered.
-    #[error("secret has a line of {len} bytes, longer than the maximum of {MAX_SECRET_BYTES} bytes")]
+    #[error(
+        "secret has a line of {len} bytes, longer than the maximum of {MAX_SECRET_BYTES} bytes"
+    )]
     TooLong {
         /// The length of the longest line in bytes.
         len: usize,
@@ -102,7 +104,11 @@ impl Secrets {
         if value.is_empty() {
             return Ok(Added::Ignored);
         }
-        let lines: Vec<&str> = value.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+        let lines: Vec<&str> = value
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect();
         let longest = lines.iter().map(|line| line.len()).max().unwrap_or(0);
         if longest > MAX_SECRET_BYTES {
             return Err(SecretError::TooLong { len: longest });
@@ -123,7 +129,11 @@ impl Secrets {
                 }
             }
         }
-        Ok(if new_lines == 0 { Added::Known } else { Added::New { skipped_lines } })
+        Ok(if new_lines == 0 {
+            Added::Known
+        } else {
+            Added::New { skipped_lines }
+        })
     }
 
     /// How many values (lines) are registered.
@@ -178,7 +188,10 @@ mod tests {
         let err = secrets.add(" hunter2 ").unwrap_err();
         assert_eq!(err, SecretError::TooShort { len: 7 });
         let message = err.to_string();
-        assert_eq!(message, "secret is 7 bytes long, shorter than the minimum of 8 bytes");
+        assert_eq!(
+            message,
+            "secret is 7 bytes long, shorter than the minimum of 8 bytes"
+        );
         assert!(!message.contains("hunter2"));
         assert!(secrets.is_empty());
     }
@@ -190,7 +203,9 @@ mod tests {
         let long = "x".repeat(MAX_SECRET_BYTES + 1);
         assert_eq!(
             secrets.add(&format!("abcdefghij\n{long}")),
-            Err(SecretError::TooLong { len: MAX_SECRET_BYTES + 1 })
+            Err(SecretError::TooLong {
+                len: MAX_SECRET_BYTES + 1
+            })
         );
         assert!(secrets.is_empty());
     }
@@ -199,7 +214,10 @@ mod tests {
     #[test]
     fn duplicate_value_is_known() {
         let mut secrets = Secrets::new();
-        assert_eq!(secrets.add("s3cr3t-token"), Ok(Added::New { skipped_lines: 0 }));
+        assert_eq!(
+            secrets.add("s3cr3t-token"),
+            Ok(Added::New { skipped_lines: 0 })
+        );
         let forms = secrets.forms().count();
         assert_eq!(secrets.add("s3cr3t-token\n"), Ok(Added::Known));
         assert_eq!(secrets.len(), 1);
@@ -211,15 +229,27 @@ mod tests {
     #[test]
     fn multi_line_value_registers_each_line() {
         let mut secrets = Secrets::new();
-        let added = secrets.add("-----BEGIN KEY-----\r\nMIIEowIBAAKCAQEA\r\n\r\nab==\r\n-----END KEY-----\r\n");
+        let added = secrets
+            .add("-----BEGIN KEY-----\r\nMIIEowIBAAKCAQEA\r\n\r\nab==\r\n-----END KEY-----\r\n");
         assert_eq!(added, Ok(Added::New { skipped_lines: 1 }));
         assert_eq!(secrets.len(), 3);
-        for line in ["-----BEGIN KEY-----", "MIIEowIBAAKCAQEA", "-----END KEY-----"] {
+        for line in [
+            "-----BEGIN KEY-----",
+            "MIIEowIBAAKCAQEA",
+            "-----END KEY-----",
+        ] {
             assert!(secrets.forms().any(|form| form == line), "{line}");
         }
-        assert!(!secrets.forms().any(|form| form.contains('\r') || form.contains('\n') || form == "ab=="));
+        assert!(
+            !secrets
+                .forms()
+                .any(|form| form.contains('\r') || form.contains('\n') || form == "ab==")
+        );
         assert_eq!(secrets.add("MIIEowIBAAKCAQEA\nab"), Ok(Added::Known));
-        assert_eq!(secrets.add("ab\ncd\n"), Err(SecretError::TooShort { len: 2 }));
+        assert_eq!(
+            secrets.add("ab\ncd\n"),
+            Err(SecretError::TooShort { len: 2 })
+        );
     }
 
     /// `Debug` shows counts only.

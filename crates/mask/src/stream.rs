@@ -82,9 +82,8 @@ pub struct Masked {
 /// held, never the text.
 #[derive(Default)]
 pub struct StreamMasker {
-    /// Pushed text not released yet, starting at a char boundary of the
-    /// stream; never contains a newline followed by more text that could
-    /// not be released.
+    /// Pushed text not released yet: the tail that could still be (part
+    /// of) a secret or a token. It starts at a char boundary of the stream.
     held: String,
 }
 
@@ -107,7 +106,10 @@ impl StreamMasker {
         text.push_str(chunk);
         let found = masker.spans(&text);
         let mut release = text.len() - self.hold_len(masker, &text);
-        if let Some(crossing) = found.iter().find(|span| span.start < release && span.end > release) {
+        if let Some(crossing) = found
+            .iter()
+            .find(|span| span.start < release && span.end > release)
+        {
             release = crossing.start;
         }
         let done = found.partition_point(|span| span.end <= release);
@@ -141,7 +143,9 @@ impl StreamMasker {
     /// How many bytes at the end of `text` to hold: the longer of the open
     /// prefix of a form and the trailing token run (if there are rules).
     fn hold_len(&self, masker: &Masker, text: &str) -> usize {
-        let secret = masker.matcher().map_or(0, |matcher| matcher.open_prefix_len(text));
+        let secret = masker
+            .matcher()
+            .map_or(0, |matcher| matcher.open_prefix_len(text));
         let rule = if masker.rules().is_empty() {
             0
         } else {
@@ -162,7 +166,9 @@ fn is_token_byte(byte: u8) -> bool {
 
 impl fmt::Debug for StreamMasker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StreamMasker").field("held_len", &self.held.len()).finish()
+        f.debug_struct("StreamMasker")
+            .field("held_len", &self.held.len())
+            .finish()
     }
 }
 

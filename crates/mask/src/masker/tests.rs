@@ -29,9 +29,15 @@ fn whole_secret_is_masked() {
 /// With nothing registered, or nothing found, the text is borrowed.
 #[test]
 fn nothing_to_mask_borrows() {
-    assert!(matches!(Masker::default().mask("a secret"), (Cow::Borrowed("a secret"), 0)));
+    assert!(matches!(
+        Masker::default().mask("a secret"),
+        (Cow::Borrowed("a secret"), 0)
+    ));
     let m = masker(&["hunter2-is-my-password"]);
-    assert!(matches!(m.mask("nothing here"), (Cow::Borrowed("nothing here"), 0)));
+    assert!(matches!(
+        m.mask("nothing here"),
+        (Cow::Borrowed("nothing here"), 0)
+    ));
 }
 
 /// A secret added after masking started is masked from then on (the
@@ -41,7 +47,10 @@ fn secret_added_later_is_masked() {
     let mut m = masker(&["first-secret-value"]);
     assert_eq!(m.mask("second-secret-value").1, 0);
     m.add_secret("second-secret-value").unwrap();
-    assert_eq!(m.mask("first-secret-value second-secret-value").0, "[MASKED] [MASKED]");
+    assert_eq!(
+        m.mask("first-secret-value second-secret-value").0,
+        "[MASKED] [MASKED]"
+    );
 }
 
 /// base64(prefix + secret + suffix), for every alignment of the secret
@@ -83,9 +92,15 @@ fn base64_is_masked_at_every_alignment() {
 #[test]
 fn basic_auth_header_is_masked() {
     let m = masker(&["correct-horse-battery"]);
-    let header = format!("Authorization: Basic {}", STANDARD.encode("admin:correct-horse-battery"));
+    let header = format!(
+        "Authorization: Basic {}",
+        STANDARD.encode("admin:correct-horse-battery")
+    );
     let (masked, _) = m.mask(&header);
-    assert!(masked.starts_with("Authorization: Basic YWRtaW"), "{masked}");
+    assert!(
+        masked.starts_with("Authorization: Basic YWRtaW"),
+        "{masked}"
+    );
     assert!(masked.contains(MASK), "{masked}");
     assert!(!masked.contains("Y29ycmVjdC1ob3JzZS1iYXR0ZXJ5"), "{masked}");
 }
@@ -94,7 +109,8 @@ fn basic_auth_header_is_masked() {
 #[test]
 fn url_encoded_secret_is_masked() {
     let m = masker(&["pa ss/wo?rd&x=1"]);
-    let (masked, n) = m.mask("GET /login?p=pa%20ss%2Fwo%3Frd%26x%3D1&q=2 and p=pa%20ss%2fwo%3frd%26x%3d1");
+    let (masked, n) =
+        m.mask("GET /login?p=pa%20ss%2Fwo%3Frd%26x%3D1&q=2 and p=pa%20ss%2fwo%3frd%26x%3d1");
     assert_eq!(masked, "GET /login?p=[MASKED]&q=2 and p=[MASKED]");
     assert_eq!(n, 2);
     assert_eq!(m.mask("form: pa+ss%2Fwo%3Frd%26x%3D1").0, "form: [MASKED]");
@@ -106,7 +122,8 @@ fn url_encoded_secret_is_masked() {
 fn json_escaped_secret_is_masked() {
     let secret = r#"ab"cd\ef/gh-secret"#;
     let m = masker(&[secret]);
-    let json = serde_json::to_string(&serde_json::json!({ "password": format!("x{secret}y") })).unwrap();
+    let json =
+        serde_json::to_string(&serde_json::json!({ "password": format!("x{secret}y") })).unwrap();
     assert_eq!(json, r#"{"password":"xab\"cd\\ef/gh-secrety"}"#);
     assert_eq!(m.mask(&json).0, r#"{"password":"x[MASKED]y"}"#);
     let php = json.replace('/', "\\/");
@@ -118,7 +135,10 @@ fn json_escaped_secret_is_masked() {
 #[test]
 fn overlapping_secrets_are_one_mask() {
     let m = masker(&["abcdefgh12", "gh12345678"]);
-    assert_eq!(m.mask("x abcdefgh12345678 y"), (Cow::Owned("x [MASKED] y".into()), 1));
+    assert_eq!(
+        m.mask("x abcdefgh12345678 y"),
+        (Cow::Owned("x [MASKED] y".into()), 1)
+    );
 }
 
 /// Of two secrets where one is a prefix of the other, the longer one is
@@ -135,7 +155,10 @@ fn longest_secret_wins() {
 #[test]
 fn multi_line_secret_is_masked_line_by_line() {
     let m = masker(&["line-one-of-key\nline-two-of-key\n"]);
-    assert_eq!(m.mask("line-two-of-key\r\nline-one-of-key").0, "[MASKED]\r\n[MASKED]");
+    assert_eq!(
+        m.mask("line-two-of-key\r\nline-one-of-key").0,
+        "[MASKED]\r\n[MASKED]"
+    );
 }
 
 /// The default rules mask their token formats without registration.
@@ -187,5 +210,8 @@ fn debug_does_not_show_values() {
     m.add_secret("very-secret-value").unwrap();
     let debug = format!("{m:?}");
     assert!(!debug.contains("very-secret-value"), "{debug}");
-    assert!(debug.starts_with("Masker { secrets: Secrets { values: 1, "), "{debug}");
+    assert!(
+        debug.starts_with("Masker { secrets: Secrets { values: 1, "),
+        "{debug}"
+    );
 }

@@ -32,7 +32,9 @@ fn run(masker: &Masker, chunks: &[&str]) -> (String, usize) {
 
 /// The char boundaries of `text` strictly inside it.
 fn inner_boundaries(text: &str) -> Vec<usize> {
-    (1..text.len()).filter(|&i| text.is_char_boundary(i)).collect()
+    (1..text.len())
+        .filter(|&i| text.is_char_boundary(i))
+        .collect()
 }
 
 /// A whole secret in one chunk ending in a newline is released masked at
@@ -42,7 +44,13 @@ fn whole_secret_in_one_chunk() {
     let m = masker(&["hunter2-is-my-password"], Rules::none());
     let mut stream = StreamMasker::new();
     let masked = stream.push(&m, "pw=hunter2-is-my-password\n");
-    assert_eq!(masked, Masked { text: "pw=[MASKED]\n".into(), occurrences: 1 });
+    assert_eq!(
+        masked,
+        Masked {
+            text: "pw=[MASKED]\n".into(),
+            occurrences: 1
+        }
+    );
     assert_eq!(stream.held_len(), 0);
 }
 
@@ -50,15 +58,30 @@ fn whole_secret_in_one_chunk() {
 /// chunks at every pair of points, comes out masked exactly as whole.
 #[test]
 fn secret_split_at_every_point() {
-    let m = masker(&["pässwörd-ünïcode", "hunter2-is-my-password"], Rules::none());
-    for text in ["a pässwörd-ünïcode b\n", "x hunter2-is-my-password", "hunter2-is-my-passwor"] {
+    let m = masker(
+        &["pässwörd-ünïcode", "hunter2-is-my-password"],
+        Rules::none(),
+    );
+    for text in [
+        "a pässwörd-ünïcode b\n",
+        "x hunter2-is-my-password",
+        "hunter2-is-my-passwor",
+    ] {
         let (whole, n) = m.mask(text);
         let points = inner_boundaries(text);
         for &i in &points {
-            assert_eq!(run(&m, &[&text[..i], &text[i..]]), (whole.to_string(), n), "{text:?} at {i}");
+            assert_eq!(
+                run(&m, &[&text[..i], &text[i..]]),
+                (whole.to_string(), n),
+                "{text:?} at {i}"
+            );
             for &j in points.iter().filter(|&&j| j > i) {
                 let chunks = [&text[..i], &text[i..j], &text[j..]];
-                assert_eq!(run(&m, &chunks), (whole.to_string(), n), "{text:?} at {i}, {j}");
+                assert_eq!(
+                    run(&m, &chunks),
+                    (whole.to_string(), n),
+                    "{text:?} at {i}, {j}"
+                );
             }
         }
     }
@@ -75,7 +98,13 @@ fn prefix_of_a_secret_is_held_until_decided() {
     assert_eq!(stream.held_len(), 4);
     assert_eq!(stream.push(&m, "3t-val").text, "");
     assert_eq!(stream.held_len(), 10);
-    assert_eq!(stream.push(&m, "ue, done"), Masked { text: "[MASKED], done".into(), occurrences: 1 });
+    assert_eq!(
+        stream.push(&m, "ue, done"),
+        Masked {
+            text: "[MASKED], done".into(),
+            occurrences: 1
+        }
+    );
     assert_eq!(stream.held_len(), 0);
 }
 
@@ -89,7 +118,13 @@ fn prefix_that_is_no_secret_is_released_unchanged() {
     assert_eq!(stream.push(&m, "apple").text, "s3crapple");
     assert_eq!(stream.held_len(), 0);
     assert_eq!(stream.push(&m, "abc s3cr3t-").text, "abc ");
-    assert_eq!(stream.flush(&m), Masked { text: "s3cr3t-".into(), occurrences: 0 });
+    assert_eq!(
+        stream.flush(&m),
+        Masked {
+            text: "s3cr3t-".into(),
+            occurrences: 0
+        }
+    );
     assert_eq!(stream.held_len(), 0);
 }
 
@@ -122,7 +157,11 @@ fn rule_match_split_at_every_point() {
     let (whole, n) = m.mask(text);
     assert_eq!(whole, "a [MASKED] b [MASKED] c [MASKED]");
     for i in inner_boundaries(text) {
-        assert_eq!(run(&m, &[&text[..i], &text[i..]]), (whole.to_string(), n), "at {i}");
+        assert_eq!(
+            run(&m, &[&text[..i], &text[i..]]),
+            (whole.to_string(), n),
+            "at {i}"
+        );
     }
 }
 
@@ -133,7 +172,11 @@ fn overlapping_secrets_split_at_every_point() {
     let m = masker(&["abcdefgh12", "gh12345678"], Rules::none());
     let text = "x abcdefgh12345678 y";
     for i in inner_boundaries(text) {
-        assert_eq!(run(&m, &[&text[..i], &text[i..]]), ("x [MASKED] y".into(), 1), "at {i}");
+        assert_eq!(
+            run(&m, &[&text[..i], &text[i..]]),
+            ("x [MASKED] y".into(), 1),
+            "at {i}"
+        );
     }
     let mut stream = StreamMasker::new();
     assert_eq!(stream.push(&m, "x abcdefgh12").text, "x ");
@@ -146,7 +189,13 @@ fn overlapping_secrets_split_at_every_point() {
 /// a secret.
 #[test]
 fn random_chunkings_equal_whole_text_masking() {
-    let secrets = ["correct-horse-battery", "hunter2-is-my-password", "pässwörd-ünïcode", "abcdefgh12", "gh12345678"];
+    let secrets = [
+        "correct-horse-battery",
+        "hunter2-is-my-password",
+        "pässwörd-ünïcode",
+        "abcdefgh12",
+        "gh12345678",
+    ];
     let m = masker(&secrets, Rules::default_rules());
     let mut rng = fastrand::Rng::with_seed(0x6d61736b);
     let pieces = [
@@ -171,14 +220,18 @@ fn random_chunkings_equal_whole_text_masking() {
         "-password",
     ];
     for round in 0..300 {
-        let text: String = (0..rng.usize(20..80)).map(|_| pieces[rng.usize(..pieces.len())]).collect();
+        let text: String = (0..rng.usize(20..80))
+            .map(|_| pieces[rng.usize(..pieces.len())])
+            .collect();
         let (whole, n) = m.mask(&text);
         for secret in secrets {
             assert!(!whole.contains(secret), "{whole}");
         }
         let boundaries = inner_boundaries(&text);
         for _ in 0..20 {
-            let mut cuts: Vec<usize> = (0..rng.usize(0..12)).map(|_| boundaries[rng.usize(..boundaries.len())]).collect();
+            let mut cuts: Vec<usize> = (0..rng.usize(0..12))
+                .map(|_| boundaries[rng.usize(..boundaries.len())])
+                .collect();
             cuts.sort_unstable();
             cuts.dedup();
             let mut chunks = Vec::new();
@@ -188,7 +241,11 @@ fn random_chunkings_equal_whole_text_masking() {
                 at = cut;
             }
             chunks.push(&text[at..]);
-            assert_eq!(run(&m, &chunks), (whole.to_string(), n), "round {round}: {chunks:?}");
+            assert_eq!(
+                run(&m, &chunks),
+                (whole.to_string(), n),
+                "round {round}: {chunks:?}"
+            );
         }
     }
 }
@@ -213,8 +270,22 @@ fn throughput_100_mb_100_secrets() {
     let secrets: Vec<String> = (0..100)
         .map(|_| (0..rng.usize(16..40)).map(|_| rng.alphanumeric()).collect())
         .collect();
-    let m = masker(&secrets.iter().map(String::as_str).collect::<Vec<_>>(), Rules::default_rules());
-    let words = ["compiling", "crate", "warning:", "test", "ok", "finished", "in", "0.42s", "src/lib.rs:12:5", "=>"];
+    let m = masker(
+        &secrets.iter().map(String::as_str).collect::<Vec<_>>(),
+        Rules::default_rules(),
+    );
+    let words = [
+        "compiling",
+        "crate",
+        "warning:",
+        "test",
+        "ok",
+        "finished",
+        "in",
+        "0.42s",
+        "src/lib.rs:12:5",
+        "=>",
+    ];
     let mut block = String::new();
     while block.len() < 1 << 20 {
         for _ in 0..rng.usize(3..15) {
@@ -234,7 +305,10 @@ fn throughput_100_mb_100_secrets() {
     let mut out = 0;
     for _ in 0..rounds {
         for chunk in block.as_bytes().chunks(64 * 1024) {
-            out += stream.push(&m, std::str::from_utf8(chunk).unwrap()).text.len();
+            out += stream
+                .push(&m, std::str::from_utf8(chunk).unwrap())
+                .text
+                .len();
         }
     }
     out += stream.flush(&m).text.len();
