@@ -16,6 +16,7 @@ mod follow;
 mod integrity;
 mod leases;
 mod limits;
+mod masking;
 mod metrics;
 mod polyglot;
 mod pty;

@@ -20,6 +20,7 @@ use baa_logging_client::{
     WriterOptions, pb,
 };
 use baa_logging_config::ids;
+use baa_logging_mask::{Masker, Rules};
 use clap::Args;
 use futures::FutureExt;
 use nix::{sys::signal::Signal, unistd::Pid};
@@ -34,6 +35,7 @@ use tonic::Code;
 use crate::{
     Failure,
     claim::{self, Attempt},
+    masks::MaskArgs,
     parse_run,
     run_ref::RunRef,
     spawn::{self, Mode, SpawnError},
@@ -108,6 +110,9 @@ pub(crate) struct ExecArgs {
     /// waits for it at the end.
     #[command(flatten)]
     spool: SpoolArgs,
+    /// Which values are masked in the run.
+    #[command(flatten)]
+    masks: MaskArgs,
     /// Run the command in a pseudo-terminal, also when baa-log's stdout is
     /// not a terminal (when it is, this is the default). One terminal is
     /// the command's stdin, stdout and stderr, so it writes line by line,
@@ -338,9 +343,13 @@ async fn open_log(
     cwd: &str,
     explain: &impl Fn(ClientError) -> Failure,
 ) -> Result<Log, Failure> {
+    let secrets = args.masks.secrets()?;
+    // The run's metadata is masked too: its command line may hold a value.
+    let masker = Masker::with_secrets(secrets.clone(), Rules::none());
     let writer_options = WriterOptions {
         writer_id: args.writer_id.clone(),
         lease: args.lease,
+        secrets,
         ..WriterOptions::default()
     };
     let running = pb::RunStatePatch {
@@ -363,7 +372,7 @@ async fn open_log(
             }
             let client = Client::from_stub(options.connect_lazy().map_err(explain)?);
             let attempt = local_attempt(args)?;
-            let new_run = new_run(&attempt, args, cwd);
+            let new_run = new_run(&attempt, args, cwd, &masker);
             let spool = args.spool.options(&attempt.key);
             let writer = client
                 .spooled_writer(attempt.key.clone(), Some(new_run), writer_options, &spool)
@@ -385,7 +394,7 @@ async fn open_log(
         Err(err) => return Err(explain(err)),
     };
     let client = Client::from_stub(stub);
-    let attempt = prepare(&client, args, cwd, explain).await?;
+    let attempt = prepare(&client, args, cwd, &masker, explain).await?;
     let key = attempt.key.clone();
     announce(&attempt);
     let writer = if args.spool.fail_closed {
@@ -581,6 +590,7 @@ async fn prepare(
     client: &Client,
     args: &ExecArgs,
     cwd: &str,
+    masker: &Masker,
     explain: &impl Fn(ClientError) -> Failure,
 ) -> Result<Attempt, Failure> {
     let attempt = match &args.retry_of {
@@ -591,7 +601,7 @@ async fn prepare(
         None => local_attempt(args)?,
     };
     let key = &attempt.key;
-    let mut new_run = new_run(&attempt, args, cwd);
+    let mut new_run = new_run(&attempt, args, cwd, masker);
     // A fresh id is taken to be new, as it was made to be; any other id is
     // checked against the runs there are.
     if args.run.is_some() || attempt.retry_of.is_some() {
@@ -631,14 +641,14 @@ fn local_attempt(args: &ExecArgs) -> Result<Attempt, Failure> {
     })
 }
 
-/// The metadata of the run `attempt` names.
-fn new_run(attempt: &Attempt, args: &ExecArgs, cwd: &str) -> NewRun {
+/// The metadata of the run `attempt` names, its command line masked.
+fn new_run(attempt: &Attempt, args: &ExecArgs, cwd: &str, masker: &Masker) -> NewRun {
     let key = &attempt.key;
     NewRun::new(&key.task_id, &key.run_id)
         .step(&attempt.step_id, &attempt.step_name)
         .attempt(attempt.attempt)
         .worker_kind("baa-log exec")
-        .command(shell_line(&args.command))
+        .command(masker.mask(&shell_line(&args.command)).0)
         .paths(cwd, cwd)
 }
 

@@ -20,6 +20,8 @@
 //! - `health`: `health`, whether a server serves.
 //! - `gc`: `gc`, a retention pass on the server.
 //! - `finish`: `finish`, a run ended by hand.
+//! - `masks`: which values `exec` masks (environment variables by name,
+//!   files of secrets).
 //! - `spool`: where `exec` keeps output while the server is away, and how
 //!   it reports what it did not deliver; `upload`: `upload`, a spool sent
 //!   later.
@@ -33,6 +35,7 @@ mod finish;
 mod gc;
 mod grep;
 mod health;
+mod masks;
 mod prefix;
 mod range;
 mod read;

@@ -17,6 +17,7 @@
 //! module `output`; they use this module's queue and limits, and this
 //! module only re-exports their names.
 
+mod masking;
 mod output;
 mod session;
 mod spool;
@@ -37,6 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use self::output::{AsyncOutputWriter, OutputWriter, Utf8Decoder};
 pub use self::spool::SpoolOptions;
 use self::{
+    masking::{ItemMasker, SharedMasker},
     session::{Command, Progress, Session, Spooled},
     spool::{Spool, SpoolHeader},
 };
@@ -68,6 +70,11 @@ pub struct WriterOptions {
     /// cut off from the server for a while (the server caps it with its
     /// `max_worker_lease`); `None`: the server's.
     pub lease: Option<Duration>,
+    /// Values to mask: every later item is masked before it leaves the
+    /// worker's memory (before the spool and the network), in the forms
+    /// [`baa_logging_mask::Secrets`] lists. More can be added with
+    /// [`RunWriter::add_secret`].
+    pub secrets: baa_logging_mask::Secrets,
 }
 
 impl Default for WriterOptions {
@@ -79,6 +86,7 @@ impl Default for WriterOptions {
             buffer_bytes: 8 * 1024 * 1024,
             retry: RetryPolicy::default(),
             lease: None,
+            secrets: baa_logging_mask::Secrets::new(),
         }
     }
 }
@@ -148,6 +156,8 @@ struct Inner {
     retry: RetryPolicy,
     /// The spool, for a spooled writer, and what its session did.
     spool: Option<(Arc<Spool>, Arc<Progress>)>,
+    /// The secrets the writer masks.
+    masker: SharedMasker,
 }
 
 /// What a spooled writer delivered when it was closed: see
@@ -211,6 +221,7 @@ impl RunWriter {
         let max_batch_entries = limit(info.max_batch_entries, DEFAULT_MAX_BATCH_ENTRIES);
         let batch_bytes = options.batch_bytes.clamp(1, (max_message / 2).max(1));
         let failure = Arc::new(Mutex::new(None));
+        let masker = SharedMasker::new(options.secrets.clone());
         // Few commands wait here: the bytes they hold are on top of the
         // session's buffer.
         let (commands, receiver) = mpsc::channel(32);
@@ -231,6 +242,7 @@ impl RunWriter {
             receiver,
             failure.clone(),
             None,
+            Some(ItemMasker::new(masker.clone())),
         );
         tokio::spawn(session.run());
         Ok(Self {
@@ -244,6 +256,7 @@ impl RunWriter {
                 max_data_bytes,
                 retry: options.retry,
                 spool: None,
+                masker,
             }),
         })
     }
@@ -261,18 +274,22 @@ impl RunWriter {
         spool: &SpoolOptions,
         after: u64,
     ) -> Result<Self, ClientError> {
+        let masker = SharedMasker::new(options.secrets.clone());
         let header = SpoolHeader {
             task_id: key.task_id.clone(),
             run_id: key.run_id.clone(),
             writer_id: options.writer_id.clone().unwrap_or_else(default_writer_id),
-            prepare: prepare.map(NewRun::into_request),
+            prepare: prepare.map(|run| mask_prepare(&masker, run.into_request())),
             first_after: after,
         };
-        let spool = Spool::create(spool, &header).map_err(|err| ClientError::InvalidInput {
-            what: "spool",
-            reason: format!("cannot create {}: {err}", spool.path.display()),
-        })?;
-        Self::over_spool(stub, header, spool, &options)
+        let spool =
+            Spool::create(spool, &header, ItemMasker::new(masker.clone())).map_err(|err| {
+                ClientError::InvalidInput {
+                    what: "spool",
+                    reason: format!("cannot create {}: {err}", spool.path.display()),
+                }
+            })?;
+        Self::over_spool(stub, header, spool, &options, masker)
     }
 
     /// A spooled writer over the spool at `path`, written earlier by
@@ -282,12 +299,13 @@ impl RunWriter {
         path: &Path,
         options: WriterOptions,
     ) -> Result<Self, ClientError> {
-        let (spool, header) =
-            Spool::open(path, u64::MAX).map_err(|err| ClientError::InvalidInput {
+        let masker = SharedMasker::new(options.secrets.clone());
+        let (spool, header) = Spool::open(path, u64::MAX, ItemMasker::new(masker.clone()))
+            .map_err(|err| ClientError::InvalidInput {
                 what: "spool",
                 reason: err.to_string(),
             })?;
-        Self::over_spool(stub, header, spool, &options)
+        Self::over_spool(stub, header, spool, &options, masker)
     }
 
     /// Starts the session of a spooled writer.
@@ -296,6 +314,7 @@ impl RunWriter {
         header: SpoolHeader,
         spool: Spool,
         options: &WriterOptions,
+        masker: SharedMasker,
     ) -> Result<Self, ClientError> {
         let key = header.key();
         let spool = Arc::new(spool);
@@ -328,6 +347,8 @@ impl RunWriter {
                 header.prepare.clone(),
                 progress.clone(),
             )),
+            // A spooled writer masks under its spool's lock.
+            None,
         );
         tokio::spawn(session.run());
         Ok(Self {
@@ -343,8 +364,23 @@ impl RunWriter {
                 max_data_bytes: DEFAULT_MAX_ENTRY_BYTES,
                 retry: options.retry,
                 spool: Some((spool, progress)),
+                masker,
             }),
         })
+    }
+
+    /// Registers one more value to mask in every later item; see
+    /// [`baa_logging_mask::Secrets::add`] for the rules (at least 8 bytes;
+    /// empty values ignored; each line of a multi-line value on its own).
+    ///
+    /// # Errors
+    ///
+    /// A value too short or too long; the message never holds the value.
+    pub fn add_secret(
+        &self,
+        value: &str,
+    ) -> Result<baa_logging_mask::Added, baa_logging_mask::SecretError> {
+        self.inner.masker.add(value)
     }
 
     /// The spool, for a spooled writer.
@@ -519,7 +555,12 @@ impl RunWriter {
     pub async fn flush(&self) -> Result<pb::LocalRunLogSummary, ClientError> {
         let (reply, response) = oneshot::channel();
         let command = match self.spool() {
-            Some(spool) => Command::FlushTo(spool.end(), reply),
+            Some(spool) => {
+                // What the masking holds back goes in before the end is
+                // taken.
+                spool.release_held();
+                Command::FlushTo(spool.end(), reply)
+            }
             None => Command::Flush(reply),
         };
         self.inner
@@ -554,6 +595,7 @@ impl RunWriter {
             return self.current_state().await;
         }
         self.flush().await?;
+        let patch = self.inner.masker.mask_patch(patch);
         let ends = is_final(&patch);
         let state = update_state_retrying(
             &self.inner.stub,
@@ -651,6 +693,7 @@ impl RunWriter {
             });
         }
         let log_summary = self.flush().await?;
+        let patch = self.inner.masker.mask_patch(patch);
         let (stub, key, retry) = (&self.inner.stub, &self.inner.key, self.inner.retry);
         let writer_id = self.inner.writer_id.as_str();
         let state = match update_state_retrying(stub, key, writer_id, patch.clone(), retry).await {
@@ -749,6 +792,20 @@ impl RunWriter {
             None => ClientError::WriterClosed("the writer's task has ended".into()),
         }
     }
+}
+
+/// A run to prepare with its metadata's `command` masked.
+fn mask_prepare(
+    masker: &SharedMasker,
+    mut request: pb::PrepareRunRequest,
+) -> pb::PrepareRunRequest {
+    if let Some(metadata) = &mut request.metadata {
+        metadata.command = metadata
+            .command
+            .as_ref()
+            .map(|command| masker.mask_text(command));
+    }
+    request
 }
 
 /// A lease asked for, in the protocol's milliseconds (0: the server's).

@@ -36,7 +36,10 @@ use tokio::{
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, warn};
 
-use super::spool::{Record, Spool, SpoolReader};
+use super::{
+    masking::ItemMasker,
+    spool::{Record, Spool, SpoolReader},
+};
 use crate::{
     LoggingClient, RetryPolicy, RunKey,
     backoff::Backoff,
@@ -229,6 +232,9 @@ pub(crate) struct Session {
     ended: bool,
     /// The spool, for a spooled writer.
     spooled: Option<Spooled>,
+    /// The masking of items, for a writer that is not spooled (a spooled
+    /// writer masks under its spool's lock).
+    masking: Option<ItemMasker>,
 }
 
 impl Session {
@@ -245,6 +251,7 @@ impl Session {
         commands: mpsc::Receiver<Command>,
         failure: Arc<Mutex<Option<tonic::Status>>>,
         spooled: Option<Spooled>,
+        masking: Option<ItemMasker>,
     ) -> Self {
         Self {
             stub,
@@ -265,6 +272,7 @@ impl Session {
             last_message: Instant::now(),
             ended: false,
             spooled,
+            masking,
         }
     }
 
@@ -302,21 +310,26 @@ impl Session {
             let full = self.kept_bytes >= self.limits.buffer_bytes;
             let send_by = self.send_by;
             let beat = self.next_beat();
+            let held = self
+                .masking
+                .as_ref()
+                .and_then(ItemMasker::next_due)
+                .map(Instant::from_std);
             let call = self.stream.as_mut().map(|stream| &mut stream.call);
             tokio::select! {
                 command = self.commands.recv(), if !full => match command {
                     Some(Command::Item(payload)) => {
-                        self.last_taken += 1;
-                        let item = pb::AppendItem {
-                            writer_seq: self.last_taken,
-                            payload: Some(payload),
+                        let payloads = match &mut self.masking {
+                            Some(masking) => masking.mask(payload),
+                            None => vec![payload],
                         };
-                        self.take(item, 0);
+                        self.number(payloads);
                         if self.unsent_bytes >= self.limits.batch_bytes {
                             self.send_unsent().await?;
                         }
                     }
                     Some(Command::Flush(reply) | Command::FlushTo(_, reply)) => {
+                        self.release_held();
                         let result = self.flush().await;
                         let stop = result.as_ref().err().cloned();
                         let _ = reply.send(result);
@@ -326,16 +339,47 @@ impl Session {
                     }
                     Some(Command::Ended) => self.end_lease(),
                     None => {
+                        self.release_held();
                         self.flush().await?;
                         return Ok(());
                     }
                 },
                 () = sleep_until(send_by), if send_by.is_some() => self.send_unsent().await?,
                 () = sleep_until(beat), if beat.is_some() => self.beat().await?,
+                () = sleep_until(held), if held.is_some() => {
+                    let due = self
+                        .masking
+                        .as_mut()
+                        .map(|masking| masking.release_due(Instant::now().into_std()))
+                        .unwrap_or_default();
+                    self.number(due);
+                }
                 () = tokio::time::sleep(self.full_poll), if full => self.poll_full().await?,
                 ended = wait_call(call) => self.stream_ended(ended).await?,
             }
         }
+    }
+
+    /// Numbers `payloads` in order and keeps them.
+    fn number(&mut self, payloads: Vec<Payload>) {
+        for payload in payloads {
+            self.last_taken += 1;
+            let item = pb::AppendItem {
+                writer_seq: self.last_taken,
+                payload: Some(payload),
+            };
+            self.take(item, 0);
+        }
+    }
+
+    /// Takes what the masking holds back, before a flush or the end.
+    fn release_held(&mut self) {
+        let held = self
+            .masking
+            .as_mut()
+            .map(ItemMasker::release_all)
+            .unwrap_or_default();
+        self.number(held);
     }
 
     /// The loop of a spooled writer: its handles write the spool and never
@@ -368,9 +412,11 @@ impl Session {
             let full = self.kept_bytes >= self.limits.buffer_bytes;
             let send_by = self.send_by;
             let beat = self.next_beat();
+            let held = spool.next_due().map(Instant::from_std);
             let call = self.stream.as_mut().map(|stream| &mut stream.call);
             tokio::select! {
                 () = spool.written.notified(), if !full => {}
+                () = sleep_until(held), if held.is_some() => spool.release_due(),
                 command = self.commands.recv(), if !closing => self.spooled_command(command),
                 () = sleep_until(send_by), if send_by.is_some() => self.send_unsent().await?,
                 () = sleep_until(beat), if beat.is_some() => self.beat().await?,

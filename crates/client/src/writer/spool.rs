@@ -39,6 +39,7 @@ use std::{
 use prost::Message;
 use tokio::sync::Notify;
 
+use super::masking::ItemMasker;
 use crate::{
     RunKey,
     pb::{self, append_item::Payload},
@@ -149,6 +150,8 @@ struct Appender {
     header: SpoolHeader,
     /// Whether the file was removed, everything in it delivered.
     gone: bool,
+    /// The writer's masking: items are masked before they are written.
+    masking: ItemMasker,
 }
 
 /// A spool, shared by a writer's handles and its session.
@@ -164,7 +167,11 @@ pub(crate) struct Spool {
 
 impl Spool {
     /// Creates a spool at `options.path` for the writer `header` names.
-    pub(crate) fn create(options: &SpoolOptions, header: &SpoolHeader) -> io::Result<Self> {
+    pub(crate) fn create(
+        options: &SpoolOptions,
+        header: &SpoolHeader,
+        masking: ItemMasker,
+    ) -> io::Result<Self> {
         if let Some(dir) = options.path.parent() {
             // Spools hold a command's output: for their owner's eyes.
             fs::DirBuilder::new()
@@ -196,13 +203,18 @@ impl Spool {
                 error: None,
                 header: header.clone(),
                 gone: false,
+                masking,
             },
         ))
     }
 
     /// Opens the spool at `path` again, to send what it holds: returns it
     /// with its header, after cutting off a last record cut short.
-    pub(crate) fn open(path: &Path, max_bytes: u64) -> io::Result<(Self, SpoolHeader)> {
+    pub(crate) fn open(
+        path: &Path,
+        max_bytes: u64,
+        masking: ItemMasker,
+    ) -> io::Result<(Self, SpoolHeader)> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -257,6 +269,7 @@ impl Spool {
                 error: None,
                 header: header.clone(),
                 gone: false,
+                masking,
             },
         );
         Ok((spool, header))
@@ -286,11 +299,8 @@ impl Spool {
     pub(crate) fn push_item(&self, payload: Payload) {
         {
             let mut appender = self.lock();
-            appender.mark_losses(&self.path, false);
-            if appender.dropped.entries == 0 {
-                appender.write_item(payload, false);
-            } else {
-                appender.drop_item(&payload);
+            for payload in appender.masking.mask(payload) {
+                appender.push_masked(&self.path, payload);
             }
         }
         self.written.notify_one();
@@ -302,13 +312,43 @@ impl Spool {
     pub(crate) fn push_patch(&self, patch: pb::RunStatePatch) {
         {
             let mut appender = self.lock();
+            // What the masking holds back goes before the state change.
+            for payload in appender.masking.release_all() {
+                appender.push_masked(&self.path, payload);
+            }
             // The place of a loss is marked before the run's next state,
             // room or not, so a run that ends with a loss says so.
             appender.mark_losses(&self.path, true);
+            let patch = appender.masking.mask_patch(patch);
             let bytes = frame(&Record::Patch(patch));
             appender.write(&bytes);
         }
         self.written.notify_one();
+    }
+
+    /// Writes what the masking holds back, whatever it is.
+    pub(crate) fn release_held(&self) {
+        let mut appender = self.lock();
+        for payload in appender.masking.release_all() {
+            appender.push_masked(&self.path, payload);
+        }
+        drop(appender);
+        self.written.notify_one();
+    }
+
+    /// Writes what the masking has held back for too long.
+    pub(crate) fn release_due(&self) {
+        let mut appender = self.lock();
+        for payload in appender.masking.release_due(std::time::Instant::now()) {
+            appender.push_masked(&self.path, payload);
+        }
+        drop(appender);
+        self.written.notify_one();
+    }
+
+    /// When what the masking holds back is due, if it holds something.
+    pub(crate) fn next_due(&self) -> Option<std::time::Instant> {
+        self.lock().masking.next_due()
     }
 
     /// The logical end of what is written.
@@ -408,6 +448,17 @@ impl Spool {
 }
 
 impl Appender {
+    /// Writes a masked item, or counts it as dropped while the file is
+    /// full, after the mark of what was dropped before, if it fits now.
+    fn push_masked(&mut self, path: &Path, payload: Payload) {
+        self.mark_losses(path, false);
+        if self.dropped.entries == 0 {
+            self.write_item(payload, false);
+        } else {
+            self.drop_item(&payload);
+        }
+    }
+
     /// Writes the mark of the output dropped since the last one, if any:
     /// when it fits, or past the limit with `force`.
     fn mark_losses(&mut self, path: &Path, force: bool) {
@@ -611,7 +662,14 @@ mod tests {
             prepare: None,
             first_after: 0,
         };
-        Spool::create(&options, &header).expect("a spool")
+        Spool::create(&options, &header, no_masking()).expect("a spool")
+    }
+
+    /// A masking with no secrets.
+    fn no_masking() -> ItemMasker {
+        ItemMasker::new(super::super::masking::SharedMasker::new(
+            baa_logging_mask::Secrets::new(),
+        ))
     }
 
     /// Stdout text.
@@ -650,7 +708,7 @@ mod tests {
         });
         first.push_item(text("b"));
         assert_eq!(read_all(&first), ["1:a", "patch Some(2)", "2:b"]);
-        let (again, header) = Spool::open(first.path(), u64::MAX).unwrap();
+        let (again, header) = Spool::open(first.path(), u64::MAX, no_masking()).unwrap();
         assert_eq!(header.writer_id, "w");
         again.push_item(text("c"));
         assert_eq!(read_all(&again), ["1:a", "patch Some(2)", "2:b", "3:c"]);
@@ -672,7 +730,7 @@ mod tests {
             .unwrap()
             .set_len(len - 3)
             .unwrap();
-        let (again, _) = Spool::open(&path, u64::MAX).unwrap();
+        let (again, _) = Spool::open(&path, u64::MAX, no_masking()).unwrap();
         assert_eq!(read_all(&again), ["1:whole"]);
         again.push_item(text("next"));
         assert_eq!(read_all(&again), ["1:whole", "2:next"]);
@@ -717,7 +775,7 @@ mod tests {
         assert_eq!(texts.len(), 51);
         assert!(texts[0].starts_with("151:"), "{}", texts[0]);
         assert_eq!(texts[50], "201:after");
-        let (again, header) = Spool::open(spool.path(), u64::MAX).unwrap();
+        let (again, header) = Spool::open(spool.path(), u64::MAX, no_masking()).unwrap();
         assert_eq!(header.first_after, 150, "the header says what went before");
         again.push_item(text("reopened"));
         assert_eq!(read_all(&again)[51], "202:reopened");
