@@ -177,30 +177,26 @@ async fn exec_masks_secret_environment_values_everywhere() {
     server.stop().await;
 }
 
+/// `exec` with no server (it spools and gives up after 200 ms) of a
+/// command that echoes the secret, with `flags` before the run's; returns
+/// the spool directory it used, under `dir`.
+fn echo_offline(dir: &Path, name: &str, flags: &[&str]) -> std::path::PathBuf {
+    let spool = dir.join(name);
+    let mut args = flags.to_vec();
+    args.extend(["--task", "m", "--run", name, "--delivery-wait", "200ms"]);
+    args.extend(["--", "sh", "-c", "echo token=$DEPLOY_TOKEN"]);
+    let output = exec("http://127.0.0.1:1", &spool, &args);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    spool
+}
+
 /// With no server, the spool itself never holds the secret; and
-/// --no-default-masks leaves `*_TOKEN` alone unless --mask-env names it.
+/// --no-default-masks leaves `*_TOKEN` alone unless --mask-env or
+/// --mask-file names it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_spool_is_masked_and_defaults_can_be_turned_off() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = dir.path().join("spool");
-    let nowhere = "http://127.0.0.1:1";
-    let output = exec(
-        nowhere,
-        &spool,
-        &[
-            "--task",
-            "m",
-            "--run",
-            "offline",
-            "--delivery-wait",
-            "200ms",
-            "--",
-            "sh",
-            "-c",
-            "echo token=$DEPLOY_TOKEN",
-        ],
-    );
-    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let spool = echo_offline(dir.path(), "offline", &[]);
     assert!(leaks(&spool).is_empty(), "{:?}", leaks(&spool));
     let spooled: Vec<u8> = std::fs::read_dir(spool.join("m"))
         .unwrap()
@@ -212,55 +208,27 @@ async fn the_spool_is_masked_and_defaults_can_be_turned_off() {
         "the spool holds the masked line"
     );
 
-    let unmasked = exec(
-        nowhere,
-        &dir.path().join("spool2"),
-        &[
-            "--no-default-masks",
-            "--task",
-            "m",
-            "--run",
-            "plain",
-            "--delivery-wait",
-            "200ms",
-            "--",
-            "sh",
-            "-c",
-            "echo token=$DEPLOY_TOKEN",
-        ],
+    let unmasked = echo_offline(dir.path(), "plain", &["--no-default-masks"]);
+    assert!(!leaks(&unmasked).is_empty(), "not masked without defaults");
+
+    let named = echo_offline(
+        dir.path(),
+        "named",
+        &["--no-default-masks", "--mask-env", "deploy_*"],
     );
-    assert_eq!(unmasked.status.code(), Some(0));
     assert!(
-        !leaks(&dir.path().join("spool2")).is_empty(),
-        "not masked without defaults"
+        leaks(&named).is_empty(),
+        "masked by a pattern, case ignored"
     );
 
     let file = dir.path().join("secrets.txt");
     std::fs::write(&file, format!("{SECRET}\n")).unwrap();
-    let from_file = exec(
-        nowhere,
-        &dir.path().join("spool3"),
-        &[
-            "--no-default-masks",
-            "--mask-file",
-            file.to_str().unwrap(),
-            "--task",
-            "m",
-            "--run",
-            "file",
-            "--delivery-wait",
-            "200ms",
-            "--",
-            "sh",
-            "-c",
-            "echo token=$DEPLOY_TOKEN",
-        ],
+    let from_file = echo_offline(
+        dir.path(),
+        "file",
+        &["--no-default-masks", "--mask-file", file.to_str().unwrap()],
     );
-    assert_eq!(from_file.status.code(), Some(0));
-    assert!(
-        leaks(&dir.path().join("spool3")).is_empty(),
-        "masked from the file"
-    );
+    assert!(leaks(&from_file).is_empty(), "masked from the file");
 }
 
 /// A writer that is not spooled (--fail-closed) masks in its session:

@@ -121,6 +121,45 @@ fn spools(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// A command in two halves that a test steps through: it prints lines
+/// up to `half_at`, touches `half`, waits for `go`, prints the rest up to
+/// `total`, touches `done`, then runs `after` (if any).
+struct Halves {
+    /// Touched after the first half.
+    half: PathBuf,
+    /// The command goes on once this exists.
+    go: PathBuf,
+    /// Touched after the second half.
+    done: PathBuf,
+    /// The command, for `sh -c`.
+    script: String,
+}
+
+impl Halves {
+    /// The command, its files under `dir`.
+    fn new(dir: &Path, half_at: u64, total: u64, after: &str) -> Self {
+        let (half, go, done) = (dir.join("half"), dir.join("go"), dir.join("done"));
+        let mut script = format!(
+            "seq -f 'line %.0f' 1 {half_at}; touch {}; \
+             while [ ! -e {} ]; do sleep 0.02; done; \
+             seq -f 'line %.0f' {} {total}; touch {}",
+            half.display(),
+            go.display(),
+            half_at + 1,
+            done.display()
+        );
+        if !after.is_empty() {
+            script = format!("{script}; {after}");
+        }
+        Self {
+            half,
+            go,
+            done,
+            script,
+        }
+    }
+}
+
 /// `n` lines `line <i>` from `from`, as the test commands print them.
 fn lines(from: u64, to: u64) -> String {
     (from..=to).map(|i| format!("line {i}\n")).collect()
@@ -137,19 +176,12 @@ fn a_stopped_server_does_not_stop_the_command() {
     let spool = dir.path().join("spool");
     let mut server = ServerProcess::start(&data);
     let addr = server.addr;
-    let (half, go, done) = (
-        dir.path().join("half"),
-        dir.path().join("go"),
-        dir.path().join("done"),
-    );
-    let script = format!(
-        "seq -f 'line %.0f' 1 100000; touch {half}; \
-         while [ ! -e {go} ]; do sleep 0.02; done; \
-         seq -f 'line %.0f' 100001 200000; touch {done}",
-        half = half.display(),
-        go = go.display(),
-        done = done.display()
-    );
+    let Halves {
+        half,
+        go,
+        done,
+        script,
+    } = Halves::new(dir.path(), 100000, 200000, "");
     let terminal = std::fs::File::create(dir.path().join("terminal")).unwrap();
     let exec = baa_log(&server.url(), &spool)
         .args([
@@ -292,19 +324,12 @@ fn the_spool_of_a_killed_exec_is_delivered_exactly_once() {
     let spool = dir.path().join("spool");
     let mut server = ServerProcess::start(&data);
     let addr = server.addr;
-    let (half, go, done) = (
-        dir.path().join("half"),
-        dir.path().join("go"),
-        dir.path().join("done"),
-    );
-    let script = format!(
-        "seq -f 'line %.0f' 1 1000; touch {half}; \
-         while [ ! -e {go} ]; do sleep 0.02; done; \
-         seq -f 'line %.0f' 1001 2000; touch {done}; exec sleep 60",
-        half = half.display(),
-        go = go.display(),
-        done = done.display()
-    );
+    let Halves {
+        half,
+        go,
+        done,
+        script,
+    } = Halves::new(dir.path(), 1000, 2000, "exec sleep 60");
     let mut exec = baa_log(&server.url(), &spool)
         .args(["exec", "--task", "t", "--run", "killed", "--", "sh", "-c"])
         .arg(&script)
@@ -502,19 +527,12 @@ async fn a_worker_cut_off_past_its_lease_delivers_its_spool_late() {
     let data = dir.path().join("data");
     let server = lease_server(&data, Duration::from_secs(1)).await;
     let relay = Relay::start(server.addr).await;
-    let (half, go, done) = (
-        dir.path().join("half"),
-        dir.path().join("go"),
-        dir.path().join("done"),
-    );
-    let script = format!(
-        "seq -f 'line %.0f' 1 1000; touch {half}; \
-         while [ ! -e {go} ]; do sleep 0.02; done; \
-         seq -f 'line %.0f' 1001 2000; touch {done}",
-        half = half.display(),
-        go = go.display(),
-        done = done.display()
-    );
+    let Halves {
+        half,
+        go,
+        done,
+        script,
+    } = Halves::new(dir.path(), 1000, 2000, "");
     let exec = baa_log(&format!("http://{}", relay.addr), &dir.path().join("spool"))
         .args(["exec", "--task", "t", "--run", "cut", "--", "sh", "-c"])
         .arg(&script)
