@@ -50,8 +50,9 @@ pub(crate) struct MaskArgs {
 impl MaskArgs {
     /// The values to mask. A value shorter than the masked minimum (8
     /// bytes) is not masked, and said so by name on stderr (never its
-    /// value): masking every occurrence of a short word would hide common
-    /// text, and a short secret is a weak one.
+    /// value or length): masking every occurrence of a short word would
+    /// hide common text, and a short secret is a weak one. Variables whose
+    /// names or values are not UTF-8 are passed over.
     pub(crate) fn secrets(&self) -> Result<Secrets, Failure> {
         let mut patterns = Vec::new();
         let defaults = if self.no_default_masks {
@@ -105,9 +106,10 @@ fn add(secrets: &mut Secrets, value: &str, what: &str) {
             "baa-log: masking {what}, but not {skipped_lines} of its lines: under 8 bytes"
         ),
         Ok(_) => {}
-        Err(SecretError::TooShort { len }) => eprintln!(
-            "baa-log: not masking {what}: its value is {len} bytes, under the 8 bytes a masked \
-             value needs"
+        // The length is not said: it would tell part of the secret.
+        Err(SecretError::TooShort { .. }) => eprintln!(
+            "baa-log: not masking {what}: its value is shorter than the 8 bytes a masked value \
+             needs"
         ),
         Err(err) => eprintln!("baa-log: not masking {what}: {err}"),
     }

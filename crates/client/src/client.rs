@@ -228,7 +228,10 @@ impl Client {
         options: WriterOptions,
     ) -> Result<RunWriter, ClientError> {
         let key = run.key();
-        self.prepare_run(run).await?;
+        // The metadata is masked with the writer's secrets too.
+        let masker = crate::writer::SharedMasker::new(options.secrets.clone());
+        let request = crate::writer::mask_prepare(&masker, run.into_request());
+        self.stub().prepare_run(request).await?;
         self.writer(key, options).await
     }
 

@@ -16,6 +16,7 @@
 
 use std::{
     collections::VecDeque,
+    fmt,
     sync::{Arc, PoisonError, RwLock},
     time::{Duration, Instant},
 };
@@ -73,7 +74,6 @@ impl SharedMasker {
 /// it. A chunk of the holding channel goes through at once, as it may
 /// complete the secret: it joins the held text, ahead of the items that
 /// wait (the only case where the channels' order can change).
-#[derive(Debug)]
 pub(crate) struct ItemMasker {
     /// The secrets.
     shared: SharedMasker,
@@ -81,6 +81,26 @@ pub(crate) struct ItemMasker {
     streams: [(StreamMasker, Option<Instant>); 2],
     /// Items that wait behind the held tail, in order.
     waiting: VecDeque<Payload>,
+    /// Their text, in bytes.
+    waiting_bytes: usize,
+}
+
+impl fmt::Debug for ItemMasker {
+    // What is held or waits may hold a secret: only sizes are shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ItemMasker")
+            .field(
+                "held",
+                &self
+                    .streams
+                    .iter()
+                    .map(|(s, _)| s.held_len())
+                    .collect::<Vec<_>>(),
+            )
+            .field("waiting", &self.waiting.len())
+            .field("waiting_bytes", &self.waiting_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ItemMasker {
@@ -90,6 +110,7 @@ impl ItemMasker {
             shared,
             streams: Default::default(),
             waiting: VecDeque::new(),
+            waiting_bytes: 0,
         }
     }
 
@@ -107,19 +128,33 @@ impl ItemMasker {
                 self.process(payload, &masker, &mut out);
                 self.drain(&masker, &mut out);
             }
-            Some(_) => self.waiting.push_back(payload),
+            Some(_) => {
+                self.waiting_bytes += payload_len(&payload);
+                self.waiting.push_back(payload);
+            }
             None => self.process(payload, &masker, &mut out),
         }
         out
     }
 
     /// What has been held longer than [`HOLD_BACK`] at `now`, released,
-    /// with what waited behind it.
+    /// with what waited behind it, up to an item that starts to hold a
+    /// tail of its own (its wait starts now). Also when what waits passes
+    /// [`MAX_WAITING_BYTES`]: the hold then ends early rather than grow.
     pub(crate) fn release_due(&mut self, now: Instant) -> Vec<Payload> {
-        match self.next_due() {
-            Some(due) if due <= now => self.release_all(),
-            _ => Vec::new(),
-        }
+        let due = self.next_due().is_some_and(|due| due <= now);
+        let Some(held) = self
+            .holding()
+            .filter(|_| due || self.waiting_bytes > MAX_WAITING_BYTES)
+        else {
+            return Vec::new();
+        };
+        let shared = self.shared.clone();
+        let masker = shared.0.read().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::new();
+        self.release(held, &masker, &mut out);
+        self.drain(&masker, &mut out);
+        out
     }
 
     /// Everything held and everything waiting, released in order: before
@@ -162,6 +197,7 @@ impl ItemMasker {
             let Some(payload) = self.waiting.pop_front() else {
                 return;
             };
+            self.waiting_bytes -= payload_len(&payload);
             self.process(payload, masker, out);
         }
     }
@@ -224,6 +260,19 @@ impl ItemMasker {
         if !masked.text.is_empty() {
             out.push(super::chunk_payload(CHANNELS[index], masked.text));
         }
+    }
+}
+
+/// The most bytes of items that wait behind a held tail before the hold
+/// ends early: a command that writes much to one channel while the other
+/// holds a tail neither waits nor grows memory for long.
+const MAX_WAITING_BYTES: usize = 1024 * 1024;
+
+/// The text of an item, in bytes.
+fn payload_len(payload: &Payload) -> usize {
+    match payload {
+        Payload::Stdout(chunk) | Payload::Stderr(chunk) => chunk.text.len(),
+        Payload::Event(event) => event.message.len(),
     }
 }
 
@@ -325,5 +374,45 @@ mod tests {
         assert!(masking.mask(chunk(0, "not held\n")).len() == 1);
         masking.mask(chunk(0, "s3c"));
         assert_eq!(show(&masking.release_all()), ["out:s3c"]);
+    }
+
+    /// When a held tail's time is up, what waited behind it goes on, and
+    /// an item among them that starts a tail of its own holds it for its
+    /// own time: a secret split on the other channel is still caught.
+    #[test]
+    fn a_tail_started_while_waiting_gets_its_own_time() {
+        let mut masking = masking();
+        assert_eq!(show(&masking.mask(chunk(0, "s3c"))), Vec::<String>::new());
+        assert!(masking.mask(chunk(1, "token: s3cr3t-Va")).is_empty());
+        let due = masking.next_due().unwrap();
+        assert_eq!(show(&masking.release_due(due)), ["out:s3c", "err:token: "]);
+        assert!(
+            masking.next_due().unwrap() > due,
+            "the new tail waits from now"
+        );
+        assert_eq!(
+            show(&masking.mask(chunk(1, "lue-4242\n"))),
+            ["err:[MASKED]\n"]
+        );
+    }
+
+    /// Much written to one channel while the other holds a tail ends the
+    /// hold early, rather than wait in memory.
+    #[test]
+    fn much_waiting_ends_a_hold_early() {
+        let mut masking = masking();
+        masking.mask(chunk(0, "s3c"));
+        let block = "x".repeat(64 * 1024);
+        for _ in 0..16 {
+            assert!(masking.mask(chunk(1, &block)).is_empty());
+        }
+        assert!(
+            masking.release_due(Instant::now()).is_empty(),
+            "1 MiB waits"
+        );
+        masking.mask(chunk(1, &block));
+        let released = masking.release_due(Instant::now());
+        assert_eq!(released.len(), 18, "the tail, then everything that waited");
+        assert!(format!("{masking:?}").contains("waiting: 0"));
     }
 }

@@ -35,10 +35,11 @@ use baa_logging::config::limits::{
 use serde_json::Value as Json;
 use tokio::sync::{mpsc, oneshot};
 
+pub(crate) use self::masking::SharedMasker;
 pub use self::output::{AsyncOutputWriter, OutputWriter, Utf8Decoder};
 pub use self::spool::SpoolOptions;
 use self::{
-    masking::{ItemMasker, SharedMasker},
+    masking::ItemMasker,
     session::{Command, Progress, Session, Spooled},
     spool::{Spool, SpoolHeader},
 };
@@ -794,16 +795,16 @@ impl RunWriter {
     }
 }
 
-/// A run to prepare with its metadata's `command` masked.
-fn mask_prepare(
+/// A run to prepare with the metadata a reader sees as text (its command
+/// and prompt summary) masked.
+pub(crate) fn mask_prepare(
     masker: &SharedMasker,
     mut request: pb::PrepareRunRequest,
 ) -> pb::PrepareRunRequest {
     if let Some(metadata) = &mut request.metadata {
-        metadata.command = metadata
-            .command
-            .as_ref()
-            .map(|command| masker.mask_text(command));
+        for field in [&mut metadata.command, &mut metadata.prompt_summary] {
+            *field = field.as_ref().map(|text| masker.mask_text(text));
+        }
     }
     request
 }

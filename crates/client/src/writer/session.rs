@@ -438,7 +438,11 @@ impl Session {
             }
             Some(Command::FlushTo(offset, reply)) => spooled.waiters.push((offset, reply)),
             Some(Command::Ended) => self.end_lease(),
-            None => spooled.closing = true,
+            None => {
+                // The last handle is gone: nothing will join a held tail.
+                spooled.spool.release_held();
+                spooled.closing = true;
+            }
         }
     }
 

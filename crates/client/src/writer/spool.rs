@@ -299,7 +299,12 @@ impl Spool {
     pub(crate) fn push_item(&self, payload: Payload) {
         {
             let mut appender = self.lock();
-            for payload in appender.masking.mask(payload) {
+            // A tail held too long goes out here too, not only when the
+            // session's timer fires: the session may be waiting for the
+            // server meanwhile.
+            let mut payloads = appender.masking.release_due(now());
+            payloads.extend(appender.masking.mask(payload));
+            for payload in payloads {
                 appender.push_masked(&self.path, payload);
             }
         }
@@ -339,7 +344,7 @@ impl Spool {
     /// Writes what the masking has held back for too long.
     pub(crate) fn release_due(&self) {
         let mut appender = self.lock();
-        for payload in appender.masking.release_due(std::time::Instant::now()) {
+        for payload in appender.masking.release_due(now()) {
             appender.push_masked(&self.path, payload);
         }
         drop(appender);
@@ -605,6 +610,11 @@ impl SpoolReader {
             position += read as u64;
         }
     }
+}
+
+/// The time on tokio's clock, which the session's timers use.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// A record framed for the file.
