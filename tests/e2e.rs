@@ -17,6 +17,7 @@ mod integrity;
 mod leases;
 mod limits;
 mod masking;
+mod masking_server;
 mod metrics;
 mod polyglot;
 mod pty;

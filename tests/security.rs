@@ -545,6 +545,7 @@ async fn tokens_limited_to_tasks_touch_only_those() {
         .append_logs(futures::stream::iter([pb::AppendLogsRequest {
             open: Some(other()),
             items: Vec::new(),
+            mask_values: Vec::new(),
         }]))
         .await;
     assert_eq!(append.unwrap_err().code(), Code::PermissionDenied, "append");

@@ -196,12 +196,17 @@ pub fn open(
             writer_id: writer.into(),
         }),
         items,
+        mask_values: Vec::new(),
     }
 }
 
 /// A later message of an append stream.
 pub fn more(items: Vec<pb::AppendItem>) -> pb::AppendLogsRequest {
-    pb::AppendLogsRequest { open: None, items }
+    pb::AppendLogsRequest {
+        open: None,
+        items,
+        mask_values: Vec::new(),
+    }
 }
 
 /// Sends these messages as one append stream.

@@ -7,7 +7,7 @@ use baa_logging::Limits;
 
 use crate::{
     Metrics, Security, Settings,
-    settings::{Leases, Retention, Scrub},
+    settings::{Leases, Masking, Retention, Scrub},
 };
 
 /// A `FollowRun` response carries about this many bytes of entries.
@@ -29,6 +29,9 @@ pub struct ServerConfig {
     /// How long a `running` run lives without a writer, and the longest
     /// lease a writer may ask for.
     pub leases: Leases,
+    /// The server-wide masking rules and the hold-back time of a chunk
+    /// that may end in the start of a registered value.
+    pub masking: Masking,
     /// A `FollowRun` response carries about this many bytes of entries;
     /// [`FOLLOW_BATCH_BYTES`] unless a test wants smaller batches.
     pub follow_batch_bytes: usize,
@@ -54,6 +57,7 @@ impl ServerConfig {
             retention: settings.retention.clone(),
             scrub: settings.scrub.clone(),
             leases: settings.leases.clone(),
+            masking: settings.masking.clone(),
             follow_batch_bytes: FOLLOW_BATCH_BYTES,
             security,
             metrics: None,

@@ -93,7 +93,7 @@ pub use crate::{
     service::{
         FollowRunStream, GrpcLoggingService, SearchRunsStream, retention::RetentionCounters,
     },
-    settings::{LogFormat, Settings},
+    settings::{LogFormat, MaskRule, Masking, Settings},
 };
 
 /// Why the server stopped with an error.

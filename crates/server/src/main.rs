@@ -90,6 +90,31 @@ struct Cli {
     /// Worker leases.
     #[command(flatten)]
     leases: LeaseArgs,
+    /// Masking on ingest.
+    #[command(flatten)]
+    masking: MaskingArgs,
+}
+
+/// Masking flags; the extra rules (`masking.rules`) are set in the file.
+#[derive(Debug, Args, Serialize)]
+#[command(next_help_heading = "Masking")]
+struct MaskingArgs {
+    /// Mask the built-in token formats (GitHub, AWS, JWT, Slack) without
+    /// registration.
+    #[arg(
+        long = "mask-default-rules",
+        env = "BAA_LOGD_MASK_DEFAULT_RULES",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_rules: Option<bool>,
+    /// How long a chunk that may end in the start of a registered value
+    /// waits for the next chunk of its channel, e.g. 300ms.
+    #[arg(long = "mask-hold-back", env = "BAA_LOGD_MASK_HOLD_BACK")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hold_back: Option<String>,
 }
 
 /// Worker lease flags.

@@ -16,6 +16,7 @@ use std::{
 
 use baa_logging::DEFAULT_RUNS_DIRECTORY_NAME;
 pub use baa_logging::Limits;
+use baa_logging_mask::Rules;
 use baa_logging_store::{LocalStoreOptions, RetentionPolicy};
 use figment::{
     Figment,
@@ -53,6 +54,8 @@ pub struct Settings {
     pub scrub: Scrub,
     /// How long a `running` run lives without a writer.
     pub leases: Leases,
+    /// What the server masks on ingest, for writers that do not mask.
+    pub masking: Masking,
 }
 
 impl Default for Settings {
@@ -70,6 +73,7 @@ impl Default for Settings {
             retention: Retention::default(),
             scrub: Scrub::default(),
             leases: Leases::default(),
+            masking: Masking::default(),
         }
     }
 }
@@ -206,6 +210,94 @@ impl Leases {
     }
 }
 
+/// Masking on ingest: the values writers register on their append
+/// streams are always masked; these settings add token formats that are
+/// masked without registration (applied to each text whole), and bound
+/// how long a chunk that may end in the start of a registered value waits
+/// for the next one (see docs/security.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Masking {
+    /// Mask the built-in token formats (GitHub, AWS access key ids, JSON
+    /// web tokens, Slack) without registration.
+    pub default_rules: bool,
+    /// More token formats, each a regular expression masked wherever it
+    /// matches, in every run; checked at start.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<MaskRule>,
+    /// How long a chunk whose end may be the start of a registered value
+    /// waits for the next chunk of its channel before it is stored as it
+    /// is.
+    #[serde(with = "humantime_serde")]
+    pub hold_back: Duration,
+}
+
+impl Default for Masking {
+    fn default() -> Self {
+        Self {
+            default_rules: true,
+            rules: Vec::new(),
+            hold_back: Duration::from_millis(300),
+        }
+    }
+}
+
+/// A token format masked without registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskRule {
+    /// What the rule catches, for the operator; never shown to readers.
+    pub name: String,
+    /// The regular expression (Rust `regex` syntax).
+    pub pattern: String,
+}
+
+impl Masking {
+    /// The rules every run is masked with: the built-in ones if asked for,
+    /// then the configured ones.
+    ///
+    /// # Errors
+    ///
+    /// [`SettingsError::Invalid`] naming the first rule whose pattern is
+    /// not a regular expression.
+    pub fn rules(&self) -> Result<Rules, SettingsError> {
+        let mut rules = match self.default_rules {
+            true => Rules::default_rules(),
+            false => Rules::none(),
+        };
+        for rule in &self.rules {
+            let compiled = Rules::new([(rule.name.as_str(), rule.pattern.as_str())]).map_err(|err| {
+                SettingsError::Invalid(format!(
+                    "masking.rules: the pattern of rule {:?} is not a regular expression: {err}",
+                    rule.name
+                ))
+            })?;
+            if compiled
+                .iter()
+                .any(|compiled| compiled.regex().is_match(""))
+            {
+                return Err(SettingsError::Invalid(format!(
+                    "masking.rules: the pattern of rule {:?} matches the empty text, so it \
+                     would mask between every two characters",
+                    rule.name
+                )));
+            }
+            rules.extend(compiled);
+        }
+        Ok(rules)
+    }
+
+    /// Checks the rules and the hold-back time.
+    fn sanitize(&self) -> Result<(), SettingsError> {
+        if self.hold_back.is_zero() {
+            return Err(SettingsError::Invalid(
+                "masking.hold_back is 0; it must be a duration like 300ms".to_owned(),
+            ));
+        }
+        self.rules().map(drop)
+    }
+}
+
 /// A duration that may be turned off: `off` or `0` is zero, anything else
 /// is a duration as `humantime` reads it (`5m`, `2s`, `500ms`). Zero is
 /// written back as `off`.
@@ -280,6 +372,7 @@ impl Settings {
             .map_err(|err| SettingsError::Invalid(err.to_string()))?;
         settings.limits.sanitize()?;
         settings.leases.sanitize()?;
+        settings.masking.sanitize()?;
         Ok(settings)
     }
 

@@ -276,6 +276,7 @@ impl StubsWriter {
                 writer_id: writer_id.into(),
             }),
             items: Vec::new(),
+            mask_values: Vec::new(),
         };
         requests
             .send(open)
@@ -313,7 +314,11 @@ impl StubsWriter {
             .collect();
         if self
             .requests
-            .send(pb::AppendLogsRequest { open: None, items })
+            .send(pb::AppendLogsRequest {
+                open: None,
+                items,
+                mask_values: Vec::new(),
+            })
             .await
             .is_err()
         {

@@ -784,8 +784,12 @@ impl Session {
                 index += 1;
             }
             let last = items.last().map_or(self.last_sent, |item| item.writer_seq);
-            self.send_request(pb::AppendLogsRequest { open: None, items })
-                .await?;
+            self.send_request(pb::AppendLogsRequest {
+                open: None,
+                items,
+                mask_values: Vec::new(),
+            })
+            .await?;
             self.last_sent = last;
             self.unsent_bytes -= bytes;
         }
@@ -803,6 +807,7 @@ impl Session {
                 writer_id: self.writer_id.clone(),
             }),
             items: Vec::new(),
+            mask_values: Vec::new(),
         };
         requests
             .try_send(open)

@@ -118,6 +118,8 @@ struct Inner {
     scrub_damaged: Counter,
     /// `baa_logd_worker_leases_expired_total`.
     leases_expired: Counter,
+    /// `baa_logd_masked_occurrences_total`.
+    masked: Counter,
     /// The gRPC paths served, `/package.Service/Method`: a call to any
     /// other path is counted as `other`, so that made-up paths cannot grow
     /// the number of series without bound.
@@ -221,6 +223,12 @@ impl Metrics {
             "Running runs the server failed because no writer held their worker lease",
             leases_expired.clone(),
         );
+        let masked = Counter::default();
+        baa.register(
+            "masked_occurrences",
+            "Secrets and token matches the server replaced with [MASKED] on ingest, over all runs",
+            masked.clone(),
+        );
         let follow_buffered = Gauge::default();
         baa.register(
             "follow_buffered_bytes",
@@ -233,6 +241,7 @@ impl Metrics {
                 scrub_runs,
                 scrub_damaged,
                 leases_expired,
+                masked,
                 retention_runs,
                 retention_bytes,
                 registry,
@@ -312,6 +321,11 @@ impl Metrics {
     pub(crate) fn record_scrub(&self, damaged: u64) {
         self.inner.scrub_runs.inc();
         self.inner.scrub_damaged.inc_by(damaged);
+    }
+
+    /// The server put `occurrences` masks into what it stored.
+    pub(crate) fn record_masked(&self, occurrences: u64) {
+        self.inner.masked.inc_by(occurrences);
     }
 
     /// A run's worker lease expired, and the run failed.

@@ -6,6 +6,11 @@
 //! lines stored at once. Whatever was received before an error, a broken
 //! stream or a shutdown is stored; the writer learns how far with
 //! `GetWriterCursor` and re-sends the rest.
+//!
+//! Every item is masked before it is stored (see [`masking`](super::masking)):
+//! a chunk that ends in what may be the start of a secret waits, with
+//! every item behind it, until the next chunk of its channel, the
+//! hold-back time or the end of the stream decides.
 
 use std::sync::Arc;
 
@@ -18,6 +23,7 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status, Streaming};
 
+use super::masking::{Ingest, RunMaskers};
 use crate::{
     convert::{from_append_item, to_append_response, to_writer_cursor},
     leases::WorkerLeases,
@@ -46,6 +52,8 @@ pub(crate) struct AppendState<'a, S> {
     pub(crate) shutdown: &'a CancellationToken,
     /// The tasks the calling token may touch; all when `None`.
     pub(crate) tasks: Option<&'a TaskLimit>,
+    /// The runs' maskers: the stream masks with its run's.
+    pub(crate) maskers: &'a Arc<RunMaskers>,
 }
 
 /// `AppendLogs`.
@@ -55,7 +63,7 @@ pub(crate) async fn append_logs<S: RunStore>(
     mut stream: Streaming<pb::AppendLogsRequest>,
 ) -> Result<pb::AppendLogsResponse, Status> {
     let limit = state.limits.max_message_bytes;
-    let (open, first_items) = open_stream(&mut stream, limit).await?;
+    let (open, first) = open_stream(&mut stream, limit).await?;
     let Opened {
         key,
         writer,
@@ -73,11 +81,12 @@ pub(crate) async fn append_logs<S: RunStore>(
         .writer_cursor(&key, &writer)
         .await
         .map_err(to_status)?;
+    let ingest = Ingest::new(state.maskers.open(&key), cursor.last_writer_seq);
     let mut append = AppendStream {
         pace: state.rates.open(&key),
         batch: Batch {
             max_items: state.limits.max_batch_entries,
-            ..Batch::default()
+            ingest,
         },
         totals: Totals {
             last_writer_seq: cursor.last_writer_seq,
@@ -90,7 +99,7 @@ pub(crate) async fn append_logs<S: RunStore>(
         key,
         writer,
     };
-    append.failure = append.batch.accept_items(first_items).err();
+    append.failure = append.batch.accept_parts(first).err();
     append.run().await?;
     reply(append.state.store, &append.key, append.totals).await
 }
@@ -109,12 +118,12 @@ struct Opened {
 
 /// Reads the stream's first message, which must carry `open`, and names
 /// the run and writer in the call's span. Returns what `open` asks for and
-/// the message's items.
+/// the message, `open` taken out.
 async fn open_stream(
     stream: &mut Streaming<pb::AppendLogsRequest>,
     limit: usize,
-) -> Result<(Opened, Vec<pb::AppendItem>), Status> {
-    let first = stream
+) -> Result<(Opened, pb::AppendLogsRequest), Status> {
+    let mut first = stream
         .message()
         .await
         .map_err(|status| stream_error(status, limit))?
@@ -123,7 +132,7 @@ async fn open_stream(
                 "the stream ended before its first message, which must carry `open`",
             )
         })?;
-    let open = first.open.ok_or_else(|| {
+    let open = first.open.take().ok_or_else(|| {
         Status::invalid_argument("the first message of an AppendLogs stream must carry `open`")
     })?;
     let span = tracing::Span::current();
@@ -139,7 +148,7 @@ async fn open_stream(
         writer: open.writer_id,
         lease_ms: open.worker_lease_ms,
     };
-    Ok((opened, first.items))
+    Ok((opened, first))
 }
 
 /// The reply to a stream that ended well: what it stored, and the run's
@@ -210,8 +219,14 @@ impl<S: RunStore> AppendStream<'_, S> {
     async fn run(&mut self) -> Result<(), Status> {
         loop {
             self.gather();
-            if !self.batch.items.is_empty() {
-                self.commit().await?;
+            // At the end every held tail is stored as it is; before, only
+            // those that waited their hold-back time.
+            let ending = self.failure.is_some() || self.ended;
+            let now = (!ending).then(tokio::time::Instant::now);
+            self.batch.ingest.release(now);
+            let items = self.batch.ingest.take_ready();
+            if !items.is_empty() {
+                self.commit(items).await?;
             }
             if let Some(status) = self.failure.take() {
                 return Err(status);
@@ -219,7 +234,7 @@ impl<S: RunStore> AppendStream<'_, S> {
             if self.ended {
                 return Ok(());
             }
-            self.wait().await?;
+            self.wait().await;
         }
     }
 
@@ -227,7 +242,10 @@ impl<S: RunStore> AppendStream<'_, S> {
     /// [`APPEND_BATCH_BYTES`], without waiting.
     fn gather(&mut self) {
         let limit = self.state.limits.max_message_bytes;
-        while self.failure.is_none() && !self.ended && self.batch.bytes < APPEND_BATCH_BYTES {
+        while self.failure.is_none()
+            && !self.ended
+            && self.batch.ingest.bytes() < APPEND_BATCH_BYTES
+        {
             match self.stream.message().now_or_never() {
                 None => break,
                 Some(Ok(Some(message))) => self.failure = self.batch.accept(message).err(),
@@ -237,16 +255,14 @@ impl<S: RunStore> AppendStream<'_, S> {
         }
     }
 
-    /// Stores the batch in one store call, at the run's pace (or at once
+    /// Stores `items` in one store call, at the run's pace (or at once
     /// when the server shuts down).
-    async fn commit(&mut self) -> Result<(), Status> {
+    async fn commit(&mut self, items: Vec<AppendItem>) -> Result<(), Status> {
         tokio::select! {
-            () = self.pace.take(self.batch.items.len()) => {}
+            () = self.pace.take(items.len()) => {}
             // Store what came, then end.
             () = self.state.shutdown.cancelled() => {}
         }
-        let items = std::mem::take(&mut self.batch.items);
-        self.batch.bytes = 0;
         let outcome = self
             .state
             .store
@@ -257,41 +273,44 @@ impl<S: RunStore> AppendStream<'_, S> {
         Ok(())
     }
 
-    /// Waits for the next message; ends the stream on shutdown or after
-    /// `append_idle_timeout` without one.
-    async fn wait(&mut self) -> Result<(), Status> {
+    /// Waits for the next message, or until a held tail is due; ends the
+    /// stream (after storing what came) on shutdown or after
+    /// `append_idle_timeout` without a message.
+    async fn wait(&mut self) {
         let limit = self.state.limits.max_message_bytes;
         let idle = self.state.limits.append_idle_timeout;
+        let deadline = self.batch.ingest.deadline();
+        let due = deadline.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             message = self.stream.message() => match message {
                 Ok(Some(message)) => self.failure = self.batch.accept(message).err(),
                 Ok(None) => self.ended = true,
                 Err(status) => self.failure = Some(stream_error(status, limit)),
             },
+            // A held tail is due: the loop releases it.
+            () = tokio::time::sleep_until(due), if deadline.is_some() => {}
             () = self.state.shutdown.cancelled() => {
-                return Err(Status::unavailable(
+                self.failure = Some(Status::unavailable(
                     "the server is shutting down; every item received was stored: \
                      ask GetWriterCursor and re-send the rest",
                 ));
             }
             () = tokio::time::sleep(idle) => {
-                return Err(Status::deadline_exceeded(format!(
+                self.failure = Some(Status::deadline_exceeded(format!(
                     "no message for {} (append_idle_timeout); every item received was \
                      stored: open a new stream to go on",
                     humantime::format_duration(idle)
                 )));
             }
         }
-        Ok(())
     }
 }
 
 /// Items received and not stored yet.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Batch {
-    items: Vec<AppendItem>,
-    /// About how many bytes the items carry.
-    bytes: usize,
+    /// The masking of the items, which keeps them until they can be stored.
+    ingest: Ingest,
     /// The most items one message may carry.
     max_items: usize,
 }
@@ -304,6 +323,13 @@ impl Batch {
                 "only the first message of an AppendLogs stream may carry `open`",
             ));
         }
+        self.accept_parts(message)
+    }
+
+    /// Registers the message's mask values, then takes its items; nothing
+    /// of a message with a bad value is taken.
+    fn accept_parts(&mut self, message: pb::AppendLogsRequest) -> Result<(), Status> {
+        self.ingest.register(&message.mask_values)?;
         self.accept_items(message.items)
     }
 
@@ -317,9 +343,7 @@ impl Batch {
             )));
         }
         for item in items {
-            let item = from_append_item(item)?;
-            self.bytes += item.text_len() + 64;
-            self.items.push(item);
+            self.ingest.take(from_append_item(item)?);
         }
         Ok(())
     }

@@ -13,6 +13,7 @@
 mod append;
 mod follow;
 pub(crate) mod follow_budget;
+mod masking;
 pub(crate) mod retention;
 mod runs;
 mod search;
@@ -24,7 +25,9 @@ use baa_logging_store::RunStore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use self::{append::AppendState, follow::FollowState, retention::RetentionCounters};
+use self::{
+    append::AppendState, follow::FollowState, masking::RunMaskers, retention::RetentionCounters,
+};
 pub use self::{follow::FollowRunStream, search::SearchRunsStream};
 use crate::{
     config::ServerConfig,
@@ -58,6 +61,9 @@ pub struct GrpcLoggingService<S> {
     /// The runs' worker leases, held by append streams and swept by the
     /// task `leases::spawn` starts.
     leases: Arc<WorkerLeases>,
+    /// The runs' registered values and the server-wide rules, masked in
+    /// everything stored.
+    maskers: Arc<RunMaskers>,
 }
 
 impl<S: RunStore> GrpcLoggingService<S> {
@@ -79,6 +85,17 @@ impl<S: RunStore> GrpcLoggingService<S> {
             searches: search::Searches::new(config.limits.search_rate),
             retention: Arc::new(RetentionCounters::with_metrics(config.metrics.clone())),
             leases: WorkerLeases::new(&config.leases),
+            maskers: RunMaskers::new(
+                config.masking.rules().unwrap_or_else(|err| {
+                    // Settings::load refuses bad rules at start; a
+                    // configuration built in code falls back to the
+                    // built-in ones rather than to none.
+                    tracing::error!(cause = %err, "masking with the built-in rules only");
+                    baa_logging_mask::Rules::default_rules()
+                }),
+                config.masking.hold_back,
+                config.metrics.clone(),
+            ),
             config,
             shutdown,
         }
@@ -110,6 +127,7 @@ impl<S: RunStore> GrpcLoggingService<S> {
             rates: &self.append_rates,
             leases: &self.leases,
             shutdown: &self.shutdown,
+            maskers: &self.maskers,
         }
     }
 
@@ -152,7 +170,7 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
             .as_ref()
             .map_or("", |metadata| &metadata.task_id);
         tasks::check(limit.as_deref(), task_id)?;
-        runs::prepare_run(&*self.store, request)
+        runs::prepare_run(&*self.store, &self.maskers, request)
             .await
             .map(Response::new)
     }
@@ -187,7 +205,7 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         request: Request<pb::UpdateRunStateRequest>,
     ) -> Result<Response<pb::UpdateRunStateResponse>, Status> {
         let request = checked(request, |request| &request.task_id)?;
-        runs::update_run_state(&*self.store, &self.leases, request)
+        runs::update_run_state(&*self.store, &self.leases, &self.maskers, request)
             .await
             .map(Response::new)
     }

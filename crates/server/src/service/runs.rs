@@ -1,5 +1,5 @@
 //! The run RPCs: `PrepareRun`, `GetRun`, `ListRuns`, `UpdateRunState`.
-//! Each needs only the store.
+//! Each needs the store; those that take text a reader sees mask it first.
 
 use baa_logging::pb;
 use baa_logging_store::{
@@ -17,19 +17,28 @@ use crate::{
     status::to_status,
 };
 
+use super::masking::RunMaskers;
+
 /// The page size when a request sets none.
 const DEFAULT_PAGE_SIZE: usize = 50;
 /// The largest page.
 const MAX_PAGE_SIZE: usize = 500;
 
-/// `PrepareRun`.
+/// `PrepareRun`. The metadata a reader sees and the first summary are
+/// masked with the server-wide rules: no value can be registered before
+/// the run exists.
 #[tracing::instrument(skip_all, fields(task_id, run_id))]
 pub(crate) async fn prepare_run<S: RunStore>(
     store: &S,
+    maskers: &RunMaskers,
     request: pb::PrepareRunRequest,
 ) -> Result<pb::PrepareRunResponse, Status> {
-    let metadata = from_metadata_input(required("metadata", request.metadata)?);
-    let state = from_state_input(required("state", request.state)?);
+    let mut metadata = from_metadata_input(required("metadata", request.metadata)?);
+    let mut state = from_state_input(required("state", request.state)?);
+    maskers.mask_metadata(&mut metadata);
+    if let Some(summary) = &mut state.summary {
+        maskers.mask_with_rules(summary);
+    }
     let span = tracing::Span::current();
     span.record("task_id", metadata.task_id.as_str());
     span.record("run_id", metadata.run_id.as_str());
@@ -85,24 +94,32 @@ pub(crate) async fn list_runs<S: RunStore>(
 /// `UpdateRunState`. A request that names its writer goes through
 /// [`RunStore::update_state_by`], so that a writer back after its run's
 /// worker lease expired can set the final status; the new status starts or
-/// ends the run's lease.
+/// ends the run's lease. The summary is masked with the run's registered
+/// values and the rules; a terminal status drops the run's values.
 #[tracing::instrument(skip_all, fields(task_id = %request.task_id, run_id = %request.run_id, writer_id = %request.writer_id))]
 pub(crate) async fn update_run_state<S: RunStore>(
     store: &S,
     leases: &WorkerLeases,
+    maskers: &RunMaskers,
     request: pb::UpdateRunStateRequest,
 ) -> Result<pb::UpdateRunStateResponse, Status> {
-    let patch = from_patch(required("patch", request.patch)?)?;
+    let mut patch = from_patch(required("patch", request.patch)?)?;
     let key = RunKey {
         task_id: request.task_id,
         run_id: request.run_id,
     };
+    if let Some(summary) = &mut patch.summary {
+        maskers.mask_for_run(&key, summary);
+    }
     let state = match request.writer_id.as_str() {
         "" => store.update_state(&key, patch).await,
         writer_id => store.update_state_by(&key, writer_id, patch).await,
     }
     .map_err(to_status)?;
     leases.moved(&key, state.status);
+    if state.status.is_terminal() {
+        maskers.forget(&key);
+    }
     tracing::info!(status = state.status.as_str(), "run state changed");
     Ok(to_state_response(&state))
 }
