@@ -26,7 +26,7 @@ use aho_corasick::{Anchored, Input, MatchKind, dfa, nfa};
 /// Above this many form bytes (about the trie's states), the automaton is
 /// a contiguous NFA rather than a DFA: a DFA's table grows with states
 /// times byte classes, while the NFA stays compact and is still fast.
-const DFA_MAX_FORM_BYTES: usize = 20_000;
+const DFA_MAX_FORM_BYTES: usize = 64 * 1024;
 
 /// The automaton in the representation its size calls for.
 enum Compiled {
@@ -95,6 +95,19 @@ impl FormMatcher {
         }
     }
 
+    /// One pass over `text`: whether any form occurs in it, and the length
+    /// of its longest suffix that is a prefix of some form (as
+    /// [`FormMatcher::open_prefix_len`]).
+    pub(crate) fn scan(&self, text: &str) -> (bool, usize) {
+        let mut state = self.compiled.start();
+        let mut found = false;
+        for &byte in text.as_bytes() {
+            state = self.compiled.next(state, byte);
+            found |= self.compiled.is_match(state);
+        }
+        (found, self.depth.get(&state).map_or(0, |&len| len as usize))
+    }
+
     /// The length in bytes of the longest suffix of `text` that is a prefix
     /// of some form (a whole form included). It starts at a char boundary,
     /// because a form starts with the first byte of a character.
@@ -117,6 +130,14 @@ impl Compiled {
             Compiled::Nfa(nfa) => nfa.start_state(Anchored::No),
         };
         start.expect("unanchored search is supported")
+    }
+
+    /// Whether `state` is where a form ends.
+    fn is_match(&self, state: StateID) -> bool {
+        match self {
+            Compiled::Dfa(dfa) => dfa.is_match(state),
+            Compiled::Nfa(nfa) => nfa.is_match(state),
+        }
     }
 
     /// The state after `byte`, following failure transitions.

@@ -96,7 +96,7 @@ impl StreamMasker {
     /// Masks `chunk` after what was held and returns what can be released
     /// now; the rest is held for the next push or [`flush`](Self::flush).
     pub fn push(&mut self, masker: &Masker, chunk: &str) -> Masked {
-        if masker.is_empty() && self.held.is_empty() {
+        if self.held.is_empty() && Self::passes(masker, chunk) {
             return Masked {
                 text: chunk.to_owned(),
                 occurrences: 0,
@@ -138,6 +138,26 @@ impl StreamMasker {
     /// hold-back timer.
     pub fn held_len(&self) -> usize {
         self.held.len()
+    }
+
+    /// Whether `chunk`, with nothing held before it, goes out as it is:
+    /// no form occurs in it, no rule matches it, and no end of it could
+    /// start either. One pass of the automaton over the chunk answers for
+    /// the forms, which is what most chunks need.
+    fn passes(masker: &Masker, chunk: &str) -> bool {
+        if masker.is_empty() {
+            return true;
+        }
+        let (found, open) = masker
+            .matcher()
+            .map_or((false, 0), |matcher| matcher.scan(chunk));
+        if found || open > 0 {
+            return false;
+        }
+        let rules = masker.rules();
+        rules.is_empty()
+            || (!chunk.bytes().next_back().is_some_and(is_token_byte)
+                && !rules.iter().any(|rule| rule.regex().is_match(chunk)))
     }
 
     /// How many bytes at the end of `text` to hold: the longer of the open
