@@ -212,6 +212,62 @@ async fn a_value_split_across_two_messages_is_masked() {
     assert_not_on_disk(dir.path(), SECRET);
 }
 
+/// A chain of chunks that each hand the start of their text to the next
+/// waits whole: no chunk of it is stored (nor in the writer's cursor)
+/// before the chunk that ends it, so a writer that re-sends from its
+/// cursor never re-sends a chunk whose start the server moved into a
+/// chunk it stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_held_chunks_waits_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    let (requests, queue) = mpsc::channel(4);
+    let call = {
+        let mut client = client.clone();
+        tokio::spawn(async move { client.append_logs(ReceiverStream::new(queue)).await })
+    };
+    requests
+        .send(open_masking(
+            "r",
+            "w",
+            &[SECRET],
+            vec![stdout(1, "before\n"), stdout(2, "key=hun")],
+        ))
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    while writer_cursor(&mut client, "t", "r", "w")
+        .await
+        .last_writer_seq
+        < 1
+    {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The chunk that takes the held start and holds a longer one: the
+    // first chunk of the chain is decided, but waits with it.
+    requests
+        .send(more(vec![stdout(3, "ter2-co")]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cursor = writer_cursor(&mut client, "t", "r", "w").await;
+    assert_eq!(cursor.last_writer_seq, 1, "the chain waits whole");
+    requests
+        .send(more(vec![stdout(4, "rrect-horse done\n")]))
+        .await
+        .unwrap();
+    drop(requests);
+    call.await.unwrap().expect("stored");
+    let texts = texts(&mut client, "r").await;
+    assert_eq!(texts.len(), 4);
+    assert_eq!(texts.concat(), "before\nkey=[MASKED] done\n", "{texts:?}");
+    server.stop().await;
+    assert_not_on_disk(dir.path(), SECRET);
+}
+
 /// A chunk that ends in what may be the start of a value is stored as it
 /// is once the hold-back time passed without a next chunk, while its
 /// stream stays open.

@@ -4,8 +4,9 @@
 //! arrived are gathered (up to `APPEND_BATCH_BYTES`) into one store call,
 //! so a fast writer gets few, large disk writes and a slow one gets its
 //! lines stored at once. Whatever was received before an error, a broken
-//! stream or a shutdown is stored; the writer learns how far with
-//! `GetWriterCursor` and re-sends the rest.
+//! stream or a shutdown is stored, but for chunks held for masking (see
+//! below); the writer learns how far with `GetWriterCursor` and re-sends
+//! the rest.
 //!
 //! Every item is masked before it is stored (see [`masking`](super::masking)):
 //! a chunk that ends in what may be the start of a secret waits, with
@@ -219,11 +220,16 @@ impl<S: RunStore> AppendStream<'_, S> {
     async fn run(&mut self) -> Result<(), Status> {
         loop {
             self.gather();
-            // At the end every held tail is stored as it is; before, only
-            // those that waited their hold-back time.
-            let ending = self.failure.is_some() || self.ended;
-            let now = (!ending).then(tokio::time::Instant::now);
-            self.batch.ingest.release(now);
+            // When the writer ends the stream, every held tail is stored
+            // as it is; before, only those that waited their hold-back
+            // time. A stream that breaks (an error, a shutdown) leaves its
+            // held chains unstored and unacknowledged: the writer re-sends
+            // them whole, where storing their start would store the start
+            // of a secret whose rest comes on the next stream.
+            let now = (!self.ended).then(tokio::time::Instant::now);
+            if self.failure.is_none() {
+                self.batch.ingest.release(now);
+            }
             let items = self.batch.ingest.take_ready();
             if !items.is_empty() {
                 self.commit(items).await?;
@@ -291,8 +297,8 @@ impl<S: RunStore> AppendStream<'_, S> {
             () = tokio::time::sleep_until(due), if deadline.is_some() => {}
             () = self.state.shutdown.cancelled() => {
                 self.failure = Some(Status::unavailable(
-                    "the server is shutting down; every item received was stored: \
-                     ask GetWriterCursor and re-send the rest",
+                    "the server is shutting down; the items received were stored but for \
+                     those held for masking: ask GetWriterCursor and re-send the rest",
                 ));
             }
             () = tokio::time::sleep(idle) => {

@@ -264,8 +264,14 @@ pub(crate) struct Ingest {
     /// The stdout and stderr streams, by [`channel_index`].
     streams: [StreamMasker; 2],
     /// Per channel, the waiting item whose chunk ended in the held tail
-    /// (its index in `pending`) and since when.
+    /// (its index in `pending`) and since when the channel holds.
     open: [Option<(usize, Instant)>; 2],
+    /// Per channel, the first item of the chain the held tail belongs to:
+    /// each chunk of a chain gave the start of its text to the next, so
+    /// the chain is stored in one commit, all of it or none, once its
+    /// last chunk holds nothing (a writer that re-sends what was not
+    /// stored then re-sends whole chunks).
+    chain: [Option<usize>; 2],
     /// Masked items not stored yet, in the writer's order.
     pending: VecDeque<AppendItem>,
     /// About how many bytes `pending` holds.
@@ -283,6 +289,7 @@ impl Ingest {
             run,
             streams: [StreamMasker::new(), StreamMasker::new()],
             open: [None, None],
+            chain: [None, None],
             pending: VecDeque::new(),
             bytes: 0,
             last_seq,
@@ -332,9 +339,19 @@ impl Ingest {
                 chunk.text = released.text;
                 found += mask_in_place(rules, &mut chunk.text);
                 // The previous open chunk of the channel is decided: its
-                // held tail is now at the front of this one.
-                self.open[index] = (self.streams[index].held_len() > 0)
-                    .then(|| (self.pending.len(), Instant::now()));
+                // held tail is now at the front of this one, which joins
+                // its chain. The hold-back counts from the chain's start.
+                let before = self.open[index];
+                let holds = self.streams[index].held_len() > 0;
+                self.open[index] = holds.then(|| {
+                    let since = before.map_or_else(Instant::now, |(_, since)| since);
+                    (self.pending.len(), since)
+                });
+                self.chain[index] = match (holds, before) {
+                    (false, _) => None,
+                    (true, Some((at, _))) => Some(self.chain[index].unwrap_or(at)),
+                    (true, None) => Some(self.pending.len()),
+                };
             }
         }
         drop(masker);
@@ -378,23 +395,27 @@ impl Ingest {
                 chunk.text.push_str(&released.text);
             }
             self.open[index] = None;
+            self.chain[index] = None;
         }
         drop(masker);
         self.run.maskers.count(found);
     }
 
-    /// Takes the items that can be stored now: those before the first one
-    /// that holds a tail.
+    /// Takes the items that can be stored now: those before the first
+    /// chain that still holds a tail.
     pub(crate) fn take_ready(&mut self) -> Vec<AppendItem> {
         let ready = self
-            .open
+            .chain
             .iter()
             .flatten()
-            .map(|(at, _)| *at)
+            .copied()
             .min()
             .unwrap_or(self.pending.len());
         let items: Vec<AppendItem> = self.pending.drain(..ready).collect();
         for (at, _) in self.open.iter_mut().flatten() {
+            *at -= ready;
+        }
+        for at in self.chain.iter_mut().flatten() {
             *at -= ready;
         }
         let taken: usize = items.iter().map(|item| item.text_len() + 64).sum();
