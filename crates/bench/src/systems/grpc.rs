@@ -267,6 +267,17 @@ pub(crate) struct StubsWriter {
 impl StubsWriter {
     /// Opens the stream and sends its `open` message.
     pub(crate) async fn open(channel: Channel, run: &str, writer_id: &str) -> Result<Self> {
+        Self::open_masking(channel, run, writer_id, Vec::new()).await
+    }
+
+    /// Opens the stream with an `open` message that registers
+    /// `mask_values` for the server to mask.
+    pub(crate) async fn open_masking(
+        channel: Channel,
+        run: &str,
+        writer_id: &str,
+        mask_values: Vec<String>,
+    ) -> Result<Self> {
         let (requests, queue) = mpsc::channel(APPEND_QUEUE);
         let open = pb::AppendLogsRequest {
             open: Some(pb::AppendOpen {
@@ -276,7 +287,7 @@ impl StubsWriter {
                 writer_id: writer_id.into(),
             }),
             items: Vec::new(),
-            mask_values: Vec::new(),
+            mask_values,
         };
         requests
             .send(open)

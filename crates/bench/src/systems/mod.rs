@@ -196,6 +196,26 @@ impl System {
         })
     }
 
+    /// Opens a writer on `run` that registers `mask_values` for the
+    /// server to mask (baa-logd only).
+    pub(crate) async fn masking_writer(
+        &self,
+        connection: &Connection,
+        run: &str,
+        writer_id: &str,
+        mask_values: Vec<String>,
+    ) -> Result<Writer> {
+        match (self, connection) {
+            (Self::Grpc(_), Connection::Grpc(channel)) => Ok(Writer::Stubs(
+                grpc::StubsWriter::open_masking(channel.clone(), run, writer_id, mask_values)
+                    .await?,
+            )),
+            _ => Err(crate::error::BenchError::Failed(
+                "only baa-logd masks".to_owned(),
+            )),
+        }
+    }
+
     /// Opens a follower of `run`, from its first entry.
     pub(crate) async fn follower(&self, connection: &Connection, run: &str) -> Result<Follower> {
         Ok(match (self, connection) {

@@ -2,7 +2,9 @@
 //! fast as the system acknowledges them, each into its own run, and then
 //! all into one shared run. Measured: lines per second from the first send
 //! to the last acknowledgement, MB/s of line bytes, the server's CPU
-//! seconds per million lines and its peak RSS.
+//! seconds per million lines and its peak RSS. baa-logd runs both once
+//! more with [`MASKED_VALUES`] values registered for it to mask, in the
+//! same run of the harness, for the cost of masking on ingest.
 
 use std::{
     sync::atomic::Ordering,
@@ -34,6 +36,9 @@ pub(crate) struct ThroughputParams {
     pub(crate) batch_lines: usize,
 }
 
+/// How many values each writer registers in the masking variants.
+pub(crate) const MASKED_VALUES: usize = 100;
+
 /// Where the writers write.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Variant {
@@ -41,6 +46,10 @@ pub(crate) enum Variant {
     OwnRuns,
     /// Every writer into one run.
     SharedRun,
+    /// Own runs, each writer registering [`MASKED_VALUES`] values.
+    OwnRunsMasked,
+    /// The shared run, each writer registering [`MASKED_VALUES`] values.
+    SharedRunMasked,
 }
 
 impl Variant {
@@ -49,8 +58,33 @@ impl Variant {
         match self {
             Self::OwnRuns => "own runs",
             Self::SharedRun => "shared run",
+            Self::OwnRunsMasked => "own runs, 100 values masked",
+            Self::SharedRunMasked => "shared run, 100 values masked",
         }
     }
+
+    /// Whether its writers register values to mask.
+    fn masks(self) -> bool {
+        matches!(self, Self::OwnRunsMasked | Self::SharedRunMasked)
+    }
+
+    /// Whether each writer has a run of its own.
+    fn own_runs(self) -> bool {
+        matches!(self, Self::OwnRuns | Self::OwnRunsMasked)
+    }
+}
+
+/// The values a masking writer registers: random, 24 characters each,
+/// never in the lines W1 writes (which hold digits and one letter).
+fn mask_values() -> Vec<String> {
+    (0..MASKED_VALUES)
+        .map(|_| {
+            (0..24)
+                .map(|_| fastrand::alphanumeric())
+                .collect::<String>()
+                + "-secret"
+        })
+        .collect()
 }
 
 /// Runs W1 on `systems`, both variants.
@@ -60,8 +94,17 @@ pub(crate) async fn run(
     systems: &[SystemKind],
 ) -> Vec<ThroughputRow> {
     let mut rows = Vec::new();
-    for variant in [Variant::OwnRuns, Variant::SharedRun] {
+    let variants = [
+        Variant::OwnRuns,
+        Variant::SharedRun,
+        Variant::OwnRunsMasked,
+        Variant::SharedRunMasked,
+    ];
+    for variant in variants {
         for &kind in systems {
+            if variant.masks() && kind != SystemKind::BaaLogd {
+                continue;
+            }
             progress::phase(&format!("W1 {} · {kind}", variant.label()));
             let row = match launcher.start(kind, 16).await {
                 Err(reason) => empty_row(variant, kind, reason),
@@ -105,20 +148,32 @@ pub(crate) async fn measure(
     params: &ThroughputParams,
     prefix: &str,
 ) -> Result<ThroughputRow> {
-    let runs: Vec<String> = match variant {
-        Variant::OwnRuns => (0..params.writers)
-            .map(|i| run_name(&format!("{prefix}-own"), i))
-            .collect(),
-        Variant::SharedRun => vec![format!("{prefix}-shared")],
+    let masked = if variant.masks() { "-masked" } else { "" };
+    let runs: Vec<String> = if variant.own_runs() {
+        (0..params.writers)
+            .map(|i| run_name(&format!("{prefix}-own{masked}"), i))
+            .collect()
+    } else {
+        vec![format!("{prefix}-shared{masked}")]
     };
     let setup = system.connect().await?;
     prepare_runs(system, &setup, &runs).await?;
     // One connection per writer: each stands for a worker machine.
     let conns = connections(system, params.writers).await?;
     let mut writers = Vec::with_capacity(params.writers);
+    // The same values for every writer: a run masks what its writers
+    // registered, so a shared run holds MASKED_VALUES of them, not more.
+    let values = mask_values();
     for (index, conn) in conns.iter().enumerate() {
         let run = &runs[index % runs.len()];
-        writers.push(system.writer(conn, run, &format!("writer-{index}")).await?);
+        let writer_id = format!("writer-{index}");
+        writers.push(if variant.masks() {
+            system
+                .masking_writer(conn, run, &writer_id, values.clone())
+                .await?
+        } else {
+            system.writer(conn, run, &writer_id).await?
+        });
     }
     let total = params.writers as u64 * params.lines;
     let progress = Progress::start(format!("{kind}"), total, "lines");
