@@ -99,12 +99,11 @@ impl FormMatcher {
     /// of its longest suffix that is a prefix of some form (as
     /// [`FormMatcher::open_prefix_len`]).
     pub(crate) fn scan(&self, text: &str) -> (bool, usize) {
-        let mut state = self.compiled.start();
-        let mut found = false;
-        for &byte in text.as_bytes() {
-            state = self.compiled.next(state, byte);
-            found |= self.compiled.is_match(state);
-        }
+        // One loop per representation, so that the step is inlined.
+        let (found, state) = match &self.compiled {
+            Compiled::Dfa(dfa) => scan(dfa, text.as_bytes()),
+            Compiled::Nfa(nfa) => scan(nfa, text.as_bytes()),
+        };
         (found, self.depth.get(&state).map_or(0, |&len| len as usize))
     }
 
@@ -132,14 +131,6 @@ impl Compiled {
         start.expect("unanchored search is supported")
     }
 
-    /// Whether `state` is where a form ends.
-    fn is_match(&self, state: StateID) -> bool {
-        match self {
-            Compiled::Dfa(dfa) => dfa.is_match(state),
-            Compiled::Nfa(nfa) => nfa.is_match(state),
-        }
-    }
-
     /// The state after `byte`, following failure transitions.
     fn next(&self, state: StateID, byte: u8) -> StateID {
         match self {
@@ -147,6 +138,20 @@ impl Compiled {
             Compiled::Nfa(nfa) => nfa.next_state(Anchored::No, state, byte),
         }
     }
+}
+
+/// Runs `automaton` over `bytes` from its unanchored start: whether a form
+/// ended anywhere, and the state at the end.
+fn scan(automaton: &impl Automaton, bytes: &[u8]) -> (bool, StateID) {
+    let mut state = automaton
+        .start_state(Anchored::No)
+        .expect("unanchored search is supported");
+    let mut found = false;
+    for &byte in bytes {
+        state = automaton.next_state(Anchored::No, state, byte);
+        found |= automaton.is_match(state);
+    }
+    (found, state)
 }
 
 /// Overlapping search of `text` with `automaton`.
