@@ -172,6 +172,46 @@ async fn a_value_registered_by_one_writer_is_masked_for_another() {
     assert_not_on_disk(dir.path(), SECRET);
 }
 
+/// A writer that reconnects goes on being masked: the values belong to
+/// the run, not to the stream that registered them, so a second stream of
+/// the same writer that registers nothing is masked with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_outlive_the_stream_that_registered_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    append(
+        &mut client,
+        vec![open_masking(
+            "r",
+            "w",
+            &[SECRET],
+            vec![stdout(1, "first\n")],
+        )],
+    )
+    .await
+    .expect("registered");
+    append(
+        &mut client,
+        vec![open(
+            "t",
+            "r",
+            "w",
+            vec![stdout(2, &format!("again {SECRET}\n"))],
+        )],
+    )
+    .await
+    .expect("stored");
+
+    assert_eq!(
+        texts(&mut client, "r").await,
+        ["first\n", "again [MASKED]\n"]
+    );
+    server.stop().await;
+    assert_not_on_disk(dir.path(), SECRET);
+}
+
 /// A value split across two chunks sent in two messages is masked: the
 /// held start moves into the second entry, the entry count and the
 /// concatenated text are what whole-text masking gives.
