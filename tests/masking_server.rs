@@ -172,6 +172,33 @@ async fn a_value_registered_by_one_writer_is_masked_for_another() {
     assert_not_on_disk(dir.path(), SECRET);
 }
 
+/// A held tail never makes the next chunk too large: before a chunk of
+/// the entry limit, the tail stays in its own entry, and both are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_tail_never_pushes_a_chunk_past_the_entry_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    let full = "x".repeat(baa_logging::config::limits::DEFAULT_MAX_ENTRY_BYTES);
+    let response = append(
+        &mut client,
+        vec![open_masking(
+            "r",
+            "w",
+            &[SECRET],
+            vec![stdout(1, "key=hun"), stdout(2, &full)],
+        )],
+    )
+    .await
+    .expect("both stored");
+    assert_eq!(response.stored_count, 2);
+    let texts = texts(&mut client, "r").await;
+    assert_eq!(texts[0], "key=hun");
+    assert_eq!(texts[1].len(), full.len());
+    server.stop().await;
+}
+
 /// A writer that reconnects goes on being masked: the values belong to
 /// the run, not to the stream that registered them, so a second stream of
 /// the same writer that registers nothing is masked with them.

@@ -82,7 +82,11 @@ pub(crate) async fn append_logs<S: RunStore>(
         .writer_cursor(&key, &writer)
         .await
         .map_err(to_status)?;
-    let ingest = Ingest::new(state.maskers.open(&key), cursor.last_writer_seq);
+    let ingest = Ingest::new(
+        state.maskers.open(&key),
+        cursor.last_writer_seq,
+        state.limits.max_entry_bytes,
+    );
     let mut append = AppendStream {
         pace: state.rates.open(&key),
         batch: Batch {

@@ -179,9 +179,14 @@ impl RunMaskers {
     }
 
     /// A stream of the run closed.
-    fn close(&self, key: &RunKey) {
+    fn close(&self, key: &RunKey, masker: &Arc<RwLock<Masker>>) {
         let mut runs = lock(&self.runs);
-        if let Some(shared) = runs.get_mut(key) {
+        // The run may have been forgotten and opened again since: only the
+        // entry this stream opened counts it.
+        if let Some(shared) = runs
+            .get_mut(key)
+            .filter(|shared| Arc::ptr_eq(&shared.masker, masker))
+        {
             shared.streams = shared.streams.saturating_sub(1);
             if shared.streams == 0 {
                 shared.idle_since = Some(Instant::now());
@@ -227,6 +232,14 @@ impl RunMasking {
         }
         let mut masker = write(&self.masker);
         for (index, value) in values.iter().enumerate() {
+            // Each value grows the run's automaton, rebuilt for every
+            // stream of the run: bounded, as everything a client sends.
+            if masker.secrets().len() >= MAX_VALUES_PER_RUN {
+                return Err(Status::resource_exhausted(format!(
+                    "mask_values[{index}]: the run has {MAX_VALUES_PER_RUN} values registered, \
+                     the most a run takes; nothing of this message was stored"
+                )));
+            }
             masker.add_secret(value).map_err(|err| {
                 let reason = match err {
                     SecretError::TooShort { len } => format!(
@@ -249,9 +262,12 @@ impl RunMasking {
 
 impl Drop for RunMasking {
     fn drop(&mut self) {
-        self.maskers.close(&self.key);
+        self.maskers.close(&self.key, &self.masker);
     }
 }
+
+/// The most values one run may have registered.
+const MAX_VALUES_PER_RUN: usize = 1000;
 
 // === impl Ingest ===
 
@@ -276,6 +292,8 @@ pub(crate) struct Ingest {
     pending: VecDeque<AppendItem>,
     /// About how many bytes `pending` holds.
     bytes: usize,
+    /// The largest text of one entry the store takes.
+    max_entry_bytes: usize,
     /// The highest writer sequence number that went through the stream
     /// maskers or the store: an item at or below it is a duplicate the
     /// store skips, and must not feed a held tail into the next chunk.
@@ -283,8 +301,9 @@ pub(crate) struct Ingest {
 }
 
 impl Ingest {
-    /// Masking for a stream of the run; `last_seq` is the writer's cursor.
-    pub(crate) fn new(run: RunMasking, last_seq: u64) -> Self {
+    /// Masking for a stream of the run; `last_seq` is the writer's cursor,
+    /// `max_entry_bytes` the store's limit on an entry's text.
+    pub(crate) fn new(run: RunMasking, last_seq: u64, max_entry_bytes: usize) -> Self {
         Self {
             run,
             streams: [StreamMasker::new(), StreamMasker::new()],
@@ -292,6 +311,7 @@ impl Ingest {
             chain: [None, None],
             pending: VecDeque::new(),
             bytes: 0,
+            max_entry_bytes,
             last_seq,
         }
     }
@@ -312,8 +332,10 @@ impl Ingest {
 
     /// Masks `item` and queues it behind the others.
     pub(crate) fn take(&mut self, mut item: AppendItem) {
-        let masker = read(&self.run.masker);
-        let rules = &self.run.maskers.rules;
+        let shared = self.run.masker.clone();
+        let masker = read(&shared);
+        let maskers = self.run.maskers.clone();
+        let rules = &maskers.rules;
         let duplicate = item.writer_seq <= self.last_seq;
         self.last_seq = self.last_seq.max(item.writer_seq);
         let mut found = 0;
@@ -334,6 +356,12 @@ impl Ingest {
             }
             AppendPayload::Chunk(channel, chunk) => {
                 let index = channel_index(*channel);
+                if self.streams[index].held_len() + chunk.text.len() > self.max_entry_bytes {
+                    // Joined, the chunk would pass the entry limit and be
+                    // refused, again at every re-send: the held tail stays
+                    // in its own entry instead.
+                    found += self.release_channel(index, &masker);
+                }
                 let released = self.streams[index].push(&masker, &chunk.text);
                 found += released.occurrences;
                 chunk.text = released.text;
@@ -374,31 +402,41 @@ impl Ingest {
     /// or all of them (when the stream ends), into their own entries.
     pub(crate) fn release(&mut self, now: Option<Instant>) {
         let hold_back = self.run.maskers.hold_back;
-        let masker = read(&self.run.masker);
+        let shared = self.run.masker.clone();
+        let masker = read(&shared);
         let mut found = 0;
         for index in 0..2 {
-            let Some((at, since)) = self.open[index] else {
-                continue;
-            };
-            if now.is_some_and(|now| now < since + hold_back) {
-                continue;
+            let due = self.open[index]
+                .is_some_and(|(_, since)| now.is_none_or(|now| now >= since + hold_back));
+            if due {
+                found += self.release_channel(index, &masker);
             }
-            let mut released = self.streams[index].flush(&masker);
-            found += released.occurrences;
-            found += mask_in_place(&self.run.maskers.rules, &mut released.text);
-            self.bytes += released.text.len();
-            if let Some(AppendItem {
-                payload: AppendPayload::Chunk(_, chunk),
-                ..
-            }) = self.pending.get_mut(at)
-            {
-                chunk.text.push_str(&released.text);
-            }
-            self.open[index] = None;
-            self.chain[index] = None;
         }
         drop(masker);
         self.run.maskers.count(found);
+    }
+
+    /// Puts the tail channel `index` holds back at the end of the item it
+    /// came from, masked as far as it matches on its own, which ends the
+    /// chain. Returns how many masks went in.
+    fn release_channel(&mut self, index: usize, masker: &Masker) -> usize {
+        let Some((at, _)) = self.open[index] else {
+            return 0;
+        };
+        let mut released = self.streams[index].flush(masker);
+        let found =
+            released.occurrences + mask_in_place(&self.run.maskers.rules, &mut released.text);
+        self.bytes += released.text.len();
+        if let Some(AppendItem {
+            payload: AppendPayload::Chunk(_, chunk),
+            ..
+        }) = self.pending.get_mut(at)
+        {
+            chunk.text.push_str(&released.text);
+        }
+        self.open[index] = None;
+        self.chain[index] = None;
+        found
     }
 
     /// Takes the items that can be stored now: those before the first
