@@ -79,6 +79,9 @@ pub(crate) struct ItemMasker {
     shared: SharedMasker,
     /// Stdout, then stderr: what each holds back, and since when.
     streams: [(StreamMasker, Option<Instant>); 2],
+    /// The largest text of one entry the server takes: a held tail is
+    /// not joined to a chunk it would push past it.
+    max_entry_bytes: usize,
     /// Items that wait behind the held tail, in order.
     waiting: VecDeque<Payload>,
     /// Their text, in bytes.
@@ -104,9 +107,11 @@ impl fmt::Debug for ItemMasker {
 }
 
 impl ItemMasker {
-    /// The masking of a writer with `shared` secrets.
-    pub(crate) fn new(shared: SharedMasker) -> Self {
+    /// The masking of a writer with `shared` secrets, whose server takes
+    /// entries of at most `max_entry_bytes`.
+    pub(crate) fn new(shared: SharedMasker, max_entry_bytes: usize) -> Self {
         Self {
+            max_entry_bytes,
             shared,
             streams: Default::default(),
             waiting: VecDeque::new(),
@@ -240,6 +245,11 @@ impl ItemMasker {
         chunk: pb::StreamChunkInput,
         out: &mut Vec<Payload>,
     ) {
+        if self.streams[index].0.held_len() + chunk.text.len() > self.max_entry_bytes {
+            // Joined, the chunk would pass the server's limit: the held
+            // tail goes out on its own first.
+            self.release(index, masker, out);
+        }
         let stream = &mut self.streams[index];
         let masked = stream.0.push(masker, &chunk.text);
         stream.1 = match stream.0.held_len() {
@@ -309,7 +319,7 @@ mod tests {
     fn masking() -> ItemMasker {
         let mut secrets = Secrets::new();
         secrets.add(SECRET).unwrap();
-        ItemMasker::new(SharedMasker::new(secrets))
+        ItemMasker::new(SharedMasker::new(secrets), 1024 * 1024)
     }
 
     /// A chunk of `text` on `channel`.
@@ -414,5 +424,19 @@ mod tests {
         let released = masking.release_due(Instant::now());
         assert_eq!(released.len(), 18, "the tail, then everything that waited");
         assert!(format!("{masking:?}").contains("waiting: 0"));
+    }
+
+    /// A held tail is not joined to a chunk it would push past the
+    /// server's entry limit: it goes out on its own first.
+    #[test]
+    fn a_held_tail_never_pushes_a_chunk_past_the_limit() {
+        let mut secrets = Secrets::new();
+        secrets.add(SECRET).unwrap();
+        let mut masking = ItemMasker::new(SharedMasker::new(secrets), 16);
+        assert!(masking.mask(chunk(0, "s3c")).is_empty());
+        assert_eq!(
+            show(&masking.mask(chunk(0, "0123456789abcdef"))),
+            ["out:s3c", "out:0123456789abcdef"]
+        );
     }
 }

@@ -243,7 +243,7 @@ impl RunWriter {
             receiver,
             failure.clone(),
             None,
-            Some(ItemMasker::new(masker.clone())),
+            Some(ItemMasker::new(masker.clone(), max_entry_bytes)),
         );
         tokio::spawn(session.run());
         Ok(Self {
@@ -283,13 +283,15 @@ impl RunWriter {
             prepare: prepare.map(|run| mask_prepare(&masker, run.into_request())),
             first_after: after,
         };
-        let spool =
-            Spool::create(spool, &header, ItemMasker::new(masker.clone())).map_err(|err| {
-                ClientError::InvalidInput {
-                    what: "spool",
-                    reason: format!("cannot create {}: {err}", spool.path.display()),
-                }
-            })?;
+        let spool = Spool::create(
+            spool,
+            &header,
+            ItemMasker::new(masker.clone(), DEFAULT_MAX_ENTRY_BYTES),
+        )
+        .map_err(|err| ClientError::InvalidInput {
+            what: "spool",
+            reason: format!("cannot create {}: {err}", spool.path.display()),
+        })?;
         Self::over_spool(stub, header, spool, &options, masker)
     }
 
@@ -301,11 +303,15 @@ impl RunWriter {
         options: WriterOptions,
     ) -> Result<Self, ClientError> {
         let masker = SharedMasker::new(options.secrets.clone());
-        let (spool, header) = Spool::open(path, u64::MAX, ItemMasker::new(masker.clone()))
-            .map_err(|err| ClientError::InvalidInput {
-                what: "spool",
-                reason: err.to_string(),
-            })?;
+        let (spool, header) = Spool::open(
+            path,
+            u64::MAX,
+            ItemMasker::new(masker.clone(), DEFAULT_MAX_ENTRY_BYTES),
+        )
+        .map_err(|err| ClientError::InvalidInput {
+            what: "spool",
+            reason: err.to_string(),
+        })?;
         Self::over_spool(stub, header, spool, &options, masker)
     }
 

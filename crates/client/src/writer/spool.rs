@@ -677,9 +677,10 @@ mod tests {
 
     /// A masking with no secrets.
     fn no_masking() -> ItemMasker {
-        ItemMasker::new(super::super::masking::SharedMasker::new(
-            baa_logging_mask::Secrets::new(),
-        ))
+        ItemMasker::new(
+            super::super::masking::SharedMasker::new(baa_logging_mask::Secrets::new()),
+            1024 * 1024,
+        )
     }
 
     /// Stdout text.
