@@ -268,3 +268,57 @@ async fn the_strict_writer_masks_too() {
     assert!(stdout.contains("split: [MASKED] end"), "{stdout}");
     server.stop().await;
 }
+
+/// The server masks with exec's values what the run's other writers send:
+/// exec registers them on its append stream, and a writer that masks
+/// nothing itself (here the raw stubs, as a client in another language)
+/// has the secret masked in the same run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_registers_its_values_for_the_runs_other_writers() {
+    use crate::util::{append, open, stdout};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let url = format!("http://{}", server.addr);
+    let spool = dir.path().join("spool");
+    let go = dir.path().join("go");
+    let script = format!(
+        "echo started; while [ ! -e {} ]; do sleep 0.02; done",
+        go.display()
+    );
+    let exec = tokio::task::spawn_blocking(move || {
+        exec(
+            &url,
+            &spool,
+            &["--task", "m", "--run", "shared", "--", "sh", "-c", &script],
+        )
+    });
+    let mut client = server.client().await;
+    let start = std::time::Instant::now();
+    while !server.data_dir.join("m/shared/stdout.log").exists() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    append(
+        &mut client,
+        vec![open(
+            "m",
+            "shared",
+            "other",
+            vec![stdout(1, &format!("other writer: {SECRET}\n"))],
+        )],
+    )
+    .await
+    .expect("stored");
+    std::fs::write(&go, "").unwrap();
+    let output = exec.await.unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stored = std::fs::read_to_string(server.data_dir.join("m/shared/stdout.log")).unwrap();
+    assert!(stored.contains("other writer: [MASKED]"), "{stored}");
+    assert!(
+        leaks(&server.data_dir).is_empty(),
+        "{:?}",
+        leaks(&server.data_dir)
+    );
+    server.stop().await;
+}

@@ -136,6 +136,12 @@ impl Secrets {
         })
     }
 
+    /// The registered values (lines), in no particular order: what a
+    /// writer hands on to a server that masks them too.
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.values.iter().map(String::as_str)
+    }
+
     /// How many values (lines) are registered.
     pub fn len(&self) -> usize {
         self.values.len()

@@ -57,6 +57,21 @@ impl SharedMasker {
         masker.mask(text).0.into_owned()
     }
 
+    /// The registered values, for the server to mask in the entries of
+    /// the run's other writers.
+    pub(crate) fn values(&self) -> Vec<String> {
+        /// The most values a server takes for a run; more would fail the
+        /// stream, and this writer masks its own entries anyway.
+        const MAX_SENT: usize = 1000;
+        let masker = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        masker
+            .secrets()
+            .values()
+            .take(MAX_SENT)
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// A state change with its summary masked.
     pub(crate) fn mask_patch(&self, mut patch: pb::RunStatePatch) -> pb::RunStatePatch {
         if let Some(summary) = &patch.summary {

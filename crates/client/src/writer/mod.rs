@@ -244,6 +244,7 @@ impl RunWriter {
             failure.clone(),
             None,
             Some(ItemMasker::new(masker.clone(), max_entry_bytes)),
+            Some(masker.clone()),
         );
         tokio::spawn(session.run());
         Ok(Self {
@@ -356,6 +357,7 @@ impl RunWriter {
             )),
             // A spooled writer masks under its spool's lock.
             None,
+            Some(masker.clone()),
         );
         tokio::spawn(session.run());
         Ok(Self {

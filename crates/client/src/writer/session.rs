@@ -37,7 +37,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, warn};
 
 use super::{
-    masking::ItemMasker,
+    masking::{ItemMasker, SharedMasker},
     spool::{Record, Spool, SpoolReader},
 };
 use crate::{
@@ -235,6 +235,8 @@ pub(crate) struct Session {
     /// The masking of items, for a writer that is not spooled (a spooled
     /// writer masks under its spool's lock).
     masking: Option<ItemMasker>,
+    /// The writer's secrets, registered with the server on every stream.
+    secrets: Option<SharedMasker>,
 }
 
 impl Session {
@@ -252,6 +254,7 @@ impl Session {
         failure: Arc<Mutex<Option<tonic::Status>>>,
         spooled: Option<Spooled>,
         masking: Option<ItemMasker>,
+        secrets: Option<SharedMasker>,
     ) -> Self {
         Self {
             stub,
@@ -273,6 +276,7 @@ impl Session {
             ended: false,
             spooled,
             masking,
+            secrets,
         }
     }
 
@@ -807,7 +811,14 @@ impl Session {
                 writer_id: self.writer_id.clone(),
             }),
             items: Vec::new(),
-            mask_values: Vec::new(),
+            // The server masks with them what the run's other writers
+            // send (this one masked its own already); on every stream, as
+            // the server forgets them when it restarts.
+            mask_values: self
+                .secrets
+                .as_ref()
+                .map(SharedMasker::values)
+                .unwrap_or_default(),
         };
         requests
             .try_send(open)
