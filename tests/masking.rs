@@ -295,7 +295,10 @@ async fn exec_registers_its_values_for_the_runs_other_writers() {
     });
     let mut client = server.client().await;
     let start = std::time::Instant::now();
-    while !server.data_dir.join("m/shared/stdout.log").exists() {
+    // exec's output is stored once its stream, which registers the
+    // values, is open.
+    let stdout_log = server.data_dir.join("m/shared/stdout.log");
+    while !std::fs::read_to_string(&stdout_log).is_ok_and(|text| text.contains("started")) {
         assert!(start.elapsed() < std::time::Duration::from_secs(30));
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
