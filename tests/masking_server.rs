@@ -35,6 +35,20 @@ fn open_masking(
     }
 }
 
+/// An append stream whose messages the test sends one by one: the sender,
+/// and the call, which ends with the reply once the sender is dropped.
+fn append_call(
+    client: &LoggingClient,
+) -> (
+    mpsc::Sender<pb::AppendLogsRequest>,
+    tokio::task::JoinHandle<Result<tonic::Response<pb::AppendLogsResponse>, tonic::Status>>,
+) {
+    let (requests, queue) = mpsc::channel(4);
+    let mut client = client.clone();
+    let call = tokio::spawn(async move { client.append_logs(ReceiverStream::new(queue)).await });
+    (requests, call)
+}
+
 /// Every file under `dir`, read as bytes, holds no `needle`.
 fn assert_not_on_disk(dir: &Path, needle: &str) {
     for entry in std::fs::read_dir(dir).expect("readable directory") {
@@ -249,11 +263,7 @@ async fn a_value_split_across_two_messages_is_masked() {
     let mut client = server.client().await;
     prepare(&mut client, "t", "r").await;
     let (head, tail) = SECRET.split_at(9);
-    let (requests, queue) = mpsc::channel(4);
-    let call = {
-        let mut client = client.clone();
-        tokio::spawn(async move { client.append_logs(ReceiverStream::new(queue)).await })
-    };
+    let (requests, call) = append_call(&client);
     requests
         .send(open_masking(
             "r",
@@ -290,11 +300,7 @@ async fn a_chain_of_held_chunks_waits_whole() {
     let server = TestServer::start(dir.path()).await;
     let mut client = server.client().await;
     prepare(&mut client, "t", "r").await;
-    let (requests, queue) = mpsc::channel(4);
-    let call = {
-        let mut client = client.clone();
-        tokio::spawn(async move { client.append_logs(ReceiverStream::new(queue)).await })
-    };
+    let (requests, call) = append_call(&client);
     requests
         .send(open_masking(
             "r",
@@ -346,11 +352,7 @@ async fn a_held_chunk_is_stored_after_the_hold_back_time() {
     let server = TestServer::start_with(dir.path(), config).await;
     let mut client = server.client().await;
     prepare(&mut client, "t", "r").await;
-    let (requests, queue) = mpsc::channel(4);
-    let call = {
-        let mut client = client.clone();
-        tokio::spawn(async move { client.append_logs(ReceiverStream::new(queue)).await })
-    };
+    let (requests, call) = append_call(&client);
     requests
         .send(open_masking(
             "r",
