@@ -703,26 +703,14 @@ impl RunWriter {
         }
         let log_summary = self.flush().await?;
         let patch = self.inner.masker.mask_patch(patch);
-        let (stub, key, retry) = (&self.inner.stub, &self.inner.key, self.inner.retry);
-        let writer_id = self.inner.writer_id.as_str();
-        let state = match update_state_retrying(stub, key, writer_id, patch.clone(), retry).await {
-            // A run that was never marked running ran all the same: pass
-            // through `running` on the way to its final status.
-            Err(err) if err.code() == Some(tonic::Code::FailedPrecondition) => {
-                let running = pb::RunStatePatch {
-                    status: Some(pb::RunStatus::Running as i32),
-                    ..Default::default()
-                };
-                if update_state_retrying(stub, key, writer_id, running, retry)
-                    .await
-                    .is_err()
-                {
-                    return Err(err);
-                }
-                update_state_retrying(stub, key, writer_id, patch, retry).await?
-            }
-            result => result?,
-        };
+        let state = update_state_via_running(
+            &self.inner.stub,
+            &self.inner.key,
+            &self.inner.writer_id,
+            patch,
+            self.inner.retry,
+        )
+        .await?;
         let _ = self.inner.commands.send(Command::Ended).await;
         Ok(Finished {
             summary: log_summary,
@@ -888,6 +876,35 @@ pub(crate) async fn update_state_retrying(
             return Err(status.into());
         }
         retried = true;
+    }
+}
+
+/// Applies `patch` as [`update_state_retrying`] does; a run that was never
+/// marked running ran all the same, so when the move is refused it passes
+/// through `running` on the way (and the first refusal stands if that is
+/// refused too).
+pub(crate) async fn update_state_via_running(
+    stub: &LoggingClient,
+    key: &RunKey,
+    writer_id: &str,
+    patch: pb::RunStatePatch,
+    retry: RetryPolicy,
+) -> Result<pb::RunStateSnapshot, ClientError> {
+    match update_state_retrying(stub, key, writer_id, patch.clone(), retry).await {
+        Err(err) if err.code() == Some(tonic::Code::FailedPrecondition) => {
+            let running = pb::RunStatePatch {
+                status: Some(pb::RunStatus::Running as i32),
+                ..Default::default()
+            };
+            if update_state_retrying(stub, key, writer_id, running, retry)
+                .await
+                .is_err()
+            {
+                return Err(err);
+            }
+            update_state_retrying(stub, key, writer_id, patch, retry).await
+        }
+        result => result,
     }
 }
 

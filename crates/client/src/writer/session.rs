@@ -1007,23 +1007,12 @@ async fn apply_patch(
     patch: pb::RunStatePatch,
     retry: RetryPolicy,
 ) -> Result<(), tonic::Status> {
-    let update =
-        |patch: pb::RunStatePatch| super::update_state_retrying(stub, key, writer_id, patch, retry);
-    match update(patch.clone()).await {
+    match super::update_state_via_running(stub, key, writer_id, patch.clone(), retry).await {
         Ok(_) => Ok(()),
         Err(err) if err.code() == Some(tonic::Code::FailedPrecondition) => {
-            let state = super::run_state(stub, key).await?;
-            let current = state.as_ref().map(|state| state.status);
+            let current = super::run_state(stub, key).await?.map(|state| state.status);
             if patch.status.is_none_or(|wanted| Some(wanted) == current) {
                 return Ok(());
-            }
-            if current == Some(pb::RunStatus::Prepared as i32) {
-                let running = pb::RunStatePatch {
-                    status: Some(pb::RunStatus::Running as i32),
-                    ..Default::default()
-                };
-                update(running).await.map_err(to_status)?;
-                return update(patch).await.map(drop).map_err(to_status);
             }
             Err(to_status(err))
         }
