@@ -15,6 +15,18 @@ impl Samples {
         self.0.push(value);
     }
 
+    /// How many values there are.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The smallest and the largest value; `None` without values.
+    pub(crate) fn range(&self) -> Option<(f64, f64)> {
+        let lo = self.0.iter().copied().min_by(f64::total_cmp)?;
+        let hi = self.0.iter().copied().max_by(f64::total_cmp)?;
+        Some((lo, hi))
+    }
+
     /// The median (the mean of the two middle values of an even count);
     /// `None` without values.
     pub(crate) fn median(&self) -> Option<f64> {

@@ -1,4 +1,4 @@
-//! The eight workloads, each over every system it applies to, one fresh
+//! The nine workloads, each over every system it applies to, one fresh
 //! system per measured phase.
 //!
 //! - [`throughput`] (W1): writers streaming lines as fast as they are
@@ -15,9 +15,13 @@
 //!   the writers.
 //! - [`exec_overhead`] (W8): a command that prints as fast as it can,
 //!   bare and under `baa-log exec`, on a pipe and on a terminal.
+//! - [`browser`] (W9): the run page in a headless chromium: opening a
+//!   large run, scrolling through it, and a live run's latency against a
+//!   gRPC follower's.
 //!
 //! [`data_set`] fills the runs W4 and W7 share.
 
+pub(crate) mod browser;
 pub(crate) mod data_set;
 pub(crate) mod exec_overhead;
 pub(crate) mod fan_out;
