@@ -166,6 +166,8 @@ export function showRunPage(root, taskId, runId) {
       windowInfo.textContent = `no entries${total ? ` of ${formatCount(total)}` : ""}`;
     }
     slider.max = String(Math.max(1, total));
+    // The line-number gutter fits the longest id (`1234567.12`).
+    log.style.setProperty("--ln-width", `${String(total).length + 4}ch`);
     if (!sliderActive) slider.value = String(viewport.firstVisibleLine()?.seq ?? win.lo);
   }
 
