@@ -65,6 +65,8 @@ export class FoldState {
   constructor() {
     /** @type {Map<string, boolean>} header line id → collapsed */
     this.choices = new Map();
+    /** @type {import("./lines.js").Line|null} the open last group of a live run */
+    this.running = null;
   }
 
   /**
@@ -75,7 +77,9 @@ export class FoldState {
    */
   isCollapsed(header) {
     const choice = this.choices.get(header.id);
-    return choice === undefined ? Boolean(lineMarker(header).collapsed) : choice;
+    if (choice !== undefined) return choice;
+    if (header === this.running) return false;
+    return Boolean(lineMarker(header).collapsed);
   }
 
   /**
@@ -95,14 +99,19 @@ export class FoldState {
  * (the header line of the group a line is in, or null) on every line.
  *
  * A group whose header is hidden by the channel filter is shown open, as
- * nothing would be there to unfold it.
+ * nothing would be there to unfold it. On a live run, the last group, if
+ * nothing ended it yet, is open unless the reader folded it: it is the
+ * step running now, as CI pages show it.
  *
  * @param {import("./lines.js").Line[]} lines
  * @param {Set<string>} channels
  * @param {FoldState} folds
+ * @param {boolean} [live] the run may still write
  * @returns {import("./lines.js").Line[]}
  */
-export function visibleLines(lines, channels, folds) {
+export function visibleLines(lines, channels, folds, live = false) {
+  const running = live ? runningHeader(lines) : null;
+  folds.running = running;
   const out = [];
   let header = null;
   let hidden = false;
@@ -129,13 +138,16 @@ export function visibleLines(lines, channels, folds) {
 }
 
 /**
- * The header of the group a line is in, if that group is collapsed.
+ * The header of the last group if no end marker follows it.
  *
- * @param {any} line a line after `visibleLines` ran over it
- * @param {FoldState} folds
+ * @param {import("./lines.js").Line[]} lines
  * @returns {import("./lines.js").Line|null}
  */
-export function collapsedHeaderOf(line, folds) {
-  const header = line && line.header;
-  return header && folds.isCollapsed(header) ? header : null;
+function runningHeader(lines) {
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const kind = lineMarker(lines[i]).kind;
+    if (kind === "end") return null;
+    if (kind === "start") return lines[i];
+  }
+  return null;
 }

@@ -146,7 +146,7 @@ export function showRunPage(root, taskId, runId) {
   function refresh() {
     cancelAnimationFrame(refreshFrame);
     refreshFrame = 0;
-    viewport.setLines(visibleLines(assembler.lines, channels, folds));
+    viewport.setLines(visibleLines(assembler.lines, channels, folds, live));
     if (follow) viewport.scrollToBottom();
     empty.hidden = viewport.lines.length > 0;
     updateInfo();
@@ -217,6 +217,8 @@ export function showRunPage(root, taskId, runId) {
     },
     onEnd() {
       live = false;
+      // The group that was running stays open as the reader saw it.
+      if (folds.running) folds.set(folds.running, false);
       conn.textContent = "";
       conn.dataset.state = "ended";
       refreshRun();
