@@ -65,8 +65,8 @@ export function showRunPage(root, taskId, runId) {
   let pollTimer = 0;
   let refreshFrame = 0;
   let sliderActive = false;
-  /** @type {Promise<any>} */
-  let queue = Promise.resolve();
+  /** @type {Promise<boolean>} */
+  let queue = Promise.resolve(true);
 
   // === controls ===
   const search = new Search(taskId, runId, {
@@ -117,16 +117,18 @@ export function showRunPage(root, taskId, runId) {
    * Runs window moves one at a time.
    *
    * @param {() => Promise<void>} fn
-   * @returns {Promise<void>}
+   * @returns {Promise<boolean>} whether it ran without an error
    */
   function exclusive(fn) {
     const run = async () => {
-      if (stopped) return;
+      if (stopped) return false;
       busy = true;
       try {
         await fn();
+        return true;
       } catch (err) {
         if (err && err.code !== "UNAUTHENTICATED") showNote(`Could not load the log: ${err.message}`);
+        return false;
       } finally {
         busy = false;
       }
@@ -180,13 +182,13 @@ export function showRunPage(root, taskId, runId) {
         await win.loadPrev();
         reassemble();
         if (!win.atEnd) detach();
-      }).then(() => setTimeout(maybeLoadMore, 0));
+      }).then((ok) => ok && setTimeout(maybeLoadMore, 0));
     } else if (last > viewport.lines.length - EDGE_ROWS && !win.atEnd) {
       exclusive(async () => {
         await win.loadNext();
         reassemble();
         if (win.atEnd) attach();
-      }).then(() => setTimeout(maybeLoadMore, 0));
+      }).then((ok) => ok && setTimeout(maybeLoadMore, 0));
     }
   }
 
