@@ -13,6 +13,12 @@ import { h } from "./dom.js";
 
 /** Most matches asked for. */
 const MAX_MATCHES = 1000;
+/**
+ * The fewest characters of a piece of a long line: the server matches a
+ * line longer than 64 KiB in pieces of that many bytes (4 bytes a
+ * character at most), and only then is a match's text not the whole line.
+ */
+const PIECE_CHARS = 16 * 1024;
 
 /**
  * A match of the search API.
@@ -46,7 +52,9 @@ const MAX_MATCHES = 1000;
  */
 export function isLineOf(line, match) {
   if (line.seq !== match.seq || line.channel !== match.channel) return false;
-  return line.text === match.text || line.text.includes(match.text);
+  if (line.text === match.text) return true;
+  return match.text.length >= PIECE_CHARS && line.text.length > match.text.length &&
+    line.text.includes(match.text);
 }
 
 /**
@@ -58,8 +66,7 @@ export function isLineOf(line, match) {
  */
 export function pickLine(candidates, match) {
   const same = candidates.filter((l) => l.channel === match.channel);
-  return same.find((l) => l.text === match.text) ||
-    same.find((l) => l.text.includes(match.text)) || same[0] || null;
+  return same.find((l) => isLineOf(l, match)) || same[0] || null;
 }
 
 /** Search state and its controls. */
