@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and every test of the repository, on a fresh machine:
 # installs the pinned tools it needs into tools/node_modules and the
-# clients in other languages' dependencies under tests/polyglot/, checks the
+# clients in other languages' dependencies under tests/polyglot/ and the
+# browser tests' chromium and venv (tests/browser/), checks the
 # Protobuf files with buf (lint, format, and breaking changes against
 # proto/baseline/), the Rust code with rustfmt and clippy, the deployment
 # files in deploy/ with the validators scripts/check-deploy.sh installs,
@@ -36,6 +37,9 @@ bash scripts/check-deploy.sh
 
 step "polyglot client dependencies (tests/polyglot/)"
 bash scripts/polyglot-setup.sh
+
+step "browser tests: chromium and the Python venv (tests/browser/)"
+bash scripts/browser-setup.sh
 
 step "cargo test"
 cargo test --workspace --locked

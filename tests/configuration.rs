@@ -38,6 +38,7 @@ fn the_documented_defaults_are_the_code_defaults() {
     // Settings without a default (unset unless given) print nothing.
     let unset = [
         "metrics_listen",
+        "web_listen",
         "token_file",
         "tls.cert",
         "tls.key",

@@ -6,6 +6,7 @@ mod util;
 
 mod append;
 mod bad_input;
+mod browser;
 mod cli;
 mod client;
 mod configuration;

@@ -6,7 +6,7 @@
 use baa_logging::Limits;
 
 use crate::{
-    Metrics, Security, Settings,
+    Metrics, PageOptions, Security, Settings,
     settings::{Leases, Masking, Retention, Scrub},
 };
 
@@ -41,6 +41,9 @@ pub struct ServerConfig {
     /// counted. Serve it with [`crate::metrics::serve`], and give the store
     /// its [`Metrics::store_observer`] for the disk figures.
     pub metrics: Option<Metrics>,
+    /// The run page and its session settings; none: no page, and the
+    /// server answers gRPC only.
+    pub page: Option<PageOptions>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +64,10 @@ impl ServerConfig {
             follow_batch_bytes: FOLLOW_BATCH_BYTES,
             security,
             metrics: None,
+            page: settings.web.enabled.then(|| PageOptions {
+                session_ttl: settings.web.session_ttl,
+                ..PageOptions::default()
+            }),
         }
     }
 }

@@ -74,6 +74,7 @@ mod service;
 pub mod settings;
 mod status;
 mod sync;
+mod web;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -94,6 +95,7 @@ pub use crate::{
         FollowRunStream, GrpcLoggingService, SearchRunsStream, retention::RetentionCounters,
     },
     settings::{LogFormat, MaskRule, Masking, Settings},
+    web::{PageOptions, SessionKey},
 };
 
 /// Why the server stopped with an error.
@@ -127,6 +129,23 @@ pub async fn run<S: RunStore>(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    run_with_page_listener(listener, None, store, config, shutdown).await
+}
+
+/// [`run`], with the run page on `page_listener` (plain HTTP/1.1) instead
+/// of beside gRPC on `listener`, when given and [`ServerConfig::page`] is
+/// set.
+///
+/// # Errors
+///
+/// [`ServerError`] when the transport fails.
+pub async fn run_with_page_listener<S: RunStore>(
+    listener: TcpListener,
+    page_listener: Option<TcpListener>,
+    store: Arc<S>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let token = CancellationToken::new();
     let (reporter, health_service) = tonic_health::server::health_reporter();
     if let Some(metrics) = &config.metrics {
@@ -141,11 +160,32 @@ pub async fn run<S: RunStore>(
         config.metrics.clone(),
         token.clone(),
     );
-    let (logging, background) = logging_service(store.clone(), config, &token);
+    let page_options = config.page.clone();
+    let (logging, service, background) = logging_service(store.clone(), config, &token);
+    let page = page_options.map(|options| web::router(service, &options));
+    let (beside, apart) = match page_listener {
+        Some(page_listener) => (None, page.map(|page| (page_listener, page))),
+        None => (page, None),
+    };
+    let mut routes = routes.add_service(logging);
+    let grpc = std::mem::take(routes.axum_router_mut());
+    *routes.axum_router_mut() = web::merge(grpc, beside);
     let addr = listener.local_addr().ok();
     info!(?addr, "serving");
+    let _page_apart = apart.map(|(page_listener, page)| {
+        info!(addr = ?page_listener.local_addr().ok(), "serving the run page");
+        let stopped = token.clone();
+        AbortOnDropHandle::new(tokio::spawn(async move {
+            let served = axum::serve(page_listener, page)
+                .with_graceful_shutdown(async move { stopped.cancelled().await })
+                .await;
+            if let Err(err) = served {
+                warn!(cause = %err, "the run page's listener failed");
+            }
+        }))
+    });
     let stop = stop_on(shutdown, health, token.clone());
-    let serving = transport.serve(listener, routes.add_service(logging), stop);
+    let serving = transport.serve(listener, routes, stop);
     let served = with_grace(serving, &token).await;
     if let Some(scrubbing) = scrubbing {
         scrubbing.abort();
@@ -170,12 +210,17 @@ fn with_reflection(routes: Routes) -> Result<Routes, ServerError> {
     Ok(routes.add_service(reflection).add_service(reflection_alpha))
 }
 
-/// The logging service over `store`, and its background tasks.
+/// The logging service over `store` (as gRPC, and shared for the run
+/// page), and its background tasks.
 fn logging_service<S: RunStore>(
     store: Arc<S>,
     config: ServerConfig,
     token: &CancellationToken,
-) -> (LoggingServiceServer<GrpcLoggingService<S>>, Background) {
+) -> (
+    LoggingServiceServer<GrpcLoggingService<S>>,
+    Arc<GrpcLoggingService<S>>,
+    Background,
+) {
     let max_message_bytes = config.limits.max_message_bytes;
     let (policy, interval) = (config.retention.policy(), config.retention.interval);
     let metrics = config.metrics.clone();
@@ -194,10 +239,11 @@ fn logging_service<S: RunStore>(
         token.clone(),
     );
     memory::spawn_trim(service.follow_budget(), token.clone());
-    let logging = LoggingServiceServer::new(service)
+    let service = Arc::new(service);
+    let logging = LoggingServiceServer::from_arc(service.clone())
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
-    (logging, Background { periodic, sweeper })
+    (logging, service, Background { periodic, sweeper })
 }
 
 /// The logging service's tasks that run beside the calls.
@@ -311,6 +357,8 @@ impl Transport {
         stop: impl Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
         let mut server = tonic::transport::Server::builder()
+            // HTTP/1.1 too, for the run page's browsers and proxies.
+            .accept_http1(true)
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(self.keepalive.0))
             .http2_keepalive_timeout(Some(self.keepalive.1))

@@ -44,6 +44,11 @@ struct Cli {
     #[arg(long, env = "BAA_LOGD_METRICS_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve the run page on this address of its own (plain HTTP/1.1)
+    /// instead of beside gRPC [default: the gRPC address].
+    #[arg(long, env = "BAA_LOGD_WEB_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    web_listen: Option<SocketAddr>,
     /// How the server's own log lines are written.
     #[arg(long, env = "BAA_LOGD_LOG_FORMAT", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,6 +98,31 @@ struct Cli {
     /// Masking on ingest.
     #[command(flatten)]
     masking: MaskingArgs,
+    /// The run page.
+    #[command(flatten)]
+    web: WebArgs,
+}
+
+/// Run page flags.
+#[derive(Debug, Args, Serialize)]
+#[command(next_help_heading = "Run page")]
+struct WebArgs {
+    /// Serve the run page to browsers at / (beside gRPC on the same
+    /// address unless --web-listen moves it); false: gRPC only.
+    #[arg(
+        long = "web",
+        env = "BAA_LOGD_WEB",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+    /// How long a browser session lasts with tokens on, e.g. 1h; the page
+    /// renews it while open.
+    #[arg(long = "web-session-ttl", env = "BAA_LOGD_WEB_SESSION_TTL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_ttl: Option<String>,
 }
 
 /// Masking flags; the extra rules (`masking.rules`) are set in the file.
@@ -467,13 +497,46 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         (Some(metrics_addr), Some(metrics)) => Some(serve_metrics(metrics_addr, metrics).await?),
         _ => None,
     };
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         metrics,
         ..ServerConfig::from_settings(&settings, security)
     };
-    let served = baa_logd::run(listener, Arc::new(store), config, shutdown_signal())
-        .await
-        .map_err(|err| Failure::from(err.to_string()));
+    let page_listener = match &mut config.page {
+        Some(page) => {
+            if config.security.tokens_enabled() {
+                // Sessions outlive a restart: their key is kept beside the runs.
+                let path = settings.data_dir.join(SESSION_KEY_FILE);
+                page.session_key = baa_logd::SessionKey::load_or_create(&path).map_err(|err| {
+                    format!(
+                        "cannot read or make the session key {}: {err}",
+                        path.display()
+                    )
+                })?;
+            }
+            match settings.web_listen {
+                Some(page_addr) => Some(bind_page(page_addr).await?),
+                None => {
+                    let scheme = if config.security.tls_enabled() {
+                        "https"
+                    } else {
+                        "http"
+                    };
+                    say(&format!("page on {scheme}://{addr}/"));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let served = baa_logd::run_with_page_listener(
+        listener,
+        page_listener,
+        Arc::new(store),
+        config,
+        shutdown_signal(),
+    )
+    .await
+    .map_err(|err| Failure::from(err.to_string()));
     // The metrics stay up until the gRPC server has drained.
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();
@@ -514,6 +577,27 @@ async fn serve_metrics(
         metrics.clone(),
         std::future::pending(),
     )))
+}
+
+/// The file in the data directory that holds the key browser sessions
+/// are signed with.
+const SESSION_KEY_FILE: &str = ".web-session-key";
+
+/// Binds the run page's own address and says where it is.
+async fn bind_page(addr: SocketAddr) -> Result<TcpListener, String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|err| format!("cannot listen for the run page on {addr}: {err}"))?;
+    let bound = listener.local_addr().map_err(|err| err.to_string())?;
+    say(&format!("page on http://{bound}/"));
+    Ok(listener)
+}
+
+/// Writes a line to stdout for whoever started the server, if anyone still
+/// reads it: a closed pipe is no reason to stop serving.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 /// Logs SIGHUPs, which have nothing to reload without TLS.

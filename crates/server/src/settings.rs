@@ -34,6 +34,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The Prometheus `/metrics` address; none: no metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// An address of its own for the run page (plain HTTP/1.1); none: the
+    /// gRPC address, which then speaks HTTP/1.1 and HTTP/2.
+    pub web_listen: Option<SocketAddr>,
     /// How the server's own log lines are written.
     pub log_format: LogFormat,
     /// fsync every commit before acknowledging it.
@@ -56,6 +59,8 @@ pub struct Settings {
     pub leases: Leases,
     /// What the server masks on ingest, for writers that do not mask.
     pub masking: Masking,
+    /// The run page for browsers.
+    pub web: Web,
 }
 
 impl Default for Settings {
@@ -64,6 +69,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: Path::new(".").join(DEFAULT_RUNS_DIRECTORY_NAME),
             metrics_listen: None,
+            web_listen: None,
             log_format: LogFormat::Text,
             sync: false,
             insecure: false,
@@ -74,6 +80,7 @@ impl Default for Settings {
             scrub: Scrub::default(),
             leases: Leases::default(),
             masking: Masking::default(),
+            web: Web::default(),
         }
     }
 }
@@ -295,6 +302,28 @@ impl Masking {
             ));
         }
         self.rules().map(drop)
+    }
+}
+
+/// The run page: `baa-logd` serves it to browsers at `/`, beside gRPC on
+/// the same address unless `web_listen` moves it (see docs/web.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Web {
+    /// Serve the page and its API; off: gRPC only.
+    pub enabled: bool,
+    /// How long a browser session lasts when tokens are on; the page renews
+    /// it while it is open.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_ttl: Duration::from_secs(60 * 60),
+        }
     }
 }
 

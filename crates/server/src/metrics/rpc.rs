@@ -81,6 +81,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if crate::web::serves(request.uri().path()) {
+            // The run page's requests are not RPCs.
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            return Box::pin(inner.call(request));
+        }
         let mut call = Call::start(&self.metrics, request.uri().path());
         // The clone that was made ready is the one that takes the call.
         let clone = self.inner.clone();

@@ -41,6 +41,10 @@ pub(crate) enum Need {
 /// The server's limits are for every client; reflection tells the API's
 /// shape, which is no secret but still only for readers.
 pub(crate) fn required(path: &str) -> Need {
+    // The run page checks its own sessions.
+    if crate::web::serves(path) {
+        return Need::Nothing;
+    }
     let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
         return Need::Scope(Scope::Admin);
     };

@@ -15,7 +15,7 @@ pub(crate) use self::auth::{AuthLayer, TokenName};
 pub use self::{
     tasks::TaskLimit,
     tls::{Tls, TlsError},
-    tokens::{Authorized, Scope, TokenFileError, TokenSet},
+    tokens::{Authorized, Denied, Scope, TokenFileError, TokenSet},
 };
 use crate::Settings;
 

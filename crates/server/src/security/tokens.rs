@@ -279,6 +279,47 @@ impl TokenSet {
     }
 }
 
+impl TokenSet {
+    /// The SHA-256 digest of a presented secret, as tokens are known by.
+    pub fn digest_of(secret: &[u8]) -> [u8; 32] {
+        Sha256::digest(secret).into()
+    }
+
+    /// The token a browser session stands for: named `name`, whose digest
+    /// `fingerprint_matches` (the session holds a keyed fingerprint of the
+    /// digest, never the digest), and allowed `needs`. A session outlives
+    /// nothing: once its token is removed from the file, renamed or its
+    /// secret changed, the session is refused too.
+    ///
+    /// # Errors
+    ///
+    /// [`Denied`], as for [`TokenSet::check`].
+    pub fn check_session(
+        &self,
+        name: &str,
+        fingerprint_matches: impl Fn(&[u8; 32]) -> bool,
+        needs: Scope,
+    ) -> Result<Authorized<'_>, Denied> {
+        let token = self
+            .tokens
+            .iter()
+            .find(|token| token.name == name && fingerprint_matches(&token.digest))
+            .ok_or(Denied::Unauthenticated(
+                "the session's token is no longer accepted",
+            ))?;
+        if !token.scopes.contains(&needs) && !token.scopes.contains(&Scope::Admin) {
+            return Err(Denied::PermissionDenied {
+                token: token.name.clone(),
+                needs,
+            });
+        }
+        Ok(Authorized {
+            name: &token.name,
+            tasks: token.tasks.clone(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

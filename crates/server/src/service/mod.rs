@@ -101,6 +101,11 @@ impl<S: RunStore> GrpcLoggingService<S> {
         }
     }
 
+    /// What the service serves with.
+    pub(crate) fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
     /// The bytes of follow responses waiting to be sent, and how many follow
     /// streams ended.
     pub(crate) fn follow_budget(&self) -> Arc<follow_budget::FollowBudget> {

@@ -1,0 +1,187 @@
+//! The run page: HTML, scripts and a small JSON and server-sent events API
+//! for browsers, served by `baa-logd` itself next to gRPC (or on an address
+//! of its own), so that reading a run needs nothing but a browser.
+//!
+//! Every data route calls the logging service's own RPC handlers with a
+//! request that carries the reader's token, so the page sees exactly what
+//! a gRPC client with that token sees: the same task limits, rates,
+//! follower caps and errors. Nothing here reads the store directly.
+//!
+//! - `assets`: the page's files, built into the binary.
+//! - `session`: signing in with a token for a session cookie; the
+//!   [`Reader`](session::Reader) every data route takes.
+//! - `api`: runs, a run, a page of entries, search (JSON).
+//! - `follow`: a run's entries live, as server-sent events.
+//! - `raw`: the stored output as plain text, for download.
+//! - `json`: the JSON shapes; `problem`: errors as JSON.
+//!
+//! Every response carries a strict Content-Security-Policy (no inline
+//! script or style, nothing from elsewhere, no framing), `nosniff` and no
+//! referrer: log text is untrusted, and the page only ever puts it in the
+//! DOM as text.
+
+mod api;
+mod assets;
+mod follow;
+mod json;
+mod problem;
+mod raw;
+mod session;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    http::{HeaderName, HeaderValue, Request, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use baa_logging_store::RunStore;
+
+pub use self::session::SessionKey;
+use self::session::Sessions;
+use crate::GrpcLoggingService;
+
+/// The Content-Security-Policy of every response.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// What the page's routes share.
+#[derive(Debug)]
+pub(crate) struct Page<S> {
+    /// The logging service whose handlers answer.
+    service: Arc<GrpcLoggingService<S>>,
+    /// Who may read.
+    sessions: Sessions,
+    /// How often an idle event stream sends a comment.
+    keep_alive: Duration,
+}
+
+impl<S> Clone for Page<S> {
+    fn clone(&self) -> Self {
+        Self {
+            service: self.service.clone(),
+            sessions: self.sessions.clone(),
+            keep_alive: self.keep_alive,
+        }
+    }
+}
+
+/// What the page is served with.
+#[derive(Debug, Clone)]
+pub struct PageOptions {
+    /// The key session cookies are signed with.
+    pub session_key: SessionKey,
+    /// How long a session lasts; the page renews it while in use.
+    pub session_ttl: Duration,
+}
+
+impl Default for PageOptions {
+    fn default() -> Self {
+        Self {
+            session_key: SessionKey::default(),
+            session_ttl: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+/// The page's routes over `service`.
+pub(crate) fn router<S: RunStore>(
+    service: Arc<GrpcLoggingService<S>>,
+    options: &PageOptions,
+) -> Router {
+    let security = &service.config().security;
+    let sessions = Sessions::new(
+        security.tokens.clone(),
+        options.session_key.clone(),
+        options.session_ttl,
+        security.tls_enabled(),
+    );
+    let page = Page {
+        service,
+        sessions,
+        keep_alive: Duration::from_secs(15),
+    };
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/runs/{task}/{run}", get(assets::index))
+        .route("/runs/{task}/{run}/raw", get(raw::raw::<S>))
+        .route("/assets/{file}", get(assets::asset))
+        .route(
+            "/api/session",
+            get(session::status::<S>)
+                .post(session::sign_in::<S>)
+                .delete(session::sign_out::<S>),
+        )
+        .route("/api/runs", get(api::list::<S>))
+        .route("/api/runs/{task}/{run}", get(api::run::<S>))
+        .route("/api/runs/{task}/{run}/entries", get(api::entries::<S>))
+        .route("/api/runs/{task}/{run}/search", get(api::search::<S>))
+        .route("/api/runs/{task}/{run}/follow", get(follow::follow::<S>))
+        .with_state(page)
+        .layer(middleware::from_fn(secure_headers))
+}
+
+/// Whether a request path is the page's rather than a gRPC method's
+/// (`/package.Service/Method`): the auth and metrics layers leave these to
+/// the page, which checks its own sessions.
+pub(crate) fn serves(path: &str) -> bool {
+    path == "/"
+        || path == "/favicon.ico"
+        || ["/runs/", "/api/", "/assets/"]
+            .iter()
+            .any(|prefix| path.starts_with(prefix))
+}
+
+/// Adds the security headers to every response.
+async fn secure_headers(request: Request<axum::body::Body>, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    add_secure_headers(response.headers_mut());
+    response
+}
+
+/// The security headers every response of the page carries.
+fn add_secure_headers(headers: &mut axum::http::HeaderMap) {
+    let mut set = |name: HeaderName, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY);
+    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(header::REFERRER_POLICY, "no-referrer");
+    set(header::X_FRAME_OPTIONS, "DENY");
+    set(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
+}
+
+/// Any other path that is not a gRPC call: `404 Not Found`; a gRPC call to
+/// an unknown method: `UNIMPLEMENTED`, as tonic answers.
+pub(crate) async fn fallback(request: Request<axum::body::Body>) -> Response {
+    let grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"));
+    if grpc {
+        let (parts, ()) = tonic::Status::unimplemented("")
+            .into_http::<()>()
+            .into_parts();
+        return Response::from_parts(parts, axum::body::Body::empty());
+    }
+    let mut response = (StatusCode::NOT_FOUND, "not found\n").into_response();
+    add_secure_headers(response.headers_mut());
+    response
+}
+
+/// A route with the page's routes merged in, its fallback answering both
+/// gRPC and browsers.
+pub(crate) fn merge(grpc: Router, page: Option<Router>) -> Router {
+    let merged = match page {
+        Some(page) => grpc.merge(page),
+        None => grpc,
+    };
+    merged.fallback(fallback)
+}
