@@ -228,12 +228,28 @@ def test_channel_filter_and_timestamps(server, page):
     expect(page.locator("#log span.ts")).to_have_count(0)
 
 
-def test_search_finds_a_line_outside_the_rendered_window(server, page):
+# Writes 50,000 lines `row N`, 4 to a write with a pause between writes, so
+# that they are stored as some 12,000 entries: more than the page loads at
+# once (5,000).
+MANY_ENTRIES = (
+    "import os, time\n"
+    "for i in range(1, 50001, 4):\n"
+    "    os.write(1, ''.join(f'row {n}\\n' for n in range(i, i + 4)).encode())\n"
+    "    time.sleep(0.0001)\n"
+)
+
+
+def test_search_finds_a_line_outside_the_loaded_window(server, page):
     """The server's search finds a line far from the tail the page opened
-    on; the page loads and shows it, its match marked."""
-    exec_sh(server, "t1", "big", "seq 1 50000 | sed 's/^/row /'")
+    on, outside the entries it loaded; the page loads a window around it
+    and shows it, its match marked."""
+    cli(server, "exec", "--task", "t1", "--run", "big", "--no-pty", "--", "python3", "-c", MANY_ENTRIES)
     page.goto(run_url(server, "t1", "big"))
     expect(line_row(page, "row 50000")).to_be_visible()
+    info = page.locator("#window-info")
+    expect(info).to_have_text(re.compile(r"^entries (\d{1,3}(,\d{3})*)–(\d{1,3}(,\d{3})*) of \3$"))
+    first_loaded = int(re.match(r"entries ([\d,]+)", info.text_content()).group(1).replace(",", ""))
+    assert first_loaded > 1000, "the run must have more entries than one page"
     assert line_row(page, "row 77").count() == 0
     page.locator("#search-regex").check()
     page.fill("#search", "^row 77$")
@@ -242,6 +258,7 @@ def test_search_finds_a_line_outside_the_rendered_window(server, page):
     row = line_row(page, "row 77")
     expect(row).to_be_in_viewport()
     expect(row.locator("mark.match")).to_have_text("row 77")
+    expect(info).to_have_text(re.compile(r"^entries 1–"))
     page.locator("#search-regex").uncheck()
     page.fill("#search", "row 4999")
     page.press("#search", "Enter")

@@ -206,8 +206,8 @@ export function showRunList(root) {
   function summaryText(run) {
     const s = run.state || {};
     const parts = [];
-    if (s.exitCode !== undefined && s.exitCode !== null && isFinal(s.status)) parts.push(`exit ${s.exitCode}`);
     if (s.summary) parts.push(s.summary);
+    else if (s.exitCode !== undefined && s.exitCode !== null && isFinal(s.status)) parts.push(`exit ${s.exitCode}`);
     return parts.join(" · ");
   }
 

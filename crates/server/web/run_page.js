@@ -169,7 +169,7 @@ export function showRunPage(root, taskId, runId) {
     }
     slider.max = String(Math.max(1, total));
     // The line-number gutter fits the longest id (`1234567.12`).
-    log.style.setProperty("--ln-width", `${String(total).length + 4}ch`);
+    log.style.setProperty("--ln-width", `${String(total).length + 6}ch`);
     if (!sliderActive) slider.value = String(viewport.firstVisibleLine()?.seq ?? win.lo);
   }
 
