@@ -102,6 +102,18 @@ def test_a_line_written_while_the_page_is_open_appears(server, page):
     expect(page.locator("#follow")).to_be_checked()
     live.line("written while the page is open")
     expect(line_row(page, "written while the page is open")).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    # Scrolling up turns following off; End turns it on again.
+    live.write("".join(f"filler {i}\n" for i in range(200)))
+    expect(line_row(page, "filler 199")).to_be_in_viewport(timeout=LIVE_TIMEOUT_MS)
+    page.locator("#log").hover()
+    page.mouse.wheel(0, -2000)
+    expect(page.locator("#follow")).not_to_be_checked()
+    live.line("while reading above")
+    page.wait_for_timeout(300)
+    expect(line_row(page, "filler 199")).not_to_be_in_viewport()
+    page.keyboard.press("End")
+    expect(page.locator("#follow")).to_be_checked()
+    expect(line_row(page, "while reading above")).to_be_in_viewport()
     live.finish(0)
     expect(page.locator("#status")).to_have_attribute("data-status", "completed", timeout=LIVE_TIMEOUT_MS)
 
@@ -267,6 +279,15 @@ def test_search_finds_a_line_outside_the_loaded_window(server, page):
     page.keyboard.press("n")
     expect(page.locator("#log div.line.current-match mark.match").first).to_have_text("row 4999")
     assert page.locator("#log div.line").count() < 1000
+    # Home and End move the window to either end of the run.
+    page.keyboard.press("End")
+    expect(line_row(page, "row 50000")).to_be_in_viewport()
+    expect(info).to_have_text(re.compile(r"^entries [\d,]+–([\d,]+) of \1$"))
+    page.keyboard.press("Home")
+    expect(line_row(page, "row 1")).to_be_in_viewport()
+    expect(info).to_have_text(re.compile(r"^entries 1–"))
+    page.keyboard.press("G")
+    expect(line_row(page, "row 50000")).to_be_in_viewport()
 
 
 def test_raw_download_equals_cat(server, page):
