@@ -86,6 +86,7 @@ export function showRunList(root) {
     h("p", { class: "hint" }, "j/k or ↑/↓ select, Enter opens")));
 
   /** @type {any[]} */ let runs = [];
+  let shownSignature = "";
   let limit = PAGE_SIZE;
   let hasMore = false;
   let selectedKey = "";
@@ -122,9 +123,16 @@ export function showRunList(root) {
   async function refresh() {
     clearTimeout(timer);
     try {
-      runs = await fetchRuns();
+      const fetched = await fetchRuns();
+      const signature = JSON.stringify(fetched);
       error.hidden = true;
-      render();
+      // Rows are rebuilt only when something changed, so a poll does not
+      // swap the row under the reader's pointer.
+      if (signature !== shownSignature) {
+        shownSignature = signature;
+        runs = fetched;
+        render();
+      }
     } catch (err) {
       if (err.name === "AbortError" || stopped) return;
       if (err.code === "UNAUTHENTICATED") return;
@@ -271,8 +279,8 @@ export function showRunList(root) {
     for (const [cell, state] of liveDurations) cell.textContent = runDuration(state);
   }, 1000);
   taskInput.addEventListener("input", () => { saveFilters(); render(); });
-  statusSelect.addEventListener("change", () => { saveFilters(); refresh(); });
-  more.addEventListener("click", () => { limit += PAGE_SIZE; refresh(); });
+  statusSelect.addEventListener("change", () => { saveFilters(); shownSignature = ""; refresh(); });
+  more.addEventListener("click", () => { limit += PAGE_SIZE; shownSignature = ""; refresh(); });
   document.addEventListener("keydown", onKey);
   document.addEventListener("visibilitychange", onVisibility);
   refresh();
