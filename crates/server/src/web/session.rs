@@ -327,6 +327,11 @@ impl Reader {
         }
     }
 
+    /// The tasks it may read; all when `None`.
+    pub(super) fn tasks(&self) -> Option<&Arc<TaskLimit>> {
+        self.tasks.as_ref()
+    }
+
     /// An RPC request for this reader, carrying what the auth layer puts
     /// on a gRPC call with its token.
     pub(super) fn request<T>(&self, message: T) -> tonic::Request<T> {
