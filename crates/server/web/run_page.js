@@ -33,7 +33,7 @@ const EDGE_ROWS = 300;
 /** How often the run is polled while the window is away from its end. */
 const POLL_MS = 2000;
 /** Rows moved by j/k and the arrow keys. */
-const KEY_ROWS = 3;
+const KEY_ROWS = 1;
 const CHANNELS = ["stdout", "stderr", "worker"];
 
 /**
