@@ -32,3 +32,4 @@ mod service;
 mod slow_followers;
 mod spool;
 mod startup;
+mod web;

@@ -84,8 +84,9 @@ impl Tls {
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(resolver.clone());
-        // gRPC runs on HTTP/2 only.
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        // gRPC runs on HTTP/2; the run page's browsers and proxies may
+        // speak HTTP/1.1. HTTP/2 first, so that clients offering both get it.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             resolver,

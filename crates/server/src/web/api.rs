@@ -115,15 +115,62 @@ pub(super) async fn list<S: RunStore>(
         page_size: params.number("page_size")?.unwrap_or(100),
         page_token: params.get("page_token").unwrap_or_default().to_owned(),
     };
-    let page_of_runs = page
-        .service
-        .list_runs(reader.request(request))
-        .await?
-        .into_inner();
+    let page_of_runs = match reader.tasks() {
+        // A token limited to some tasks cannot list every task; the page
+        // lists what it may read instead.
+        Some(limit) if request.task_id.is_empty() => {
+            let limit = limit.clone();
+            list_allowed(&page, request, |task_id| limit.allows(task_id)).await?
+        }
+        _ => page
+            .service
+            .list_runs(reader.request(request))
+            .await?
+            .into_inner(),
+    };
     Ok(Json(json!({
         "runs": page_of_runs.runs.iter().map(json::run).collect::<Vec<_>>(),
         "nextPageToken": page_of_runs.next_page_token,
     })))
+}
+
+/// How many pages of every task's runs one listing for a task-limited
+/// token reads at most, looking for runs it may read.
+const MAX_SCANNED_PAGES: usize = 20;
+
+/// A page of the runs of every task that `allows`, for a token limited to
+/// some tasks: pages of all runs, filtered, until `page_size` runs are
+/// found, the runs end, or [`MAX_SCANNED_PAGES`] were read (the page then
+/// ends early, with a token to go on).
+async fn list_allowed<S: RunStore>(
+    page: &Page<S>,
+    mut request: pb::ListRunsRequest,
+    allows: impl Fn(&str) -> bool,
+) -> Result<pb::ListRunsResponse, Problem> {
+    let wanted = match request.page_size {
+        0 => 50,
+        size => size.min(500) as usize,
+    };
+    let mut found = pb::ListRunsResponse::default();
+    for _ in 0..MAX_SCANNED_PAGES {
+        // Not as the reader: the filter below is the task check.
+        let listed = page
+            .service
+            .list_runs(tonic::Request::new(request.clone()))
+            .await?
+            .into_inner();
+        found.runs.extend(listed.runs.into_iter().filter(|run| {
+            run.metadata
+                .as_ref()
+                .is_some_and(|metadata| allows(&metadata.task_id))
+        }));
+        found.next_page_token = listed.next_page_token;
+        if found.runs.len() >= wanted || found.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = found.next_page_token.clone();
+    }
+    Ok(found)
 }
 
 /// `GET /api/runs/{task}/{run}`: a run.

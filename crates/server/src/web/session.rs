@@ -217,13 +217,14 @@ impl Sessions {
         (claims.expires > now_secs()).then_some(claims)
     }
 
-    /// The `Set-Cookie` value for `session`.
-    fn cookie(&self, session: String) -> HeaderValue {
+    /// The `Set-Cookie` value for `session`, `Secure` when the server or
+    /// the proxy in front of it (`X-Forwarded-Proto: https`) speaks TLS.
+    fn cookie(&self, session: String, headers: &HeaderMap) -> HeaderValue {
         let cookie = Cookie::build((COOKIE, session))
             .http_only(true)
             .same_site(SameSite::Strict)
             .path("/")
-            .secure(self.secure)
+            .secure(self.secure || forwarded_https(headers))
             .max_age(cookie::time::Duration::seconds(
                 i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX),
             ));
@@ -281,6 +282,14 @@ impl Sessions {
     }
 }
 
+/// Whether a proxy in front says the browser spoke HTTPS to it.
+fn forwarded_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("https"))
+}
+
 /// The session cookie's value in `headers`.
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
@@ -325,6 +334,11 @@ impl Reader {
             expires,
             connection: Extensions::new(),
         }
+    }
+
+    /// The tasks it may read; all when `None`.
+    pub(super) fn tasks(&self) -> Option<&Arc<TaskLimit>> {
+        self.tasks.as_ref()
     }
 
     /// An RPC request for this reader, carrying what the auth layer puts
@@ -408,7 +422,7 @@ fn renewal(sessions: &Sessions, headers: &HeaderMap) -> Option<HeaderValue> {
             Scope::Read,
         )
         .ok()?;
-    Some(sessions.cookie(sessions.issue(&claims.name, &digest.get()?)))
+    Some(sessions.cookie(sessions.issue(&claims.name, &digest.get()?), headers))
 }
 
 /// The body of `POST /api/session`.
@@ -444,7 +458,7 @@ pub(super) async fn sign_in<S: RunStore>(
         })?;
     info!(token = authorized.name, "page session started");
     let digest = TokenSet::digest_of(body.token.trim().as_bytes());
-    let cookie = sessions.cookie(sessions.issue(authorized.name, &digest));
+    let cookie = sessions.cookie(sessions.issue(authorized.name, &digest), &headers);
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
 }
 
@@ -521,7 +535,7 @@ mod tests {
     #[test]
     fn the_cookie_is_http_only_strict_and_secure_over_tls() {
         let sessions = Sessions::new(None, SessionKey::default(), Duration::from_secs(3600), true);
-        let cookie = sessions.cookie("v".into());
+        let cookie = sessions.cookie("v".into(), &HeaderMap::new());
         let cookie = cookie.to_str().unwrap();
         for part in [
             "baa_session=v",

@@ -1,0 +1,636 @@
+//! The run page's HTTP side, over real HTTP against a real server: the
+//! JSON API beside gRPC on one port, pages of entries, the event stream
+//! and its resumption, the raw download against `baa-log cat`, sessions
+//! with tokens, and the page's own port. The page itself is tested in a
+//! browser by `tests/browser/`.
+
+use std::{path::Path, process::Command, sync::Arc, time::Duration};
+
+use baa_logd::{PageOptions, Security, ServerConfig, security::TokenSet};
+use baa_logging::pb;
+use futures::StreamExt;
+use reqwest::{StatusCode, header};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::util::{
+    TestServer, append, event, open, prepare, process::cli_binary, set_status, stderr, stdout,
+};
+
+/// A plain HTTP client; no cookie store, so that each test says which
+/// cookie it sends.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// GET `path` of `server`, as JSON, with its status.
+async fn get_json(server: &TestServer, path: &str) -> (StatusCode, Value) {
+    let response = http()
+        .get(format!("http://{}{path}", server.addr))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Prepares `task/run` (its `run_prepared` event is entry 1) and appends
+/// `lines` stdout lines, `line 1` ... as entries 2 ...
+async fn run_with_lines(server: &TestServer, task: &str, run: &str, lines: u64) {
+    let mut client = server.client().await;
+    prepare(&mut client, task, run).await;
+    let items = (1..=lines)
+        .map(|n| stdout(n, &format!("line {n}\n")))
+        .collect();
+    append(&mut client, vec![open(task, run, "w", items)])
+        .await
+        .unwrap();
+}
+
+/// The sequence numbers of a JSON list of entries.
+fn seqs(entries: &Value) -> Vec<u64> {
+    entries
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|entry| entry["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+/// One port answers gRPC and the page's API; every response carries the
+/// security headers, and errors are JSON with the gRPC code's name.
+#[tokio::test]
+async fn the_page_api_shares_the_grpc_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    run_with_lines(&server, "build", "r1", 3).await;
+
+    let (status, runs) = get_json(&server, "/api/runs").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(runs["runs"][0]["taskId"], "build");
+    assert_eq!(runs["runs"][0]["runId"], "r1");
+    assert_eq!(runs["runs"][0]["state"]["status"], "prepared");
+    assert_eq!(runs["runs"][0]["summary"]["lastSeq"], 4);
+
+    let (status, run) = get_json(&server, "/api/runs/build/r1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(run["stepId"], runs["runs"][0]["stepId"]);
+
+    let response = http()
+        .get(format!("http://{}/api/runs/build/r1", server.addr))
+        .send()
+        .await
+        .unwrap();
+    let headers = response.headers();
+    let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(policy.contains(part), "{policy}");
+    }
+    assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+
+    let (status, missing) = get_json(&server, "/api/runs/build/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(missing["code"], "NOT_FOUND");
+    let (status, bad) = get_json(&server, "/api/runs/build/a%2F..%2Fb").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    assert_eq!(bad["code"], "INVALID_ARGUMENT");
+    let (status, bad) = get_json(&server, "/api/runs?status=sleeping").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(bad["error"].as_str().unwrap().contains("sleeping"), "{bad}");
+
+    let response = http()
+        .get(format!("http://{}/no/such/page", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(
+        response
+            .headers()
+            .contains_key(header::CONTENT_SECURITY_POLICY)
+    );
+
+    // gRPC goes on working on the same port.
+    let mut client = server.client().await;
+    let listed = client
+        .list_runs(pb::ListRunsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.runs.len(), 1);
+    server.stop().await;
+}
+
+/// `/entries` gives pages from the start, a tail, and the entries before a
+/// point, with `more` and `nextSeq` to go on.
+#[tokio::test]
+async fn entries_come_in_pages_from_either_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    run_with_lines(&server, "build", "r1", 50).await;
+    let path = "/api/runs/build/r1/entries";
+
+    let (_, tail) = get_json(&server, &format!("{path}?tail=10")).await;
+    assert_eq!(seqs(&tail["entries"]), (42..=51).collect::<Vec<_>>());
+    assert_eq!(tail["nextSeq"], 52);
+    assert_eq!(tail["more"], false);
+    assert_eq!(tail["state"]["status"], "prepared");
+    assert_eq!(tail["entries"][0]["text"], "line 41\n");
+    let (_, whole) = get_json(&server, &format!("{path}?from_seq=1")).await;
+    assert_eq!(whole["entries"][0]["channel"], "worker");
+    assert_eq!(whole["entries"][0]["type"], "run_prepared");
+    assert_eq!(tail["entries"][0]["channel"], "stdout");
+
+    let (_, first) = get_json(&server, &format!("{path}?from_seq=1&limit=20")).await;
+    assert_eq!(seqs(&first["entries"]), (1..=20).collect::<Vec<_>>());
+    assert_eq!(first["more"], true);
+    assert_eq!(first["nextSeq"], 21);
+
+    let (_, before) = get_json(&server, &format!("{path}?to_seq=30&tail=5")).await;
+    assert_eq!(seqs(&before["entries"]), (26..=30).collect::<Vec<_>>());
+
+    let (status, bad) = get_json(&server, &format!("{path}?tail=lots")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(bad["error"].as_str().unwrap().contains("tail"), "{bad}");
+    server.stop().await;
+}
+
+/// One server-sent event: its name, id and data.
+#[derive(Debug, Default)]
+struct Sse {
+    event: String,
+    id: Option<String>,
+    data: String,
+}
+
+/// Reads events from a `text/event-stream` response until `until` says
+/// stop, or the stream ends.
+async fn read_events(response: reqwest::Response, until: impl Fn(&Sse) -> bool) -> Vec<Sse> {
+    let mut body = response.bytes_stream();
+    let (mut buffer, mut events) = (String::new(), Vec::new());
+    while let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(20), body.next()).await {
+        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut event = Sse::default();
+            for line in block.lines() {
+                if let Some(name) = line.strip_prefix("event: ") {
+                    event.event = name.to_owned();
+                } else if let Some(id) = line.strip_prefix("id: ") {
+                    event.id = Some(id.to_owned());
+                } else if let Some(data) = line.strip_prefix("data: ") {
+                    event.data.push_str(data);
+                }
+            }
+            if event.event.is_empty() {
+                continue;
+            }
+            let stop = until(&event);
+            events.push(event);
+            if stop {
+                return events;
+            }
+        }
+    }
+    events
+}
+
+/// The entries' sequence numbers in `entries` events.
+fn event_seqs(events: &[Sse]) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|event| event.event == "entries")
+        .flat_map(|event| {
+            let data: Value = serde_json::from_str(&event.data).unwrap();
+            seqs(&data["entries"])
+        })
+        .collect()
+}
+
+/// A browser that reconnects with `Last-Event-ID` goes on at the next
+/// entry, with no gap and no repeat; the stream sends the state first and
+/// says `end` once the run is finished and everything was sent.
+#[tokio::test]
+async fn the_event_stream_resumes_after_its_last_event_id_and_ends_with_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    run_with_lines(&server, "build", "r1", 5).await;
+    let url = format!("http://{}/api/runs/build/r1/follow", server.addr);
+
+    let response = http().get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let first = read_events(response, |event| event.event == "entries").await;
+    assert_eq!(first[0].event, "state", "the state comes first");
+    assert_eq!(event_seqs(&first), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(first.last().unwrap().id.as_deref(), Some("6"));
+
+    // More entries while the browser is away, then the run ends.
+    let mut client = server.client().await;
+    append(
+        &mut client,
+        vec![open(
+            "build",
+            "r1",
+            "w",
+            vec![stdout(6, "six\n"), stderr(7, "seven\n")],
+        )],
+    )
+    .await
+    .unwrap();
+    set_status(&mut client, "build", "r1", pb::RunStatus::Running)
+        .await
+        .unwrap();
+    set_status(&mut client, "build", "r1", pb::RunStatus::Completed)
+        .await
+        .unwrap();
+
+    let resumed = http()
+        .get(&url)
+        .header("last-event-id", "6")
+        .send()
+        .await
+        .unwrap();
+    let events = read_events(resumed, |event| event.event == "end").await;
+    let seqs = event_seqs(&events);
+    assert_eq!(seqs.first(), Some(&7), "{events:?}");
+    assert!(
+        seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "{seqs:?}"
+    );
+    let end = events.last().unwrap();
+    assert_eq!(end.event, "end", "{events:?}");
+    let end: Value = serde_json::from_str(&end.data).unwrap();
+    assert_eq!(end["nextSeq"], seqs.last().unwrap() + 1);
+
+    // from_seq does the same for a page that reconnects by itself.
+    let from = http()
+        .get(format!("{url}?from_seq=8"))
+        .send()
+        .await
+        .unwrap();
+    let events = read_events(from, |event| event.event == "end").await;
+    assert_eq!(event_seqs(&events).first(), Some(&8));
+
+    let bad = http()
+        .get(&url)
+        .header("last-event-id", "five")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    server.stop().await;
+}
+
+/// The raw download is byte for byte what `baa-log cat` prints, for the
+/// default channels and for the worker channel, and is named for saving.
+#[tokio::test]
+async fn the_raw_download_is_what_cat_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "build", "r1").await;
+    append(
+        &mut client,
+        vec![open(
+            "build",
+            "r1",
+            "w",
+            vec![
+                event(
+                    1,
+                    pb::WorkerLifecycleEventType::WorkerStarted,
+                    "started",
+                    None,
+                ),
+                stdout(2, "\u{1b}[31mred\u{1b}[0m and <b>bold</b>\npartial "),
+                stderr(3, "an error\n"),
+                stdout(4, "line ends\r\nprogress 50%\rprogress 100%\n"),
+                stdout(5, "no newline at the end"),
+            ],
+        )],
+    )
+    .await
+    .unwrap();
+
+    let address = format!("http://{}", server.addr);
+    let cat = move |channel: Option<&str>| {
+        let mut command = Command::new(cli_binary());
+        command.args(["--server", &address, "cat", "build/r1"]);
+        if let Some(channel) = channel {
+            command.args(["--channel", channel]);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        output.stdout
+    };
+    let raw = |query: &'static str| {
+        let url = format!("http://{}/runs/build/r1/raw{query}", server.addr);
+        async move { http().get(url).send().await.unwrap() }
+    };
+
+    let response = raw("").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/plain; charset=utf-8"
+    );
+    let disposition = response.headers()[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        disposition.starts_with("attachment; filename=\"build-r1.log\""),
+        "{disposition}"
+    );
+    let body = response.bytes().await.unwrap();
+    let expected = tokio::task::spawn_blocking({
+        let cat = cat.clone();
+        move || cat(None)
+    })
+    .await
+    .unwrap();
+    assert_eq!(body.as_ref(), expected.as_slice());
+    assert!(String::from_utf8_lossy(&body).contains("<b>bold</b>"));
+
+    let worker = raw("?channel=worker").await.bytes().await.unwrap();
+    let expected = tokio::task::spawn_blocking(move || cat(Some("worker")))
+        .await
+        .unwrap();
+    assert_eq!(worker.as_ref(), expected.as_slice());
+    assert!(String::from_utf8_lossy(&worker).contains("started"));
+
+    let from = raw("?from_seq=5").await.text().await.unwrap();
+    assert_eq!(
+        from,
+        "line ends\r\nprogress 50%\rprogress 100%\nno newline at the end"
+    );
+    server.stop().await;
+}
+
+/// A token file with a reader, a reader of `nightly` only, and a writer.
+fn token_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("tokens.toml");
+    std::fs::write(
+        &path,
+        r#"
+        [[tokens]]
+        name = "reader"
+        scopes = ["read"]
+        secret = "reader-token-0123456789"
+
+        [[tokens]]
+        name = "nightly-reader"
+        scopes = ["read"]
+        secret = "nightly-token-0123456789"
+        tasks = ["nightly"]
+
+        [[tokens]]
+        name = "writer"
+        scopes = ["write", "read"]
+        secret = "writer-token-0123456789"
+
+        [[tokens]]
+        name = "pusher"
+        scopes = ["write"]
+        secret = "pusher-token-0123456789"
+        "#,
+    )
+    .unwrap();
+    path
+}
+
+/// POSTs a sign-in with `token`; returns the response.
+async fn sign_in(server: &TestServer, token: &str) -> reqwest::Response {
+    http()
+        .post(format!("http://{}/api/session", server.addr))
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// GET `path` with `cookie`.
+async fn get_with_cookie(server: &TestServer, path: &str, cookie: &str) -> reqwest::Response {
+    http()
+        .get(format!("http://{}{path}", server.addr))
+        .header(header::COOKIE, cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// With tokens, nothing but the session routes answers without a session;
+/// a read token signs in for an HttpOnly, SameSite=Strict cookie that
+/// works for the API and plain links, within the token's task limit; a
+/// token without `read`, a foreign origin or a forged cookie get nothing.
+#[tokio::test]
+async fn with_tokens_the_page_reads_only_through_a_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = Arc::new(TokenSet::load(&token_file(dir.path())).unwrap());
+    let data = dir.path().join("data");
+    let server = TestServer::start_with(
+        &data,
+        ServerConfig {
+            security: Security {
+                tokens: Some(tokens),
+                tls: None,
+            },
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let writer = baa_logging_client::ConnectOptions::new(format!("http://{}", server.addr))
+        .token("writer-token-0123456789")
+        .connect()
+        .await
+        .unwrap();
+    let mut writer = writer;
+    for task in ["nightly", "release"] {
+        prepare(&mut writer, task, "r1").await;
+        append(
+            &mut writer,
+            vec![open(
+                task,
+                "r1",
+                "w",
+                vec![stdout(1, &format!("{task} out\n"))],
+            )],
+        )
+        .await
+        .unwrap();
+    }
+
+    let (status, body) = get_json(&server, "/api/runs").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["code"], "UNAUTHENTICATED");
+    let raw = http()
+        .get(format!("http://{}/runs/nightly/r1/raw", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::UNAUTHORIZED);
+    let (status, session) = get_json(&server, "/api/session").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(session["required"], true);
+    assert_eq!(session["signedIn"], false);
+
+    assert_eq!(sign_in(&server, "not-a-token-at-all").await.status(), 401);
+    assert_eq!(
+        sign_in(&server, "pusher-token-0123456789").await.status(),
+        403
+    );
+    let foreign = http()
+        .post(format!("http://{}/api/session", server.addr))
+        .header(header::ORIGIN, "https://elsewhere.example")
+        .json(&json!({"token": "reader-token-0123456789"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+    assert!(!foreign.headers().contains_key(header::SET_COOKIE));
+
+    let signed = sign_in(&server, "reader-token-0123456789").await;
+    assert_eq!(signed.status(), StatusCode::NO_CONTENT);
+    let set_cookie = signed.headers()[header::SET_COOKIE].to_str().unwrap();
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=3600"] {
+        assert!(set_cookie.contains(part), "{set_cookie} lacks {part}");
+    }
+    assert!(
+        !set_cookie.contains("reader-token"),
+        "the token is not in the cookie"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+
+    let listed: Value = get_with_cookie(&server, "/api/runs", &cookie)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 2);
+    let raw = get_with_cookie(&server, "/runs/release/r1/raw", &cookie).await;
+    assert_eq!(raw.status(), StatusCode::OK);
+    assert_eq!(raw.text().await.unwrap(), "release out\n");
+    let session: Value = get_with_cookie(&server, "/api/session", &cookie)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(session["signedIn"], true);
+    assert_eq!(session["token"], "reader");
+
+    // A forged or altered cookie is refused.
+    let (name, value) = cookie.split_once('=').unwrap();
+    let (payload, mac) = value.split_once('.').unwrap();
+    let altered = format!("{name}={payload}x.{mac}");
+    let refused = get_with_cookie(&server, "/api/runs", &altered).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+
+    // A token limited to `nightly` sees only its task, and is refused others.
+    let limited = sign_in(&server, "nightly-token-0123456789").await;
+    let limited = limited.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let listed: Value = get_with_cookie(&server, "/api/runs", &limited)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let tasks: Vec<&str> = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["taskId"].as_str().unwrap())
+        .collect();
+    assert_eq!(tasks, vec!["nightly"]);
+    let other = get_with_cookie(&server, "/api/runs/release/r1/entries", &limited).await;
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+    let other = get_with_cookie(&server, "/runs/release/r1/raw", &limited).await;
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+    let own = get_with_cookie(&server, "/api/runs/nightly/r1/entries", &limited).await;
+    assert_eq!(own.status(), StatusCode::OK);
+
+    // Scripts may send the bearer token instead.
+    let bearer = http()
+        .get(format!("http://{}/api/runs", server.addr))
+        .bearer_auth("reader-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), StatusCode::OK);
+
+    let signed_out = http()
+        .delete(format!("http://{}/api/session", server.addr))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status(), StatusCode::NO_CONTENT);
+    let removal = signed_out.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(removal.contains("Max-Age=0"), "{removal}");
+    server.stop().await;
+}
+
+/// The page may have a port of its own, leaving the gRPC port to gRPC, or
+/// be turned off.
+#[tokio::test]
+async fn the_page_has_a_port_of_its_own_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        baa_logging_store::LocalStore::open(baa_logging_store::LocalStoreOptions::new(dir.path()))
+            .unwrap(),
+    );
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let page = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (grpc_addr, page_addr) = (grpc.local_addr().unwrap(), page.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(baa_logd::run_with_page_listener(
+        grpc,
+        Some(page),
+        store,
+        ServerConfig::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let on = |addr: std::net::SocketAddr| async move {
+        http()
+            .get(format!("http://{addr}/api/runs"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(on(page_addr).await, StatusCode::OK);
+    assert_eq!(on(grpc_addr).await, StatusCode::NOT_FOUND);
+    let _ = stop.send(());
+    serving.await.unwrap().unwrap();
+
+    let off = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(
+        off.path(),
+        ServerConfig {
+            page: None,
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let (status, _) = get_json(&server, "/api/runs").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    server.stop().await;
+    let _ = PageOptions::default();
+}
