@@ -58,4 +58,17 @@ mod tests {
         assert_eq!(samples(&[3.0, 1.0, 2.0]).median(), Some(2.0));
         assert_eq!(samples(&[4.0, 1.0, 3.0, 2.0]).median(), Some(2.5));
     }
+
+    /// The range is the smallest and the largest value, whatever the
+    /// order measured; no values, no range.
+    #[test]
+    fn range_spans_the_values() {
+        let mut samples = Samples::default();
+        assert_eq!(samples.range(), None);
+        for value in [3.0, 1.0, 2.0] {
+            samples.push(value);
+        }
+        assert_eq!(samples.range(), Some((1.0, 3.0)));
+        assert_eq!(samples.len(), 3);
+    }
 }

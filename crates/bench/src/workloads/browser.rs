@@ -356,12 +356,12 @@ async fn seed(url: &str, params: &BrowserParams) -> Result<u64> {
 fn scroll_figures(answer: &Value, first_seq: u64, last_seq: u64) -> BrowserScroll {
     let heap = |key: &str| answer[key]["heap_used_bytes"].as_u64().map(mib);
     let lowest_seq = answer["lowest_seq"].as_u64();
-    let span = last_seq.saturating_sub(first_seq).max(1) as f64;
+    let lines = (last_seq + 1).saturating_sub(first_seq).max(1) as f64;
     BrowserScroll {
         reached_start: answer["reached_start"].as_bool().unwrap_or(false),
         lowest_line: answer["lowest_line"].as_str().map(str::to_owned),
         share: lowest_seq
-            .map(|seq| (last_seq.saturating_sub(seq.max(first_seq)) as f64 / span).min(1.0)),
+            .map(|seq| ((last_seq + 1).saturating_sub(seq.max(first_seq)) as f64 / lines).min(1.0)),
         steps: answer["steps"].as_u64().unwrap_or(0),
         secs: answer["secs"].as_f64().unwrap_or(0.0),
         max_log_nodes: answer["max_log_nodes"].as_u64().unwrap_or(0),
@@ -728,5 +728,37 @@ impl PageDriver {
         {
             let _ = self.child.kill().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The share scrolled through is the lines from the one reached to the
+    /// run's last over all its lines, and whole once the first line (or the
+    /// event before it) is reached.
+    #[test]
+    fn scroll_share_counts_from_the_end() {
+        let answer = |lowest: u64, reached: bool| {
+            json!({
+                "reached_start": reached,
+                "lowest_line": lowest.to_string(),
+                "lowest_seq": lowest,
+                "steps": 3,
+                "secs": 1.5,
+                "max_log_nodes": 500,
+                "at_open": {"heap_used_bytes": 2 * 1024 * 1024},
+                "at_start": {"heap_used_bytes": 4 * 1024 * 1024, "log_nodes": 400},
+            })
+        };
+        let half = scroll_figures(&answer(502, false), 2, 1001);
+        assert_eq!(half.share, Some(0.5));
+        assert_eq!(half.heap_open_mib, Some(2.0));
+        assert_eq!(half.heap_end_mib, Some(4.0));
+        assert_eq!(half.log_nodes, Some(400));
+        let whole = scroll_figures(&answer(1, true), 2, 1001);
+        assert_eq!(whole.share, Some(1.0));
+        assert!(whole.reached_start);
     }
 }
