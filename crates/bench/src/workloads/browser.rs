@@ -460,7 +460,8 @@ async fn measure_live(
         page_errors(&collected)
             .first()
             .map(|error| format!("the page logged: {error}")),
-        (page_lines < measured).then(|| format!("{page_lines} of {measured} lines seen")),
+        (page_lines < measured)
+            .then(|| format!("{page_lines} of {measured} lines ever had a row in the DOM")),
     ]
     .into_iter()
     .flatten()
