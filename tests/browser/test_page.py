@@ -355,6 +355,14 @@ def test_with_tokens_only_the_login_form_shows_until_signed_in(tmp_path, page):
     expect(line_row(page, "secret line")).to_be_visible()
     stored = page.evaluate("JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
     assert server.tokens["reader"] not in stored
+    # The cookie is out of the scripts' reach, and signing out ends it.
+    assert "baa_session" not in page.evaluate("document.cookie")
+    expect(page.locator("#session")).to_contain_text("signed in as reader")
+    page.locator("#session button").click()
+    expect(page.locator("form#login")).to_be_visible()
+    page.reload()
+    expect(page.locator("form#login")).to_be_visible()
+    expect(page.locator("#runs")).to_have_count(0)
 
 
 def test_run_list_groups_attempts_filters_and_follows_status(server, page):

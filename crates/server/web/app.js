@@ -12,7 +12,7 @@
  * starts again.
  */
 
-import { getSession, onUnauthenticated } from "./api.js";
+import { getSession, onUnauthenticated, signOut } from "./api.js";
 import { h, replaceChildren } from "./dom.js";
 import { showLogin } from "./login.js";
 import { showRunList } from "./run_list.js";
@@ -22,6 +22,40 @@ const root = /** @type {HTMLElement} */ (document.getElementById("app"));
 
 /** @type {(() => void) | null} stops the current view */
 let stopView = null;
+
+/** How often an open page asks for its session, which renews the cookie. */
+const SESSION_RENEW_MS = 5 * 60 * 1000;
+
+/** The renewal timer, while signed in. */
+let renewal = 0;
+
+/**
+ * Shows who is signed in, with a button that signs out, and renews the
+ * session while the page is open; removes both when not signed in.
+ *
+ * @param {{required: boolean, signedIn: boolean, token: string|null}|null} session
+ */
+function showSession(session) {
+  document.getElementById("session")?.remove();
+  clearInterval(renewal);
+  if (!session || !session.required || !session.signedIn) return;
+  renewal = window.setInterval(() => {
+    getSession().catch(() => {}); // a 401 shows the form by itself
+  }, SESSION_RENEW_MS);
+  const button = h("button", {
+    type: "button",
+    onclick: async () => {
+      clearInterval(renewal);
+      try {
+        await signOut();
+      } finally {
+        requireLogin();
+      }
+    },
+  }, "Sign out");
+  document.body.appendChild(h("div", { id: "session" },
+    h("span", { class: "hint" }, `signed in as ${session.token || "?"}`), " ", button));
+}
 
 /**
  * The view for a path, with its arguments.
@@ -44,6 +78,7 @@ export function route(pathname) {
 
 /** Stops the current view and shows the sign-in form. */
 function requireLogin() {
+  showSession(null);
   if (stopView) {
     stopView();
     stopView = null;
@@ -63,6 +98,7 @@ async function start() {
       requireLogin();
       return;
     }
+    showSession(session);
   } catch (err) {
     if (err.code === "UNAUTHENTICATED") return; // the form is shown
     // An older server without /api/session: go on, calls will tell.
