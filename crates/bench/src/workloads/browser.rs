@@ -438,6 +438,7 @@ async fn measure_live(
 
     let mut page = Latencies::new();
     let mut page_lines = 0;
+    let mut shown = Vec::new();
     for seen in collected["seen"].as_array().into_iter().flatten() {
         let (Some(index), Some(sent_us), Some(seen_ms)) =
             (seen[0].as_u64(), seen[1].as_u64(), seen[2].as_f64())
@@ -449,6 +450,7 @@ async fn measure_live(
         }
         page.record(((seen_ms * 1000.0) as u64).saturating_sub(sent_us));
         page_lines += 1;
+        shown.push(index);
     }
     let follow_note = if watched["follow"].as_bool() == Some(false) {
         Some("the page's follow box was off".to_owned())
@@ -460,8 +462,13 @@ async fn measure_live(
         page_errors(&collected)
             .first()
             .map(|error| format!("the page logged: {error}")),
-        (page_lines < measured)
-            .then(|| format!("{page_lines} of {measured} lines ever had a row in the DOM")),
+        (page_lines < measured).then(|| {
+            format!(
+                "{page_lines} of {measured} lines ever had a row in the DOM \
+                 (at most {} in a row without one)",
+                longest_gap(shown, warmup, total)
+            )
+        }),
     ]
     .into_iter()
     .flatten()
@@ -497,6 +504,20 @@ async fn measure_live(
             grpc_note,
         ),
     ])
+}
+
+/// The most consecutive indices in `warmup..total` missing from `shown`:
+/// lines skipped together, as a page that stalled for a moment skips them.
+fn longest_gap(mut shown: Vec<u64>, warmup: u64, total: u64) -> u64 {
+    shown.sort_unstable();
+    shown.dedup();
+    let mut longest = 0;
+    let mut next = warmup;
+    for index in shown.into_iter().chain(std::iter::once(total)) {
+        longest = longest.max(index.saturating_sub(next));
+        next = index + 1;
+    }
+    longest
 }
 
 /// Writes `total` lines at `rate` lines a second into the live run, one
@@ -761,5 +782,16 @@ mod tests {
         let whole = scroll_figures(&answer(1, true), 2, 1001);
         assert_eq!(whole.share, Some(1.0));
         assert!(whole.reached_start);
+    }
+
+    /// The longest gap counts missing lines in the measured range only,
+    /// at its start and end too.
+    #[test]
+    fn longest_gap_counts_consecutive_missing_lines() {
+        assert_eq!(longest_gap(vec![10, 11, 12, 13], 10, 14), 0);
+        assert_eq!(longest_gap(vec![13, 10, 11], 10, 14), 1);
+        assert_eq!(longest_gap(vec![10, 14, 15], 10, 16), 3);
+        assert_eq!(longest_gap(vec![12], 10, 13), 2);
+        assert_eq!(longest_gap(Vec::new(), 10, 13), 3);
     }
 }
