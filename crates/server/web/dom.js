@@ -82,6 +82,21 @@ export function isTyping(event) {
 }
 
 /**
+ * True when a keyboard event comes from a form control of any kind
+ * (inputs of every type, the range slider and checkboxes included,
+ * buttons, selects, text areas): the control's own keys (arrows,
+ * Home/End, Space, letters) must not be taken by page shortcuts.
+ *
+ * @param {KeyboardEvent} event
+ * @returns {boolean}
+ */
+export function isFormControl(event) {
+  const t = /** @type {HTMLElement|null} */ (event.target);
+  if (!t || !t.tagName) return false;
+  return ["INPUT", "SELECT", "TEXTAREA", "BUTTON"].includes(t.tagName) || t.isContentEditable;
+}
+
+/**
  * True when a key event carries a modifier that page shortcuts leave to
  * the browser (Ctrl, Alt, Meta).
  *
