@@ -722,3 +722,37 @@ def test_shortcuts_leave_keys_to_a_focused_slider_and_the_log_shows_its_focus(se
     assert page.evaluate("getComputedStyle(document.getElementById('log')).outlineStyle") != "none"
     page.keyboard.press("t")
     expect(page.locator("#timestamps")).to_be_checked()
+
+
+def test_live_appends_extend_the_visible_lines_without_going_over_the_window(server, page):
+    """On a window of 500,000 lines, a live line that holds no group marker
+    only extends the visible lines (a marker asks for a rebuild), so
+    following costs what arrives, not the size of the window."""
+    page.goto(server.url + "/")
+    result = page.evaluate(
+        """async () => {
+            const { LineAssembler } = await import("/assets/lines.js");
+            const { FoldState, VisibleList } = await import("/assets/groups.js");
+            const a = new LineAssembler(true);
+            const rows = [];
+            for (let i = 0; i < 500000; i++) rows.push(`row ${i}\\n`);
+            a.add({ seq: 1, channel: "stdout", text: rows.join("") });
+            const channels = new Set(["stdout", "stderr", "worker"]);
+            const list = new VisibleList();
+            const shown = list.build(a.lines, channels, new FoldState(), true).length;
+            const t0 = performance.now();
+            let added = 0;
+            for (let seq = 2; seq < 102; seq++) {
+                const changed = a.add({ seq, channel: "stdout", text: `live ${seq}\\n` });
+                added += list.append(a.lines, changed, channels, true).length;
+            }
+            const ms = performance.now() - t0;
+            const marker = list.append(
+                a.lines, a.add({ seq: 102, channel: "stdout", text: "::group::x\\n" }), channels, true);
+            return { shown, added, ms, marker };
+        }"""
+    )
+    assert result["shown"] == 500_000
+    assert result["added"] == 100
+    assert result["ms"] < 250, result
+    assert result["marker"] is None
