@@ -579,22 +579,22 @@ def test_pages_cut_by_the_byte_bound_leave_no_hole(server, page):
     the run is in the list, once), and a `#L` link far from the start
     loads a window that holds its line."""
     cli(server, "exec", "--task", "t1", "--run", "wide", "--no-pty", "--", "python3", "-c",
-        big_lines_script(100, 60_000))
+        big_lines_script(80, 60_000))
     all_entries = entries(page, server, "t1", "wide")
     truth = full_lines(all_entries)
     workers = sum(1 for e in all_entries if e["channel"] == "worker")
     page.goto(run_url(server, "t1", "wide"))
-    expect(page.locator("#log div.line span.text", has_text="line 00099 ")).to_be_in_viewport()
+    expect(page.locator("#log div.line span.text", has_text="line 00079 ")).to_be_in_viewport()
     expect(page.locator("#window-info")).to_have_text(re.compile(r"^entries 1–([\d,]+) of \1$"), timeout=20_000)
     row_h = page.evaluate("document.querySelector('#log .line').getBoundingClientRect().height")
     height = page.evaluate("document.querySelector('#log .log-spacer').getBoundingClientRect().height")
     assert round(height / row_h) == len(truth) + workers
-    target = next(line for line in truth if line[3].startswith("line 00090 "))
+    target = next(line for line in truth if line[3].startswith("line 00070 "))
     page.goto(run_url(server, "t1", "wide", f"#L{target[0]}"))
     page.reload()
     row = page.locator(f'#log div.line[data-line="{target[0]}"]')
     expect(row).to_have_class(re.compile(r"\bhighlight\b"))
-    expect(row.locator("span.text")).to_contain_text("line 00090 ")
+    expect(row.locator("span.text")).to_contain_text("line 00070 ")
 
 
 def test_a_progress_bar_longer_than_the_cap_shows_its_final_state(server, page):
