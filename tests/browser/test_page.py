@@ -236,12 +236,14 @@ def test_channel_filter_and_timestamps(server, page):
     expect(page.locator("#log span.ts")).to_have_count(0)
     page.locator("#timestamps").check()
     expect(page.locator("#log span.ts").first).to_have_text(re.compile(r"^\d\d:\d\d:\d\d\.\d{3}$"))
-    # A focused checkbox keeps its keys; from the log, `t` toggles.
+    # A focused checkbox keeps Space, but a letter is the page's: `t`
+    # toggles timestamps off again, and from the log on again.
     page.keyboard.press("t")
-    expect(page.locator("#timestamps")).to_be_checked()
+    expect(page.locator("#timestamps")).not_to_be_checked()
+    expect(page.locator("#log span.ts")).to_have_count(0)
     page.locator("#log").focus()
     page.keyboard.press("t")
-    expect(page.locator("#log span.ts")).to_have_count(0)
+    expect(page.locator("#log span.ts").first).to_be_visible()
 
 
 # Writes 50,000 lines `row N`, 4 to a write with a pause between writes, so
@@ -709,19 +711,32 @@ def test_an_expired_session_while_following_shows_the_sign_in_form(tmp_path, pag
 
 
 def test_shortcuts_leave_keys_to_a_focused_slider_and_the_log_shows_its_focus(server, page):
-    """With the position slider focused, `t` and End are the slider's; a
-    keyboard focus on the log shows a ring."""
+    """With the position slider focused, its keys stay its own (the page
+    does not handle them) while letters still reach the page; a keyboard
+    focus on the log shows a ring."""
     exec_sh(server, "t1", "keys", "seq 1 50")
     page.goto(run_url(server, "t1", "keys"))
     expect(line_row(page, "50")).to_be_visible()
     page.locator("#position").focus()
+    handled = page.evaluate(
+        """() => {
+            const slider = document.getElementById("position");
+            const keys = ["Home", "End", "ArrowLeft", "PageUp"];
+            return keys.map((key) => {
+                const event = new KeyboardEvent("keydown", {key, bubbles: true, cancelable: true});
+                slider.dispatchEvent(event);
+                return event.defaultPrevented;
+            });
+        }"""
+    )
+    assert handled == [False, False, False, False], handled
     page.keyboard.press("t")
-    expect(page.locator("#timestamps")).not_to_be_checked()
+    expect(page.locator("#timestamps")).to_be_checked()
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "log"
     assert page.evaluate("getComputedStyle(document.getElementById('log')).outlineStyle") != "none"
     page.keyboard.press("t")
-    expect(page.locator("#timestamps")).to_be_checked()
+    expect(page.locator("#timestamps")).not_to_be_checked()
 
 
 def test_live_appends_extend_the_visible_lines_without_going_over_the_window(server, page):
