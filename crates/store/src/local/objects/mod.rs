@@ -26,7 +26,7 @@
 //! under it.
 
 mod manifest;
-mod safe_dir;
+pub(crate) mod safe_dir;
 mod staged;
 pub(crate) mod walk;
 

@@ -60,6 +60,9 @@ pub(super) fn objects(run: &RunDir, kind: Option<ObjectKind>) -> io::Result<Vec<
 /// named by a number from 1.
 pub(crate) fn slots(run: &RunDir) -> io::Result<Vec<u64>> {
     let mut slots = Vec::new();
+    if fs::symlink_metadata(run.checkpoints()).is_ok_and(|meta| meta.file_type().is_symlink()) {
+        return Ok(slots);
+    }
     let entries = match fs::read_dir(run.checkpoints()) {
         Ok(entries) => entries,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(slots),
@@ -95,6 +98,10 @@ pub(super) fn total_bytes(run: &RunDir) -> io::Result<u64> {
 /// Calls `each` with every regular file under `dir`, by its `/`-joined
 /// path after `prefix`. Names that are not UTF-8 are skipped.
 fn files(dir: &Path, prefix: &str, each: &mut dyn FnMut(String, fs::Metadata)) -> io::Result<()> {
+    // A directory swapped for a link is not walked through.
+    if fs::symlink_metadata(dir).is_ok_and(|meta| meta.file_type().is_symlink()) {
+        return Ok(());
+    }
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),

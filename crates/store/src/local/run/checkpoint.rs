@@ -9,12 +9,16 @@
 //! the entry is committed; a crash between the two leaves an empty slot
 //! that the next reservation passes over.
 
-use std::fs;
-
 use super::Run;
 use crate::{
     error::{Refused, Result, StoreError},
-    local::{fsio::sync_dir, objects::walk},
+    local::{
+        layout::RunDir,
+        objects::{
+            safe_dir::{Dir, PathTrouble},
+            walk,
+        },
+    },
     model::{
         AppendPayload, LogLevel, RunStatePatch, RunStateSnapshot, StructuredData,
         WorkerLifecycleEventInput, WorkerLifecycleEventType,
@@ -45,10 +49,25 @@ impl Run {
             .copied()
             .unwrap_or(0);
         let slot = highest.max(inner.state.checkpoint_seq) + 1;
-        let checkpoints = self.dir.checkpoints();
-        fs::create_dir_all(&checkpoints).map_err(io)?;
-        fs::create_dir(checkpoints.join(slot.to_string())).map_err(io)?;
-        sync_dir(&checkpoints).map_err(io)?;
+        // By descriptor: a `checkpoints` swapped for a link is refused.
+        let unsafe_path = |trouble| match trouble {
+            PathTrouble::Unsafe(problem) => StoreError::UnsafePath {
+                object: format!("{}: checkpoints", self.key),
+                problem,
+            },
+            PathTrouble::Io(err) => io(err),
+        };
+        let run_dir = Dir::open(self.dir.path()).map_err(io)?;
+        let checkpoints = run_dir
+            .descend_creating([RunDir::checkpoints_name()])
+            .map_err(unsafe_path)?;
+        let (_, created) = checkpoints
+            .child_or_create(&slot.to_string())
+            .map_err(unsafe_path)?;
+        if !created {
+            return Err(io(std::io::ErrorKind::AlreadyExists.into()));
+        }
+        checkpoints.sync().map_err(io)?;
         let mut data = StructuredData::new();
         data.insert("checkpointSeq".into(), slot.into());
         let event = WorkerLifecycleEventInput {

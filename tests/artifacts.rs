@@ -1,0 +1,671 @@
+//! Artifacts and checkpoints: uploads staged and committed whole by size
+//! and SHA-256, resumed after a broken connection or a killed server,
+//! downloads from an offset, listings, checkpoint slots, path checks,
+//! limits, scopes and retention.
+
+use std::{path::Path, sync::Arc, time::Instant};
+
+use baa_logd::{Security, ServerConfig, security::TokenSet};
+use baa_logging::pb;
+use baa_logging_client::{
+    Client, ConnectOptions, LoggingClient, NewRun, ObjectName, RunKey, TransferOptions,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+use crate::util::{TestServer, assert_status, json_lines, prepare, process::ServerProcess};
+
+/// `size` bytes of pseudo-random content written to `path`.
+fn random_file(path: &Path, size: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut bytes = vec![0u8; size];
+    rng.fill(&mut bytes);
+    std::fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+/// The SHA-256 of `bytes`.
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    Sha256::digest(bytes).to_vec()
+}
+
+/// A reference to artifact `name` of `task/run`.
+fn artifact(task: &str, run: &str, name: &str) -> pb::ObjectRef {
+    pb::ObjectRef {
+        task_id: task.into(),
+        run_id: run.into(),
+        kind: pb::ObjectKind::Artifact.into(),
+        name: name.into(),
+        checkpoint_seq: 0,
+    }
+}
+
+/// The messages of an upload of `bytes` from `offset`, in 256 KiB
+/// pieces, the first with `open`, the last with the commit of `whole`
+/// (when given).
+fn upload_messages(
+    object: pb::ObjectRef,
+    upload_id: &str,
+    bytes: &[u8],
+    offset: usize,
+    commit: Option<(u64, Vec<u8>)>,
+) -> Vec<pb::UploadObjectRequest> {
+    let mut messages: Vec<pb::UploadObjectRequest> = bytes[offset..]
+        .chunks(256 * 1024)
+        .scan(offset, |at, chunk| {
+            let message = pb::UploadObjectRequest {
+                open: None,
+                offset: *at as u64,
+                data: chunk.to_vec(),
+                commit: None,
+            };
+            *at += chunk.len();
+            Some(message)
+        })
+        .collect();
+    if messages.is_empty() {
+        messages.push(pb::UploadObjectRequest {
+            open: None,
+            offset: offset as u64,
+            data: Vec::new(),
+            commit: None,
+        });
+    }
+    messages[0].open = Some(pb::UploadOpen {
+        object: Some(object),
+        upload_id: upload_id.into(),
+    });
+    if let Some((size, sha256)) = commit {
+        messages.last_mut().unwrap().commit = Some(pb::UploadCommit { size, sha256 });
+    }
+    messages
+}
+
+/// Sends an upload stream.
+async fn upload(
+    client: &mut LoggingClient,
+    messages: Vec<pb::UploadObjectRequest>,
+) -> Result<pb::UploadObjectResponse, tonic::Status> {
+    client
+        .upload_object(futures::stream::iter(messages))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// What the server holds of an upload.
+async fn status(
+    client: &mut LoggingClient,
+    object: pb::ObjectRef,
+    upload_id: &str,
+) -> pb::GetUploadStatusResponse {
+    client
+        .get_upload_status(pb::GetUploadStatusRequest {
+            object: Some(object),
+            upload_id: upload_id.into(),
+        })
+        .await
+        .expect("a status")
+        .into_inner()
+}
+
+/// The files under a directory, recursively, as relative paths.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().unwrap().is_dir() {
+            found.extend(
+                files_under(&entry.path())
+                    .into_iter()
+                    .map(|inner| format!("{name}/{inner}")),
+            );
+        } else {
+            found.push(name);
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Objects of 0 bytes, 1 byte and 200 MiB go up and come back with the
+/// same bytes, land in `artifacts/` under their names, and are listed
+/// with their sizes and digests; the 200 MiB round trip is timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_of_0_1_and_200_mib_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let client = server.typed_client().await;
+    client.prepare_run(NewRun::new("t", "r")).await.unwrap();
+    let key = RunKey::new("t", "r");
+    let options = TransferOptions::default();
+    for (name, size) in [("empty", 0), ("one", 1), ("big/blob.bin", 200 << 20)] {
+        let local = dir.path().join(format!("{}.in", name.replace('/', "_")));
+        let bytes = random_file(&local, size, size as u64);
+        let started = Instant::now();
+        let stored = client
+            .upload_file(&key, &ObjectName::artifact(name), &local, &options)
+            .await
+            .unwrap();
+        let uploaded = started.elapsed();
+        assert_eq!(stored.size, size as u64);
+        assert_eq!(stored.sha256, sha256(&bytes));
+        let on_disk = server.data_dir.join("t/r/artifacts").join(name);
+        assert_eq!(std::fs::metadata(&on_disk).unwrap().len(), size as u64);
+        let out = dir.path().join(format!("{}.out", name.replace('/', "_")));
+        let started = Instant::now();
+        let fetched = client
+            .download_file(&key, &ObjectName::artifact(name), &out, &options)
+            .await
+            .unwrap();
+        let downloaded = started.elapsed();
+        assert_eq!(fetched.sha256, stored.sha256);
+        assert!(std::fs::read(&out).unwrap() == bytes, "{name} differs");
+        if size > 1 {
+            eprintln!("{name}: {size} bytes up in {uploaded:?}, down in {downloaded:?}");
+        }
+    }
+    let listing = client
+        .list_objects(&key, pb::ObjectKind::Unspecified)
+        .await
+        .unwrap();
+    let names: Vec<_> = listing.objects.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["big/blob.bin", "empty", "one"]);
+    assert_eq!(listing.total_bytes, (200 << 20) + 1);
+    assert!(listing.objects.iter().all(|o| o.sha256.len() == 32));
+    server.stop().await;
+}
+
+/// A connection cut in the middle of an upload keeps what the server
+/// received: `GetUploadStatus` tells the offset, the upload resumes there
+/// on a new connection, and the object is the file, byte for byte.
+#[tokio::test]
+async fn an_upload_cut_off_resumes_from_the_server_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    let bytes = random_file(&dir.path().join("f"), 3 << 20, 7);
+    let object = artifact("t", "r", "f.bin");
+
+    // A connection of its own, cut after 1 MiB was sent.
+    let mut doomed = server.client().await;
+    let (tx, rx) = mpsc::channel(8);
+    let call = tokio::spawn(async move { doomed.upload_object(ReceiverStream::new(rx)).await });
+    for message in upload_messages(object.clone(), "up-1", &bytes[..1 << 20], 0, None) {
+        tx.send(message).await.unwrap();
+    }
+    // Until the server holds what was sent, then the connection goes.
+    let mut held = 0;
+    for _ in 0..200 {
+        held = status(&mut client, object.clone(), "up-1").await.committed_size;
+        if held == 1 << 20 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(held, 1 << 20);
+    call.abort();
+    drop(tx);
+    assert!(
+        files_under(&server.data_dir.join("t/r/artifacts")).is_empty(),
+        "nothing is visible before the commit"
+    );
+
+    let offset = status(&mut client, object.clone(), "up-1").await.committed_size as usize;
+    let commit = Some((bytes.len() as u64, sha256(&bytes)));
+    let done = upload(
+        &mut client,
+        upload_messages(object.clone(), "up-1", &bytes, offset, commit),
+    )
+    .await
+    .unwrap();
+    assert!(done.committed);
+    let stored = std::fs::read(server.data_dir.join("t/r/artifacts/f.bin")).unwrap();
+    assert!(stored == bytes);
+    // Committed, the upload is complete; its staging is gone.
+    let after = status(&mut client, object, "up-1").await;
+    assert!(after.complete);
+    assert!(files_under(&server.data_dir.join("t/r/.uploads")).is_empty());
+    server.stop().await;
+}
+
+/// A commit whose digest is not the bytes' is refused with `DATA_LOSS`;
+/// no object appears, and the staged bytes are gone. Sizes that do not
+/// match and offsets past the held bytes are refused too.
+#[tokio::test]
+async fn a_wrong_digest_is_refused_and_nothing_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    let bytes = vec![7u8; 1000];
+    let object = artifact("t", "r", "x");
+    let wrong = Some((1000, sha256(b"other")));
+    let result = upload(
+        &mut client,
+        upload_messages(object.clone(), "u", &bytes, 0, wrong),
+    )
+    .await;
+    assert_status(result, Code::DataLoss, "SHA-256");
+    assert!(files_under(&server.data_dir.join("t/r/artifacts")).is_empty());
+    assert!(files_under(&server.data_dir.join("t/r/.uploads")).is_empty());
+    assert_eq!(status(&mut client, object.clone(), "u").await.committed_size, 0);
+
+    let short = Some((999, sha256(&bytes[..999])));
+    let result = upload(
+        &mut client,
+        upload_messages(object.clone(), "u2", &bytes, 0, short),
+    )
+    .await;
+    assert_status(result, Code::FailedPrecondition, "holds 1000 bytes");
+    let mut gap = upload_messages(object.clone(), "u3", &bytes, 0, None);
+    gap[0].offset = 10;
+    assert_status(upload(&mut client, gap).await, Code::OutOfRange, "offset 0");
+    let listing = client
+        .list_objects(pb::ListObjectsRequest {
+            task_id: "t".into(),
+            run_id: "r".into(),
+            kind: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listing.objects.is_empty());
+    server.stop().await;
+}
+
+/// Names that would leave the run's directories are refused before they
+/// touch the disk; symbolic links planted in the run are never followed,
+/// for uploads or downloads, and nothing is written outside the run.
+#[tokio::test]
+async fn traversal_and_symlinks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    let bytes = b"payload".to_vec();
+    let commit = || Some((bytes.len() as u64, sha256(&bytes)));
+    for bad in ["../escape", "/etc/passwd", "a/../../x", "a//b", "a\\b", "x\u{202E}y"] {
+        let result = upload(
+            &mut client,
+            upload_messages(artifact("t", "r", bad), "u", &bytes, 0, commit()),
+        )
+        .await;
+        assert_status(result, Code::InvalidArgument, "object name");
+    }
+    let bad_id = upload(
+        &mut client,
+        upload_messages(artifact("t", "r", "ok"), "../id", &bytes, 0, commit()),
+    )
+    .await;
+    assert_status(bad_id, Code::InvalidArgument, "upload_id");
+
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "keep").unwrap();
+    let artifacts = server.data_dir.join("t/r/artifacts");
+    std::os::unix::fs::symlink(&outside, artifacts.join("evil")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret"), artifacts.join("link")).unwrap();
+    let through_dir = upload(
+        &mut client,
+        upload_messages(artifact("t", "r", "evil/new"), "u1", &bytes, 0, commit()),
+    )
+    .await;
+    assert_status(through_dir, Code::FailedPrecondition, "symbolic link");
+    let over_link = upload(
+        &mut client,
+        upload_messages(artifact("t", "r", "link"), "u2", &bytes, 0, commit()),
+    )
+    .await;
+    assert_status(over_link, Code::AlreadyExists, "exists");
+    let mut read = client
+        .download_object(pb::DownloadObjectRequest {
+            object: Some(artifact("t", "r", "link")),
+            offset: 0,
+        })
+        .await;
+    if let Ok(stream) = &mut read {
+        let first = stream.get_mut().message().await;
+        assert!(first.is_err(), "a link is read: {first:?}");
+    }
+    assert!(read.is_err(), "a link is served");
+    assert_eq!(files_under(&outside), ["secret"]);
+    assert_eq!(std::fs::read_to_string(outside.join("secret")).unwrap(), "keep");
+
+    // The whole artifacts directory swapped for a link.
+    std::fs::remove_file(artifacts.join("evil")).unwrap();
+    std::fs::remove_file(artifacts.join("link")).unwrap();
+    std::fs::remove_dir(&artifacts).unwrap();
+    std::os::unix::fs::symlink(&outside, &artifacts).unwrap();
+    let swapped = upload(
+        &mut client,
+        upload_messages(artifact("t", "r", "new"), "u3", &bytes, 0, commit()),
+    )
+    .await;
+    assert_status(swapped, Code::FailedPrecondition, "symbolic link");
+    assert_eq!(files_under(&outside), ["secret"]);
+    server.stop().await;
+}
+
+/// A server killed with SIGKILL in the middle of an upload leaves no part
+/// of the object visible; once it is back, the upload resumes from the
+/// offset it reports and the object is whole.
+#[tokio::test]
+async fn a_killed_server_leaves_no_partial_object_and_the_upload_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(&data);
+    let addr = server.addr;
+    let mut client = baa_logging_client::connect(server.url()).await.unwrap();
+    prepare(&mut client, "t", "r").await;
+    let bytes = random_file(&dir.path().join("f"), 4 << 20, 9);
+    let object = artifact("t", "r", "model.ckpt");
+    let (tx, rx) = mpsc::channel(8);
+    let mut sender = client.clone();
+    let call = tokio::spawn(async move { sender.upload_object(ReceiverStream::new(rx)).await });
+    for message in upload_messages(object.clone(), "k", &bytes[..2 << 20], 0, None) {
+        tx.send(message).await.unwrap();
+    }
+    for _ in 0..200 {
+        if status(&mut client, object.clone(), "k").await.committed_size == 2 << 20 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.kill();
+    let _ = call.await;
+    assert!(files_under(&data.join("t/r/artifacts")).is_empty());
+
+    let server = ServerProcess::start_on(&data, addr);
+    let mut client = baa_logging_client::connect(server.url()).await.unwrap();
+    let offset = status(&mut client, object.clone(), "k").await.committed_size as usize;
+    assert_eq!(offset, 2 << 20);
+    let commit = Some((bytes.len() as u64, sha256(&bytes)));
+    let done = upload(
+        &mut client,
+        upload_messages(object, "k", &bytes, offset, commit),
+    )
+    .await
+    .unwrap();
+    assert!(done.committed);
+    assert!(std::fs::read(data.join("t/r/artifacts/model.ckpt")).unwrap() == bytes);
+    drop(server);
+}
+
+/// Reserving a checkpoint slot logs `checkpoint_slot_reserved` with its
+/// number; objects go into the slot; committing it moves the run state's
+/// `checkpointSeq`; a committed slot takes no more objects, and a slot
+/// never reserved cannot be used.
+#[tokio::test]
+async fn checkpoints_move_checkpoint_seq_and_log_the_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let client = server.typed_client().await;
+    client.prepare_run(NewRun::new("t", "r")).await.unwrap();
+    let key = RunKey::new("t", "r");
+    let slot = client.reserve_checkpoint(&key).await.unwrap();
+    assert_eq!(slot, 1);
+    let local = dir.path().join("state.bin");
+    random_file(&local, 10_000, 1);
+    let options = TransferOptions::default();
+    client
+        .upload_file(&key, &ObjectName::checkpoint(slot, "state.bin"), &local, &options)
+        .await
+        .unwrap();
+    assert!(server.data_dir.join("t/r/checkpoints/1/state.bin").is_file());
+    let state = client.commit_checkpoint(&key, slot).await.unwrap();
+    assert_eq!(state.checkpoint_seq, 1);
+    let run = client.get_run(&key).await.unwrap();
+    assert_eq!(run.state.unwrap().checkpoint_seq, 1);
+    let state_json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(server.data_dir.join("t/r/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state_json["checkpointSeq"], 1);
+    let events = json_lines(&server.data_dir.join("t/r/worker.log"));
+    let reserved: Vec<_> = events
+        .iter()
+        .filter(|event| event["type"] == "checkpoint_slot_reserved")
+        .collect();
+    assert_eq!(reserved.len(), 1);
+    assert_eq!(reserved[0]["data"]["checkpointSeq"], 1);
+
+    let closed = client
+        .upload_file(&key, &ObjectName::checkpoint(1, "late.bin"), &local, &options)
+        .await
+        .unwrap_err();
+    assert_eq!(closed.code(), Some(Code::FailedPrecondition), "{closed}");
+    let unreserved = client.commit_checkpoint(&key, 5).await.unwrap_err();
+    assert_eq!(unreserved.code(), Some(Code::FailedPrecondition), "{unreserved}");
+    assert_eq!(client.reserve_checkpoint(&key).await.unwrap(), 2);
+    let listing = client
+        .list_objects(&key, pb::ObjectKind::Checkpoint)
+        .await
+        .unwrap();
+    assert_eq!(listing.objects.len(), 1);
+    assert_eq!(listing.objects[0].checkpoint_seq, 1);
+    server.stop().await;
+}
+
+/// A terminal run takes no uploads and no checkpoint slots; a limit is
+/// named when an object or a run's objects would pass it.
+#[tokio::test]
+async fn terminal_runs_and_limits_refuse_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::default();
+    config.objects.max_object_bytes = 1000;
+    config.objects.max_run_objects_bytes = 1500;
+    let server = TestServer::start_with(&dir.path().join("data"), config).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    let big = vec![1u8; 1001];
+    let result = upload(
+        &mut client,
+        upload_messages(artifact("t", "r", "big"), "a", &big, 0, None),
+    )
+    .await;
+    assert_status(result, Code::ResourceExhausted, "max_object_bytes (1000)");
+    let fits = vec![2u8; 900];
+    let commit = Some((900, sha256(&fits)));
+    upload(
+        &mut client,
+        upload_messages(artifact("t", "r", "one"), "b", &fits, 0, commit.clone()),
+    )
+    .await
+    .unwrap();
+    let result = upload(
+        &mut client,
+        upload_messages(artifact("t", "r", "two"), "c", &fits, 0, commit.clone()),
+    )
+    .await;
+    assert_status(result, Code::ResourceExhausted, "max_run_objects_bytes (1500)");
+
+    crate::util::set_status(&mut client, "t", "r", pb::RunStatus::Running)
+        .await
+        .unwrap();
+    crate::util::set_status(&mut client, "t", "r", pb::RunStatus::Completed)
+        .await
+        .unwrap();
+    let small = vec![3u8; 10];
+    let result = upload(
+        &mut client,
+        upload_messages(artifact("t", "r", "late"), "d", &small, 0, None),
+    )
+    .await;
+    assert_status(result, Code::FailedPrecondition, "terminal");
+    let reserve = client
+        .reserve_checkpoint(pb::ReserveCheckpointRequest {
+            task_id: "t".into(),
+            run_id: "r".into(),
+        })
+        .await;
+    assert_status(reserve, Code::FailedPrecondition, "terminal");
+    server.stop().await;
+}
+
+/// Retention deletes a run's objects with it, and counts their bytes.
+#[tokio::test]
+async fn retention_deletes_objects_with_their_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let client = server.typed_client().await;
+    client.prepare_run(NewRun::new("t", "r")).await.unwrap();
+    let key = RunKey::new("t", "r");
+    let local = dir.path().join("a");
+    random_file(&local, 100_000, 3);
+    client
+        .upload_file(&key, &ObjectName::artifact("a"), &local, &TransferOptions::default())
+        .await
+        .unwrap();
+    let mut stub = server.client().await;
+    crate::util::set_status(&mut stub, "t", "r", pb::RunStatus::Running)
+        .await
+        .unwrap();
+    crate::util::set_status(&mut stub, "t", "r", pb::RunStatus::Completed)
+        .await
+        .unwrap();
+    let collected = client
+        .collect_runs(baa_logging_client::CollectOptions {
+            max_age: Some(std::time::Duration::ZERO),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(collected.runs.len(), 1);
+    assert!(collected.runs[0].bytes >= 100_000, "{:?}", collected.runs[0]);
+    assert!(!server.data_dir.join("t/r").exists());
+    let gone = client
+        .list_objects(&key, pb::ObjectKind::Unspecified)
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Some(Code::NotFound));
+    server.stop().await;
+}
+
+/// Uploading needs the `write` scope and downloading the `read` scope;
+/// a token limited to some tasks touches only their objects.
+#[tokio::test]
+async fn scopes_and_task_limits_apply_to_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    std::fs::write(
+        &file,
+        r#"
+        [[tokens]]
+        name = "root"
+        scopes = ["admin"]
+        secret = "root-secret-0123456"
+        [[tokens]]
+        name = "reader"
+        scopes = ["read"]
+        secret = "reader-secret-01234"
+        [[tokens]]
+        name = "nightly"
+        scopes = ["write", "read"]
+        secret = "nightly-secret-0123"
+        tasks = ["nightly"]
+        "#,
+    )
+    .unwrap();
+    let security = Security {
+        tokens: Some(Arc::new(TokenSet::load(&file).unwrap())),
+        ..Security::default()
+    };
+    let server = TestServer::start_with(
+        &dir.path().join("data"),
+        ServerConfig {
+            security,
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let connect = |secret: &'static str| {
+        let address = format!("http://{}", server.addr);
+        async move {
+            Client::from_stub(
+                ConnectOptions::new(address)
+                    .token(secret)
+                    .connect()
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    let root = connect("root-secret-0123456").await;
+    let reader = connect("reader-secret-01234").await;
+    let nightly = connect("nightly-secret-0123").await;
+    root.prepare_run(NewRun::new("other", "r")).await.unwrap();
+    root.prepare_run(NewRun::new("nightly", "r")).await.unwrap();
+    let local = dir.path().join("f");
+    random_file(&local, 1000, 5);
+    let options = TransferOptions::default();
+    let name = ObjectName::artifact("f");
+    let denied = reader
+        .upload_file(&RunKey::new("nightly", "r"), &name, &local, &options)
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Some(Code::PermissionDenied), "{denied}");
+    nightly
+        .upload_file(&RunKey::new("nightly", "r"), &name, &local, &options)
+        .await
+        .unwrap();
+    let other = nightly
+        .upload_file(&RunKey::new("other", "r"), &name, &local, &options)
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Some(Code::PermissionDenied), "{other}");
+    reader
+        .download_file(
+            &RunKey::new("nightly", "r"),
+            &name,
+            &dir.path().join("out"),
+            &options,
+        )
+        .await
+        .unwrap();
+    let listed = nightly
+        .list_objects(&RunKey::new("other", "r"), pb::ObjectKind::Unspecified)
+        .await
+        .unwrap_err();
+    assert_eq!(listed.code(), Some(Code::PermissionDenied), "{listed}");
+    server.stop().await;
+}
+
+/// A download resumes a partial local file from its length, and the
+/// whole file is checked against the object's digest.
+#[tokio::test]
+async fn a_partial_download_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let client = server.typed_client().await;
+    client.prepare_run(NewRun::new("t", "r")).await.unwrap();
+    let key = RunKey::new("t", "r");
+    let local = dir.path().join("f");
+    let bytes = random_file(&local, 3_000_000, 11);
+    let name = ObjectName::artifact("f");
+    let options = TransferOptions::default();
+    client.upload_file(&key, &name, &local, &options).await.unwrap();
+    let out = dir.path().join("out");
+    std::fs::write(&out, &bytes[..1_234_567]).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let progress = {
+        let seen = seen.clone();
+        TransferOptions {
+            progress: Some(Arc::new(move |done, _| seen.lock().unwrap().push(done))),
+            ..TransferOptions::default()
+        }
+    };
+    client.download_file(&key, &name, &out, &progress).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == bytes);
+    assert_eq!(seen.lock().unwrap().first(), Some(&1_234_567));
+    // A local file that is not the object's start is downloaded again.
+    std::fs::write(&out, b"not the object").unwrap();
+    client.download_file(&key, &name, &out, &options).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == bytes);
+    server.stop().await;
+}
