@@ -202,7 +202,9 @@ async fn an_upload_cut_off_resumes_from_the_server_offset() {
     // Until the server holds what was sent, then the connection goes.
     let mut held = 0;
     for _ in 0..200 {
-        held = status(&mut client, object.clone(), "up-1").await.committed_size;
+        held = status(&mut client, object.clone(), "up-1")
+            .await
+            .committed_size;
         if held == 1 << 20 {
             break;
         }
@@ -216,7 +218,9 @@ async fn an_upload_cut_off_resumes_from_the_server_offset() {
         "nothing is visible before the commit"
     );
 
-    let offset = status(&mut client, object.clone(), "up-1").await.committed_size as usize;
+    let offset = status(&mut client, object.clone(), "up-1")
+        .await
+        .committed_size as usize;
     let commit = Some((bytes.len() as u64, sha256(&bytes)));
     let done = upload(
         &mut client,
@@ -254,7 +258,12 @@ async fn a_wrong_digest_is_refused_and_nothing_appears() {
     assert_status(result, Code::DataLoss, "SHA-256");
     assert!(files_under(&server.data_dir.join("t/r/artifacts")).is_empty());
     assert!(files_under(&server.data_dir.join("t/r/.uploads")).is_empty());
-    assert_eq!(status(&mut client, object.clone(), "u").await.committed_size, 0);
+    assert_eq!(
+        status(&mut client, object.clone(), "u")
+            .await
+            .committed_size,
+        0
+    );
 
     let short = Some((999, sha256(&bytes[..999])));
     let result = upload(
@@ -290,7 +299,14 @@ async fn traversal_and_symlinks_are_refused() {
     prepare(&mut client, "t", "r").await;
     let bytes = b"payload".to_vec();
     let commit = || Some((bytes.len() as u64, sha256(&bytes)));
-    for bad in ["../escape", "/etc/passwd", "a/../../x", "a//b", "a\\b", "x\u{202E}y"] {
+    for bad in [
+        "../escape",
+        "/etc/passwd",
+        "a/../../x",
+        "a//b",
+        "a\\b",
+        "x\u{202E}y",
+    ] {
         let result = upload(
             &mut client,
             upload_messages(artifact("t", "r", bad), "u", &bytes, 0, commit()),
@@ -335,7 +351,10 @@ async fn traversal_and_symlinks_are_refused() {
     }
     assert!(read.is_err(), "a link is served");
     assert_eq!(files_under(&outside), ["secret"]);
-    assert_eq!(std::fs::read_to_string(outside.join("secret")).unwrap(), "keep");
+    assert_eq!(
+        std::fs::read_to_string(outside.join("secret")).unwrap(),
+        "keep"
+    );
 
     // The whole artifacts directory swapped for a link.
     std::fs::remove_file(artifacts.join("evil")).unwrap();
@@ -372,7 +391,11 @@ async fn a_killed_server_leaves_no_partial_object_and_the_upload_resumes() {
         tx.send(message).await.unwrap();
     }
     for _ in 0..200 {
-        if status(&mut client, object.clone(), "k").await.committed_size == 2 << 20 {
+        if status(&mut client, object.clone(), "k")
+            .await
+            .committed_size
+            == 2 << 20
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -383,7 +406,9 @@ async fn a_killed_server_leaves_no_partial_object_and_the_upload_resumes() {
 
     let server = ServerProcess::start_on(&data, addr);
     let mut client = baa_logging_client::connect(server.url()).await.unwrap();
-    let offset = status(&mut client, object.clone(), "k").await.committed_size as usize;
+    let offset = status(&mut client, object.clone(), "k")
+        .await
+        .committed_size as usize;
     assert_eq!(offset, 2 << 20);
     let commit = Some((bytes.len() as u64, sha256(&bytes)));
     let done = upload(
@@ -414,18 +439,27 @@ async fn checkpoints_move_checkpoint_seq_and_log_the_event() {
     random_file(&local, 10_000, 1);
     let options = TransferOptions::default();
     client
-        .upload_file(&key, &ObjectName::checkpoint(slot, "state.bin"), &local, &options)
+        .upload_file(
+            &key,
+            &ObjectName::checkpoint(slot, "state.bin"),
+            &local,
+            &options,
+        )
         .await
         .unwrap();
-    assert!(server.data_dir.join("t/r/checkpoints/1/state.bin").is_file());
+    assert!(
+        server
+            .data_dir
+            .join("t/r/checkpoints/1/state.bin")
+            .is_file()
+    );
     let state = client.commit_checkpoint(&key, slot).await.unwrap();
     assert_eq!(state.checkpoint_seq, 1);
     let run = client.get_run(&key).await.unwrap();
     assert_eq!(run.state.unwrap().checkpoint_seq, 1);
-    let state_json: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(server.data_dir.join("t/r/state.json")).unwrap(),
-    )
-    .unwrap();
+    let state_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(server.data_dir.join("t/r/state.json")).unwrap())
+            .unwrap();
     assert_eq!(state_json["checkpointSeq"], 1);
     let events = json_lines(&server.data_dir.join("t/r/worker.log"));
     let reserved: Vec<_> = events
@@ -436,12 +470,21 @@ async fn checkpoints_move_checkpoint_seq_and_log_the_event() {
     assert_eq!(reserved[0]["data"]["checkpointSeq"], 1);
 
     let closed = client
-        .upload_file(&key, &ObjectName::checkpoint(1, "late.bin"), &local, &options)
+        .upload_file(
+            &key,
+            &ObjectName::checkpoint(1, "late.bin"),
+            &local,
+            &options,
+        )
         .await
         .unwrap_err();
     assert_eq!(closed.code(), Some(Code::FailedPrecondition), "{closed}");
     let unreserved = client.commit_checkpoint(&key, 5).await.unwrap_err();
-    assert_eq!(unreserved.code(), Some(Code::FailedPrecondition), "{unreserved}");
+    assert_eq!(
+        unreserved.code(),
+        Some(Code::FailedPrecondition),
+        "{unreserved}"
+    );
     assert_eq!(client.reserve_checkpoint(&key).await.unwrap(), 2);
     let listing = client
         .list_objects(&key, pb::ObjectKind::Checkpoint)
@@ -483,7 +526,11 @@ async fn terminal_runs_and_limits_refuse_uploads() {
         upload_messages(artifact("t", "r", "two"), "c", &fits, 0, commit.clone()),
     )
     .await;
-    assert_status(result, Code::ResourceExhausted, "max_run_objects_bytes (1500)");
+    assert_status(
+        result,
+        Code::ResourceExhausted,
+        "max_run_objects_bytes (1500)",
+    );
 
     crate::util::set_status(&mut client, "t", "r", pb::RunStatus::Running)
         .await
@@ -519,7 +566,12 @@ async fn retention_deletes_objects_with_their_run() {
     let local = dir.path().join("a");
     random_file(&local, 100_000, 3);
     client
-        .upload_file(&key, &ObjectName::artifact("a"), &local, &TransferOptions::default())
+        .upload_file(
+            &key,
+            &ObjectName::artifact("a"),
+            &local,
+            &TransferOptions::default(),
+        )
         .await
         .unwrap();
     let mut stub = server.client().await;
@@ -537,7 +589,11 @@ async fn retention_deletes_objects_with_their_run() {
         .await
         .unwrap();
     assert_eq!(collected.runs.len(), 1);
-    assert!(collected.runs[0].bytes >= 100_000, "{:?}", collected.runs[0]);
+    assert!(
+        collected.runs[0].bytes >= 100_000,
+        "{:?}",
+        collected.runs[0]
+    );
     assert!(!server.data_dir.join("t/r").exists());
     let gone = client
         .list_objects(&key, pb::ObjectKind::Unspecified)
@@ -649,7 +705,10 @@ async fn a_partial_download_resumes() {
     let bytes = random_file(&local, 3_000_000, 11);
     let name = ObjectName::artifact("f");
     let options = TransferOptions::default();
-    client.upload_file(&key, &name, &local, &options).await.unwrap();
+    client
+        .upload_file(&key, &name, &local, &options)
+        .await
+        .unwrap();
     let out = dir.path().join("out");
     std::fs::write(&out, &bytes[..1_234_567]).unwrap();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -660,12 +719,161 @@ async fn a_partial_download_resumes() {
             ..TransferOptions::default()
         }
     };
-    client.download_file(&key, &name, &out, &progress).await.unwrap();
+    client
+        .download_file(&key, &name, &out, &progress)
+        .await
+        .unwrap();
     assert!(std::fs::read(&out).unwrap() == bytes);
     assert_eq!(seen.lock().unwrap().first(), Some(&1_234_567));
     // A local file that is not the object's start is downloaded again.
     std::fs::write(&out, b"not the object").unwrap();
-    client.download_file(&key, &name, &out, &options).await.unwrap();
+    client
+        .download_file(&key, &name, &out, &options)
+        .await
+        .unwrap();
     assert!(std::fs::read(&out).unwrap() == bytes);
     server.stop().await;
+}
+
+/// Runs `baa-log` against `server` in `cwd`.
+async fn baa_log_in(server: &TestServer, cwd: &Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(crate::util::process::cli_binary())
+        .args(args)
+        .current_dir(cwd)
+        .env("BAA_LOG_SERVER", format!("http://{}", server.addr))
+        .env("BAA_LOG_SPOOL_DIR", cwd.join("spool"))
+        .env_remove("BAA_LOG_TOKEN")
+        .output()
+        .await
+        .expect("baa-log runs")
+}
+
+/// `baa-log artifact put/ls/get`, `checkpoint put/get` and `exec
+/// --artifacts` move files between the machine and the run, and say so.
+#[tokio::test]
+async fn the_command_line_puts_gets_and_lists_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(work.join("out")).unwrap();
+    let bytes = random_file(&work.join("report.txt"), 50_000, 21);
+    std::fs::write(work.join("out/a.xml"), "<a/>").unwrap();
+    std::fs::write(work.join("out/b.xml"), "<b/>").unwrap();
+
+    let exec = baa_log_in(
+        &server,
+        &work,
+        &[
+            "exec",
+            "--task",
+            "t",
+            "--run",
+            "r",
+            "--artifacts",
+            "out/*.xml",
+            "--",
+            "true",
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&exec.stderr);
+    assert!(exec.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("artifact out/a.xml uploaded to t/r"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 artifacts uploaded to t/r"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(server.data_dir.join("t/r/artifacts/out/b.xml")).unwrap(),
+        "<b/>"
+    );
+    // The run finished after the uploads: it takes no more.
+    let late = baa_log_in(&server, &work, &["artifact", "put", "t/r", "report.txt"]).await;
+    assert!(!late.status.success());
+    assert!(String::from_utf8_lossy(&late.stderr).contains("terminal"));
+
+    let mut stub = server.client().await;
+    prepare(&mut stub, "t", "live").await;
+    let put = baa_log_in(
+        &server,
+        &work,
+        &[
+            "artifact",
+            "put",
+            "t/live",
+            "report.txt",
+            "--as",
+            "reports/r.txt",
+        ],
+    )
+    .await;
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let ls = baa_log_in(&server, &work, &["artifact", "ls", "t/live"]).await;
+    let listed = String::from_utf8_lossy(&ls.stdout);
+    assert!(listed.contains("reports/r.txt"), "{listed}");
+    assert!(listed.contains(&hex_of(&sha256(&bytes))), "{listed}");
+    let get = baa_log_in(
+        &server,
+        &work,
+        &[
+            "artifact",
+            "get",
+            "t/live",
+            "reports/r.txt",
+            "-o",
+            "copy.txt",
+        ],
+    )
+    .await;
+    assert!(
+        get.status.success(),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert!(std::fs::read(work.join("copy.txt")).unwrap() == bytes);
+
+    let saved = baa_log_in(
+        &server,
+        &work,
+        &["checkpoint", "put", "t/live", "report.txt"],
+    )
+    .await;
+    assert!(
+        saved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&saved.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&saved.stdout).trim(),
+        "t/live checkpoint 1"
+    );
+    let restored = baa_log_in(
+        &server,
+        &work,
+        &[
+            "checkpoint",
+            "get",
+            "t/live",
+            "report.txt",
+            "-o",
+            "restored.txt",
+        ],
+    )
+    .await;
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    assert!(std::fs::read(work.join("restored.txt")).unwrap() == bytes);
+    server.stop().await;
+}
+
+/// Bytes in hex.
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

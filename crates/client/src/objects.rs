@@ -273,7 +273,11 @@ impl Client {
         };
         let requests = futures::stream::unfold(source, UploadSource::next).boxed();
         let response = self.stub().upload_object(requests).await;
-        if let Some(err) = failure.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(err) = failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             return Err(ClientError::io(path, err));
         }
         let response = response?.into_inner();
