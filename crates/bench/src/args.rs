@@ -13,6 +13,7 @@ use crate::{
         exec_overhead::ExecOverheadParams,
         fan_out::FanOutParams,
         many_runs::ManyRunsParams,
+        objects::ObjectsParams,
         restart::RestartParams,
         search::{LITERAL, SearchParams},
         slow_followers::SlowFollowersParams,
@@ -89,13 +90,15 @@ pub(crate) enum Workload {
     W7,
     /// What `baa-log exec` adds to a command.
     W8,
+    /// A large artifact uploaded and downloaded, against dd.
+    W10,
 }
 
 /// The benchmark's flags.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BenchArgs {
     /// Which workloads to run.
-    #[arg(long, value_delimiter = ',', default_values = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8"])]
+    #[arg(long, value_delimiter = ',', default_values = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w10"])]
     pub(crate) workloads: Vec<Workload>,
     /// Which systems to measure, where a workload applies to them.
     #[arg(
@@ -232,6 +235,12 @@ pub(crate) struct BenchArgs {
     /// pipe and on a terminal.
     #[arg(long, default_value_t = 5)]
     pub(crate) w8_rounds: usize,
+    /// W10: the artifact's size, MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) w10_mib: u64,
+    /// W10: rounds, each dd, an upload and a download of the artifact.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) w10_rounds: usize,
 }
 
 impl BenchArgs {
@@ -261,6 +270,8 @@ impl BenchArgs {
         self.w8_lines = 20_000;
         self.w8_line_writes = 2_000;
         self.w8_rounds = 1;
+        self.w10_mib = 16;
+        self.w10_rounds = 1;
     }
 
     /// W1's parameters.
@@ -339,6 +350,14 @@ impl BenchArgs {
             line_writes: self.w8_line_writes,
             line_bytes: self.w8_line_bytes,
             rounds: self.w8_rounds,
+        }
+    }
+
+    /// W10's parameters.
+    pub(crate) fn objects(&self) -> ObjectsParams {
+        ObjectsParams {
+            mib: self.w10_mib,
+            rounds: self.w10_rounds,
         }
     }
 

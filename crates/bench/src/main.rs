@@ -13,7 +13,8 @@
 //!
 //! - `args`: the flags, one per workload parameter, and `--smoke`.
 //! - `workloads`: W1 throughput, W2 fan-out, W3 many runs, W4 restart,
-//!   W5 slow followers, W6 tail, W7 search, W8 exec overhead.
+//!   W5 slow followers, W6 tail, W7 search, W8 exec overhead, W10
+//!   objects.
 //! - `systems`: every system behind one interface (writers, followers).
 //! - `noop`: the transport ceiling's server.
 //! - `print_lines`: the command W8 runs, bare and under `baa-log exec`.
@@ -115,6 +116,7 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
         w7_scan: Vec::new(),
         w7_writes: Vec::new(),
         w8: Vec::new(),
+        w10: Vec::new(),
         ratios: Vec::new(),
         targets: Vec::new(),
     };
@@ -158,6 +160,9 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
             &args.exec_overhead(),
         )
         .await;
+    }
+    if args.workloads.contains(&Workload::W10) && args.systems.contains(&BaaLogd) {
+        report.w10 = workloads::objects::run(&launcher.programs.baa_logd, &args.objects()).await;
     }
     report.conclude();
     print!("{}", report.to_markdown());
@@ -208,5 +213,6 @@ fn parameters(args: &BenchArgs) -> serde_json::Value {
         "w6": args.tail(),
         "w7": args.search(),
         "w8": args.exec_overhead(),
+        "w10": args.objects(),
     })
 }

@@ -1,4 +1,4 @@
-//! The eight workloads, each over every system it applies to, one fresh
+//! The workloads, each over every system it applies to, one fresh
 //! system per measured phase.
 //!
 //! - [`throughput`] (W1): writers streaming lines as fast as they are
@@ -15,6 +15,8 @@
 //!   the writers.
 //! - [`exec_overhead`] (W8): a command that prints as fast as it can,
 //!   bare and under `baa-log exec`, on a pipe and on a terminal.
+//! - [`objects`] (W10): a large artifact uploaded and downloaded, against
+//!   `dd conv=fsync` of the same file to the same file system.
 //!
 //! [`data_set`] fills the runs W4 and W7 share.
 
@@ -22,6 +24,7 @@ pub(crate) mod data_set;
 pub(crate) mod exec_overhead;
 pub(crate) mod fan_out;
 pub(crate) mod many_runs;
+pub(crate) mod objects;
 pub(crate) mod restart;
 pub(crate) mod search;
 pub(crate) mod slow_followers;
