@@ -20,10 +20,12 @@
 //!   and are dropped; the per-run limit is checked against it before a
 //!   byte is written.
 //!
-//! Lock order: the run's `objects` lock, then one staged upload's lock;
-//! the run's `inner` lock (its state) is never taken while either is held,
-//! but checkpoints take `inner` first and create the slot's directory
-//! under it.
+//! Lock order: one staged upload's lock, then the run's `inner` lock (a
+//! commit places its object while the run's state holds still, so that
+//! a run that ended, or a slot that was committed, takes nothing more),
+//! then the run's `objects` lock, under which no other lock is taken.
+//! Checkpoints take `inner` alone, and create the slot's directory under
+//! it.
 
 mod manifest;
 pub(crate) mod safe_dir;
@@ -68,8 +70,11 @@ pub(crate) struct RunObjects {
     /// The bytes of the run's objects and staged uploads; `None` until
     /// counted from disk.
     total: Option<u64>,
-    /// The uploads this process has open or had open, by upload id.
-    uploads: HashMap<String, Arc<Mutex<Staged>>>,
+    /// The uploads this process has open or had open, by upload id, with
+    /// the object each becomes, so that it is checked without the upload's
+    /// own lock: that lock is taken before this one, never after (a write
+    /// holds its upload and counts its bytes here).
+    uploads: HashMap<String, (ObjectRef, Arc<Mutex<Staged>>)>,
 }
 
 /// The object a staged upload becomes, as `.uploads/<id>.json` keeps it.
@@ -295,15 +300,13 @@ impl LocalStore {
             if !terminal && idle < age {
                 continue;
             }
-            let mut objects = lock(&run.objects);
-            if let Some(staged) = objects.uploads.remove(upload_id) {
+            let staged = lock(&run.objects).uploads.remove(upload_id);
+            if let Some((_, staged)) = staged {
                 lock(&staged).drop_files();
             }
             let _ = fs::remove_file(uploads.join(format!("{upload_id}.json")));
             if fs::remove_file(entry.path()).is_ok() {
-                if let Some(total) = &mut objects.total {
-                    *total = total.saturating_sub(meta.len());
-                }
+                run.add_objects_bytes(-i128::from(meta.len()));
                 swept += 1;
             }
         }

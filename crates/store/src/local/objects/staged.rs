@@ -106,9 +106,8 @@ fn staged(
     object: &ObjectRef,
     upload_id: &str,
 ) -> Result<Arc<Mutex<Staged>>> {
-    if let Some(staged) = objects.uploads.get(upload_id) {
-        let found = StagedTarget::of(&lock(staged).object);
-        check_target(&found, object, upload_id)?;
+    if let Some((target, staged)) = objects.uploads.get(upload_id) {
+        check_target(&StagedTarget::of(target), object, upload_id)?;
         return Ok(staged.clone());
     }
     let fail = trouble(object, "stage");
@@ -174,7 +173,9 @@ fn staged(
         hasher,
         generation: 0,
     }));
-    objects.uploads.insert(upload_id.to_owned(), staged.clone());
+    objects
+        .uploads
+        .insert(upload_id.to_owned(), (object.clone(), staged.clone()));
     Ok(staged)
 }
 
@@ -196,9 +197,9 @@ fn create_part(uploads: &Dir, upload_id: &str, object: &ObjectRef) -> Result<(Fi
 pub(super) fn status(run: &Run, object: &ObjectRef, upload_id: &str) -> Result<UploadStatus> {
     let fail = trouble(object, "read the upload of");
     let in_memory = lock(&run.objects).uploads.get(upload_id).cloned();
-    if let Some(staged) = in_memory {
+    if let Some((target, staged)) = in_memory {
+        check_target(&StagedTarget::of(&target), object, upload_id)?;
         let staged = lock(&staged);
-        check_target(&StagedTarget::of(&staged.object), object, upload_id)?;
         if let Some(file) = &staged.file {
             file.sync_data().map_err(|err| fail(PathTrouble::Io(err)))?;
             return Ok(UploadStatus {
@@ -380,7 +381,6 @@ impl UploadShared {
                 upload_id: self.upload_id.clone(),
             });
         }
-        self.run.check_objects_allowed(&object)?;
         staged
             .file
             .as_ref()
@@ -392,30 +392,40 @@ impl UploadShared {
             crate::objects::ObjectKind::Artifact => 1,
             crate::objects::ObjectKind::Checkpoint => 2,
         });
-        // The kind's directory (and the slot) must be there: the run
-        // created `artifacts/`, and a slot is created by its reservation.
-        let base_dir = match run_dir
-            .descend(base.iter().map(String::as_str))
-            .map_err(&fail)?
-        {
-            Some(dir) => dir,
-            None if object.kind == crate::objects::ObjectKind::Artifact => run_dir
-                .descend_creating(base.iter().map(String::as_str))
-                .map_err(&fail)?,
-            None => {
-                return Err(StoreError::SlotNotReserved {
-                    key: object.key.clone(),
-                    checkpoint_seq: object.checkpoint_seq,
-                });
+        let size = staged.size;
+        // While the run's state holds still: a run that just ended, or a
+        // slot just committed, takes nothing more.
+        let (moved, parent) = self.run.placing_object(&object, || {
+            // The kind's directory (and the slot) must be there: the run
+            // created `artifacts/`, and a slot is created by its
+            // reservation.
+            let base_dir = match run_dir
+                .descend(base.iter().map(String::as_str))
+                .map_err(&fail)?
+            {
+                Some(dir) => dir,
+                None if object.kind == crate::objects::ObjectKind::Artifact => run_dir
+                    .descend_creating(base.iter().map(String::as_str))
+                    .map_err(&fail)?,
+                None => {
+                    return Err(StoreError::SlotNotReserved {
+                        key: object.key.clone(),
+                        checkpoint_seq: object.checkpoint_seq,
+                    });
+                }
+            };
+            let parent = base_dir
+                .descend_creating(inner.iter().map(String::as_str))
+                .map_err(&fail)?;
+            manifest::append(&run_dir, &manifest_line(&object, size, &sha256)).map_err(&fail)?;
+            let moved = uploads
+                .rename_new(&part_name(&self.upload_id), &parent, &file_name)
+                .map_err(|err| fail(PathTrouble::Io(err)))?;
+            if moved {
+                parent.sync().map_err(|err| fail(PathTrouble::Io(err)))?;
             }
-        };
-        let parent = base_dir
-            .descend_creating(inner.iter().map(String::as_str))
-            .map_err(&fail)?;
-        manifest::append(&run_dir, &manifest_line(&object, staged.size, &sha256)).map_err(&fail)?;
-        let moved = uploads
-            .rename_new(&part_name(&self.upload_id), &parent, &file_name)
-            .map_err(|err| fail(PathTrouble::Io(err)))?;
+            Ok((moved, parent))
+        })?;
         if !moved {
             // Something is there already: the same object (a commit
             // retried after its answer was lost) is success.
@@ -435,7 +445,6 @@ impl UploadShared {
             }
             self.discard(&mut staged, &uploads);
         } else {
-            parent.sync().map_err(|err| fail(PathTrouble::Io(err)))?;
             staged.drop_files();
             lock(&self.run.objects).uploads.remove(&self.upload_id);
             let _ = uploads.remove(&target_name(&self.upload_id));

@@ -23,6 +23,7 @@ use crate::{
         AppendPayload, LogLevel, RunStatePatch, RunStateSnapshot, StructuredData,
         WorkerLifecycleEventInput, WorkerLifecycleEventType,
     },
+    objects::{ObjectKind, ObjectRef},
 };
 
 impl Run {
@@ -105,5 +106,33 @@ impl Run {
         let mut next = self.patched(&inner, None, patch)?;
         next.last_event_seq = inner.next_seq - 1;
         self.set_state(&mut inner, next)
+    }
+
+    /// Runs `place`, which puts `object` in place, while the run's state
+    /// cannot change, once it allows the object: the run is not terminal,
+    /// and a checkpoint's slot is reserved and past the run's checkpoint.
+    /// Blocking; `place` must not take the run's locks.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Terminal`], [`StoreError::SlotNotReserved`],
+    /// [`StoreError::CheckpointClosed`], or what `place` returns.
+    pub(crate) fn placing_object<T>(
+        &self,
+        object: &ObjectRef,
+        place: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let inner = self.inner();
+        if inner.state.status.is_terminal() {
+            return Err(StoreError::Terminal {
+                key: self.key.clone(),
+                status: inner.state.status,
+                refused: Refused::Objects,
+            });
+        }
+        if object.kind == ObjectKind::Checkpoint {
+            self.check_open_slot(inner.state.checkpoint_seq, object.checkpoint_seq)?;
+        }
+        place()
     }
 }
