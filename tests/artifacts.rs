@@ -877,3 +877,76 @@ async fn the_command_line_puts_gets_and_lists_objects() {
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
+
+/// A stream that resumes an upload takes it over: the older stream's next
+/// write is refused with `ABORTED`, and the newer one commits.
+#[tokio::test]
+async fn a_resumed_upload_takes_over_from_the_older_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    let bytes = vec![5u8; 600_000];
+    let object = artifact("t", "r", "x");
+    let (tx, rx) = mpsc::channel(8);
+    let mut old = server.client().await;
+    let call = tokio::spawn(async move { old.upload_object(ReceiverStream::new(rx)).await });
+    let mut messages = upload_messages(object.clone(), "same", &bytes, 0, None).into_iter();
+    tx.send(messages.next().unwrap()).await.unwrap();
+    while status(&mut client, object.clone(), "same")
+        .await
+        .committed_size
+        == 0
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let offset = status(&mut client, object.clone(), "same")
+        .await
+        .committed_size as usize;
+    let commit = Some((bytes.len() as u64, sha256(&bytes)));
+    let newer = upload(
+        &mut client,
+        upload_messages(object.clone(), "same", &bytes, offset, commit),
+    )
+    .await
+    .unwrap();
+    assert!(newer.committed);
+    tx.send(messages.next().unwrap()).await.unwrap();
+    drop(tx);
+    let older = call.await.unwrap();
+    assert_status(older, Code::Aborted, "resumed by another stream");
+    server.stop().await;
+}
+
+/// An upload nothing writes to is dropped after `upload_abandon_after`,
+/// with its staged bytes.
+#[tokio::test]
+async fn abandoned_uploads_are_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::default();
+    config.objects.upload_abandon_after = std::time::Duration::from_millis(500);
+    let server = TestServer::start_with(&dir.path().join("data"), config).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    let object = artifact("t", "r", "x");
+    let part = vec![1u8; 1000];
+    let staged = upload(
+        &mut client,
+        upload_messages(object.clone(), "gone", &part, 0, None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(staged.committed_size, 1000);
+    assert!(!staged.committed);
+    let uploads = server.data_dir.join("t/r/.uploads");
+    assert_eq!(files_under(&uploads), ["gone.json", "gone.part"]);
+    for _ in 0..100 {
+        if files_under(&uploads).is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(files_under(&uploads).is_empty());
+    assert_eq!(status(&mut client, object, "gone").await.committed_size, 0);
+    server.stop().await;
+}
