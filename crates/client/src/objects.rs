@@ -362,6 +362,11 @@ impl Client {
             })
             .await?
             .into_inner();
+        // The part already here is hashed first; the rest as it comes, so
+        // the file is read back only for a resumed download's start.
+        let mut hasher = hash_prefix(path, offset)
+            .await
+            .map_err(|err| ClientError::io(path, err))?;
         let mut info: Option<pb::ObjectInfo> = None;
         let mut done = offset;
         while let Some(message) = stream.message().await? {
@@ -376,6 +381,7 @@ impl Client {
                 ))
                 .into());
             }
+            hasher.update(&message.data);
             file.write_all(&message.data)
                 .await
                 .map_err(|err| ClientError::io(path, err))?;
@@ -388,10 +394,7 @@ impl Client {
             .await
             .map_err(|err| ClientError::io(path, err))?;
         let info = info.ok_or_else(|| tonic::Status::internal("the download named no object"))?;
-        let digest = hash_prefix(path, done)
-            .await
-            .map_err(|err| ClientError::io(path, err))?
-            .finalize();
+        let digest = hasher.finalize();
         if done != info.size || digest.as_slice() != info.sha256 {
             return Err(ClientError::DigestMismatch {
                 path: path.to_owned(),
