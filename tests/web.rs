@@ -500,6 +500,21 @@ async fn with_tokens_the_page_reads_only_through_a_session() {
     assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
     assert!(!foreign.headers().contains_key(header::SET_COOKIE));
 
+    // Over HTTP/2 the host is the URI's authority: a same-origin sign-in works.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let over_h2 = h2
+        .post(format!("http://{}/api/session", server.addr))
+        .header(header::ORIGIN, format!("http://{}", server.addr))
+        .json(&json!({"token": "reader-token-0123456789"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over_h2.version(), reqwest::Version::HTTP_2);
+    assert_eq!(over_h2.status(), StatusCode::NO_CONTENT);
+
     let signed = sign_in(&server, "reader-token-0123456789").await;
     assert_eq!(signed.status(), StatusCode::NO_CONTENT);
     let set_cookie = signed.headers()[header::SET_COOKIE].to_str().unwrap();
@@ -612,11 +627,11 @@ async fn the_page_has_a_port_of_its_own_or_none() {
             .get(format!("http://{addr}/api/runs"))
             .send()
             .await
-            .unwrap()
-            .status()
+            .map(|response| response.status())
     };
-    assert_eq!(on(page_addr).await, StatusCode::OK);
-    assert_eq!(on(grpc_addr).await, StatusCode::NOT_FOUND);
+    assert_eq!(on(page_addr).await.unwrap(), StatusCode::OK);
+    // The gRPC port is left to gRPC: it does not even speak HTTP/1.1.
+    assert!(on(grpc_addr).await.is_err());
     let _ = stop.send(());
     serving.await.unwrap().unwrap();
 
@@ -629,10 +644,232 @@ async fn the_page_has_a_port_of_its_own_or_none() {
         },
     )
     .await;
-    let (status, _) = get_json(&server, "/api/runs").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Without the page, the port speaks HTTP/2 only.
+    let response = http()
+        .get(format!("http://{}/api/runs", server.addr))
+        .send()
+        .await;
+    assert!(response.is_err(), "{response:?}");
     server.stop().await;
-    let _ = PageOptions::default();
+}
+
+/// Once the port speaks HTTP/1.1 for the page, a browser still cannot call
+/// a gRPC method: what is not the page must be gRPC over HTTP/2. A plain
+/// `POST` (which any web site may send cross-site) gets 415 and creates
+/// nothing, over HTTP/1.1 and HTTP/2 alike.
+#[tokio::test]
+async fn browsers_cannot_call_the_grpc_methods() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let prepare = pb::PrepareRunRequest::default();
+    let body = prost::Message::encode_to_vec(&prepare);
+    let method = format!(
+        "http://{}/baa.logging.v1.LoggingService/CollectRuns",
+        server.addr
+    );
+    for client in [
+        http(),
+        reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap(),
+    ] {
+        let response = client
+            .post(&method)
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(response.headers().get("grpc-status").is_none());
+    }
+    // Over HTTP/1.1, even the gRPC content type is refused.
+    let response = http()
+        .post(&method)
+        .header(header::CONTENT_TYPE, "application/grpc")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let response = http()
+        .get(format!("http://{}/robots.txt", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    // gRPC itself is untouched.
+    let mut client = server.client().await;
+    client
+        .get_server_info(pb::GetServerInfoRequest {})
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+/// An HTTP/1.1 client that never finishes its request head is closed after
+/// the handshake deadline; without the page, HTTP/1.1 is closed at once.
+#[tokio::test]
+async fn a_silent_http1_client_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let limits = baa_logging::Limits {
+        handshake_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let server = TestServer::start_with(
+        dir.path(),
+        ServerConfig {
+            limits: limits.clone(),
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buffer))
+        .await
+        .expect("closed well within 5 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    server.stop().await;
+
+    let off = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(
+        off.path(),
+        ServerConfig {
+            page: None,
+            limits,
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let response = http()
+        .get(format!("http://{}/api/runs", server.addr))
+        .send()
+        .await;
+    assert!(response.is_err(), "HTTP/1.1 without the page: {response:?}");
+    server.stop().await;
+}
+
+/// Without tokens the page answers only at an IP address, `localhost`, or
+/// a name it was told: a site that rebinds its own name to 127.0.0.1
+/// reads nothing. Last-Event-ID past the last sequence number is refused.
+#[tokio::test]
+async fn without_tokens_the_page_answers_only_known_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(
+        dir.path(),
+        ServerConfig {
+            page: Some(PageOptions {
+                allowed_hosts: vec!["logs.internal".into()],
+                ..PageOptions::default()
+            }),
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    run_with_lines(&server, "build", "r1", 1).await;
+    let with_host = |host: &'static str| {
+        let url = format!("http://{}/api/runs", server.addr);
+        async move {
+            http()
+                .get(url)
+                .header(header::HOST, host)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        with_host("attacker.example:50051").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(with_host("localhost:50051").await, StatusCode::OK);
+    assert_eq!(with_host("127.0.0.1").await, StatusCode::OK);
+    assert_eq!(with_host("[::1]:50051").await, StatusCode::OK);
+    assert_eq!(with_host("LOGS.internal:8080").await, StatusCode::OK);
+
+    let overflow = http()
+        .get(format!("http://{}/api/runs/build/r1/follow", server.addr))
+        .header("last-event-id", u64::MAX.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overflow.status(), StatusCode::BAD_REQUEST);
+    server.stop().await;
+}
+
+/// A tail of large entries keeps its last entries (fewer of them), never a
+/// cut from its end; `continues` tells a page whose first chunk goes on
+/// with a line begun before it.
+#[tokio::test]
+async fn a_tail_of_large_entries_keeps_its_end_and_pages_say_where_lines_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "build", "r1").await;
+    let big = "x".repeat(100 * 1024);
+    let mut items: Vec<_> = (1..=60)
+        .map(|n| stdout(n, &format!("{big}{n}\n")))
+        .collect();
+    items.push(stdout(61, "begun "));
+    items.push(stderr(62, "an error\n"));
+    items.push(stdout(63, "and ended\n"));
+    for batch in items.chunks(2) {
+        append(&mut client, vec![open("build", "r1", "w", batch.to_vec())])
+            .await
+            .unwrap();
+    }
+    let (_, run) = get_json(&server, "/api/runs/build/r1").await;
+    let last = run["summary"]["lastSeq"].as_u64().unwrap();
+    let path = "/api/runs/build/r1/entries";
+    let (_, tail) = get_json(&server, &format!("{path}?tail=50")).await;
+    let seqs = self::seqs(&tail["entries"]);
+    assert!(
+        seqs.len() < 50,
+        "4 MiB holds fewer than 50 entries of 100 KiB"
+    );
+    assert_eq!(seqs.last(), Some(&last), "the tail ends with the run");
+    assert!(seqs.windows(2).all(|pair| pair[1] == pair[0] + 1));
+    assert_eq!(tail["more"], false);
+    let (_, before) = get_json(&server, &format!("{path}?to_seq={}&tail=50", seqs[0] - 1)).await;
+    assert_eq!(
+        self::seqs(&before["entries"]).last(),
+        Some(&(seqs[0] - 1)),
+        "the page before ends where the tail begins"
+    );
+
+    // Entry `last - 1` is stderr; stdout's line begun in `last - 2` goes on in `last`.
+    let (_, page) = get_json(&server, &format!("{path}?from_seq={}", last - 1)).await;
+    assert_eq!(page["continues"]["stdout"], true, "{page}");
+    assert_eq!(page["continues"]["stderr"], false);
+    let (_, page) = get_json(&server, &format!("{path}?from_seq={}", last - 2)).await;
+    assert_eq!(page["continues"]["stdout"], false);
+    server.stop().await;
+}
+
+/// Without tokens the page's own port is refused beyond loopback, as the
+/// gRPC address is: client certificates do not reach its plain HTTP.
+#[test]
+fn the_page_port_beyond_loopback_needs_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(crate::util::process::server_binary())
+        .args(["--listen", "127.0.0.1:0", "--web-listen", "0.0.0.0:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refusing to serve the run page on 0.0.0.0:0 without tokens"),
+        "{stderr}"
+    );
 }
 
 /// The page lists a run's objects with their digests and serves each as

@@ -236,8 +236,14 @@ def test_channel_filter_and_timestamps(server, page):
     expect(page.locator("#log span.ts")).to_have_count(0)
     page.locator("#timestamps").check()
     expect(page.locator("#log span.ts").first).to_have_text(re.compile(r"^\d\d:\d\d:\d\d\.\d{3}$"))
+    # A focused checkbox keeps Space, but a letter is the page's: `t`
+    # toggles timestamps off again, and from the log on again.
     page.keyboard.press("t")
+    expect(page.locator("#timestamps")).not_to_be_checked()
     expect(page.locator("#log span.ts")).to_have_count(0)
+    page.locator("#log").focus()
+    page.keyboard.press("t")
+    expect(page.locator("#log span.ts").first).to_be_visible()
 
 
 # Writes 50,000 lines `row N`, 4 to a write with a pause between writes, so
@@ -474,3 +480,294 @@ def test_terminal_rendering_and_line_assembly_of_the_modules(server, page):
         ["3.1", "stdout", ""],
         ["4", "worker", "[worker] done"],
     ]
+
+
+def full_lines(all_entries):
+    """Every stdout/stderr line of a run as `(id, seq, idx, text)`, in the
+    order of their start, each line's text assembled across chunks."""
+    lines = []
+    open_ = {}
+    counts = {}
+    for entry in all_entries:
+        channel = entry["channel"]
+        if channel not in ("stdout", "stderr"):
+            continue
+        text = entry["text"]
+        pos = 0
+        if channel in open_:
+            nl = text.find("\n")
+            lines[open_[channel]][3] += text if nl < 0 else text[:nl]
+            if nl < 0:
+                continue
+            del open_[channel]
+            pos = nl + 1
+        while pos < len(text):
+            nl = text.find("\n", pos)
+            end = len(text) if nl < 0 else nl
+            idx = counts.get(entry["seq"], 0)
+            counts[entry["seq"]] = idx + 1
+            lines.append([str(entry["seq"]) if idx == 0 else f"{entry['seq']}.{idx}", entry["seq"], idx, text[pos:end]])
+            if nl < 0:
+                open_[channel] = len(lines) - 1
+                break
+            pos = nl + 1
+    return [tuple(line) for line in lines]
+
+
+def window_range(page):
+    """The first and last seq of the window, from `#window-info`."""
+    m = re.match(r"entries ([\d,]+)–([\d,]+) of ([\d,]+)", page.locator("#window-info").text_content())
+    assert m, page.locator("#window-info").text_content()
+    return tuple(int(g.replace(",", "")) for g in m.groups())
+
+
+def shown_rows(page):
+    """`(id, text)` of every line row in the DOM, in order."""
+    return page.locator("#log div.line").evaluate_all(
+        "rows => rows.map((r) => [r.dataset.line, r.querySelector('span.text').textContent])"
+    )
+
+
+# 12,000 entries: stdout chunks end their line, stderr chunks end in the
+# middle of one that the next stderr chunk ends.
+SPLIT_LINES = (
+    "import os, time\n"
+    "for i in range(1, 6001):\n"
+    "    os.write(1, f'out {i}\\n'.encode())\n"
+    "    os.write(2, f'{i - 1}\\nerr {i} part-'.encode())\n"
+    "    time.sleep(0.0001)\n"
+    "os.write(2, b'end\\n')\n"
+)
+
+
+def test_a_window_after_the_first_entry_shows_its_first_lines_with_their_ids(server, page):
+    """A window that starts mid-run leaves out only a fragment that
+    continues an earlier line (the server's `continues`): a chunk after a
+    finished line starts a line that shows, and every line has the id it
+    has in the whole run."""
+    cli(server, "exec", "--task", "t1", "--run", "split", "--no-pty", "--", "python3", "-c", SPLIT_LINES)
+    truth = full_lines(entries(page, server, "t1", "split"))
+    # Earlier pages never come: the window stays where the tail put it.
+    held = []
+    page.route(re.compile(r"/entries\?.*to_seq="), lambda route: held.append(route))
+    page.goto(run_url(server, "t1", "split"))
+    expect(line_row(page, "err 5999 part-5999")).to_be_visible()
+    lo, _hi, _total = window_range(page)
+    assert lo > 1
+    page.evaluate("document.getElementById('log').scrollTop = 0")
+    page.wait_for_timeout(200)
+    rows = [tuple(row) for row in shown_rows(page)]
+    expected = [(line[0], line[3]) for line in truth if line[1] >= lo][: len(rows)]
+    assert len(rows) > 10
+    # The window's first rows are the first lines starting in it, with
+    # their ids in the whole run; nothing hidden, nothing shifted.
+    assert rows == expected, (rows[:4], expected[:4])
+    assert held, "the page asked for the entries before its window"
+
+
+def big_lines_script(count, width):
+    """A command writing `count` lines `line NNNNN xxx…` of `width` characters."""
+    return (
+        "import os, time\n"
+        f"for i in range({count}):\n"
+        f"    os.write(1, (f'line {{i:05d}} ' + 'x' * {width}).encode() + b'\\n')\n"
+        "    time.sleep(0.002)\n"
+    )
+
+
+def test_pages_cut_by_the_byte_bound_leave_no_hole(server, page):
+    """Entries of 60 KB: a page of the tail holds fewer than asked for. The
+    page opens at the end, loads earlier pages with no hole (every line of
+    the run is in the list, once), and a `#L` link far from the start
+    loads a window that holds its line."""
+    cli(server, "exec", "--task", "t1", "--run", "wide", "--no-pty", "--", "python3", "-c",
+        big_lines_script(80, 60_000))
+    all_entries = entries(page, server, "t1", "wide")
+    truth = full_lines(all_entries)
+    workers = sum(1 for e in all_entries if e["channel"] == "worker")
+    page.goto(run_url(server, "t1", "wide"))
+    expect(page.locator("#log div.line span.text", has_text="line 00079 ")).to_be_in_viewport()
+    expect(page.locator("#window-info")).to_have_text(re.compile(r"^entries 1–([\d,]+) of \1$"), timeout=20_000)
+    row_h = page.evaluate("document.querySelector('#log .line').getBoundingClientRect().height")
+    height = page.evaluate("document.querySelector('#log .log-spacer').getBoundingClientRect().height")
+    assert round(height / row_h) == len(truth) + workers
+    target = next(line for line in truth if line[3].startswith("line 00070 "))
+    page.goto(run_url(server, "t1", "wide", f"#L{target[0]}"))
+    page.reload()
+    row = page.locator(f'#log div.line[data-line="{target[0]}"]')
+    expect(row).to_have_class(re.compile(r"\bhighlight\b"))
+    expect(row.locator("span.text")).to_contain_text("line 00070 ")
+
+
+def test_a_progress_bar_longer_than_the_cap_shows_its_final_state(server, page):
+    """A line redrawn with `\\r` over more than 20,000 raw characters shows
+    what a terminal shows at its end."""
+    cli(server, "exec", "--task", "t1", "--run", "bar", "--no-pty", "--", "python3", "-c",
+        "import sys\nsys.stdout.write(''.join(f'progress {i:5d}\\r' for i in range(3000)) + 'progress  done\\n')")
+    page.goto(run_url(server, "t1", "bar"))
+    expect(line_row(page, "progress  done")).to_be_visible()
+    assert page.locator("#log span.cut").count() == 0
+
+
+def test_sgr_colours_carry_over_to_the_next_lines_of_the_channel(server, page):
+    """As in a terminal, a colour set on one line stays on for the next
+    lines of the same channel until a reset."""
+    exec_sh(server, "t1", "carry", r"printf '\033[31mred start\nstill red\n\033[0mplain\n'; echo other >&2")
+    page.goto(run_url(server, "t1", "carry"))
+    expect(page.locator("#log span.fg-1", has_text="still red")).to_be_visible()
+    expect(line_row(page, "plain").locator("span.fg-1")).to_have_count(0)
+    expect(line_row(page, "other").locator("span.fg-1")).to_have_count(0)
+
+
+def test_hostile_escapes_cost_little_and_show_nothing_raw(server, page):
+    """Huge cursor moves neither hang nor crash the page, a cursor move
+    with two parameters does not break the line, 8-bit C1 strings and
+    controls vanish, and a marker is looked for in a line's start only."""
+    page.goto(server.url + "/")
+    result = page.evaluate(
+        """async () => {
+            const { renderLine, MAX_COL } = await import("/assets/ansi.js");
+            const { markerOf } = await import("/assets/groups.js");
+            const t0 = performance.now();
+            const far = renderLine("a\\x1b[10000000Cb\\x1b[1000000000Cc").plain.length;
+            const huge = "::group::x" + "\\x1b[1m".repeat(200000);
+            const marker = markerOf(huge).kind;
+            return {
+                ms: performance.now() - t0, far, max: MAX_COL,
+                twoParams: renderLine("abc\\x1b[1;5Gx").plain,
+                c1: renderLine("x\\x9d0;title\\x9cy\\x85z\\x9d8;;u\\x07w\\x90dcs\\x9cv").plain,
+                marker,
+            };
+        }"""
+    )
+    assert result["ms"] < 2000, result
+    assert result["far"] <= result["max"] + 2
+    assert result["twoParams"] == "xbc"
+    assert result["c1"] == "xyzwv"
+    assert result["marker"] == "start"
+
+
+def test_the_window_stays_within_its_character_and_line_bounds(server, page):
+    """A window of large entries trims down to its character bound (no
+    floor of 5,000 entries), one of many short lines to its line bound,
+    and what was dropped tells whether the new first chunk continues a
+    line."""
+    page.goto(server.url + "/")
+    result = page.evaluate(
+        """async () => {
+            const { EntryWindow, MAX_CHARS, MAX_LINES } = await import("/assets/log_window.js");
+            const win = new EntryWindow("t", "r");
+            const big = "y".repeat(200_000);
+            const entries = [];
+            for (let seq = 1; seq <= 100; seq++) {
+                entries.push({ seq, channel: seq % 2 ? "stdout" : "stderr", text: seq === 3 ? "cut" : big + "\\n" });
+            }
+            win.push(entries);
+            const over = win.overfull();
+            win.trim("top");
+            const chars = win.chars;
+            const lines = new EntryWindow("t", "r");
+            const nl = "\\n".repeat(100_000);
+            const many = [];
+            for (let seq = 1; seq <= 14; seq++) many.push({ seq, channel: "stdout", text: nl });
+            lines.push(many);
+            const linesOver = lines.overfull();
+            lines.trim("bottom");
+            return {
+                over, chars, max: MAX_CHARS, after: win.overfull(), held: win.entries.length,
+                continues: win.continues, lo: win.lo,
+                linesOver, lineCount: lines.lineCount, maxLines: MAX_LINES, linesAfter: lines.overfull(),
+            };
+        }"""
+    )
+    assert result["over"] and not result["after"]
+    assert result["chars"] <= result["max"]
+    assert 0 < result["held"] < 50
+    assert result["linesOver"] and not result["linesAfter"]
+    assert result["lineCount"] <= result["maxLines"]
+    # Entry 3 (stdout, "cut") had no newline, but later stdout chunks did.
+    assert result["continues"] == {"stdout": False, "stderr": False}, result
+
+
+def test_an_expired_session_while_following_shows_the_sign_in_form(tmp_path, page):
+    """A page following a live run whose session ends (the cookie gone,
+    the stream reconnecting) shows the sign-in form, not endless retries."""
+    allow_errors(page, "401", "Unauthorized", "net::", "ERR_", "follow")
+    server = token_server(tmp_path, tokens=[
+        {"name": "reader", "secret": "reader-secret-0123456789", "scopes": ["read"]},
+        {"name": "worker", "secret": "worker-secret-0123456789", "scopes": ["read", "write"]},
+    ])
+    live = LiveExec(server, "t1", "live", token=server.tokens["worker"])
+    live.line("first")
+    page.goto(server.url + "/runs/t1/live")
+    page.fill("#token", server.tokens["reader"])
+    page.locator("form#login button[type=submit]").click()
+    expect(line_row(page, "first")).to_be_visible()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    page.context.clear_cookies()
+    server.restart()
+    expect(page.locator("form#login")).to_be_visible(timeout=15_000)
+    live.finish(0)
+
+
+def test_shortcuts_leave_keys_to_a_focused_slider_and_the_log_shows_its_focus(server, page):
+    """With the position slider focused, its keys stay its own (the page
+    does not handle them) while letters still reach the page; a keyboard
+    focus on the log shows a ring."""
+    exec_sh(server, "t1", "keys", "seq 1 50")
+    page.goto(run_url(server, "t1", "keys"))
+    expect(line_row(page, "50")).to_be_visible()
+    page.locator("#position").focus()
+    handled = page.evaluate(
+        """() => {
+            const slider = document.getElementById("position");
+            const keys = ["Home", "End", "ArrowLeft", "PageUp"];
+            return keys.map((key) => {
+                const event = new KeyboardEvent("keydown", {key, bubbles: true, cancelable: true});
+                slider.dispatchEvent(event);
+                return event.defaultPrevented;
+            });
+        }"""
+    )
+    assert handled == [False, False, False, False], handled
+    page.keyboard.press("t")
+    expect(page.locator("#timestamps")).to_be_checked()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "log"
+    assert page.evaluate("getComputedStyle(document.getElementById('log')).outlineStyle") != "none"
+    page.keyboard.press("t")
+    expect(page.locator("#timestamps")).not_to_be_checked()
+
+
+def test_live_appends_extend_the_visible_lines_without_going_over_the_window(server, page):
+    """On a window of 500,000 lines, a live line that holds no group marker
+    only extends the visible lines (a marker asks for a rebuild), so
+    following costs what arrives, not the size of the window."""
+    page.goto(server.url + "/")
+    result = page.evaluate(
+        """async () => {
+            const { LineAssembler } = await import("/assets/lines.js");
+            const { FoldState, VisibleList } = await import("/assets/groups.js");
+            const a = new LineAssembler(true);
+            const rows = [];
+            for (let i = 0; i < 500000; i++) rows.push(`row ${i}\\n`);
+            a.add({ seq: 1, channel: "stdout", text: rows.join("") });
+            const channels = new Set(["stdout", "stderr", "worker"]);
+            const list = new VisibleList();
+            const shown = list.build(a.lines, channels, new FoldState(), true).length;
+            const t0 = performance.now();
+            let added = 0;
+            for (let seq = 2; seq < 102; seq++) {
+                const changed = a.add({ seq, channel: "stdout", text: `live ${seq}\\n` });
+                added += list.append(a.lines, changed, channels, true).length;
+            }
+            const ms = performance.now() - t0;
+            const marker = list.append(
+                a.lines, a.add({ seq: 102, channel: "stdout", text: "::group::x\\n" }), channels, true);
+            return { shown, added, ms, marker };
+        }"""
+    )
+    assert result["shown"] == 500_000
+    assert result["added"] == 100
+    assert result["ms"] < 250, result
+    assert result["marker"] is None

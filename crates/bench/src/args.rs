@@ -10,6 +10,7 @@ use crate::{
     payload::{LineShape, Plant},
     systems::SystemKind,
     workloads::{
+        browser::{self, BrowserParams},
         exec_overhead::ExecOverheadParams,
         fan_out::FanOutParams,
         many_runs::ManyRunsParams,
@@ -90,6 +91,8 @@ pub(crate) enum Workload {
     W7,
     /// What `baa-log exec` adds to a command.
     W8,
+    /// The run page in a headless chromium.
+    W9,
     /// A large artifact uploaded and downloaded, against dd.
     W10,
 }
@@ -98,7 +101,7 @@ pub(crate) enum Workload {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BenchArgs {
     /// Which workloads to run.
-    #[arg(long, value_delimiter = ',', default_values = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w10"])]
+    #[arg(long, value_delimiter = ',', default_values = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "w10"])]
     pub(crate) workloads: Vec<Workload>,
     /// Which systems to measure, where a workload applies to them.
     #[arg(
@@ -235,6 +238,33 @@ pub(crate) struct BenchArgs {
     /// pipe and on a terminal.
     #[arg(long, default_value_t = 5)]
     pub(crate) w8_rounds: usize,
+
+    /// W9: lines in the finished run the page opens, one an entry.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) w9_lines: u64,
+    /// W9: bytes per line, newline included.
+    #[arg(long, default_value_t = 80)]
+    pub(crate) w9_line_bytes: usize,
+    /// W9: timed navigations to the finished run (the median is shown).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) w9_navigations: usize,
+    /// W9: the most seconds the scroll from the run's end to its start
+    /// may take; how far it got is reported.
+    #[arg(long, default_value_t = 300.0)]
+    pub(crate) w9_scroll_secs: f64,
+    /// W9: lines per second written into the live run.
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) w9_rate: u64,
+    /// W9: seconds of measured writing into the live run.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) w9_secs: f64,
+    /// W9: seconds of writing into the live run before the measured ones.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) w9_warmup_secs: f64,
+    /// W9: the Python with Playwright; by default the browser tests' venv
+    /// (`tests/browser/.venv`, made by `scripts/browser-setup.sh`).
+    #[arg(long, env = "BAA_BENCH_PYTHON")]
+    pub(crate) w9_python: Option<PathBuf>,
     /// W10: the artifact's size, MiB.
     #[arg(long, default_value_t = 1024)]
     pub(crate) w10_mib: u64,
@@ -270,6 +300,11 @@ impl BenchArgs {
         self.w8_lines = 20_000;
         self.w8_line_writes = 2_000;
         self.w8_rounds = 1;
+        self.w9_lines = 20_000;
+        self.w9_navigations = 2;
+        self.w9_scroll_secs = 10.0;
+        self.w9_secs = 2.0;
+        self.w9_warmup_secs = 0.5;
         self.w10_mib = 16;
         self.w10_rounds = 1;
     }
@@ -350,6 +385,25 @@ impl BenchArgs {
             line_writes: self.w8_line_writes,
             line_bytes: self.w8_line_bytes,
             rounds: self.w8_rounds,
+        }
+    }
+
+    /// W9's parameters.
+    pub(crate) fn browser(&self) -> BrowserParams {
+        BrowserParams {
+            lines: self.w9_lines,
+            line_bytes: self.w9_line_bytes,
+            navigations: self.w9_navigations,
+            scroll_secs: self.w9_scroll_secs,
+            rate: self.w9_rate,
+            secs: self.w9_secs,
+            warmup_secs: self.w9_warmup_secs,
+            python: self
+                .w9_python
+                .clone()
+                .unwrap_or_else(browser::default_python),
+            chromium: browser::find_chromium(),
+            script: browser::default_script(),
         }
     }
 

@@ -43,6 +43,10 @@ pub(crate) struct Report {
     pub(crate) w7_writes: Vec<SearchLoadRow>,
     /// W8: a command bare and under `baa-log exec`.
     pub(crate) w8: Vec<ExecOverheadRow>,
+    /// W9 (a, b): the run page opening a large run, scrolled through.
+    pub(crate) w9_page: Vec<BrowserPageRow>,
+    /// W9 (c): a live run on the page and over gRPC.
+    pub(crate) w9_live: Vec<BrowserLiveRow>,
     /// W10: a large artifact up and down, against dd.
     pub(crate) w10: Vec<ObjectsRow>,
     /// baa-logd divided by every other system, per workload.
@@ -376,6 +380,97 @@ pub(crate) struct ExecOverheadRow {
     pub(crate) note: Option<String>,
     /// What exec or baa-logd got wrong, if anything; the run then fails.
     pub(crate) wrong_answer: Option<String>,
+}
+
+/// W9 (a, b): the run page in a headless chromium, opening a finished
+/// run and scrolled through it.
+#[derive(Debug, Serialize)]
+pub(crate) struct BrowserPageRow {
+    /// Lines in the run (one an entry).
+    pub(crate) lines: u64,
+    /// The run's last seq: the id of its last line.
+    pub(crate) last_seq: u64,
+    /// Seconds it took to write the run through the client crate.
+    pub(crate) seed_secs: f64,
+    /// chromium's version, once it started.
+    pub(crate) browser: Option<String>,
+    /// Each navigation, from its start until the last line was in view, ms.
+    pub(crate) open_ms: Samples,
+    /// The scroll from the end to the start, and the page's memory.
+    pub(crate) scroll: Option<BrowserScroll>,
+    /// Why the row is empty or doubtful.
+    pub(crate) note: Option<String>,
+}
+
+/// W9 (b): what scrolling a run from its end to its start took, and what
+/// the page held.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct BrowserScroll {
+    /// Whether the row of the run's first line came into `#log`.
+    pub(crate) reached_start: bool,
+    /// The line furthest up whose row was in `#log`.
+    pub(crate) lowest_line: Option<String>,
+    /// The share of the run scrolled through, 0 to 1.
+    pub(crate) share: Option<f64>,
+    /// Wheel turns.
+    pub(crate) steps: u64,
+    /// Seconds from the first turn to the row furthest up.
+    pub(crate) secs: f64,
+    /// The most DOM nodes under `#log` after any turn: the virtual list's
+    /// bound, whatever the run's size.
+    pub(crate) max_log_nodes: u64,
+    /// DOM nodes under `#log` at the end.
+    pub(crate) log_nodes: Option<u64>,
+    /// Nodes of the whole document at the end (detached ones not yet
+    /// collected included).
+    pub(crate) document_nodes: Option<u64>,
+    /// Used JS heap after a collection, with the tail loaded, MiB.
+    pub(crate) heap_open_mib: Option<f64>,
+    /// Used JS heap after a collection, at the end of the scroll, MiB.
+    pub(crate) heap_end_mib: Option<f64>,
+}
+
+/// W9 (c): append→shown latency of a live run for one kind of follower.
+#[derive(Debug, Serialize)]
+pub(crate) struct BrowserLiveRow {
+    /// `run page` or `gRPC follow (client crate)`.
+    pub(crate) follower: &'static str,
+    /// Lines per second written.
+    pub(crate) rate: u64,
+    /// Seconds of measured writing.
+    pub(crate) secs: f64,
+    /// The rate the writer held, warm-up included.
+    pub(crate) sent_per_sec: f64,
+    /// Measured lines sent.
+    pub(crate) lines: u64,
+    /// Measured lines this follower showed or received.
+    pub(crate) received: u64,
+    /// Append→shown (page) or append→received (gRPC) latency.
+    pub(crate) latency: Option<LatencySummary>,
+    /// Server CPU seconds while the lines were written.
+    pub(crate) server_cpu_secs: Option<f64>,
+    /// DOM nodes under `#log` at the end (page only).
+    pub(crate) log_nodes: Option<u64>,
+    /// Why the row is empty or doubtful.
+    pub(crate) note: Option<String>,
+}
+
+impl BrowserLiveRow {
+    /// A row with no figures.
+    pub(crate) fn empty(follower: &'static str, note: String) -> Self {
+        Self {
+            follower,
+            rate: 0,
+            secs: 0.0,
+            sent_per_sec: 0.0,
+            lines: 0,
+            received: 0,
+            latency: None,
+            server_cpu_secs: None,
+            log_nodes: None,
+            note: Some(note),
+        }
+    }
 }
 
 /// W10: one artifact uploaded and downloaded through baa-logd, against
@@ -735,6 +830,75 @@ impl Report {
                     median_of(&row.server_cpu_secs, 2),
                     row.runs_checked,
                     row.rounds,
+                    note(&row.note)
+                );
+            }
+            out.push('\n');
+        }
+        if !self.w9_page.is_empty() {
+            let _ = writeln!(out, "## W9 browser page\n");
+            let _ = writeln!(
+                out,
+                "| lines | navigations | open ms (median) | open ms (min–max) | scrolled | scroll s | wheel turns | max nodes in #log | nodes in #log after | document nodes after | JS heap MiB, tail | JS heap MiB, after the scroll | note |"
+            );
+            let _ = writeln!(
+                out,
+                "| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            );
+            for row in &self.w9_page {
+                let scroll = row.scroll.as_ref();
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    count(row.lines as f64, true),
+                    row.open_ms.len(),
+                    median_of(&row.open_ms, 0),
+                    row.open_ms
+                        .range()
+                        .map_or_else(|| "—".to_owned(), |(lo, hi)| format!("{lo:.0}–{hi:.0}")),
+                    scroll
+                        .and_then(|s| s.share)
+                        .map_or_else(|| "—".to_owned(), |share| format!("{:.0}%", share * 100.0)),
+                    fixed(scroll.map(|s| s.secs), 1),
+                    scroll.map_or_else(|| "—".to_owned(), |s| s.steps.to_string()),
+                    scroll.map_or_else(|| "—".to_owned(), |s| s.max_log_nodes.to_string()),
+                    fixed(scroll.and_then(|s| s.log_nodes).map(|n| n as f64), 0),
+                    fixed(scroll.and_then(|s| s.document_nodes).map(|n| n as f64), 0),
+                    fixed(scroll.and_then(|s| s.heap_open_mib), 1),
+                    fixed(scroll.and_then(|s| s.heap_end_mib), 1),
+                    note(&row.note)
+                );
+            }
+            out.push('\n');
+        }
+        if !self.w9_live.is_empty() {
+            let _ = writeln!(
+                out,
+                "## W9 live latency: the page against a gRPC follower\n"
+            );
+            let _ = writeln!(
+                out,
+                "| follower | lines/s | lines | shown or received | p50 ms | p99 ms | max ms | sent lines/s | server CPU s | nodes in #log | note |"
+            );
+            let _ = writeln!(
+                out,
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            );
+            for row in &self.w9_live {
+                let latency = row.latency.filter(|latency| latency.count > 0);
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    row.follower,
+                    row.rate,
+                    row.lines,
+                    row.received,
+                    fixed(latency.map(|l| l.p50_ms), 2),
+                    fixed(latency.map(|l| l.p99_ms), 2),
+                    fixed(latency.map(|l| l.max_ms), 2),
+                    count(row.sent_per_sec, row.sent_per_sec > 0.0),
+                    fixed(row.server_cpu_secs, 2),
+                    fixed(row.log_nodes.map(|n| n as f64), 0),
                     note(&row.note)
                 );
             }

@@ -15,6 +15,18 @@ impl Samples {
         self.0.push(value);
     }
 
+    /// How many values there are.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The smallest and the largest value; `None` without values.
+    pub(crate) fn range(&self) -> Option<(f64, f64)> {
+        let lo = self.0.iter().copied().min_by(f64::total_cmp)?;
+        let hi = self.0.iter().copied().max_by(f64::total_cmp)?;
+        Some((lo, hi))
+    }
+
     /// The median (the mean of the two middle values of an even count);
     /// `None` without values.
     pub(crate) fn median(&self) -> Option<f64> {
@@ -45,5 +57,18 @@ mod tests {
         assert_eq!(samples(&[]).median(), None);
         assert_eq!(samples(&[3.0, 1.0, 2.0]).median(), Some(2.0));
         assert_eq!(samples(&[4.0, 1.0, 3.0, 2.0]).median(), Some(2.5));
+    }
+
+    /// The range is the smallest and the largest value, whatever the
+    /// order measured; no values, no range.
+    #[test]
+    fn range_spans_the_values() {
+        let mut samples = Samples::default();
+        assert_eq!(samples.range(), None);
+        for value in [3.0, 1.0, 2.0] {
+            samples.push(value);
+        }
+        assert_eq!(samples.range(), Some((1.0, 3.0)));
+        assert_eq!(samples.len(), 3);
     }
 }

@@ -70,6 +70,7 @@ impl ServerConfig {
             metrics: None,
             page: settings.web.enabled.then(|| PageOptions {
                 session_ttl: settings.web.session_ttl,
+                allowed_hosts: settings.web.allowed_hosts.clone(),
                 ..PageOptions::default()
             }),
         }

@@ -12,6 +12,14 @@
 //! [`LOG_INTERVAL`]. Running out of descriptors (`EMFILE`, `ENFILE`) is
 //! logged the same way and waited out with a growing pause, instead of a
 //! busy loop on `accept`.
+//!
+//! HTTP/1.1 (the run page's browsers and proxies) is let in only when the
+//! page is served beside gRPC: a plain connection must then send its whole
+//! first request head within the handshake deadline, and an HTTP/1.1
+//! connection (plain, or TLS without `h2` agreed) on which nothing moves
+//! for [`HTTP1_IDLE_TIMEOUT`] is closed, so that idle or trickling sockets
+//! cannot hold the `max_connections` permits. HTTP/2 connections are kept
+//! alive and checked by HTTP/2 pings instead.
 
 use std::{
     future::Future,
@@ -38,6 +46,13 @@ pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// The HTTP/2 connection preface every gRPC client sends first.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// How long an HTTP/1.1 connection may see no byte either way; the page's
+/// event streams send a comment every 15 seconds.
+pub(crate) const HTTP1_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest first request head a plain HTTP/1.1 connection may send.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
 /// The longest pause between two accepts after running out of
 /// descriptors.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -52,8 +67,9 @@ pub(crate) struct Admission {
 }
 
 /// Accepted connections from `listener`, each past `handshake` (which gets
-/// the socket and returns the stream to serve), as a stream for tonic's
-/// `serve_with_incoming`, and the accepting task.
+/// the socket and returns the stream to serve, and whether it speaks
+/// HTTP/1.1), as a stream for tonic's `serve_with_incoming`, and the
+/// accepting task.
 pub(crate) fn incoming<S, H, F>(
     listener: TcpListener,
     admission: Admission,
@@ -62,7 +78,7 @@ pub(crate) fn incoming<S, H, F>(
 where
     S: Send + 'static,
     H: Fn(TcpStream) -> F + Send + 'static,
-    F: Future<Output = io::Result<S>> + Send + 'static,
+    F: Future<Output = io::Result<(S, Protocol)>> + Send + 'static,
 {
     let (ready, incoming) = mpsc::channel(64);
     let permits = Arc::new(Semaphore::new(admission.max_connections));
@@ -98,11 +114,16 @@ where
             let handshake = handshake(tcp);
             tokio::spawn(async move {
                 match tokio::time::timeout(admission.handshake_timeout, handshake).await {
-                    Ok(Ok(stream)) => {
+                    Ok(Ok((stream, protocol))) => {
+                        let idle = (protocol == Protocol::Http1).then(|| IdleTimer {
+                            after: HTTP1_IDLE_TIMEOUT,
+                            sleep: Box::pin(tokio::time::sleep(HTTP1_IDLE_TIMEOUT)),
+                        });
                         let _ = ready
                             .send(Ok(Counted {
                                 stream,
                                 _permit: permit,
+                                idle,
                             }))
                             .await;
                     }
@@ -115,12 +136,21 @@ where
     (ReceiverStream::new(incoming), task)
 }
 
+/// What a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// HTTP/2: gRPC, and browsers over TLS.
+    Http2,
+    /// HTTP/1.1: browsers and proxies, for the run page.
+    Http1,
+}
+
 /// The plain listener's handshake: waits until the client has sent the
 /// HTTP/2 connection preface (without reading it: the server reads it
-/// again), or any first bytes that are not a preface (HTTP/1.1, which the
-/// server then answers itself).
-pub(crate) async fn preface(tcp: TcpStream) -> io::Result<TcpStream> {
-    let mut seen = [0u8; PREFACE.len()];
+/// again). Anything else is HTTP/1.1: refused unless `http1`, and then
+/// let in only once its whole first request head has come.
+pub(crate) async fn preface(tcp: TcpStream, http1: bool) -> io::Result<(TcpStream, Protocol)> {
+    let mut seen = vec![0u8; MAX_HEAD_BYTES];
     loop {
         tcp.readable().await?;
         let read = match tcp.peek(&mut seen).await {
@@ -131,11 +161,57 @@ pub(crate) async fn preface(tcp: TcpStream) -> io::Result<TcpStream> {
         if read == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        if read == PREFACE.len() || !PREFACE.starts_with(&seen[..read]) {
-            return Ok(tcp);
+        let seen = &seen[..read];
+        if seen.starts_with(PREFACE) {
+            return Ok((tcp, Protocol::Http2));
         }
-        // Part of a preface: wait for the rest.
+        if !PREFACE.starts_with(&seen[..read.min(PREFACE.len())]) {
+            if !http1 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "not HTTP/2, and HTTP/1.1 is not served here",
+                ));
+            }
+            if memchr::memmem::find(seen, b"\r\n\r\n").is_some() {
+                return Ok((tcp, Protocol::Http1));
+            }
+            if read == MAX_HEAD_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "an HTTP/1.1 request head longer than 16 KiB",
+                ));
+            }
+        }
+        // Part of a preface or of a request head: wait for the rest.
         tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Closes a connection on which nothing moved for a while.
+#[derive(Debug)]
+pub(crate) struct IdleTimer {
+    /// How long it may be idle.
+    after: Duration,
+    /// Fires when it has been.
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimer {
+    /// An error once the timer fired; registers the waker otherwise.
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "an HTTP/1.1 connection was idle too long",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+
+    /// Something moved: the connection is not idle.
+    fn moved(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.after;
+        self.sleep.as_mut().reset(deadline);
     }
 }
 
@@ -147,6 +223,36 @@ pub(crate) struct Counted<S> {
     stream: S,
     /// Its place; released when the connection is dropped.
     _permit: OwnedSemaphorePermit,
+    /// For an HTTP/1.1 connection, closes it once idle.
+    idle: Option<IdleTimer>,
+}
+
+impl<S> Counted<S> {
+    /// Counts progress of `n` bytes, or fails an idle connection when
+    /// nothing moved.
+    fn progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+        moved: impl Fn(&T) -> bool,
+    ) -> Poll<io::Result<T>> {
+        let Some(idle) = &mut self.idle else {
+            return polled;
+        };
+        match polled {
+            Poll::Ready(Ok(value)) => {
+                if moved(&value) {
+                    idle.moved();
+                }
+                Poll::Ready(Ok(value))
+            }
+            Poll::Pending => match idle.check(cx) {
+                Ok(()) => Poll::Pending,
+                Err(err) => Poll::Ready(Err(err)),
+            },
+            ready => ready,
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
@@ -155,7 +261,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let moved = buf.filled().len() > before;
+        self.progress(cx, polled, |()| moved)
     }
 }
 
@@ -165,7 +274,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.progress(cx, polled, |written| *written > 0)
     }
 
     fn poll_write_vectored(
@@ -173,7 +283,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.progress(cx, polled, |written| *written > 0)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -154,7 +154,7 @@ pub async fn run_with_page_listener<S: RunStore>(
     }
     let health = StoreHealth::start(reporter, store.write_health(), config.metrics.clone()).await;
     let routes = with_reflection(Routes::new(health_service))?;
-    let transport = Transport::of(&config);
+    let mut transport = Transport::of(&config);
     let scrubbing = scrub::spawn(
         store.clone(),
         config.scrub.clone(),
@@ -163,11 +163,14 @@ pub async fn run_with_page_listener<S: RunStore>(
     );
     let page_options = config.page.clone();
     let (logging, service, background) = logging_service(store.clone(), config, &token);
-    let page = page_options.map(|options| web::router(service, &options));
+    let apart = page_listener.is_some();
+    let page = page_options.map(|options| web::router(service, &options, apart));
     let (beside, apart) = match page_listener {
         Some(page_listener) => (None, page.map(|page| (page_listener, page))),
         None => (page, None),
     };
+    // HTTP/1.1 on the gRPC port only for a page served there.
+    transport.http1 = beside.is_some();
     let mut routes = routes.add_service(logging);
     let grpc = std::mem::take(routes.axum_router_mut());
     *routes.axum_router_mut() = web::merge(grpc, beside);
@@ -177,6 +180,7 @@ pub async fn run_with_page_listener<S: RunStore>(
         info!(addr = ?page_listener.local_addr().ok(), "serving the run page");
         let stopped = token.clone();
         AbortOnDropHandle::new(tokio::spawn(async move {
+            let page = page.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let served = axum::serve(page_listener, page)
                 .with_graceful_shutdown(async move { stopped.cancelled().await })
                 .await;
@@ -343,6 +347,9 @@ struct Transport {
     security: Security,
     /// Where calls are counted, when metrics are on.
     metrics: Option<Metrics>,
+    /// Whether HTTP/1.1 is served too (the run page beside gRPC); otherwise
+    /// only HTTP/2.
+    http1: bool,
 }
 
 impl Transport {
@@ -360,6 +367,7 @@ impl Transport {
             },
             security: config.security.clone(),
             metrics: config.metrics.clone(),
+            http1: false,
         }
     }
 
@@ -372,13 +380,16 @@ impl Transport {
         stop: impl Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
         let mut server = tonic::transport::Server::builder()
-            // HTTP/1.1 too, for the run page's browsers and proxies.
-            .accept_http1(true)
+            // HTTP/1.1 too when the run page is here, for browsers and proxies.
+            .accept_http1(self.http1)
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(self.keepalive.0))
             .http2_keepalive_timeout(Some(self.keepalive.1))
             .max_concurrent_streams(Some(self.max_streams))
-            // Outermost, so that calls refused by the layers below are counted.
+            // Outermost: what is not the page must be gRPC over HTTP/2, so
+            // that no browser can reach a method with a form or a plain POST.
+            .layer(web::GrpcOnlyLayer)
+            // Next, so that calls refused by the layers below are counted.
             .layer(tower::util::option_layer(
                 self.metrics.as_ref().map(Metrics::rpc_layer),
             ))
@@ -393,8 +404,11 @@ impl Transport {
         // acknowledged (up to the peer's 40 ms delayed ACK).
         match &self.security.tls {
             None => {
+                let http1 = self.http1;
                 let (incoming, accepting) =
-                    incoming::incoming(listener, self.admission, incoming::preface);
+                    incoming::incoming(listener, self.admission, move |tcp| {
+                        incoming::preface(tcp, http1)
+                    });
                 let _accepting = AbortOnDropHandle::new(accepting);
                 router.serve_with_incoming_shutdown(incoming, stop).await
             }
@@ -402,7 +416,18 @@ impl Transport {
                 let watcher = AbortOnDropHandle::new(tokio::spawn(tls.clone().watch()));
                 let acceptor = tls.acceptor();
                 let (incoming, accepting) =
-                    incoming::incoming(listener, self.admission, move |tcp| acceptor.accept(tcp));
+                    incoming::incoming(listener, self.admission, move |tcp| {
+                        let accepting = acceptor.accept(tcp);
+                        async move {
+                            let tls = accepting.await?;
+                            // Without `h2` agreed, the client speaks HTTP/1.1.
+                            let protocol = match tls.get_ref().1.alpn_protocol() {
+                                Some(b"h2") => incoming::Protocol::Http2,
+                                _ => incoming::Protocol::Http1,
+                            };
+                            Ok((tls, protocol))
+                        }
+                    });
                 let accepting = AbortOnDropHandle::new(accepting);
                 let served = router.serve_with_incoming_shutdown(incoming, stop).await;
                 drop((watcher, accepting));

@@ -144,6 +144,16 @@ struct WebArgs {
     #[arg(long = "web-session-ttl", env = "BAA_LOGD_WEB_SESSION_TTL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     session_ttl: Option<String>,
+    /// Without tokens, the host names the page answers to beside IP
+    /// addresses and localhost, comma-separated (a guard against DNS
+    /// rebinding).
+    #[arg(
+        long = "web-allowed-hosts",
+        env = "BAA_LOGD_WEB_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed_hosts: Option<Vec<String>>,
 }
 
 /// Masking flags; the extra rules (`masking.rules`) are set in the file.

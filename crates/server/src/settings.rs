@@ -320,6 +320,9 @@ pub struct Web {
     /// it while it is open.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// Without tokens, the host names the page answers to beside IP
+    /// addresses and `localhost` (a guard against DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for Web {
@@ -327,6 +330,7 @@ impl Default for Web {
         Self {
             enabled: true,
             session_ttl: Duration::from_secs(60 * 60),
+            allowed_hosts: Vec::new(),
         }
     }
 }

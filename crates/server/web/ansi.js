@@ -10,8 +10,13 @@
  *
  * Escape sequences other than SGR (`ESC[…m`), erase in line (`ESC[…K`) and
  * the horizontal cursor moves (`ESC[…G`, `ESC[…C`, `ESC[…D`) are dropped
- * whole, as are OSC/DCS strings and other control characters, so none of
- * them is ever shown raw.
+ * whole, as are OSC/DCS strings (7-bit `ESC]` and 8-bit `0x9d` forms) and
+ * other control characters, C1 ones included, so none of them is ever
+ * shown raw. Cursor moves take their first parameter only and never move
+ * past MAX_COL, so a hostile `ESC[1000000000C` costs nothing.
+ *
+ * A line may start with a style other than the default: the SGR state a
+ * terminal kept from the line before (`endStyle` computes it).
  */
 
 /**
@@ -56,20 +61,39 @@ export const DEFAULT_STYLE = Object.freeze({
  */
 
 // Characters that need the terminal model; a line without any is shown as is.
-const SPECIAL = /[\x00-\x08\x0b-\x1f\x7f\x9b]/;
+const SPECIAL = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/;
+
+/** The rightmost column a cursor move may reach (the cells shown are capped lower). */
+export const MAX_COL = 20_000;
+
+/**
+ * The first numeric parameter of a control sequence (`5` of `5;1`), or
+ * `dflt` when it is missing or zero-length; never NaN.
+ *
+ * @param {string} params
+ * @param {number} dflt
+ * @returns {number}
+ */
+function firstParam(params, dflt) {
+  const first = params.split(/[;:]/, 1)[0];
+  if (!first) return dflt;
+  const n = Number(first);
+  return Number.isFinite(n) ? n : dflt;
+}
 
 /**
  * Renders a raw line (without its newline) as a terminal shows it.
  *
  * @param {string} raw
+ * @param {Style} [start] the style in effect when the line starts
  * @returns {Rendered}
  */
-export function renderLine(raw) {
-  if (!SPECIAL.test(raw)) return plainRendered(raw);
+export function renderLine(raw, start = DEFAULT_STYLE) {
+  if (!SPECIAL.test(raw)) return plainRendered(raw, start);
   /** @type {string[]} */ const chars = [];
   /** @type {Style[]} */ const styles = [];
   /** @type {number[]} */ const src = [];
-  let style = DEFAULT_STYLE;
+  let style = start;
   let col = 0;
   const n = raw.length;
   let i = 0;
@@ -97,9 +121,9 @@ export function renderLine(raw) {
             }
             break;
           }
-          case "G": col = Math.max(0, Number(params || 1) - 1); break;
-          case "C": col += Math.max(1, Number(params || 1)); break;
-          case "D": col = Math.max(0, col - Math.max(1, Number(params || 1))); break;
+          case "G": col = Math.min(MAX_COL, Math.max(0, firstParam(params, 1) - 1)); break;
+          case "C": col = Math.min(MAX_COL, col + Math.max(1, firstParam(params, 1))); break;
+          case "D": col = Math.max(0, col - Math.max(1, firstParam(params, 1))); break;
           default: break; // other sequences are dropped
         }
       });
@@ -109,6 +133,12 @@ export function renderLine(raw) {
       i = csiEnd(raw, i + 1, () => {});
       continue;
     }
+    if (c === 0x9d || c === 0x90 || c === 0x98 || c === 0x9e || c === 0x9f) {
+      // C1 OSC, DCS, SOS, PM, APC: drop the string up to its terminator.
+      i = stringEnd(raw, i + 1);
+      continue;
+    }
+    if (c >= 0x80 && c <= 0x9f) { i++; continue; } // other C1 controls
     if (c === 0x0d) { col = 0; i++; continue; }
     if (c === 0x08) { col = Math.max(0, col - 1); i++; continue; }
     if (c === 0x09) { put("\t", i); i++; continue; }
@@ -129,9 +159,10 @@ export function renderLine(raw) {
  * A rendered line for text with no control characters at all.
  *
  * @param {string} raw
+ * @param {Style} style the style of every cell
  * @returns {Rendered}
  */
-function plainRendered(raw) {
+function plainRendered(raw, style) {
   const chars = [];
   const src = [];
   for (let i = 0; i < raw.length; i++) {
@@ -142,7 +173,27 @@ function plainRendered(raw) {
       chars.push(raw[i]); src.push(i);
     }
   }
-  return { chars, styles: new Array(chars.length).fill(DEFAULT_STYLE), src, plain: raw };
+  return { chars, styles: new Array(chars.length).fill(style), src, plain: raw };
+}
+
+// An SGR sequence, as `renderLine` applies it (7-bit CSI only).
+const SGR = /\x1b\[([0-9;:]*)m/g;
+
+/**
+ * The SGR style in effect after a raw line, given the one before it: what
+ * a terminal carries over to the next line. Only SGR sequences count, so
+ * this is a quick scan, not a render.
+ *
+ * @param {string} raw
+ * @param {Style} [start]
+ * @returns {Style}
+ */
+export function endStyle(raw, start = DEFAULT_STYLE) {
+  if (raw.indexOf("\x1b") < 0) return start;
+  let style = start;
+  SGR.lastIndex = 0;
+  for (let m = SGR.exec(raw); m; m = SGR.exec(raw)) style = applySgr(style, m[1]);
+  return style;
 }
 
 /**
@@ -170,18 +221,28 @@ function escape(raw, i, onCsi) {
   const c = raw[i];
   if (c === "[") return csiEnd(raw, i + 1, onCsi);
   // OSC, DCS, SOS, PM, APC: a string up to BEL or ST (ESC \).
-  if (c === "]" || c === "P" || c === "X" || c === "^" || c === "_") {
-    for (let k = i + 1; k < raw.length; k++) {
-      const ch = raw.charCodeAt(k);
-      if (ch === 0x07 || ch === 0x9c) return k + 1;
-      if (ch === 0x1b && raw[k + 1] === "\\") return k + 2;
-    }
-    return raw.length; // unterminated: drop the rest
-  }
+  if (c === "]" || c === "P" || c === "X" || c === "^" || c === "_") return stringEnd(raw, i + 1);
   // nF sequences: intermediates 0x20–0x2F, then a final byte (`ESC ( B`).
   let k = i;
   while (k < raw.length && raw.charCodeAt(k) >= 0x20 && raw.charCodeAt(k) <= 0x2f) k++;
   return Math.min(raw.length, k + 1);
+}
+
+/**
+ * Skips a control string (OSC, DCS, …) whose body starts at `i`: up to
+ * BEL, 8-bit ST (0x9c) or ESC \\; an unterminated one runs to the end.
+ *
+ * @param {string} raw
+ * @param {number} i
+ * @returns {number} the index just after it
+ */
+function stringEnd(raw, i) {
+  for (let k = i; k < raw.length; k++) {
+    const ch = raw.charCodeAt(k);
+    if (ch === 0x07 || ch === 0x9c) return k + 1;
+    if (ch === 0x1b && raw[k + 1] === "\\") return k + 2;
+  }
+  return raw.length;
 }
 
 /**
@@ -307,15 +368,34 @@ function rgb(v) {
  *
  * @param {Rendered} r
  * @param {Array<[number, number]>} [spans] raw-text ranges to mark as matches
+ * @param {number} [maxCells] the cells to take, from the left (all by default)
  * @returns {Segment[]}
  */
-export function segments(r, spans = []) {
+export function segments(r, spans = [], maxCells = Infinity) {
   /** @type {Segment[]} */ const out = [];
-  const inSpan = (at) => spans.some(([a, b]) => at >= a && at < b);
+  // Spans sorted by start, with a running maximum of their ends: a cell is
+  // in a span when the last span starting at or before it reaches past it.
+  // A binary search per cell, as cells are not in raw order after a `\r`.
+  const sorted = spans.slice().sort((x, y) => x[0] - y[0]);
+  const starts = sorted.map((x) => x[0]);
+  const reach = [];
+  let maxEnd = -1;
+  for (const [, b] of sorted) reach.push(maxEnd = Math.max(maxEnd, b));
+  const inSpan = (at) => {
+    let lo = 0;
+    let hi = starts.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (starts[mid] <= at) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo > 0 && at < reach[lo - 1];
+  };
   let cur = null;
-  for (let k = 0; k < r.chars.length; k++) {
+  const n = Math.min(r.chars.length, maxCells);
+  for (let k = 0; k < n; k++) {
     const style = r.styles[k];
-    const match = spans.length > 0 && r.src[k] >= 0 && inSpan(r.src[k]);
+    const match = sorted.length > 0 && r.src[k] >= 0 && inSpan(r.src[k]);
     if (cur && cur.style === style && cur.match === match) {
       cur.text += r.chars[k];
     } else {

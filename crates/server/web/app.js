@@ -39,8 +39,16 @@ function showSession(session) {
   document.getElementById("session")?.remove();
   clearInterval(renewal);
   if (!session || !session.required || !session.signedIn) return;
-  renewal = window.setInterval(() => {
-    getSession().catch(() => {}); // a 401 shows the form by itself
+  renewal = window.setInterval(async () => {
+    let now;
+    try {
+      now = await getSession();
+    } catch {
+      return; // a 401 shows the form by itself; other errors: next time
+    }
+    // The server answers 200 with `signedIn: false` once the session is
+    // over (expired, or its token removed): only the form may show then.
+    if (now && now.required && !now.signedIn) requireLogin();
   }, SESSION_RENEW_MS);
   const button = h("button", {
     type: "button",

@@ -76,9 +76,35 @@ export function isTyping(event) {
   if (t.tagName === "TEXTAREA" || t.tagName === "SELECT") return true;
   if (t.tagName === "INPUT") {
     const type = /** @type {HTMLInputElement} */ (t).type;
-    return !["checkbox", "radio", "button", "submit"].includes(type);
+    return !["checkbox", "radio", "button", "submit", "reset", "range"].includes(type);
   }
   return false;
+}
+
+/** The keys a range slider moves by. */
+const SLIDER_KEYS = ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End", "PageUp", "PageDown"];
+
+/**
+ * True when the focused form control keeps this key for itself, so that
+ * page shortcuts must leave it: text fields, selects and text areas keep
+ * every key, the position slider its arrows, Home/End and PageUp/PageDown,
+ * and checkboxes and buttons Space and Enter. Other keys (a letter after
+ * ticking a checkbox) still reach the page's shortcuts.
+ *
+ * @param {KeyboardEvent} event
+ * @returns {boolean}
+ */
+export function isFormControl(event) {
+  const t = /** @type {HTMLElement|null} */ (event.target);
+  if (!t || !t.tagName) return false;
+  if (t.isContentEditable || t.tagName === "TEXTAREA" || t.tagName === "SELECT") return true;
+  const activates = event.key === " " || event.key === "Enter";
+  if (t.tagName === "BUTTON") return activates;
+  if (t.tagName !== "INPUT") return false;
+  const type = /** @type {HTMLInputElement} */ (t).type;
+  if (["checkbox", "radio", "button", "submit", "reset"].includes(type)) return activates;
+  if (type === "range") return SLIDER_KEYS.includes(event.key);
+  return true;
 }
 
 /**

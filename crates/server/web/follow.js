@@ -11,15 +11,24 @@
  * with `from_seq = last seen + 1` after a growing pause. Either way an
  * entry with `seq <= last seen` is ignored, so the page gets every entry
  * once, with no gap and no duplicate.
+ *
+ * An EventSource cannot tell why it was closed. So before reconnecting,
+ * one JSON request for the run asks: a 401 (the session expired) shows
+ * the sign-in form through `api.js`, which stops the page and with it
+ * this follower; NOT_FOUND or PERMISSION_DENIED end following for good,
+ * as does a `failure` event with one of those codes. Only other errors
+ * (the server restarting, the network) are retried.
  */
 
-import { runPath } from "./api.js";
+import { getJson, runPath } from "./api.js";
 
 /** First pause before reconnecting a closed stream; doubled up to MAX. */
 const BACKOFF_MS = 1000;
 const MAX_BACKOFF_MS = 10_000;
 /** Pause after a `failure` event before trying again. */
 const FAILURE_RETRY_MS = 5000;
+/** Error codes that another try cannot fix: following stops. */
+const FINAL_CODES = ["NOT_FOUND", "PERMISSION_DENIED"];
 
 /**
  * Callbacks of a follower.
@@ -28,7 +37,8 @@ const FAILURE_RETRY_MS = 5000;
  * @property {(state: any) => void} onState the run's state changed
  * @property {(entries: any[]) => void} onEntries new entries, in seq order, none seen before
  * @property {() => void} onEnd the run is finished and all of it was sent
- * @property {(status: "live"|"reconnecting"|"failed", message?: string) => void} onStatus
+ * @property {(status: "live"|"reconnecting"|"failed"|"stopped", message?: string) => void} onStatus
+ *   `stopped`: following ended for good (the run is gone or not readable)
  */
 
 /** Follows a run's new entries. */
@@ -40,6 +50,7 @@ export class Follower {
    */
   constructor(taskId, runId, handlers) {
     this.path = runPath(taskId, runId, "/follow");
+    this.runPath = runPath(taskId, runId);
     this.handlers = handlers;
     /** @type {EventSource|null} */
     this.source = null;
@@ -48,6 +59,8 @@ export class Follower {
     this.backoff = BACKOFF_MS;
     this.timer = 0;
     this.stopped = true;
+    /** counts starts, so that an answer for an earlier start is ignored */
+    this.generation = 0;
   }
 
   /**
@@ -58,6 +71,7 @@ export class Follower {
   start(fromSeq) {
     this.stop();
     this.stopped = false;
+    this.generation++;
     this.lastSeq = fromSeq - 1;
     this.connect();
   }
@@ -106,20 +120,54 @@ export class Follower {
       const data = parse(event) || {};
       source.close();
       this.source = null;
-      this.handlers.onStatus("failed", data.error || "the stream failed");
-      this.retry(FAILURE_RETRY_MS);
+      const message = data.error || "the stream failed";
+      if (FINAL_CODES.includes(data.code)) {
+        this.stop();
+        this.handlers.onStatus("stopped", message);
+      } else if (data.code === "UNAUTHENTICATED") {
+        this.check(FAILURE_RETRY_MS);
+      } else {
+        this.handlers.onStatus("failed", message);
+        this.retry(FAILURE_RETRY_MS);
+      }
     });
     source.addEventListener("error", () => {
       if (this.source !== source || this.stopped) return;
+      this.handlers.onStatus("reconnecting");
       if (source.readyState === EventSource.CLOSED) {
         this.source = null;
-        this.handlers.onStatus("reconnecting");
-        this.retry(this.backoff);
+        this.check(this.backoff);
         this.backoff = Math.min(MAX_BACKOFF_MS, this.backoff * 2);
-      } else {
-        this.handlers.onStatus("reconnecting");
       }
     });
+  }
+
+  /**
+   * Asks the JSON API why the stream closed (one request), then stops for
+   * good or reconnects after `ms`. A 401 shows the sign-in form, which
+   * stops the page and this follower with it.
+   *
+   * @param {number} ms
+   */
+  async check(ms) {
+    clearTimeout(this.timer);
+    const generation = this.generation;
+    const current = () => !this.stopped && generation === this.generation;
+    try {
+      await getJson(this.runPath);
+    } catch (err) {
+      if (!current()) return;
+      if (err && err.code === "UNAUTHENTICATED") {
+        this.stop();
+        return;
+      }
+      if (err && FINAL_CODES.includes(err.code)) {
+        this.stop();
+        this.handlers.onStatus("stopped", err.message);
+        return;
+      }
+    }
+    if (current()) this.retry(ms);
   }
 
   /**

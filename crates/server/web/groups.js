@@ -8,7 +8,9 @@
  *   `~~~ NAME` (collapsed) start a group that runs until the next header.
  *
  * Groups do not nest: a header ends the group before it. The markers are
- * looked for in the text the line shows (after ANSI rendering).
+ * looked for in the text the line shows (after ANSI rendering) of the
+ * first MARKER_CHARS characters of the raw line, so a huge line costs no
+ * more than a short one.
  */
 
 import { plainText } from "./ansi.js";
@@ -26,6 +28,8 @@ const NONE = Object.freeze({ kind: null });
 const GHA_START = /^(?:::group::|##\[group\])(.*)$/;
 const GHA_END = /^(?:::endgroup::|##\[endgroup\])\s*$/;
 const BUILDKITE = /^(---|\+\+\+|~~~) (.*)$/;
+/** How much of a raw line is looked at for a marker. */
+const MARKER_CHARS = 1024;
 
 /**
  * The group marker a line's text holds, if any.
@@ -35,8 +39,9 @@ const BUILDKITE = /^(---|\+\+\+|~~~) (.*)$/;
  */
 export function markerOf(raw) {
   // Cheap test first: most lines hold no marker at all.
-  if (!/^(?:\x1b|::|##|---|\+\+\+|~~~)|[\x1b\r]/.test(raw)) return NONE;
-  const text = plainText(raw).replace(/\r$/, "");
+  const head = raw.length > MARKER_CHARS ? raw.slice(0, MARKER_CHARS) : raw;
+  if (!/^(?:\x1b|::|##|---|\+\+\+|~~~)|[\x1b\r]/.test(head)) return NONE;
+  const text = plainText(head).replace(/\r$/, "");
   let m = GHA_START.exec(text);
   if (m) return { kind: "start", name: m[1].trim(), collapsed: true };
   if (GHA_END.test(text)) return { kind: "end" };
@@ -150,4 +155,76 @@ function runningHeader(lines) {
     if (kind === "start") return lines[i];
   }
   return null;
+}
+
+/**
+ * The visible lines of a growing list of lines, kept up to date as lines
+ * are appended (a live run) without going over all of them again: lines
+ * that hold no marker only extend the list. A new or changed marker, a
+ * channel or fold change, or another list of lines needs `build`.
+ */
+export class VisibleList {
+  constructor() {
+    /** @type {any[]} the lines of the last build */
+    this.source = [];
+    /** how many of `source` were gone over */
+    this.count = 0;
+    /** @type {any} the group header the last line is under */
+    this.header = null;
+    /** whether the lines under `header` are hidden */
+    this.hidden = false;
+    /** whether the last build was for a live run */
+    this.live = false;
+  }
+
+  /**
+   * Computes the visible lines of `lines` from the start (`visibleLines`).
+   *
+   * @param {import("./lines.js").Line[]} lines
+   * @param {Set<string>} channels
+   * @param {FoldState} folds
+   * @param {boolean} live
+   * @returns {import("./lines.js").Line[]}
+   */
+  build(lines, channels, folds, live) {
+    const out = visibleLines(lines, channels, folds, live);
+    this.source = lines;
+    this.count = lines.length;
+    this.live = live;
+    const last = /** @type {any} */ (lines[lines.length - 1]);
+    this.header = last ? (lineMarker(last).kind === "start" ? last : last.header ?? null) : null;
+    this.hidden = Boolean(this.header) && channels.has(this.header.channel) &&
+      folds.isCollapsed(this.header);
+    return out;
+  }
+
+  /**
+   * The lines to add to the visible ones after lines were appended to the
+   * same list and some earlier ones grew, or null when only a `build`
+   * can tell (a marker appeared or changed).
+   *
+   * @param {import("./lines.js").Line[]} lines the list of the last build, grown
+   * @param {import("./lines.js").Line[]} changed lines whose text changed
+   * @param {Set<string>} channels
+   * @param {boolean} live
+   * @returns {import("./lines.js").Line[]|null}
+   */
+  append(lines, changed, channels, live) {
+    if (lines !== this.source || live !== this.live) return null;
+    for (const line of /** @type {any[]} */ (changed)) {
+      if (line.channel === "worker") continue;
+      const before = line.markerVersion === undefined ? NONE : line.marker;
+      const after = lineMarker(line);
+      if (before.kind !== after.kind || before.collapsed !== after.collapsed) return null;
+    }
+    const out = [];
+    for (let i = this.count; i < lines.length; i++) {
+      const line = /** @type {any} */ (lines[i]);
+      if (lineMarker(line).kind !== null) return null;
+      line.header = this.header;
+      if (!this.hidden && channels.has(line.channel)) out.push(line);
+    }
+    this.count = lines.length;
+    return out;
+  }
 }

@@ -9,12 +9,19 @@
  * allows, never through a `style` attribute.
  */
 
-import { renderLine, segments, styleToCss } from "./ansi.js";
+import { DEFAULT_STYLE, renderLine, segments, styleToCss } from "./ansi.js";
 import { formatClock } from "./format.js";
 import { lineMarker } from "./groups.js";
+import { startStyle } from "./lines.js";
 
-/** Longest text shown in a row; the raw download has the rest. */
+/**
+ * Most cells shown in a row; the raw download has the rest. The cap is
+ * applied to what the terminal shows, after rendering the whole line, so a
+ * progress bar redrawn over 20,000 characters shows its final state.
+ */
 const MAX_SHOWN_CHARS = 20_000;
+// Control characters: a line without any shows its raw text as is.
+const CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/;
 
 /**
  * How a row is decorated beyond its text.
@@ -75,7 +82,7 @@ export function renderRow(line, opts) {
     row.appendChild(text);
     return row;
   }
-  fillText(text, line.text, opts.spans);
+  fillText(text, line.text, opts.spans, line.channel === "worker" ? DEFAULT_STYLE : startStyle(line));
   row.appendChild(text);
   return row;
 }
@@ -86,16 +93,16 @@ export function renderRow(line, opts) {
  * @param {HTMLElement} el
  * @param {string} raw
  * @param {Array<[number, number]>} spans search matches in `raw`
+ * @param {import("./ansi.js").Style} start the style the line starts with
  */
-function fillText(el, raw, spans) {
-  let shown = raw;
-  let cut = 0;
-  if (shown.length > MAX_SHOWN_CHARS) {
-    cut = shown.length - MAX_SHOWN_CHARS;
-    shown = shown.slice(0, MAX_SHOWN_CHARS);
-  }
-  const rendered = renderLine(shown);
-  for (const seg of segments(rendered, spans)) {
+function fillText(el, raw, spans, start) {
+  // Plain text has one cell per character (or pair): cutting it first
+  // gives the same cells for less work.
+  const plain = !CONTROL.test(raw);
+  const rendered = renderLine(plain && raw.length > MAX_SHOWN_CHARS * 2 ? raw.slice(0, MAX_SHOWN_CHARS * 2) : raw, start);
+  const cells = plain ? rawCells(raw, rendered.chars.length) : rendered.chars.length;
+  const cut = Math.max(0, cells - MAX_SHOWN_CHARS);
+  for (const seg of segments(rendered, spans, MAX_SHOWN_CHARS)) {
     const css = styleToCss(seg.style);
     if (!css.classes.length && !css.color && !css.background && !seg.match) {
       el.appendChild(document.createTextNode(seg.text));
@@ -115,4 +122,21 @@ function fillText(el, raw, spans) {
     more.textContent = ` … ${cut.toLocaleString("en-US")} more characters (see the raw log)`;
     el.appendChild(more);
   }
+}
+
+/**
+ * The cells of a plain line: its code points.
+ *
+ * @param {string} raw
+ * @param {number} counted cells already known (the whole line when not cut)
+ * @returns {number}
+ */
+function rawCells(raw, counted) {
+  if (raw.length <= MAX_SHOWN_CHARS * 2) return counted;
+  let pairs = 0;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff) { pairs++; i++; }
+  }
+  return raw.length - pairs;
 }

@@ -9,10 +9,20 @@
  * `renderedLine`. Lines are kept in the order of their start.
  *
  * The assembler sees a window of entries that may start in the middle of
- * the run. Text before the first newline of a channel in such a window may
- * continue a line that started before it; that fragment is left out until
- * the earlier entries are loaded (the window is then assembled again).
+ * the run. The server says, for each channel, whether the window's first
+ * chunk of that channel continues a line begun in an earlier entry (the
+ * page's `continues` flags). Only then is the text before its first
+ * newline left out, until the earlier entries are loaded (the window is
+ * then assembled again). So a line's id never depends on where the window
+ * starts: the lines of an entry are counted from the first that starts in
+ * it, wherever the window begins.
+ *
+ * Each stdout/stderr line also links to the previous line of its channel
+ * (`prev`), so that the ANSI style a line starts with can be carried over
+ * from the line before it, as a terminal does (`startStyle`).
  */
+
+import { DEFAULT_STYLE, endStyle } from "./ansi.js";
 
 /**
  * A log line.
@@ -28,6 +38,14 @@
  * @property {number} version bumped whenever `text` changes
  * @property {string} [level] lifecycle level (`info`, `error`, …)
  * @property {string} [type] lifecycle event type
+ * @property {Line|null} [prev] the previous line of the same channel
+ */
+
+/**
+ * Whether each channel's first chunk continues a line begun before the
+ * window (`continues` of the entries API).
+ *
+ * @typedef {{stdout: boolean, stderr: boolean}} Continues
  */
 
 /** The channels whose chunks are assembled into lines. */
@@ -36,10 +54,14 @@ const CHUNK_CHANNELS = ["stdout", "stderr"];
 /** Assembles lines from entries given in seq order. */
 export class LineAssembler {
   /**
-   * @param {boolean} fromStart true when the first entry given is the
-   *   run's first, so no channel starts in the middle of a line
+   * @param {boolean|Continues} continues per channel, whether its first
+   *   chunk continues an earlier line; `true` (the run's first entry is
+   *   given first) means none does, `false` that both may
    */
-  constructor(fromStart) {
+  constructor(continues) {
+    const skip = typeof continues === "boolean"
+      ? { stdout: !continues, stderr: !continues }
+      : { stdout: Boolean(continues?.stdout), stderr: Boolean(continues?.stderr) };
     /** @type {Line[]} every line, in the order of its start */
     this.lines = [];
     /** @type {Map<string, Line>} lines by id */
@@ -47,7 +69,9 @@ export class LineAssembler {
     /** @type {Record<string, Line|null>} the unfinished line of each channel */
     this.open = { stdout: null, stderr: null };
     /** @type {Record<string, boolean>} channels still inside a fragment of an earlier line */
-    this.skipping = { stdout: !fromStart, stderr: !fromStart };
+    this.skipping = skip;
+    /** @type {Record<string, Line|null>} the last line of each channel */
+    this.last = { stdout: null, stderr: null };
   }
 
   /**
@@ -95,8 +119,9 @@ export class LineAssembler {
       const line = this.push({
         id: idx === 0 ? String(entry.seq) : `${entry.seq}.${idx}`,
         seq: entry.seq, idx, channel: ch, text: text.slice(pos, end),
-        createdAt: entry.createdAt, open: nl < 0, version: 0,
+        createdAt: entry.createdAt, open: nl < 0, version: 0, prev: this.last[ch],
       });
+      this.last[ch] = line;
       changed.push(line);
       idx++;
       if (nl < 0) {
@@ -119,6 +144,34 @@ export class LineAssembler {
     this.byId.set(line.id, line);
     return line;
   }
+}
+
+/**
+ * The ANSI style a line starts with: the style the previous line of its
+ * channel ended with, as a terminal keeps it from one line to the next.
+ * End styles are cached per line (and its version); a line with no
+ * earlier line in the window starts with the default style.
+ *
+ * @param {Line & {_end?: any, _endV?: number}} line
+ * @returns {import("./ansi.js").Style}
+ */
+export function startStyle(line) {
+  // Walk back to the nearest line whose end style is known, then forward,
+  // so that a long run of lines costs no deep recursion.
+  /** @type {any[]} */ const todo = [];
+  let p = /** @type {any} */ (line.prev);
+  while (p && p._endV !== p.version) {
+    todo.push(p);
+    p = p.prev;
+  }
+  let style = p ? p._end : DEFAULT_STYLE;
+  for (let k = todo.length - 1; k >= 0; k--) {
+    const l = todo[k];
+    style = endStyle(l.text, style);
+    l._end = style;
+    l._endV = l.version;
+  }
+  return style;
 }
 
 /**

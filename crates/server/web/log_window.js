@@ -9,6 +9,16 @@
  * bottom (`from_seq=hi+1`). Pages far from the reader are dropped. While
  * the window reaches the end of what is stored (`atEnd`), live entries
  * from the follow stream are appended to it.
+ *
+ * The window is always one contiguous seq range. A page is bounded in
+ * entries and in bytes (about 4 MiB), so it may hold fewer entries than
+ * asked for: a `tail` page holds the last entries of its range that fit
+ * (its first entry tells where it starts), and a forward page with `more`
+ * goes on at `nextSeq`. Nothing here assumes a page is full.
+ *
+ * The window also keeps, per channel, whether its first chunk continues a
+ * line begun before it (`continues`), from the page that holds its first
+ * entries, or, after its top was dropped, from what was dropped.
  */
 
 import { getJson, query, runPath } from "./api.js";
@@ -19,6 +29,12 @@ export const PAGE_SIZE = 5000;
 export const MAX_ENTRIES = 50_000;
 /** Most characters of entry text held at once (about 2× that in bytes). */
 export const MAX_CHARS = 8 * 1024 * 1024;
+/**
+ * Most lines held at once: a row is about 20 px high and browsers cap an
+ * element's height near 33.5 million px (Chrome), so 1,000,000 lines (and
+ * a quarter more before a trim) stay scrollable to the last.
+ */
+export const MAX_LINES = 1_000_000;
 
 /** A contiguous range of a run's entries. */
 export class EntryWindow {
@@ -40,6 +56,10 @@ export class EntryWindow {
     this.nextSeq = 1;
     /** the run's state at the last load */
     this.state = null;
+    /** lines begun in the entries held (newlines, plus one per entry) */
+    this.lineCount = 0;
+    /** @type {{stdout: boolean, stderr: boolean}} whether the first chunk of each channel continues an earlier line */
+    this.continues = { stdout: false, stderr: false };
   }
 
   /** @returns {number} the first seq held (nextSeq when empty) */
@@ -56,59 +76,87 @@ export class EntryWindow {
    * Fetches a page of entries.
    *
    * @param {Record<string, number>} params
-   * @returns {Promise<{entries: any[], nextSeq: number, state: any, more: boolean}>}
+   * @returns {Promise<{entries: any[], nextSeq: number, state: any, more: boolean, continues: {stdout: boolean, stderr: boolean}}>}
    */
   async fetch(params) {
     const page = await getJson(`${this.path}${query(params)}`);
     if (page.state) this.state = page.state;
     page.entries = page.entries || [];
+    page.continues = continuesOf(page);
     return page;
   }
 
   /** Replaces the window with the last page of the run. */
   async loadTail() {
     const page = await this.fetch({ tail: PAGE_SIZE });
-    this.replace(page.entries);
+    this.replace(page.entries, page.continues);
     this.atEnd = !page.more;
     this.nextSeq = page.nextSeq ?? this.hi + 1;
     this.atStart = !page.entries.length || page.entries[0].seq <= 1;
+    this.trim("top");
   }
 
   /**
-   * Replaces the window with a page around `seq` (from a little before it).
+   * Replaces the window with the entries from `seq` on and, when `seq` is
+   * not the first, a shorter page before it, so that `seq` is held however
+   * few entries fit in a page.
    *
    * @param {number} seq
    */
   async loadAround(seq) {
-    const from = Math.max(1, seq - Math.floor(PAGE_SIZE / 4));
+    const from = Math.max(1, seq);
     const page = await this.fetch({ from_seq: from, limit: PAGE_SIZE });
     if (!page.entries.length && from > 1) {
       // Past the end: show the tail instead.
       await this.loadTail();
       return;
     }
-    this.replace(page.entries);
+    this.replace(page.entries, page.continues);
     this.atEnd = !page.more;
     this.nextSeq = page.nextSeq ?? this.hi + 1;
     this.atStart = from <= 1;
+    if (!this.atStart) await this.loadPrev(Math.floor(PAGE_SIZE / 4));
+    this.trim("bottom");
   }
 
   /**
-   * Loads the page before the window.
+   * Loads the page before the window. The server gives the last entries
+   * before it that fit in a page; should a page still end short of the
+   * window (an older server cut it from its start), the gap is filled
+   * with forward pages, so the window never has a hole.
    *
+   * @param {number} [count] entries to ask for
    * @returns {Promise<number>} how many entries were added
    */
-  async loadPrev() {
+  async loadPrev(count = PAGE_SIZE) {
     if (this.atStart) return 0;
     const lo = this.lo;
-    const page = await this.fetch({ to_seq: lo - 1, tail: PAGE_SIZE });
-    const added = page.entries.filter((e) => e.seq < lo);
+    const page = await this.fetch({ to_seq: lo - 1, tail: count });
+    let added = page.entries.filter((e) => e.seq < lo);
     if (!added.length) {
       this.atStart = true;
       return 0;
     }
+    let continues = page.continues;
+    let more = true;
+    for (let rounds = 0; more && added[added.length - 1].seq < lo - 1 && rounds < 100; rounds++) {
+      const last = added[added.length - 1].seq;
+      const next = await this.fetch({ from_seq: last + 1, to_seq: lo - 1, limit: PAGE_SIZE });
+      const fill = next.entries.filter((e) => e.seq > last && e.seq < lo);
+      more = next.more && fill.length > 0;
+      added = added.concat(fill);
+    }
+    if (added[added.length - 1].seq < lo - 1 && more) {
+      // Still a gap (the server gave nothing more): start over from the
+      // entries before the window, rather than hold a hole.
+      added = [];
+      continues = this.continues;
+    }
+    if (!added.length) return 0;
     this.entries = added.concat(this.entries);
     this.chars += textSize(added);
+    this.lineCount += lineSize(added);
+    this.continues = continues;
     this.atStart = added[0].seq <= 1;
     this.trim("bottom");
     return added.length;
@@ -123,8 +171,7 @@ export class EntryWindow {
     if (this.atEnd) return 0;
     const page = await this.fetch({ from_seq: this.hi + 1, limit: PAGE_SIZE });
     const added = page.entries.filter((e) => e.seq > this.hi);
-    this.entries.push(...added);
-    this.chars += textSize(added);
+    this.push(added);
     this.atEnd = !page.more;
     this.nextSeq = page.nextSeq ?? this.hi + 1;
     this.trim("top");
@@ -140,8 +187,7 @@ export class EntryWindow {
   appendLive(entries) {
     const hi = this.hi;
     const added = entries.filter((e) => e.seq > hi);
-    this.entries.push(...added);
-    this.chars += textSize(added);
+    this.push(added);
     if (added.length) this.nextSeq = added[added.length - 1].seq + 1;
     return added;
   }
@@ -153,11 +199,25 @@ export class EntryWindow {
    * @returns {boolean}
    */
   overfull() {
-    return this.entries.length > MAX_ENTRIES + PAGE_SIZE || this.chars > MAX_CHARS * 1.25;
+    return this.entries.length > MAX_ENTRIES + PAGE_SIZE || this.chars > MAX_CHARS * 1.25 ||
+      this.lineCount > MAX_LINES * 1.25;
   }
 
   /**
-   * Drops entries from one side until the window is within its bounds.
+   * Appends entries after the last one held.
+   *
+   * @param {any[]} added
+   */
+  push(added) {
+    for (const e of added) this.entries.push(e);
+    this.chars += textSize(added);
+    this.lineCount += lineSize(added);
+  }
+
+  /**
+   * Drops entries from one side until the window is within its bounds
+   * (entries, characters and lines); the last entry left is never
+   * dropped, however large.
    *
    * @param {"top"|"bottom"} side the side away from the reader
    * @returns {boolean} whether anything was dropped
@@ -165,14 +225,28 @@ export class EntryWindow {
   trim(side) {
     let drop = 0;
     let chars = this.chars;
+    let lines = this.lineCount;
     const n = this.entries.length;
-    while (n - drop > PAGE_SIZE && (n - drop > MAX_ENTRIES || chars > MAX_CHARS)) {
+    while (n - drop > 1 && (n - drop > MAX_ENTRIES || chars > MAX_CHARS || lines > MAX_LINES)) {
       const e = this.entries[side === "top" ? drop : n - 1 - drop];
       chars -= entrySize(e);
+      lines -= entryLines(e);
       drop++;
     }
     if (!drop) return false;
     if (side === "top") {
+      // What the dropped entries tell about the new first entry: a channel
+      // whose last dropped chunk did not end a line continues it.
+      const continues = { ...this.continues };
+      const seen = { stdout: false, stderr: false };
+      for (let k = drop - 1; k >= 0; k--) {
+        const e = this.entries[k];
+        if (!(e.channel in seen) || seen[e.channel] || !e.text) continue;
+        seen[e.channel] = true;
+        continues[e.channel] = !(e.text ?? "").endsWith("\n");
+        if (seen.stdout && seen.stderr) break;
+      }
+      this.continues = continues;
       this.entries = this.entries.slice(drop);
       this.atStart = false;
     } else {
@@ -181,6 +255,7 @@ export class EntryWindow {
       this.nextSeq = this.hi + 1;
     }
     this.chars = chars;
+    this.lineCount = lines;
     return true;
   }
 
@@ -188,11 +263,58 @@ export class EntryWindow {
    * Replaces every entry.
    *
    * @param {any[]} entries
+   * @param {{stdout: boolean, stderr: boolean}} continues of the page holding the first
    */
-  replace(entries) {
+  replace(entries, continues) {
     this.entries = entries;
     this.chars = textSize(entries);
+    this.lineCount = lineSize(entries);
+    this.continues = continues;
   }
+}
+
+/**
+ * The `continues` flags of a page. A page of a server too old to send
+ * them says nothing, and then a page starting after seq 1 may continue a
+ * line on either channel.
+ *
+ * @param {any} page
+ * @returns {{stdout: boolean, stderr: boolean}}
+ */
+function continuesOf(page) {
+  const c = page.continues;
+  if (c && typeof c === "object") return { stdout: Boolean(c.stdout), stderr: Boolean(c.stderr) };
+  const first = page.entries.length ? page.entries[0].seq : 1;
+  return { stdout: first > 1, stderr: first > 1 };
+}
+
+/**
+ * The lines an entry begins at most: one per newline, plus one.
+ * Cached on the entry.
+ *
+ * @param {any} e
+ * @returns {number}
+ */
+function entryLines(e) {
+  if (e._lines === undefined) {
+    let n = 1;
+    const text = e.text;
+    if (text) for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) n++;
+    e._lines = n;
+  }
+  return e._lines;
+}
+
+/**
+ * The lines entries begin at most.
+ *
+ * @param {any[]} entries
+ * @returns {number}
+ */
+function lineSize(entries) {
+  let n = 0;
+  for (const e of entries) n += entryLines(e);
+  return n;
 }
 
 /**

@@ -9,18 +9,23 @@
  *   control, a search match) or follows.
  * - `LineAssembler` turns the window's entries into lines; a window change
  *   assembles them again, a live append only adds to them.
- * - `visibleLines` applies the channel filter and the folded groups, and
- *   `Viewport` renders only the rows in view.
+ * - `VisibleList` applies the channel filter and the folded groups, and
+ *   `Viewport` renders only the rows in view. A live append that brings no
+ *   group marker only extends both, so following costs what arrives, not
+ *   the size of the window.
+ * - Every move that replaces the window stops the follower first and
+ *   starts it again from the new window's end, so no entry that arrives
+ *   during the fetch is lost.
  * - `Follower` appends new entries over SSE while the window reaches the
  *   end of a live run; when the window is elsewhere it is stopped and the
  *   run's metadata is polled instead, so the header stays current.
  */
 
 import { getJson, runPath } from "./api.js";
-import { h, hasModifier, isTyping, replaceChildren } from "./dom.js";
+import { h, hasModifier, isFormControl, isTyping, replaceChildren } from "./dom.js";
 import { Follower } from "./follow.js";
 import { formatCount, isFinal } from "./format.js";
-import { FoldState, lineMarker, visibleLines } from "./groups.js";
+import { FoldState, VisibleList, lineMarker } from "./groups.js";
 import { renderRow } from "./line_row.js";
 import { LineAssembler, parseLineId } from "./lines.js";
 import { EntryWindow } from "./log_window.js";
@@ -50,6 +55,7 @@ export function showRunPage(root, taskId, runId) {
   const objects = new ObjectList(taskId, runId);
   const win = new EntryWindow(taskId, runId);
   const folds = new FoldState();
+  const visible = new VisibleList();
   const channels = new Set(CHANNELS);
   let assembler = new LineAssembler(true);
   let timestamps = false;
@@ -142,16 +148,41 @@ export function showRunPage(root, taskId, runId) {
 
   /** Assembles the lines of the whole window again. */
   function reassemble() {
-    assembler = new LineAssembler(win.atStart);
+    assembler = new LineAssembler(win.atStart ? true : win.continues);
     for (const e of win.entries) assembler.add(e);
+    pendingChanged = [];
     refresh();
   }
+
+  /** @type {import("./lines.js").Line[]} lines a live append changed since the last refresh */
+  let pendingChanged = [];
 
   /** Recomputes the visible lines and renders them. */
   function refresh() {
     cancelAnimationFrame(refreshFrame);
     refreshFrame = 0;
-    viewport.setLines(visibleLines(assembler.lines, channels, folds, live));
+    pendingChanged = [];
+    viewport.setLines(visible.build(assembler.lines, channels, folds, live));
+    afterRefresh();
+  }
+
+  /** Shows what live appends brought, extending the visible lines when it can. */
+  function refreshAppended() {
+    refreshFrame = 0;
+    const changed = pendingChanged;
+    pendingChanged = [];
+    const added = visible.append(assembler.lines, changed, channels, live);
+    if (added === null) {
+      refresh();
+      return;
+    }
+    viewport.appendLines(added);
+    viewport.scheduleRender();
+    afterRefresh();
+  }
+
+  /** What follows every refresh: the end in view when following, the info. */
+  function afterRefresh() {
     if (follow) viewport.scrollToBottom();
     empty.hidden = viewport.lines.length > 0;
     updateInfo();
@@ -159,7 +190,22 @@ export function showRunPage(root, taskId, runId) {
 
   /** Refreshes on the next frame (many live batches, one layout). */
   function scheduleRefresh() {
-    if (!refreshFrame) refreshFrame = requestAnimationFrame(refresh);
+    if (!refreshFrame) refreshFrame = requestAnimationFrame(refreshAppended);
+  }
+
+  /**
+   * Replaces the window (a jump): the follower stops first, so that no
+   * entry it would bring during the fetch is lost, and starts again from
+   * the new window's end if that is the end of the run.
+   *
+   * @param {() => Promise<void>} load
+   */
+  async function replaceWindow(load) {
+    if (follower.running) follower.stop();
+    await load();
+    reassemble();
+    if (win.atEnd) attach();
+    else detach();
   }
 
   /** Shows where the window is in the run. */
@@ -205,13 +251,16 @@ export function showRunPage(root, taskId, runId) {
     onEntries(entries) {
       if (!win.atEnd) return;
       const added = win.appendLive(entries);
-      for (const e of added) assembler.add(e);
-      if (win.overfull()) {
-        // Drop from the side away from the reader; away from the end means
-        // the window no longer follows.
-        const top = viewport.firstVisibleLine();
-        const readerInUpperHalf = top && top.seq < (win.lo + win.hi) / 2 && !follow;
-        win.trim(readerInUpperHalf ? "bottom" : "top");
+      for (const e of added) {
+        for (const line of assembler.add(e)) pendingChanged.push(line);
+      }
+      // Drop from the side away from the reader; away from the end means
+      // the window no longer follows. Only a trim that dropped something
+      // assembles the window again.
+      const top = viewport.firstVisibleLine();
+      const readerInUpperHalf = top && top.seq < (win.lo + win.hi) / 2 && !follow;
+      // (Not while a page loads: it would join its page to a moved edge.)
+      if (!busy && win.overfull() && win.trim(readerInUpperHalf ? "bottom" : "top")) {
         reassemble();
         if (!win.atEnd) detach();
       } else {
@@ -227,12 +276,22 @@ export function showRunPage(root, taskId, runId) {
       if (folds.running) folds.set(folds.running, false);
       conn.textContent = "";
       conn.dataset.state = "ended";
+      // Nothing more will come: following is over, the header final.
+      follow = false;
+      followBox.checked = false;
       refreshRun();
+      refresh();
     },
     onStatus(status, message) {
       conn.dataset.state = status;
       conn.textContent = status === "live" ? "● live"
-        : status === "reconnecting" ? "reconnecting…" : `stream failed: ${message}; retrying`;
+        : status === "reconnecting" ? "reconnecting…"
+          : status === "stopped" ? `stream stopped: ${message}`
+            : `stream failed: ${message}; retrying`;
+      if (status === "stopped") {
+        showNote(`Following stopped: ${message}`);
+        if (follow) setFollow(false);
+      }
     },
   });
 
@@ -295,10 +354,7 @@ export function showRunPage(root, taskId, runId) {
   async function ensureSeq(seq) {
     if (win.entries.length && seq >= win.lo && seq <= win.hi) return;
     if (seq > win.hi && win.atEnd) return; // not written yet
-    await win.loadAround(seq);
-    reassemble();
-    if (win.atEnd) attach();
-    else detach();
+    await replaceWindow(() => win.loadAround(seq));
   }
 
   /**
@@ -355,7 +411,7 @@ export function showRunPage(root, taskId, runId) {
     }
     viewport.invalidate();
     if (changed) refresh();
-    const i = viewport.index.get(line);
+    const i = viewport.indexOf(line);
     if (i !== undefined) viewport.scrollToIndex(i, block);
   }
 
@@ -388,10 +444,7 @@ export function showRunPage(root, taskId, runId) {
       return;
     }
     exclusive(async () => {
-      await win.loadAround(1);
-      reassemble();
-      if (win.atEnd) attach();
-      else detach();
+      await replaceWindow(() => win.loadAround(1));
       viewport.scrollToTop();
     });
   }
@@ -404,9 +457,7 @@ export function showRunPage(root, taskId, runId) {
       return;
     }
     exclusive(async () => {
-      await win.loadTail();
-      reassemble();
-      attach();
+      await replaceWindow(() => win.loadTail());
       viewport.scrollToBottom();
       if (live) {
         follow = true;
@@ -509,7 +560,9 @@ export function showRunPage(root, taskId, runId) {
   /** @param {KeyboardEvent} event */
   const onKey = (event) => {
     if (hasModifier(event)) return;
-    if (isTyping(event)) return;
+    // A focused control (the search box, the position slider, a checkbox)
+    // keeps its keys: arrows, Home/End and letters are its own.
+    if (isTyping(event) || isFormControl(event)) return;
     const rowH = viewport.rowHeight;
     switch (event.key) {
       case "/": search.focus(); break;
@@ -578,6 +631,7 @@ export function showRunPage(root, taskId, runId) {
     header.stop();
     clearTimeout(pollTimer);
     cancelAnimationFrame(refreshFrame);
+    viewport.destroy();
     window.removeEventListener("hashchange", onHash);
     document.removeEventListener("keydown", onKey);
   };

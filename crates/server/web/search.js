@@ -86,6 +86,8 @@ export class Search {
     this.current = -1;
     this.limitReached = false;
     this.pending = null;
+    /** counts searches; only the latest one's answer is used */
+    this.ticket = 0;
 
     this.input = h("input", {
       id: "search", type: "search", placeholder: "Search the whole log (/)",
@@ -132,6 +134,7 @@ export class Search {
 
   /** Forgets the matches. */
   clear() {
+    this.ticket++;
     this.matches = [];
     this.bySeq = new Map();
     this.current = -1;
@@ -147,6 +150,8 @@ export class Search {
       this.clear();
       return;
     }
+    // A slower earlier search must not overwrite this one's answer.
+    const ticket = ++this.ticket;
     this.count.textContent = "searching…";
     const params = {
       q,
@@ -159,6 +164,7 @@ export class Search {
     try {
       result = await getJson(`${this.path}${query(params)}`);
     } catch (err) {
+      if (ticket !== this.ticket) return;
       this.matches = [];
       this.bySeq = new Map();
       this.current = -1;
@@ -166,6 +172,7 @@ export class Search {
       this.host.redraw();
       return;
     }
+    if (ticket !== this.ticket) return;
     this.query = q;
     this.matches = (result.matches || []).slice().sort((a, b) => a.seq - b.seq);
     this.limitReached = Boolean(result.limitReached);

@@ -8,7 +8,10 @@
  *
  * When the list of lines changes (a page loaded above, a group folded, a
  * channel hidden), `setLines` keeps the line at the top of the view where
- * it was, so the reader's place does not jump.
+ * it was, so the reader's place does not jump. It finds that line again by
+ * its id: a window assembled again has new line objects for the same
+ * lines. Lines appended at the end (a live run) go through `appendLines`,
+ * which costs only what was appended.
  */
 
 import { compareLines } from "./lines.js";
@@ -34,7 +37,7 @@ export class Viewport {
     scroller.appendChild(this.spacer);
     /** @type {any[]} */
     this.lines = [];
-    /** @type {Map<any, number>} line → index */
+    /** @type {Map<string, number>} line id → index */
     this.index = new Map();
     /** @type {Map<any, HTMLElement & {_v?: number, _g?: number}>} rendered rows */
     this.rendered = new Map();
@@ -47,7 +50,15 @@ export class Viewport {
       this.scheduleRender();
       onScroll();
     }, { passive: true });
-    window.addEventListener("resize", () => this.scheduleRender());
+    this.onResize = () => this.scheduleRender();
+    window.addEventListener("resize", this.onResize);
+  }
+
+  /** Removes the listeners on the window and cancels a pending render. */
+  destroy() {
+    window.removeEventListener("resize", this.onResize);
+    cancelAnimationFrame(this.frame);
+    this.frame = 0;
   }
 
   /**
@@ -59,10 +70,10 @@ export class Viewport {
     const anchor = this.topAnchor();
     this.lines = lines;
     this.index = new Map();
-    lines.forEach((line, i) => this.index.set(line, i));
+    lines.forEach((line, i) => this.index.set(line.id, i));
     this.spacer.style.height = `${lines.length * this.rowHeight}px`;
     if (anchor) {
-      let i = this.index.get(anchor.line);
+      let i = this.index.get(anchor.line.id);
       let offset = anchor.offset;
       if (i === undefined) {
         i = this.insertionIndex(anchor.line);
@@ -72,6 +83,31 @@ export class Viewport {
       if (Math.abs(top - this.scroller.scrollTop) >= 1) this.setScrollTop(top);
     }
     this.render();
+  }
+
+  /**
+   * Appends lines after the last one; the view stays where it is.
+   *
+   * @param {any[]} lines
+   */
+  appendLines(lines) {
+    if (!lines.length) return;
+    for (const line of lines) {
+      this.index.set(line.id, this.lines.length);
+      this.lines.push(line);
+    }
+    this.spacer.style.height = `${this.lines.length * this.rowHeight}px`;
+    this.scheduleRender();
+  }
+
+  /**
+   * The index of a line in the list, by its id.
+   *
+   * @param {{id: string}} line
+   * @returns {number|undefined}
+   */
+  indexOf(line) {
+    return this.index.get(line.id);
   }
 
   /**

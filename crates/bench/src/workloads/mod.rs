@@ -15,11 +15,15 @@
 //!   the writers.
 //! - [`exec_overhead`] (W8): a command that prints as fast as it can,
 //!   bare and under `baa-log exec`, on a pipe and on a terminal.
+//! - [`browser`] (W9): the run page in a headless chromium: opening a
+//!   large run, scrolling through it, and a live run's latency against a
+//!   gRPC follower's.
 //! - [`objects`] (W10): a large artifact uploaded and downloaded, against
 //!   `dd conv=fsync` of the same file to the same file system.
 //!
 //! [`data_set`] fills the runs W4 and W7 share.
 
+pub(crate) mod browser;
 pub(crate) mod data_set;
 pub(crate) mod exec_overhead;
 pub(crate) mod fan_out;

@@ -84,6 +84,18 @@ impl Security {
                 settings.listen
             )));
         }
+        // The run page's own port is plain HTTP: client certificates do not
+        // reach it, only tokens do.
+        if let Some(web_listen) = settings.web_listen.filter(|_| settings.web.enabled) {
+            if tokens.is_none() && !web_listen.ip().is_loopback() && !settings.insecure {
+                return Err(SecurityError::Refused(format!(
+                    "refusing to serve the run page on {web_listen} without tokens: anyone who \
+                     can reach it could read every run. Configure --token-file, serve the page \
+                     on a loopback address (behind a reverse proxy), or pass --insecure on a \
+                     network you trust"
+                )));
+            }
+        }
         if tokens.is_some() && tls.is_none() && remote {
             warn!(
                 listen = %settings.listen,

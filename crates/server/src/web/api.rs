@@ -2,6 +2,8 @@
 //! search in a run. Each is one call to the logging service's handler,
 //! made for the reader's token.
 
+use std::collections::VecDeque;
+
 use axum::{
     Json,
     extract::{Path, RawQuery, State},
@@ -120,7 +122,7 @@ pub(super) async fn list<S: RunStore>(
         // lists what it may read instead.
         Some(limit) if request.task_id.is_empty() => {
             let limit = limit.clone();
-            list_allowed(&page, request, |task_id| limit.allows(task_id)).await?
+            list_allowed(&page, &reader, request, |task_id| limit.allows(task_id)).await?
         }
         _ => page
             .service
@@ -140,10 +142,14 @@ const MAX_SCANNED_PAGES: usize = 20;
 
 /// A page of the runs of every task that `allows`, for a token limited to
 /// some tasks: pages of all runs, filtered, until `page_size` runs are
-/// found, the runs end, or [`MAX_SCANNED_PAGES`] were read (the page then
-/// ends early, with a token to go on).
+/// found, the runs end, or [`MAX_SCANNED_PAGES`] were read.
+///
+/// The page token it returns always points just after a run the token may
+/// read (the store's tokens name the last run of a page), never at another
+/// task's run; a listing that finds no run it may read in its pages ends.
 async fn list_allowed<S: RunStore>(
     page: &Page<S>,
+    reader: &Reader,
     mut request: pb::ListRunsRequest,
     allows: impl Fn(&str) -> bool,
 ) -> Result<pb::ListRunsResponse, Problem> {
@@ -151,26 +157,54 @@ async fn list_allowed<S: RunStore>(
         0 => 50,
         size => size.min(500) as usize,
     };
-    let mut found = pb::ListRunsResponse::default();
+    let allowed = |run: &pb::Run| {
+        run.metadata
+            .as_ref()
+            .is_some_and(|metadata| allows(&metadata.task_id))
+    };
+    let mut found = Vec::new();
+    // Where the last run taken is: the page's start token and its index.
+    let mut last_taken: Option<(String, usize)> = None;
+    let mut ended = false;
     for _ in 0..MAX_SCANNED_PAGES {
-        // Not as the reader: the filter below is the task check.
+        let start = request.page_token.clone();
         let listed = page
             .service
-            .list_runs(tonic::Request::new(request.clone()))
+            .list_runs(reader.request_unlimited(request.clone()))
             .await?
             .into_inner();
-        found.runs.extend(listed.runs.into_iter().filter(|run| {
-            run.metadata
-                .as_ref()
-                .is_some_and(|metadata| allows(&metadata.task_id))
-        }));
-        found.next_page_token = listed.next_page_token;
-        if found.runs.len() >= wanted || found.next_page_token.is_empty() {
+        for (index, run) in listed.runs.into_iter().enumerate() {
+            if found.len() < wanted && allowed(&run) {
+                found.push(run);
+                last_taken = Some((start.clone(), index));
+            }
+        }
+        ended = listed.next_page_token.is_empty();
+        if found.len() >= wanted || ended {
             break;
         }
-        request.page_token = found.next_page_token.clone();
+        request.page_token = listed.next_page_token;
     }
-    Ok(found)
+    // The runs ended with the last one taken: nothing more to list.
+    let next_page_token = match (&last_taken, ended && found.len() < wanted) {
+        (Some((start, index)), false) => {
+            let after = pb::ListRunsRequest {
+                page_token: start.clone(),
+                page_size: u32::try_from(index + 1).unwrap_or(u32::MAX),
+                ..request
+            };
+            page.service
+                .list_runs(reader.request_unlimited(after))
+                .await?
+                .into_inner()
+                .next_page_token
+        }
+        _ => String::new(),
+    };
+    Ok(pb::ListRunsResponse {
+        runs: found,
+        next_page_token,
+    })
 }
 
 /// `GET /api/runs/{task}/{run}`: a run.
@@ -190,8 +224,15 @@ pub(super) async fn run<S: RunStore>(
 
 /// `GET /api/runs/{task}/{run}/entries?from_seq=&to_seq=&tail=&limit=`: a
 /// page of stored entries of all three channels, with the run's state.
-/// `more` says the page was cut by `limit` or its byte bound, and
-/// `nextSeq` where to go on.
+///
+/// A page holds at most `limit` entries and about [`MAX_PAGE_BYTES`] of
+/// text. From the front (`from_seq`), `more` says the page was cut and
+/// `nextSeq` where to go on. With `tail`, the page is the last entries of
+/// the range that fit: fewer than `tail` when they are large, so that a
+/// tail is never cut from its end. `continues` says, for stdout and stderr,
+/// whether a line of that channel was left open just before the page's
+/// first entry, so that the page can tell a line's continuation from its
+/// start.
 pub(super) async fn entries<S: RunStore>(
     State(page): State<Page<S>>,
     reader: Reader,
@@ -203,47 +244,118 @@ pub(super) async fn entries<S: RunStore>(
         .number::<usize>("limit")?
         .unwrap_or(DEFAULT_PAGE_ENTRIES)
         .clamp(1, MAX_PAGE_ENTRIES);
+    let tail = params
+        .number::<u64>("tail")?
+        .map(|tail| tail.min(limit as u64));
     let request = pb::FollowRunRequest {
-        task_id,
-        run_id,
+        task_id: task_id.clone(),
+        run_id: run_id.clone(),
         from_seq: params.number("from_seq")?.unwrap_or(0),
         to_seq: params.number("to_seq")?.unwrap_or(0),
-        tail: params.number("tail")?,
+        tail,
         history_only: true,
         ..Default::default()
     };
-    let mut from_seq = request.from_seq.max(1);
+    let mut next_seq = request.from_seq.max(1);
     let mut stream = page
         .service
         .follow_run(reader.request(request))
         .await?
         .into_inner();
-    let (mut entries, mut bytes, mut state, mut more) = (Vec::new(), 0, None, false);
+    let mut kept: VecDeque<(pb::LogEntry, usize)> = VecDeque::new();
+    let (mut bytes, mut state, mut more) = (0, None, false);
     'batches: while let Some(batch) = stream.next().await {
         let batch = batch?;
         if let Some(snapshot) = &batch.state {
             state = Some(json::state(snapshot));
         }
-        for entry in &batch.entries {
-            if entries.len() >= limit || bytes >= MAX_PAGE_BYTES {
+        for entry in batch.entries {
+            let Some(seq) = json::seq_of(&entry) else {
+                continue;
+            };
+            if tail.is_none() && (kept.len() >= limit || bytes >= MAX_PAGE_BYTES) {
                 more = true;
                 break 'batches;
             }
-            let Some(value) = json::entry(entry) else {
-                continue;
-            };
-            bytes += entry_text_len(entry);
-            entries.push(value);
-            from_seq = json::seq_of(entry).map_or(from_seq, |seq| seq + 1);
+            let size = entry_text_len(&entry);
+            bytes += size;
+            kept.push_back((entry, size));
+            next_seq = seq + 1;
+            // A tail keeps its last entries: drop from the front.
+            while tail.is_some() && bytes > MAX_PAGE_BYTES && kept.len() > 1 {
+                let (_, size) = kept.pop_front().expect("more than one");
+                bytes -= size;
+            }
         }
-        from_seq = from_seq.max(batch.next_seq);
+        next_seq = next_seq.max(batch.next_seq);
     }
+    let first_seq = kept
+        .front()
+        .and_then(|(entry, _)| json::seq_of(entry))
+        .unwrap_or(next_seq);
+    let continues = open_lines_before(&page, &reader, task_id, run_id, first_seq).await?;
+    let entries: Vec<Value> = kept
+        .iter()
+        .filter_map(|(entry, _)| json::entry(entry))
+        .collect();
     Ok(Json(json!({
         "entries": entries,
-        "nextSeq": from_seq,
+        "nextSeq": next_seq,
         "state": state,
         "more": more,
+        "continues": continues,
     })))
+}
+
+/// How many entries before a page are looked at for a line left open.
+const OPEN_LINE_LOOKBACK: u64 = 2_000;
+
+/// For stdout and stderr, whether the channel's last chunk before entry
+/// `first_seq` left a line open (did not end in a newline), looking at most
+/// [`OPEN_LINE_LOOKBACK`] entries back: a channel silent for longer is
+/// taken to start a line.
+async fn open_lines_before<S: RunStore>(
+    page: &Page<S>,
+    reader: &Reader,
+    task_id: String,
+    run_id: String,
+    first_seq: u64,
+) -> Result<Value, Problem> {
+    let mut open = json!({"stdout": false, "stderr": false});
+    if first_seq <= 1 {
+        return Ok(open);
+    }
+    let request = pb::FollowRunRequest {
+        task_id,
+        run_id,
+        from_seq: first_seq.saturating_sub(OPEN_LINE_LOOKBACK).max(1),
+        to_seq: first_seq - 1,
+        channels: vec![
+            pb::WorkerLogChannel::Stdout as i32,
+            pb::WorkerLogChannel::Stderr as i32,
+        ],
+        history_only: true,
+        ..Default::default()
+    };
+    let mut stream = page
+        .service
+        .follow_run(reader.request(request))
+        .await?
+        .into_inner();
+    while let Some(batch) = stream.next().await {
+        for entry in batch?.entries {
+            if let Some(pb::log_entry::Entry::Chunk(chunk)) = entry.entry {
+                let channel = match chunk.channel() {
+                    pb::StreamLogChannel::Stderr => "stderr",
+                    _ => "stdout",
+                };
+                if !chunk.text.is_empty() {
+                    open[channel] = json!(!chunk.text.ends_with('\n'));
+                }
+            }
+        }
+    }
+    Ok(open)
 }
 
 /// About how many bytes an entry's text takes.
@@ -289,10 +401,17 @@ pub(super) async fn search<S: RunStore>(
         .await?
         .into_inner();
     let (mut matches, mut skipped, mut limit_reached) = (Vec::new(), Vec::new(), false);
-    while let Some(response) = stream.next().await {
+    let mut bytes = 0;
+    'responses: while let Some(response) = stream.next().await {
         let response = response?;
         limit_reached |= response.limit_reached;
         for found in &response.matches {
+            // Matching lines may be long: the answer stays a few MiB.
+            if bytes >= MAX_PAGE_BYTES {
+                limit_reached = true;
+                break 'responses;
+            }
+            bytes += found.text.len() + 64;
             matches.push(json!({
                 "seq": found.seq,
                 "channel": json::channel_name(found.channel()),

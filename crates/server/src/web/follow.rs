@@ -59,7 +59,9 @@ pub(super) async fn follow<S: RunStore>(
         })
         .transpose()?;
     let from_seq = match last_event_id {
-        Some(last) => last + 1,
+        Some(last) => last
+            .checked_add(1)
+            .ok_or_else(|| Problem::invalid("Last-Event-ID: past the last sequence number"))?,
         None => params.number("from_seq")?.unwrap_or(0),
     };
     let request = pb::FollowRunRequest {

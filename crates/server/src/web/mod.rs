@@ -24,6 +24,7 @@
 mod api;
 mod assets;
 mod follow;
+mod guard;
 mod json;
 mod objects;
 mod problem;
@@ -34,13 +35,14 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    http::{HeaderName, HeaderValue, Request, StatusCode, header},
+    http::{HeaderName, HeaderValue, Request, StatusCode, Uri, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
 use baa_logging_store::RunStore;
 
+pub(crate) use self::guard::GrpcOnlyLayer;
 pub use self::session::SessionKey;
 use self::session::Sessions;
 use crate::GrpcLoggingService;
@@ -78,6 +80,10 @@ pub struct PageOptions {
     pub session_key: SessionKey,
     /// How long a session lasts; the page renews it while in use.
     pub session_ttl: Duration,
+    /// Without tokens, the host names (beside IP addresses and `localhost`)
+    /// the page answers to: a guard against DNS rebinding, by which a web
+    /// site could read a server on the visitor's loopback.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for PageOptions {
@@ -85,22 +91,31 @@ impl Default for PageOptions {
         Self {
             session_key: SessionKey::default(),
             session_ttl: Duration::from_secs(60 * 60),
+            allowed_hosts: Vec::new(),
         }
     }
 }
 
-/// The page's routes over `service`.
+/// The page's routes over `service`; `apart` when they are served on
+/// their own plain-HTTP address rather than beside gRPC.
 pub(crate) fn router<S: RunStore>(
     service: Arc<GrpcLoggingService<S>>,
     options: &PageOptions,
+    apart: bool,
 ) -> Router {
     let security = &service.config().security;
     let sessions = Sessions::new(
         security.tokens.clone(),
         options.session_key.clone(),
         options.session_ttl,
-        security.tls_enabled(),
+        // The page's own port is plain HTTP: its cookies are `Secure` only
+        // behind a proxy that says the browser speaks HTTPS.
+        security.tls_enabled() && !apart,
     );
+    let hosts = match security.tokens_enabled() {
+        true => None,
+        false => Some(Arc::new(options.allowed_hosts.clone())),
+    };
     let page = Page {
         service,
         sessions,
@@ -128,7 +143,69 @@ pub(crate) fn router<S: RunStore>(
         .route("/api/runs/{task}/{run}/search", get(api::search::<S>))
         .route("/api/runs/{task}/{run}/follow", get(follow::follow::<S>))
         .with_state(page)
+        .layer(middleware::from_fn(move |request, next| {
+            check_host(hosts.clone(), request, next)
+        }))
         .layer(middleware::from_fn(secure_headers))
+}
+
+/// The host a request was sent to, without its port: `Host`, or over
+/// HTTP/2 the URI's authority.
+pub(crate) fn request_host(headers: &axum::http::HeaderMap, uri: &Uri) -> Option<String> {
+    headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            uri.authority()
+                .map(|authority| authority.as_str().to_owned())
+        })
+}
+
+/// Whether the page answers requests sent to `host` (with its port) when
+/// the server has no tokens: IP addresses, `localhost`, and `allowed`.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        // An IPv6 literal, `[::1]:port`.
+        Some(rest) => {
+            return rest
+                .split(']')
+                .next()
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(name))
+}
+
+/// Without tokens, answers only requests sent to an allowed host (see
+/// [`PageOptions::allowed_hosts`]); with tokens, sessions guard the page.
+async fn check_host(
+    allowed: Option<Arc<Vec<String>>>,
+    request: Request<axum::body::Body>,
+    next: Next,
+) -> Response {
+    if let Some(allowed) = allowed {
+        let host = request_host(request.headers(), request.uri()).unwrap_or_default();
+        if !host_allowed(&host, &allowed) {
+            return problem::Problem::forbidden(format!(
+                "this server answers the page at an IP address or localhost; to reach it as \
+                 {host:?}, add that name to web.allowed_hosts (or configure tokens)"
+            ))
+            .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// Whether a request path is the page's rather than a gRPC method's
@@ -142,10 +219,17 @@ pub(crate) fn serves(path: &str) -> bool {
             .any(|prefix| path.starts_with(prefix))
 }
 
-/// Adds the security headers to every response.
+/// Adds the security headers to every response, and keeps the API's
+/// answers out of caches.
 async fn secure_headers(request: Request<axum::body::Body>, next: Next) -> Response {
+    let api = request.uri().path().starts_with("/api/");
     let mut response = next.run(request).await;
     add_secure_headers(response.headers_mut());
+    if api && !response.headers().contains_key(header::CACHE_CONTROL) {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     response
 }
 

@@ -14,6 +14,7 @@
 
 use std::{
     io::Write,
+    net::SocketAddr,
     path::Path,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -21,8 +22,8 @@ use std::{
 
 use axum::{
     Json,
-    extract::{FromRequestParts, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
+    extract::{ConnectInfo, FromRequestParts, State},
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header, request::Parts},
     response::{IntoResponse, Response},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -61,8 +62,13 @@ impl std::fmt::Debug for SessionKey {
 
 impl Default for SessionKey {
     /// A fresh random key: sessions end when the process does.
+    ///
+    /// # Panics
+    ///
+    /// When the system has no random source, rather than sign sessions
+    /// with a key anyone could guess.
     fn default() -> Self {
-        Self::random().unwrap_or(Self([0; 32]))
+        Self::random().expect("the system's random source")
     }
 }
 
@@ -232,12 +238,12 @@ impl Sessions {
     }
 
     /// The `Set-Cookie` value that removes the session.
-    fn removal(&self) -> HeaderValue {
+    fn removal(&self, headers: &HeaderMap) -> HeaderValue {
         let mut cookie = Cookie::build((COOKIE, ""))
             .http_only(true)
             .same_site(SameSite::Strict)
             .path("/")
-            .secure(self.secure)
+            .secure(self.secure || forwarded_https(headers))
             .build();
         cookie.make_removal();
         HeaderValue::from_str(&cookie.to_string()).expect("a cookie is a header value")
@@ -341,6 +347,14 @@ impl Reader {
         self.tasks.as_ref()
     }
 
+    /// An RPC request for this reader as its token, but with no task limit:
+    /// for a listing the caller filters by that limit itself.
+    pub(super) fn request_unlimited<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = self.request(message);
+        request.extensions_mut().remove::<Arc<TaskLimit>>();
+        request
+    }
+
     /// An RPC request for this reader, carrying what the auth layer puts
     /// on a gRPC call with its token.
     pub(super) fn request<T>(&self, message: T) -> tonic::Request<T> {
@@ -369,6 +383,13 @@ impl<S: RunStore> FromRequestParts<Page<S>> for Reader {
         }
         if let Some(tls) = parts.extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
             reader.connection.insert(tls.clone());
+        }
+        // The page's own port, served by axum: the peer as tonic records it.
+        if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            reader.connection.insert(TcpConnectInfo {
+                local_addr: None,
+                remote_addr: Some(*peer),
+            });
         }
         Ok(reader)
     }
@@ -438,6 +459,7 @@ pub(super) struct SignIn {
 pub(super) async fn sign_in<S: RunStore>(
     State(page): State<Page<S>>,
     headers: HeaderMap,
+    uri: Uri,
     Json(body): Json<SignIn>,
 ) -> Result<Response, Problem> {
     let sessions = &page.sessions;
@@ -446,7 +468,7 @@ pub(super) async fn sign_in<S: RunStore>(
             "this server has no tokens: there is nothing to sign in to",
         ));
     };
-    check_same_origin(&headers)?;
+    check_same_origin(&headers, &uri)?;
     let bearer = format!("Bearer {}", body.token.trim());
     let authorized = tokens
         .check(Some(bearer.as_bytes()), Some(Scope::Read))
@@ -463,24 +485,24 @@ pub(super) async fn sign_in<S: RunStore>(
 }
 
 /// `DELETE /api/session`: removes the session cookie.
-pub(super) async fn sign_out<S: RunStore>(State(page): State<Page<S>>) -> Response {
+pub(super) async fn sign_out<S: RunStore>(
+    State(page): State<Page<S>>,
+    headers: HeaderMap,
+) -> Response {
     (
         StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, page.sessions.removal())],
+        [(header::SET_COOKIE, page.sessions.removal(&headers))],
     )
         .into_response()
 }
 
 /// Refuses a request whose `Origin` is not the host it was sent to: a
 /// sign-in from another site's page.
-fn check_same_origin(headers: &HeaderMap) -> Result<(), Problem> {
+fn check_same_origin(headers: &HeaderMap, uri: &Uri) -> Result<(), Problem> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .unwrap_or_default();
+    let host = super::request_host(headers, uri).unwrap_or_default();
     let origin_host = origin
         .to_str()
         .ok()
