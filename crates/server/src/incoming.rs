@@ -147,8 +147,11 @@ pub(crate) enum Protocol {
 
 /// The plain listener's handshake: waits until the client has sent the
 /// HTTP/2 connection preface (without reading it: the server reads it
-/// again). Anything else is HTTP/1.1: refused unless `http1`, and then
-/// let in only once its whole first request head has come.
+/// again). Anything else goes on at once to the server, which answers what
+/// it does not speak and closes (a TLS client on a plaintext port so
+/// learns it at once), except, when `http1`, what starts like an HTTP/1.1
+/// request: that is let in only once its whole first request head has
+/// come, so that a client cannot hold a connection by sending it slowly.
 pub(crate) async fn preface(tcp: TcpStream, http1: bool) -> io::Result<(TcpStream, Protocol)> {
     let mut seen = vec![0u8; MAX_HEAD_BYTES];
     loop {
@@ -165,12 +168,13 @@ pub(crate) async fn preface(tcp: TcpStream, http1: bool) -> io::Result<(TcpStrea
         if seen.starts_with(PREFACE) {
             return Ok((tcp, Protocol::Http2));
         }
-        if !PREFACE.starts_with(&seen[..read.min(PREFACE.len())]) {
-            if !http1 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "not HTTP/2, and HTTP/1.1 is not served here",
-                ));
+        let partial_preface = PREFACE.starts_with(seen);
+        if !partial_preface {
+            // A request line starts with its method, in letters.
+            let request = http1 && seen[0].is_ascii_alphabetic();
+            if !request {
+                let protocol = if http1 { Protocol::Http1 } else { Protocol::Http2 };
+                return Ok((tcp, protocol));
             }
             if memchr::memmem::find(seen, b"\r\n\r\n").is_some() {
                 return Ok((tcp, Protocol::Http1));
