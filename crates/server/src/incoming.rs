@@ -173,7 +173,11 @@ pub(crate) async fn preface(tcp: TcpStream, http1: bool) -> io::Result<(TcpStrea
             // A request line starts with its method, in letters.
             let request = http1 && seen[0].is_ascii_alphabetic();
             if !request {
-                let protocol = if http1 { Protocol::Http1 } else { Protocol::Http2 };
+                let protocol = if http1 {
+                    Protocol::Http1
+                } else {
+                    Protocol::Http2
+                };
                 return Ok((tcp, protocol));
             }
             if memchr::memmem::find(seen, b"\r\n\r\n").is_some() {
