@@ -288,6 +288,80 @@ async fn a_wrong_digest_is_refused_and_nothing_appears() {
     server.stop().await;
 }
 
+/// A second upload of other bytes of the same size to a taken name is
+/// refused with `ALREADY_EXISTS` and leaves no trace: the listing, the
+/// download and the upload status still give the first object's digest,
+/// and the client's `upload_file` of the other bytes fails.
+#[tokio::test]
+async fn a_refused_upload_to_a_taken_name_does_not_change_its_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    let object = artifact("t", "r", "x");
+    let first = vec![1u8; 1000];
+    let second = vec![2u8; 1000];
+    upload(
+        &mut client,
+        upload_messages(object.clone(), "a", &first, 0, Some((1000, sha256(&first)))),
+    )
+    .await
+    .unwrap();
+    let refused = upload(
+        &mut client,
+        upload_messages(
+            object.clone(),
+            "b",
+            &second,
+            0,
+            Some((1000, sha256(&second))),
+        ),
+    )
+    .await;
+    assert_status(refused, Code::AlreadyExists, "x");
+    let listing = client
+        .list_objects(pb::ListObjectsRequest {
+            task_id: "t".into(),
+            run_id: "r".into(),
+            kind: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listing.objects.len(), 1);
+    assert_eq!(listing.objects[0].sha256, sha256(&first));
+    let status_a = status(&mut client, object.clone(), "a").await;
+    assert_eq!(status_a.object.unwrap().sha256, sha256(&first));
+
+    let typed = server.typed_client().await;
+    let local = dir.path().join("second.bin");
+    std::fs::write(&local, &second).unwrap();
+    let key = RunKey::new("t", "r");
+    let err = typed
+        .upload_file(
+            &key,
+            &ObjectName::artifact("x"),
+            &local,
+            &TransferOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::AlreadyExists), "{err}");
+    let back = dir.path().join("back.bin");
+    let info = typed
+        .download_file(
+            &key,
+            &ObjectName::artifact("x"),
+            &back,
+            &TransferOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.sha256, sha256(&first));
+    assert_eq!(std::fs::read(&back).unwrap(), first);
+    server.stop().await;
+}
+
 /// Names that would leave the run's directories are refused before they
 /// touch the disk; symbolic links planted in the run are never followed,
 /// for uploads or downloads, and nothing is written outside the run.

@@ -417,12 +417,21 @@ impl UploadShared {
             let parent = base_dir
                 .descend_creating(inner.iter().map(String::as_str))
                 .map_err(&fail)?;
-            manifest::append(&run_dir, &manifest_line(&object, size, &sha256)).map_err(&fail)?;
             let moved = uploads
                 .rename_new(&part_name(&self.upload_id), &parent, &file_name)
                 .map_err(|err| fail(PathTrouble::Io(err)))?;
             if moved {
                 parent.sync().map_err(|err| fail(PathTrouble::Io(err)))?;
+                // The line only once these bytes are the object: a rename
+                // refused because the name is taken must not lend this
+                // digest to the file already there (a line is trusted by
+                // size). A crash before the line leaves an object without
+                // one, hashed when it is read; a line that cannot be
+                // written does the same, so the commit stands.
+                if let Err(err) = manifest::append(&run_dir, &manifest_line(&object, size, &sha256))
+                {
+                    tracing::warn!(%object, cause = ?err, "cannot append to the objects manifest");
+                }
             }
             Ok((moved, parent))
         })?;
