@@ -569,6 +569,93 @@ async fn checkpoints_move_checkpoint_seq_and_log_the_event() {
     server.stop().await;
 }
 
+/// `UpdateRunState` moves `checkpoint_seq` only forward, to a reserved
+/// slot: moving it back (which would reopen committed slots) and naming a
+/// slot never reserved are refused with `FAILED_PRECONDITION`, and the
+/// state stays; the same value again is no change.
+#[tokio::test]
+async fn a_state_patch_moves_checkpoint_seq_only_forward_to_a_reserved_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    let reserve = pb::ReserveCheckpointRequest {
+        task_id: "t".into(),
+        run_id: "r".into(),
+    };
+    for _ in 0..2 {
+        client.reserve_checkpoint(reserve.clone()).await.unwrap();
+    }
+    client
+        .commit_checkpoint(pb::CommitCheckpointRequest {
+            task_id: "t".into(),
+            run_id: "r".into(),
+            checkpoint_seq: 1,
+        })
+        .await
+        .unwrap();
+    let patch = |checkpoint_seq: u64| pb::UpdateRunStateRequest {
+        task_id: "t".into(),
+        run_id: "r".into(),
+        writer_id: String::new(),
+        patch: Some(pb::RunStatePatch {
+            checkpoint_seq: Some(checkpoint_seq),
+            ..Default::default()
+        }),
+    };
+    assert_status(
+        client.update_run_state(patch(0)).await,
+        Code::FailedPrecondition,
+        "is 1 and cannot move back to 0",
+    );
+    assert_status(
+        client.update_run_state(patch(7)).await,
+        Code::FailedPrecondition,
+        "slot 7 of run `t/r` is not reserved",
+    );
+    let run = |client: &mut LoggingClient| {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_run(pb::GetRunRequest {
+                    task_id: "t".into(),
+                    run_id: "r".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .run
+                .unwrap()
+                .state
+                .unwrap()
+                .checkpoint_seq
+        }
+    };
+    assert_eq!(run(&mut client).await, 1);
+    client.update_run_state(patch(1)).await.unwrap();
+    client.update_run_state(patch(2)).await.unwrap();
+    assert_eq!(run(&mut client).await, 2);
+    let late = upload(
+        &mut client,
+        upload_messages(
+            pb::ObjectRef {
+                task_id: "t".into(),
+                run_id: "r".into(),
+                kind: pb::ObjectKind::Checkpoint.into(),
+                name: "late.bin".into(),
+                checkpoint_seq: 1,
+            },
+            "late",
+            b"late",
+            0,
+            Some((4, sha256(b"late"))),
+        ),
+    )
+    .await;
+    assert_status(late, Code::FailedPrecondition, "closed");
+    server.stop().await;
+}
+
 /// A terminal run takes no uploads and no checkpoint slots; a limit is
 /// named when an object or a run's objects would pass it.
 #[tokio::test]

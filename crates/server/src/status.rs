@@ -38,6 +38,7 @@ pub(crate) fn to_status(err: StoreError) -> Status {
         | StoreError::UploadConflict { .. }
         | StoreError::SlotNotReserved { .. }
         | StoreError::CheckpointClosed { .. }
+        | StoreError::CheckpointMovedBack { .. }
         | StoreError::UnsafePath { .. }
         | StoreError::WriterSeqGap { .. }
         | StoreError::WritersLost { .. }

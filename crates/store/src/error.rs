@@ -295,6 +295,20 @@ pub enum StoreError {
         /// The run's `checkpoint_seq`.
         current: u64,
     },
+    /// A state patch that would move the run's checkpoint back: the slots
+    /// after it would open again, and a committed checkpoint could be
+    /// overwritten.
+    #[error(
+        "the checkpoint_seq of run `{key}` is {current} and cannot move back to {checkpoint_seq}"
+    )]
+    CheckpointMovedBack {
+        /// The run.
+        key: RunKey,
+        /// The slot the patch asked for.
+        checkpoint_seq: u64,
+        /// The run's `checkpoint_seq`.
+        current: u64,
+    },
     /// A path inside the run that the store will not follow: a symbolic
     /// link, or a file where a directory must be.
     #[error("{object}: {problem}")]

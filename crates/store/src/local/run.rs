@@ -382,6 +382,7 @@ impl Run {
             next.status = status;
         }
         if let Some(checkpoint_seq) = patch.checkpoint_seq {
+            self.check_checkpoint_patch(inner.state.checkpoint_seq, checkpoint_seq)?;
             next.checkpoint_seq = checkpoint_seq;
         }
         if let Some(summary) = patch.summary {

@@ -108,6 +108,28 @@ impl Run {
         self.set_state(&mut inner, next)
     }
 
+    /// Refuses a state patch's `checkpoint_seq` that moves the run's
+    /// checkpoint, `current`, back (the committed slots would open again)
+    /// or to a slot never reserved (its objects could not have been
+    /// uploaded). The same value again is no change. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::CheckpointMovedBack`], [`StoreError::SlotNotReserved`].
+    pub(crate) fn check_checkpoint_patch(&self, current: u64, checkpoint_seq: u64) -> Result<()> {
+        if checkpoint_seq == current {
+            return Ok(());
+        }
+        if checkpoint_seq < current {
+            return Err(StoreError::CheckpointMovedBack {
+                key: self.key.clone(),
+                checkpoint_seq,
+                current,
+            });
+        }
+        self.check_open_slot(current, checkpoint_seq)
+    }
+
     /// Runs `place`, which puts `object` in place, while the run's state
     /// cannot change, once it allows the object: the run is not terminal,
     /// and a checkpoint's slot is reserved and past the run's checkpoint.
