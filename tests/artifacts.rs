@@ -496,6 +496,106 @@ async fn a_killed_server_leaves_no_partial_object_and_the_upload_resumes() {
     drop(server);
 }
 
+/// The descriptors `pid` holds on staged upload files.
+fn staged_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("/.uploads/"))
+        .count()
+}
+
+/// An upload whose stream ended holds no descriptor in the server (20 idle
+/// uploads, none open), and resuming one opens its file again: the bytes
+/// staged before are kept, and the upload commits.
+#[tokio::test]
+async fn an_idle_upload_holds_no_descriptor_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(&data);
+    let mut client = baa_logging_client::connect(server.url()).await.unwrap();
+    prepare(&mut client, "t", "r").await;
+    let bytes = vec![5u8; 3000];
+    for index in 0..20 {
+        let object = artifact("t", "r", &format!("idle-{index}"));
+        let response = upload(
+            &mut client,
+            upload_messages(object, &format!("u{index}"), &bytes[..1000], 0, None),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.committed_size, 1000);
+    }
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while staged_fds(server.pid()) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(staged_fds(server.pid()), 0, "idle uploads hold descriptors");
+
+    let object = artifact("t", "r", "idle-0");
+    let mut messages = upload_messages(object, "u0", &bytes, 1000, Some((3000, sha256(&bytes))));
+    messages[0].offset = 1000;
+    assert!(upload(&mut client, messages).await.unwrap().committed);
+    assert_eq!(
+        std::fs::read(data.join("t/r/artifacts/idle-0")).unwrap(),
+        bytes
+    );
+    drop(server);
+}
+
+/// A run stages at most `max_run_uploads` unfinished uploads: one more is
+/// refused with `RESOURCE_EXHAUSTED` naming the limit, while the staged
+/// ones still resume, and a commit makes room again.
+#[tokio::test]
+async fn a_run_stages_at_most_max_run_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::default();
+    config.objects.max_run_uploads = 3;
+    let server = TestServer::start_with(&dir.path().join("data"), config).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    let bytes = vec![9u8; 100];
+    for index in 0..3 {
+        let object = artifact("t", "r", &format!("o{index}"));
+        upload(
+            &mut client,
+            upload_messages(object, &format!("u{index}"), &bytes[..50], 0, None),
+        )
+        .await
+        .unwrap();
+    }
+    let refused = upload(
+        &mut client,
+        upload_messages(artifact("t", "r", "o3"), "u3", &bytes, 0, None),
+    )
+    .await;
+    assert_status(refused, Code::ResourceExhausted, "max_run_uploads");
+    let mut resumed = upload_messages(
+        artifact("t", "r", "o0"),
+        "u0",
+        &bytes,
+        50,
+        Some((100, sha256(&bytes))),
+    );
+    resumed[0].offset = 50;
+    assert!(upload(&mut client, resumed).await.unwrap().committed);
+    let done = upload(
+        &mut client,
+        upload_messages(
+            artifact("t", "r", "o3"),
+            "u3",
+            &bytes,
+            0,
+            Some((100, sha256(&bytes))),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(done.committed);
+    server.stop().await;
+}
+
 /// Reserving a checkpoint slot logs `checkpoint_slot_reserved` with its
 /// number; objects go into the slot; committing it moves the run state's
 /// `checkpointSeq`; a committed slot takes no more objects, and a slot

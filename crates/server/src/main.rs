@@ -118,6 +118,10 @@ struct ObjectArgs {
     #[arg(long, env = "BAA_LOGD_MAX_RUN_OBJECTS_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_run_objects_bytes: Option<u64>,
+    /// The most unfinished uploads one run stages at a time.
+    #[arg(long, env = "BAA_LOGD_MAX_RUN_UPLOADS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_run_uploads: Option<u64>,
     /// Drop an unfinished upload nothing wrote to for this long, e.g. 1d.
     #[arg(long, env = "BAA_LOGD_UPLOAD_ABANDON_AFTER")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -345,6 +345,9 @@ pub struct Objects {
     pub max_object_bytes: u64,
     /// The most bytes of one run's objects and staged uploads together.
     pub max_run_objects_bytes: u64,
+    /// The most uploads one run stages at a time; a new one past it is
+    /// refused with `RESOURCE_EXHAUSTED` naming `max_run_uploads`.
+    pub max_run_uploads: u64,
     /// An upload nothing wrote to for this long is dropped, with its
     /// staged bytes; so is every staged upload of a terminal run.
     #[serde(with = "humantime_serde")]
@@ -357,6 +360,7 @@ impl Default for Objects {
         Self {
             max_object_bytes: limits.max_object_bytes,
             max_run_objects_bytes: limits.max_run_objects_bytes,
+            max_run_uploads: limits.max_run_uploads,
             upload_abandon_after: Duration::from_secs(24 * 60 * 60),
         }
     }
@@ -368,14 +372,18 @@ impl Objects {
         ObjectLimits {
             max_object_bytes: self.max_object_bytes,
             max_run_objects_bytes: self.max_run_objects_bytes,
+            max_run_uploads: self.max_run_uploads,
         }
     }
 
     /// Checks that the limits can work.
     fn sanitize(&self) -> Result<(), SettingsError> {
-        if self.max_object_bytes == 0 || self.max_run_objects_bytes == 0 {
+        if self.max_object_bytes == 0
+            || self.max_run_objects_bytes == 0
+            || self.max_run_uploads == 0
+        {
             return Err(SettingsError::Invalid(
-                "objects.max_object_bytes and objects.max_run_objects_bytes must be 1 or more"
+                "objects.max_object_bytes, objects.max_run_objects_bytes and objects.max_run_uploads must be 1 or more"
                     .to_owned(),
             ));
         }

@@ -227,6 +227,16 @@ pub enum StoreError {
         /// The limit.
         max: u64,
     },
+    /// A new upload of a run that stages as many as it may.
+    #[error(
+        "run `{key}` stages {max} unfinished uploads, the most max_run_uploads allows: commit or resume one of them, or wait until they are swept"
+    )]
+    TooManyUploads {
+        /// The run.
+        key: RunKey,
+        /// The limit.
+        max: u64,
+    },
     /// A write at another offset than the bytes the upload holds.
     #[error(
         "upload `{upload_id}` holds {expected} bytes: data MUST come at offset {expected}, not {got}"

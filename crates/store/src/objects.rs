@@ -144,14 +144,18 @@ pub struct ObjectLimits {
     pub max_object_bytes: u64,
     /// The most bytes of one run's objects and staged uploads.
     pub max_run_objects_bytes: u64,
+    /// The most uploads one run stages at a time: each is kept, to be
+    /// resumed, until it is committed or swept.
+    pub max_run_uploads: u64,
 }
 
 impl Default for ObjectLimits {
-    /// 4 GiB an object, 16 GiB a run.
+    /// 4 GiB an object, 16 GiB a run, 64 uploads staged a run.
     fn default() -> Self {
         Self {
             max_object_bytes: 4 << 30,
             max_run_objects_bytes: 16 << 30,
+            max_run_uploads: 64,
         }
     }
 }

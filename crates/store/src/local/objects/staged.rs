@@ -5,6 +5,10 @@
 //! A stream that resumes an upload takes it over: the upload's generation
 //! goes up by one, and a stream of an older generation may write no more
 //! (a client whose connection broke reconnects before the server noticed).
+//!
+//! The staged file is open only while the upload's current stream lives:
+//! an upload nobody writes to holds no descriptor, however long it waits
+//! to be resumed, and a run holds at most `max_run_uploads` of them.
 
 use std::{
     fs::File,
@@ -36,8 +40,11 @@ use crate::{
 pub(crate) struct Staged {
     /// The object it becomes.
     object: ObjectRef,
-    /// The bytes; `None` once committed or swept.
+    /// The bytes, open while the upload's current stream lives; `None`
+    /// between streams, and once committed or swept.
     file: Option<File>,
+    /// Committed or swept: no stream may open it again.
+    done: bool,
     /// The bytes written.
     size: u64,
     /// The SHA-256 of those bytes, so far.
@@ -51,6 +58,7 @@ impl Staged {
     /// still holding it may write no more.
     pub(super) fn drop_files(&mut self) {
         self.file = None;
+        self.done = true;
     }
 }
 
@@ -99,12 +107,13 @@ fn check_target(found: &StagedTarget, object: &ObjectRef, upload_id: &str) -> Re
 }
 
 /// The staged upload `upload_id` of `object`, from this process's memory,
-/// then from disk, else new.
+/// then from disk, else new (one of at most `max_run_uploads`).
 fn staged(
     run: &Run,
     objects: &mut RunObjects,
     object: &ObjectRef,
     upload_id: &str,
+    max_run_uploads: u64,
 ) -> Result<Arc<Mutex<Staged>>> {
     if let Some((target, staged)) = objects.uploads.get(upload_id) {
         check_target(&StagedTarget::of(target), object, upload_id)?;
@@ -149,6 +158,7 @@ fn staged(
             }
         }
         None => {
+            check_upload_count(run, max_run_uploads, object)?;
             let mut bytes =
                 serde_json::to_vec(&StagedTarget::of(object)).expect("a target serializes");
             bytes.push(b'\n');
@@ -169,6 +179,7 @@ fn staged(
     let staged = Arc::new(Mutex::new(Staged {
         object: object.clone(),
         file: Some(file),
+        done: false,
         size,
         hasher,
         generation: 0,
@@ -177,6 +188,44 @@ fn staged(
         .uploads
         .insert(upload_id.to_owned(), (object.clone(), staged.clone()));
     Ok(staged)
+}
+
+/// Opens the staged file of an upload known to this process again, for a
+/// stream that resumes it.
+fn reopen_part(run: &Run, object: &ObjectRef, upload_id: &str) -> Result<File> {
+    let fail = trouble(object, "stage");
+    let gone = || StoreError::UploadTakenOver {
+        upload_id: upload_id.to_owned(),
+    };
+    open_run_dir(run)?
+        .child(RunDir::uploads_name())
+        .map_err(&fail)?
+        .ok_or_else(gone)?
+        .open_rw(&part_name(upload_id), false)
+        .map_err(&fail)?
+        .ok_or_else(gone)
+}
+
+/// Refuses a new upload when the run already stages
+/// [`ObjectLimits::max_run_uploads`] of them (in `.uploads/`, each with its
+/// `.json`): each one may be resumed, so each is kept until it is
+/// committed or swept, and a write token could otherwise stage without end.
+fn check_upload_count(run: &Run, max: u64, object: &ObjectRef) -> Result<()> {
+    let staged = match std::fs::read_dir(run.dir.uploads()) {
+        Ok(entries) => entries
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".json"))
+            .count() as u64,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(err) => return Err(StoreError::io(format!("cannot stage {object}"), err)),
+    };
+    if staged >= max {
+        return Err(StoreError::TooManyUploads {
+            key: run.key.clone(),
+            max,
+        });
+    }
+    Ok(())
 }
 
 /// Creates an empty staged file, durably.
@@ -275,10 +324,24 @@ impl LocalUpload {
         let staged = {
             let mut objects = lock(&run.objects);
             run.objects_total(&mut objects)?;
-            staged(&run, &mut objects, &object, &upload_id)?
+            staged(
+                &run,
+                &mut objects,
+                &object,
+                &upload_id,
+                limits.max_run_uploads,
+            )?
         };
         let (generation, size) = {
             let mut staged = lock(&staged);
+            if staged.done {
+                // Committed or swept since it was looked up.
+                return Err(StoreError::UploadTakenOver { upload_id });
+            }
+            if staged.file.is_none() {
+                // Resumed after its last stream ended, which closed it.
+                staged.file = Some(reopen_part(&run, &object, &upload_id)?);
+            }
             staged.generation += 1;
             (staged.generation, staged.size)
         };
@@ -485,6 +548,18 @@ impl UploadShared {
                 .map_err(|err| StoreError::io(format!("cannot sync {}", staged.object), err))?;
         }
         Ok(staged.size)
+    }
+}
+
+impl Drop for UploadShared {
+    /// Closes the staged file when the upload's current stream ends, so an
+    /// idle upload holds no descriptor; a stream taken over leaves it to
+    /// the newer one.
+    fn drop(&mut self) {
+        let mut staged = lock(&self.staged);
+        if staged.generation == self.generation {
+            staged.file = None;
+        }
     }
 }
 
