@@ -996,6 +996,105 @@ async fn a_partial_download_resumes() {
     server.stop().await;
 }
 
+/// A download the server's shutdown cuts off ends with `UNAVAILABLE`
+/// after the pieces already sent, never with `OK`, even when the client
+/// reads slowly and the server's queue is full.
+#[tokio::test]
+async fn a_download_cut_by_shutdown_ends_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    let object = artifact("t", "r", "big");
+    let bytes = vec![4u8; 16 << 20];
+    let commit = Some((bytes.len() as u64, sha256(&bytes)));
+    upload(
+        &mut client,
+        upload_messages(object.clone(), "u", &bytes, 0, commit),
+    )
+    .await
+    .unwrap();
+    let mut stream = client
+        .download_object(pb::DownloadObjectRequest {
+            object: Some(object),
+            offset: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = stream.message().await.unwrap().unwrap().data.len();
+    // The server's queue fills while nothing is read.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(server.stop());
+    let ended = loop {
+        match stream.message().await {
+            Ok(Some(message)) => received += message.data.len(),
+            other => break other,
+        }
+    };
+    assert!(received < bytes.len(), "the whole object came: {received}");
+    let err = ended.expect_err("a cut download ends with an error, not OK");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.message().contains("shutting down"), "{err}");
+    stopping.await.unwrap();
+}
+
+/// A download cut off by a server that shuts down resumes, once a server
+/// is back, from the bytes it received: the progress never goes back, and
+/// the file is the object.
+#[tokio::test]
+async fn a_download_cut_by_shutdown_resumes_from_what_it_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(&data);
+    let addr = server.addr;
+    let client = Client::from_stub(baa_logging_client::connect(server.url()).await.unwrap());
+    client.prepare_run(NewRun::new("t", "r")).await.unwrap();
+    let key = RunKey::new("t", "r");
+    let local = dir.path().join("object.bin");
+    let bytes = random_file(&local, 16 << 20, 11);
+    let name = ObjectName::artifact("object.bin");
+    client
+        .upload_file(&key, &name, &local, &TransferOptions::default())
+        .await
+        .unwrap();
+    let seen: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
+    let options = TransferOptions {
+        progress: Some({
+            let seen = seen.clone();
+            Arc::new(move |done, _| {
+                seen.lock().unwrap().push(done);
+                // A slow reader, so that the shutdown comes in the middle.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            })
+        }),
+        ..TransferOptions::default()
+    };
+    let back = dir.path().join("back.bin");
+    let download = tokio::spawn({
+        let (client, key, name, back) = (client.clone(), key.clone(), name.clone(), back.clone());
+        async move { client.download_file(&key, &name, &back, &options).await }
+    });
+    while seen.lock().unwrap().last().copied().unwrap_or(0) < 2 << 20 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    let at_cut = *seen.lock().unwrap().last().unwrap();
+    assert!(at_cut < bytes.len() as u64, "the download ended first");
+    let server = ServerProcess::start_on(&data, addr);
+    let info = download.await.unwrap().unwrap();
+    assert_eq!(info.sha256, sha256(&bytes));
+    assert!(std::fs::read(&back).unwrap() == bytes);
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.windows(2).all(|pair| pair[0] <= pair[1]),
+        "the download started over: {seen:?}"
+    );
+    drop(server);
+}
+
 /// Runs `baa-log` against `server` in `cwd`.
 async fn baa_log_in(server: &TestServer, cwd: &Path, args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(crate::util::process::cli_binary())

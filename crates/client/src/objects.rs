@@ -369,31 +369,48 @@ impl Client {
             .map_err(|err| ClientError::io(path, err))?;
         let mut info: Option<pb::ObjectInfo> = None;
         let mut done = offset;
-        while let Some(message) = stream.message().await? {
-            if let Some(object) = message.object {
-                options.tell(done, object.size);
-                info = Some(object);
+        let received: Result<(), ClientError> = async {
+            while let Some(message) = stream.message().await? {
+                if let Some(object) = message.object {
+                    options.tell(done, object.size);
+                    info = Some(object);
+                }
+                if message.offset != done {
+                    return Err(tonic::Status::internal(format!(
+                        "the server sent bytes from {} where {done} were expected",
+                        message.offset
+                    ))
+                    .into());
+                }
+                hasher.update(&message.data);
+                file.write_all(&message.data)
+                    .await
+                    .map_err(|err| ClientError::io(path, err))?;
+                done += message.data.len() as u64;
+                if let Some(info) = &info {
+                    options.tell(done, info.size);
+                }
             }
-            if message.offset != done {
-                return Err(tonic::Status::internal(format!(
-                    "the server sent bytes from {} where {done} were expected",
-                    message.offset
-                ))
-                .into());
-            }
-            hasher.update(&message.data);
-            file.write_all(&message.data)
-                .await
-                .map_err(|err| ClientError::io(path, err))?;
-            done += message.data.len() as u64;
-            if let Some(info) = &info {
-                options.tell(done, info.size);
-            }
+            Ok(())
         }
+        .await;
+        // What was received is kept (and written out before a retry reads
+        // the file's length) even when the stream broke: the next try
+        // resumes from it.
         file.sync_all()
             .await
             .map_err(|err| ClientError::io(path, err))?;
+        received?;
         let info = info.ok_or_else(|| tonic::Status::internal("the download named no object"))?;
+        if done < info.size {
+            // The stream ended early without saying why (a server that
+            // stopped on the way): the bytes so far are good; resume.
+            return Err(tonic::Status::unavailable(format!(
+                "the download ended at {done} of {} bytes",
+                info.size
+            ))
+            .into());
+        }
         let digest = hasher.finalize();
         if done != info.size || digest.as_slice() != info.sha256 {
             return Err(ClientError::DigestMismatch {

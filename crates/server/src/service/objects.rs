@@ -9,12 +9,19 @@
 //! `GetUploadStatus`. A download reads the object in 1 MiB pieces on the
 //! blocking pool, a piece ahead of the connection at most.
 
-use std::{fs::File, os::unix::fs::FileExt, sync::Arc, time::Duration};
+use std::{
+    fs::File,
+    os::unix::fs::FileExt,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use baa_logging::pb;
 use baa_logging_store::{ObjectUpload, RunStore, model::RunKey, objects::UploadCommit};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use tracing::{debug, info};
@@ -29,8 +36,46 @@ use crate::{
 /// The most bytes of one `DownloadObject` response.
 const DOWNLOAD_CHUNK_BYTES: usize = 1024 * 1024;
 
-/// The response stream of `DownloadObject`.
-pub type DownloadObjectStream = ReceiverStream<Result<pb::DownloadObjectResponse, Status>>;
+/// The response stream of `DownloadObject`: the pieces its producer sends,
+/// then the status it left when it stopped before the end.
+///
+/// The producer cannot send that status through the channel when the
+/// channel is full (a client that reads slowly, at shutdown): the stream
+/// would end with `OK` after fewer bytes than the object has. So the
+/// status waits beside the channel, and comes once the channel is drained.
+#[derive(Debug)]
+pub struct DownloadObjectStream {
+    /// The pieces, a few ahead of the connection at most.
+    pieces: ReceiverStream<Result<pb::DownloadObjectResponse, Status>>,
+    /// Set by the producer before it ends: `None` when every piece (or
+    /// its own error) went into the channel. It starts as an error, so a
+    /// producer that died on the way does not end the stream with `OK`.
+    ending: Arc<Mutex<Option<Status>>>,
+    /// The ending status was given.
+    ended: bool,
+}
+
+impl Stream for DownloadObjectStream {
+    type Item = Result<pb::DownloadObjectResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match std::task::ready!(Pin::new(&mut self.pieces).poll_next(cx)) {
+            Some(item) => Poll::Ready(Some(item)),
+            None => {
+                self.ended = true;
+                let ending = self
+                    .ending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                Poll::Ready(ending.map(Err))
+            }
+        }
+    }
+}
 
 /// What the object RPCs work with.
 #[derive(Debug)]
@@ -202,20 +247,29 @@ pub(crate) async fn download_object<S: RunStore>(
     let shutdown = state.shutdown.clone();
     let metrics = state.metrics.cloned();
     let first = to_object_info(&info);
-    tokio::spawn(send_object(
-        Arc::new(file),
-        request.offset,
-        info.size,
-        first,
-        tx,
-        shutdown,
-        metrics,
-    ));
-    Ok(ReceiverStream::new(rx))
+    let ending = Arc::new(Mutex::new(Some(Status::unavailable(
+        "the download stopped before the end of the object; download again from the bytes received",
+    ))));
+    let left = ending.clone();
+    let offset = request.offset;
+    let size = info.size;
+    tokio::spawn(async move {
+        let end = send_object(Arc::new(file), offset, size, first, tx, shutdown, metrics).await;
+        // Before the sender is dropped (on return), so the stream finds
+        // it once it has the last piece.
+        *left.lock().unwrap_or_else(PoisonError::into_inner) = end;
+    });
+    Ok(DownloadObjectStream {
+        pieces: ReceiverStream::new(rx),
+        ending,
+        ended: false,
+    })
 }
 
 /// Sends `file` from `offset` to `size` in pieces, the first with `info`,
-/// until the receiver goes away or the server shuts down.
+/// until the receiver goes away or the server shuts down. Returns the
+/// status the stream must end with: `None` when every piece, or the
+/// error that stopped it, is in the channel.
 async fn send_object(
     file: Arc<File>,
     mut offset: u64,
@@ -224,7 +278,7 @@ async fn send_object(
     tx: mpsc::Sender<Result<pb::DownloadObjectResponse, Status>>,
     shutdown: CancellationToken,
     metrics: Option<Metrics>,
-) {
+) -> Option<Status> {
     let mut info = Some(info);
     loop {
         let want = (size - offset).min(DOWNLOAD_CHUNK_BYTES as u64) as usize;
@@ -250,23 +304,22 @@ async fn send_object(
         };
         let failed = message.is_err();
         tokio::select! {
-            sent = tx.send(message) => if sent.is_err() { return },
+            sent = tx.send(message) => if sent.is_err() { return None },
             () = shutdown.cancelled() => {
-                let _ = tx.try_send(Err(Status::unavailable(format!(
+                return Some(Status::unavailable(format!(
                     "the server is shutting down; download again from offset {offset}"
-                ))));
-                return;
+                )));
             }
         }
         if failed {
-            return;
+            return None;
         }
         if let Some(metrics) = &metrics {
             metrics.record_object_sent(want as u64);
         }
         offset += want as u64;
         if offset >= size {
-            return;
+            return None;
         }
     }
 }
