@@ -445,6 +445,73 @@ async fn traversal_and_symlinks_are_refused() {
     server.stop().await;
 }
 
+/// A path component past 255 bytes (the file systems' `NAME_MAX`) and the
+/// characters that print as nothing or as a plain space are refused with
+/// `INVALID_ARGUMENT` naming the rule, before anything is staged; a
+/// component of 255 bytes is an object.
+#[tokio::test]
+async fn long_components_and_hidden_characters_are_invalid_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    let commit = Some((1, sha256(b"x")));
+    let long = format!("dir/{}", "a".repeat(256));
+    let result = upload(
+        &mut client,
+        upload_messages(artifact("t", "r", &long), "u", b"x", 0, commit.clone()),
+    )
+    .await;
+    assert_status(
+        result,
+        Code::InvalidArgument,
+        "256 bytes, over the limit of 255",
+    );
+    for hidden in ['\u{2028}', '\u{00A0}', '\u{00AD}', '\u{3164}', '\u{115F}'] {
+        let name = format!("report{hidden}.txt");
+        let result = upload(
+            &mut client,
+            upload_messages(artifact("t", "r", &name), "u", b"x", 0, commit.clone()),
+        )
+        .await;
+        assert_status(result, Code::InvalidArgument, "invisible");
+    }
+    assert!(files_under(&server.data_dir.join("t/r/.uploads")).is_empty());
+    let fits = format!("dir/{}", "a".repeat(255));
+    let done = upload(
+        &mut client,
+        upload_messages(artifact("t", "r", &fits), "v", b"x", 0, commit),
+    )
+    .await
+    .unwrap();
+    assert!(done.committed);
+    server.stop().await;
+}
+
+/// A slot directory named after the largest slot number, made by hand,
+/// leaves no slot to reserve: `FAILED_PRECONDITION`, not a crash.
+#[tokio::test]
+async fn no_slot_is_reserved_past_the_largest_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    std::fs::create_dir_all(
+        server
+            .data_dir
+            .join(format!("t/r/checkpoints/{}", u64::MAX)),
+    )
+    .unwrap();
+    let reserve = client
+        .reserve_checkpoint(pb::ReserveCheckpointRequest {
+            task_id: "t".into(),
+            run_id: "r".into(),
+        })
+        .await;
+    assert_status(reserve, Code::FailedPrecondition, "no checkpoint slot left");
+    server.stop().await;
+}
+
 /// A server killed with SIGKILL in the middle of an upload leaves no part
 /// of the object visible; once it is back, the upload resumes from the
 /// offset it reports and the object is whole.

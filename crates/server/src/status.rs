@@ -39,6 +39,7 @@ pub(crate) fn to_status(err: StoreError) -> Status {
         | StoreError::SlotNotReserved { .. }
         | StoreError::CheckpointClosed { .. }
         | StoreError::CheckpointMovedBack { .. }
+        | StoreError::SlotsExhausted { .. }
         | StoreError::UnsafePath { .. }
         | StoreError::WriterSeqGap { .. }
         | StoreError::WritersLost { .. }

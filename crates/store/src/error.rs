@@ -205,6 +205,14 @@ pub enum StoreError {
         /// The rule it breaks.
         problem: String,
     },
+    /// No checkpoint slot is left after the highest one on disk.
+    #[error("run `{key}` has no checkpoint slot left after {highest}")]
+    SlotsExhausted {
+        /// The run.
+        key: RunKey,
+        /// The highest slot.
+        highest: u64,
+    },
     /// A checkpoint slot that does not fit the object's kind.
     #[error("{0}")]
     InvalidSlot(String),

@@ -23,6 +23,32 @@ use crate::{
 pub const MAX_OBJECT_NAME_BYTES: usize = 1024;
 /// The most components of an object name.
 pub const MAX_OBJECT_NAME_DEPTH: usize = 16;
+/// The longest component of an object name, in bytes: the `NAME_MAX` of
+/// Linux file systems, past which creating the file fails.
+pub const MAX_OBJECT_NAME_COMPONENT_BYTES: usize = 255;
+
+/// Whether `c`, beside what an id refuses, hides itself in an object's
+/// name: spaces that look like none or like a plain space, line and
+/// paragraph separators, the soft hyphen, fillers and joiners that
+/// render as nothing, and the tag characters. Two names that print alike
+/// must not be two objects.
+fn is_hidden_in_name(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00A0}'                    // no-break space
+            | '\u{00AD}'              // soft hyphen
+            | '\u{034F}'              // combining grapheme joiner
+            | '\u{115F}' | '\u{1160}' // Hangul choseong and jungseong fillers
+            | '\u{17B4}' | '\u{17B5}' // Khmer inherent vowels
+            | '\u{2000}'..='\u{200A}' // spaces of other widths
+            | '\u{2028}' | '\u{2029}' // line and paragraph separators
+            | '\u{202F}' | '\u{205F}' // narrow no-break and math spaces
+            | '\u{3000}'              // ideographic space
+            | '\u{3164}' | '\u{FFA0}' // Hangul fillers
+            | '\u{FFF9}'..='\u{FFFB}' // interlinear annotation
+            | '\u{E0000}'..='\u{E007F}' // tags
+    )
+}
 
 /// Which directory of a run an object lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -162,7 +188,8 @@ impl Default for ObjectLimits {
 
 /// Checks that `name` is usable as an object's path under its directory:
 /// 1 to [`MAX_OBJECT_NAME_BYTES`] bytes, at most [`MAX_OBJECT_NAME_DEPTH`]
-/// components separated by `/`, none of them empty, `.` or `..`, and no
+/// components separated by `/`, each at most
+/// [`MAX_OBJECT_NAME_COMPONENT_BYTES`], none of them empty, `.` or `..`, and no
 /// `\`, NUL, control, invisible or bidirectional-control character. Each
 /// component is otherwise free, a leading dot included (`.coverage`).
 ///
@@ -189,6 +216,19 @@ pub fn check_object_name(name: &str) -> Result<()> {
         Some("must not have an empty path component (`//` or a trailing `/`)".to_owned())
     } else if name.split('/').any(|part| part == "." || part == "..") {
         Some("must not have a `.` or `..` path component".to_owned())
+    } else if let Some(part) = name
+        .split('/')
+        .find(|part| part.len() > MAX_OBJECT_NAME_COMPONENT_BYTES)
+    {
+        Some(format!(
+            "has a path component of {} bytes, over the limit of {MAX_OBJECT_NAME_COMPONENT_BYTES}",
+            part.len()
+        ))
+    } else if let Some(hidden) = name.chars().find(|c| is_hidden_in_name(*c)) {
+        Some(format!(
+            "must not contain invisible or look-alike space characters (U+{:04X})",
+            u32::from(hidden)
+        ))
     } else {
         // The id rule's character checks, on each component.
         name.split('/').find_map(|part| {

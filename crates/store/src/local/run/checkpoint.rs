@@ -49,7 +49,14 @@ impl Run {
             .last()
             .copied()
             .unwrap_or(0);
-        let slot = highest.max(inner.state.checkpoint_seq) + 1;
+        let highest = highest.max(inner.state.checkpoint_seq);
+        // A slot directory made by hand can be named `u64::MAX`.
+        let slot = highest
+            .checked_add(1)
+            .ok_or_else(|| StoreError::SlotsExhausted {
+                key: self.key.clone(),
+                highest,
+            })?;
         // By descriptor: a `checkpoints` swapped for a link is refused.
         let unsafe_path = |trouble| match trouble {
             PathTrouble::Unsafe(problem) => StoreError::UnsafePath {
