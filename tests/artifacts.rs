@@ -665,8 +665,8 @@ async fn a_run_stages_at_most_max_run_uploads() {
 
 /// Reserving a checkpoint slot logs `checkpoint_slot_reserved` with its
 /// number; objects go into the slot; committing it moves the run state's
-/// `checkpointSeq`; a committed slot takes no more objects, and a slot
-/// never reserved cannot be used.
+/// `checkpointSeq`, and committing it again is success; a committed slot
+/// takes no more objects, and a slot never reserved cannot be used.
 #[tokio::test]
 async fn checkpoints_move_checkpoint_seq_and_log_the_event() {
     let dir = tempfile::tempdir().unwrap();
@@ -696,6 +696,11 @@ async fn checkpoints_move_checkpoint_seq_and_log_the_event() {
     );
     let state = client.commit_checkpoint(&key, slot).await.unwrap();
     assert_eq!(state.checkpoint_seq, 1);
+    let again = client.commit_checkpoint(&key, slot).await.unwrap();
+    assert_eq!(
+        again, state,
+        "a retried commit is success, with the same state"
+    );
     let run = client.get_run(&key).await.unwrap();
     assert_eq!(run.state.unwrap().checkpoint_seq, 1);
     let state_json: serde_json::Value =

@@ -89,7 +89,8 @@ impl Run {
         Ok((slot, inner.next_seq - 1))
     }
 
-    /// Makes the reserved slot `checkpoint_seq` the run's checkpoint.
+    /// Makes the reserved slot `checkpoint_seq` the run's checkpoint; the
+    /// slot that is the run's checkpoint already is success again.
     /// Blocking.
     ///
     /// # Errors
@@ -98,6 +99,11 @@ impl Run {
     /// the errors of a state change; a failed write.
     pub(crate) fn commit_checkpoint(&self, checkpoint_seq: u64) -> Result<RunStateSnapshot> {
         let mut inner = self.inner();
+        if checkpoint_seq > 0 && checkpoint_seq == inner.state.checkpoint_seq {
+            // Committed already: a commit retried after its answer was
+            // lost gets the state it made.
+            return Ok(inner.state.clone());
+        }
         if inner.state.status.is_terminal() {
             return Err(StoreError::Terminal {
                 key: self.key.clone(),
