@@ -888,6 +888,31 @@ async fn terminal_runs_and_limits_refuse_uploads() {
     server.stop().await;
 }
 
+/// A server that decodes messages smaller than the client's usual 1 MiB
+/// piece gets pieces that fit: `upload_file` asks `GetServerInfo`.
+#[tokio::test]
+async fn uploads_fit_the_servers_message_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::default();
+    config.limits.max_message_bytes = 256 * 1024;
+    let server = TestServer::start_with(&dir.path().join("data"), config).await;
+    let client = server.typed_client().await;
+    client.prepare_run(NewRun::new("t", "r")).await.unwrap();
+    let local = dir.path().join("a.bin");
+    let bytes = random_file(&local, 3 << 20, 5);
+    let stored = client
+        .upload_file(
+            &RunKey::new("t", "r"),
+            &ObjectName::artifact("a.bin"),
+            &local,
+            &TransferOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.sha256, sha256(&bytes));
+    server.stop().await;
+}
+
 /// Retention deletes a run's objects with it, and counts their bytes.
 #[tokio::test]
 async fn retention_deletes_objects_with_their_run() {

@@ -25,8 +25,13 @@ use crate::{
     Client, ClientError, RetryPolicy, RunKey, backoff::Backoff, error::is_retryable_status, pb,
 };
 
-/// The bytes of one upload message.
+/// The most bytes of data in one upload message.
 const UPLOAD_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Room left in an upload message for what is not data: the first one's
+/// `open` names the object (a name of up to 1024 bytes, ids of up to 128)
+/// and the last one carries the commit.
+const UPLOAD_MESSAGE_MARGIN: usize = 4096;
 
 /// Told how a transfer goes: the bytes done (the server's, for an upload;
 /// the local file's, for a download) and the object's size.
@@ -188,10 +193,11 @@ impl Client {
             ));
             format!("u-{}", &hex(&hasher.finalize())[..32])
         };
+        let chunk = self.upload_chunk_bytes().await;
         let mut backoff = Backoff::new(options.retry());
         loop {
             match self
-                .upload_attempt(key, object, path, size, &upload_id, options)
+                .upload_attempt(key, object, path, size, &upload_id, chunk, options)
                 .await
             {
                 Ok(info) => return Ok(info),
@@ -207,7 +213,27 @@ impl Client {
         }
     }
 
-    /// One try of an upload, from the server's committed size.
+    /// The bytes of data in one upload message: [`UPLOAD_CHUNK_BYTES`], or
+    /// less when the server decodes smaller messages (its
+    /// `max_message_bytes`, less [`UPLOAD_MESSAGE_MARGIN`] for the rest of
+    /// the message). A server that does not say gets the default.
+    async fn upload_chunk_bytes(&self) -> usize {
+        match self.server_info().await {
+            Ok(info) if info.max_message_bytes > 0 => {
+                let fits = info
+                    .max_message_bytes
+                    .saturating_sub(UPLOAD_MESSAGE_MARGIN as u64)
+                    .max(1);
+                usize::try_from(fits)
+                    .map_or(UPLOAD_CHUNK_BYTES, |fits| fits.min(UPLOAD_CHUNK_BYTES))
+            }
+            _ => UPLOAD_CHUNK_BYTES,
+        }
+    }
+
+    /// One try of an upload, from the server's committed size, in messages
+    /// of `chunk` bytes of data.
+    #[allow(clippy::too_many_arguments)]
     async fn upload_attempt(
         &self,
         key: &RunKey,
@@ -215,6 +241,7 @@ impl Client {
         path: &Path,
         size: u64,
         upload_id: &str,
+        chunk: usize,
         options: &TransferOptions,
     ) -> Result<pb::ObjectInfo, ClientError> {
         let reference = object.to_ref(key);
@@ -267,6 +294,7 @@ impl Client {
                 object: Some(reference),
                 upload_id: upload_id.to_owned(),
             }),
+            chunk,
             done: false,
             failure: failure.clone(),
             options: options.clone(),
@@ -507,6 +535,8 @@ struct UploadSource {
     hasher: Sha256,
     /// The first message's `open`, until it is sent.
     open: Option<pb::UploadOpen>,
+    /// The most bytes of data in one message.
+    chunk: usize,
     /// The commit was sent.
     done: bool,
     /// Why the file could not be read, if it could not: the stream then
@@ -522,7 +552,7 @@ impl UploadSource {
         if self.done {
             return None;
         }
-        let want = (self.size - self.offset).min(UPLOAD_CHUNK_BYTES as u64) as usize;
+        let want = (self.size - self.offset).min(self.chunk as u64) as usize;
         let mut data = vec![0; want];
         if let Err(err) = self.file.read_exact(&mut data).await {
             *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(err);
