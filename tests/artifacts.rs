@@ -913,6 +913,55 @@ async fn uploads_fit_the_servers_message_limit() {
     server.stop().await;
 }
 
+/// An upload that would leave the disk with less than the store's
+/// `min_free_bytes` is refused with `RESOURCE_EXHAUSTED` naming it, and
+/// no object appears.
+#[tokio::test]
+async fn uploads_keep_the_stores_disk_headroom() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let df = std::process::Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let free: u64 = String::from_utf8(df.stdout)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let config = ServerConfig::default();
+    let options = baa_logging_store::LocalStoreOptions {
+        objects: config.objects.limits(),
+        // More than the disk has: no upload fits.
+        min_free_bytes: free + (1 << 30),
+        ..baa_logging_store::LocalStoreOptions::new(&data)
+    };
+    let store = baa_logging_store::LocalStore::open(options).unwrap();
+    let server = TestServer::start_with_store(&data, store, config).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    let bytes = vec![1u8; 1000];
+    let result = upload(
+        &mut client,
+        upload_messages(
+            artifact("t", "r", "x"),
+            "u",
+            &bytes,
+            0,
+            Some((1000, sha256(&bytes))),
+        ),
+    )
+    .await;
+    assert_status(result, Code::ResourceExhausted, "min_free_bytes");
+    assert!(files_under(&data.join("t/r/artifacts")).is_empty());
+    server.stop().await;
+}
+
 /// Retention deletes a run's objects with it, and counts their bytes.
 #[tokio::test]
 async fn retention_deletes_objects_with_their_run() {

@@ -48,7 +48,8 @@ pub(crate) fn to_status(err: StoreError) -> Status {
         | StoreError::BadTransition { .. } => Status::failed_precondition(err.to_string()),
         StoreError::TooLarge { .. }
         | StoreError::ObjectTooLarge { .. }
-        | StoreError::TooManyUploads { .. } => Status::resource_exhausted(err.to_string()),
+        | StoreError::TooManyUploads { .. }
+        | StoreError::NoRoom { .. } => Status::resource_exhausted(err.to_string()),
         err @ StoreError::DataLoss { .. } => {
             warn!(cause = %err, "damaged entries not served");
             Status::data_loss(err.to_string())

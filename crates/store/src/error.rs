@@ -235,6 +235,21 @@ pub enum StoreError {
         /// The limit.
         max: u64,
     },
+    /// A write that would leave the disk with less than the store's
+    /// headroom; nothing of it was kept.
+    #[error(
+        "{what}: the disk has {free} bytes free, and {bytes} more would leave less than min_free_bytes ({min_free_bytes})"
+    )]
+    NoRoom {
+        /// What was written.
+        what: String,
+        /// The bytes free.
+        free: u64,
+        /// The bytes of the write.
+        bytes: u64,
+        /// The headroom the store keeps.
+        min_free_bytes: u64,
+    },
     /// A new upload of a run that stages as many as it may.
     #[error(
         "run `{key}` stages {max} unfinished uploads, the most max_run_uploads allows: commit or resume one of them, or wait until they are swept"

@@ -146,6 +146,11 @@ struct RunInner {
 }
 
 impl Run {
+    /// The disk under the run, for the object uploads' headroom check.
+    pub(crate) fn disk(&self) -> &Disk {
+        &self.disk
+    }
+
     /// Opens the run in `dir` from its `meta.json` and `state.json`,
     /// recovering its log session. Blocking.
     ///

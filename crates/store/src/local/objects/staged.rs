@@ -385,6 +385,9 @@ impl UploadShared {
                 max: self.limits.max_object_bytes,
             });
         }
+        self.run
+            .disk()
+            .check_room(&format_args!("upload of {}", staged.object), len)?;
         {
             let mut objects = lock(&self.run.objects);
             let total = self.run.objects_total(&mut objects)?;
