@@ -7,9 +7,10 @@ use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    let protos: [PathBuf; 2] = [
+    let protos: [PathBuf; 3] = [
         "proto/baa/logging/v1/contracts.proto".into(),
         "proto/baa/logging/v1/logging_service.proto".into(),
+        "proto/baa/logging/v1/objects.proto".into(),
     ];
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);

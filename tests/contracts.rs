@@ -197,6 +197,18 @@ async fn the_files_of_a_run_written_through_the_api_have_the_contract_shapes() {
     append(&mut client, vec![open("t", "r", "w", items)])
         .await
         .unwrap();
+    // A patch moves checkpointSeq only to a reserved slot; each
+    // reservation logs a `checkpoint_slot_reserved` entry after the others.
+    const SLOTS: u64 = 4;
+    for _ in 0..SLOTS {
+        client
+            .reserve_checkpoint(pb::ReserveCheckpointRequest {
+                task_id: "t".into(),
+                run_id: "r".into(),
+            })
+            .await
+            .unwrap();
+    }
     client
         .update_run_state(pb::UpdateRunStateRequest {
             task_id: "t".into(),
@@ -206,7 +218,7 @@ async fn the_files_of_a_run_written_through_the_api_have_the_contract_shapes() {
                 status: Some(pb::RunStatus::Failed.into()),
                 summary: Some("it broke".into()),
                 exit_code: Some(-1),
-                checkpoint_seq: Some(4),
+                checkpoint_seq: Some(SLOTS),
                 ..Default::default()
             }),
         })
@@ -265,7 +277,10 @@ async fn the_files_of_a_run_written_through_the_api_have_the_contract_shapes() {
         }
     }
     seqs.sort_unstable();
-    assert_eq!(seqs, (1..=1 + 3 * sent.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        seqs,
+        (1..=1 + 3 * sent.len() as u64 + SLOTS).collect::<Vec<_>>()
+    );
     server.stop().await;
 }
 

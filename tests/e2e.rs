@@ -5,6 +5,7 @@
 mod util;
 
 mod append;
+mod artifacts;
 mod bad_input;
 mod browser;
 mod cli;

@@ -284,7 +284,7 @@ async fn state_moves_only_forward_and_terminal_is_final() {
                 last_event_seq: Some(999),
                 summary: Some("tests failed".into()),
                 exit_code: Some(3),
-                checkpoint_seq: Some(1),
+                checkpoint_seq: Some(0),
                 finished_at: None,
             }),
         })

@@ -871,3 +871,81 @@ fn the_page_port_beyond_loopback_needs_tokens() {
         "{stderr}"
     );
 }
+
+/// The page lists a run's objects with their digests and serves each as
+/// a download of its exact bytes; a name that leaves the run is refused.
+#[tokio::test]
+async fn the_page_lists_and_downloads_objects() {
+    use baa_logging_client::{ObjectName, RunKey, TransferOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    let typed = server.typed_client().await;
+    let key = RunKey::new("t", "r");
+    let local = dir.path().join("report é.bin");
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&local, &bytes).unwrap();
+    let options = TransferOptions::default();
+    typed
+        .upload_file(
+            &key,
+            &ObjectName::artifact("reports/report é.bin"),
+            &local,
+            &options,
+        )
+        .await
+        .unwrap();
+    let slot = typed.reserve_checkpoint(&key).await.unwrap();
+    typed
+        .upload_file(
+            &key,
+            &ObjectName::checkpoint(slot, "state.bin"),
+            &local,
+            &options,
+        )
+        .await
+        .unwrap();
+
+    let (status, listing) = get_json(&server, "/api/runs/t/r/objects").await;
+    assert_eq!(status, StatusCode::OK, "{listing}");
+    let objects = listing["objects"].as_array().unwrap();
+    assert_eq!(objects.len(), 2, "{listing}");
+    assert_eq!(objects[0]["name"], "reports/report é.bin");
+    assert_eq!(objects[0]["size"], 100_000);
+    assert_eq!(objects[1]["kind"], "checkpoint");
+    assert_eq!(objects[1]["checkpointSeq"], slot);
+
+    for path in [
+        "/runs/t/r/objects/artifact/reports/report%20%C3%A9.bin".to_owned(),
+        format!("/runs/t/r/objects/checkpoint/{slot}/state.bin"),
+    ] {
+        let response = http()
+            .get(format!("http://{}{path}", server.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/octet-stream"
+        );
+        assert!(
+            response.headers()[header::CONTENT_DISPOSITION]
+                .to_str()
+                .unwrap()
+                .starts_with("attachment;")
+        );
+        assert!(response.bytes().await.unwrap() == bytes, "{path}");
+    }
+    let escape = http()
+        .get(format!(
+            "http://{}/runs/t/r/objects/artifact/..%2F..%2Fmeta.json",
+            server.addr
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(escape.status(), StatusCode::BAD_REQUEST);
+    server.stop().await;
+}

@@ -38,6 +38,7 @@ impl TestServer {
         // The store enforces the very limits the server reports.
         let options = LocalStoreOptions {
             limits: config.limits.clone(),
+            objects: config.objects.limits(),
             ..LocalStoreOptions::new(data_dir)
         };
         let store = LocalStore::open(options).expect("store opens");

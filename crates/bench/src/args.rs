@@ -14,6 +14,7 @@ use crate::{
         exec_overhead::ExecOverheadParams,
         fan_out::FanOutParams,
         many_runs::ManyRunsParams,
+        objects::ObjectsParams,
         restart::RestartParams,
         search::{LITERAL, SearchParams},
         slow_followers::SlowFollowersParams,
@@ -92,13 +93,15 @@ pub(crate) enum Workload {
     W8,
     /// The run page in a headless chromium.
     W9,
+    /// A large artifact uploaded and downloaded, against dd.
+    W10,
 }
 
 /// The benchmark's flags.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BenchArgs {
     /// Which workloads to run.
-    #[arg(long, value_delimiter = ',', default_values = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9"])]
+    #[arg(long, value_delimiter = ',', default_values = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "w10"])]
     pub(crate) workloads: Vec<Workload>,
     /// Which systems to measure, where a workload applies to them.
     #[arg(
@@ -262,6 +265,12 @@ pub(crate) struct BenchArgs {
     /// (`tests/browser/.venv`, made by `scripts/browser-setup.sh`).
     #[arg(long, env = "BAA_BENCH_PYTHON")]
     pub(crate) w9_python: Option<PathBuf>,
+    /// W10: the artifact's size, MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) w10_mib: u64,
+    /// W10: rounds, each dd, an upload and a download of the artifact.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) w10_rounds: usize,
 }
 
 impl BenchArgs {
@@ -296,6 +305,8 @@ impl BenchArgs {
         self.w9_scroll_secs = 10.0;
         self.w9_secs = 2.0;
         self.w9_warmup_secs = 0.5;
+        self.w10_mib = 16;
+        self.w10_rounds = 1;
     }
 
     /// W1's parameters.
@@ -393,6 +404,14 @@ impl BenchArgs {
                 .unwrap_or_else(browser::default_python),
             chromium: browser::find_chromium(),
             script: browser::default_script(),
+        }
+    }
+
+    /// W10's parameters.
+    pub(crate) fn objects(&self) -> ObjectsParams {
+        ObjectsParams {
+            mib: self.w10_mib,
+            rounds: self.w10_rounds,
         }
     }
 

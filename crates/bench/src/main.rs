@@ -14,7 +14,8 @@
 //! - `args`: the flags, one per workload parameter, and `--smoke`.
 //! - `workloads`: W1 throughput, W2 fan-out, W3 many runs, W4 restart,
 //!   W5 slow followers, W6 tail, W7 search, W8 exec overhead, W9 the run
-//!   page in a headless chromium (driven by `browser/page_figures.py`).
+//!   page in a headless chromium (driven by `browser/page_figures.py`),
+//!   W10 objects.
 //! - `systems`: every system behind one interface (writers, followers).
 //! - `noop`: the transport ceiling's server.
 //! - `print_lines`: the command W8 runs, bare and under `baa-log exec`.
@@ -118,6 +119,7 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
         w8: Vec::new(),
         w9_page: Vec::new(),
         w9_live: Vec::new(),
+        w10: Vec::new(),
         ratios: Vec::new(),
         targets: Vec::new(),
     };
@@ -165,6 +167,9 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
     if args.workloads.contains(&Workload::W9) && args.systems.contains(&BaaLogd) {
         (report.w9_page, report.w9_live) =
             workloads::browser::run(&launcher, &args.browser()).await;
+    }
+    if args.workloads.contains(&Workload::W10) && args.systems.contains(&BaaLogd) {
+        report.w10 = workloads::objects::run(&launcher.programs.baa_logd, &args.objects()).await;
     }
     report.conclude();
     print!("{}", report.to_markdown());
@@ -216,5 +221,6 @@ fn parameters(args: &BenchArgs) -> serde_json::Value {
         "w7": args.search(),
         "w8": args.exec_overhead(),
         "w9": args.browser(),
+        "w10": args.objects(),
     })
 }

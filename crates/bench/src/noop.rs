@@ -110,6 +110,7 @@ type FollowStream = Pin<Box<dyn Stream<Item = Result<pb::FollowRunResponse, Stat
 impl pb::logging_service_server::LoggingService for NoopService {
     type FollowRunStream = FollowStream;
     type SearchRunsStream = futures::stream::Empty<Result<pb::SearchRunsResponse, Status>>;
+    type DownloadObjectStream = futures::stream::Empty<Result<pb::DownloadObjectResponse, Status>>;
 
     async fn get_server_info(
         &self,
@@ -269,6 +270,52 @@ impl pb::logging_service_server::LoggingService for NoopService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn upload_object(
+        &self,
+        _request: Request<Streaming<pb::UploadObjectRequest>>,
+    ) -> Result<Response<pb::UploadObjectResponse>, Status> {
+        Err(Status::unimplemented("the no-op server keeps no objects"))
+    }
+
+    async fn get_upload_status(
+        &self,
+        _request: Request<pb::GetUploadStatusRequest>,
+    ) -> Result<Response<pb::GetUploadStatusResponse>, Status> {
+        Err(Status::unimplemented("the no-op server keeps no objects"))
+    }
+
+    async fn download_object(
+        &self,
+        _request: Request<pb::DownloadObjectRequest>,
+    ) -> Result<Response<Self::DownloadObjectStream>, Status> {
+        Err(Status::unimplemented("the no-op server keeps no objects"))
+    }
+
+    async fn list_objects(
+        &self,
+        _request: Request<pb::ListObjectsRequest>,
+    ) -> Result<Response<pb::ListObjectsResponse>, Status> {
+        Err(Status::unimplemented("the no-op server keeps no objects"))
+    }
+
+    async fn reserve_checkpoint(
+        &self,
+        _request: Request<pb::ReserveCheckpointRequest>,
+    ) -> Result<Response<pb::ReserveCheckpointResponse>, Status> {
+        Err(Status::unimplemented(
+            "the no-op server keeps no checkpoints",
+        ))
+    }
+
+    async fn commit_checkpoint(
+        &self,
+        _request: Request<pb::CommitCheckpointRequest>,
+    ) -> Result<Response<pb::CommitCheckpointResponse>, Status> {
+        Err(Status::unimplemented(
+            "the no-op server keeps no checkpoints",
+        ))
     }
 }
 

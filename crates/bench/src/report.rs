@@ -47,6 +47,8 @@ pub(crate) struct Report {
     pub(crate) w9_page: Vec<BrowserPageRow>,
     /// W9 (c): a live run on the page and over gRPC.
     pub(crate) w9_live: Vec<BrowserLiveRow>,
+    /// W10: a large artifact up and down, against dd.
+    pub(crate) w10: Vec<ObjectsRow>,
     /// baa-logd divided by every other system, per workload.
     pub(crate) ratios: Vec<Ratio>,
     /// The targets and whether this run met them.
@@ -471,6 +473,38 @@ impl BrowserLiveRow {
     }
 }
 
+/// W10: one artifact uploaded and downloaded through baa-logd, against
+/// `dd conv=fsync` of the same file to the same file system.
+#[derive(Debug, Serialize)]
+pub(crate) struct ObjectsRow {
+    /// The artifact's size, MiB.
+    pub(crate) object_mib: u64,
+    /// The file system every copy was written to (`statfs` type).
+    pub(crate) filesystem: String,
+    /// Rounds, each dd, an upload and a download.
+    pub(crate) rounds: usize,
+    /// Each dd, seconds.
+    pub(crate) dd_secs: Samples,
+    /// Each upload, from the first read to the committed object, seconds.
+    pub(crate) upload_secs: Samples,
+    /// Each download, to the fsynced and checked file, seconds.
+    pub(crate) download_secs: Samples,
+    /// dd's MiB/s, over the median time.
+    pub(crate) dd_mib_per_sec: Option<f64>,
+    /// The upload's MiB/s, over the median time.
+    pub(crate) upload_mib_per_sec: Option<f64>,
+    /// The download's MiB/s, over the median time.
+    pub(crate) download_mib_per_sec: Option<f64>,
+    /// Upload MiB/s ÷ dd's.
+    pub(crate) upload_ratio: Option<f64>,
+    /// Download MiB/s ÷ dd's.
+    pub(crate) download_ratio: Option<f64>,
+    /// Why the row is empty or doubtful.
+    pub(crate) note: Option<String>,
+    /// What baa-logd got wrong, if anything; the run then fails.
+    pub(crate) wrong_answer: Option<String>,
+}
+
 /// baa-logd's figure divided by another system's, for one measure.
 #[derive(Debug, Serialize)]
 pub(crate) struct Ratio {
@@ -509,9 +543,11 @@ impl Report {
         let w7_scan = self.w7_scan.iter().map(|row| &row.wrong_answer);
         let w7_writes = self.w7_writes.iter().map(|row| &row.wrong_answer);
         let w8 = self.w8.iter().map(|row| &row.wrong_answer);
+        let w10 = self.w10.iter().map(|row| &row.wrong_answer);
         w6.chain(w7_scan)
             .chain(w7_writes)
             .chain(w8)
+            .chain(w10)
             .flatten()
             .cloned()
             .collect()
@@ -902,6 +938,32 @@ impl Report {
                 );
             }
         }
+        if !self.w10.is_empty() {
+            let _ = writeln!(out, "## W10 objects\n");
+            let _ = writeln!(
+                out,
+                "| MiB | file system | dd MiB/s | upload MiB/s | download MiB/s | upload ÷ dd | download ÷ dd | note |"
+            );
+            let _ = writeln!(
+                out,
+                "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"
+            );
+            for row in &self.w10 {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    row.object_mib,
+                    row.filesystem,
+                    fixed(row.dd_mib_per_sec, 0),
+                    fixed(row.upload_mib_per_sec, 0),
+                    fixed(row.download_mib_per_sec, 0),
+                    fixed(row.upload_ratio, 2),
+                    fixed(row.download_ratio, 2),
+                    note(&row.note)
+                );
+            }
+            out.push('\n');
+        }
         out
     }
 }
@@ -1170,6 +1232,21 @@ fn targets(report: &Report) -> Vec<TargetCheck> {
             measured: row.ratio.map_or_else(|| "—".to_owned(), times),
             met: row.ratio.map(|ratio| ratio >= 0.90),
         });
+    }
+    for row in &report.w10 {
+        for (what, ratio) in [
+            ("upload", row.upload_ratio),
+            ("download", row.download_ratio),
+        ] {
+            out.push(TargetCheck {
+                target: format!(
+                    "W10: a {} MiB {what} ≥ 0.5× dd conv=fsync ({})",
+                    row.object_mib, row.filesystem
+                ),
+                measured: ratio.map_or_else(|| "—".to_owned(), times),
+                met: ratio.map(|ratio| ratio >= 0.5),
+            });
+        }
     }
     out
 }

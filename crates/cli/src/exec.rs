@@ -70,6 +70,12 @@ pub(crate) fn own_failure(failure: Failure) -> Failure {
 /// Arguments of `baa-log exec`.
 #[derive(Debug, Args)]
 pub(crate) struct ExecArgs {
+    /// When the command has ended, upload the files that match this glob
+    /// (relative to the working directory, e.g. 'target/*.xml') as
+    /// artifacts of the run, each under its path as matched, before the
+    /// run is finished; repeatable. exec says on stderr what it uploaded.
+    #[arg(long = "artifacts", value_name = "GLOB")]
+    artifacts: Vec<String>,
     /// The task the run belongs to. With --retry-of, the task of the run
     /// retried, which --task may repeat but not change.
     #[arg(long, required_unless_present = "retry_of")]
@@ -287,6 +293,16 @@ pub(crate) async fn exec(
     };
     for err in &log_errors {
         eprintln!("baa-log: the log of run {key} may be incomplete: {err}");
+    }
+    // Before the run is finished: a terminal run takes no objects.
+    if !args.artifacts.is_empty() {
+        match options.connect_lazy() {
+            Ok(stub) => {
+                crate::objects::upload_matches(&Client::from_stub(stub), &key, &args.artifacts)
+                    .await;
+            }
+            Err(err) => eprintln!("baa-log: cannot upload the artifacts of {key}: {err}"),
+        }
     }
     command_ended.store(true, Ordering::Relaxed);
     if warned.load(Ordering::Relaxed) && writer.server_away() {

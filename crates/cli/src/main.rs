@@ -25,6 +25,8 @@
 //! - `spool`: where `exec` keeps output while the server is away, and how
 //!   it reports what it did not deliver; `upload`: `upload`, a spool sent
 //!   later.
+//! - `objects`: `artifact` and `checkpoint`, a run's objects uploaded,
+//!   downloaded and listed, and the uploads of `exec --artifacts`.
 //! - `render`: how entries, states and errors are written for people and
 //!   for programs.
 
@@ -36,6 +38,7 @@ mod gc;
 mod grep;
 mod health;
 mod masks;
+mod objects;
 mod prefix;
 mod range;
 mod read;
@@ -139,6 +142,16 @@ enum Command {
     /// printed the spool's path). Each entry is stored once, however often
     /// this runs; the file is removed once the server holds it all.
     Upload(upload::UploadArgs),
+    /// A run's artifacts: `put RUN FILE... [--as NAME]` uploads files into
+    /// its artifacts/ (resumed after a broken connection), `get RUN NAME
+    /// [-o PATH]` downloads one (resuming a partial file), `ls RUN` lists
+    /// them. put needs the write scope, get and ls the read scope.
+    Artifact(objects::ArtifactArgs),
+    /// A run's checkpoints: `put RUN FILE...` saves files as its next
+    /// checkpoint (a slot reserved, filled and committed: the run state's
+    /// checkpointSeq moves to it), `get RUN NAME [--seq N] [-o PATH]`
+    /// downloads a file of one, `ls RUN` lists them.
+    Checkpoint(objects::CheckpointArgs),
 }
 
 /// A channel, as the command line names it.
@@ -246,6 +259,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Health(_) => unreachable!("answered before connecting"),
         Command::Gc(args) => gc::gc(&client, args).await.map_err(&explain),
         Command::Finish(args) => finish::finish(&client, args).await.map_err(&explain),
+        Command::Artifact(args) => objects::artifact(&client, args).await.map_err(&explain),
+        Command::Checkpoint(args) => objects::checkpoint(&client, args).await.map_err(&explain),
     }
 }
 

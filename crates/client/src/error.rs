@@ -42,6 +42,27 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// A local file of an upload or download could not be read or
+    /// written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A downloaded file does not have the SHA-256 the server gave for
+    /// its object.
+    #[error("{} does not have the object's SHA-256 (expected {expected}, got {got})", path.display())]
+    DigestMismatch {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The object's digest, in hex.
+        expected: String,
+        /// The file's, in hex.
+        got: String,
+    },
     /// The writer stopped after an earlier error, which it reported then;
     /// nothing more can be appended through it.
     #[error("the writer is closed: {0}")]
@@ -49,6 +70,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// A local file's error.
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
     /// The gRPC status code, when the server (or the transport) gave one.
     pub fn code(&self) -> Option<Code> {
         match self {

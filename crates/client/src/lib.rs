@@ -22,6 +22,10 @@
 //!   [`AsyncOutputWriter`] and [`Utf8Decoder`], which turn process output
 //!   into chunks; it uses the writer, and the writer only re-exports it.
 //! - [`Follow`]: a run's events, history then live.
+//! - [`ObjectName`] (module `objects`): artifacts and checkpoints,
+//!   uploaded and downloaded with [`Client::upload_file`] and
+//!   [`Client::download_file`], resumed after a broken connection, with
+//!   [`TransferOptions`] for progress.
 //! - [`RetryPolicy`]: how long to wait between attempts (`backoff`).
 //! - [`ClientError`]: every error of the crate.
 //! - `writer::spool`: the spool file of a spooled writer ([`SpoolOptions`],
@@ -64,6 +68,7 @@ mod client;
 mod connect;
 mod error;
 mod follow;
+mod objects;
 mod run;
 mod timestamp;
 mod writer;
@@ -76,6 +81,7 @@ pub use self::{
     connect::{ConnectOptions, Credentials, LoggingClient, connect},
     error::ClientError,
     follow::{Follow, FollowEvent, FollowOptions},
+    objects::{ObjectName, Progress, TransferOptions},
     run::{NewRun, RunKey},
     writer::{
         AsyncOutputWriter, Finished, OutputWriter, RunWriter, SpoolOptions, SpoolReport,

@@ -7,7 +7,7 @@ use baa_logging::Limits;
 
 use crate::{
     Metrics, PageOptions, Security, Settings,
-    settings::{Leases, Masking, Retention, Scrub},
+    settings::{Leases, Masking, Objects, Retention, Scrub},
 };
 
 /// A `FollowRun` response carries about this many bytes of entries.
@@ -32,6 +32,9 @@ pub struct ServerConfig {
     /// The server-wide masking rules and the hold-back time of a chunk
     /// that may end in the start of a registered value.
     pub masking: Masking,
+    /// The limits on a run's objects (the store enforces them: open it
+    /// with the same value) and when unfinished uploads are dropped.
+    pub objects: Objects,
     /// A `FollowRun` response carries about this many bytes of entries;
     /// [`FOLLOW_BATCH_BYTES`] unless a test wants smaller batches.
     pub follow_batch_bytes: usize,
@@ -61,6 +64,7 @@ impl ServerConfig {
             scrub: settings.scrub.clone(),
             leases: settings.leases.clone(),
             masking: settings.masking.clone(),
+            objects: settings.objects.clone(),
             follow_batch_bytes: FOLLOW_BATCH_BYTES,
             security,
             metrics: None,

@@ -10,9 +10,10 @@ use baa_logging::{DEFAULT_RUN_LAYOUT_VERSION, DEFAULT_RUNS_DIRECTORY_NAME, Limit
 use baa_logging_store::{
     CollectReason, CollectedRun, Collection,
     model::{
-        self, AppendItem, AppendPayload, LogEntry, LogLevel, ReadBatch, RunStatus,
+        self, AppendItem, AppendPayload, LogEntry, LogLevel, ReadBatch, RunKey, RunStatus,
         StreamLogChannel, WorkerLifecycleEventType, WorkerLogChannel,
     },
+    objects::{ObjectInfo, ObjectKind, ObjectRef},
     time::format_iso,
 };
 use prost_types::Struct;
@@ -530,5 +531,66 @@ fn to_reason(reason: CollectReason) -> pb::CollectReason {
     match reason {
         CollectReason::MaxAge => pb::CollectReason::MaxAge,
         CollectReason::MaxBytes => pb::CollectReason::MaxBytes,
+    }
+}
+
+/// An object kind from the wire; `UNSPECIFIED` is refused.
+pub(crate) fn from_object_kind(field: &str, value: i32) -> Result<ObjectKind, Status> {
+    match pb::ObjectKind::try_from(value) {
+        Ok(pb::ObjectKind::Artifact) => Ok(ObjectKind::Artifact),
+        Ok(pb::ObjectKind::Checkpoint) => Ok(ObjectKind::Checkpoint),
+        _ => Err(unset_enum(field, value)),
+    }
+}
+
+/// An object kind to filter by: `UNSPECIFIED` is both.
+pub(crate) fn from_object_kind_filter(value: i32) -> Result<Option<ObjectKind>, Status> {
+    match pb::ObjectKind::try_from(value) {
+        Ok(pb::ObjectKind::Unspecified) => Ok(None),
+        _ => from_object_kind("kind", value).map(Some),
+    }
+}
+
+/// An object reference from the wire, its fields named under `field`.
+pub(crate) fn from_object_ref(
+    field: &str,
+    value: Option<pb::ObjectRef>,
+) -> Result<ObjectRef, Status> {
+    let value = required(field, value)?;
+    Ok(ObjectRef {
+        kind: from_object_kind(&format!("{field}.kind"), value.kind)?,
+        key: RunKey {
+            task_id: value.task_id,
+            run_id: value.run_id,
+        },
+        name: value.name,
+        checkpoint_seq: value.checkpoint_seq,
+    })
+}
+
+/// A SHA-256 from the wire: exactly 32 bytes.
+pub(crate) fn from_sha256(field: &str, value: &[u8]) -> Result<[u8; 32], Status> {
+    value.try_into().map_err(|_| {
+        Status::invalid_argument(format!("{field} is {} bytes; a SHA-256 is 32", value.len()))
+    })
+}
+
+/// An object kind to the wire.
+pub(crate) fn to_object_kind(kind: ObjectKind) -> pb::ObjectKind {
+    match kind {
+        ObjectKind::Artifact => pb::ObjectKind::Artifact,
+        ObjectKind::Checkpoint => pb::ObjectKind::Checkpoint,
+    }
+}
+
+/// A stored object to the wire.
+pub(crate) fn to_object_info(info: &ObjectInfo) -> pb::ObjectInfo {
+    pb::ObjectInfo {
+        kind: to_object_kind(info.kind).into(),
+        name: info.name.clone(),
+        checkpoint_seq: info.checkpoint_seq,
+        size: info.size,
+        sha256: info.sha256.to_vec(),
+        modified_at: info.modified_at.clone(),
     }
 }

@@ -92,7 +92,8 @@ pub use crate::{
     metrics::Metrics,
     security::Security,
     service::{
-        FollowRunStream, GrpcLoggingService, SearchRunsStream, retention::RetentionCounters,
+        DownloadObjectStream, FollowRunStream, GrpcLoggingService, SearchRunsStream,
+        retention::RetentionCounters,
     },
     settings::{LogFormat, MaskRule, Masking, Settings},
     web::{PageOptions, SessionKey},
@@ -227,6 +228,7 @@ fn logging_service<S: RunStore>(
 ) {
     let max_message_bytes = config.limits.max_message_bytes;
     let (policy, interval) = (config.retention.policy(), config.retention.interval);
+    let abandon_after = config.objects.upload_abandon_after;
     let metrics = config.metrics.clone();
     let service = GrpcLoggingService::new(store.clone(), config, token.clone());
     let sweeper = leases::spawn(
@@ -235,6 +237,7 @@ fn logging_service<S: RunStore>(
         metrics,
         token.clone(),
     );
+    let uploads = service::objects::spawn_upload_sweep(store.clone(), abandon_after, token.clone());
     let periodic = retention::spawn_periodic(
         store,
         policy,
@@ -247,7 +250,15 @@ fn logging_service<S: RunStore>(
     let logging = LoggingServiceServer::from_arc(service.clone())
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
-    (logging, service, Background { periodic, sweeper })
+    (
+        logging,
+        service,
+        Background {
+            periodic,
+            sweeper,
+            uploads,
+        },
+    )
 }
 
 /// The logging service's tasks that run beside the calls.
@@ -258,6 +269,8 @@ struct Background {
     periodic: Option<JoinHandle<()>>,
     /// The worker lease sweeper; none when leases are off.
     sweeper: Option<JoinHandle<()>>,
+    /// The sweep of abandoned uploads.
+    uploads: JoinHandle<()>,
 }
 
 /// The shutdown sequence: once `shutdown` completes, health turns
@@ -310,6 +323,8 @@ async fn after_serving<S: RunStore>(token: &CancellationToken, background: Backg
         // A pass under way is let finish: it never leaves a run half-deleted.
         let _ = periodic.await;
     }
+    // A sweep under way is let finish: it removes whole uploads only.
+    let _ = background.uploads.await;
     if let Err(err) = store.flush().await {
         warn!(cause = %err, "cannot write the store's state on shutdown");
     }

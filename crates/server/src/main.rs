@@ -101,6 +101,31 @@ struct Cli {
     /// The run page.
     #[command(flatten)]
     web: WebArgs,
+    /// Artifacts and checkpoints.
+    #[command(flatten)]
+    objects: ObjectArgs,
+}
+
+/// Object flags.
+#[derive(Debug, Args, Serialize)]
+#[command(next_help_heading = "Artifacts and checkpoints")]
+struct ObjectArgs {
+    /// The largest artifact or checkpoint object, in bytes.
+    #[arg(long, env = "BAA_LOGD_MAX_OBJECT_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_object_bytes: Option<u64>,
+    /// The most bytes of one run's objects and unfinished uploads.
+    #[arg(long, env = "BAA_LOGD_MAX_RUN_OBJECTS_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_run_objects_bytes: Option<u64>,
+    /// The most unfinished uploads one run stages at a time.
+    #[arg(long, env = "BAA_LOGD_MAX_RUN_UPLOADS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_run_uploads: Option<u64>,
+    /// Drop an unfinished upload nothing wrote to for this long, e.g. 1d.
+    #[arg(long, env = "BAA_LOGD_UPLOAD_ABANDON_AFTER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_abandon_after: Option<String>,
 }
 
 /// Run page flags.

@@ -17,7 +17,7 @@ use std::{
 use baa_logging::DEFAULT_RUNS_DIRECTORY_NAME;
 pub use baa_logging::Limits;
 use baa_logging_mask::Rules;
-use baa_logging_store::{LocalStoreOptions, RetentionPolicy};
+use baa_logging_store::{LocalStoreOptions, RetentionPolicy, objects::ObjectLimits};
 use figment::{
     Figment,
     providers::{Format, Serialized, Toml},
@@ -61,6 +61,9 @@ pub struct Settings {
     pub masking: Masking,
     /// The run page for browsers.
     pub web: Web,
+    /// Artifacts and checkpoints: their limits, and when an upload left
+    /// unfinished is dropped.
+    pub objects: Objects,
 }
 
 impl Default for Settings {
@@ -81,6 +84,7 @@ impl Default for Settings {
             leases: Leases::default(),
             masking: Masking::default(),
             web: Web::default(),
+            objects: Objects::default(),
         }
     }
 }
@@ -331,6 +335,67 @@ impl Default for Web {
     }
 }
 
+/// A run's objects: the artifacts and checkpoints workers upload (see
+/// docs/storage.md, "Objects").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Objects {
+    /// The largest object, in bytes: an upload past it is refused with
+    /// `RESOURCE_EXHAUSTED` naming `max_object_bytes`.
+    pub max_object_bytes: u64,
+    /// The most bytes of one run's objects and staged uploads together.
+    pub max_run_objects_bytes: u64,
+    /// The most uploads one run stages at a time; a new one past it is
+    /// refused with `RESOURCE_EXHAUSTED` naming `max_run_uploads`.
+    pub max_run_uploads: u64,
+    /// An upload nothing wrote to for this long is dropped, with its
+    /// staged bytes; so is every staged upload of a terminal run.
+    #[serde(with = "humantime_serde")]
+    pub upload_abandon_after: Duration,
+}
+
+impl Default for Objects {
+    fn default() -> Self {
+        let limits = ObjectLimits::default();
+        Self {
+            max_object_bytes: limits.max_object_bytes,
+            max_run_objects_bytes: limits.max_run_objects_bytes,
+            max_run_uploads: limits.max_run_uploads,
+            upload_abandon_after: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+impl Objects {
+    /// The limits the store enforces.
+    pub fn limits(&self) -> ObjectLimits {
+        ObjectLimits {
+            max_object_bytes: self.max_object_bytes,
+            max_run_objects_bytes: self.max_run_objects_bytes,
+            max_run_uploads: self.max_run_uploads,
+        }
+    }
+
+    /// Checks that the limits can work.
+    fn sanitize(&self) -> Result<(), SettingsError> {
+        if self.max_object_bytes == 0
+            || self.max_run_objects_bytes == 0
+            || self.max_run_uploads == 0
+        {
+            return Err(SettingsError::Invalid(
+                "objects.max_object_bytes, objects.max_run_objects_bytes and objects.max_run_uploads must be 1 or more"
+                    .to_owned(),
+            ));
+        }
+        if self.upload_abandon_after.is_zero() {
+            return Err(SettingsError::Invalid(
+                "objects.upload_abandon_after is 0; it must be a duration like 1d".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A duration that may be turned off: `off` or `0` is zero, anything else
 /// is a duration as `humantime` reads it (`5m`, `2s`, `500ms`). Zero is
 /// written back as `off`.
@@ -406,6 +471,7 @@ impl Settings {
         settings.limits.sanitize()?;
         settings.leases.sanitize()?;
         settings.masking.sanitize()?;
+        settings.objects.sanitize()?;
         Ok(settings)
     }
 
@@ -414,6 +480,7 @@ impl Settings {
     pub fn store_options(&self) -> LocalStoreOptions {
         LocalStoreOptions {
             limits: self.limits.clone(),
+            objects: self.objects.limits(),
             sync_commits: self.sync,
             ..LocalStoreOptions::new(&self.data_dir)
         }

@@ -22,15 +22,34 @@ pub(crate) fn to_status(err: StoreError) -> Status {
         | StoreError::InvalidPageToken { .. }
         | StoreError::ZeroWriterSeq
         | StoreError::ReservedEvent { .. }
-        | StoreError::FinishedAtWithoutTerminalStatus => Status::invalid_argument(err.to_string()),
-        StoreError::RunNotFound(_) => Status::not_found(err.to_string()),
-        StoreError::MetadataMismatch(_) => Status::already_exists(err.to_string()),
-        StoreError::WriterSeqGap { .. }
+        | StoreError::FinishedAtWithoutTerminalStatus
+        | StoreError::InvalidObjectName { .. }
+        | StoreError::InvalidSlot(_) => Status::invalid_argument(err.to_string()),
+        StoreError::RunNotFound(_) | StoreError::ObjectNotFound(_) => {
+            Status::not_found(err.to_string())
+        }
+        StoreError::MetadataMismatch(_) | StoreError::ObjectExists(_) => {
+            Status::already_exists(err.to_string())
+        }
+        StoreError::UploadOffset { .. } => Status::out_of_range(err.to_string()),
+        StoreError::UploadTakenOver { .. } => Status::aborted(err.to_string()),
+        StoreError::DigestMismatch { .. } => Status::data_loss(err.to_string()),
+        StoreError::UploadSizeMismatch { .. }
+        | StoreError::UploadConflict { .. }
+        | StoreError::SlotNotReserved { .. }
+        | StoreError::CheckpointClosed { .. }
+        | StoreError::CheckpointMovedBack { .. }
+        | StoreError::SlotsExhausted { .. }
+        | StoreError::UnsafePath { .. }
+        | StoreError::WriterSeqGap { .. }
         | StoreError::WritersLost { .. }
         | StoreError::Terminal { .. }
         | StoreError::LeaseLapsed { .. }
         | StoreError::BadTransition { .. } => Status::failed_precondition(err.to_string()),
-        StoreError::TooLarge { .. } => Status::resource_exhausted(err.to_string()),
+        StoreError::TooLarge { .. }
+        | StoreError::ObjectTooLarge { .. }
+        | StoreError::TooManyUploads { .. }
+        | StoreError::NoRoom { .. } => Status::resource_exhausted(err.to_string()),
         err @ StoreError::DataLoss { .. } => {
             warn!(cause = %err, "damaged entries not served");
             Status::data_loss(err.to_string())

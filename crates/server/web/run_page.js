@@ -29,6 +29,7 @@ import { FoldState, VisibleList, lineMarker } from "./groups.js";
 import { renderRow } from "./line_row.js";
 import { LineAssembler, parseLineId } from "./lines.js";
 import { EntryWindow } from "./log_window.js";
+import { ObjectList } from "./objects_list.js";
 import { RunHeader } from "./run_header.js";
 import { Search, pickLine } from "./search.js";
 import { Viewport } from "./viewport.js";
@@ -51,6 +52,7 @@ const CHANNELS = ["stdout", "stderr", "worker"];
  */
 export function showRunPage(root, taskId, runId) {
   const header = new RunHeader(taskId, runId);
+  const objects = new ObjectList(taskId, runId);
   const win = new EntryWindow(taskId, runId);
   const folds = new FoldState();
   const visible = new VisibleList();
@@ -96,6 +98,7 @@ export function showRunPage(root, taskId, runId) {
 
   replaceChildren(root, h("div", { class: "run-page" },
     header.element,
+    objects.element,
     h("div", { class: "toolbar" },
       search.element,
       h("div", { class: "channels", role: "group", "aria-label": "Channels" }, channelBoxes),
@@ -243,6 +246,7 @@ export function showRunPage(root, taskId, runId) {
   const follower = new Follower(taskId, runId, {
     onState(state) {
       header.setState(state);
+      objects.load();
     },
     onEntries(entries) {
       if (!win.atEnd) return;
@@ -587,6 +591,7 @@ export function showRunPage(root, taskId, runId) {
       header.setRun(run);
       runLastSeq = run.summary?.lastSeq ?? 0;
       live = !isFinal(run.state?.status);
+      objects.load();
     } catch (err) {
       if (err.code === "UNAUTHENTICATED" || stopped) return;
       replaceChildren(root, h("div", { class: "notice" },

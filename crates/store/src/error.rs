@@ -196,6 +196,161 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// An object name that cannot be a path under its directory (see
+    /// [`crate::objects::check_object_name`]).
+    #[error("object name {name:?} {problem}")]
+    InvalidObjectName {
+        /// The first characters of the name.
+        name: String,
+        /// The rule it breaks.
+        problem: String,
+    },
+    /// No checkpoint slot is left after the highest one on disk.
+    #[error("run `{key}` has no checkpoint slot left after {highest}")]
+    SlotsExhausted {
+        /// The run.
+        key: RunKey,
+        /// The highest slot.
+        highest: u64,
+    },
+    /// A checkpoint slot that does not fit the object's kind.
+    #[error("{0}")]
+    InvalidSlot(String),
+    /// The object is not there.
+    #[error("object {0} not found")]
+    ObjectNotFound(String),
+    /// An object of that name is there with other content.
+    #[error("object {0} exists with other content")]
+    ObjectExists(String),
+    /// An object or a run's objects over a limit; nothing of the write
+    /// that would pass it was kept.
+    #[error("{what} would be {size} bytes, over {limit} ({max})")]
+    ObjectTooLarge {
+        /// What would pass the limit.
+        what: String,
+        /// Its size with the write.
+        size: u64,
+        /// The limit's name, as the configuration spells it.
+        limit: &'static str,
+        /// The limit.
+        max: u64,
+    },
+    /// A write that would leave the disk with less than the store's
+    /// headroom; nothing of it was kept.
+    #[error(
+        "{what}: the disk has {free} bytes free, and {bytes} more would leave less than min_free_bytes ({min_free_bytes})"
+    )]
+    NoRoom {
+        /// What was written.
+        what: String,
+        /// The bytes free.
+        free: u64,
+        /// The bytes of the write.
+        bytes: u64,
+        /// The headroom the store keeps.
+        min_free_bytes: u64,
+    },
+    /// A new upload of a run that stages as many as it may.
+    #[error(
+        "run `{key}` stages {max} unfinished uploads, the most max_run_uploads allows: commit or resume one of them, or wait until they are swept"
+    )]
+    TooManyUploads {
+        /// The run.
+        key: RunKey,
+        /// The limit.
+        max: u64,
+    },
+    /// A write at another offset than the bytes the upload holds.
+    #[error(
+        "upload `{upload_id}` holds {expected} bytes: data MUST come at offset {expected}, not {got}"
+    )]
+    UploadOffset {
+        /// The upload.
+        upload_id: String,
+        /// The bytes it holds.
+        expected: u64,
+        /// The offset sent.
+        got: u64,
+    },
+    /// A commit whose size is not the bytes the upload holds.
+    #[error("upload `{upload_id}` holds {held} bytes, but its commit says {size}")]
+    UploadSizeMismatch {
+        /// The upload.
+        upload_id: String,
+        /// The bytes it holds.
+        held: u64,
+        /// The size the commit gave.
+        size: u64,
+    },
+    /// A commit whose SHA-256 is not the staged bytes': the bytes were
+    /// dropped, and the object did not appear.
+    #[error(
+        "the bytes of upload `{upload_id}` do not have the SHA-256 its commit gave; they were dropped, upload again"
+    )]
+    DigestMismatch {
+        /// The upload.
+        upload_id: String,
+    },
+    /// An upload id that stages another object.
+    #[error("upload `{upload_id}` is an upload of another object ({other})")]
+    UploadConflict {
+        /// The upload.
+        upload_id: String,
+        /// The object it stages.
+        other: String,
+    },
+    /// A later stream resumed the same upload: this one may write no more.
+    #[error("upload `{upload_id}` was resumed by another stream")]
+    UploadTakenOver {
+        /// The upload.
+        upload_id: String,
+    },
+    /// A checkpoint slot never reserved.
+    #[error(
+        "checkpoint slot {checkpoint_seq} of run `{key}` is not reserved (ReserveCheckpoint reserves one)"
+    )]
+    SlotNotReserved {
+        /// The run.
+        key: RunKey,
+        /// The slot.
+        checkpoint_seq: u64,
+    },
+    /// A checkpoint slot at or before the run's checkpoint: committed,
+    /// or passed over, it takes no more objects and cannot be committed.
+    #[error(
+        "checkpoint slot {checkpoint_seq} of run `{key}` is closed: the run's checkpoint_seq is {current}"
+    )]
+    CheckpointClosed {
+        /// The run.
+        key: RunKey,
+        /// The slot.
+        checkpoint_seq: u64,
+        /// The run's `checkpoint_seq`.
+        current: u64,
+    },
+    /// A state patch that would move the run's checkpoint back: the slots
+    /// after it would open again, and a committed checkpoint could be
+    /// overwritten.
+    #[error(
+        "the checkpoint_seq of run `{key}` is {current} and cannot move back to {checkpoint_seq}"
+    )]
+    CheckpointMovedBack {
+        /// The run.
+        key: RunKey,
+        /// The slot the patch asked for.
+        checkpoint_seq: u64,
+        /// The run's `checkpoint_seq`.
+        current: u64,
+    },
+    /// A path inside the run that the store will not follow: a symbolic
+    /// link, or a file where a directory must be.
+    #[error("{object}: {problem}")]
+    UnsafePath {
+        /// The object.
+        object: String,
+        /// What is in the way.
+        problem: String,
+    },
     /// A task of the store's blocking pool panicked or was cancelled before
     /// it finished; what it did is undone as for a failed write.
     #[error("a store task failed: {0}")]
@@ -209,6 +364,8 @@ pub enum Refused {
     StateChange,
     /// More entries.
     Entries,
+    /// Objects: uploads and checkpoint slots.
+    Objects,
 }
 
 impl std::fmt::Display for Refused {
@@ -216,6 +373,7 @@ impl std::fmt::Display for Refused {
         f.write_str(match self {
             Self::StateChange => "its state cannot change",
             Self::Entries => "it takes no more entries",
+            Self::Objects => "it takes no more objects or checkpoints",
         })
     }
 }

@@ -9,6 +9,8 @@
 //!   storage backend implements.
 //! - [`local`]: the embedded default backend, [`LocalStore`]: files on local
 //!   disk in the `local-run-v1` layout.
+//! - [`objects`]: a run's artifacts and checkpoints: the
+//!   [`ObjectStore`] trait, object names and their checks.
 //! - [`retention`]: which finished runs are deleted, oldest first, in terms
 //!   every backend shares.
 //! - [`lease`]: worker leases in terms every backend shares: the entries
@@ -46,6 +48,7 @@ pub mod ids;
 pub mod lease;
 pub mod local;
 pub mod model;
+pub mod objects;
 pub mod observe;
 pub mod render;
 pub mod retention;
@@ -57,7 +60,8 @@ pub mod verify;
 pub use baa_logging_config::{DEFAULT_RUN_LAYOUT_VERSION, DEFAULT_RUNS_DIRECTORY_NAME, Limits};
 pub use error::{EntryPart, Refused, Result, StoreError};
 pub use lease::LeaseExpiry;
-pub use local::{LocalHold, LocalReader, LocalSearch, LocalStore, LocalStoreOptions};
+pub use local::{LocalHold, LocalReader, LocalSearch, LocalStore, LocalStoreOptions, LocalUpload};
+pub use objects::{ObjectStore, ObjectUpload};
 pub use observe::{CommitStats, DiskWrite, StoreObserver, WriteHealth};
 pub use retention::{CollectReason, CollectedRun, Collection, RetentionPolicy};
 pub use run_store::{ReadFrom, RunReader, RunSearcher, RunStore};

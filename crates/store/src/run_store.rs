@@ -68,13 +68,14 @@ impl Default for ReadFrom {
     }
 }
 
-/// A storage backend for runs and their log sessions.
+/// A storage backend for runs and their log sessions, and (through its
+/// supertrait [`crate::ObjectStore`]) their objects.
 ///
 /// Every method checks its ids before it touches storage. The store is the
 /// source of truth for followers: entries are returned by readers from
 /// storage, never handed from writer to follower in memory, so a follower
 /// can always catch up from its cursor.
-pub trait RunStore: Send + Sync + 'static {
+pub trait RunStore: crate::objects::ObjectStore + Send + Sync + 'static {
     /// The reader [`RunStore::open_reader`] returns.
     type Reader: RunReader;
 

@@ -1,4 +1,4 @@
-//! The nine workloads, each over every system it applies to, one fresh
+//! The workloads, each over every system it applies to, one fresh
 //! system per measured phase.
 //!
 //! - [`throughput`] (W1): writers streaming lines as fast as they are
@@ -18,6 +18,8 @@
 //! - [`browser`] (W9): the run page in a headless chromium: opening a
 //!   large run, scrolling through it, and a live run's latency against a
 //!   gRPC follower's.
+//! - [`objects`] (W10): a large artifact uploaded and downloaded, against
+//!   `dd conv=fsync` of the same file to the same file system.
 //!
 //! [`data_set`] fills the runs W4 and W7 share.
 
@@ -26,6 +28,7 @@ pub(crate) mod data_set;
 pub(crate) mod exec_overhead;
 pub(crate) mod fan_out;
 pub(crate) mod many_runs;
+pub(crate) mod objects;
 pub(crate) mod restart;
 pub(crate) mod search;
 pub(crate) mod slow_followers;

@@ -120,6 +120,10 @@ struct Inner {
     leases_expired: Counter,
     /// `baa_logd_masked_occurrences_total`.
     masked: Counter,
+    /// `baa_logd_object_received_bytes_total`.
+    object_received: Counter,
+    /// `baa_logd_object_sent_bytes_total`.
+    object_sent: Counter,
     /// The gRPC paths served, `/package.Service/Method`: a call to any
     /// other path is counted as `other`, so that made-up paths cannot grow
     /// the number of series without bound.
@@ -229,6 +233,18 @@ impl Metrics {
             "Secrets and token matches the server replaced with [MASKED] on ingest, over all runs",
             masked.clone(),
         );
+        let object_received = Counter::default();
+        baa.register(
+            "object_received_bytes",
+            "Bytes of artifacts and checkpoints received by UploadObject and staged",
+            object_received.clone(),
+        );
+        let object_sent = Counter::default();
+        baa.register(
+            "object_sent_bytes",
+            "Bytes of artifacts and checkpoints sent by DownloadObject and the run page",
+            object_sent.clone(),
+        );
         let follow_buffered = Gauge::default();
         baa.register(
             "follow_buffered_bytes",
@@ -242,6 +258,8 @@ impl Metrics {
                 scrub_damaged,
                 leases_expired,
                 masked,
+                object_received,
+                object_sent,
                 retention_runs,
                 retention_bytes,
                 registry,
@@ -321,6 +339,16 @@ impl Metrics {
     pub(crate) fn record_scrub(&self, damaged: u64) {
         self.inner.scrub_runs.inc();
         self.inner.scrub_damaged.inc_by(damaged);
+    }
+
+    /// An upload staged `bytes` more bytes of an object.
+    pub(crate) fn record_object_received(&self, bytes: u64) {
+        self.inner.object_received.inc_by(bytes);
+    }
+
+    /// A download sent `bytes` bytes of an object.
+    pub(crate) fn record_object_sent(&self, bytes: u64) {
+        self.inner.object_sent.inc_by(bytes);
     }
 
     /// The server put `occurrences` masks into what it stored.

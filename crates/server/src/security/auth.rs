@@ -52,10 +52,12 @@ pub(crate) fn required(path: &str) -> Need {
         HEALTH => Need::Nothing,
         LOGGING => match method {
             "GetServerInfo" => Need::AnyToken,
-            "PrepareRun" | "UpdateRunState" | "AppendLogs" | "GetWriterCursor" => {
+            "PrepareRun" | "UpdateRunState" | "AppendLogs" | "GetWriterCursor" | "UploadObject"
+            | "GetUploadStatus" | "ReserveCheckpoint" | "CommitCheckpoint" => {
                 Need::Scope(Scope::Write)
             }
-            "GetRun" | "ListRuns" | "FollowRun" | "SearchRuns" => Need::Scope(Scope::Read),
+            "GetRun" | "ListRuns" | "FollowRun" | "SearchRuns" | "DownloadObject"
+            | "ListObjects" => Need::Scope(Scope::Read),
             "CollectRuns" => Need::Scope(Scope::Admin),
             // Anything added later is refused until it is given a scope.
             _ => Need::Scope(Scope::Admin),

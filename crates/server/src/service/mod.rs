@@ -14,6 +14,7 @@ mod append;
 mod follow;
 pub(crate) mod follow_budget;
 mod masking;
+pub(crate) mod objects;
 pub(crate) mod retention;
 mod runs;
 mod search;
@@ -28,7 +29,7 @@ use tonic::{Request, Response, Status, Streaming};
 use self::{
     append::AppendState, follow::FollowState, masking::RunMaskers, retention::RetentionCounters,
 };
-pub use self::{follow::FollowRunStream, search::SearchRunsStream};
+pub use self::{follow::FollowRunStream, objects::DownloadObjectStream, search::SearchRunsStream};
 use crate::{
     config::ServerConfig,
     convert::to_server_info,
@@ -136,6 +137,17 @@ impl<S: RunStore> GrpcLoggingService<S> {
         }
     }
 
+    /// What the object RPCs work with, for a token limited to `tasks`.
+    fn object_state<'a>(&'a self, tasks: Option<&'a TaskLimit>) -> objects::ObjectState<'a, S> {
+        objects::ObjectState {
+            store: &self.store,
+            tasks,
+            idle: self.config.limits.append_idle_timeout,
+            shutdown: &self.shutdown,
+            metrics: self.config.metrics.as_ref(),
+        }
+    }
+
     /// What `FollowRun` works with.
     fn follow_state(&self) -> FollowState<'_, S> {
         FollowState {
@@ -153,6 +165,7 @@ impl<S: RunStore> GrpcLoggingService<S> {
 impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingService<S> {
     type FollowRunStream = FollowRunStream;
     type SearchRunsStream = SearchRunsStream;
+    type DownloadObjectStream = DownloadObjectStream;
 
     async fn get_server_info(
         &self,
@@ -271,6 +284,66 @@ impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingServ
         )
         .await
         .map(Response::new)
+    }
+
+    async fn upload_object(
+        &self,
+        request: Request<Streaming<pb::UploadObjectRequest>>,
+    ) -> Result<Response<pb::UploadObjectResponse>, Status> {
+        let limit = tasks::limit_of(request.extensions());
+        objects::upload_object(self.object_state(limit.as_deref()), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_upload_status(
+        &self,
+        request: Request<pb::GetUploadStatusRequest>,
+    ) -> Result<Response<pb::GetUploadStatusResponse>, Status> {
+        let limit = tasks::limit_of(request.extensions());
+        objects::get_upload_status(self.object_state(limit.as_deref()), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn download_object(
+        &self,
+        request: Request<pb::DownloadObjectRequest>,
+    ) -> Result<Response<Self::DownloadObjectStream>, Status> {
+        let limit = tasks::limit_of(request.extensions());
+        objects::download_object(self.object_state(limit.as_deref()), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_objects(
+        &self,
+        request: Request<pb::ListObjectsRequest>,
+    ) -> Result<Response<pb::ListObjectsResponse>, Status> {
+        let request = checked(request, |request| &request.task_id)?;
+        objects::list_objects(&*self.store, request)
+            .await
+            .map(Response::new)
+    }
+
+    async fn reserve_checkpoint(
+        &self,
+        request: Request<pb::ReserveCheckpointRequest>,
+    ) -> Result<Response<pb::ReserveCheckpointResponse>, Status> {
+        let request = checked(request, |request| &request.task_id)?;
+        objects::reserve_checkpoint(&*self.store, request)
+            .await
+            .map(Response::new)
+    }
+
+    async fn commit_checkpoint(
+        &self,
+        request: Request<pb::CommitCheckpointRequest>,
+    ) -> Result<Response<pb::CommitCheckpointResponse>, Status> {
+        let request = checked(request, |request| &request.task_id)?;
+        objects::commit_checkpoint(&*self.store, request)
+            .await
+            .map(Response::new)
     }
 }
 

@@ -13,6 +13,7 @@
 //! - `api`: runs, a run, a page of entries, search (JSON).
 //! - `follow`: a run's entries live, as server-sent events.
 //! - `raw`: the stored output as plain text, for download.
+//! - `objects`: a run's artifacts and checkpoints, listed and downloaded.
 //! - `json`: the JSON shapes; `problem`: errors as JSON.
 //!
 //! Every response carries a strict Content-Security-Policy (no inline
@@ -25,6 +26,7 @@ mod assets;
 mod follow;
 mod guard;
 mod json;
+mod objects;
 mod problem;
 mod raw;
 mod session;
@@ -123,6 +125,10 @@ pub(crate) fn router<S: RunStore>(
         .route("/", get(assets::index))
         .route("/runs/{task}/{run}", get(assets::index))
         .route("/runs/{task}/{run}/raw", get(raw::raw::<S>))
+        .route(
+            "/runs/{task}/{run}/objects/{kind}/{*name}",
+            get(objects::download::<S>),
+        )
         .route("/assets/{file}", get(assets::asset))
         .route(
             "/api/session",
@@ -133,6 +139,7 @@ pub(crate) fn router<S: RunStore>(
         .route("/api/runs", get(api::list::<S>))
         .route("/api/runs/{task}/{run}", get(api::run::<S>))
         .route("/api/runs/{task}/{run}/entries", get(api::entries::<S>))
+        .route("/api/runs/{task}/{run}/objects", get(objects::list::<S>))
         .route("/api/runs/{task}/{run}/search", get(api::search::<S>))
         .route("/api/runs/{task}/{run}/follow", get(follow::follow::<S>))
         .with_state(page)

@@ -107,7 +107,7 @@ fn file_name(task_id: &str, run_id: &str, channels: &[&str]) -> String {
 /// `name` with every character but ASCII letters, digits, `.`, `-`, `_`
 /// and `+` replaced by `_`: the fallback `filename` of old browsers, which
 /// can never break out of its quotes.
-fn ascii_name(name: &str) -> String {
+pub(super) fn ascii_name(name: &str) -> String {
     name.chars()
         .map(|c| match c {
             'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_' | '+' => c,
@@ -117,7 +117,7 @@ fn ascii_name(name: &str) -> String {
 }
 
 /// `name` percent-encoded for `filename*` (RFC 8187).
-fn percent_encode(name: &str) -> String {
+pub(super) fn percent_encode(name: &str) -> String {
     let mut encoded = String::new();
     for byte in name.bytes() {
         match byte {

@@ -171,6 +171,32 @@ impl Disk {
             .map_err(|err| format!("cannot write in the data directory: {err}"))
     }
 
+    /// Refuses to take `bytes` more when that would leave the disk under
+    /// `min_free_bytes`: a large upload must not fill the disk the runs'
+    /// logs need. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoRoom`]; [`StoreError::Io`] when the disk cannot be
+    /// checked.
+    pub(crate) fn check_room(&self, what: &dyn std::fmt::Display, bytes: u64) -> Result<()> {
+        use nix::sys::statvfs::statvfs;
+        let dir = self.probe_file.parent().unwrap_or(&self.probe_file);
+        let stat = statvfs(dir).map_err(|err| {
+            StoreError::io(format!("cannot check the disk for {what}"), err.into())
+        })?;
+        let free = stat.blocks_available().saturating_mul(stat.fragment_size());
+        if free < bytes.saturating_add(self.min_free_bytes) {
+            return Err(StoreError::NoRoom {
+                what: what.to_string(),
+                free,
+                bytes,
+                min_free_bytes: self.min_free_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// Locks the health for a change.
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         lock(&self.changing)

@@ -10,8 +10,10 @@
 //!     stdout.log              stdout entries, JSON Lines
 //!     stderr.log              stderr entries, JSON Lines
 //!     journal.jsonl           one record per commit (see `journal`)
-//!     checkpoints/
-//!     artifacts/
+//!     checkpoints/<seq>/...   checkpoint slots and their objects
+//!     artifacts/...           artifacts
+//!     .uploads/               uploads in progress (see `objects`)
+//!     .objects.jsonl          sizes and digests of committed objects
 //!   .staging/<uuid>/          runs being prepared, renamed into place
 //!   .trash/<uuid>/            runs being deleted by retention
 //!   .write-probe              the disk probe's file (see `disk`)
@@ -43,6 +45,10 @@ const LOG_FILES: PerChannel<&str> = PerChannel::new("worker.log", "stdout.log", 
 const CHECKPOINTS_DIR: &str = "checkpoints";
 /// A run's artifacts.
 const ARTIFACTS_DIR: &str = "artifacts";
+/// A run's uploads in progress, staged until they are committed.
+const UPLOADS_DIR: &str = ".uploads";
+/// The sizes and digests of a run's committed objects.
+const OBJECTS_MANIFEST: &str = ".objects.jsonl";
 /// Where runs are built before they are renamed into place.
 const STAGING_DIR: &str = ".staging";
 /// Where retention moves runs before it removes them.
@@ -188,6 +194,33 @@ impl RunDir {
     /// `artifacts/`.
     pub(crate) fn artifacts(&self) -> PathBuf {
         self.path.join(ARTIFACTS_DIR)
+    }
+
+    /// The uploads in progress: `<upload id>.part` (the bytes) and
+    /// `<upload id>.json` (the object it becomes).
+    pub(crate) fn uploads(&self) -> PathBuf {
+        self.path.join(UPLOADS_DIR)
+    }
+
+    /// The name of [`RunDir::uploads`] in the run directory.
+    pub(crate) fn uploads_name() -> &'static str {
+        UPLOADS_DIR
+    }
+
+    /// The name of the objects' manifest in the run directory: one JSON
+    /// line per committed object, with its size and SHA-256.
+    pub(crate) fn objects_manifest_name() -> &'static str {
+        OBJECTS_MANIFEST
+    }
+
+    /// The name of the artifacts directory in the run directory.
+    pub(crate) fn artifacts_name() -> &'static str {
+        ARTIFACTS_DIR
+    }
+
+    /// The name of the checkpoints directory in the run directory.
+    pub(crate) fn checkpoints_name() -> &'static str {
+        CHECKPOINTS_DIR
     }
 
     /// The directories a new run is created with.

@@ -15,6 +15,8 @@
 //!   repaired; `lines`: scanning JSON Lines files.
 //! - `reader`: following a run from its files.
 //! - `catalog`: the listing; `retention`: deleting finished runs.
+//! - `objects`: a run's artifacts and checkpoints: staged uploads,
+//!   committed whole and verified, downloads and listings.
 //! - `disk`: the store's write health and observer; `fsio`: atomic JSON
 //!   files.
 //! - `concurrency`: the locking policy and the blocking pool.
@@ -30,6 +32,7 @@ mod journal;
 mod journal_cursor;
 mod layout;
 mod lines;
+mod objects;
 mod options;
 mod prepare;
 mod range;
@@ -61,6 +64,7 @@ use self::{
     run::Run,
 };
 pub use self::{
+    objects::LocalUpload,
     options::{LocalStoreOptions, MIN_FREE_BYTES},
     reader::LocalReader,
     retention::LocalHold,

@@ -4,7 +4,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use baa_logging_config::Limits;
 
-use crate::observe::StoreObserver;
+use crate::{objects::ObjectLimits, observe::StoreObserver};
 
 /// After its disk was found full, the store counts as writable again once
 /// this many bytes are free: enough for a few of its largest commits, so
@@ -19,6 +19,8 @@ pub struct LocalStoreOptions {
     /// The limits, as the server's configuration sets them: the store
     /// enforces `max_entry_bytes` and `max_data_bytes` on every item.
     pub limits: Limits,
+    /// The limits on a run's objects (artifacts and checkpoints).
+    pub objects: ObjectLimits,
     /// fsync every commit before acknowledging it. Without it, what was
     /// acknowledged survives a crash of the process but not of the machine.
     pub sync_commits: bool,
@@ -35,6 +37,7 @@ impl LocalStoreOptions {
         Self {
             data_dir: data_dir.into(),
             limits: Limits::default(),
+            objects: ObjectLimits::default(),
             sync_commits: false,
             min_free_bytes: MIN_FREE_BYTES,
             observer: None,

@@ -15,6 +15,7 @@
 //! a writer that comes back after it did, are in `lease`.
 
 mod admit;
+mod checkpoint;
 mod lease;
 mod life;
 
@@ -107,6 +108,10 @@ pub(crate) struct Run {
     /// Who uses the run, for retention. A lock of its own, apart from
     /// `inner`, so that streams come and go without waiting for a commit.
     life: Mutex<RunLife>,
+    /// The run's objects: staged uploads and the bytes they all take (see
+    /// `objects`). A lock of its own, so that uploads never wait for a
+    /// commit of the log.
+    pub(crate) objects: Mutex<super::objects::RunObjects>,
 }
 
 /// The mutable part of a run.
@@ -141,6 +146,11 @@ struct RunInner {
 }
 
 impl Run {
+    /// The disk under the run, for the object uploads' headroom check.
+    pub(crate) fn disk(&self) -> &Disk {
+        &self.disk
+    }
+
     /// Opens the run in `dir` from its `meta.json` and `state.json`,
     /// recovering its log session. Blocking.
     ///
@@ -200,6 +210,7 @@ impl Run {
             recent: Mutex::new(RecentCommits::default()),
             signal: watch::Sender::new(signal),
             life: Mutex::new(RunLife::default()),
+            objects: Mutex::default(),
         })
     }
 
@@ -376,6 +387,7 @@ impl Run {
             next.status = status;
         }
         if let Some(checkpoint_seq) = patch.checkpoint_seq {
+            self.check_checkpoint_patch(inner.state.checkpoint_seq, checkpoint_seq)?;
             next.checkpoint_seq = checkpoint_seq;
         }
         if let Some(summary) = patch.summary {

@@ -109,6 +109,9 @@ impl Run {
                 });
             }
         };
+        if let Some(checkpoint_seq) = patch.checkpoint_seq {
+            self.check_checkpoint_patch(inner.state.checkpoint_seq, checkpoint_seq)?;
+        }
         let now = now_iso();
         let finished_at = match patch.finished_at {
             Some(finished_at) => normalize_iso("patch.finished_at", &finished_at)?,
