@@ -14,6 +14,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // An object's bytes are decoded as slices of the received buffer, not
+    // copied out of it.
+    config.bytes([
+        ".baa.logging.v1.UploadObjectRequest.data",
+        ".baa.logging.v1.DownloadObjectResponse.data",
+    ]);
     let include = protoc_bin_vendored::include_path()?;
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("baa_logging_v1_descriptor.bin"))

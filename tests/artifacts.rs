@@ -58,7 +58,7 @@ fn upload_messages(
             let message = pb::UploadObjectRequest {
                 open: None,
                 offset: *at as u64,
-                data: chunk.to_vec(),
+                data: chunk.to_vec().into(),
                 commit: None,
             };
             *at += chunk.len();
@@ -69,7 +69,7 @@ fn upload_messages(
         messages.push(pb::UploadObjectRequest {
             open: None,
             offset: offset as u64,
-            data: Vec::new(),
+            data: Default::default(),
             commit: None,
         });
     }

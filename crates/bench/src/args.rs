@@ -268,8 +268,9 @@ pub(crate) struct BenchArgs {
     /// W10: the artifact's size, MiB.
     #[arg(long, default_value_t = 1024)]
     pub(crate) w10_mib: u64,
-    /// W10: rounds, each dd, an upload and a download of the artifact.
-    #[arg(long, default_value_t = 3)]
+    /// W10: timed rounds, each dd, an upload and a download of the
+    /// artifact (after one untimed round).
+    #[arg(long, default_value_t = 5)]
     pub(crate) w10_rounds: usize,
 }
 

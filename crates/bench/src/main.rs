@@ -169,7 +169,12 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
             workloads::browser::run(&launcher, &args.browser()).await;
     }
     if args.workloads.contains(&Workload::W10) && args.systems.contains(&BaaLogd) {
-        report.w10 = workloads::objects::run(&launcher.programs.baa_logd, &args.objects()).await;
+        report.w10 = workloads::objects::run(
+            &launcher.programs.baa_logd,
+            args.cli_bin.clone(),
+            &args.objects(),
+        )
+        .await;
     }
     report.conclude();
     print!("{}", report.to_markdown());

@@ -197,6 +197,7 @@ impl Failure {
 }
 
 fn main() -> ExitCode {
+    baa_logging_client::tune_allocator();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -68,6 +68,7 @@ mod client;
 mod connect;
 mod error;
 mod follow;
+mod memory;
 mod objects;
 mod run;
 mod timestamp;
@@ -81,6 +82,7 @@ pub use self::{
     connect::{ConnectOptions, Credentials, LoggingClient, connect},
     error::ClientError,
     follow::{Follow, FollowEvent, FollowOptions},
+    memory::tune_allocator,
     objects::{ObjectName, Progress, TransferOptions},
     run::{NewRun, RunKey},
     writer::{

@@ -16,9 +16,12 @@ use std::{
     time::UNIX_EPOCH,
 };
 
+use std::io::{Read, Seek, Write};
+
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::{io::AsyncReadExt, sync::mpsc};
+use tokio_util::bytes::Bytes;
 use tonic::Code;
 
 use crate::{
@@ -277,25 +280,31 @@ impl Client {
         let hasher = hash_prefix(path, offset)
             .await
             .map_err(|err| ClientError::io(path, err))?;
-        let mut file = tokio::fs::File::open(path)
+        let file = tokio::fs::File::open(path)
             .await
-            .map_err(|err| ClientError::io(path, err))?;
-        file.seek(std::io::SeekFrom::Start(offset))
-            .await
-            .map_err(|err| ClientError::io(path, err))?;
+            .map_err(|err| ClientError::io(path, err))?
+            .into_std()
+            .await;
         options.tell(offset, size);
-        let failure: Arc<Mutex<Option<std::io::Error>>> = Arc::default();
-        let source = UploadSource {
+        // The file is read and hashed on the blocking pool, a few pieces
+        // ahead of the connection, so that neither waits for the other.
+        let (pieces, received) = mpsc::channel(PIECES_IN_FLIGHT);
+        let reading = PieceReader {
             file,
             offset,
             size,
             hasher,
+            chunk,
+        };
+        tokio::task::spawn_blocking(move || reading.run(&pieces));
+        let failure: Arc<Mutex<Option<std::io::Error>>> = Arc::default();
+        let source = UploadSource {
+            pieces: received,
+            size,
             open: Some(pb::UploadOpen {
                 object: Some(reference),
                 upload_id: upload_id.to_owned(),
             }),
-            chunk,
-            done: false,
             failure: failure.clone(),
             options: options.clone(),
         };
@@ -371,7 +380,7 @@ impl Client {
         path: &Path,
         options: &TransferOptions,
     ) -> Result<pb::ObjectInfo, ClientError> {
-        let mut file = tokio::fs::OpenOptions::new()
+        let file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
@@ -391,10 +400,18 @@ impl Client {
             .await?
             .into_inner();
         // The part already here is hashed first; the rest as it comes, so
-        // the file is read back only for a resumed download's start.
-        let mut hasher = hash_prefix(path, offset)
+        // the file is read back only for a resumed download's start. The
+        // pieces are written and hashed on the blocking pool, while the
+        // next ones arrive.
+        let hasher = hash_prefix(path, offset)
             .await
             .map_err(|err| ClientError::io(path, err))?;
+        let (pieces, received) = mpsc::channel(PIECES_IN_FLIGHT);
+        let writing = PieceWriter {
+            file: file.into_std().await,
+            hasher,
+        };
+        let writer = tokio::task::spawn_blocking(move || writing.run(received));
         let mut info: Option<pb::ObjectInfo> = None;
         let mut done = offset;
         let received: Result<(), ClientError> = async {
@@ -410,11 +427,12 @@ impl Client {
                     ))
                     .into());
                 }
-                hasher.update(&message.data);
-                file.write_all(&message.data)
-                    .await
-                    .map_err(|err| ClientError::io(path, err))?;
-                done += message.data.len() as u64;
+                let len = message.data.len() as u64;
+                if pieces.send(message.data).await.is_err() {
+                    // The writer stopped on an error, which it returns.
+                    break;
+                }
+                done += len;
                 if let Some(info) = &info {
                     options.tell(done, info.size);
                 }
@@ -425,9 +443,11 @@ impl Client {
         // What was received is kept (and written out before a retry reads
         // the file's length) even when the stream broke: the next try
         // resumes from it.
-        file.sync_all()
+        drop(pieces);
+        let (written, hasher) = writer
             .await
-            .map_err(|err| ClientError::io(path, err))?;
+            .map_err(|err| ClientError::io(path, std::io::Error::other(err)))?;
+        written.map_err(|err| ClientError::io(path, err))?;
         received?;
         let info = info.ok_or_else(|| tonic::Status::internal("the download named no object"))?;
         if done < info.size {
@@ -522,23 +542,175 @@ async fn truncate(path: &Path) -> Result<(), ClientError> {
         .map_err(|err| ClientError::io(path, err))
 }
 
-/// The messages of one upload stream, read from the file as the stream
-/// is polled, hashed on the way.
-struct UploadSource {
-    /// The file, at `offset`.
-    file: tokio::fs::File,
-    /// Where the next message's data starts.
+/// The pieces of a transfer between the connection and the blocking
+/// pool, at most: 4 MiB of 1 MiB pieces.
+const PIECES_IN_FLIGHT: usize = 4;
+
+/// One piece of an upload, read and hashed.
+struct Piece {
+    /// Where its data starts in the file.
     offset: u64,
-    /// The file's size when the upload started.
+    /// Its bytes.
+    data: Bytes,
+    /// The whole file's SHA-256, on the last piece.
+    sha256: Option<Vec<u8>>,
+}
+
+/// Reads an upload's file in pieces and hashes them, on the blocking pool.
+struct PieceReader {
+    /// The file to upload.
+    file: std::fs::File,
+    /// Where the next piece starts.
+    offset: u64,
+    /// The file's size when the upload started: what is uploaded.
     size: u64,
     /// The SHA-256 of the bytes before `offset`.
     hasher: Sha256,
+    /// The most bytes of one piece.
+    chunk: usize,
+}
+
+impl PieceReader {
+    /// Sends the pieces from `offset` to `size` (at least one: an empty
+    /// rest is one empty piece, with the digest), or the error that
+    /// stopped the reading; stops early when the upload is gone. A piece is
+    /// hashed on a thread of its own while the next one is read.
+    fn run(mut self, pieces: &mpsc::Sender<std::io::Result<Piece>>) {
+        if let Err(err) = self.file.seek(std::io::SeekFrom::Start(self.offset)) {
+            let _ = pieces.blocking_send(Err(err));
+            return;
+        }
+        std::thread::scope(|scope| {
+            let (to_hash, hash_queue) = std::sync::mpsc::sync_channel::<Bytes>(PIECES_IN_FLIGHT);
+            let mut hasher = self.hasher.clone();
+            let hashing = scope.spawn(move || {
+                for data in hash_queue {
+                    hasher.update(&data);
+                }
+                hasher
+            });
+            let mut hashing = Some((to_hash, hashing));
+            loop {
+                let want = (self.size - self.offset).min(self.chunk as u64);
+                // Into memory that is not zeroed first.
+                let mut data = Vec::with_capacity(want as usize);
+                let piece = match (&mut self.file).take(want).read_to_end(&mut data) {
+                    Ok(got) if got as u64 == want => {
+                        let data = Bytes::from(data);
+                        let offset = self.offset;
+                        self.offset += want;
+                        let last = self.offset == self.size;
+                        let Some((to_hash, thread)) = hashing.take() else {
+                            return;
+                        };
+                        if to_hash.send(data.clone()).is_err() {
+                            return;
+                        }
+                        let sha256 = if last {
+                            drop(to_hash);
+                            let Ok(hasher) = thread.join() else {
+                                return;
+                            };
+                            Some(hasher.finalize().to_vec())
+                        } else {
+                            hashing = Some((to_hash, thread));
+                            None
+                        };
+                        Ok(Piece {
+                            offset,
+                            data,
+                            sha256,
+                        })
+                    }
+                    Ok(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file became shorter while it was uploaded",
+                    )),
+                    Err(err) => Err(err),
+                };
+                let stop = !matches!(&piece, Ok(piece) if piece.sha256.is_none());
+                if pieces.blocking_send(piece).is_err() || stop {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Writes a download's pieces to its file and hashes them, on the blocking
+/// pool.
+struct PieceWriter {
+    /// The local file, opened to append.
+    file: std::fs::File,
+    /// The SHA-256 of what the file held before.
+    hasher: Sha256,
+}
+
+impl PieceWriter {
+    /// Writes every piece until the channel closes, then syncs the file.
+    /// Returns the first error (after which it writes nothing more, and
+    /// the channel is dropped, which tells the sender) and the hash of
+    /// what was written.
+    fn run(mut self, mut pieces: mpsc::Receiver<Bytes>) -> (std::io::Result<()>, Sha256) {
+        let mut written = self.file.metadata().map_or(0, |meta| meta.len());
+        let mut written_back = written;
+        while let Some(data) = pieces.blocking_recv() {
+            // Hashed on another thread while it is written: both are worth
+            // about a memory copy's time.
+            let before = self.hasher.clone();
+            let hasher = &mut self.hasher;
+            let file = &mut self.file;
+            let wrote = std::thread::scope(|scope| {
+                scope.spawn(|| hasher.update(&data));
+                file.write_all(&data)
+            });
+            if let Err(err) = wrote {
+                return (Err(err), before);
+            }
+            written += data.len() as u64;
+            // The pages go to the disk as they are written, not all at the
+            // final sync.
+            if written - written_back >= WRITEBACK_EVERY {
+                start_writeback(&self.file, written_back, written - written_back);
+                written_back = written;
+            }
+        }
+        (self.file.sync_all(), self.hasher)
+    }
+}
+
+/// Write-back of a download's file is started every this many bytes.
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
+/// Starts writing `len` bytes of `file` from `offset` to the disk, without
+/// waiting (a hint; the final sync makes them durable and reports errors).
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: sync_file_range(2) takes a descriptor, which `file` keeps
+        // open for the call, and integers; it touches no memory of ours.
+        let _ = unsafe {
+            libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+        };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
+/// The messages of one upload stream: the pieces as they are read, the
+/// first with `open`, the last with the commit.
+struct UploadSource {
+    /// The pieces, from the reader.
+    pieces: mpsc::Receiver<std::io::Result<Piece>>,
+    /// The file's size when the upload started.
+    size: u64,
     /// The first message's `open`, until it is sent.
     open: Option<pb::UploadOpen>,
-    /// The most bytes of data in one message.
-    chunk: usize,
-    /// The commit was sent.
-    done: bool,
     /// Why the file could not be read, if it could not: the stream then
     /// ends without a commit.
     failure: Arc<Mutex<Option<std::io::Error>>>,
@@ -549,31 +721,22 @@ struct UploadSource {
 impl UploadSource {
     /// The next message and the source after it.
     async fn next(mut self) -> Option<(pb::UploadObjectRequest, Self)> {
-        if self.done {
-            return None;
-        }
-        let want = (self.size - self.offset).min(self.chunk as u64) as usize;
-        let mut data = vec![0; want];
-        if let Err(err) = self.file.read_exact(&mut data).await {
-            *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(err);
-            return None;
-        }
-        self.hasher.update(&data);
-        let offset = self.offset;
-        self.offset += want as u64;
-        self.options.tell(offset, self.size);
-        let commit = (self.offset == self.size).then(|| {
-            self.done = true;
-            pb::UploadCommit {
-                size: self.size,
-                sha256: self.hasher.clone().finalize().to_vec(),
+        let piece = match self.pieces.recv().await? {
+            Ok(piece) => piece,
+            Err(err) => {
+                *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(err);
+                return None;
             }
-        });
+        };
+        self.options.tell(piece.offset, self.size);
         let request = pb::UploadObjectRequest {
             open: self.open.take(),
-            offset,
-            data,
-            commit,
+            offset: piece.offset,
+            data: piece.data,
+            commit: piece.sha256.map(|sha256| pb::UploadCommit {
+                size: self.size,
+                sha256,
+            }),
         };
         Some((request, self))
     }

@@ -38,7 +38,8 @@
 //! - `scrub`: the background check of stored runs for damage.
 //! - `leases`: worker leases: append streams hold their run's, and a
 //!   sweeper fails a `running` run whose worker is gone.
-//! - `memory`: gives the memory of followers that went back to the system.
+//! - `memory`: gives the memory of followers that went back to the system,
+//!   and keeps large buffers in the allocator's heaps ([`tune_allocator`]).
 //! - `sync`: the one way to take a lock (see below).
 //!
 //! # Locking
@@ -89,6 +90,7 @@ use crate::{health::StoreHealth, security::AuthLayer, service::retention};
 
 pub use crate::{
     config::{FOLLOW_BATCH_BYTES, ServerConfig},
+    memory::tune_allocator,
     metrics::Metrics,
     security::Security,
     service::{
@@ -386,6 +388,9 @@ impl Transport {
             .http2_keepalive_interval(Some(self.keepalive.0))
             .http2_keepalive_timeout(Some(self.keepalive.1))
             .max_concurrent_streams(Some(self.max_streams))
+            .initial_stream_window_size(Some(4 << 20))
+            .initial_connection_window_size(Some(8 << 20))
+            .max_frame_size(Some(256 << 10))
             // Outermost: what is not the page must be gRPC over HTTP/2, so
             // that no browser can reach a method with a form or a plain POST.
             .layer(web::GrpcOnlyLayer)

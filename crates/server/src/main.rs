@@ -332,6 +332,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    baa_logd::tune_allocator();
     let cli = parse_cli();
     let settings = match Settings::load(cli.config.as_deref(), &cli) {
         Ok(settings) => settings,

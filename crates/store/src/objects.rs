@@ -327,7 +327,8 @@ pub trait ObjectUpload: Send + 'static {
     /// [`StoreError::ObjectTooLarge`] past a limit (nothing of `data` is
     /// written then); [`StoreError::UploadTakenOver`] when a later stream
     /// resumed the same upload.
-    fn write(&mut self, offset: u64, data: Vec<u8>) -> impl Future<Output = Result<()>> + Send;
+    fn write(&mut self, offset: u64, data: bytes::Bytes)
+    -> impl Future<Output = Result<()>> + Send;
 
     /// Checks the staged bytes against `commit` and puts the object in
     /// place, whole; returns it.

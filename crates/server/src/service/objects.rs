@@ -7,11 +7,11 @@
 //! An upload stream that breaks, times out or meets the shutdown keeps
 //! what it staged (fsynced), so that the client resumes it from
 //! `GetUploadStatus`. A download reads the object in 1 MiB pieces on the
-//! blocking pool, a piece ahead of the connection at most.
+//! blocking pool, a few pieces ahead of the connection at most.
 
 use std::{
     fs::File,
-    os::unix::fs::FileExt,
+    io::{Read, Seek},
     pin::Pin,
     sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
@@ -35,6 +35,9 @@ use crate::{
 
 /// The most bytes of one `DownloadObject` response.
 const DOWNLOAD_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// The responses a download reads ahead of its connection.
+const DOWNLOAD_READ_AHEAD: usize = 4;
 
 /// The response stream of `DownloadObject`: the pieces its producer sends,
 /// then the status it left when it stopped before the end.
@@ -121,42 +124,33 @@ pub(crate) async fn upload_object<S: RunStore>(
         .await
         .map_err(to_status)?;
     debug!(offset = upload.size(), "upload opened");
-    let mut message = Some(first);
+    let mut request = first;
     loop {
-        let request = match message.take() {
-            Some(request) => request,
-            None => match next_message(&state, &mut stream).await {
-                Ok(Some(request)) if request.open.is_some() => {
-                    return Err(closing(
-                        upload,
-                        Status::invalid_argument(
-                            "only the first message of an upload stream carries open",
-                        ),
-                    )
-                    .await);
-                }
-                Ok(Some(request)) => request,
-                Ok(None) => {
-                    let committed_size = upload.close().await.map_err(to_status)?;
-                    return Ok(pb::UploadObjectResponse {
-                        committed_size,
-                        committed: false,
-                        object: None,
-                    });
-                }
-                Err(status) => return Err(closing(upload, status).await),
-            },
-        };
         let len = request.data.len() as u64;
-        if len > 0 {
-            if let Err(err) = upload.write(request.offset, request.data).await {
-                return Err(closing(upload, to_status(err)).await);
-            }
-            if let Some(metrics) = state.metrics {
-                metrics.record_object_received(len);
-            }
+        let offset = request.offset;
+        let data = std::mem::take(&mut request.data);
+        let commit = request.commit.take();
+        // While these bytes are written, the next message is read: the
+        // stream's window is released as it is read, so the client keeps
+        // sending while the disk works. The last message is not waited for.
+        let (written, next) = if commit.is_none() {
+            let (written, next) = tokio::join!(
+                write_piece(&mut upload, offset, data),
+                next_message(&state, &mut stream)
+            );
+            (written, Some(next))
+        } else {
+            (write_piece(&mut upload, offset, data).await, None)
+        };
+        if let Err(err) = written {
+            return Err(closing(upload, to_status(err)).await);
         }
-        if let Some(commit) = request.commit {
+        if len > 0
+            && let Some(metrics) = state.metrics
+        {
+            metrics.record_object_received(len);
+        }
+        if let Some(commit) = commit {
             let sha256 = match from_sha256("commit.sha256", &commit.sha256) {
                 Ok(sha256) => sha256,
                 Err(status) => return Err(closing(upload, status).await),
@@ -175,7 +169,41 @@ pub(crate) async fn upload_object<S: RunStore>(
                 object: Some(to_object_info(&info)),
             });
         }
+        request = match next {
+            Some(Ok(Some(request))) if request.open.is_some() => {
+                return Err(closing(
+                    upload,
+                    Status::invalid_argument(
+                        "only the first message of an upload stream carries open",
+                    ),
+                )
+                .await);
+            }
+            Some(Ok(Some(request))) => request,
+            Some(Ok(None)) | None => {
+                let committed_size = upload.close().await.map_err(to_status)?;
+                return Ok(pb::UploadObjectResponse {
+                    committed_size,
+                    committed: false,
+                    object: None,
+                });
+            }
+            Some(Err(status)) => return Err(closing(upload, status).await),
+        };
     }
+}
+
+/// Writes one message's data; a message without data (an `open` or a
+/// commit alone) writes nothing, whatever its offset.
+async fn write_piece(
+    upload: &mut impl ObjectUpload,
+    offset: u64,
+    data: bytes::Bytes,
+) -> baa_logging_store::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    upload.write(offset, data).await
 }
 
 /// Ends an upload with `status`, keeping what it staged for a resume.
@@ -243,7 +271,7 @@ pub(crate) async fn download_object<S: RunStore>(
             request.offset, info.size
         )));
     }
-    let (tx, rx) = mpsc::channel(2);
+    let (tx, rx) = mpsc::channel(DOWNLOAD_READ_AHEAD);
     let shutdown = state.shutdown.clone();
     let metrics = state.metrics.cloned();
     let first = to_object_info(&info);
@@ -283,16 +311,12 @@ async fn send_object(
     loop {
         let want = (size - offset).min(DOWNLOAD_CHUNK_BYTES as u64) as usize;
         let reader = file.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let mut buffer = vec![0; want];
-            reader.read_exact_at(&mut buffer, offset).map(|()| buffer)
-        })
-        .await;
+        let read = tokio::task::spawn_blocking(move || read_piece(&reader, offset, want)).await;
         let message = match read {
             Ok(Ok(data)) => Ok(pb::DownloadObjectResponse {
                 object: info.take(),
                 offset,
-                data,
+                data: data.into(),
             }),
             Ok(Err(err)) => {
                 tracing::error!(cause = %err, "cannot read an object");
@@ -322,6 +346,19 @@ async fn send_object(
             return None;
         }
     }
+}
+
+/// Reads `want` bytes of `file` at `offset`, into memory that is not
+/// zeroed first.
+fn read_piece(file: &File, offset: u64, want: usize) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(want);
+    let mut reader = file;
+    reader.seek(std::io::SeekFrom::Start(offset))?;
+    reader.take(want as u64).read_to_end(&mut data)?;
+    if data.len() < want {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(data)
 }
 
 /// `ListObjects`.

@@ -10,7 +10,7 @@
 
 use axum::{
     Json,
-    body::{Body, Bytes},
+    body::Body,
     extract::{Path, State},
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
@@ -104,10 +104,10 @@ pub(super) async fn download<S: RunStore>(
         .await
         .ok_or_else(|| Problem::from(tonic::Status::internal("the download sent nothing")))??;
     let size = first.object.as_ref().map_or(0, |object| object.size);
-    let head = futures::stream::iter([Ok(Bytes::from(first.data))]);
+    let head = futures::stream::iter([Ok(first.data)]);
     let rest = stream.map(|piece| {
         piece
-            .map(|piece| Bytes::from(piece.data))
+            .map(|piece| piece.data)
             .map_err(|status| std::io::Error::other(status.message().to_owned()))
     });
     let file_name = name.rsplit('/').next().unwrap_or(&name).to_owned();

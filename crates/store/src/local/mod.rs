@@ -43,6 +43,7 @@ mod retention;
 mod run;
 mod run_files;
 mod search;
+mod writeback;
 
 use std::{
     collections::HashMap,

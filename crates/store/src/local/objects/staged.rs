@@ -31,9 +31,14 @@ use crate::{
         layout::RunDir,
         retention::LocalHold,
         run::Run,
+        writeback,
     },
     objects::{ObjectInfo, ObjectLimits, ObjectRef, ObjectUpload, UploadCommit, UploadStatus},
 };
+
+/// Pieces of at least this many bytes are hashed on a thread of their own
+/// while they are written.
+const PARALLEL_HASH_BYTES: usize = 256 * 1024;
 
 /// An upload's staged file and what is known of it.
 #[derive(Debug)]
@@ -47,6 +52,8 @@ pub(crate) struct Staged {
     done: bool,
     /// The bytes written.
     size: u64,
+    /// Write-back to the disk was started for the bytes before this.
+    written_back: u64,
     /// The SHA-256 of those bytes, so far.
     hasher: Sha256,
     /// Goes up by one with each stream that opens the upload.
@@ -181,6 +188,7 @@ fn staged(
         file: Some(file),
         done: false,
         size,
+        written_back: size,
         hasher,
         generation: 0,
     }));
@@ -401,18 +409,35 @@ impl UploadShared {
             }
             objects.total = Some(total + len);
         }
+        let staged = &mut *staged;
         let at = staged.size;
         let file = staged.file.as_ref().expect("checked above");
-        if let Err(err) = file.write_all_at(data, at) {
+        let before = staged.hasher.clone();
+        // A large piece is hashed on another thread while it is written:
+        // both are worth about a memory copy's time.
+        let written = if data.len() >= PARALLEL_HASH_BYTES {
+            std::thread::scope(|scope| {
+                scope.spawn(|| staged.hasher.update(data));
+                file.write_all_at(data, at)
+            })
+        } else {
+            staged.hasher.update(data);
+            file.write_all_at(data, at)
+        };
+        if let Err(err) = written {
             let _ = file.set_len(at);
+            staged.hasher = before;
             self.run.add_objects_bytes(-i128::from(len));
             return Err(StoreError::io(
                 format!("cannot stage {}", staged.object),
                 err,
             ));
         }
-        staged.hasher.update(data);
         staged.size = size;
+        if size - staged.written_back >= writeback::WRITEBACK_EVERY {
+            writeback::start(file, staged.written_back, size - staged.written_back);
+            staged.written_back = size;
+        }
         Ok(size)
     }
 
@@ -571,7 +596,7 @@ impl ObjectUpload for LocalUpload {
         self.size
     }
 
-    async fn write(&mut self, offset: u64, data: Vec<u8>) -> Result<()> {
+    async fn write(&mut self, offset: u64, data: bytes::Bytes) -> Result<()> {
         if data.is_empty() && offset == self.size {
             return Ok(());
         }
