@@ -21,6 +21,14 @@ pub const DEFAULT_MAX_DATA_BYTES: usize = 256 * 1024;
 pub const DEFAULT_MAX_BATCH_ENTRIES: usize = 10_000;
 /// The default of [`Limits::max_streams_per_connection`].
 pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// The default of [`Limits::stream_window_bytes`]: 4 MiB.
+pub const DEFAULT_STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+/// The default of [`Limits::connection_window_bytes`]: 8 MiB.
+pub const DEFAULT_CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+/// The smallest HTTP/2 flow-control window (RFC 9113's initial one).
+pub const MIN_WINDOW_BYTES: u32 = 65_535;
+/// The largest HTTP/2 flow-control window (RFC 9113: 2^31 - 1).
+pub const MAX_WINDOW_BYTES: u32 = (1 << 31) - 1;
 /// The default of [`Limits::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// The default of [`Limits::handshake_timeout`].
@@ -67,6 +75,15 @@ pub struct Limits {
     /// The most concurrent calls on one HTTP/2 connection, announced to
     /// clients in the connection's settings.
     pub max_streams_per_connection: u32,
+    /// The HTTP/2 flow-control window of each call: the bytes a client may
+    /// send on one call before the server has read them. A larger window
+    /// keeps more of an upload in flight while the server writes; it is
+    /// also the most one call's unread bytes hold in the server's memory.
+    pub stream_window_bytes: u32,
+    /// The HTTP/2 flow-control window of each connection: the bytes a
+    /// client may send over all its calls before the server has read
+    /// them, and so the most a connection's unread bytes hold in memory.
+    pub connection_window_bytes: u32,
     /// The most client connections open at once; past it, new connections
     /// are closed as soon as they are accepted (and logged at most every
     /// few seconds), so that idle sockets cannot use up the descriptors
@@ -114,6 +131,8 @@ impl Default for Limits {
             max_data_bytes: DEFAULT_MAX_DATA_BYTES,
             max_batch_entries: DEFAULT_MAX_BATCH_ENTRIES,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            stream_window_bytes: DEFAULT_STREAM_WINDOW_BYTES,
+            connection_window_bytes: DEFAULT_CONNECTION_WINDOW_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
@@ -174,6 +193,20 @@ impl Limits {
             });
         }
         for (name, value) in [
+            ("stream_window_bytes", self.stream_window_bytes),
+            ("connection_window_bytes", self.connection_window_bytes),
+        ] {
+            if !(MIN_WINDOW_BYTES..=MAX_WINDOW_BYTES).contains(&value) {
+                return Err(InvalidLimit {
+                    name,
+                    problem: format!(
+                        "({value}) must be from {MIN_WINDOW_BYTES} to {MAX_WINDOW_BYTES}, as \
+                         HTTP/2 allows"
+                    ),
+                });
+            }
+        }
+        for (name, value) in [
             ("max_entry_bytes", self.max_entry_bytes),
             ("max_data_bytes", self.max_data_bytes),
         ] {
@@ -203,6 +236,24 @@ mod tests {
         limits.sanitize().unwrap();
         let text = toml::to_string(&limits).unwrap();
         assert_eq!(toml::from_str::<Limits>(&text).unwrap(), limits);
+    }
+
+    /// A flow-control window outside what HTTP/2 allows is refused.
+    #[test]
+    fn sanitize_keeps_windows_within_http2() {
+        let small = Limits {
+            stream_window_bytes: 1024,
+            ..Limits::default()
+        };
+        assert_eq!(small.sanitize().unwrap_err().name, "stream_window_bytes");
+        let large = Limits {
+            connection_window_bytes: u32::MAX,
+            ..Limits::default()
+        };
+        assert_eq!(
+            large.sanitize().unwrap_err().name,
+            "connection_window_bytes"
+        );
     }
 
     /// A zero count and an entry limit over the message limit are refused,

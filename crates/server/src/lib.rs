@@ -343,6 +343,8 @@ struct Transport {
     keepalive: (Duration, Duration),
     /// The most concurrent calls on one connection.
     max_streams: u32,
+    /// The HTTP/2 flow-control windows: each call's and each connection's.
+    windows: (u32, u32),
     /// How many connections are let in, and how fast they must speak.
     admission: incoming::Admission,
     /// TLS and tokens.
@@ -363,6 +365,10 @@ impl Transport {
                 config.limits.keepalive_timeout,
             ),
             max_streams: config.limits.max_streams_per_connection,
+            windows: (
+                config.limits.stream_window_bytes,
+                config.limits.connection_window_bytes,
+            ),
             admission: incoming::Admission {
                 max_connections: config.limits.max_connections,
                 handshake_timeout: config.limits.handshake_timeout,
@@ -388,9 +394,8 @@ impl Transport {
             .http2_keepalive_interval(Some(self.keepalive.0))
             .http2_keepalive_timeout(Some(self.keepalive.1))
             .max_concurrent_streams(Some(self.max_streams))
-            .initial_stream_window_size(Some(4 << 20))
-            .initial_connection_window_size(Some(8 << 20))
-            .max_frame_size(Some(256 << 10))
+            .initial_stream_window_size(Some(self.windows.0))
+            .initial_connection_window_size(Some(self.windows.1))
             // Outermost: what is not the page must be gRPC over HTTP/2, so
             // that no browser can reach a method with a form or a plain POST.
             .layer(web::GrpcOnlyLayer)

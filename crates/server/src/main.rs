@@ -239,6 +239,14 @@ struct LimitArgs {
     #[arg(long, env = "BAA_LOGD_MAX_STREAMS_PER_CONNECTION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_streams_per_connection: Option<u32>,
+    /// The HTTP/2 flow-control window of each call, in bytes.
+    #[arg(long, env = "BAA_LOGD_STREAM_WINDOW_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_window_bytes: Option<u32>,
+    /// The HTTP/2 flow-control window of each connection, in bytes.
+    #[arg(long, env = "BAA_LOGD_CONNECTION_WINDOW_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection_window_bytes: Option<u32>,
     /// The most client connections open at once.
     #[arg(long, env = "BAA_LOGD_MAX_CONNECTIONS")]
     #[serde(skip_serializing_if = "Option::is_none")]
