@@ -828,6 +828,33 @@ async fn a_state_patch_moves_checkpoint_seq_only_forward_to_a_reserved_slot() {
     server.stop().await;
 }
 
+/// A write the server refuses is answered at once, while the client still
+/// holds its stream open: not after the next message, which may never
+/// come (the server reads the next message while it writes the last).
+#[tokio::test]
+async fn a_refused_write_is_answered_while_the_stream_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::default();
+    config.objects.max_object_bytes = 1000;
+    let server = TestServer::start_with(&dir.path().join("data"), config).await;
+    let mut client = server.client().await;
+    prepare(&mut client, "t", "r").await;
+    let (tx, rx) = mpsc::channel(4);
+    for message in upload_messages(artifact("t", "r", "big"), "a", &[1u8; 1001], 0, None) {
+        tx.send(message).await.unwrap();
+    }
+    // `tx` stays open: the stream neither ends nor sends more.
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        client.upload_object(ReceiverStream::new(rx)),
+    )
+    .await
+    .expect("an answer while the stream is open, not at the idle timeout");
+    assert_status(answer, Code::ResourceExhausted, "max_object_bytes (1000)");
+    drop(tx);
+    server.stop().await;
+}
+
 /// A terminal run takes no uploads and no checkpoint slots; a limit is
 /// named when an object or a run's objects would pass it.
 #[tokio::test]

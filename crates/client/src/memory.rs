@@ -20,7 +20,8 @@ const TRIM_THRESHOLD: libc::c_int = 16 << 20;
 /// faults and the zeroing of fresh pages: about a quarter of a download's
 /// CPU time. A library should not change the process's allocator, so this
 /// is the program's choice: call it once at the start of `main`, before
-/// other threads exist. `baa-log` does. It does nothing with another C
+/// the program starts threads of its own (glibc reads these parameters
+/// without a lock). `baa-log` does. It does nothing with another C
 /// library.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

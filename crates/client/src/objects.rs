@@ -198,12 +198,20 @@ impl Client {
         };
         let chunk = self.upload_chunk_bytes().await;
         let mut backoff = Backoff::new(options.retry());
+        let mut offset_retried = false;
         loop {
             match self
                 .upload_attempt(key, object, path, size, &upload_id, chunk, options)
                 .await
             {
                 Ok(info) => return Ok(info),
+                // The server took a piece of the last stream after it told
+                // this one where to start: ask again, once.
+                Err(ClientError::Status(status))
+                    if status.code() == Code::OutOfRange && !offset_retried =>
+                {
+                    offset_retried = true;
+                }
                 Err(ClientError::Status(status))
                     if is_retryable_status(&status) || status.code() == Code::Aborted =>
                 {
@@ -581,15 +589,7 @@ impl PieceReader {
             return;
         }
         std::thread::scope(|scope| {
-            let (to_hash, hash_queue) = std::sync::mpsc::sync_channel::<Bytes>(PIECES_IN_FLIGHT);
-            let mut hasher = self.hasher.clone();
-            let hashing = scope.spawn(move || {
-                for data in hash_queue {
-                    hasher.update(&data);
-                }
-                hasher
-            });
-            let mut hashing = Some((to_hash, hashing));
+            let mut hashing = Some(Hashing::start(scope, self.hasher.clone()));
             loop {
                 let want = (self.size - self.offset).min(self.chunk as u64);
                 // Into memory that is not zeroed first.
@@ -599,28 +599,25 @@ impl PieceReader {
                         let data = Bytes::from(data);
                         let offset = self.offset;
                         self.offset += want;
+                        let Some(mut hasher) = hashing.take() else {
+                            return;
+                        };
+                        hasher.add(&data);
                         let last = self.offset == self.size;
-                        let Some((to_hash, thread)) = hashing.take() else {
-                            return;
-                        };
-                        if to_hash.send(data.clone()).is_err() {
-                            return;
-                        }
-                        let sha256 = if last {
-                            drop(to_hash);
-                            let Ok(hasher) = thread.join() else {
-                                return;
-                            };
-                            Some(hasher.finalize().to_vec())
+                        if last {
+                            hasher.finish().map(|hasher| Piece {
+                                offset,
+                                data,
+                                sha256: Some(hasher.finalize().to_vec()),
+                            })
                         } else {
-                            hashing = Some((to_hash, thread));
-                            None
-                        };
-                        Ok(Piece {
-                            offset,
-                            data,
-                            sha256,
-                        })
+                            hashing = Some(hasher);
+                            Ok(Piece {
+                                offset,
+                                data,
+                                sha256: None,
+                            })
+                        }
                     }
                     Ok(_) => Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
@@ -650,32 +647,97 @@ impl PieceWriter {
     /// Writes every piece until the channel closes, then syncs the file.
     /// Returns the first error (after which it writes nothing more, and
     /// the channel is dropped, which tells the sender) and the hash of
-    /// what was written.
+    /// what was written. Pieces are hashed on a thread of their own while
+    /// they are written.
     fn run(mut self, mut pieces: mpsc::Receiver<Bytes>) -> (std::io::Result<()>, Sha256) {
         let mut written = self.file.metadata().map_or(0, |meta| meta.len());
         let mut written_back = written;
-        while let Some(data) = pieces.blocking_recv() {
-            // Hashed on another thread while it is written: both are worth
-            // about a memory copy's time.
-            let before = self.hasher.clone();
-            let hasher = &mut self.hasher;
-            let file = &mut self.file;
-            let wrote = std::thread::scope(|scope| {
-                scope.spawn(|| hasher.update(&data));
-                file.write_all(&data)
+        std::thread::scope(|scope| {
+            let mut hashing = Hashing::start(scope, self.hasher.clone());
+            while let Some(data) = pieces.blocking_recv() {
+                hashing.add(&data);
+                if let Err(err) = self.file.write_all(&data) {
+                    return (Err(err), self.hasher.clone());
+                }
+                written += data.len() as u64;
+                // The pages go to the disk as they are written, not all at
+                // the final sync.
+                if written - written_back >= WRITEBACK_EVERY {
+                    start_writeback(&self.file, written_back, written - written_back);
+                    written_back = written;
+                }
+            }
+            let synced = self.file.sync_all();
+            match hashing.finish() {
+                Ok(hasher) => (synced, hasher),
+                Err(err) => (Err(err), self.hasher.clone()),
+            }
+        })
+    }
+}
+
+/// A running SHA-256 fed with pieces, computed on a thread of its own
+/// (both a piece's hash and its copy cost about a memory copy's time), or
+/// in turn where no thread can be started.
+struct Hashing<'scope> {
+    /// The pieces for the thread, which holds the hasher.
+    queue: Option<std::sync::mpsc::SyncSender<Bytes>>,
+    /// The thread; it returns the hasher once the queue closes.
+    thread: Option<std::thread::ScopedJoinHandle<'scope, Sha256>>,
+    /// The hasher, when there is no thread.
+    in_turn: Option<Sha256>,
+}
+
+impl<'scope> Hashing<'scope> {
+    /// Starts hashing after `hasher`'s bytes, on a thread of `scope`.
+    fn start<'env>(scope: &'scope std::thread::Scope<'scope, 'env>, hasher: Sha256) -> Self {
+        let (queue, received) = std::sync::mpsc::sync_channel::<Bytes>(PIECES_IN_FLIGHT);
+        let start = hasher.clone();
+        let thread = std::thread::Builder::new()
+            .name("baa-log-hash".to_owned())
+            .spawn_scoped(scope, move || {
+                let mut hasher = hasher;
+                for data in received {
+                    hasher.update(&data);
+                }
+                hasher
             });
-            if let Err(err) = wrote {
-                return (Err(err), before);
-            }
-            written += data.len() as u64;
-            // The pages go to the disk as they are written, not all at the
-            // final sync.
-            if written - written_back >= WRITEBACK_EVERY {
-                start_writeback(&self.file, written_back, written - written_back);
-                written_back = written;
-            }
+        match thread {
+            Ok(thread) => Self {
+                queue: Some(queue),
+                thread: Some(thread),
+                in_turn: None,
+            },
+            Err(_) => Self {
+                queue: None,
+                thread: None,
+                in_turn: Some(start),
+            },
         }
-        (self.file.sync_all(), self.hasher)
+    }
+
+    /// Adds the next piece.
+    fn add(&mut self, data: &Bytes) {
+        if let Some(hasher) = &mut self.in_turn {
+            hasher.update(data);
+        } else if let Some(queue) = &self.queue
+            && queue.send(data.clone()).is_err()
+        {
+            // The thread is gone; `finish` says so.
+            self.queue = None;
+        }
+    }
+
+    /// The hasher, once every piece is in it.
+    fn finish(mut self) -> std::io::Result<Sha256> {
+        if let Some(hasher) = self.in_turn.take() {
+            return Ok(hasher);
+        }
+        let complete = self.queue.take().is_some();
+        match self.thread.take().map(std::thread::ScopedJoinHandle::join) {
+            Some(Ok(hasher)) if complete => Ok(hasher),
+            _ => Err(std::io::Error::other("the hashing thread failed")),
+        }
     }
 }
 

@@ -247,7 +247,7 @@ fn logging_service<S: RunStore>(
         service.retention_counters(),
         token.clone(),
     );
-    memory::spawn_trim(service.follow_budget(), token.clone());
+    memory::spawn_trim(service.streams_ended(), token.clone());
     let service = Arc::new(service);
     let logging = LoggingServiceServer::from_arc(service.clone())
         .max_decoding_message_size(max_message_bytes)

@@ -3,37 +3,37 @@
 //! The C library's allocator keeps memory freed in the middle of its
 //! heaps: a thousand followers that read a large run and went can leave
 //! hundreds of MiB resident that nothing uses, for as long as the process
-//! lives. So every [`TRIM_INTERVAL`], when follow streams ended since the
-//! last look, a task trims the heaps (`malloc_trim`, on the blocking
+//! lives, and so can uploads and downloads (a few MiB of pieces each). So
+//! every [`TRIM_INTERVAL`], when such streams ended since the last look, a
+//! task trims the heaps (`malloc_trim`, on the blocking
 //! pool), which hands their free pages back. With another C library the
 //! task does nothing.
 //!
 //! [`tune_allocator`] keeps the allocator from handing large buffers (an
 //! object's 1 MiB pieces) back to the system as soon as they are freed.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-
-use crate::service::follow_budget::FollowBudget;
 
 /// How often the task looks whether follow streams ended.
 pub(crate) const TRIM_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Starts the task; it stops when `token` is cancelled.
-pub(crate) fn spawn_trim(budget: Arc<FollowBudget>, token: CancellationToken) {
+/// Starts the task, which reads how many streams ended from `ended`; it
+/// stops when `token` is cancelled.
+pub(crate) fn spawn_trim(ended: impl Fn() -> u64 + Send + 'static, token: CancellationToken) {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(TRIM_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ended = budget.ended();
+        let mut last = ended();
         loop {
             tokio::select! {
                 () = token.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            let now = budget.ended();
-            if now != ended {
-                ended = now;
+            let now = ended();
+            if now != last {
+                last = now;
                 let _ = tokio::task::spawn_blocking(trim).await;
             }
         }
@@ -67,8 +67,9 @@ const TRIM_THRESHOLD: libc::c_int = 16 << 20;
 /// heaps. By default it maps each buffer over 128 KiB on its own and unmaps
 /// it when freed (raising that bound only slowly), so every 1 MiB piece of
 /// an upload or a download cost 256 page faults and the zeroing of fresh
-/// pages: a third of a download's CPU time. The heaps are still trimmed
-/// past 16 MiB of free memory at their top, and by the task above.
+/// pages: a quarter of a download's CPU time. The heaps are still trimmed
+/// past 16 MiB of free memory at their top, and by the task above once
+/// transfers end.
 /// Called once, before the runtime starts.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn tune_allocator() {

@@ -19,7 +19,10 @@ pub(crate) mod retention;
 mod runs;
 mod search;
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use baa_logging::pb;
 use baa_logging_store::RunStore;
@@ -53,6 +56,8 @@ pub struct GrpcLoggingService<S> {
     followers: Arc<Occupancy>,
     /// The bytes of follow responses waiting to be sent, against their cap.
     follow_budget: Arc<follow_budget::FollowBudget>,
+    /// Uploads and downloads that ended since the server started.
+    transfers_ended: Arc<AtomicU64>,
     /// Per-run pacing of appends.
     append_rates: Arc<AppendRates>,
     /// Per-caller pacing and caps of searches.
@@ -82,6 +87,7 @@ impl<S: RunStore> GrpcLoggingService<S> {
                 config.limits.max_follow_buffer_bytes,
                 config.metrics.as_ref().map(Metrics::follow_buffered),
             ),
+            transfers_ended: Arc::default(),
             append_rates: Arc::new(AppendRates::new(config.limits.append_rate)),
             searches: search::Searches::new(config.limits.search_rate),
             retention: Arc::new(RetentionCounters::with_metrics(config.metrics.clone())),
@@ -107,10 +113,12 @@ impl<S: RunStore> GrpcLoggingService<S> {
         &self.config
     }
 
-    /// The bytes of follow responses waiting to be sent, and how many follow
-    /// streams ended.
-    pub(crate) fn follow_budget(&self) -> Arc<follow_budget::FollowBudget> {
-        self.follow_budget.clone()
+    /// How many follow streams, uploads and downloads ended since the
+    /// server started: the streams whose buffers go back to the allocator.
+    pub(crate) fn streams_ended(&self) -> impl Fn() -> u64 + Send + 'static {
+        let budget = self.follow_budget.clone();
+        let transfers = self.transfers_ended.clone();
+        move || budget.ended() + transfers.load(Ordering::Relaxed)
     }
 
     /// What retention deleted since the service started, by the periodic
@@ -145,6 +153,7 @@ impl<S: RunStore> GrpcLoggingService<S> {
             idle: self.config.limits.append_idle_timeout,
             shutdown: &self.shutdown,
             metrics: self.config.metrics.as_ref(),
+            ended: &self.transfers_ended,
         }
     }
 

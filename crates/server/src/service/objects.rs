@@ -13,7 +13,10 @@ use std::{
     fs::File,
     io::{Read, Seek},
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -93,6 +96,18 @@ pub(crate) struct ObjectState<'a, S> {
     pub(crate) shutdown: &'a CancellationToken,
     /// Where bytes in and out are counted, when metrics are on.
     pub(crate) metrics: Option<&'a Metrics>,
+    /// Counts the uploads and downloads that ended, for the task that hands
+    /// freed memory back.
+    pub(crate) ended: &'a Arc<AtomicU64>,
+}
+
+/// Counts one transfer as ended when it is dropped, however it ends.
+struct CountEnd(Arc<AtomicU64>);
+
+impl Drop for CountEnd {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// `UploadObject`.
@@ -101,6 +116,7 @@ pub(crate) async fn upload_object<S: RunStore>(
     state: ObjectState<'_, S>,
     mut stream: Streaming<pb::UploadObjectRequest>,
 ) -> Result<pb::UploadObjectResponse, Status> {
+    let _ended = CountEnd(state.ended.clone());
     let Some(mut first) = next_message(&state, &mut stream).await? else {
         return Err(Status::invalid_argument(
             "the upload stream is empty: its first message MUST carry open",
@@ -134,11 +150,7 @@ pub(crate) async fn upload_object<S: RunStore>(
         // stream's window is released as it is read, so the client keeps
         // sending while the disk works. The last message is not waited for.
         let (written, next) = if commit.is_none() {
-            let (written, next) = tokio::join!(
-                write_piece(&mut upload, offset, data),
-                next_message(&state, &mut stream)
-            );
-            (written, Some(next))
+            write_reading_on(&state, &mut upload, offset, data, &mut stream).await
         } else {
             (write_piece(&mut upload, offset, data).await, None)
         };
@@ -191,6 +203,40 @@ pub(crate) async fn upload_object<S: RunStore>(
             Some(Err(status)) => return Err(closing(upload, status).await),
         };
     }
+}
+
+/// Writes one message's data while the next message is read. A failed
+/// write answers at once, without waiting for a message that may be long
+/// in coming; otherwise the next message (or why there is none) comes
+/// with the result.
+async fn write_reading_on<S>(
+    state: &ObjectState<'_, S>,
+    upload: &mut impl ObjectUpload,
+    offset: u64,
+    data: bytes::Bytes,
+    stream: &mut Streaming<pb::UploadObjectRequest>,
+) -> (
+    baa_logging_store::Result<()>,
+    Option<Result<Option<pb::UploadObjectRequest>, Status>>,
+) {
+    let write = write_piece(upload, offset, data);
+    let read = next_message(state, stream);
+    tokio::pin!(write, read);
+    let mut next = None;
+    let written = loop {
+        tokio::select! {
+            written = &mut write => break written,
+            message = &mut read, if next.is_none() => next = Some(message),
+        }
+    };
+    if written.is_err() {
+        return (written, None);
+    }
+    let next = match next {
+        Some(next) => next,
+        None => read.await,
+    };
+    (written, Some(next))
 }
 
 /// Writes one message's data; a message without data (an `open` or a
@@ -279,13 +325,15 @@ pub(crate) async fn download_object<S: RunStore>(
         "the download stopped before the end of the object; download again from the bytes received",
     ))));
     let left = ending.clone();
+    let counted = CountEnd(state.ended.clone());
     let offset = request.offset;
     let size = info.size;
     tokio::spawn(async move {
-        let end = send_object(Arc::new(file), offset, size, first, tx, shutdown, metrics).await;
+        let end = send_object(file, offset, size, first, tx, shutdown, metrics).await;
         // Before the sender is dropped (on return), so the stream finds
         // it once it has the last piece.
         *left.lock().unwrap_or_else(PoisonError::into_inner) = end;
+        drop(counted);
     });
     Ok(DownloadObjectStream {
         pieces: ReceiverStream::new(rx),
@@ -299,7 +347,7 @@ pub(crate) async fn download_object<S: RunStore>(
 /// status the stream must end with: `None` when every piece, or the
 /// error that stopped it, is in the channel.
 async fn send_object(
-    file: Arc<File>,
+    file: File,
     mut offset: u64,
     size: u64,
     info: pb::ObjectInfo,
@@ -308,10 +356,23 @@ async fn send_object(
     metrics: Option<Metrics>,
 ) -> Option<Status> {
     let mut info = Some(info);
+    let mut file = Some(file);
     loop {
         let want = (size - offset).min(DOWNLOAD_CHUNK_BYTES as u64) as usize;
-        let reader = file.clone();
-        let read = tokio::task::spawn_blocking(move || read_piece(&reader, offset, want)).await;
+        // The file goes to the blocking pool and back with each piece: one
+        // reader, one position.
+        // Back from the last read; only a failed read (which ended the
+        // loop) keeps it.
+        let reader = file.take()?;
+        let read = tokio::task::spawn_blocking(move || {
+            let data = read_piece(&reader, offset, want);
+            (reader, data)
+        })
+        .await
+        .map(|(back, data)| {
+            file = Some(back);
+            data
+        });
         let message = match read {
             Ok(Ok(data)) => Ok(pb::DownloadObjectResponse {
                 object: info.take(),

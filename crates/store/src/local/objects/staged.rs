@@ -415,15 +415,23 @@ impl UploadShared {
         let before = staged.hasher.clone();
         // A large piece is hashed on another thread while it is written:
         // both are worth about a memory copy's time.
-        let written = if data.len() >= PARALLEL_HASH_BYTES {
+        let beside = if data.len() >= PARALLEL_HASH_BYTES {
+            let hasher = &mut staged.hasher;
             std::thread::scope(|scope| {
-                scope.spawn(|| staged.hasher.update(data));
-                file.write_all_at(data, at)
+                std::thread::Builder::new()
+                    .name("baa-logd-hash".to_owned())
+                    .spawn_scoped(scope, move || hasher.update(data))
+                    .ok()
+                    .map(|_| file.write_all_at(data, at))
             })
         } else {
+            None
+        };
+        // Small pieces, and a system that cannot start a thread: in turn.
+        let written = beside.unwrap_or_else(|| {
             staged.hasher.update(data);
             file.write_all_at(data, at)
-        };
+        });
         if let Err(err) = written {
             let _ = file.set_len(at);
             staged.hasher = before;
