@@ -4,20 +4,29 @@
 #   bash scripts/peers.sh start   # NATS JetStream and Redis, fresh data
 #   bash scripts/peers.sh stop    # stops them by their process ids
 #
-# Both come from Debian's packages (apt-get; run as root). Each gets a
+# Both come from Debian's packages (apt-get; run as root), and each runs
+# twice: as configured for speed, and durable (acknowledged = on the
+# disk). The durable NATS is the pinned release of
+# scripts/install-nats-server.sh (Debian's 2.9.10 has no
+# `sync_interval`). Each gets a
 # fresh data directory under the state directory ($BAA_BENCH_PEERS_DIR,
 # default /tmp/baa-bench-peers), which also holds <name>.url and
 # <name>.pid for baa-bench. A peer that cannot be installed or started is
 # left out with a warning; baa-bench then says "not available" in its rows.
 #
-# NATS: JetStream with file storage. Redis: AOF with `appendfsync
-# everysec`, RDB snapshots off (the AOF is the persistence), enough
-# clients for the many-runs workload.
+# NATS: JetStream with file storage, synced every two minutes (its
+# default); nats-sync: `sync_interval: always`. Redis: AOF with
+# `appendfsync everysec`, RDB snapshots off (the AOF is the persistence),
+# enough clients for the many-runs workload; redis-always: `appendfsync
+# always`.
 set -euo pipefail
 
 dir=${BAA_BENCH_PEERS_DIR:-/tmp/baa-bench-peers}
 nats_port=${BAA_BENCH_NATS_PORT:-14222}
+nats_sync_port=${BAA_BENCH_NATS_SYNC_PORT:-14223}
 redis_port=${BAA_BENCH_REDIS_PORT:-16379}
+redis_always_port=${BAA_BENCH_REDIS_ALWAYS_PORT:-16380}
+peers=(nats nats-sync redis redis-always)
 
 warn() { printf 'peers.sh: %s\n' "$*" >&2; }
 
@@ -67,10 +76,13 @@ launch() {
 }
 
 start() {
-    if [[ -e "$dir/nats.pid" || -e "$dir/redis.pid" ]]; then
-        stop
-    fi
+    stop >/dev/null
     install
+    local nats_pinned=""
+    if ! nats_pinned=$(bash "$(dirname "$0")/install-nats-server.sh"); then
+        warn "cannot install the pinned nats-server; nats-sync left out"
+        nats_pinned=""
+    fi
     rm -rf "$dir"
     mkdir -p "$dir"
     # Tens of thousands of connections in the many-runs workload.
@@ -82,10 +94,26 @@ start() {
         redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$dir/redis" \
         --appendonly yes --appendfsync everysec --save "" \
         --maxclients 100000 --daemonize no --protected-mode no
+    launch redis-always "$redis_always_port" "redis://127.0.0.1:$redis_always_port" \
+        redis-server --bind 127.0.0.1 --port "$redis_always_port" \
+        --dir "$dir/redis-always" --appendonly yes --appendfsync always --save "" \
+        --maxclients 100000 --daemonize no --protected-mode no
+    if [[ -n "$nats_pinned" ]]; then
+        mkdir -p "$dir/nats-sync"
+        cat >"$dir/nats-sync.conf" <<CONF
+listen: 127.0.0.1:$nats_sync_port
+jetstream {
+  store_dir: "$dir/nats-sync"
+  sync_interval: always
+}
+CONF
+        launch nats-sync "$nats_sync_port" "nats://127.0.0.1:$nats_sync_port" \
+            "$nats_pinned" --config "$dir/nats-sync.conf"
+    fi
 }
 
 stop() {
-    for name in nats redis; do
+    for name in "${peers[@]}"; do
         local pidfile="$dir/$name.pid"
         [[ -e "$pidfile" ]] || continue
         local pid

@@ -107,7 +107,10 @@ pub(crate) struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_values = ["baa-logd", "nats", "redis", "transport", "disk"]
+        default_values = [
+            "baa-logd", "nats", "redis", "transport", "disk", "baa-logd-sync", "nats-sync",
+            "redis-always",
+        ]
     )]
     pub(crate) systems: Vec<SystemKind>,
     /// Tiny sizes and a few seconds in all: checks that the harness works,
@@ -146,6 +149,14 @@ pub(crate) struct BenchArgs {
     /// W1: lines each writer sends.
     #[arg(long, default_value_t = 200_000)]
     pub(crate) w1_lines: u64,
+    /// W1: lines each writer sends to a durable system (one that syncs
+    /// before it acknowledges), where each costs far more.
+    #[arg(long, default_value_t = 50_000)]
+    pub(crate) w1_durable_lines: u64,
+    /// W1: lines each writer sends in the variant with one line per Append
+    /// message (per Redis command, per NATS publish).
+    #[arg(long, default_value_t = 5_000)]
+    pub(crate) w1_small_lines: u64,
     /// W1 and W4: lines per batch (an AppendLogs message, a Redis pipeline).
     #[arg(long, default_value_t = 256)]
     pub(crate) batch_lines: usize,
@@ -282,6 +293,8 @@ impl BenchArgs {
         }
         self.w1_writers = 2;
         self.w1_lines = 2_000;
+        self.w1_durable_lines = 1_000;
+        self.w1_small_lines = 200;
         self.w2_rate = 1_000;
         self.w2_secs = 1.0;
         self.w2_followers = vec![2];
@@ -315,6 +328,8 @@ impl BenchArgs {
         ThroughputParams {
             writers: self.w1_writers,
             lines: self.w1_lines,
+            durable_lines: self.w1_durable_lines,
+            small_lines: self.w1_small_lines,
             line_bytes: self.line_bytes,
             batch_lines: self.batch_lines,
         }

@@ -123,7 +123,9 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
         ratios: Vec::new(),
         targets: Vec::new(),
     };
-    use SystemKind::{BaaLogd, DiskCeiling, Nats, Redis, TransportCeiling};
+    use SystemKind::{
+        BaaLogd, BaaLogdSync, DiskCeiling, Nats, NatsSync, Redis, RedisAlways, TransportCeiling,
+    };
     let chosen = |all: &[SystemKind]| -> Vec<SystemKind> {
         all.iter()
             .copied()
@@ -131,7 +133,16 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
             .collect()
     };
     if args.workloads.contains(&Workload::W1) {
-        let systems = chosen(&[BaaLogd, Nats, Redis, TransportCeiling, DiskCeiling]);
+        let systems = chosen(&[
+            BaaLogd,
+            Nats,
+            Redis,
+            TransportCeiling,
+            DiskCeiling,
+            BaaLogdSync,
+            NatsSync,
+            RedisAlways,
+        ]);
         report.w1 = workloads::throughput::run(&launcher, &args.throughput(), &systems).await;
     }
     if args.workloads.contains(&Workload::W2) {

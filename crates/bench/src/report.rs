@@ -1021,27 +1021,46 @@ fn note(note: &Option<String>) -> String {
 /// baa-logd ÷ every other system, per workload.
 fn ratios(report: &Report) -> Vec<Ratio> {
     let mut out = Vec::new();
-    for variant in ["own runs", "shared run"] {
+    for variant in ["own runs", "shared run", "own runs, one line per message"] {
         let rows: Vec<&ThroughputRow> = report
             .w1
             .iter()
             .filter(|row| row.variant == variant)
             .collect();
         let value = |row: &ThroughputRow| (row.entries > 0).then_some(row.entries_per_sec);
-        let Some(baa) = rows
-            .iter()
-            .find(|row| row.system == SystemKind::BaaLogd)
-            .and_then(|row| value(row))
-        else {
-            continue;
+        let rate = |system: SystemKind| {
+            rows.iter()
+                .find(|row| row.system == system)
+                .and_then(|row| value(row))
         };
-        for row in rows.iter().filter(|row| row.system != SystemKind::BaaLogd) {
-            out.push(Ratio {
-                workload: format!("W1 {variant}"),
-                measure: "entries/s (higher is better)",
-                versus: row.system,
-                ratio: value(row).map(|other| baa / other),
-            });
+        // baa-logd against the others that acknowledge as early as it
+        // does; baa-logd --sync against the durable peers and against
+        // baa-logd's own rate.
+        if let Some(baa) = rate(SystemKind::BaaLogd) {
+            for row in rows
+                .iter()
+                .filter(|row| !row.system.is_baa_logd() && !row.system.durable())
+            {
+                out.push(Ratio {
+                    workload: format!("W1 {variant}"),
+                    measure: "entries/s (higher is better)",
+                    versus: row.system,
+                    ratio: value(row).map(|other| baa / other),
+                });
+            }
+        }
+        if let Some(baa) = rate(SystemKind::BaaLogdSync) {
+            for row in rows.iter().filter(|row| {
+                row.system == SystemKind::BaaLogd
+                    || (row.system.durable() && !row.system.is_baa_logd())
+            }) {
+                out.push(Ratio {
+                    workload: format!("W1 {variant}, durable"),
+                    measure: "baa-logd --sync entries/s (higher is better)",
+                    versus: row.system,
+                    ratio: value(row).map(|other| baa / other),
+                });
+            }
         }
     }
     let mut follower_counts: Vec<usize> = report.w2.iter().map(|row| row.followers).collect();
@@ -1121,6 +1140,27 @@ fn targets(report: &Report) -> Vec<TargetCheck> {
                     met: got.map(|r| r >= wanted),
                 });
             }
+        }
+    }
+    for variant in ["own runs", "shared run", "own runs, one line per message"] {
+        let workload = format!("W1 {variant}, durable");
+        let best_peer = [SystemKind::NatsSync, SystemKind::RedisAlways]
+            .into_iter()
+            .filter_map(|peer| ratio(&workload, peer).map(|r| (peer, r)))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((peer, got)) = best_peer {
+            out.push(TargetCheck {
+                target: format!("{workload}: baa-logd --sync ≥ 3× the best durable peer"),
+                measured: format!("{} ({peer})", times(got)),
+                met: Some(got >= 3.0),
+            });
+        }
+        if let Some(got) = ratio(&workload, SystemKind::BaaLogd) {
+            out.push(TargetCheck {
+                target: format!("{workload}: baa-logd --sync ≥ 0.8× baa-logd"),
+                measured: times(got),
+                met: Some(got >= 0.8),
+            });
         }
     }
     let p99 = |followers: usize, system: SystemKind| {

@@ -44,12 +44,14 @@ pub(crate) struct GrpcSystem {
 
 impl GrpcSystem {
     /// Starts `baa-logd` over a fresh data directory.
-    pub(crate) async fn start_baa_logd(program: &Path) -> Result<Self> {
+    pub(crate) async fn start_baa_logd(program: &Path, extra: &[&str]) -> Result<Self> {
         let data_dir = tempfile::Builder::new()
             .prefix("baa-bench-")
             .tempdir()
             .map_err(|err| BenchError::io("cannot create a data directory", err))?;
-        let server = ServerProcess::start(program, baa_logd_args(data_dir.path())).await?;
+        let mut args = baa_logd_args(data_dir.path());
+        args.extend(extra.iter().map(OsString::from));
+        let server = ServerProcess::start(program, args).await?;
         Ok(Self {
             server,
             _data_dir: Some(data_dir),

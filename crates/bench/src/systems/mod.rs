@@ -31,12 +31,23 @@ pub(crate) enum SystemKind {
     /// `baa-logd`, driven through the raw generated stubs.
     #[value(name = "baa-logd")]
     BaaLogd,
+    /// `baa-logd --sync`: a commit is acknowledged once it is on the disk.
+    #[value(name = "baa-logd-sync")]
+    BaaLogdSync,
     /// NATS JetStream.
     #[value(name = "nats")]
     Nats,
+    /// NATS JetStream with `sync_interval: always`: a message is
+    /// acknowledged once it is on the disk.
+    #[value(name = "nats-sync")]
+    NatsSync,
     /// Redis Streams.
     #[value(name = "redis")]
     Redis,
+    /// Redis Streams with `appendfsync always`: a command is answered once
+    /// the AOF is on the disk.
+    #[value(name = "redis-always")]
+    RedisAlways,
     /// The no-op gRPC server: what the transport alone costs.
     #[value(name = "transport")]
     TransportCeiling,
@@ -46,12 +57,25 @@ pub(crate) enum SystemKind {
 }
 
 impl SystemKind {
+    /// Whether it acknowledges a write only once the write is on the disk.
+    pub(crate) fn durable(self) -> bool {
+        matches!(self, Self::BaaLogdSync | Self::NatsSync | Self::RedisAlways)
+    }
+
+    /// Whether it is baa-logd, in any configuration.
+    pub(crate) fn is_baa_logd(self) -> bool {
+        matches!(self, Self::BaaLogd | Self::BaaLogdSync)
+    }
+
     /// The name in the table.
     pub(crate) fn label(self) -> &'static str {
         match self {
             Self::BaaLogd => "baa-logd",
+            Self::BaaLogdSync => "baa-logd --sync",
             Self::Nats => "NATS JetStream",
+            Self::NatsSync => "NATS JetStream, sync always",
             Self::Redis => "Redis Streams",
+            Self::RedisAlways => "Redis Streams, appendfsync always",
             Self::TransportCeiling => "transport ceiling",
             Self::DiskCeiling => "disk ceiling",
         }
@@ -85,25 +109,41 @@ impl Launcher {
         relay_capacity: usize,
     ) -> Result<System, String> {
         match kind {
-            SystemKind::BaaLogd => grpc::GrpcSystem::start_baa_logd(&self.programs.baa_logd)
+            SystemKind::BaaLogd => grpc::GrpcSystem::start_baa_logd(&self.programs.baa_logd, &[])
                 .await
                 .map(System::Grpc)
                 .map_err(|err| err.to_string()),
+            SystemKind::BaaLogdSync => {
+                grpc::GrpcSystem::start_baa_logd(&self.programs.baa_logd, &["--sync"])
+                    .await
+                    .map(System::Grpc)
+                    .map_err(|err| err.to_string())
+            }
             SystemKind::TransportCeiling => {
                 grpc::GrpcSystem::start_noop(&self.programs.bench, relay_capacity)
                     .await
                     .map(System::Grpc)
                     .map_err(|err| err.to_string())
             }
-            SystemKind::Nats => {
-                let peer = self.peers.nats.as_ref().map_err(Clone::clone)?;
+            SystemKind::Nats | SystemKind::NatsSync => {
+                let peer = if kind == SystemKind::Nats {
+                    &self.peers.nats
+                } else {
+                    &self.peers.nats_sync
+                };
+                let peer = peer.as_ref().map_err(Clone::clone)?;
                 nats::NatsSystem::start(peer)
                     .await
                     .map(|system| System::Nats(Box::new(system)))
                     .map_err(|err| format!("not available: {err}"))
             }
-            SystemKind::Redis => {
-                let peer = self.peers.redis.as_ref().map_err(Clone::clone)?;
+            SystemKind::Redis | SystemKind::RedisAlways => {
+                let peer = if kind == SystemKind::Redis {
+                    &self.peers.redis
+                } else {
+                    &self.peers.redis_always
+                };
+                let peer = peer.as_ref().map_err(Clone::clone)?;
                 redis::RedisSystem::start(peer)
                     .await
                     .map(System::Redis)

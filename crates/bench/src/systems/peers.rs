@@ -17,16 +17,23 @@ pub(crate) struct PeerAddr {
 pub(crate) struct Peers {
     /// NATS JetStream.
     pub(crate) nats: Result<PeerAddr, String>,
+    /// NATS JetStream with `sync_interval: always`.
+    pub(crate) nats_sync: Result<PeerAddr, String>,
     /// Redis Streams.
     pub(crate) redis: Result<PeerAddr, String>,
+    /// Redis Streams with `appendfsync always`.
+    pub(crate) redis_always: Result<PeerAddr, String>,
 }
 
 impl Peers {
     /// No peers, for `reason`.
     pub(crate) fn none(reason: &str) -> Self {
+        let none = || Err(format!("not available: {reason}"));
         Self {
-            nats: Err(format!("not available: {reason}")),
-            redis: Err(format!("not available: {reason}")),
+            nats: none(),
+            nats_sync: none(),
+            redis: none(),
+            redis_always: none(),
         }
     }
 
@@ -54,7 +61,9 @@ impl Peers {
         };
         Self {
             nats: peer("nats"),
+            nats_sync: peer("nats-sync"),
             redis: peer("redis"),
+            redis_always: peer("redis-always"),
         }
     }
 }

@@ -4,7 +4,11 @@
 //! to the last acknowledgement, MB/s of line bytes, the server's CPU
 //! seconds per million lines and its peak RSS. baa-logd runs both once
 //! more with [`MASKED_VALUES`] values registered for it to mask, in the
-//! same run of the harness, for the cost of masking on ingest.
+//! same run of the harness, for the cost of masking on ingest. A last
+//! variant sends one line per message (small commits), where what a
+//! system does per commit shows. Durable systems (`baa-logd --sync`,
+//! NATS with `sync_interval: always`, Redis with `appendfsync always`)
+//! send fewer lines, each costing far more.
 
 use std::{
     sync::atomic::Ordering,
@@ -30,6 +34,10 @@ pub(crate) struct ThroughputParams {
     pub(crate) writers: usize,
     /// Lines each writer sends.
     pub(crate) lines: u64,
+    /// Lines each writer sends to a durable system.
+    pub(crate) durable_lines: u64,
+    /// Lines each writer sends with one line per message.
+    pub(crate) small_lines: u64,
     /// Bytes per line, newline included.
     pub(crate) line_bytes: usize,
     /// Lines per batch (an `AppendLogs` message, a Redis pipeline).
@@ -50,6 +58,8 @@ pub(crate) enum Variant {
     OwnRunsMasked,
     /// The shared run, each writer registering [`MASKED_VALUES`] values.
     SharedRunMasked,
+    /// Own runs, one line per message: every line its own commit.
+    OwnRunsSmallCommits,
 }
 
 impl Variant {
@@ -60,6 +70,7 @@ impl Variant {
             Self::SharedRun => "shared run",
             Self::OwnRunsMasked => "own runs, 100 values masked",
             Self::SharedRunMasked => "shared run, 100 values masked",
+            Self::OwnRunsSmallCommits => "own runs, one line per message",
         }
     }
 
@@ -70,7 +81,20 @@ impl Variant {
 
     /// Whether each writer has a run of its own.
     fn own_runs(self) -> bool {
-        matches!(self, Self::OwnRuns | Self::OwnRunsMasked)
+        matches!(
+            self,
+            Self::OwnRuns | Self::OwnRunsMasked | Self::OwnRunsSmallCommits
+        )
+    }
+
+    /// The lines each writer sends to `kind`, and how many go in one
+    /// message.
+    fn shape(self, kind: SystemKind, params: &ThroughputParams) -> (u64, usize) {
+        match self {
+            Self::OwnRunsSmallCommits => (params.small_lines, 1),
+            _ if kind.durable() => (params.durable_lines, params.batch_lines),
+            _ => (params.lines, params.batch_lines),
+        }
     }
 }
 
@@ -99,6 +123,7 @@ pub(crate) async fn run(
         Variant::SharedRun,
         Variant::OwnRunsMasked,
         Variant::SharedRunMasked,
+        Variant::OwnRunsSmallCommits,
     ];
     for variant in variants {
         for &kind in systems {
@@ -175,6 +200,12 @@ pub(crate) async fn measure(
             system.writer(conn, run, &writer_id).await?
         });
     }
+    let (lines, batch_lines) = variant.shape(kind, params);
+    let params = ThroughputParams {
+        lines,
+        batch_lines,
+        ..params.clone()
+    };
     let total = params.writers as u64 * params.lines;
     let progress = Progress::start(format!("{kind}"), total, "lines");
     let meter = system.pid().map(PhaseMeter::start);

@@ -235,7 +235,7 @@ async fn measure(
     let baa_log = tokio::task::spawn_blocking(move || find_cli(cli_bin))
         .await
         .map_err(|err| BenchError::failed("finding baa-log failed", err))??;
-    let server = GrpcSystem::start_baa_logd(&programs.baa_logd).await?;
+    let server = GrpcSystem::start_baa_logd(&programs.baa_logd, &[]).await?;
     let measured = async {
         let setup = Setup {
             bench: programs.bench.clone(),
