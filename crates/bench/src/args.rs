@@ -108,8 +108,8 @@ pub(crate) struct BenchArgs {
         long,
         value_delimiter = ',',
         default_values = [
-            "baa-logd", "nats", "redis", "transport", "disk", "baa-logd-sync", "nats-sync",
-            "redis-always",
+            "baa-logd", "nats", "redis", "transport", "disk", "baa-logd-client",
+            "baa-logd-sync", "nats-sync", "redis-always",
         ]
     )]
     pub(crate) systems: Vec<SystemKind>,

@@ -124,7 +124,8 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
         targets: Vec::new(),
     };
     use SystemKind::{
-        BaaLogd, BaaLogdSync, DiskCeiling, Nats, NatsSync, Redis, RedisAlways, TransportCeiling,
+        BaaLogd, BaaLogdClient, BaaLogdSync, DiskCeiling, Nats, NatsSync, Redis, RedisAlways,
+        TransportCeiling,
     };
     let chosen = |all: &[SystemKind]| -> Vec<SystemKind> {
         all.iter()
@@ -135,6 +136,7 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
     if args.workloads.contains(&Workload::W1) {
         let systems = chosen(&[
             BaaLogd,
+            BaaLogdClient,
             Nats,
             Redis,
             TransportCeiling,

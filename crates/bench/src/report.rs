@@ -1049,6 +1049,16 @@ fn ratios(report: &Report) -> Vec<Ratio> {
                 });
             }
         }
+        if let Some((client, stubs)) =
+            rate(SystemKind::BaaLogdClient).zip(rate(SystemKind::BaaLogd))
+        {
+            out.push(Ratio {
+                workload: format!("W1 {variant}, client crate"),
+                measure: "baa-logd through RunWriter entries/s (higher is better)",
+                versus: SystemKind::BaaLogd,
+                ratio: Some(client / stubs),
+            });
+        }
         if let Some(baa) = rate(SystemKind::BaaLogdSync) {
             for row in rows.iter().filter(|row| {
                 row.system == SystemKind::BaaLogd
@@ -1140,6 +1150,16 @@ fn targets(report: &Report) -> Vec<TargetCheck> {
                     met: got.map(|r| r >= wanted),
                 });
             }
+        }
+    }
+    for variant in ["own runs", "shared run"] {
+        let workload = format!("W1 {variant}, client crate");
+        if let Some(got) = ratio(&workload, SystemKind::BaaLogd) {
+            out.push(TargetCheck {
+                target: format!("{workload}: RunWriter ≥ 0.9× the raw stubs"),
+                measured: times(got),
+                met: Some(got >= 0.9),
+            });
         }
     }
     for variant in ["own runs", "shared run", "own runs, one line per message"] {

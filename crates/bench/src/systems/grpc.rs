@@ -40,6 +40,9 @@ pub(crate) struct GrpcSystem {
     /// Its data directory, removed when the phase ends; `None` when the
     /// workload keeps it (or the server stores nothing).
     _data_dir: Option<TempDir>,
+    /// Its writers go through the client crate's `RunWriter`, not the raw
+    /// stubs.
+    pub(crate) via_client: bool,
 }
 
 impl GrpcSystem {
@@ -55,6 +58,7 @@ impl GrpcSystem {
         Ok(Self {
             server,
             _data_dir: Some(data_dir),
+            via_client: false,
         })
     }
 
@@ -72,6 +76,7 @@ impl GrpcSystem {
         Ok(Self {
             server,
             _data_dir: None,
+            via_client: false,
         })
     }
 
@@ -94,6 +99,7 @@ impl GrpcSystem {
         Ok(Self {
             server,
             _data_dir: None,
+            via_client: false,
         })
     }
 
@@ -373,6 +379,59 @@ impl StubsWriter {
             .context("the append task failed")?
             .context("AppendLogs failed")?;
         Ok(response.stored_count)
+    }
+}
+
+// === impl ClientWriter ===
+
+/// A writer through the client crate's `RunWriter`: the handle workers use,
+/// which batches what it is given by size and time (its defaults), on a
+/// connection of its own.
+#[derive(Debug)]
+pub(crate) struct ClientWriter {
+    /// The handle.
+    writer: baa_logging_client::RunWriter,
+    /// Lines handed to it.
+    sent: u64,
+}
+
+impl ClientWriter {
+    /// Connects to `url` and opens a writer named `writer_id` on `run`.
+    pub(crate) async fn open(url: &str, run: &str, writer_id: &str) -> Result<Self> {
+        let client = baa_logging_client::Client::connect(url.to_owned())
+            .await
+            .map_err(|err| BenchError::Failed(format!("cannot connect to {url}: {err}")))?;
+        let options = baa_logging_client::WriterOptions {
+            writer_id: Some(writer_id.to_owned()),
+            ..baa_logging_client::WriterOptions::default()
+        };
+        let writer = client
+            .writer(baa_logging_client::RunKey::new(TASK_ID, run), options)
+            .await
+            .map_err(|err| BenchError::Failed(format!("cannot open a RunWriter: {err}")))?;
+        Ok(Self { writer, sent: 0 })
+    }
+
+    /// Hands `lines` to the writer, one stdout chunk each.
+    pub(crate) async fn send(&mut self, lines: Vec<String>) -> Result<()> {
+        for line in lines {
+            self.writer
+                .stdout(line)
+                .await
+                .map_err(|err| BenchError::Failed(format!("RunWriter::stdout: {err}")))?;
+            self.sent += 1;
+        }
+        Ok(())
+    }
+
+    /// Waits until the server holds every line; returns how many there
+    /// were.
+    pub(crate) async fn finish(self) -> Result<u64> {
+        self.writer
+            .flush()
+            .await
+            .map_err(|err| BenchError::Failed(format!("RunWriter::flush: {err}")))?;
+        Ok(self.sent)
     }
 }
 

@@ -31,6 +31,9 @@ pub(crate) enum SystemKind {
     /// `baa-logd`, driven through the raw generated stubs.
     #[value(name = "baa-logd")]
     BaaLogd,
+    /// `baa-logd`, driven through the client crate's `RunWriter`.
+    #[value(name = "baa-logd-client")]
+    BaaLogdClient,
     /// `baa-logd --sync`: a commit is acknowledged once it is on the disk.
     #[value(name = "baa-logd-sync")]
     BaaLogdSync,
@@ -64,13 +67,17 @@ impl SystemKind {
 
     /// Whether it is baa-logd, in any configuration.
     pub(crate) fn is_baa_logd(self) -> bool {
-        matches!(self, Self::BaaLogd | Self::BaaLogdSync)
+        matches!(
+            self,
+            Self::BaaLogd | Self::BaaLogdClient | Self::BaaLogdSync
+        )
     }
 
     /// The name in the table.
     pub(crate) fn label(self) -> &'static str {
         match self {
             Self::BaaLogd => "baa-logd",
+            Self::BaaLogdClient => "baa-logd, client crate",
             Self::BaaLogdSync => "baa-logd --sync",
             Self::Nats => "NATS JetStream",
             Self::NatsSync => "NATS JetStream, sync always",
@@ -113,6 +120,15 @@ impl Launcher {
                 .await
                 .map(System::Grpc)
                 .map_err(|err| err.to_string()),
+            SystemKind::BaaLogdClient => {
+                grpc::GrpcSystem::start_baa_logd(&self.programs.baa_logd, &[])
+                    .await
+                    .map(|mut system| {
+                        system.via_client = true;
+                        System::Grpc(system)
+                    })
+                    .map_err(|err| err.to_string())
+            }
             SystemKind::BaaLogdSync => {
                 grpc::GrpcSystem::start_baa_logd(&self.programs.baa_logd, &["--sync"])
                     .await
@@ -222,6 +238,9 @@ impl System {
         writer_id: &str,
     ) -> Result<Writer> {
         Ok(match (self, connection) {
+            (Self::Grpc(system), Connection::Grpc(_)) if system.via_client => Writer::Client(
+                Box::new(grpc::ClientWriter::open(&system.url(), run, writer_id).await?),
+            ),
             (Self::Grpc(_), Connection::Grpc(channel)) => {
                 Writer::Stubs(grpc::StubsWriter::open(channel.clone(), run, writer_id).await?)
             }
@@ -300,6 +319,8 @@ impl System {
 pub(crate) enum Writer {
     /// An `AppendLogs` stream over the raw stubs.
     Stubs(grpc::StubsWriter),
+    /// The client crate's `RunWriter` (boxed: it is large).
+    Client(Box<grpc::ClientWriter>),
     /// JetStream publishes with acks in flight.
     Nats(nats::NatsWriter),
     /// Pipelined `XADD`s.
@@ -313,6 +334,7 @@ impl Writer {
     pub(crate) async fn send(&mut self, lines: Vec<String>) -> Result<()> {
         match self {
             Self::Stubs(writer) => writer.send(lines).await,
+            Self::Client(writer) => writer.send(lines).await,
             Self::Nats(writer) => writer.send(lines).await,
             Self::Redis(writer) => writer.send(lines).await,
             Self::Disk(writer) => writer.send(&lines),
@@ -324,6 +346,7 @@ impl Writer {
     pub(crate) async fn finish(self) -> Result<u64> {
         match self {
             Self::Stubs(writer) => writer.finish().await,
+            Self::Client(writer) => writer.finish().await,
             Self::Nats(writer) => writer.finish().await,
             Self::Redis(writer) => writer.finish().await,
             Self::Disk(writer) => writer.finish(),
