@@ -138,6 +138,9 @@ pub(crate) struct BenchArgs {
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/baa-bench.json")]
     pub(crate) json: PathBuf,
+    /// Where to write the SVG charts.
+    #[arg(long, default_value = "target/baa-bench-charts")]
+    pub(crate) charts: PathBuf,
 
     /// Bytes per line, newline included (every workload).
     #[arg(long, default_value_t = 120)]

@@ -25,6 +25,7 @@
 //!   stderr, the Markdown and JSON results.
 
 mod args;
+mod charts;
 mod error;
 mod latency;
 mod noop;
@@ -198,6 +199,9 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
     std::fs::write(&args.json, json)
         .map_err(|err| BenchError::io(format!("cannot write {}", args.json.display()), err))?;
     eprintln!("results written to {}", args.json.display());
+    for chart in charts::write(&report, &args.charts)? {
+        eprintln!("chart written to {}", chart.display());
+    }
     let wrong = report.wrong_answers();
     if !wrong.is_empty() {
         return Err(BenchError::Failed(format!(
