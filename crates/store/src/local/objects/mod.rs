@@ -250,7 +250,7 @@ impl Run {
         if let Some(total) = objects.total {
             return Ok(total);
         }
-        let total = walk::total_bytes(&self.dir).map_err(|err| {
+        let total = walk::total_bytes(&open_run_dir(self)?).map_err(|err| {
             StoreError::io(format!("cannot count the objects of {}", self.key), err)
         })?;
         objects.total = Some(total);
@@ -392,10 +392,10 @@ impl ObjectStore for LocalStore {
     async fn list_objects(&self, key: &RunKey, kind: Option<ObjectKind>) -> Result<ObjectListing> {
         let run = self.run(key).await?;
         blocking(move || {
-            let found = walk::objects(&run.dir, kind).map_err(|err| {
+            let run_dir = open_run_dir(&run)?;
+            let found = walk::objects(&run_dir, kind).map_err(|err| {
                 StoreError::io(format!("cannot list the objects of {}", run.key), err)
             })?;
-            let run_dir = open_run_dir(&run)?;
             let listing_fail = |trouble: PathTrouble| match trouble {
                 PathTrouble::Unsafe(problem) => StoreError::UnsafePath {
                     object: run.key.to_string(),

@@ -44,7 +44,8 @@ impl Run {
         }
         inner.writable(&self.key, true)?;
         let io = |err| StoreError::io(format!("cannot reserve a checkpoint of {}", self.key), err);
-        let highest = walk::slots(&self.dir)
+        let run_dir = Dir::open(self.dir.path()).map_err(io)?;
+        let highest = walk::slots(&run_dir)
             .map_err(io)?
             .last()
             .copied()
@@ -65,7 +66,6 @@ impl Run {
             },
             PathTrouble::Io(err) => io(err),
         };
-        let run_dir = Dir::open(self.dir.path()).map_err(io)?;
         let checkpoints = run_dir
             .descend_creating([RunDir::checkpoints_name()])
             .map_err(unsafe_path)?;
