@@ -35,7 +35,7 @@ pub(crate) mod walk;
 use std::{
     collections::HashMap,
     fs,
-    io::{self, Read},
+    io::{self, Read, Seek},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
@@ -153,6 +153,14 @@ fn from_hex(hex_digest: &str) -> Option<[u8; 32]> {
 /// Its digest comes from the manifest when a line has its size, else from
 /// its bytes.
 fn stored_info(run_dir: &Dir, object: &ObjectRef) -> Result<Option<ObjectInfo>> {
+    Ok(open_stored(run_dir, object)?.map(|(info, _)| info))
+}
+
+/// The object `object` open for reading, positioned at its start, with
+/// what it is, both from the one descriptor; `None` when it is not there.
+/// Its digest comes from the manifest when a line has its size, else from
+/// its bytes.
+fn open_stored(run_dir: &Dir, object: &ObjectRef) -> Result<Option<(ObjectInfo, fs::File)>> {
     let (dirs, file) = parts(object);
     let fail = trouble(object, "read");
     let Some(parent) = run_dir
@@ -161,7 +169,7 @@ fn stored_info(run_dir: &Dir, object: &ObjectRef) -> Result<Option<ObjectInfo>> 
     else {
         return Ok(None);
     };
-    let Some(opened) = parent.open_file(&file).map_err(&fail)? else {
+    let Some(mut opened) = parent.open_file(&file).map_err(&fail)? else {
         return Ok(None);
     };
     let meta = opened
@@ -175,16 +183,19 @@ fn stored_info(run_dir: &Dir, object: &ObjectRef) -> Result<Option<ObjectInfo>> 
         .and_then(|line| from_hex(&line.sha256))
     {
         Some(sha256) => sha256,
-        None => hash_all(&opened).map_err(|err| fail(PathTrouble::Io(err)))?,
+        None => hash_all(&opened)
+            .and_then(|sha256| opened.rewind().map(|()| sha256))
+            .map_err(|err| fail(PathTrouble::Io(err)))?,
     };
-    Ok(Some(ObjectInfo {
+    let info = ObjectInfo {
         kind: object.kind,
         name: object.name.clone(),
         checkpoint_seq: object.checkpoint_seq,
         size: meta.len(),
         sha256,
         modified_at: iso(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)),
-    }))
+    };
+    Ok(Some((info, opened)))
 }
 
 /// A file time in `toISOString` form.
@@ -372,19 +383,8 @@ impl ObjectStore for LocalStore {
         object.check()?;
         let run = self.run(&object.key).await?;
         blocking(move || {
-            let run_dir = open_run_dir(&run)?;
-            let info = stored_info(&run_dir, &object)?
-                .ok_or_else(|| StoreError::ObjectNotFound(object.to_string()))?;
-            let (dirs, file) = parts(&object);
-            let fail = trouble(&object, "read");
-            let opened = run_dir
-                .descend(dirs.iter().map(String::as_str))
-                .map_err(&fail)?
-                .and_then(|parent| parent.open_file(&file).transpose())
-                .transpose()
-                .map_err(&fail)?
-                .ok_or_else(|| StoreError::ObjectNotFound(object.to_string()))?;
-            Ok((info, opened))
+            open_stored(&open_run_dir(&run)?, &object)?
+                .ok_or_else(|| StoreError::ObjectNotFound(object.to_string()))
         })
         .await
     }
