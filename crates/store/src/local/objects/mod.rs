@@ -32,6 +32,9 @@ pub(crate) mod safe_dir;
 mod staged;
 pub(crate) mod walk;
 
+#[cfg(test)]
+mod tests;
+
 use std::{
     collections::HashMap,
     fs,
@@ -57,7 +60,7 @@ use super::{
     run::Run,
 };
 use crate::{
-    error::{Refused, Result, StoreError},
+    error::{Result, StoreError},
     ids::check_id,
     model::{RunKey, RunStateSnapshot},
     objects::{ObjectInfo, ObjectKind, ObjectListing, ObjectRef, ObjectStore, UploadStatus},
@@ -210,51 +213,6 @@ fn open_run_dir(run: &Run) -> Result<Dir> {
 }
 
 impl Run {
-    /// Refuses objects for a terminal run, and, for a checkpoint object, a
-    /// slot that is not reserved or is closed.
-    fn check_objects_allowed(&self, object: &ObjectRef) -> Result<()> {
-        let state = self.state();
-        if state.status.is_terminal() {
-            return Err(StoreError::Terminal {
-                key: self.key.clone(),
-                status: state.status,
-                refused: Refused::Objects,
-            });
-        }
-        if object.kind == ObjectKind::Checkpoint {
-            self.check_open_slot(state.checkpoint_seq, object.checkpoint_seq)?;
-        }
-        Ok(())
-    }
-
-    /// Refuses a checkpoint slot that is at or before `current`, or not
-    /// reserved.
-    pub(crate) fn check_open_slot(&self, current: u64, checkpoint_seq: u64) -> Result<()> {
-        if checkpoint_seq <= current {
-            return Err(StoreError::CheckpointClosed {
-                key: self.key.clone(),
-                checkpoint_seq,
-                current,
-            });
-        }
-        let slot = self.dir.checkpoints().join(checkpoint_seq.to_string());
-        match fs::symlink_metadata(&slot) {
-            Ok(meta) if meta.is_dir() => Ok(()),
-            Ok(_) => Err(StoreError::UnsafePath {
-                object: format!("{}: checkpoints/{checkpoint_seq}", self.key),
-                problem: "the slot is not a directory".to_owned(),
-            }),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Err(StoreError::SlotNotReserved {
-                key: self.key.clone(),
-                checkpoint_seq,
-            }),
-            Err(err) => Err(StoreError::io(
-                format!("cannot read {}", slot.display()),
-                err,
-            )),
-        }
-    }
-
     /// The bytes of the run's objects and staged uploads, counted from
     /// disk the first time.
     fn objects_total(&self, objects: &mut RunObjects) -> Result<u64> {

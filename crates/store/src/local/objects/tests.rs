@@ -1,0 +1,156 @@
+//! The store's side of objects: which checkpoint slots take objects.
+
+use std::{path::Path, sync::Arc};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::walk;
+use crate::{
+    LocalStoreOptions, RunStore, StoreError,
+    local::{LocalStore, layout::RunDir, run::Run},
+    model::{
+        AppendItem, AppendPayload, LogLevel, RunKey, RunMetadataInput, RunStatePatch,
+        RunStateSnapshotInput, StructuredData, WorkerLifecycleEventInput, WorkerLifecycleEventType,
+    },
+    objects::{ObjectKind, ObjectRef, ObjectStore, ObjectUpload, UploadCommit},
+};
+
+/// Opens a store on `dir`, without a disk headroom to keep.
+fn open(dir: &Path) -> LocalStore {
+    let mut options = LocalStoreOptions::new(dir);
+    options.min_free_bytes = 0;
+    LocalStore::open(options).unwrap()
+}
+
+/// The run `t/r`.
+fn key() -> RunKey {
+    RunKey {
+        task_id: "t".into(),
+        run_id: "r".into(),
+    }
+}
+
+/// Prepares the run `t/r`.
+async fn prepare(store: &LocalStore) {
+    let metadata = RunMetadataInput {
+        task_id: "t".into(),
+        step_id: "s".into(),
+        step_name: "S".into(),
+        run_id: "r".into(),
+        worker_kind: "shell".into(),
+        attempt: 1,
+        repo_root: "/repo".into(),
+        worktree_path: "/repo".into(),
+        created_at: "2026-01-01T00:00:00.000Z".into(),
+        checkpoint_mode: "none".into(),
+        prompt_summary: None,
+        command: None,
+    };
+    let state = RunStateSnapshotInput {
+        attempt: 1,
+        started_at: "2026-01-01T00:00:00.000Z".into(),
+        checkpoint_seq: None,
+        summary: None,
+    };
+    store.prepare_run(metadata, state).await.unwrap();
+}
+
+/// The object `name` in checkpoint slot `slot` of `t/r`.
+fn checkpoint(slot: u64, name: &str) -> ObjectRef {
+    ObjectRef {
+        key: key(),
+        kind: ObjectKind::Checkpoint,
+        name: name.into(),
+        checkpoint_seq: slot,
+    }
+}
+
+/// The commit of `bytes`.
+fn commit_of(bytes: &[u8]) -> UploadCommit {
+    UploadCommit {
+        size: bytes.len() as u64,
+        sha256: Sha256::digest(bytes).into(),
+    }
+}
+
+/// Uploads `bytes` to `object` whole.
+async fn put(store: &LocalStore, object: &ObjectRef, bytes: &[u8]) -> crate::Result<()> {
+    let mut upload = store.open_upload(object.clone(), "put").await?;
+    upload.write(0, Bytes::copy_from_slice(bytes)).await?;
+    upload.commit(commit_of(bytes)).await.map(drop)
+}
+
+/// The run's directory.
+fn run_dir(dir: &Path) -> RunDir {
+    RunDir::new(dir.join("t/r"))
+}
+
+/// The run, open.
+async fn run(store: &LocalStore) -> Arc<Run> {
+    store.run(&key()).await.unwrap()
+}
+
+/// A lifecycle event of `event_type` with `data`.
+fn event(event_type: WorkerLifecycleEventType, data: StructuredData) -> AppendPayload {
+    AppendPayload::Event(WorkerLifecycleEventInput {
+        event_type,
+        level: LogLevel::Info,
+        message: "m".into(),
+        created_at: None,
+        data,
+    })
+}
+
+/// Objects go only into slots reserved through the store: not into a
+/// slot directory made by hand, nor into one a worker's own
+/// `checkpoint_slot_reserved` entry names; a reservation holds across a
+/// restart, read back from the log.
+#[tokio::test]
+async fn only_reserved_slots_take_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        prepare(&store).await;
+        std::fs::create_dir_all(run_dir(dir.path()).checkpoints().join("1")).unwrap();
+        let mut data = StructuredData::new();
+        data.insert("checkpointSeq".into(), 1.into());
+        let forged = AppendItem {
+            writer_seq: 1,
+            payload: event(WorkerLifecycleEventType::CheckpointSlotReserved, data),
+        };
+        store.append(&key(), "w", vec![forged]).await.unwrap();
+        let refused = put(&store, &checkpoint(1, "x"), b"x").await;
+        assert!(
+            matches!(refused, Err(StoreError::SlotNotReserved { .. })),
+            "{refused:?}"
+        );
+        let refused = store.commit_checkpoint(&key(), 1).await;
+        assert!(
+            matches!(refused, Err(StoreError::SlotNotReserved { .. })),
+            "{refused:?}"
+        );
+        let patch = RunStatePatch {
+            checkpoint_seq: Some(1),
+            ..RunStatePatch::default()
+        };
+        let refused = store.update_state(&key(), patch).await;
+        assert!(
+            matches!(refused, Err(StoreError::SlotNotReserved { .. })),
+            "{refused:?}"
+        );
+        let (slot, _) = store.reserve_checkpoint(&key()).await.unwrap();
+        assert_eq!(slot, 2, "a slot made by hand is passed over");
+        put(&store, &checkpoint(2, "x"), b"x").await.unwrap();
+    }
+    let store = open(dir.path());
+    put(&store, &checkpoint(2, "y"), b"y").await.unwrap();
+    let refused = put(&store, &checkpoint(1, "y"), b"y").await;
+    assert!(
+        matches!(refused, Err(StoreError::SlotNotReserved { .. })),
+        "{refused:?}"
+    );
+    store.commit_checkpoint(&key(), 2).await.unwrap();
+    let run_dir = super::open_run_dir(&*run(&store).await).unwrap();
+    assert_eq!(walk::slots(&run_dir).unwrap(), [1, 2]);
+}
