@@ -432,7 +432,13 @@ impl ObjectStore for LocalStore {
                 Err(StoreError::RunNotFound(_)) => continue,
                 Err(err) => return Err(err),
             };
-            swept += blocking(move || LocalStore::sweep_run_uploads(&run, age)).await?;
+            let swept_here = blocking(move || LocalStore::sweep_run_uploads(&run, age)).await?;
+            if swept_here > 0 {
+                // Retention keeps what it learnt of a terminal run: its
+                // bytes just went down.
+                self.forget_run_facts(&key);
+            }
+            swept += swept_here;
         }
         Ok(swept)
     }

@@ -1,6 +1,7 @@
-//! The store's side of objects: which checkpoint slots take objects.
+//! The store's side of objects: which checkpoint slots take objects,
+//! and what retention learns once the sweep removed staged uploads.
 
-use std::{path::Path, sync::Arc};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -11,9 +12,11 @@ use crate::{
     local::{LocalStore, layout::RunDir, run::Run},
     model::{
         AppendItem, AppendPayload, LogLevel, RunKey, RunMetadataInput, RunStatePatch,
-        RunStateSnapshotInput, StructuredData, WorkerLifecycleEventInput, WorkerLifecycleEventType,
+        RunStateSnapshotInput, RunStatus, StructuredData, WorkerLifecycleEventInput,
+        WorkerLifecycleEventType,
     },
     objects::{ObjectKind, ObjectRef, ObjectStore, ObjectUpload, UploadCommit},
+    retention::RetentionPolicy,
 };
 
 /// Opens a store on `dir`, without a disk headroom to keep.
@@ -56,6 +59,16 @@ async fn prepare(store: &LocalStore) {
     store.prepare_run(metadata, state).await.unwrap();
 }
 
+/// The artifact `name` of `t/r`.
+fn artifact(name: &str) -> ObjectRef {
+    ObjectRef {
+        key: key(),
+        kind: ObjectKind::Artifact,
+        name: name.into(),
+        checkpoint_seq: 0,
+    }
+}
+
 /// The object `name` in checkpoint slot `slot` of `t/r`.
 fn checkpoint(slot: u64, name: &str) -> ObjectRef {
     ObjectRef {
@@ -74,6 +87,16 @@ fn commit_of(bytes: &[u8]) -> UploadCommit {
     }
 }
 
+/// Stages `bytes` as upload `upload_id` of `object`, and ends the stream.
+async fn stage(store: &LocalStore, object: &ObjectRef, upload_id: &str, bytes: &[u8]) {
+    let mut upload = store.open_upload(object.clone(), upload_id).await.unwrap();
+    upload
+        .write(upload.size(), Bytes::copy_from_slice(bytes))
+        .await
+        .unwrap();
+    upload.close().await.unwrap();
+}
+
 /// Uploads `bytes` to `object` whole.
 async fn put(store: &LocalStore, object: &ObjectRef, bytes: &[u8]) -> crate::Result<()> {
     let mut upload = store.open_upload(object.clone(), "put").await?;
@@ -89,6 +112,41 @@ fn run_dir(dir: &Path) -> RunDir {
 /// The run, open.
 async fn run(store: &LocalStore) -> Arc<Run> {
     store.run(&key()).await.unwrap()
+}
+
+/// Retention measures a finished run again once the sweep removed its
+/// staged uploads, instead of counting their bytes from what it learnt
+/// before.
+#[tokio::test]
+async fn retention_forgets_the_bytes_the_sweep_removed() {
+    const KEEP_ALL: RetentionPolicy = RetentionPolicy {
+        max_age: None,
+        max_bytes: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    prepare(&store).await;
+    stage(&store, &artifact("a.bin"), "u", &[7; 10_000]).await;
+    let patch = RunStatePatch {
+        status: Some(RunStatus::Failed),
+        ..RunStatePatch::default()
+    };
+    store.update_state(&key(), patch).await.unwrap();
+    let before = store.collect(KEEP_ALL, true).await.unwrap().bytes_before;
+    let uploads = run_dir(dir.path()).path().join(RunDir::uploads_name());
+    let staged_bytes: u64 = ["u.part", "u.json"]
+        .iter()
+        .map(|name| std::fs::metadata(uploads.join(name)).unwrap().len())
+        .sum();
+    assert_eq!(
+        store
+            .sweep_uploads(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        1
+    );
+    let after = store.collect(KEEP_ALL, true).await.unwrap().bytes_before;
+    assert_eq!(after, before - staged_bytes);
 }
 
 /// A lifecycle event of `event_type` with `data`.
