@@ -13,7 +13,7 @@
 use std::{
     fs::File,
     io::{Read, Write},
-    os::unix::fs::FileExt,
+    os::unix::fs::{FileExt, MetadataExt},
     sync::{Arc, Mutex},
 };
 
@@ -115,17 +115,132 @@ fn check_target(found: &StagedTarget, object: &ObjectRef, upload_id: &str) -> Re
 
 /// The staged upload `upload_id` of `object`, from this process's memory,
 /// then from disk, else new (one of at most `max_run_uploads`).
+///
+/// The run's `objects` lock is held for short steps only: a staged file
+/// resumed from disk (after a restart) is hashed without it, which takes
+/// seconds for a large one, and is taken only if, under the lock again,
+/// it is still the upload's file and nobody took the upload meanwhile;
+/// else the lookup starts over. Staged files are created and removed
+/// under that lock alone, so it sees them as they are.
 fn staged(
     run: &Run,
-    objects: &mut RunObjects,
     object: &ObjectRef,
     upload_id: &str,
     max_run_uploads: u64,
 ) -> Result<Arc<Mutex<Staged>>> {
-    if let Some((target, staged)) = objects.uploads.get(upload_id) {
-        check_target(&StagedTarget::of(target), object, upload_id)?;
-        return Ok(staged.clone());
+    loop {
+        if let Some(known) = known(&lock(&run.objects), object, upload_id)? {
+            return Ok(known);
+        }
+        let hashed = hash_staged(run, object, upload_id)?;
+        let mut objects = lock(&run.objects);
+        if let Some(known) = known(&objects, object, upload_id)? {
+            return Ok(known);
+        }
+        if let Some(staged) = settle(
+            run,
+            &mut objects,
+            object,
+            upload_id,
+            hashed,
+            max_run_uploads,
+        )? {
+            return Ok(staged);
+        }
     }
+}
+
+/// The upload `upload_id` of `object` as this process knows it, if it
+/// does; an upload id that stages another object is refused.
+fn known(
+    objects: &RunObjects,
+    object: &ObjectRef,
+    upload_id: &str,
+) -> Result<Option<Arc<Mutex<Staged>>>> {
+    let Some((target, staged)) = objects.uploads.get(upload_id) else {
+        return Ok(None);
+    };
+    check_target(&StagedTarget::of(target), object, upload_id)?;
+    Ok(Some(staged.clone()))
+}
+
+/// A staged file found on disk, made durable and hashed whole.
+struct Hashed {
+    /// The file, open for reading and writing.
+    file: File,
+    /// Its device and inode, to tell it is still the staged file.
+    identity: (u64, u64),
+    /// Its bytes.
+    size: u64,
+    /// Their SHA-256 so far.
+    hasher: Sha256,
+}
+
+impl Hashed {
+    /// Whether `stat`, of the staged file's name now, is this file as it
+    /// was hashed.
+    fn is(&self, stat: &nix::sys::stat::FileStat) -> bool {
+        self.identity == (stat.st_dev, stat.st_ino) && self.size == stat.st_size as u64
+    }
+}
+
+/// The staged file of upload `upload_id` as the disk holds it (after a
+/// restart), synced and hashed; `None` when there is none. Takes no lock:
+/// what it found is checked again under the run's `objects` lock.
+fn hash_staged(run: &Run, object: &ObjectRef, upload_id: &str) -> Result<Option<Hashed>> {
+    let fail = trouble(object, "stage");
+    let io = |err| fail(PathTrouble::Io(err));
+    let Some(uploads) = open_run_dir(run)?
+        .child(RunDir::uploads_name())
+        .map_err(&fail)?
+    else {
+        return Ok(None);
+    };
+    let Some(found) = read_target(&uploads, upload_id, object)? else {
+        return Ok(None);
+    };
+    check_target(&found, object, upload_id)?;
+    let Some(file) = uploads
+        .open_rw(&part_name(upload_id), false)
+        .map_err(&fail)?
+    else {
+        return Ok(None);
+    };
+    // What the file holds is made durable, then hashed once.
+    file.sync_all().map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; 1 << 20];
+    let mut size = 0u64;
+    let mut reader = &file;
+    loop {
+        let n = reader.read(&mut buffer).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+    Ok(Some(Hashed {
+        file,
+        identity: (meta.dev(), meta.ino()),
+        size,
+        hasher,
+    }))
+}
+
+/// Under the run's `objects` lock, for an upload this process does not
+/// know: takes the staged file `hashed` if it is still the upload's, or
+/// creates what is missing; `None` when the disk changed since `hashed`
+/// was read, and the lookup must start over.
+fn settle(
+    run: &Run,
+    objects: &mut RunObjects,
+    object: &ObjectRef,
+    upload_id: &str,
+    hashed: Option<Hashed>,
+    max_run_uploads: u64,
+) -> Result<Option<Arc<Mutex<Staged>>>> {
     let fail = trouble(object, "stage");
     let run_dir = open_run_dir(run)?;
     let (uploads, created) = run_dir
@@ -137,49 +252,17 @@ fn staged(
     let (file, size, hasher) = match read_target(&uploads, upload_id, object)? {
         Some(found) => {
             check_target(&found, object, upload_id)?;
-            match uploads
-                .open_rw(&part_name(upload_id), false)
-                .map_err(&fail)?
-            {
-                Some(file) => {
-                    // Resumed after a restart: what the file holds is
-                    // made durable, then hashed once.
-                    file.sync_all().map_err(|err| fail(PathTrouble::Io(err)))?;
-                    let mut hasher = Sha256::new();
-                    let mut buffer = vec![0; 1 << 20];
-                    let mut size = 0u64;
-                    let mut reader = &file;
-                    loop {
-                        let n = reader
-                            .read(&mut buffer)
-                            .map_err(|err| fail(PathTrouble::Io(err)))?;
-                        if n == 0 {
-                            break;
-                        }
-                        hasher.update(&buffer[..n]);
-                        size += n as u64;
-                    }
-                    (file, size, hasher)
+            match (uploads.stat(&part_name(upload_id)).map_err(&fail)?, hashed) {
+                (Some(stat), Some(hashed)) if hashed.is(&stat) => {
+                    (hashed.file, hashed.size, hashed.hasher)
                 }
-                None => create_part(&uploads, upload_id, object)?,
+                (Some(_), _) => return Ok(None),
+                (None, _) => create_part(&uploads, upload_id, object)?,
             }
         }
         None => {
-            check_upload_count(run, max_run_uploads, object)?;
-            let mut bytes =
-                serde_json::to_vec(&StagedTarget::of(object)).expect("a target serializes");
-            bytes.push(b'\n');
-            uploads
-                .remove(&target_name(upload_id))
-                .map_err(|err| fail(PathTrouble::Io(err)))?;
-            let mut target = uploads
-                .open_rw(&target_name(upload_id), true)
-                .map_err(&fail)?
-                .ok_or_else(|| fail(PathTrouble::Io(std::io::ErrorKind::NotFound.into())))?;
-            target
-                .write_all(&bytes)
-                .and_then(|()| target.sync_all())
-                .map_err(|err| fail(PathTrouble::Io(err)))?;
+            check_upload_count(run, &uploads, max_run_uploads, object)?;
+            create_target(&uploads, upload_id, object)?;
             create_part(&uploads, upload_id, object)?
         }
     };
@@ -195,7 +278,26 @@ fn staged(
     objects
         .uploads
         .insert(upload_id.to_owned(), (object.clone(), staged.clone()));
-    Ok(staged)
+    Ok(Some(staged))
+}
+
+/// Writes `.uploads/<id>.json`, what the upload becomes, durably (a torn
+/// one left by a crash is replaced).
+fn create_target(uploads: &Dir, upload_id: &str, object: &ObjectRef) -> Result<()> {
+    let fail = trouble(object, "stage");
+    let mut bytes = serde_json::to_vec(&StagedTarget::of(object)).expect("a target serializes");
+    bytes.push(b'\n');
+    uploads
+        .remove(&target_name(upload_id))
+        .map_err(|err| fail(PathTrouble::Io(err)))?;
+    let mut target = uploads
+        .open_rw(&target_name(upload_id), true)
+        .map_err(&fail)?
+        .ok_or_else(|| fail(PathTrouble::Io(std::io::ErrorKind::NotFound.into())))?;
+    target
+        .write_all(&bytes)
+        .and_then(|()| target.sync_all())
+        .map_err(|err| fail(PathTrouble::Io(err)))
 }
 
 /// Opens the staged file of an upload known to this process again, for a
@@ -218,15 +320,13 @@ fn reopen_part(run: &Run, object: &ObjectRef, upload_id: &str) -> Result<File> {
 /// [`ObjectLimits::max_run_uploads`] of them (in `.uploads/`, each with its
 /// `.json`): each one may be resumed, so each is kept until it is
 /// committed or swept, and a write token could otherwise stage without end.
-fn check_upload_count(run: &Run, max: u64, object: &ObjectRef) -> Result<()> {
-    let staged = match std::fs::read_dir(run.dir.uploads()) {
-        Ok(entries) => entries
-            .flatten()
-            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".json"))
-            .count() as u64,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(err) => return Err(StoreError::io(format!("cannot stage {object}"), err)),
-    };
+fn check_upload_count(run: &Run, uploads: &Dir, max: u64, object: &ObjectRef) -> Result<()> {
+    let staged = uploads
+        .entries()
+        .map_err(|err| StoreError::io(format!("cannot stage {object}"), err))?
+        .iter()
+        .filter(|entry| entry.name.ends_with(".json"))
+        .count() as u64;
     if staged >= max {
         return Err(StoreError::TooManyUploads {
             key: run.key.clone(),
@@ -329,17 +429,8 @@ impl LocalUpload {
         limits: ObjectLimits,
     ) -> Result<Self> {
         run.check_objects_allowed(&object)?;
-        let staged = {
-            let mut objects = lock(&run.objects);
-            run.objects_total(&mut objects)?;
-            staged(
-                &run,
-                &mut objects,
-                &object,
-                &upload_id,
-                limits.max_run_uploads,
-            )?
-        };
+        run.objects_total(&mut lock(&run.objects))?;
+        let staged = staged(&run, &object, &upload_id, limits.max_run_uploads)?;
         let (generation, size) = {
             let mut staged = lock(&staged);
             if staged.done {
