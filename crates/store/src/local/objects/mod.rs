@@ -236,52 +236,23 @@ impl Run {
 }
 
 impl LocalStore {
-    /// Removes the staged uploads of one run that nothing wrote to for
-    /// `age` (all of them when the run is terminal); returns how many.
+    /// Removes the staged uploads of one run that nothing wrote to or
+    /// resumed for `age` (all of them when the run is terminal), and its
+    /// `.uploads/` once that is empty; returns how many. Blocking.
+    ///
+    /// Each upload is found idle by its files first, without a lock, then
+    /// taken under its locks only if it still is (see `staged::sweep`),
+    /// so that a resume racing the sweep keeps its upload, or starts
+    /// afresh, but never writes to a file the sweep removed.
     fn sweep_run_uploads(run: &Run, age: Duration) -> Result<u64> {
-        let uploads = run.dir.uploads();
-        let entries = match fs::read_dir(&uploads) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(err) => {
-                return Err(StoreError::io(
-                    format!("cannot read {}", uploads.display()),
-                    err,
-                ));
-            }
-        };
         let terminal = run.state().status.is_terminal();
-        let now = SystemTime::now();
         let mut swept = 0;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(upload_id) = name.strip_suffix(".part") else {
-                continue;
-            };
-            let Ok(meta) = entry.metadata() else {
-                continue;
-            };
-            let idle = meta
-                .modified()
-                .ok()
-                .and_then(|modified| now.duration_since(modified).ok())
-                .unwrap_or_default();
-            if !terminal && idle < age {
-                continue;
-            }
-            let staged = lock(&run.objects).uploads.remove(upload_id);
-            if let Some((_, staged)) = staged {
-                lock(&staged).drop_files();
-            }
-            let _ = fs::remove_file(uploads.join(format!("{upload_id}.json")));
-            if fs::remove_file(entry.path()).is_ok() {
-                run.add_objects_bytes(-i128::from(meta.len()));
+        for upload_id in staged::idle_uploads(run, age, terminal)? {
+            if staged::sweep(run, &upload_id, age, terminal)? {
                 swept += 1;
             }
         }
-        if swept > 0 {
-            let _ = super::fsio::sync_dir(&uploads);
-        }
+        staged::drop_uploads_dir_if_empty(run)?;
         Ok(swept)
     }
 

@@ -225,6 +225,16 @@ impl Dir {
         Ok(entries)
     }
 
+    /// Removes the directory `name` if it is empty; true when it was
+    /// removed, false when it is missing or holds something.
+    pub(crate) fn remove_empty_dir(&self, name: &str) -> io::Result<bool> {
+        match unlinkat(self.0.as_fd(), name, UnlinkatFlags::RemoveDir) {
+            Ok(()) => Ok(true),
+            Err(Errno::ENOENT | Errno::ENOTEMPTY | Errno::EEXIST) => Ok(false),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+
     /// Removes the file `name`; a missing one is not an error.
     pub(crate) fn remove(&self, name: &str) -> io::Result<()> {
         match unlinkat(self.0.as_fd(), name, UnlinkatFlags::NoRemoveDir) {

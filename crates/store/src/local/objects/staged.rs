@@ -15,13 +15,14 @@ use std::{
     io::{Read, Write},
     os::unix::fs::{FileExt, MetadataExt},
     sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
 };
 
 use sha2::{Digest, Sha256};
 
 use super::{
     RunObjects, StagedTarget, hash_all, manifest, manifest_line, open_run_dir, parts,
-    safe_dir::{Dir, PathTrouble, is_regular},
+    safe_dir::{Dir, PathTrouble, is_regular, modified},
     stored_info, trouble,
 };
 use crate::{
@@ -58,12 +59,15 @@ pub(crate) struct Staged {
     hasher: Sha256,
     /// Goes up by one with each stream that opens the upload.
     generation: u64,
+    /// When a stream last opened the upload or wrote to it: the sweep
+    /// takes only an upload idle since long enough.
+    touched: Instant,
 }
 
 impl Staged {
     /// Forgets the file: the upload was committed or swept, and a stream
     /// still holding it may write no more.
-    pub(super) fn drop_files(&mut self) {
+    fn drop_files(&mut self) {
         self.file = None;
         self.done = true;
     }
@@ -274,6 +278,7 @@ fn settle(
         written_back: size,
         hasher,
         generation: 0,
+        touched: Instant::now(),
     }));
     objects
         .uploads
@@ -391,6 +396,147 @@ pub(super) fn status(run: &Run, object: &ObjectRef, upload_id: &str) -> Result<U
     })
 }
 
+/// The upload ids of the staged uploads of `run` whose files nothing
+/// changed for `age` (all of them when `terminal`), as the disk shows them
+/// now, without a lock: [`sweep`] decides again under the locks. A
+/// `.json` whose `.part` a crash never created counts as an upload too.
+pub(super) fn idle_uploads(run: &Run, age: Duration, terminal: bool) -> Result<Vec<String>> {
+    let fail = |err| StoreError::io(format!("cannot read the uploads of {}", run.key), err);
+    let uploads = match open_run_dir(run)?.child(RunDir::uploads_name()) {
+        Ok(Some(uploads)) => uploads,
+        Ok(None) => return Ok(Vec::new()),
+        // Not a directory the store made: nothing it staged is there.
+        Err(PathTrouble::Unsafe(_)) => return Ok(Vec::new()),
+        Err(PathTrouble::Io(err)) => return Err(fail(err)),
+    };
+    let mut last_change = std::collections::BTreeMap::<String, SystemTime>::new();
+    for entry in uploads.entries().map_err(fail)? {
+        let Some(upload_id) = entry
+            .name
+            .strip_suffix(".part")
+            .or_else(|| entry.name.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let changed = last_change
+            .entry(upload_id.to_owned())
+            .or_insert(SystemTime::UNIX_EPOCH);
+        *changed = (*changed).max(modified(&entry.stat));
+    }
+    Ok(last_change
+        .into_iter()
+        .filter(|(_, changed)| terminal || idle_since(*changed) >= age)
+        .map(|(upload_id, _)| upload_id)
+        .collect())
+}
+
+/// How long ago `time` was; nothing when it is in the future.
+fn idle_since(time: SystemTime) -> Duration {
+    SystemTime::now().duration_since(time).unwrap_or_default()
+}
+
+/// Removes the staged upload `upload_id` of `run` if it is still idle for
+/// `age` (whatever its age when `terminal`); true when it was removed.
+///
+/// Exclusive with a resume: an upload this process knows is decided on
+/// under its own lock, by when a stream last opened or wrote it, and is
+/// marked done before its files go, so a stream or a resume that holds it
+/// gets `UploadTakenOver`; its files go under the run's `objects` lock,
+/// under which a resume looks an upload up and settles it (see
+/// [`staged`]), so a later resume finds no file and starts afresh.
+/// Blocking.
+pub(super) fn sweep(run: &Run, upload_id: &str, age: Duration, terminal: bool) -> Result<bool> {
+    let known = lock(&run.objects)
+        .uploads
+        .get(upload_id)
+        .map(|(_, staged)| staged.clone());
+    if let Some(known) = known {
+        let mut staged = lock(&known);
+        if staged.done || (!terminal && staged.touched.elapsed() < age) {
+            return Ok(false);
+        }
+        staged.drop_files();
+        let mut objects = lock(&run.objects);
+        if objects
+            .uploads
+            .get(upload_id)
+            .is_some_and(|(_, current)| Arc::ptr_eq(current, &known))
+        {
+            objects.uploads.remove(upload_id);
+        }
+        return remove_staged(run, &mut objects, upload_id, None);
+    }
+    let mut objects = lock(&run.objects);
+    if objects.uploads.contains_key(upload_id) {
+        // Resumed since it was looked up: not idle.
+        return Ok(false);
+    }
+    remove_staged(run, &mut objects, upload_id, (!terminal).then_some(age))
+}
+
+/// Removes the files of the staged upload `upload_id`, unless `idle_for`
+/// is given and one of them changed more recently; true when there was
+/// something to remove. The caller holds the run's `objects` lock
+/// (`objects`), and has taken the upload from whatever stream held it.
+fn remove_staged(
+    run: &Run,
+    objects: &mut RunObjects,
+    upload_id: &str,
+    idle_for: Option<Duration>,
+) -> Result<bool> {
+    let fail = |err| {
+        StoreError::io(
+            format!("cannot sweep the upload {upload_id} of {}", run.key),
+            err,
+        )
+    };
+    let trouble = |trouble| match trouble {
+        PathTrouble::Io(err) => fail(err),
+        PathTrouble::Unsafe(problem) => fail(std::io::Error::other(problem)),
+    };
+    let Some(uploads) = open_run_dir(run)?
+        .child(RunDir::uploads_name())
+        .map_err(trouble)?
+    else {
+        return Ok(false);
+    };
+    let part = uploads.stat(&part_name(upload_id)).map_err(trouble)?;
+    let target = uploads.stat(&target_name(upload_id)).map_err(trouble)?;
+    let changed = [&part, &target].into_iter().flatten().map(modified).max();
+    let Some(changed) = changed else {
+        return Ok(false);
+    };
+    if idle_for.is_some_and(|age| idle_since(changed) < age) {
+        return Ok(false);
+    }
+    uploads.remove(&target_name(upload_id)).map_err(fail)?;
+    uploads.remove(&part_name(upload_id)).map_err(fail)?;
+    uploads.sync().map_err(fail)?;
+    let size = part.map_or(0, |part| part.st_size as u64);
+    if let Some(total) = &mut objects.total {
+        *total = total.saturating_sub(size);
+    }
+    Ok(true)
+}
+
+/// Removes the run's `.uploads/` if it holds nothing, so that the sweep
+/// does not look at the run again until an upload stages there. Blocking.
+pub(super) fn drop_uploads_dir_if_empty(run: &Run) -> Result<()> {
+    let run_dir = open_run_dir(run)?;
+    drop_if_empty(&run_dir, &lock(&run.objects));
+    Ok(())
+}
+
+/// Removes `.uploads/` from the run open as `run_dir` if it is empty. The
+/// caller holds the run's `objects` lock (`_objects`), under which staged
+/// files are created: an upload that creates the directory has its files
+/// in it before the lock is released, and is never left without it. Not
+/// fsynced: a removal a crash forgets leaves an empty directory, which the
+/// next sweep removes. A failure leaves the directory, which is harmless.
+fn drop_if_empty(run_dir: &Dir, _objects: &RunObjects) {
+    let _ = run_dir.remove_empty_dir(RunDir::uploads_name());
+}
+
 /// An upload in progress on local disk. While it lives, retention never
 /// deletes its run.
 #[derive(Debug)]
@@ -442,6 +588,7 @@ impl LocalUpload {
                 staged.file = Some(reopen_part(&run, &object, &upload_id)?);
             }
             staged.generation += 1;
+            staged.touched = Instant::now();
             (staged.generation, staged.size)
         };
         Ok(Self {
@@ -525,6 +672,7 @@ impl UploadShared {
             ));
         }
         staged.size = size;
+        staged.touched = Instant::now();
         if size - staged.written_back >= writeback::WRITEBACK_EVERY {
             writeback::start(file, staged.written_back, size - staged.written_back);
             staged.written_back = size;
@@ -558,7 +706,7 @@ impl UploadShared {
             })?;
         let sha256: [u8; 32] = staged.hasher.clone().finalize().into();
         if sha256 != commit.sha256 {
-            self.discard(&mut staged, &uploads);
+            self.discard(&mut staged, &run_dir, &uploads);
             return Err(StoreError::DigestMismatch {
                 upload_id: self.upload_id.clone(),
             });
@@ -634,12 +782,14 @@ impl UploadShared {
             if !same {
                 return Err(StoreError::ObjectExists(object.to_string()));
             }
-            self.discard(&mut staged, &uploads);
+            self.discard(&mut staged, &run_dir, &uploads);
         } else {
             staged.drop_files();
-            lock(&self.run.objects).uploads.remove(&self.upload_id);
+            let mut objects = lock(&self.run.objects);
+            objects.uploads.remove(&self.upload_id);
             let _ = uploads.remove(&target_name(&self.upload_id));
             let _ = uploads.sync();
+            drop_if_empty(&run_dir, &objects);
         }
         stored_info(&run_dir, &object)?
             .filter(|info| info.sha256 == sha256)
@@ -647,14 +797,18 @@ impl UploadShared {
     }
 
     /// Drops the staged bytes from disk and from the run's total.
-    fn discard(&self, staged: &mut Staged, uploads: &Dir) {
+    fn discard(&self, staged: &mut Staged, run_dir: &Dir, uploads: &Dir) {
         let size = staged.size;
         staged.drop_files();
-        lock(&self.run.objects).uploads.remove(&self.upload_id);
+        let mut objects = lock(&self.run.objects);
+        objects.uploads.remove(&self.upload_id);
         let _ = uploads.remove(&part_name(&self.upload_id));
         let _ = uploads.remove(&target_name(&self.upload_id));
         let _ = uploads.sync();
-        self.run.add_objects_bytes(-i128::from(size));
+        drop_if_empty(run_dir, &objects);
+        if let Some(total) = &mut objects.total {
+            *total = total.saturating_sub(size);
+        }
     }
 
     /// Makes what is staged durable. Blocking.

@@ -1,12 +1,13 @@
-//! The store's side of objects: which checkpoint slots take objects,
-//! and what retention learns once the sweep removed staged uploads.
+//! The store's side of objects: the sweep against resumes, what it leaves
+//! on disk and in retention's facts, and which checkpoint slots take
+//! objects.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::walk;
+use super::{staged, walk};
 use crate::{
     LocalStoreOptions, RunStore, StoreError,
     local::{LocalStore, layout::RunDir, run::Run},
@@ -112,6 +113,104 @@ fn run_dir(dir: &Path) -> RunDir {
 /// The run, open.
 async fn run(store: &LocalStore) -> Arc<Run> {
     store.run(&key()).await.unwrap()
+}
+
+/// An upload resumed (after a restart, from its files) between the sweep
+/// finding it idle and the sweep taking it is not taken: the resume
+/// counts as use, its bytes are kept, and it commits. A resume after the
+/// sweep took an upload starts afresh.
+#[tokio::test]
+async fn a_resume_racing_the_sweep_keeps_its_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let age = Duration::from_millis(300);
+    let object = artifact("a.bin");
+    {
+        let store = open(dir.path());
+        prepare(&store).await;
+        stage(&store, &object, "u", b"first ").await;
+    }
+    tokio::time::sleep(age * 2).await;
+    let store = open(dir.path());
+    let run = run(&store).await;
+    let idle = staged::idle_uploads(&run, age, false).unwrap();
+    assert_eq!(idle, ["u"]);
+
+    let mut resumed = store.open_upload(object.clone(), "u").await.unwrap();
+    assert_eq!(resumed.size(), 6, "the staged bytes are resumed");
+    let swept = staged::sweep(&run, "u", age, false).unwrap();
+    resumed
+        .write(6, Bytes::from_static(b"second"))
+        .await
+        .unwrap();
+    resumed.commit(commit_of(b"first second")).await.unwrap();
+    assert!(!swept, "a resumed upload is not idle");
+
+    stage(&store, &object_b(), "v", b"gone").await;
+    assert!(staged::sweep(&run, "v", Duration::ZERO, false).unwrap());
+    let fresh = store.open_upload(object_b(), "v").await.unwrap();
+    assert_eq!(fresh.size(), 0, "a swept upload starts afresh");
+}
+
+/// A second artifact of `t/r`.
+fn object_b() -> ObjectRef {
+    artifact("b.bin")
+}
+
+/// A stream still open on an upload the sweep took (the run ended) may
+/// write no more: it is told its upload was taken over.
+#[tokio::test]
+async fn a_stream_on_a_swept_upload_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    prepare(&store).await;
+    let mut upload = store.open_upload(artifact("a.bin"), "u").await.unwrap();
+    upload.write(0, Bytes::from_static(b"bytes")).await.unwrap();
+    assert_eq!(store.sweep_uploads(Duration::ZERO).await.unwrap(), 1);
+    let refused = upload.write(5, Bytes::from_static(b"more")).await;
+    assert!(
+        matches!(refused, Err(StoreError::UploadTakenOver { .. })),
+        "{refused:?}"
+    );
+}
+
+/// `.uploads/` is there only while an upload is staged: a commit, a
+/// refused digest and a sweep each remove it once it is empty, so the
+/// sweep stops looking at the run.
+#[tokio::test]
+async fn the_uploads_directory_goes_once_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    prepare(&store).await;
+    let uploads = run_dir(dir.path()).path().join(RunDir::uploads_name());
+
+    put(&store, &artifact("a.bin"), b"bytes").await.unwrap();
+    assert!(!uploads.exists(), "a commit leaves no .uploads/");
+
+    let mut wrong = store.open_upload(artifact("b.bin"), "w").await.unwrap();
+    wrong.write(0, Bytes::from_static(b"bytes")).await.unwrap();
+    assert!(uploads.is_dir());
+    let refused = wrong.commit(commit_of(b"other")).await;
+    assert!(matches!(refused, Err(StoreError::DigestMismatch { .. })));
+    assert!(!uploads.exists(), "a refused digest leaves no .uploads/");
+
+    stage(&store, &artifact("c.bin"), "s", b"bytes").await;
+    stage(&store, &artifact("d.bin"), "t", b"bytes").await;
+    assert!(staged::sweep(&*run(&store).await, "s", Duration::ZERO, false).unwrap());
+    assert!(uploads.is_dir(), "another upload is still staged");
+    assert_eq!(store.sweep_uploads(Duration::ZERO).await.unwrap(), 1);
+    assert!(!uploads.exists(), "a sweep leaves no empty .uploads/");
+    assert!(store.runs_with_uploads().unwrap().is_empty());
+
+    put(&store, &artifact("e.bin"), b"again").await.unwrap();
+    assert_eq!(
+        store
+            .list_objects(&key(), None)
+            .await
+            .unwrap()
+            .objects
+            .len(),
+        2
+    );
 }
 
 /// Retention measures a finished run again once the sweep removed its
