@@ -512,6 +512,36 @@ async fn no_slot_is_reserved_past_the_largest_number() {
     server.stop().await;
 }
 
+/// A slot directory made by hand, with no reservation in the run's log,
+/// takes no objects and cannot be committed: `FAILED_PRECONDITION`, and
+/// nothing is written into it.
+#[tokio::test]
+async fn a_slot_made_by_hand_is_not_reserved() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let client = server.typed_client().await;
+    client.prepare_run(NewRun::new("t", "r")).await.unwrap();
+    let key = RunKey::new("t", "r");
+    std::fs::create_dir_all(server.data_dir.join("t/r/checkpoints/1")).unwrap();
+    let local = dir.path().join("state.bin");
+    random_file(&local, 1000, 1);
+    let refused = client
+        .upload_file(
+            &key,
+            &ObjectName::checkpoint(1, "state.bin"),
+            &local,
+            &TransferOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(Code::FailedPrecondition), "{refused}");
+    let refused = client.commit_checkpoint(&key, 1).await.unwrap_err();
+    assert_eq!(refused.code(), Some(Code::FailedPrecondition), "{refused}");
+    assert!(files_under(&server.data_dir.join("t/r/checkpoints")).is_empty());
+    assert_eq!(client.reserve_checkpoint(&key).await.unwrap(), 2);
+    server.stop().await;
+}
+
 /// A server killed with SIGKILL in the middle of an upload leaves no part
 /// of the object visible; once it is back, the upload resumes from the
 /// offset it reports and the object is whole.

@@ -22,7 +22,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::PerChannel;
+use crate::model::{PerChannel, WorkerLogChannel};
 
 /// One commit: a run of consecutive sequence numbers from at most one
 /// writer.
@@ -141,6 +141,18 @@ impl JournalRecord {
     /// The number of entries of the commit.
     pub(crate) fn len(&self) -> u64 {
         self.last_seq + 1 - self.first_seq
+    }
+
+    /// Whether the commit is one lifecycle entry the store wrote itself,
+    /// apart from the lease's: a `run_prepared` entry or a checkpoint
+    /// slot's reservation. A writer's entries always name their writer,
+    /// so no worker can make one.
+    pub(crate) fn is_store_event(&self) -> bool {
+        self.writer_id.is_none()
+            && self.lease.is_none()
+            && !(self.imported || self.lost || self.damaged)
+            && self.len() == 1
+            && self.counts[WorkerLogChannel::Worker] == 1
     }
 
     /// Whether the commit holds `seq`.

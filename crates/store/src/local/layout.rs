@@ -196,13 +196,9 @@ impl RunDir {
         self.path.join(ARTIFACTS_DIR)
     }
 
-    /// The uploads in progress: `<upload id>.part` (the bytes) and
-    /// `<upload id>.json` (the object it becomes).
-    pub(crate) fn uploads(&self) -> PathBuf {
-        self.path.join(UPLOADS_DIR)
-    }
-
-    /// The name of [`RunDir::uploads`] in the run directory.
+    /// The name of the directory of the uploads in progress, in the run
+    /// directory: `<upload id>.part` (the bytes) and `<upload id>.json`
+    /// (the object it becomes). It exists only while an upload is staged.
     pub(crate) fn uploads_name() -> &'static str {
         UPLOADS_DIR
     }

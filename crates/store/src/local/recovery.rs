@@ -64,6 +64,11 @@ pub(crate) struct Recovered {
     /// The run failed only because its worker lease expired, and what
     /// came of it since (see [`LeaseLapse`]).
     pub(crate) lease_lapse: Option<LeaseLapse>,
+    /// The commits of one lifecycle entry that the store wrote itself
+    /// (no writer, no lease mark), as `(seq, offset in worker.log)`: the
+    /// checkpoint slot reservations are among them, and are told apart
+    /// by reading just those lines (see `run::slots`).
+    pub(crate) store_events: Vec<(u64, u64)>,
 }
 
 impl Recovered {
@@ -81,6 +86,10 @@ impl Recovered {
         self.writers_lost |= record.writers_lost;
         self.last_time = self.last_time.max(record.time.unwrap_or(0));
         LeaseLapse::follow(&mut self.lease_lapse, record);
+        if record.is_store_event() {
+            self.store_events
+                .push((record.first_seq, record.offsets[WorkerLogChannel::Worker]));
+        }
         if let Some(writer) = &record.writer_id {
             self.writers
                 .insert(writer.clone(), record.writer_seq + record.len() - 1);

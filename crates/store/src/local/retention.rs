@@ -100,6 +100,13 @@ enum Outcome {
 }
 
 impl LocalStore {
+    /// Forgets what retention learnt of the run `key`, whose files changed
+    /// (its abandoned uploads were swept): the next pass measures it
+    /// again.
+    pub(super) fn forget_run_facts(&self, key: &RunKey) {
+        lock(&self.facts).terminal.remove(key);
+    }
+
     /// A retention pass; see [`crate::RunStore::collect`].
     pub(super) async fn collect_runs(
         &self,

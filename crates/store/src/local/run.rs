@@ -18,9 +18,10 @@ mod admit;
 mod checkpoint;
 mod lease;
 mod life;
+mod slots;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex, MutexGuard},
     time::Instant,
 };
@@ -143,6 +144,9 @@ struct RunInner {
     /// as its journal tells it: its earlier writers may still append and
     /// set its final status once (see `lease`).
     lease_lapse: Option<LeaseLapse>,
+    /// The checkpoint slots reserved through the store, as the run's log
+    /// records them (see `slots`); objects go into no other slot.
+    reserved_slots: BTreeSet<u64>,
 }
 
 impl Run {
@@ -177,6 +181,12 @@ impl Run {
         let mut state = read_json::<RunStateSnapshot>(&dir.state())?
             .ok_or_else(|| StoreError::damaged(dir.state(), "is missing"))?;
         let recovered = recovery::recover(&dir)?;
+        let reserved_slots = slots::reserved(&dir, &recovered.store_events).map_err(|err| {
+            StoreError::io(
+                format!("cannot read the checkpoint reservations of {key}"),
+                err,
+            )
+        })?;
         lease::roll_forward(&dir, &mut state, recovered.lease_lapse)?;
         let persisted_last_seq = state.last_event_seq;
         state.last_event_seq = recovered.next_seq - 1;
@@ -206,6 +216,7 @@ impl Run {
                 writers_lost: recovered.writers_lost,
                 last_time: recovered.last_time,
                 lease_lapse: recovered.lease_lapse,
+                reserved_slots,
             }),
             recent: Mutex::new(RecentCommits::default()),
             signal: watch::Sender::new(signal),
@@ -387,7 +398,7 @@ impl Run {
             next.status = status;
         }
         if let Some(checkpoint_seq) = patch.checkpoint_seq {
-            self.check_checkpoint_patch(inner.state.checkpoint_seq, checkpoint_seq)?;
+            self.check_checkpoint_patch(inner, checkpoint_seq)?;
             next.checkpoint_seq = checkpoint_seq;
         }
         if let Some(summary) = patch.summary {

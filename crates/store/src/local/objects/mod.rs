@@ -32,10 +32,13 @@ pub(crate) mod safe_dir;
 mod staged;
 pub(crate) mod walk;
 
+#[cfg(test)]
+mod tests;
+
 use std::{
     collections::HashMap,
     fs,
-    io::{self, Read},
+    io::{self, Read, Seek},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
@@ -57,7 +60,7 @@ use super::{
     run::Run,
 };
 use crate::{
-    error::{Refused, Result, StoreError},
+    error::{Result, StoreError},
     ids::check_id,
     model::{RunKey, RunStateSnapshot},
     objects::{ObjectInfo, ObjectKind, ObjectListing, ObjectRef, ObjectStore, UploadStatus},
@@ -153,6 +156,14 @@ fn from_hex(hex_digest: &str) -> Option<[u8; 32]> {
 /// Its digest comes from the manifest when a line has its size, else from
 /// its bytes.
 fn stored_info(run_dir: &Dir, object: &ObjectRef) -> Result<Option<ObjectInfo>> {
+    Ok(open_stored(run_dir, object)?.map(|(info, _)| info))
+}
+
+/// The object `object` open for reading, positioned at its start, with
+/// what it is, both from the one descriptor; `None` when it is not there.
+/// Its digest comes from the manifest when a line has its size, else from
+/// its bytes.
+fn open_stored(run_dir: &Dir, object: &ObjectRef) -> Result<Option<(ObjectInfo, fs::File)>> {
     let (dirs, file) = parts(object);
     let fail = trouble(object, "read");
     let Some(parent) = run_dir
@@ -161,7 +172,7 @@ fn stored_info(run_dir: &Dir, object: &ObjectRef) -> Result<Option<ObjectInfo>> 
     else {
         return Ok(None);
     };
-    let Some(opened) = parent.open_file(&file).map_err(&fail)? else {
+    let Some(mut opened) = parent.open_file(&file).map_err(&fail)? else {
         return Ok(None);
     };
     let meta = opened
@@ -175,16 +186,19 @@ fn stored_info(run_dir: &Dir, object: &ObjectRef) -> Result<Option<ObjectInfo>> 
         .and_then(|line| from_hex(&line.sha256))
     {
         Some(sha256) => sha256,
-        None => hash_all(&opened).map_err(|err| fail(PathTrouble::Io(err)))?,
+        None => hash_all(&opened)
+            .and_then(|sha256| opened.rewind().map(|()| sha256))
+            .map_err(|err| fail(PathTrouble::Io(err)))?,
     };
-    Ok(Some(ObjectInfo {
+    let info = ObjectInfo {
         kind: object.kind,
         name: object.name.clone(),
         checkpoint_seq: object.checkpoint_seq,
         size: meta.len(),
         sha256,
         modified_at: iso(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)),
-    }))
+    };
+    Ok(Some((info, opened)))
 }
 
 /// A file time in `toISOString` form.
@@ -199,58 +213,13 @@ fn open_run_dir(run: &Run) -> Result<Dir> {
 }
 
 impl Run {
-    /// Refuses objects for a terminal run, and, for a checkpoint object, a
-    /// slot that is not reserved or is closed.
-    fn check_objects_allowed(&self, object: &ObjectRef) -> Result<()> {
-        let state = self.state();
-        if state.status.is_terminal() {
-            return Err(StoreError::Terminal {
-                key: self.key.clone(),
-                status: state.status,
-                refused: Refused::Objects,
-            });
-        }
-        if object.kind == ObjectKind::Checkpoint {
-            self.check_open_slot(state.checkpoint_seq, object.checkpoint_seq)?;
-        }
-        Ok(())
-    }
-
-    /// Refuses a checkpoint slot that is at or before `current`, or not
-    /// reserved.
-    pub(crate) fn check_open_slot(&self, current: u64, checkpoint_seq: u64) -> Result<()> {
-        if checkpoint_seq <= current {
-            return Err(StoreError::CheckpointClosed {
-                key: self.key.clone(),
-                checkpoint_seq,
-                current,
-            });
-        }
-        let slot = self.dir.checkpoints().join(checkpoint_seq.to_string());
-        match fs::symlink_metadata(&slot) {
-            Ok(meta) if meta.is_dir() => Ok(()),
-            Ok(_) => Err(StoreError::UnsafePath {
-                object: format!("{}: checkpoints/{checkpoint_seq}", self.key),
-                problem: "the slot is not a directory".to_owned(),
-            }),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Err(StoreError::SlotNotReserved {
-                key: self.key.clone(),
-                checkpoint_seq,
-            }),
-            Err(err) => Err(StoreError::io(
-                format!("cannot read {}", slot.display()),
-                err,
-            )),
-        }
-    }
-
     /// The bytes of the run's objects and staged uploads, counted from
     /// disk the first time.
     fn objects_total(&self, objects: &mut RunObjects) -> Result<u64> {
         if let Some(total) = objects.total {
             return Ok(total);
         }
-        let total = walk::total_bytes(&self.dir).map_err(|err| {
+        let total = walk::total_bytes(&open_run_dir(self)?).map_err(|err| {
             StoreError::io(format!("cannot count the objects of {}", self.key), err)
         })?;
         objects.total = Some(total);
@@ -267,52 +236,23 @@ impl Run {
 }
 
 impl LocalStore {
-    /// Removes the staged uploads of one run that nothing wrote to for
-    /// `age` (all of them when the run is terminal); returns how many.
+    /// Removes the staged uploads of one run that nothing wrote to or
+    /// resumed for `age` (all of them when the run is terminal), and its
+    /// `.uploads/` once that is empty; returns how many. Blocking.
+    ///
+    /// Each upload is found idle by its files first, without a lock, then
+    /// taken under its locks only if it still is (see `staged::sweep`),
+    /// so that a resume racing the sweep keeps its upload, or starts
+    /// afresh, but never writes to a file the sweep removed.
     fn sweep_run_uploads(run: &Run, age: Duration) -> Result<u64> {
-        let uploads = run.dir.uploads();
-        let entries = match fs::read_dir(&uploads) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(err) => {
-                return Err(StoreError::io(
-                    format!("cannot read {}", uploads.display()),
-                    err,
-                ));
-            }
-        };
         let terminal = run.state().status.is_terminal();
-        let now = SystemTime::now();
         let mut swept = 0;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(upload_id) = name.strip_suffix(".part") else {
-                continue;
-            };
-            let Ok(meta) = entry.metadata() else {
-                continue;
-            };
-            let idle = meta
-                .modified()
-                .ok()
-                .and_then(|modified| now.duration_since(modified).ok())
-                .unwrap_or_default();
-            if !terminal && idle < age {
-                continue;
-            }
-            let staged = lock(&run.objects).uploads.remove(upload_id);
-            if let Some((_, staged)) = staged {
-                lock(&staged).drop_files();
-            }
-            let _ = fs::remove_file(uploads.join(format!("{upload_id}.json")));
-            if fs::remove_file(entry.path()).is_ok() {
-                run.add_objects_bytes(-i128::from(meta.len()));
+        for upload_id in staged::idle_uploads(run, age, terminal)? {
+            if staged::sweep(run, &upload_id, age, terminal)? {
                 swept += 1;
             }
         }
-        if swept > 0 {
-            let _ = super::fsio::sync_dir(&uploads);
-        }
+        staged::drop_uploads_dir_if_empty(run)?;
         Ok(swept)
     }
 
@@ -372,19 +312,8 @@ impl ObjectStore for LocalStore {
         object.check()?;
         let run = self.run(&object.key).await?;
         blocking(move || {
-            let run_dir = open_run_dir(&run)?;
-            let info = stored_info(&run_dir, &object)?
-                .ok_or_else(|| StoreError::ObjectNotFound(object.to_string()))?;
-            let (dirs, file) = parts(&object);
-            let fail = trouble(&object, "read");
-            let opened = run_dir
-                .descend(dirs.iter().map(String::as_str))
-                .map_err(&fail)?
-                .and_then(|parent| parent.open_file(&file).transpose())
-                .transpose()
-                .map_err(&fail)?
-                .ok_or_else(|| StoreError::ObjectNotFound(object.to_string()))?;
-            Ok((info, opened))
+            open_stored(&open_run_dir(&run)?, &object)?
+                .ok_or_else(|| StoreError::ObjectNotFound(object.to_string()))
         })
         .await
     }
@@ -392,10 +321,10 @@ impl ObjectStore for LocalStore {
     async fn list_objects(&self, key: &RunKey, kind: Option<ObjectKind>) -> Result<ObjectListing> {
         let run = self.run(key).await?;
         blocking(move || {
-            let found = walk::objects(&run.dir, kind).map_err(|err| {
+            let run_dir = open_run_dir(&run)?;
+            let found = walk::objects(&run_dir, kind).map_err(|err| {
                 StoreError::io(format!("cannot list the objects of {}", run.key), err)
             })?;
-            let run_dir = open_run_dir(&run)?;
             let listing_fail = |trouble: PathTrouble| match trouble {
                 PathTrouble::Unsafe(problem) => StoreError::UnsafePath {
                     object: run.key.to_string(),
@@ -474,7 +403,13 @@ impl ObjectStore for LocalStore {
                 Err(StoreError::RunNotFound(_)) => continue,
                 Err(err) => return Err(err),
             };
-            swept += blocking(move || LocalStore::sweep_run_uploads(&run, age)).await?;
+            let swept_here = blocking(move || LocalStore::sweep_run_uploads(&run, age)).await?;
+            if swept_here > 0 {
+                // Retention keeps what it learnt of a terminal run: its
+                // bytes just went down.
+                self.forget_run_facts(&key);
+            }
+            swept += swept_here;
         }
         Ok(swept)
     }

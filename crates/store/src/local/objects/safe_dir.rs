@@ -13,6 +13,7 @@ use std::{
     io,
     os::fd::{AsFd, OwnedFd},
     path::Path,
+    time::{Duration, SystemTime},
 };
 
 use nix::{
@@ -21,6 +22,16 @@ use nix::{
     sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, mkdirat},
     unistd::{UnlinkatFlags, unlinkat},
 };
+
+/// One entry of a directory, as `fstatat` tells it without following a
+/// link.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// Its name.
+    pub(crate) name: String,
+    /// What it is: a symbolic link is itself, never its target.
+    pub(crate) stat: FileStat,
+}
 
 /// What is in the way of a path.
 #[derive(Debug)]
@@ -184,6 +195,46 @@ impl Dir {
         }
     }
 
+    /// The entries of this directory but `.` and `..`. Names that are not
+    /// UTF-8 are skipped (no object has one), and so are entries that
+    /// vanish while they are listed.
+    pub(crate) fn entries(&self) -> io::Result<Vec<Entry>> {
+        // A descriptor of its own: reading a directory moves its offset,
+        // which a duplicate would share.
+        let own = openat(self.0.as_fd(), ".", dir_flags(), Mode::empty())?;
+        let mut listing = nix::dir::Dir::from_fd(own)?;
+        let mut entries = Vec::new();
+        for entry in listing.iter() {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            if name == "." || name == ".." {
+                continue;
+            }
+            match self.stat(name) {
+                Ok(Some(stat)) => entries.push(Entry {
+                    name: name.to_owned(),
+                    stat,
+                }),
+                Ok(None) => {}
+                Err(PathTrouble::Io(err)) => return Err(err),
+                Err(PathTrouble::Unsafe(problem)) => return Err(io::Error::other(problem)),
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Removes the directory `name` if it is empty; true when it was
+    /// removed, false when it is missing or holds something.
+    pub(crate) fn remove_empty_dir(&self, name: &str) -> io::Result<bool> {
+        match unlinkat(self.0.as_fd(), name, UnlinkatFlags::RemoveDir) {
+            Ok(()) => Ok(true),
+            Err(Errno::ENOENT | Errno::ENOTEMPTY | Errno::EEXIST) => Ok(false),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+
     /// Removes the file `name`; a missing one is not an error.
     pub(crate) fn remove(&self, name: &str) -> io::Result<()> {
         match unlinkat(self.0.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
@@ -200,5 +251,25 @@ impl Dir {
 
 /// Whether `stat` is a regular file's.
 pub(crate) fn is_regular(stat: &FileStat) -> bool {
-    SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG
+    file_type(stat) == SFlag::S_IFREG
+}
+
+/// Whether `stat` is a directory's (a symbolic link to one is not).
+pub(crate) fn is_dir(stat: &FileStat) -> bool {
+    file_type(stat) == SFlag::S_IFDIR
+}
+
+/// The type bits of `stat`.
+fn file_type(stat: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits())
+}
+
+/// When the file of `stat` was last modified.
+pub(crate) fn modified(stat: &FileStat) -> SystemTime {
+    let since_epoch = u64::try_from(stat.st_mtime)
+        .ok()
+        .map(|secs| Duration::new(secs, u32::try_from(stat.st_mtime_nsec).unwrap_or(0)));
+    since_epoch.map_or(SystemTime::UNIX_EPOCH, |since| {
+        SystemTime::UNIX_EPOCH + since
+    })
 }

@@ -13,15 +13,16 @@
 use std::{
     fs::File,
     io::{Read, Write},
-    os::unix::fs::FileExt,
+    os::unix::fs::{FileExt, MetadataExt},
     sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
 };
 
 use sha2::{Digest, Sha256};
 
 use super::{
     RunObjects, StagedTarget, hash_all, manifest, manifest_line, open_run_dir, parts,
-    safe_dir::{Dir, PathTrouble, is_regular},
+    safe_dir::{Dir, PathTrouble, is_regular, modified},
     stored_info, trouble,
 };
 use crate::{
@@ -58,12 +59,15 @@ pub(crate) struct Staged {
     hasher: Sha256,
     /// Goes up by one with each stream that opens the upload.
     generation: u64,
+    /// When a stream last opened the upload or wrote to it: the sweep
+    /// takes only an upload idle since long enough.
+    touched: Instant,
 }
 
 impl Staged {
     /// Forgets the file: the upload was committed or swept, and a stream
     /// still holding it may write no more.
-    pub(super) fn drop_files(&mut self) {
+    fn drop_files(&mut self) {
         self.file = None;
         self.done = true;
     }
@@ -115,17 +119,132 @@ fn check_target(found: &StagedTarget, object: &ObjectRef, upload_id: &str) -> Re
 
 /// The staged upload `upload_id` of `object`, from this process's memory,
 /// then from disk, else new (one of at most `max_run_uploads`).
+///
+/// The run's `objects` lock is held for short steps only: a staged file
+/// resumed from disk (after a restart) is hashed without it, which takes
+/// seconds for a large one, and is taken only if, under the lock again,
+/// it is still the upload's file and nobody took the upload meanwhile;
+/// else the lookup starts over. Staged files are created and removed
+/// under that lock alone, so it sees them as they are.
 fn staged(
     run: &Run,
-    objects: &mut RunObjects,
     object: &ObjectRef,
     upload_id: &str,
     max_run_uploads: u64,
 ) -> Result<Arc<Mutex<Staged>>> {
-    if let Some((target, staged)) = objects.uploads.get(upload_id) {
-        check_target(&StagedTarget::of(target), object, upload_id)?;
-        return Ok(staged.clone());
+    loop {
+        if let Some(known) = known(&lock(&run.objects), object, upload_id)? {
+            return Ok(known);
+        }
+        let hashed = hash_staged(run, object, upload_id)?;
+        let mut objects = lock(&run.objects);
+        if let Some(known) = known(&objects, object, upload_id)? {
+            return Ok(known);
+        }
+        if let Some(staged) = settle(
+            run,
+            &mut objects,
+            object,
+            upload_id,
+            hashed,
+            max_run_uploads,
+        )? {
+            return Ok(staged);
+        }
     }
+}
+
+/// The upload `upload_id` of `object` as this process knows it, if it
+/// does; an upload id that stages another object is refused.
+fn known(
+    objects: &RunObjects,
+    object: &ObjectRef,
+    upload_id: &str,
+) -> Result<Option<Arc<Mutex<Staged>>>> {
+    let Some((target, staged)) = objects.uploads.get(upload_id) else {
+        return Ok(None);
+    };
+    check_target(&StagedTarget::of(target), object, upload_id)?;
+    Ok(Some(staged.clone()))
+}
+
+/// A staged file found on disk, made durable and hashed whole.
+struct Hashed {
+    /// The file, open for reading and writing.
+    file: File,
+    /// Its device and inode, to tell it is still the staged file.
+    identity: (u64, u64),
+    /// Its bytes.
+    size: u64,
+    /// Their SHA-256 so far.
+    hasher: Sha256,
+}
+
+impl Hashed {
+    /// Whether `stat`, of the staged file's name now, is this file as it
+    /// was hashed.
+    fn is(&self, stat: &nix::sys::stat::FileStat) -> bool {
+        self.identity == (stat.st_dev, stat.st_ino) && self.size == stat.st_size as u64
+    }
+}
+
+/// The staged file of upload `upload_id` as the disk holds it (after a
+/// restart), synced and hashed; `None` when there is none. Takes no lock:
+/// what it found is checked again under the run's `objects` lock.
+fn hash_staged(run: &Run, object: &ObjectRef, upload_id: &str) -> Result<Option<Hashed>> {
+    let fail = trouble(object, "stage");
+    let io = |err| fail(PathTrouble::Io(err));
+    let Some(uploads) = open_run_dir(run)?
+        .child(RunDir::uploads_name())
+        .map_err(&fail)?
+    else {
+        return Ok(None);
+    };
+    let Some(found) = read_target(&uploads, upload_id, object)? else {
+        return Ok(None);
+    };
+    check_target(&found, object, upload_id)?;
+    let Some(file) = uploads
+        .open_rw(&part_name(upload_id), false)
+        .map_err(&fail)?
+    else {
+        return Ok(None);
+    };
+    // What the file holds is made durable, then hashed once.
+    file.sync_all().map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; 1 << 20];
+    let mut size = 0u64;
+    let mut reader = &file;
+    loop {
+        let n = reader.read(&mut buffer).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+    Ok(Some(Hashed {
+        file,
+        identity: (meta.dev(), meta.ino()),
+        size,
+        hasher,
+    }))
+}
+
+/// Under the run's `objects` lock, for an upload this process does not
+/// know: takes the staged file `hashed` if it is still the upload's, or
+/// creates what is missing; `None` when the disk changed since `hashed`
+/// was read, and the lookup must start over.
+fn settle(
+    run: &Run,
+    objects: &mut RunObjects,
+    object: &ObjectRef,
+    upload_id: &str,
+    hashed: Option<Hashed>,
+    max_run_uploads: u64,
+) -> Result<Option<Arc<Mutex<Staged>>>> {
     let fail = trouble(object, "stage");
     let run_dir = open_run_dir(run)?;
     let (uploads, created) = run_dir
@@ -137,49 +256,17 @@ fn staged(
     let (file, size, hasher) = match read_target(&uploads, upload_id, object)? {
         Some(found) => {
             check_target(&found, object, upload_id)?;
-            match uploads
-                .open_rw(&part_name(upload_id), false)
-                .map_err(&fail)?
-            {
-                Some(file) => {
-                    // Resumed after a restart: what the file holds is
-                    // made durable, then hashed once.
-                    file.sync_all().map_err(|err| fail(PathTrouble::Io(err)))?;
-                    let mut hasher = Sha256::new();
-                    let mut buffer = vec![0; 1 << 20];
-                    let mut size = 0u64;
-                    let mut reader = &file;
-                    loop {
-                        let n = reader
-                            .read(&mut buffer)
-                            .map_err(|err| fail(PathTrouble::Io(err)))?;
-                        if n == 0 {
-                            break;
-                        }
-                        hasher.update(&buffer[..n]);
-                        size += n as u64;
-                    }
-                    (file, size, hasher)
+            match (uploads.stat(&part_name(upload_id)).map_err(&fail)?, hashed) {
+                (Some(stat), Some(hashed)) if hashed.is(&stat) => {
+                    (hashed.file, hashed.size, hashed.hasher)
                 }
-                None => create_part(&uploads, upload_id, object)?,
+                (Some(_), _) => return Ok(None),
+                (None, _) => create_part(&uploads, upload_id, object)?,
             }
         }
         None => {
-            check_upload_count(run, max_run_uploads, object)?;
-            let mut bytes =
-                serde_json::to_vec(&StagedTarget::of(object)).expect("a target serializes");
-            bytes.push(b'\n');
-            uploads
-                .remove(&target_name(upload_id))
-                .map_err(|err| fail(PathTrouble::Io(err)))?;
-            let mut target = uploads
-                .open_rw(&target_name(upload_id), true)
-                .map_err(&fail)?
-                .ok_or_else(|| fail(PathTrouble::Io(std::io::ErrorKind::NotFound.into())))?;
-            target
-                .write_all(&bytes)
-                .and_then(|()| target.sync_all())
-                .map_err(|err| fail(PathTrouble::Io(err)))?;
+            check_upload_count(run, &uploads, max_run_uploads, object)?;
+            create_target(&uploads, upload_id, object)?;
             create_part(&uploads, upload_id, object)?
         }
     };
@@ -191,11 +278,31 @@ fn staged(
         written_back: size,
         hasher,
         generation: 0,
+        touched: Instant::now(),
     }));
     objects
         .uploads
         .insert(upload_id.to_owned(), (object.clone(), staged.clone()));
-    Ok(staged)
+    Ok(Some(staged))
+}
+
+/// Writes `.uploads/<id>.json`, what the upload becomes, durably (a torn
+/// one left by a crash is replaced).
+fn create_target(uploads: &Dir, upload_id: &str, object: &ObjectRef) -> Result<()> {
+    let fail = trouble(object, "stage");
+    let mut bytes = serde_json::to_vec(&StagedTarget::of(object)).expect("a target serializes");
+    bytes.push(b'\n');
+    uploads
+        .remove(&target_name(upload_id))
+        .map_err(|err| fail(PathTrouble::Io(err)))?;
+    let mut target = uploads
+        .open_rw(&target_name(upload_id), true)
+        .map_err(&fail)?
+        .ok_or_else(|| fail(PathTrouble::Io(std::io::ErrorKind::NotFound.into())))?;
+    target
+        .write_all(&bytes)
+        .and_then(|()| target.sync_all())
+        .map_err(|err| fail(PathTrouble::Io(err)))
 }
 
 /// Opens the staged file of an upload known to this process again, for a
@@ -218,15 +325,13 @@ fn reopen_part(run: &Run, object: &ObjectRef, upload_id: &str) -> Result<File> {
 /// [`ObjectLimits::max_run_uploads`] of them (in `.uploads/`, each with its
 /// `.json`): each one may be resumed, so each is kept until it is
 /// committed or swept, and a write token could otherwise stage without end.
-fn check_upload_count(run: &Run, max: u64, object: &ObjectRef) -> Result<()> {
-    let staged = match std::fs::read_dir(run.dir.uploads()) {
-        Ok(entries) => entries
-            .flatten()
-            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".json"))
-            .count() as u64,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(err) => return Err(StoreError::io(format!("cannot stage {object}"), err)),
-    };
+fn check_upload_count(run: &Run, uploads: &Dir, max: u64, object: &ObjectRef) -> Result<()> {
+    let staged = uploads
+        .entries()
+        .map_err(|err| StoreError::io(format!("cannot stage {object}"), err))?
+        .iter()
+        .filter(|entry| entry.name.ends_with(".json"))
+        .count() as u64;
     if staged >= max {
         return Err(StoreError::TooManyUploads {
             key: run.key.clone(),
@@ -291,6 +396,147 @@ pub(super) fn status(run: &Run, object: &ObjectRef, upload_id: &str) -> Result<U
     })
 }
 
+/// The upload ids of the staged uploads of `run` whose files nothing
+/// changed for `age` (all of them when `terminal`), as the disk shows them
+/// now, without a lock: [`sweep`] decides again under the locks. A
+/// `.json` whose `.part` a crash never created counts as an upload too.
+pub(super) fn idle_uploads(run: &Run, age: Duration, terminal: bool) -> Result<Vec<String>> {
+    let fail = |err| StoreError::io(format!("cannot read the uploads of {}", run.key), err);
+    let uploads = match open_run_dir(run)?.child(RunDir::uploads_name()) {
+        Ok(Some(uploads)) => uploads,
+        Ok(None) => return Ok(Vec::new()),
+        // Not a directory the store made: nothing it staged is there.
+        Err(PathTrouble::Unsafe(_)) => return Ok(Vec::new()),
+        Err(PathTrouble::Io(err)) => return Err(fail(err)),
+    };
+    let mut last_change = std::collections::BTreeMap::<String, SystemTime>::new();
+    for entry in uploads.entries().map_err(fail)? {
+        let Some(upload_id) = entry
+            .name
+            .strip_suffix(".part")
+            .or_else(|| entry.name.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let changed = last_change
+            .entry(upload_id.to_owned())
+            .or_insert(SystemTime::UNIX_EPOCH);
+        *changed = (*changed).max(modified(&entry.stat));
+    }
+    Ok(last_change
+        .into_iter()
+        .filter(|(_, changed)| terminal || idle_since(*changed) >= age)
+        .map(|(upload_id, _)| upload_id)
+        .collect())
+}
+
+/// How long ago `time` was; nothing when it is in the future.
+fn idle_since(time: SystemTime) -> Duration {
+    SystemTime::now().duration_since(time).unwrap_or_default()
+}
+
+/// Removes the staged upload `upload_id` of `run` if it is still idle for
+/// `age` (whatever its age when `terminal`); true when it was removed.
+///
+/// Exclusive with a resume: an upload this process knows is decided on
+/// under its own lock, by when a stream last opened or wrote it, and is
+/// marked done before its files go, so a stream or a resume that holds it
+/// gets `UploadTakenOver`; its files go under the run's `objects` lock,
+/// under which a resume looks an upload up and settles it (see
+/// [`staged`]), so a later resume finds no file and starts afresh.
+/// Blocking.
+pub(super) fn sweep(run: &Run, upload_id: &str, age: Duration, terminal: bool) -> Result<bool> {
+    let known = lock(&run.objects)
+        .uploads
+        .get(upload_id)
+        .map(|(_, staged)| staged.clone());
+    if let Some(known) = known {
+        let mut staged = lock(&known);
+        if staged.done || (!terminal && staged.touched.elapsed() < age) {
+            return Ok(false);
+        }
+        staged.drop_files();
+        let mut objects = lock(&run.objects);
+        if objects
+            .uploads
+            .get(upload_id)
+            .is_some_and(|(_, current)| Arc::ptr_eq(current, &known))
+        {
+            objects.uploads.remove(upload_id);
+        }
+        return remove_staged(run, &mut objects, upload_id, None);
+    }
+    let mut objects = lock(&run.objects);
+    if objects.uploads.contains_key(upload_id) {
+        // Resumed since it was looked up: not idle.
+        return Ok(false);
+    }
+    remove_staged(run, &mut objects, upload_id, (!terminal).then_some(age))
+}
+
+/// Removes the files of the staged upload `upload_id`, unless `idle_for`
+/// is given and one of them changed more recently; true when there was
+/// something to remove. The caller holds the run's `objects` lock
+/// (`objects`), and has taken the upload from whatever stream held it.
+fn remove_staged(
+    run: &Run,
+    objects: &mut RunObjects,
+    upload_id: &str,
+    idle_for: Option<Duration>,
+) -> Result<bool> {
+    let fail = |err| {
+        StoreError::io(
+            format!("cannot sweep the upload {upload_id} of {}", run.key),
+            err,
+        )
+    };
+    let trouble = |trouble| match trouble {
+        PathTrouble::Io(err) => fail(err),
+        PathTrouble::Unsafe(problem) => fail(std::io::Error::other(problem)),
+    };
+    let Some(uploads) = open_run_dir(run)?
+        .child(RunDir::uploads_name())
+        .map_err(trouble)?
+    else {
+        return Ok(false);
+    };
+    let part = uploads.stat(&part_name(upload_id)).map_err(trouble)?;
+    let target = uploads.stat(&target_name(upload_id)).map_err(trouble)?;
+    let changed = [&part, &target].into_iter().flatten().map(modified).max();
+    let Some(changed) = changed else {
+        return Ok(false);
+    };
+    if idle_for.is_some_and(|age| idle_since(changed) < age) {
+        return Ok(false);
+    }
+    uploads.remove(&target_name(upload_id)).map_err(fail)?;
+    uploads.remove(&part_name(upload_id)).map_err(fail)?;
+    uploads.sync().map_err(fail)?;
+    let size = part.map_or(0, |part| part.st_size as u64);
+    if let Some(total) = &mut objects.total {
+        *total = total.saturating_sub(size);
+    }
+    Ok(true)
+}
+
+/// Removes the run's `.uploads/` if it holds nothing, so that the sweep
+/// does not look at the run again until an upload stages there. Blocking.
+pub(super) fn drop_uploads_dir_if_empty(run: &Run) -> Result<()> {
+    let run_dir = open_run_dir(run)?;
+    drop_if_empty(&run_dir, &lock(&run.objects));
+    Ok(())
+}
+
+/// Removes `.uploads/` from the run open as `run_dir` if it is empty. The
+/// caller holds the run's `objects` lock (`_objects`), under which staged
+/// files are created: an upload that creates the directory has its files
+/// in it before the lock is released, and is never left without it. Not
+/// fsynced: a removal a crash forgets leaves an empty directory, which the
+/// next sweep removes. A failure leaves the directory, which is harmless.
+fn drop_if_empty(run_dir: &Dir, _objects: &RunObjects) {
+    let _ = run_dir.remove_empty_dir(RunDir::uploads_name());
+}
+
 /// An upload in progress on local disk. While it lives, retention never
 /// deletes its run.
 #[derive(Debug)]
@@ -329,17 +575,8 @@ impl LocalUpload {
         limits: ObjectLimits,
     ) -> Result<Self> {
         run.check_objects_allowed(&object)?;
-        let staged = {
-            let mut objects = lock(&run.objects);
-            run.objects_total(&mut objects)?;
-            staged(
-                &run,
-                &mut objects,
-                &object,
-                &upload_id,
-                limits.max_run_uploads,
-            )?
-        };
+        run.objects_total(&mut lock(&run.objects))?;
+        let staged = staged(&run, &object, &upload_id, limits.max_run_uploads)?;
         let (generation, size) = {
             let mut staged = lock(&staged);
             if staged.done {
@@ -351,6 +588,7 @@ impl LocalUpload {
                 staged.file = Some(reopen_part(&run, &object, &upload_id)?);
             }
             staged.generation += 1;
+            staged.touched = Instant::now();
             (staged.generation, staged.size)
         };
         Ok(Self {
@@ -442,6 +680,7 @@ impl UploadShared {
             ));
         }
         staged.size = size;
+        staged.touched = Instant::now();
         if size - staged.written_back >= writeback::WRITEBACK_EVERY {
             writeback::start(file, staged.written_back, size - staged.written_back);
             staged.written_back = size;
@@ -475,7 +714,7 @@ impl UploadShared {
             })?;
         let sha256: [u8; 32] = staged.hasher.clone().finalize().into();
         if sha256 != commit.sha256 {
-            self.discard(&mut staged, &uploads);
+            self.discard(&mut staged, &run_dir, &uploads);
             return Err(StoreError::DigestMismatch {
                 upload_id: self.upload_id.clone(),
             });
@@ -551,12 +790,14 @@ impl UploadShared {
             if !same {
                 return Err(StoreError::ObjectExists(object.to_string()));
             }
-            self.discard(&mut staged, &uploads);
+            self.discard(&mut staged, &run_dir, &uploads);
         } else {
             staged.drop_files();
-            lock(&self.run.objects).uploads.remove(&self.upload_id);
+            let mut objects = lock(&self.run.objects);
+            objects.uploads.remove(&self.upload_id);
             let _ = uploads.remove(&target_name(&self.upload_id));
             let _ = uploads.sync();
+            drop_if_empty(&run_dir, &objects);
         }
         stored_info(&run_dir, &object)?
             .filter(|info| info.sha256 == sha256)
@@ -564,14 +805,18 @@ impl UploadShared {
     }
 
     /// Drops the staged bytes from disk and from the run's total.
-    fn discard(&self, staged: &mut Staged, uploads: &Dir) {
+    fn discard(&self, staged: &mut Staged, run_dir: &Dir, uploads: &Dir) {
         let size = staged.size;
         staged.drop_files();
-        lock(&self.run.objects).uploads.remove(&self.upload_id);
+        let mut objects = lock(&self.run.objects);
+        objects.uploads.remove(&self.upload_id);
         let _ = uploads.remove(&part_name(&self.upload_id));
         let _ = uploads.remove(&target_name(&self.upload_id));
         let _ = uploads.sync();
-        self.run.add_objects_bytes(-i128::from(size));
+        drop_if_empty(run_dir, &objects);
+        if let Some(total) = &mut objects.total {
+            *total = total.saturating_sub(size);
+        }
     }
 
     /// Makes what is staged durable. Blocking.

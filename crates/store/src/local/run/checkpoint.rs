@@ -2,14 +2,18 @@
 //! lifecycle entry and creates `checkpoints/<seq>/`; a commit moves the
 //! run state's `checkpointSeq` to a reserved slot.
 //!
-//! The slots that exist are the slot directories themselves, so a
-//! reservation survives a restart with nothing else to recover: the next
-//! slot is one past both the state's `checkpointSeq` and the highest slot
-//! directory. The directory is created (and its parent fsynced) before
-//! the entry is committed; a crash between the two leaves an empty slot
-//! that the next reservation passes over.
+//! A slot is reserved once its entry is committed: the run keeps the
+//! reserved slots in memory, read back from its log when it is opened
+//! (see `slots`), and objects go into a reserved slot only, never into a
+//! slot directory that someone made by hand. The next slot is one past
+//! the state's `checkpointSeq`, the highest reserved slot and the highest
+//! slot directory. The directory is created (and its parent fsynced)
+//! before the entry is committed; a crash between the two leaves an empty
+//! slot, never reserved, that the next reservation passes over.
 
-use super::Run;
+use std::{fs, io};
+
+use super::{Run, RunInner};
 use crate::{
     error::{Refused, Result, StoreError},
     local::{
@@ -44,12 +48,15 @@ impl Run {
         }
         inner.writable(&self.key, true)?;
         let io = |err| StoreError::io(format!("cannot reserve a checkpoint of {}", self.key), err);
-        let highest = walk::slots(&self.dir)
+        let run_dir = Dir::open(self.dir.path()).map_err(io)?;
+        let highest = walk::slots(&run_dir)
             .map_err(io)?
             .last()
             .copied()
             .unwrap_or(0);
-        let highest = highest.max(inner.state.checkpoint_seq);
+        let highest = highest
+            .max(inner.state.checkpoint_seq)
+            .max(inner.reserved_slots.last().copied().unwrap_or(0));
         // A slot directory made by hand can be named `u64::MAX`.
         let slot = highest
             .checked_add(1)
@@ -65,7 +72,6 @@ impl Run {
             },
             PathTrouble::Io(err) => io(err),
         };
-        let run_dir = Dir::open(self.dir.path()).map_err(io)?;
         let checkpoints = run_dir
             .descend_creating([RunDir::checkpoints_name()])
             .map_err(unsafe_path)?;
@@ -86,6 +92,7 @@ impl Run {
             data,
         };
         self.commit(&mut inner, None, &[AppendPayload::Event(event)], None)?;
+        inner.reserved_slots.insert(slot);
         Ok((slot, inner.next_seq - 1))
     }
 
@@ -111,7 +118,7 @@ impl Run {
                 refused: Refused::Objects,
             });
         }
-        self.check_open_slot(inner.state.checkpoint_seq, checkpoint_seq)?;
+        self.check_open_slot(&inner, checkpoint_seq)?;
         let patch = RunStatePatch {
             checkpoint_seq: Some(checkpoint_seq),
             ..RunStatePatch::default()
@@ -122,14 +129,19 @@ impl Run {
     }
 
     /// Refuses a state patch's `checkpoint_seq` that moves the run's
-    /// checkpoint, `current`, back (the committed slots would open again)
-    /// or to a slot never reserved (its objects could not have been
-    /// uploaded). The same value again is no change. Blocking.
+    /// checkpoint back (the committed slots would open again) or to a
+    /// slot never reserved (its objects could not have been uploaded).
+    /// The same value again is no change. Blocking.
     ///
     /// # Errors
     ///
     /// [`StoreError::CheckpointMovedBack`], [`StoreError::SlotNotReserved`].
-    pub(crate) fn check_checkpoint_patch(&self, current: u64, checkpoint_seq: u64) -> Result<()> {
+    pub(super) fn check_checkpoint_patch(
+        &self,
+        inner: &RunInner,
+        checkpoint_seq: u64,
+    ) -> Result<()> {
+        let current = inner.state.checkpoint_seq;
         if checkpoint_seq == current {
             return Ok(());
         }
@@ -140,7 +152,7 @@ impl Run {
                 current,
             });
         }
-        self.check_open_slot(current, checkpoint_seq)
+        self.check_open_slot(inner, checkpoint_seq)
     }
 
     /// Runs `place`, which puts `object` in place, while the run's state
@@ -158,6 +170,23 @@ impl Run {
         place: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
         let inner = self.inner();
+        self.objects_allowed(&inner, object)?;
+        place()
+    }
+
+    /// Refuses objects for a terminal run, and, for a checkpoint object, a
+    /// slot that is not reserved or is closed. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Terminal`], [`StoreError::SlotNotReserved`],
+    /// [`StoreError::CheckpointClosed`].
+    pub(crate) fn check_objects_allowed(&self, object: &ObjectRef) -> Result<()> {
+        self.objects_allowed(&self.inner(), object)
+    }
+
+    /// [`Self::check_objects_allowed`], with the run's state held.
+    fn objects_allowed(&self, inner: &RunInner, object: &ObjectRef) -> Result<()> {
         if inner.state.status.is_terminal() {
             return Err(StoreError::Terminal {
                 key: self.key.clone(),
@@ -166,8 +195,42 @@ impl Run {
             });
         }
         if object.kind == ObjectKind::Checkpoint {
-            self.check_open_slot(inner.state.checkpoint_seq, object.checkpoint_seq)?;
+            self.check_open_slot(inner, object.checkpoint_seq)?;
         }
-        place()
+        Ok(())
+    }
+
+    /// Refuses a checkpoint slot that is at or before the run's checkpoint,
+    /// that the store never reserved (a slot directory made by hand), or
+    /// whose directory is gone or not a directory.
+    fn check_open_slot(&self, inner: &RunInner, checkpoint_seq: u64) -> Result<()> {
+        let current = inner.state.checkpoint_seq;
+        if checkpoint_seq <= current {
+            return Err(StoreError::CheckpointClosed {
+                key: self.key.clone(),
+                checkpoint_seq,
+                current,
+            });
+        }
+        let not_reserved = || StoreError::SlotNotReserved {
+            key: self.key.clone(),
+            checkpoint_seq,
+        };
+        if !inner.reserved_slots.contains(&checkpoint_seq) {
+            return Err(not_reserved());
+        }
+        let slot = self.dir.checkpoints().join(checkpoint_seq.to_string());
+        match fs::symlink_metadata(&slot) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(StoreError::UnsafePath {
+                object: format!("{}: checkpoints/{checkpoint_seq}", self.key),
+                problem: "the slot is not a directory".to_owned(),
+            }),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Err(not_reserved()),
+            Err(err) => Err(StoreError::io(
+                format!("cannot read {}", slot.display()),
+                err,
+            )),
+        }
     }
 }

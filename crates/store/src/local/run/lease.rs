@@ -110,7 +110,7 @@ impl Run {
             }
         };
         if let Some(checkpoint_seq) = patch.checkpoint_seq {
-            self.check_checkpoint_patch(inner.state.checkpoint_seq, checkpoint_seq)?;
+            self.check_checkpoint_patch(inner, checkpoint_seq)?;
         }
         let now = now_iso();
         let finished_at = match patch.finished_at {
