@@ -169,8 +169,8 @@ fn bar_panel(
         _ => String::new(),
     };
     if log {
-        let mut chart = builder
-            .build_cartesian_2d((bottom..top).log_scale(), (0..count).into_segmented())?;
+        let mut chart =
+            builder.build_cartesian_2d((bottom..top).log_scale(), (0..count).into_segmented())?;
         chart
             .configure_mesh()
             .disable_y_mesh()
@@ -182,8 +182,7 @@ fn bar_panel(
         chart.draw_series(rectangles)?;
         chart.draw_series(values)?;
     } else {
-        let mut chart =
-            builder.build_cartesian_2d(bottom..top, (0..count).into_segmented())?;
+        let mut chart = builder.build_cartesian_2d(bottom..top, (0..count).into_segmented())?;
         chart
             .configure_mesh()
             .disable_y_mesh()
