@@ -15,7 +15,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-use crate::util::{TestServer, assert_status, json_lines, prepare, process::ServerProcess};
+use crate::util::{
+    TestServer, assert_status, json_lines,
+    metrics::{scrape, start_with_metrics},
+    prepare,
+    process::ServerProcess,
+};
 
 /// `size` bytes of pseudo-random content written to `path`.
 fn random_file(path: &Path, size: usize, seed: u64) -> Vec<u8> {
@@ -359,6 +364,97 @@ async fn a_refused_upload_to_a_taken_name_does_not_change_its_digest() {
         .unwrap();
     assert_eq!(info.sha256, sha256(&first));
     assert_eq!(std::fs::read(&back).unwrap(), first);
+    server.stop().await;
+}
+
+/// `upload_file` learns that its name is taken before it sends a byte:
+/// a file of other content under that name, of the same size or another,
+/// fails with `ALREADY_EXISTS` while the server's count of object bytes
+/// received stays at the first upload's and nothing is staged; a file of
+/// the same content is success. `GetUploadStatus` names the object in
+/// place as `existing` also for an upload that holds staged bytes.
+#[tokio::test]
+async fn an_upload_to_a_taken_name_fails_before_sending_a_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, metrics_addr) =
+        start_with_metrics(&dir.path().join("data"), ServerConfig::default()).await;
+    let mut stub = server.client().await;
+    prepare(&mut stub, "t", "r").await;
+    let client = server.typed_client().await;
+    let key = RunKey::new("t", "r");
+    let name = ObjectName::artifact("model.bin");
+    let options = TransferOptions::default();
+    let received = || async {
+        scrape(metrics_addr)
+            .await
+            .value("baa_logd_object_received_bytes_total")
+    };
+    let first_path = dir.path().join("first.bin");
+    let first = random_file(&first_path, 3 << 20, 1);
+    client
+        .upload_file(&key, &name, &first_path, &options)
+        .await
+        .unwrap();
+    assert_eq!(received().await, first.len() as f64);
+
+    for (file, size, seed) in [
+        ("same-size.bin", first.len(), 2),
+        ("longer.bin", first.len() + 1, 3),
+    ] {
+        let path = dir.path().join(file);
+        random_file(&path, size, seed);
+        let err = client
+            .upload_file(&key, &name, &path, &options)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(Code::AlreadyExists), "{err}");
+        assert!(err.to_string().contains("was not sent"), "{err}");
+    }
+    assert_eq!(
+        received().await,
+        first.len() as f64,
+        "the server received bytes for a taken name"
+    );
+    let staged = files_under(&server.data_dir.join("t/r/.uploads"));
+    assert!(staged.is_empty(), "{staged:?}");
+
+    // The same content from another file (another upload id) is the
+    // object already there.
+    let copy = dir.path().join("copy.bin");
+    std::fs::write(&copy, &first).unwrap();
+    let stored = client
+        .upload_file(&key, &name, &copy, &options)
+        .await
+        .unwrap();
+    assert_eq!(stored.sha256, sha256(&first));
+    assert_eq!(received().await, first.len() as f64);
+
+    // An upload that staged bytes before the name was taken is told too.
+    let object = artifact("t", "r", "late.bin");
+    let partial = upload(
+        &mut stub,
+        upload_messages(object.clone(), "slow", &[7u8; 1000], 0, None),
+    )
+    .await
+    .unwrap();
+    assert!(!partial.committed);
+    let winner = [8u8; 2000];
+    upload(
+        &mut stub,
+        upload_messages(
+            object.clone(),
+            "fast",
+            &winner,
+            0,
+            Some((2000, sha256(&winner))),
+        ),
+    )
+    .await
+    .unwrap();
+    let slow = status(&mut stub, object, "slow").await;
+    assert_eq!(slow.committed_size, 1000);
+    assert!(!slow.complete);
+    assert_eq!(slow.existing.unwrap().sha256, sha256(&winner));
     server.stop().await;
 }
 
