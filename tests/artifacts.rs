@@ -1475,6 +1475,109 @@ async fn the_command_line_puts_gets_and_lists_objects() {
     server.stop().await;
 }
 
+/// Runs `baa-log exec --task t --run RUN ARGS -- sh -c SCRIPT` in `cwd`.
+async fn exec_in(
+    server: &TestServer,
+    cwd: &Path,
+    run: &str,
+    args: &[&str],
+    script: &str,
+) -> std::process::Output {
+    let mut all = vec!["exec", "--task", "t", "--run", run, "--no-pty"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--", "sh", "-c", script]);
+    baa_log_in(server, cwd, &all).await
+}
+
+/// `exec --artifacts` fails a command that succeeded when a file it
+/// matched cannot be uploaded (here, one over the server's
+/// max_object_bytes): exit code 122, and the run is failed with that code
+/// and a summary that says so, while the files that could be uploaded
+/// are. A command that failed keeps its own code; `--artifacts-optional`
+/// keeps the command's code and status; a bad glob is refused before the
+/// command runs.
+#[tokio::test]
+async fn exec_fails_when_an_artifact_cannot_be_uploaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::default();
+    config.objects.max_object_bytes = 1000;
+    let server = TestServer::start_with(&dir.path().join("data"), config).await;
+    let client = server.typed_client().await;
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("small.txt"), "fits").unwrap();
+    std::fs::write(work.join("big.bin"), vec![0u8; 2000]).unwrap();
+    let artifacts = ["--artifacts", "*.txt", "--artifacts", "big.bin"];
+    let state = |run: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .get_run(&RunKey::new("t", run))
+                .await
+                .unwrap()
+                .state
+                .unwrap()
+        }
+    };
+
+    let strict = exec_in(&server, &work, "strict", &artifacts, "true").await;
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert_eq!(strict.status.code(), Some(122), "{stderr}");
+    assert!(stderr.contains("max_object_bytes"), "{stderr}");
+    assert!(
+        stderr.contains("1 artifact could not be uploaded"),
+        "{stderr}"
+    );
+    let finished = state("strict").await;
+    assert_eq!(finished.status(), pb::RunStatus::Failed);
+    assert_eq!(finished.exit_code, Some(122));
+    assert_eq!(
+        finished.summary.as_deref(),
+        Some("exited with code 0; 1 artifact not uploaded")
+    );
+    assert_eq!(
+        std::fs::read(server.data_dir.join("t/strict/artifacts/small.txt")).unwrap(),
+        b"fits"
+    );
+
+    let failing = exec_in(&server, &work, "failing", &artifacts, "exit 3").await;
+    assert_eq!(
+        failing.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&failing.stderr)
+    );
+    let finished = state("failing").await;
+    assert_eq!(finished.status(), pb::RunStatus::Failed);
+    assert_eq!(finished.exit_code, Some(3));
+
+    let mut optional = artifacts.to_vec();
+    optional.push("--artifacts-optional");
+    let lenient = exec_in(&server, &work, "lenient", &optional, "true").await;
+    assert_eq!(
+        lenient.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&lenient.stderr)
+    );
+    let finished = state("lenient").await;
+    assert_eq!(finished.status(), pb::RunStatus::Completed);
+    assert_eq!(finished.exit_code, Some(0));
+    assert!(
+        finished
+            .summary
+            .unwrap()
+            .contains("1 artifact not uploaded"),
+        "the summary tells"
+    );
+
+    let bad = exec_in(&server, &work, "bad", &["--artifacts", "["], "touch ran").await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a glob"));
+    assert!(!work.join("ran").exists(), "the command ran");
+    server.stop().await;
+}
+
 /// Bytes in hex.
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
