@@ -15,7 +15,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-use crate::util::{TestServer, assert_status, json_lines, prepare, process::ServerProcess};
+use crate::util::{
+    TestServer, assert_status, json_lines,
+    metrics::{scrape, start_with_metrics},
+    prepare,
+    process::ServerProcess,
+};
 
 /// `size` bytes of pseudo-random content written to `path`.
 fn random_file(path: &Path, size: usize, seed: u64) -> Vec<u8> {
@@ -359,6 +364,97 @@ async fn a_refused_upload_to_a_taken_name_does_not_change_its_digest() {
         .unwrap();
     assert_eq!(info.sha256, sha256(&first));
     assert_eq!(std::fs::read(&back).unwrap(), first);
+    server.stop().await;
+}
+
+/// `upload_file` learns that its name is taken before it sends a byte:
+/// a file of other content under that name, of the same size or another,
+/// fails with `ALREADY_EXISTS` while the server's count of object bytes
+/// received stays at the first upload's and nothing is staged; a file of
+/// the same content is success. `GetUploadStatus` names the object in
+/// place as `existing` also for an upload that holds staged bytes.
+#[tokio::test]
+async fn an_upload_to_a_taken_name_fails_before_sending_a_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, metrics_addr) =
+        start_with_metrics(&dir.path().join("data"), ServerConfig::default()).await;
+    let mut stub = server.client().await;
+    prepare(&mut stub, "t", "r").await;
+    let client = server.typed_client().await;
+    let key = RunKey::new("t", "r");
+    let name = ObjectName::artifact("model.bin");
+    let options = TransferOptions::default();
+    let received = || async {
+        scrape(metrics_addr)
+            .await
+            .value("baa_logd_object_received_bytes_total")
+    };
+    let first_path = dir.path().join("first.bin");
+    let first = random_file(&first_path, 3 << 20, 1);
+    client
+        .upload_file(&key, &name, &first_path, &options)
+        .await
+        .unwrap();
+    assert_eq!(received().await, first.len() as f64);
+
+    for (file, size, seed) in [
+        ("same-size.bin", first.len(), 2),
+        ("longer.bin", first.len() + 1, 3),
+    ] {
+        let path = dir.path().join(file);
+        random_file(&path, size, seed);
+        let err = client
+            .upload_file(&key, &name, &path, &options)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(Code::AlreadyExists), "{err}");
+        assert!(err.to_string().contains("was not sent"), "{err}");
+    }
+    assert_eq!(
+        received().await,
+        first.len() as f64,
+        "the server received bytes for a taken name"
+    );
+    let staged = files_under(&server.data_dir.join("t/r/.uploads"));
+    assert!(staged.is_empty(), "{staged:?}");
+
+    // The same content from another file (another upload id) is the
+    // object already there.
+    let copy = dir.path().join("copy.bin");
+    std::fs::write(&copy, &first).unwrap();
+    let stored = client
+        .upload_file(&key, &name, &copy, &options)
+        .await
+        .unwrap();
+    assert_eq!(stored.sha256, sha256(&first));
+    assert_eq!(received().await, first.len() as f64);
+
+    // An upload that staged bytes before the name was taken is told too.
+    let object = artifact("t", "r", "late.bin");
+    let partial = upload(
+        &mut stub,
+        upload_messages(object.clone(), "slow", &[7u8; 1000], 0, None),
+    )
+    .await
+    .unwrap();
+    assert!(!partial.committed);
+    let winner = [8u8; 2000];
+    upload(
+        &mut stub,
+        upload_messages(
+            object.clone(),
+            "fast",
+            &winner,
+            0,
+            Some((2000, sha256(&winner))),
+        ),
+    )
+    .await
+    .unwrap();
+    let slow = status(&mut stub, object, "slow").await;
+    assert_eq!(slow.committed_size, 1000);
+    assert!(!slow.complete);
+    assert_eq!(slow.existing.unwrap().sha256, sha256(&winner));
     server.stop().await;
 }
 
@@ -1433,6 +1529,109 @@ async fn the_command_line_puts_gets_and_lists_objects() {
         String::from_utf8_lossy(&restored.stderr)
     );
     assert!(std::fs::read(work.join("restored.txt")).unwrap() == bytes);
+    server.stop().await;
+}
+
+/// Runs `baa-log exec --task t --run RUN ARGS -- sh -c SCRIPT` in `cwd`.
+async fn exec_in(
+    server: &TestServer,
+    cwd: &Path,
+    run: &str,
+    args: &[&str],
+    script: &str,
+) -> std::process::Output {
+    let mut all = vec!["exec", "--task", "t", "--run", run, "--no-pty"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--", "sh", "-c", script]);
+    baa_log_in(server, cwd, &all).await
+}
+
+/// `exec --artifacts` fails a command that succeeded when a file it
+/// matched cannot be uploaded (here, one over the server's
+/// max_object_bytes): exit code 122, and the run is failed with that code
+/// and a summary that says so, while the files that could be uploaded
+/// are. A command that failed keeps its own code; `--artifacts-optional`
+/// keeps the command's code and status; a bad glob is refused before the
+/// command runs.
+#[tokio::test]
+async fn exec_fails_when_an_artifact_cannot_be_uploaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::default();
+    config.objects.max_object_bytes = 1000;
+    let server = TestServer::start_with(&dir.path().join("data"), config).await;
+    let client = server.typed_client().await;
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("small.txt"), "fits").unwrap();
+    std::fs::write(work.join("big.bin"), vec![0u8; 2000]).unwrap();
+    let artifacts = ["--artifacts", "*.txt", "--artifacts", "big.bin"];
+    let state = |run: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .get_run(&RunKey::new("t", run))
+                .await
+                .unwrap()
+                .state
+                .unwrap()
+        }
+    };
+
+    let strict = exec_in(&server, &work, "strict", &artifacts, "true").await;
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert_eq!(strict.status.code(), Some(122), "{stderr}");
+    assert!(stderr.contains("max_object_bytes"), "{stderr}");
+    assert!(
+        stderr.contains("1 artifact could not be uploaded"),
+        "{stderr}"
+    );
+    let finished = state("strict").await;
+    assert_eq!(finished.status(), pb::RunStatus::Failed);
+    assert_eq!(finished.exit_code, Some(122));
+    assert_eq!(
+        finished.summary.as_deref(),
+        Some("exited with code 0; 1 artifact not uploaded")
+    );
+    assert_eq!(
+        std::fs::read(server.data_dir.join("t/strict/artifacts/small.txt")).unwrap(),
+        b"fits"
+    );
+
+    let failing = exec_in(&server, &work, "failing", &artifacts, "exit 3").await;
+    assert_eq!(
+        failing.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&failing.stderr)
+    );
+    let finished = state("failing").await;
+    assert_eq!(finished.status(), pb::RunStatus::Failed);
+    assert_eq!(finished.exit_code, Some(3));
+
+    let mut optional = artifacts.to_vec();
+    optional.push("--artifacts-optional");
+    let lenient = exec_in(&server, &work, "lenient", &optional, "true").await;
+    assert_eq!(
+        lenient.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&lenient.stderr)
+    );
+    let finished = state("lenient").await;
+    assert_eq!(finished.status(), pb::RunStatus::Completed);
+    assert_eq!(finished.exit_code, Some(0));
+    assert!(
+        finished
+            .summary
+            .unwrap()
+            .contains("1 artifact not uploaded"),
+        "the summary tells"
+    );
+
+    let bad = exec_in(&server, &work, "bad", &["--artifacts", "["], "touch ran").await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a glob"));
+    assert!(!work.join("ran").exists(), "the command ran");
     server.stop().await;
 }
 

@@ -1,9 +1,10 @@
 """The run list and run page in chromium, against a real baa-logd: live
 lines, ANSI styles, untrusted text, line links, groups, filters, search
-beyond the loaded window, the raw download, a server restart while
-following, and signing in. Screenshots go to target/browser/."""
+beyond the loaded window, the raw download, a run's artifacts, a server
+restart while following, and signing in. Screenshots go to target/browser/."""
 
 import os
+import random
 import re
 import subprocess
 from urllib.parse import quote
@@ -311,6 +312,59 @@ def test_raw_download_equals_cat(server, page):
     )
     assert b"\r\n" in body
     assert body == cat.stdout
+
+
+def download_bytes(page, link):
+    """Clicks `link` and returns the bytes of the download it starts."""
+    with page.expect_download() as download:
+        link.click()
+    with open(download.value.path(), "rb") as f:
+        return download.value.suggested_filename, f.read()
+
+
+def test_a_runs_artifacts_are_listed_with_their_sizes_and_download_whole(server, page, tmp_path):
+    """Artifacts put into a live run show on its page once the run's state
+    changes (as `exec --artifacts` uploads before the run ends), each with
+    its size; its link downloads the exact bytes, and a name with markup
+    is shown as text."""
+    binary = tmp_path / "report.bin"
+    binary.write_bytes(random.Random(7).randbytes(150_000))
+    markup = tmp_path / "markup.txt"
+    markup.write_bytes(b"<i>not markup</i>\n")
+    live = LiveExec(server, "t1", "objs")
+    live.line("building")
+    page.goto(run_url(server, "t1", "objs"))
+    expect(line_row(page, "building")).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    objects = page.locator("#objects")
+    expect(objects).to_be_hidden()
+
+    cli(server, "artifact", "put", "t1/objs", binary)
+    cli(server, "artifact", "put", "t1/objs", markup, "--as", "<b>x</b>.txt")
+    assert live.finish(0) == 0
+    expect(objects).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    summary = objects.locator("summary")
+    expect(summary).to_have_text("Artifacts and checkpoints (2)")
+    summary.click()
+
+    items = objects.locator("li.object")
+    expect(items).to_have_count(2)
+
+    def item(name):
+        """The list item whose link is named `name`, and the link."""
+        found = items.filter(has=page.get_by_role("link", name=name, exact=True))
+        return found, found.locator("a")
+
+    report_item, report = item("report.bin")
+    expect(report_item.locator(".size")).to_have_text("146.5 KiB")
+    named_item, named = item("<b>x</b>.txt")
+    expect(named).to_have_text("<b>x</b>.txt")
+    expect(named_item.locator(".size")).to_have_text(f"{markup.stat().st_size} bytes")
+    assert objects.locator("b, i").count() == 0
+    shot(page, "run-artifacts")
+
+    assert download_bytes(page, report) == ("report.bin", binary.read_bytes())
+    # The browser may change `>` in the file name; the bytes are what count.
+    assert download_bytes(page, named)[1] == markup.read_bytes()
 
 
 def test_a_server_restart_while_following_leaves_no_gap_and_no_duplicate(server, page):

@@ -55,6 +55,14 @@ const NOT_EXECUTABLE: u8 = 126;
 /// run` use it: apart from any code the command itself can give.
 pub(crate) const OWN_FAILURE: u8 = 125;
 
+/// The exit code when the command succeeded but a file `--artifacts`
+/// matched could not be uploaded: CI steps fail when their artifacts are
+/// missing (as GitHub's upload-artifact and Buildkite's artifact upload
+/// do), and this code tells that failure apart from the command's own and
+/// from exec's failures before the command runs (125).
+/// `--artifacts-optional` turns it off.
+pub(crate) const ARTIFACTS_FAILED: u8 = 122;
+
 /// `failure` as `exec` reports it: its own failures exit with
 /// [`OWN_FAILURE`]; the codes of a command that could not start stay.
 pub(crate) fn own_failure(failure: Failure) -> Failure {
@@ -74,8 +82,19 @@ pub(crate) struct ExecArgs {
     /// (relative to the working directory, e.g. 'target/*.xml') as
     /// artifacts of the run, each under its path as matched, before the
     /// run is finished; repeatable. exec says on stderr what it uploaded.
-    #[arg(long = "artifacts", value_name = "GLOB")]
+    /// A file that cannot be uploaded (over the server's max_object_bytes,
+    /// its name taken by other content, the server away) fails a command
+    /// that succeeded: exec exits 122 and the run is failed, with exit
+    /// code 122 and a summary that says how many were not uploaded. A
+    /// command that failed keeps its own code. A glob that matches no
+    /// file is only a warning.
+    #[arg(long = "artifacts", value_name = "GLOB", value_parser = parse_glob)]
     artifacts: Vec<String>,
+    /// Artifacts that cannot be uploaded are only reported on stderr (and
+    /// in the run's summary): exec exits with the command's code, and the
+    /// run's status is the command's.
+    #[arg(long, requires = "artifacts")]
+    artifacts_optional: bool,
     /// The task the run belongs to. With --retry-of, the task of the run
     /// retried, which --task may repeat but not change.
     #[arg(long, required_unless_present = "retry_of")]
@@ -275,7 +294,7 @@ pub(crate) async fn exec(
             Err(err) => log_errors.push(err.to_string()),
         }
     }
-    let exited = Exited {
+    let mut exited = Exited {
         level: if success {
             pb::LogLevel::Info
         } else {
@@ -295,15 +314,9 @@ pub(crate) async fn exec(
         eprintln!("baa-log: the log of run {key} may be incomplete: {err}");
     }
     // Before the run is finished: a terminal run takes no objects.
-    if !args.artifacts.is_empty() {
-        match options.connect_lazy() {
-            Ok(stub) => {
-                crate::objects::upload_matches(&Client::from_stub(stub), &key, &args.artifacts)
-                    .await;
-            }
-            Err(err) => eprintln!("baa-log: cannot upload the artifacts of {key}: {err}"),
-        }
-    }
+    let not_uploaded = upload_artifacts(options, &key, &args.artifacts).await;
+    exited.artifacts_not_uploaded(not_uploaded, !args.artifacts_optional);
+    let code = exited.code;
     command_ended.store(true, Ordering::Relaxed);
     if warned.load(Ordering::Relaxed) && writer.server_away() {
         eprintln!(
@@ -321,6 +334,30 @@ pub(crate) async fn exec(
     Ok(u8::try_from(code).unwrap_or(1))
 }
 
+/// Parses an `--artifacts` glob for clap, so that a bad pattern is
+/// refused before the command runs.
+fn parse_glob(text: &str) -> Result<String, String> {
+    glob::Pattern::new(text)
+        .map(|_| text.to_owned())
+        .map_err(|err| format!("not a glob: {err}"))
+}
+
+/// Uploads the files that `patterns` (`--artifacts`) match as artifacts
+/// of `key`, saying on stderr what it did; returns how many could not be
+/// uploaded (a connection that cannot be made counts as one).
+async fn upload_artifacts(options: &ConnectOptions, key: &RunKey, patterns: &[String]) -> usize {
+    if patterns.is_empty() {
+        return 0;
+    }
+    match options.connect_lazy() {
+        Ok(stub) => crate::objects::upload_matches(&Client::from_stub(stub), key, patterns).await,
+        Err(err) => {
+            eprintln!("baa-log: cannot upload the artifacts of {key}: {err}");
+            1
+        }
+    }
+}
+
 /// How the command ended, as the run records it.
 #[derive(Debug)]
 struct Exited {
@@ -336,6 +373,31 @@ struct Exited {
     code: i32,
     /// The state's summary.
     summary: String,
+}
+
+impl Exited {
+    /// Records that `count` artifacts could not be uploaded: the summary
+    /// and the `worker_exited` data (`artifactsNotUploaded`) say so, and
+    /// when they are `required` and the command succeeded, the run fails
+    /// with [`ARTIFACTS_FAILED`] as its exit code. A command that failed
+    /// keeps its own status and code: that failure is the one to see.
+    fn artifacts_not_uploaded(&mut self, count: usize, required: bool) {
+        if count == 0 {
+            return;
+        }
+        let noun = if count == 1 { "artifact" } else { "artifacts" };
+        self.summary = format!("{}; {count} {noun} not uploaded", self.summary);
+        self.data["artifactsNotUploaded"] = count.into();
+        if required && self.status == pb::RunStatus::Completed {
+            eprintln!(
+                "baa-log: the command succeeded, but {count} {noun} could not be uploaded: \
+                 exiting with {ARTIFACTS_FAILED} (--artifacts-optional makes this a warning)"
+            );
+            self.status = pb::RunStatus::Failed;
+            self.level = pb::LogLevel::Error;
+            self.code = i32::from(ARTIFACTS_FAILED);
+        }
+    }
 }
 
 /// The run's writer, once exec has one.

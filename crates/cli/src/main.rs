@@ -105,7 +105,9 @@ enum Command {
     /// to this terminal), its exit decides the run's status, and baa-log
     /// exits with its code; as env and docker run do, 127 when the command
     /// is not found, 126 when it cannot be run, 125 for exec's own failure
-    /// (the run refused; with --fail-closed, no server). The command never
+    /// (the run refused; with --fail-closed, no server), 122 when the
+    /// command succeeded but a file --artifacts matched could not be
+    /// uploaded (unless --artifacts-optional). The command never
     /// waits for the server: its output goes through a local spool, sent
     /// when the server answers (see `baa-log upload`). --retry-of TASK/RUN
     /// runs the next attempt of an earlier run, as run RUN.2, RUN.3, ...

@@ -8,7 +8,10 @@
 //! hashes the part the server holds from the local file first). Its
 //! upload id is derived from the object, the file's size and its
 //! modification time, so that an upload that a killed process left
-//! behind is resumed by the next one for the same file.
+//! behind is resumed by the next one for the same file. Objects are never
+//! replaced, so an upload asks first whether its name is taken: by the
+//! same content it is done, by other content it fails before it sends a
+//! byte.
 
 use std::{
     path::Path,
@@ -67,6 +70,16 @@ impl ObjectName {
             kind: pb::ObjectKind::Checkpoint,
             name: name.into(),
             checkpoint_seq,
+        }
+    }
+
+    /// The object for people: `artifact NAME`, `checkpoint N file NAME`.
+    fn describe(&self) -> String {
+        match self.kind {
+            pb::ObjectKind::Checkpoint => {
+                format!("checkpoint {} file {}", self.checkpoint_seq, self.name)
+            }
+            _ => format!("artifact {}", self.name),
         }
     }
 
@@ -149,7 +162,9 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// `ALREADY_EXISTS` when the run holds another object of that name,
+    /// `ALREADY_EXISTS` when the run holds another object of that name
+    /// (learnt from `GetUploadStatus`, before a byte of the file is sent;
+    /// an object of that name with the file's size and SHA-256 is success),
     /// `FAILED_PRECONDITION` for a terminal run or a closed checkpoint
     /// slot, `RESOURCE_EXHAUSTED` past a limit, `INVALID_ARGUMENT` for a
     /// bad name; [`ClientError::Io`] when the file cannot be read; the
@@ -264,15 +279,10 @@ impl Client {
             })
             .await?
             .into_inner();
-        if let Some(stored) = status.object.filter(|_| status.complete) {
-            let ours = hash_prefix(path, size)
-                .await
-                .map_err(|err| ClientError::io(path, err))?
-                .finalize();
-            if stored.size == size && stored.sha256 == ours.as_slice() {
-                options.tell(size, size);
-                return Ok(stored);
-            }
+        // Objects are never replaced: a name that is taken is settled
+        // here, before a byte is sent, not refused at the commit.
+        if let Some(stored) = taken_by(&status) {
+            return settle_taken_name(key, object, path, size, stored, options).await;
         }
         let offset = status.committed_size;
         if offset > size {
@@ -540,6 +550,50 @@ impl Client {
             .state
             .ok_or_else(|| tonic::Status::internal("the reply holds no state").into())
     }
+}
+
+/// The object already in place under the name an upload takes, from its
+/// status: `existing`, or from a server that does not send it, the object
+/// it calls `complete`.
+fn taken_by(status: &pb::GetUploadStatusResponse) -> Option<pb::ObjectInfo> {
+    status
+        .existing
+        .clone()
+        .or_else(|| status.object.clone().filter(|_| status.complete))
+}
+
+/// The end of an upload whose name is taken by `stored`: when the file
+/// at `path` (`size` bytes) is the same content (an earlier upload of it
+/// that committed, its answer lost, or another worker's), that is success,
+/// as a retried commit is; otherwise `ALREADY_EXISTS`, without a byte
+/// sent. The file is hashed only when the sizes agree.
+async fn settle_taken_name(
+    key: &RunKey,
+    object: &ObjectName,
+    path: &Path,
+    size: u64,
+    stored: pb::ObjectInfo,
+    options: &TransferOptions,
+) -> Result<pb::ObjectInfo, ClientError> {
+    if stored.size == size {
+        let ours = hash_prefix(path, size)
+            .await
+            .map_err(|err| ClientError::io(path, err))?
+            .finalize();
+        if stored.sha256 == ours.as_slice() {
+            options.tell(size, size);
+            return Ok(stored);
+        }
+    }
+    Err(tonic::Status::already_exists(format!(
+        "{} of {key} exists already with other content ({} bytes, sha256 {}): objects are \
+         never replaced, so {} ({size} bytes) was not sent; upload it under another name",
+        object.describe(),
+        stored.size,
+        hex(&stored.sha256),
+        path.display()
+    ))
+    .into())
 }
 
 /// Empties a local file, to download it again from the start.

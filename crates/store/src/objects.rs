@@ -152,6 +152,11 @@ pub struct UploadStatus {
     pub committed_size: u64,
     /// The object, when it is in place already and nothing is staged.
     pub complete: Option<ObjectInfo>,
+    /// The object of that name already in place, if any, whether or not
+    /// the upload holds bytes: a client compares it with what it would
+    /// send before it sends a byte, since a commit of other content under
+    /// a taken name is refused.
+    pub existing: Option<ObjectInfo>,
 }
 
 /// What an upload must match before its object appears.

@@ -299,6 +299,7 @@ pub(crate) async fn get_upload_status<S: RunStore>(
         committed_size: status.committed_size,
         complete: status.complete.is_some(),
         object: status.complete.as_ref().map(to_object_info),
+        existing: status.existing.as_ref().map(to_object_info),
     })
 }
 

@@ -355,8 +355,27 @@ fn create_part(uploads: &Dir, upload_id: &str, object: &ObjectRef) -> Result<(Fi
     Ok((file, 0, Sha256::new()))
 }
 
-/// How much of upload `upload_id` of `object` the run holds durably.
+/// How much of upload `upload_id` of `object` the run holds durably, and
+/// the object of that name already in place, if any.
 pub(super) fn status(run: &Run, object: &ObjectRef, upload_id: &str) -> Result<UploadStatus> {
+    let run_dir = open_run_dir(run)?;
+    let staged = staged_size(run, &run_dir, object, upload_id)?;
+    let existing = stored_info(&run_dir, object)?;
+    Ok(UploadStatus {
+        committed_size: staged.unwrap_or(0),
+        complete: existing.clone().filter(|_| staged.is_none()),
+        existing,
+    })
+}
+
+/// The bytes upload `upload_id` of `object` has staged, fsynced first;
+/// `None` when nothing is staged for it.
+fn staged_size(
+    run: &Run,
+    run_dir: &Dir,
+    object: &ObjectRef,
+    upload_id: &str,
+) -> Result<Option<u64>> {
     let fail = trouble(object, "read the upload of");
     let in_memory = lock(&run.objects).uploads.get(upload_id).cloned();
     if let Some((target, staged)) = in_memory {
@@ -364,13 +383,9 @@ pub(super) fn status(run: &Run, object: &ObjectRef, upload_id: &str) -> Result<U
         let staged = lock(&staged);
         if let Some(file) = &staged.file {
             file.sync_data().map_err(|err| fail(PathTrouble::Io(err)))?;
-            return Ok(UploadStatus {
-                committed_size: staged.size,
-                complete: None,
-            });
+            return Ok(Some(staged.size));
         }
     }
-    let run_dir = open_run_dir(run)?;
     if let Some(uploads) = run_dir.child(RunDir::uploads_name()).map_err(&fail)?
         && let Some(found) = read_target(&uploads, upload_id, object)?
     {
@@ -384,16 +399,10 @@ pub(super) fn status(run: &Run, object: &ObjectRef, upload_id: &str) -> Result<U
                 .metadata()
                 .map_err(|err| fail(PathTrouble::Io(err)))?
                 .len();
-            return Ok(UploadStatus {
-                committed_size: size,
-                complete: None,
-            });
+            return Ok(Some(size));
         }
     }
-    Ok(UploadStatus {
-        committed_size: 0,
-        complete: stored_info(&run_dir, object)?,
-    })
+    Ok(None)
 }
 
 /// The upload ids of the staged uploads of `run` whose files nothing
