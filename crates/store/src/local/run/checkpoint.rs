@@ -86,6 +86,7 @@ impl Run {
             data,
         };
         self.commit(&mut inner, None, &[AppendPayload::Event(event)], None)?;
+        self.sync_written(&mut inner)?;
         Ok((slot, inner.next_seq - 1))
     }
 
