@@ -33,4 +33,5 @@ mod service;
 mod slow_followers;
 mod spool;
 mod startup;
+mod sync_commits;
 mod web;

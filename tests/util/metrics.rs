@@ -27,10 +27,20 @@ pub async fn start_with_metrics(
     data_dir: &std::path::Path,
     config: baa_logd::ServerConfig,
 ) -> (super::TestServer, SocketAddr) {
+    start_with_store_metrics(baa_logging_store::LocalStoreOptions::new(data_dir), config).await
+}
+
+/// Starts a server over a store opened with `options` (`sync_commits`,
+/// say), with metrics served on a port of their own.
+pub async fn start_with_store_metrics(
+    options: baa_logging_store::LocalStoreOptions,
+    config: baa_logd::ServerConfig,
+) -> (super::TestServer, SocketAddr) {
     let metrics = Metrics::new();
+    let data_dir = options.data_dir.clone();
     let store = baa_logging_store::LocalStore::open(baa_logging_store::LocalStoreOptions {
         observer: Some(metrics.store_observer()),
-        ..baa_logging_store::LocalStoreOptions::new(data_dir)
+        ..options
     })
     .expect("store opens");
     let metrics_addr = start_metrics(metrics.clone()).await;
@@ -39,7 +49,7 @@ pub async fn start_with_metrics(
         ..config
     };
     (
-        super::TestServer::start_with_store(data_dir, store, config).await,
+        super::TestServer::start_with_store(&data_dir, store, config).await,
         metrics_addr,
     )
 }

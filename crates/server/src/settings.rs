@@ -39,7 +39,8 @@ pub struct Settings {
     pub web_listen: Option<SocketAddr>,
     /// How the server's own log lines are written.
     pub log_format: LogFormat,
-    /// fsync every commit before acknowledging it.
+    /// fsync every commit before acknowledging it or serving it to
+    /// followers (commits waiting at the same time share one fsync).
     pub sync: bool,
     /// Allow listening beyond loopback without access control: neither
     /// tokens nor TLS client certificates (TLS alone does not count).

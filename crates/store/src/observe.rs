@@ -18,6 +18,10 @@ pub enum DiskWrite {
     State,
     /// A new run's directory, built and renamed into place.
     Prepare,
+    /// With `--sync`, the fsync of a run's files that makes the commits
+    /// written since the last one durable (one for many commits: see
+    /// [`StoreObserver::synced`]).
+    Sync,
 }
 
 impl DiskWrite {
@@ -27,6 +31,7 @@ impl DiskWrite {
             Self::Commit => "commit",
             Self::State => "state",
             Self::Prepare => "prepare",
+            Self::Sync => "sync",
         }
     }
 }
@@ -47,7 +52,7 @@ pub struct CommitStats {
 /// of its work: they must be quick and must not block.
 pub trait StoreObserver: fmt::Debug + Send + Sync + 'static {
     /// A write finished after `elapsed` (including its fsync, when there
-    /// is one).
+    /// is one; a commit's is a [`DiskWrite::Sync`] of its own).
     fn wrote(&self, kind: DiskWrite, elapsed: Duration) {
         let _ = (kind, elapsed);
     }
@@ -55,6 +60,12 @@ pub trait StoreObserver: fmt::Debug + Send + Sync + 'static {
     /// A commit stored these entries.
     fn committed(&self, stats: &CommitStats) {
         let _ = stats;
+    }
+
+    /// With `--sync`, a sync made `commits` commits durable: as many
+    /// commits as were written while the one before it ran.
+    fn synced(&self, commits: u64) {
+        let _ = commits;
     }
 
     /// A write failed; nothing of it was kept.

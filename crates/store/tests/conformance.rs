@@ -1,17 +1,28 @@
 //! The local store against the conformance suite: every check of
-//! `baa_logging_store::conformance`, each on a fresh data directory.
+//! `baa_logging_store::conformance`, each on a fresh data directory, once
+//! as it is opened by default and once with `sync_commits` (`--sync`),
+//! whose commits are synced in groups and announced to followers after.
 
 use baa_logging_store::{
     Limits, LocalStore, LocalStoreOptions,
     conformance::{self, Backend},
 };
 
-/// A local store in a temporary directory of its own.
-struct Local(tempfile::TempDir);
+/// A local store in a temporary directory of its own, with or without
+/// `sync_commits`.
+struct Local {
+    /// The data directory's parent.
+    dir: tempfile::TempDir,
+    /// Whether commits are synced.
+    sync: bool,
+}
 
 impl Local {
-    fn new() -> Self {
-        Self(tempfile::tempdir().expect("a temporary directory"))
+    fn new(sync: bool) -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            sync,
+        }
     }
 }
 
@@ -21,20 +32,36 @@ impl Backend for Local {
     async fn open(&self, limits: Limits) -> LocalStore {
         LocalStore::open(LocalStoreOptions {
             limits,
-            ..LocalStoreOptions::new(self.0.path().join("runs"))
+            sync_commits: self.sync,
+            ..LocalStoreOptions::new(self.dir.path().join("runs"))
         })
         .expect("the store opens")
     }
 }
 
-/// One test per check, named after it.
+/// One test per check and mode, named after the check, in the modules
+/// `unsynced` and `synced`.
 macro_rules! checks {
-    ($($check:ident),* $(,)?) => {$(
-        #[tokio::test]
-        async fn $check() {
-            conformance::$check(&Local::new()).await;
+    ($($check:ident),* $(,)?) => {
+        mod unsynced {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    conformance::$check(&Local::new(false)).await;
+                }
+            )*
         }
-    )*};
+        mod synced {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    conformance::$check(&Local::new(true)).await;
+                }
+            )*
+        }
+    };
 }
 
 checks!(

@@ -6,7 +6,8 @@
 //!
 //! - the store, through the [`StoreObserver`] that
 //!   [`Metrics::store_observer`] returns: entries and bytes appended by
-//!   channel, disk write latency and errors;
+//!   channel, disk write latency and errors, and with `--sync` the fsyncs
+//!   and the commits each made durable;
 //! - a tower layer in front of every gRPC service (`rpc`): calls and their
 //!   latency by method and status code, and the open Append and Follow
 //!   streams;
@@ -102,6 +103,10 @@ struct Inner {
     disk_write_errors: Family<WriteErrorLabels, Counter>,
     /// `baa_logd_store_writable`.
     store_writable: Gauge,
+    /// `baa_logd_store_syncs_total`.
+    store_syncs: Counter,
+    /// `baa_logd_store_synced_commits_total`.
+    store_synced_commits: Counter,
     /// `baa_logd_grpc_requests_total{service, method, code}`.
     rpc_requests: Family<RpcLabels, Counter>,
     /// `baa_logd_grpc_request_duration_seconds{service, method, code}`.
@@ -218,6 +223,7 @@ impl Metrics {
         let baa = registry.sub_registry_with_prefix("baa_logd");
         let (appended_entries, appended_bytes, open_streams, follow_lag) = stream_metrics(baa);
         let (disk_write_seconds, disk_write_errors, store_writable) = store_metrics(baa);
+        let (store_syncs, store_synced_commits) = sync_metrics(baa);
         let (rpc_requests, rpc_seconds) = rpc_metrics(baa);
         let (runs, retention_runs, retention_bytes) = run_metrics(baa);
         let (scrub_runs, scrub_damaged) = scrub_metrics(baa);
@@ -271,6 +277,8 @@ impl Metrics {
                 disk_write_seconds,
                 disk_write_errors,
                 store_writable,
+                store_syncs,
+                store_synced_commits,
                 rpc_requests,
                 rpc_seconds,
                 runs,
@@ -460,6 +468,12 @@ impl StoreObserver for Observer {
         }
     }
 
+    fn synced(&self, commits: u64) {
+        let inner = &self.metrics.inner;
+        inner.store_syncs.inc();
+        inner.store_synced_commits.inc_by(commits);
+    }
+
     fn write_failed(&self, kind: DiskWrite, error: &io::Error) {
         self.metrics
             .inner
@@ -579,10 +593,15 @@ fn store_metrics(
         Family::<WriteLabels, Histogram>::new_with_constructor(disk_write_histogram as fn() -> _);
     baa.register(
         "disk_write_duration_seconds",
-        "Time of the store's disk writes (write and fsync) that succeeded, by kind: commit, state, prepare",
+        "Time of the store's disk writes that succeeded, by kind: commit, state, prepare, and with --sync the group fsync of a run's commits (sync)",
         disk_write_seconds.clone(),
     );
-    for write in [DiskWrite::Commit, DiskWrite::State, DiskWrite::Prepare] {
+    for write in [
+        DiskWrite::Commit,
+        DiskWrite::State,
+        DiskWrite::Prepare,
+        DiskWrite::Sync,
+    ] {
         let _ = disk_write_seconds.get_or_create(&WriteLabels {
             write: write.as_str(),
         });
@@ -601,6 +620,25 @@ fn store_metrics(
         store_writable.clone(),
     );
     (disk_write_seconds, disk_write_errors, store_writable)
+}
+
+/// Registers the group commit of `--sync`: fsyncs of runs' commits, and
+/// the commits they made durable (their ratio is how many commits share an
+/// fsync).
+fn sync_metrics(baa: &mut Registry) -> (Counter, Counter) {
+    let syncs = Counter::default();
+    baa.register(
+        "store_syncs",
+        "With --sync, fsyncs of a run's files that made its commits durable (one for every commit waiting at the time)",
+        syncs.clone(),
+    );
+    let synced_commits = Counter::default();
+    baa.register(
+        "store_synced_commits",
+        "With --sync, commits made durable by those fsyncs",
+        synced_commits.clone(),
+    );
+    (syncs, synced_commits)
 }
 
 /// Registers the gRPC calls: counts and durations.

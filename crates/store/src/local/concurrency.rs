@@ -14,8 +14,9 @@
 //! - Order that spans awaits (the prepare lock of a run, the listing, the
 //!   retention pass) is a `tokio::sync::Mutex`, which cannot be poisoned.
 //! - Where two locks of a run are held at once, `inner` is taken before
-//!   `life`, never the other way round; `recent` is taken alone or under
-//!   `inner`.
+//!   `life`, never the other way round; `recent` and a run's group sync
+//!   (`group_sync`) are taken alone or under `inner`, and the group sync's
+//!   lock is never held while its files sync.
 //!
 //! # Blocking work
 //!

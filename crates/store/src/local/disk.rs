@@ -104,6 +104,13 @@ impl Disk {
         }
     }
 
+    /// Tells the observer that a sync made `commits` commits durable.
+    pub(crate) fn synced(&self, commits: u64) {
+        if let Some(observer) = &self.observer {
+            observer.synced(commits);
+        }
+    }
+
     /// After a failed write: reports it, and marks the store not writable
     /// when the disk is to blame.
     fn failed(self: &Arc<Self>, kind: DiskWrite, error: &io::Error) {

@@ -28,6 +28,7 @@ mod dir_lock;
 mod disk;
 mod encode;
 mod fsio;
+mod group_sync;
 mod journal;
 mod journal_cursor;
 mod layout;
@@ -400,7 +401,14 @@ impl RunStore for LocalStore {
 
     async fn writer_cursor(&self, key: &RunKey, writer_id: &str) -> Result<WriterCursor> {
         check_id("writer_id", writer_id)?;
-        Ok(self.run(key).await?.writer_cursor(writer_id))
+        let run = self.run(key).await?;
+        if self.options.sync_commits {
+            // Waits for the run's sync: on the blocking pool.
+            let writer_id = writer_id.to_owned();
+            blocking(move || run.writer_cursor(&writer_id)).await
+        } else {
+            run.writer_cursor(writer_id)
+        }
     }
 
     async fn open_reader(&self, key: &RunKey, from: ReadFrom) -> Result<LocalReader> {

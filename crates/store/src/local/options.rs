@@ -21,8 +21,10 @@ pub struct LocalStoreOptions {
     pub limits: Limits,
     /// The limits on a run's objects (artifacts and checkpoints).
     pub objects: ObjectLimits,
-    /// fsync every commit before acknowledging it. Without it, what was
-    /// acknowledged survives a crash of the process but not of the machine.
+    /// fsync every commit before acknowledging it (or serving it to
+    /// followers); commits that wait at the same time share one fsync.
+    /// Without it, what was acknowledged survives a crash of the process
+    /// but not of the machine.
     pub sync_commits: bool,
     /// The free space below which a full disk still counts as full.
     pub min_free_bytes: u64,

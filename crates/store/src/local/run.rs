@@ -10,6 +10,13 @@
 //! half of a channel's lines were written) is cut back off the files
 //! before the lock is released.
 //!
+//! With `--sync`, a commit is written under the lock but synced after it,
+//! by a group sync (see `group_sync`) that covers every commit written
+//! meanwhile: the writer, and anyone else who is told it is stored (a
+//! writer's cursor, a new state), waits for that sync, and the doorbell
+//! rings only once it is done, so that followers, too, see only what a
+//! power loss cannot take back. A failed sync breaks the run.
+//!
 //! Who uses the run (for retention) is in `life`; the limits on what an
 //! item may carry are checked in `admit`; a worker lease that expires, and
 //! a writer that comes back after it did, are in `lease`.
@@ -36,12 +43,13 @@ use super::{
     disk::Disk,
     encode::encode_entries,
     fsio::{read_json, write_json_atomic},
+    group_sync::{GroupSync, SyncFailed, Ticket},
     journal::{self, JournalRecord, LeaseLapse, LeaseMark},
     layout::RunDir,
     options::LocalStoreOptions,
     recent::RecentCommits,
     recovery,
-    run_files::{FileLens, RunFiles},
+    run_files::{FileLens, RunFiles, Unsynced},
 };
 use crate::{
     error::{Refused, Result, StoreError},
@@ -84,6 +92,18 @@ pub(crate) struct Committed {
     pub(crate) lens: PerChannel<u64>,
 }
 
+/// What the next group sync of a run covers (with `--sync` only).
+#[derive(Debug, Default)]
+struct PendingSync {
+    /// The files written since the last sync.
+    files: Unsynced,
+    /// The commits written since the last sync.
+    commits: u64,
+    /// What the last of them committed: the doorbell announces it once
+    /// the sync is done.
+    committed: Option<Committed>,
+}
+
 /// A run whose log session is open.
 #[derive(Debug)]
 pub(crate) struct Run {
@@ -106,6 +126,11 @@ pub(crate) struct Run {
     recent: Mutex<RecentCommits>,
     /// The doorbell.
     signal: watch::Sender<RunSignal>,
+    /// With `--sync`, the commits written and not yet synced, and the
+    /// sync under way. A lock of its own, taken alone or under `inner`
+    /// and never held while syncing, so that commits are written while
+    /// the disk syncs the ones before.
+    syncer: GroupSync<PendingSync>,
     /// Who uses the run, for retention. A lock of its own, apart from
     /// `inner`, so that streams come and go without waiting for a commit.
     life: Mutex<RunLife>,
@@ -220,6 +245,7 @@ impl Run {
             }),
             recent: Mutex::new(RecentCommits::default()),
             signal: watch::Sender::new(signal),
+            syncer: GroupSync::new(),
             life: Mutex::new(RunLife::default()),
             objects: Mutex::default(),
         })
@@ -264,25 +290,56 @@ impl Run {
         (inner.state.clone(), inner.summary())
     }
 
-    /// What the run holds from one writer.
-    pub(crate) fn writer_cursor(&self, writer_id: &str) -> WriterCursor {
+    /// What the run holds from one writer. With `--sync`, once it is
+    /// synced: a writer takes its cursor for an acknowledgement, and does
+    /// not send again what it says is stored. Blocking with `--sync`.
+    ///
+    /// # Errors
+    ///
+    /// With `--sync`, a failed sync.
+    pub(crate) fn writer_cursor(&self, writer_id: &str) -> Result<WriterCursor> {
         let inner = self.inner();
-        WriterCursor {
+        let cursor = WriterCursor {
             last_writer_seq: inner.writer_seq(writer_id),
             last_seq: inner.next_seq - 1,
-        }
+        };
+        let written = self.sync_mark();
+        drop(inner);
+        self.wait_synced(written)?;
+        Ok(cursor)
     }
 
     /// Appends a writer's items: the ones past its cursor that pass the
-    /// checks, in commits of a bounded size. Blocking.
+    /// checks, in commits of a bounded size. With `--sync`, returns once
+    /// they are synced, waiting without the lock. Blocking.
     ///
     /// # Errors
     ///
     /// The first item that cannot be stored (a gap, an item over a limit)
     /// after the items before it were stored; a terminal or broken run; a
-    /// failed write.
+    /// failed write or sync.
     pub(crate) fn append(&self, writer_id: &str, items: Vec<AppendItem>) -> Result<AppendOutcome> {
         let mut inner = self.inner();
+        let before = self.sync_mark();
+        let appended = self.append_locked(&mut inner, writer_id, items);
+        let written = self.sync_mark();
+        drop(inner);
+        // Whatever this call wrote is synced (and announced) before it
+        // answers, even when it failed part way.
+        if written != before {
+            self.wait_synced(written)?;
+        }
+        appended
+    }
+
+    /// [`Run::append`] under the lock: writes the commits, and syncs
+    /// nothing.
+    fn append_locked(
+        &self,
+        inner: &mut RunInner,
+        writer_id: &str,
+        items: Vec<AppendItem>,
+    ) -> Result<AppendOutcome> {
         let late = inner.admits(&self.key, writer_id)?;
         if inner.writers_lost {
             return Err(StoreError::WritersLost {
@@ -292,7 +349,7 @@ impl Run {
         let first_writer_seq = inner.writer_seq(writer_id) + 1;
         let admitted = self.admit(writer_id, first_writer_seq, items);
         if late && !admitted.payloads.is_empty() {
-            self.note_return(&mut inner, writer_id)?;
+            self.note_return(inner, writer_id)?;
         }
         let mut outcome = AppendOutcome {
             duplicates: admitted.duplicates,
@@ -302,12 +359,7 @@ impl Run {
         let mut rest = admitted.payloads.as_slice();
         while !rest.is_empty() {
             let take = commit_size(rest);
-            self.commit(
-                &mut inner,
-                Some((writer_id, writer_seq)),
-                &rest[..take],
-                None,
-            )?;
+            self.commit(inner, Some((writer_id, writer_seq)), &rest[..take], None)?;
             writer_seq += take as u64;
             outcome.stored += take as u64;
             rest = &rest[take..];
@@ -350,7 +402,12 @@ impl Run {
 
     /// Writes `next` to `state.json`, then makes it the run's state and
     /// rings the doorbell. On failure the state is unchanged.
+    ///
+    /// With `--sync`, the commits written so far are synced first, under
+    /// the lock: a state on disk never runs ahead of the entries, and a
+    /// run is announced terminal only after its last entries were.
     fn set_state(&self, inner: &mut RunInner, next: RunStateSnapshot) -> Result<RunStateSnapshot> {
+        self.sync_written(inner)?;
         let path = self.dir.state();
         self.disk
             .write(DiskWrite::State, || write_json_atomic(&path, &next))?;
@@ -427,6 +484,7 @@ impl Run {
         }
         let mut inner = self.inner();
         if inner.persisted_last_seq != inner.state.last_event_seq {
+            self.sync_written(&mut inner)?;
             let path = self.dir.state();
             self.disk
                 .write(DiskWrite::State, || write_json_atomic(&path, &inner.state))?;
@@ -438,6 +496,10 @@ impl Run {
     /// Stores one commit: the journal record, then the entries. On failure
     /// the files are cut back to where they were. `lease` marks the
     /// store's own entries about a worker lease.
+    ///
+    /// Without `--sync` the doorbell rings at once. With it, the commit is
+    /// left to the group sync, which rings it: the caller must wait for
+    /// [`Run::sync_mark`] before it tells anyone the commit is stored.
     fn commit(
         &self,
         inner: &mut RunInner,
@@ -468,11 +530,10 @@ impl Run {
         }
         .with_bytes(&encoded.bytes);
         let line = record.to_line();
-        let sync = self.options.sync_commits;
         let written = self.disk.write(DiskWrite::Commit, || {
             inner
                 .files(&self.dir)?
-                .write_commit(&self.dir, &line, &encoded.bytes, sync)
+                .write_commit(&self.dir, &line, &encoded.bytes)
         });
         if let Err(err) = written {
             self.roll_back(inner);
@@ -493,16 +554,104 @@ impl Run {
                 .insert(writer_id.to_owned(), writer_seq + record.len() - 1);
         }
         self.keep_recent(first_seq, std::mem::take(&mut encoded.entries));
-        let committed_lens = inner.lens.logs;
-        self.signal.send_modify(|signal| {
-            signal.committed_seq = record.last_seq;
-            signal.committed_lens = committed_lens;
-        });
+        let committed = Committed {
+            seq: record.last_seq,
+            lens: inner.lens.logs,
+        };
+        if self.options.sync_commits {
+            let files = inner.files.as_ref().expect("written above");
+            // Waited for through `sync_mark`, by the caller.
+            let _: Ticket = self.syncer.wrote(|pending| {
+                pending.files.add(files, &encoded.bytes);
+                pending.commits += 1;
+                pending.committed = Some(committed);
+            });
+        } else {
+            self.announce(committed);
+        }
         self.disk.committed(&CommitStats {
             entries: encoded.counts,
             bytes: encoded.bytes.each_ref().map(|_, bytes| bytes.len() as u64),
         });
         Ok(())
+    }
+
+    /// Rings the doorbell for what is committed.
+    fn announce(&self, committed: Committed) {
+        self.signal.send_modify(|signal| {
+            signal.committed_seq = committed.seq;
+            signal.committed_lens = committed.lens;
+        });
+    }
+
+    /// With `--sync`, the ticket of the last commit written: waiting for
+    /// it waits for every commit so far. `None` without `--sync`, where
+    /// nothing waits (and no lock is taken).
+    fn sync_mark(&self) -> Option<Ticket> {
+        self.options.sync_commits.then(|| self.syncer.last())
+    }
+
+    /// Waits until the commits up to `mark` are synced, leading the sync
+    /// when none is under way; nothing for `None`. Called without the
+    /// run's lock, so that commits go on being written meanwhile.
+    /// Blocking.
+    ///
+    /// # Errors
+    ///
+    /// A failed sync, which breaks the run.
+    fn wait_synced(&self, mark: Option<Ticket>) -> Result<()> {
+        let Some(ticket) = mark else {
+            return Ok(());
+        };
+        self.syncer
+            .wait(ticket, |pending| self.sync_pending(pending))
+            .map_err(|failed| self.break_on(&mut self.inner(), &failed))
+    }
+
+    /// With `--sync`, waits under the run's lock until every commit
+    /// written is synced, for the rare writes that must follow them on
+    /// disk (`state.json`) or that tell of an entry the store wrote
+    /// itself. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// A failed sync, which breaks the run.
+    fn sync_written(&self, inner: &mut RunInner) -> Result<()> {
+        let Some(ticket) = self.sync_mark() else {
+            return Ok(());
+        };
+        self.syncer
+            .wait(ticket, |pending| self.sync_pending(pending))
+            .map_err(|failed| self.break_on(inner, &failed))
+    }
+
+    /// A group sync, as its leader runs it: syncs the files written, then
+    /// rings the doorbell for the commits it covers.
+    fn sync_pending(&self, pending: PendingSync) -> std::result::Result<(), SyncFailed> {
+        self.disk
+            .write(DiskWrite::Sync, || pending.files.sync(&self.dir))
+            .map_err(SyncFailed::new)?;
+        if let Some(committed) = pending.committed {
+            self.announce(committed);
+        }
+        self.disk.synced(pending.commits);
+        Ok(())
+    }
+
+    /// Marks the run broken after a failed sync, and returns the error for
+    /// the caller. The kernel may have dropped the pages it could not
+    /// write back, and a later sync that succeeds would not say so: the run
+    /// takes no more writes rather than acknowledge entries that may be
+    /// gone.
+    fn break_on(&self, inner: &mut RunInner, failed: &SyncFailed) -> StoreError {
+        let err = failed.to_error();
+        if inner.broken.is_none() {
+            error!(run = %self.key, cause = %err, "a sync of the run's files failed; the run takes no more writes");
+            inner.broken = Some(format!(
+                "{err}; what the disk holds of the commits since the last sync is unknown"
+            ));
+        }
+        err
     }
 
     /// Keeps a commit's entries in memory for followers, while there are

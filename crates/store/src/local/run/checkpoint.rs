@@ -92,6 +92,7 @@ impl Run {
             data,
         };
         self.commit(&mut inner, None, &[AppendPayload::Event(event)], None)?;
+        self.sync_written(&mut inner)?;
         inner.reserved_slots.insert(slot);
         Ok((slot, inner.next_seq - 1))
     }
