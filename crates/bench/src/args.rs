@@ -154,7 +154,7 @@ pub(crate) struct BenchArgs {
     pub(crate) w1_lines: u64,
     /// W1: lines each writer sends to a durable system (one that syncs
     /// before it acknowledges), where each costs far more.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 20_000)]
     pub(crate) w1_durable_lines: u64,
     /// W1: lines each writer sends in the variant with one line per Append
     /// message (per Redis command, per NATS publish).

@@ -25,6 +25,12 @@ pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 pub const DEFAULT_STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 /// The default of [`Limits::connection_window_bytes`]: 8 MiB.
 pub const DEFAULT_CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+/// The default of [`Limits::max_frame_bytes`]: 256 KiB.
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = 256 * 1024;
+/// The smallest HTTP/2 frame size a server may announce (RFC 9113).
+pub const MIN_FRAME_BYTES: u32 = 16_384;
+/// The largest HTTP/2 frame size a server may announce (RFC 9113: 2^24 - 1).
+pub const MAX_FRAME_BYTES: u32 = (1 << 24) - 1;
 /// The smallest HTTP/2 flow-control window (RFC 9113's initial one).
 pub const MIN_WINDOW_BYTES: u32 = 65_535;
 /// The largest HTTP/2 flow-control window (RFC 9113: 2^31 - 1).
@@ -84,6 +90,10 @@ pub struct Limits {
     /// client may send over all its calls before the server has read
     /// them, and so the most a connection's unread bytes hold in memory.
     pub connection_window_bytes: u32,
+    /// The largest HTTP/2 frame the server takes, in bytes. HTTP/2's own
+    /// 16 KiB cuts a 1 MiB upload message into 64 frames, each read and
+    /// parsed on its own; larger frames cost fewer reads.
+    pub max_frame_bytes: u32,
     /// The most client connections open at once; past it, new connections
     /// are closed as soon as they are accepted (and logged at most every
     /// few seconds), so that idle sockets cannot use up the descriptors
@@ -133,6 +143,7 @@ impl Default for Limits {
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
             stream_window_bytes: DEFAULT_STREAM_WINDOW_BYTES,
             connection_window_bytes: DEFAULT_CONNECTION_WINDOW_BYTES,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
@@ -205,6 +216,15 @@ impl Limits {
                     ),
                 });
             }
+        }
+        if !(MIN_FRAME_BYTES..=MAX_FRAME_BYTES).contains(&self.max_frame_bytes) {
+            return Err(InvalidLimit {
+                name: "max_frame_bytes",
+                problem: format!(
+                    "({}) must be from {MIN_FRAME_BYTES} to {MAX_FRAME_BYTES}, as HTTP/2 allows",
+                    self.max_frame_bytes
+                ),
+            });
         }
         for (name, value) in [
             ("max_entry_bytes", self.max_entry_bytes),

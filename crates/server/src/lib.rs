@@ -345,6 +345,8 @@ struct Transport {
     max_streams: u32,
     /// The HTTP/2 flow-control windows: each call's and each connection's.
     windows: (u32, u32),
+    /// The largest HTTP/2 frame the server takes.
+    max_frame: u32,
     /// How many connections are let in, and how fast they must speak.
     admission: incoming::Admission,
     /// TLS and tokens.
@@ -369,6 +371,7 @@ impl Transport {
                 config.limits.stream_window_bytes,
                 config.limits.connection_window_bytes,
             ),
+            max_frame: config.limits.max_frame_bytes,
             admission: incoming::Admission {
                 max_connections: config.limits.max_connections,
                 handshake_timeout: config.limits.handshake_timeout,
@@ -396,6 +399,7 @@ impl Transport {
             .max_concurrent_streams(Some(self.max_streams))
             .initial_stream_window_size(Some(self.windows.0))
             .initial_connection_window_size(Some(self.windows.1))
+            .max_frame_size(Some(self.max_frame))
             // Outermost: what is not the page must be gRPC over HTTP/2, so
             // that no browser can reach a method with a form or a plain POST.
             .layer(web::GrpcOnlyLayer)

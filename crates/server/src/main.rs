@@ -247,6 +247,10 @@ struct LimitArgs {
     #[arg(long, env = "BAA_LOGD_CONNECTION_WINDOW_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     connection_window_bytes: Option<u32>,
+    /// The largest HTTP/2 frame the server takes, in bytes.
+    #[arg(long, env = "BAA_LOGD_MAX_FRAME_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_frame_bytes: Option<u32>,
     /// The most client connections open at once.
     #[arg(long, env = "BAA_LOGD_MAX_CONNECTIONS")]
     #[serde(skip_serializing_if = "Option::is_none")]
