@@ -219,56 +219,72 @@ fn bar_panel(
     Ok(())
 }
 
+/// What drawing may fail with.
+type Drawn = std::result::Result<(), Box<dyn std::error::Error>>;
+
+/// Draws one panel per item of `panels`, side by side, into a new SVG at
+/// `path`.
+fn side_by_side<T>(
+    path: &Path,
+    panels: &[T],
+    mut draw: impl FnMut(&DrawingArea<SVGBackend<'_>, Shift>, &T) -> Drawn,
+) -> Result<()> {
+    let size = (PANEL.0 * panels.len().max(1) as u32, PANEL.1);
+    let root = SVGBackend::new(path, size).into_drawing_area();
+    let mut draw_all = || -> Drawn {
+        root.fill(&WHITE)?;
+        let areas = root.split_evenly((1, panels.len().max(1)));
+        for (area, panel) in areas.iter().zip(panels) {
+            draw(area, panel)?;
+        }
+        root.present()?;
+        Ok(())
+    };
+    draw_all().map_err(failed(path))
+}
+
 /// W1: a panel per variant, a bar per system, the ceilings as lines.
 fn draw_w1(rows: &[ThroughputRow], path: &Path) -> Result<()> {
     let variants: Vec<&str> = W1_VARIANTS
         .into_iter()
         .filter(|variant| rows.iter().any(|row| row.variant == *variant))
         .collect();
-    let size = (PANEL.0 * variants.len().max(1) as u32, PANEL.1);
-    let root = SVGBackend::new(path, size).into_drawing_area();
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        root.fill(&WHITE)?;
-        let panels = root.split_evenly((1, variants.len().max(1)));
-        for (panel, variant) in panels.iter().zip(&variants) {
-            let measured = rows
-                .iter()
-                .filter(|row| row.variant == *variant && row.entries > 0);
-            let (marks, bars): (Vec<_>, Vec<_>) = measured.partition(|row| {
-                matches!(
-                    row.system,
-                    SystemKind::TransportCeiling | SystemKind::DiskCeiling
-                )
-            });
-            let bars: Vec<Bar> = bars
-                .into_iter()
-                .map(|row| Bar {
-                    label: row.system.label().to_owned(),
-                    value: row.entries_per_sec,
-                    colour: colour(row.system),
-                })
-                .collect();
-            let marks: Vec<Mark> = marks
-                .into_iter()
-                .map(|row| Mark {
-                    label: row.system.label().to_owned(),
-                    value: row.entries_per_sec,
-                    colour: colour(row.system),
-                })
-                .collect();
-            bar_panel(
-                panel,
-                &format!("W1 {variant}"),
-                "entries/s",
-                &bars,
-                &marks,
-                false,
-            )?;
-        }
-        root.present()?;
-        Ok(())
-    };
-    draw().map_err(failed(path))
+    side_by_side(path, &variants, |area, variant| {
+        let ceiling = |row: &ThroughputRow| {
+            matches!(
+                row.system,
+                SystemKind::TransportCeiling | SystemKind::DiskCeiling
+            )
+        };
+        let measured = || {
+            rows.iter()
+                .filter(|row| row.variant == *variant && row.entries > 0)
+        };
+        let bars: Vec<Bar> = measured()
+            .filter(|row| !ceiling(row))
+            .map(|row| Bar {
+                label: row.system.label().to_owned(),
+                value: row.entries_per_sec,
+                colour: colour(row.system),
+            })
+            .collect();
+        let marks: Vec<Mark> = measured()
+            .filter(|row| ceiling(row))
+            .map(|row| Mark {
+                label: row.system.label().to_owned(),
+                value: row.entries_per_sec,
+                colour: colour(row.system),
+            })
+            .collect();
+        bar_panel(
+            area,
+            &format!("W1 {variant}"),
+            "entries/s",
+            &bars,
+            &marks,
+            false,
+        )
+    })
 }
 
 /// W2: a panel per follower count, p50 and p99 bars per system, on a log
@@ -277,89 +293,72 @@ fn draw_w2(rows: &[FanOutRow], path: &Path) -> Result<()> {
     let mut counts: Vec<usize> = rows.iter().map(|row| row.followers).collect();
     counts.sort_unstable();
     counts.dedup();
-    let size = (PANEL.0 * counts.len().max(1) as u32, PANEL.1);
-    let root = SVGBackend::new(path, size).into_drawing_area();
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        root.fill(&WHITE)?;
-        let panels = root.split_evenly((1, counts.len().max(1)));
-        for (panel, followers) in panels.iter().zip(&counts) {
-            let bars: Vec<Bar> = rows
-                .iter()
-                .filter(|row| row.followers == *followers)
-                .filter_map(|row| {
-                    let latency = row.latency.filter(|l| l.count > 0)?;
-                    let base = colour(row.system);
-                    let light = RGBColor(
-                        base.0.saturating_add(70),
-                        base.1.saturating_add(70),
-                        base.2.saturating_add(70),
-                    );
-                    Some([
-                        Bar {
-                            label: format!("{} p50", row.system.label()),
-                            value: latency.p50_ms,
-                            colour: light,
-                        },
-                        Bar {
-                            label: format!("{} p99", row.system.label()),
-                            value: latency.p99_ms,
-                            colour: base,
-                        },
-                    ])
-                })
-                .flatten()
-                .collect();
-            bar_panel(
-                panel,
-                &format!("W2 {followers} followers: append to follower"),
-                "ms (log)",
-                &bars,
-                &[],
-                true,
-            )?;
-        }
-        root.present()?;
-        Ok(())
-    };
-    draw().map_err(failed(path))
+    side_by_side(path, &counts, |area, followers| {
+        let bars: Vec<Bar> = rows
+            .iter()
+            .filter(|row| row.followers == *followers)
+            .filter_map(|row| {
+                let latency = row.latency.filter(|l| l.count > 0)?;
+                let base = colour(row.system);
+                let light = RGBColor(
+                    base.0.saturating_add(70),
+                    base.1.saturating_add(70),
+                    base.2.saturating_add(70),
+                );
+                Some([
+                    Bar {
+                        label: format!("{} p50", row.system.label()),
+                        value: latency.p50_ms,
+                        colour: light,
+                    },
+                    Bar {
+                        label: format!("{} p99", row.system.label()),
+                        value: latency.p99_ms,
+                        colour: base,
+                    },
+                ])
+            })
+            .flatten()
+            .collect();
+        bar_panel(
+            area,
+            &format!("W2 {followers} followers: append to follower"),
+            "ms (log)",
+            &bars,
+            &[],
+            true,
+        )
+    })
 }
+
+/// One W3 panel: its title, its unit and what it shows of a row.
+type ManyRunsPanel = (&'static str, &'static str, fn(&ManyRunsRow) -> Option<f64>);
 
 /// W3: server RSS and CPU per system, at the run count measured.
 fn draw_w3(rows: &[ManyRunsRow], path: &Path) -> Result<()> {
     let runs = rows.first().map_or(0, |row| row.runs);
-    let root = SVGBackend::new(path, (PANEL.0 * 2, PANEL.1)).into_drawing_area();
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        root.fill(&WHITE)?;
-        let panels = root.split_evenly((1, 2));
-        let bars = |value: fn(&ManyRunsRow) -> Option<f64>| -> Vec<Bar> {
-            rows.iter()
-                .filter_map(|row| {
-                    Some(Bar {
-                        label: row.system.label().to_owned(),
-                        value: value(row)?,
-                        colour: colour(row.system),
-                    })
+    let panels: [ManyRunsPanel; 2] = [
+        ("server RSS", "MiB", |row| row.rss_mib),
+        ("server CPU", "% of one core", |row| row.cpu_percent),
+    ];
+    side_by_side(path, &panels, |area, (title, unit, value)| {
+        let bars: Vec<Bar> = rows
+            .iter()
+            .filter_map(|row| {
+                Some(Bar {
+                    label: row.system.label().to_owned(),
+                    value: value(row)?,
+                    colour: colour(row.system),
                 })
-                .collect()
-        };
+            })
+            .collect();
         bar_panel(
-            &panels[0],
-            &format!("W3 {runs} runs: server RSS"),
-            "MiB",
-            &bars(|row| row.rss_mib),
+            area,
+            &format!("W3 {runs} runs: {title}"),
+            unit,
+            &bars,
             &[],
             false,
-        )?;
-        bar_panel(
-            &panels[1],
-            &format!("W3 {runs} runs: server CPU"),
-            "% of one core",
-            &bars(|row| row.cpu_percent),
-            &[],
-            false,
-        )?;
-        root.present()?;
-        Ok(())
-    };
-    draw().map_err(failed(path))
+        )
+    })
 }
