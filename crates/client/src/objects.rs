@@ -14,12 +14,11 @@
 //! byte.
 
 use std::{
+    io::{Read, Seek, Write},
     path::Path,
     sync::{Arc, Mutex, PoisonError},
     time::UNIX_EPOCH,
 };
-
-use std::io::{Read, Seek, Write};
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -427,6 +426,7 @@ impl Client {
         let (pieces, received) = mpsc::channel(PIECES_IN_FLIGHT);
         let writing = PieceWriter {
             file: file.into_std().await,
+            offset,
             hasher,
         };
         let writer = tokio::task::spawn_blocking(move || writing.run(received));
@@ -462,10 +462,11 @@ impl Client {
         // the file's length) even when the stream broke: the next try
         // resumes from it.
         drop(pieces);
-        let (written, hasher) = writer
+        let hasher = writer
             .await
-            .map_err(|err| ClientError::io(path, std::io::Error::other(err)))?;
-        written.map_err(|err| ClientError::io(path, err))?;
+            .map_err(std::io::Error::other)
+            .and_then(|written| written)
+            .map_err(|err| ClientError::io(path, err))?;
         received?;
         let info = info.ok_or_else(|| tonic::Status::internal("the download named no object"))?;
         if done < info.size {
@@ -643,6 +644,7 @@ impl PieceReader {
             return;
         }
         std::thread::scope(|scope| {
+            // Taken by the last piece, after which the loop ends.
             let mut hashing = Some(Hashing::start(scope, self.hasher.clone()));
             loop {
                 let want = (self.size - self.offset).min(self.chunk as u64);
@@ -653,25 +655,19 @@ impl PieceReader {
                         let data = Bytes::from(data);
                         let offset = self.offset;
                         self.offset += want;
-                        let Some(mut hasher) = hashing.take() else {
-                            return;
-                        };
+                        let hasher = hashing.as_mut().expect("hashing until the last piece");
                         hasher.add(&data);
-                        let last = self.offset == self.size;
-                        if last {
-                            hasher.finish().map(|hasher| Piece {
-                                offset,
-                                data,
-                                sha256: Some(hasher.finalize().to_vec()),
-                            })
+                        let sha256 = if self.offset == self.size {
+                            let hasher = hashing.take().expect("hashing until the last piece");
+                            Some(hasher.finish().map(|hasher| hasher.finalize().to_vec()))
                         } else {
-                            hashing = Some(hasher);
-                            Ok(Piece {
-                                offset,
-                                data,
-                                sha256: None,
-                            })
-                        }
+                            None
+                        };
+                        sha256.transpose().map(|sha256| Piece {
+                            offset,
+                            data,
+                            sha256,
+                        })
                     }
                     Ok(_) => Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
@@ -693,26 +689,26 @@ impl PieceReader {
 struct PieceWriter {
     /// The local file, opened to append.
     file: std::fs::File,
+    /// Its length before the first piece.
+    offset: u64,
     /// The SHA-256 of what the file held before.
     hasher: Sha256,
 }
 
 impl PieceWriter {
-    /// Writes every piece until the channel closes, then syncs the file.
-    /// Returns the first error (after which it writes nothing more, and
-    /// the channel is dropped, which tells the sender) and the hash of
-    /// what was written. Pieces are hashed on a thread of their own while
-    /// they are written.
-    fn run(mut self, mut pieces: mpsc::Receiver<Bytes>) -> (std::io::Result<()>, Sha256) {
-        let mut written = self.file.metadata().map_or(0, |meta| meta.len());
+    /// Writes every piece until the channel closes, syncs the file, and
+    /// returns the hash of all it holds; or the first error, after which
+    /// it writes nothing more (the channel is dropped, which tells the
+    /// sender). Pieces are hashed on a thread of their own while they are
+    /// written.
+    fn run(mut self, mut pieces: mpsc::Receiver<Bytes>) -> std::io::Result<Sha256> {
+        let mut written = self.offset;
         let mut written_back = written;
         std::thread::scope(|scope| {
-            let mut hashing = Hashing::start(scope, self.hasher.clone());
+            let mut hashing = Hashing::start(scope, self.hasher);
             while let Some(data) = pieces.blocking_recv() {
                 hashing.add(&data);
-                if let Err(err) = self.file.write_all(&data) {
-                    return (Err(err), self.hasher.clone());
-                }
+                self.file.write_all(&data)?;
                 written += data.len() as u64;
                 // The pages go to the disk as they are written, not all at
                 // the final sync.
@@ -721,11 +717,8 @@ impl PieceWriter {
                     written_back = written;
                 }
             }
-            let synced = self.file.sync_all();
-            match hashing.finish() {
-                Ok(hasher) => (synced, hasher),
-                Err(err) => (Err(err), self.hasher.clone()),
-            }
+            self.file.sync_all()?;
+            hashing.finish()
         })
     }
 }
