@@ -5,7 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
-use plotters::{coord::Shift, prelude::*};
+use plotters::{
+    coord::{
+        Shift,
+        ranged1d::{AsRangedCoord, ValueFormatter},
+    },
+    prelude::*,
+};
 
 use crate::{
     error::{BenchError, Result},
@@ -114,7 +120,7 @@ fn bar_panel(
     bars: &[Bar],
     marks: &[Mark],
     log: bool,
-) -> std::result::Result<(), Box<dyn std::error::Error>> {
+) -> Drawn {
     let top = bars
         .iter()
         .map(|bar| bar.value)
@@ -122,8 +128,6 @@ fn bar_panel(
         .fold(0.0_f64, f64::max)
         .max(1e-9)
         * 1.15;
-    let count = bars.len().max(1);
-    let x_label = |value: &f64| short(*value);
     let mut builder = ChartBuilder::on(area);
     builder
         .caption(title, ("sans-serif", 15))
@@ -140,81 +144,90 @@ fn bar_panel(
     } else {
         0.0
     };
-    // The bars, from the top of the panel down in the order given.
-    let rectangles = bars.iter().enumerate().map(|(i, bar)| {
-        let row = count - 1 - i;
+    if log {
+        draw_bars(
+            builder,
+            (bottom..top).log_scale(),
+            unit,
+            bars,
+            marks,
+            bottom,
+        )
+    } else {
+        draw_bars(builder, bottom..top, unit, bars, marks, bottom)
+    }
+}
+
+/// Draws `bars` from `bottom`, top down in the order given, and `marks`,
+/// on the value axis `x` (linear or logarithmic).
+fn draw_bars<X>(
+    mut builder: ChartBuilder<'_, '_, SVGBackend<'_>>,
+    x: X,
+    unit: &str,
+    bars: &[Bar],
+    marks: &[Mark],
+    bottom: f64,
+) -> Drawn
+where
+    X: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+{
+    let count = bars.len().max(1);
+    let mut labels: Vec<String> = bars.iter().map(|bar| bar.label.clone()).collect();
+    labels.reverse();
+    let y_label = move |index: &SegmentValue<usize>| match index {
+        SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let x_label = |value: &f64| short(*value);
+    let mut chart = builder.build_cartesian_2d(x, (0..count).into_segmented())?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_label_formatter(&y_label)
+        .x_label_formatter(&x_label)
+        .label_style(("sans-serif", 11))
+        .x_desc(unit)
+        .draw()?;
+    // The first bar on the top row.
+    let row = |i: usize| count - 1 - i;
+    chart.draw_series(bars.iter().enumerate().map(|(i, bar)| {
         Rectangle::new(
             [
-                (bottom, SegmentValue::Exact(row)),
-                (bar.value.max(bottom), SegmentValue::Exact(row + 1)),
+                (bottom, SegmentValue::Exact(row(i))),
+                (bar.value.max(bottom), SegmentValue::Exact(row(i) + 1)),
             ],
             bar.colour.filled(),
         )
-    });
-    let values = bars.iter().enumerate().map(|(i, bar)| {
-        let row = count - 1 - i;
+    }))?;
+    chart.draw_series(bars.iter().enumerate().map(|(i, bar)| {
         Text::new(
             short(bar.value),
-            (bar.value.max(bottom), SegmentValue::CenterOf(row)),
+            (bar.value.max(bottom), SegmentValue::CenterOf(row(i))),
             ("sans-serif", 10),
         )
-    });
-    let labels_reversed = {
-        let mut labels: Vec<String> = bars.iter().map(|bar| bar.label.clone()).collect();
-        labels.reverse();
-        labels
-    };
-    let y_label_reversed = move |index: &SegmentValue<usize>| match index {
-        SegmentValue::CenterOf(i) => labels_reversed.get(*i).cloned().unwrap_or_default(),
-        _ => String::new(),
-    };
-    if log {
-        let mut chart =
-            builder.build_cartesian_2d((bottom..top).log_scale(), (0..count).into_segmented())?;
+    }))?;
+    for mark in marks {
+        let colour = mark.colour;
         chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_label_formatter(&y_label_reversed)
-            .x_label_formatter(&x_label)
-            .label_style(("sans-serif", 11))
-            .x_desc(unit)
-            .draw()?;
-        chart.draw_series(rectangles)?;
-        chart.draw_series(values)?;
-    } else {
-        let mut chart = builder.build_cartesian_2d(bottom..top, (0..count).into_segmented())?;
+            .draw_series(LineSeries::new(
+                [
+                    (mark.value, SegmentValue::Exact(0)),
+                    (mark.value, SegmentValue::Last),
+                ],
+                colour.stroke_width(2),
+            ))?
+            .label(format!("{} {}", mark.label, short(mark.value)))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour));
+    }
+    if !marks.is_empty() {
         chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_label_formatter(&y_label_reversed)
-            .x_label_formatter(&x_label)
-            .label_style(("sans-serif", 11))
-            .x_desc(unit)
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 10))
             .draw()?;
-        chart.draw_series(rectangles)?;
-        chart.draw_series(values)?;
-        for mark in marks {
-            let colour = mark.colour;
-            chart
-                .draw_series(LineSeries::new(
-                    [
-                        (mark.value, SegmentValue::Exact(0)),
-                        (mark.value, SegmentValue::Last),
-                    ],
-                    colour.stroke_width(2),
-                ))?
-                .label(format!("{} {}", mark.label, short(mark.value)))
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour));
-        }
-        if !marks.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 10))
-                .draw()?;
-        }
     }
     Ok(())
 }
