@@ -116,23 +116,14 @@ impl Launcher {
         relay_capacity: usize,
     ) -> Result<System, String> {
         match kind {
-            SystemKind::BaaLogd => grpc::GrpcSystem::start_baa_logd(&self.programs.baa_logd, &[])
-                .await
-                .map(System::Grpc)
-                .map_err(|err| err.to_string()),
-            SystemKind::BaaLogdClient => {
-                grpc::GrpcSystem::start_baa_logd(&self.programs.baa_logd, &[])
+            SystemKind::BaaLogd | SystemKind::BaaLogdClient | SystemKind::BaaLogdSync => {
+                let extra: &[&str] = if kind.durable() { &["--sync"] } else { &[] };
+                grpc::GrpcSystem::start_baa_logd(&self.programs.baa_logd, extra)
                     .await
                     .map(|mut system| {
-                        system.via_client = true;
+                        system.via_client = kind == SystemKind::BaaLogdClient;
                         System::Grpc(system)
                     })
-                    .map_err(|err| err.to_string())
-            }
-            SystemKind::BaaLogdSync => {
-                grpc::GrpcSystem::start_baa_logd(&self.programs.baa_logd, &["--sync"])
-                    .await
-                    .map(System::Grpc)
                     .map_err(|err| err.to_string())
             }
             SystemKind::TransportCeiling => {
@@ -142,25 +133,13 @@ impl Launcher {
                     .map_err(|err| err.to_string())
             }
             SystemKind::Nats | SystemKind::NatsSync => {
-                let peer = if kind == SystemKind::Nats {
-                    &self.peers.nats
-                } else {
-                    &self.peers.nats_sync
-                };
-                let peer = peer.as_ref().map_err(Clone::clone)?;
-                nats::NatsSystem::start(peer)
+                nats::NatsSystem::start(self.peers.of(kind)?)
                     .await
                     .map(|system| System::Nats(Box::new(system)))
                     .map_err(|err| format!("not available: {err}"))
             }
             SystemKind::Redis | SystemKind::RedisAlways => {
-                let peer = if kind == SystemKind::Redis {
-                    &self.peers.redis
-                } else {
-                    &self.peers.redis_always
-                };
-                let peer = peer.as_ref().map_err(Clone::clone)?;
-                redis::RedisSystem::start(peer)
+                redis::RedisSystem::start(self.peers.of(kind)?)
                     .await
                     .map(System::Redis)
                     .map_err(|err| format!("not available: {err}"))

@@ -3,6 +3,8 @@
 
 use std::{fs, path::Path};
 
+use super::SystemKind;
+
 /// Where a running peer listens, and its process.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerAddr {
@@ -35,6 +37,18 @@ impl Peers {
             redis: none(),
             redis_always: none(),
         }
+    }
+
+    /// The peer that runs as `kind`, or why it is not available.
+    pub(crate) fn of(&self, kind: SystemKind) -> Result<&PeerAddr, String> {
+        let peer = match kind {
+            SystemKind::Nats => &self.nats,
+            SystemKind::NatsSync => &self.nats_sync,
+            SystemKind::Redis => &self.redis,
+            SystemKind::RedisAlways => &self.redis_always,
+            _ => return Err(format!("{kind} is not a peer")),
+        };
+        peer.as_ref().map_err(Clone::clone)
     }
 
     /// Reads the state directory of `scripts/peers.sh`.
