@@ -23,12 +23,12 @@
 
 use std::{
     fs::File,
-    io::{self, Read},
-    os::unix::fs::FileExt,
+    io::{self, Read, Seek, SeekFrom},
     path::PathBuf,
 };
 
 use super::{
+    chunk_line,
     journal::{self, JournalRecord},
     journal_cursor::JournalCursor,
     lines::seek_seq,
@@ -300,7 +300,7 @@ impl ChannelReader {
     /// needed; stops at a damaged commit.
     fn parse_next(&mut self) -> Result<Option<(LogEntry, usize)>> {
         loop {
-            if let Some(newline) = self.buf[self.pos..].iter().position(|byte| *byte == b'\n') {
+            if let Some(newline) = memchr::memchr(b'\n', &self.buf[self.pos..]) {
                 let line = &self.buf[self.pos..self.pos + newline];
                 let entry = self.decode(line)?;
                 return Ok(Some((entry, newline + 1)));
@@ -400,17 +400,18 @@ impl ChannelReader {
         let start = record.offsets[self.channel];
         let end = record.ends().expect("a checked record")[self.channel];
         let tail = self.buf_offset + self.buf.len() as u64;
-        let mut bytes = vec![0u8; (end - start) as usize];
-        let read = self.file.read_exact_at(&mut bytes, start);
         let in_place = unread.is_some_and(|at| (start..end).contains(&at)) || start == tail;
-        if in_place && read.is_ok() && journal::verify(&record, self.channel, &bytes) {
-            match unread {
-                Some(at) => {
-                    self.buf = bytes;
-                    self.buf_offset = start;
-                    self.pos = (at - start) as usize;
-                }
-                None => self.buf.extend_from_slice(&bytes),
+        if unread.is_some() {
+            self.buf.clear();
+        }
+        // The commit is read after the bytes the buffer holds, into its
+        // spare capacity (not zeroed first), and checked there.
+        let kept = self.buf.len();
+        let read = read_exact_into(&self.file, &mut self.buf, start, end - start);
+        if in_place && read.is_ok() && journal::verify(&record, self.channel, &self.buf[kept..]) {
+            if let Some(at) = unread {
+                self.buf_offset = start;
+                self.pos = (at - start) as usize;
             }
             self.held = Some(Held::Checked(record));
             return Ok(true);
@@ -443,15 +444,15 @@ impl ChannelReader {
             return Ok(true);
         }
         let window = (end - from).min(READ_CHUNK as u64);
-        let mut bytes = vec![0u8; window as usize];
-        self.file
-            .read_exact_at(&mut bytes, from)
-            .map_err(|err| StoreError::io(format!("cannot read {}", self.path.display()), err))?;
         if self.buf.is_empty() {
             self.buf_offset = from;
             self.pos = 0;
         }
-        self.buf.extend_from_slice(&bytes);
+        let kept = self.buf.len();
+        read_exact_into(&self.file, &mut self.buf, from, window).map_err(|err| {
+            self.buf.truncate(kept);
+            StoreError::io(format!("cannot read {}", self.path.display()), err)
+        })?;
         Ok(true)
     }
 
@@ -469,13 +470,13 @@ impl ChannelReader {
             return Ok(false);
         }
         // Reads into the buffer's spare capacity, which is not zeroed first.
-        let mut window = FileWindow {
-            file: &self.file,
-            offset: read_offset,
-        }
-        .take(room.min(READ_CHUNK as u64));
         self.buf.reserve(READ_CHUNK);
-        match window.read_to_end(&mut self.buf) {
+        match read_into(
+            &self.file,
+            &mut self.buf,
+            read_offset,
+            room.min(READ_CHUNK as u64),
+        ) {
             Ok(read) => {
                 self.at_end = read == 0;
                 Ok(read > 0)
@@ -499,11 +500,35 @@ impl ChannelReader {
             WorkerLogChannel::Worker => LogEntry::Lifecycle(
                 serde_json::from_slice::<WorkerLifecycleLogEntry>(line).map_err(corrupt)?,
             ),
-            WorkerLogChannel::Stdout | WorkerLogChannel::Stderr => LogEntry::Chunk(
-                serde_json::from_slice::<StreamChunkLogEntry>(line).map_err(corrupt)?,
-            ),
+            WorkerLogChannel::Stdout | WorkerLogChannel::Stderr => {
+                LogEntry::Chunk(match chunk_line::parse(line) {
+                    Some(entry) => entry,
+                    None => serde_json::from_slice::<StreamChunkLogEntry>(line).map_err(corrupt)?,
+                })
+            }
         })
     }
+}
+
+/// Appends exactly `len` bytes of `file` from `offset` to `buf`. On an
+/// error `buf` may hold part of them.
+fn read_exact_into(file: &File, buf: &mut Vec<u8>, offset: u64, len: u64) -> io::Result<()> {
+    let want = usize::try_from(len).map_err(io::Error::other)?;
+    buf.reserve(want);
+    if read_into(file, buf, offset, len)? < want {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+/// Appends up to `len` bytes of `file` from `offset` to `buf`, read into
+/// its spare capacity: `&File` reads into memory that is not initialised,
+/// where a `Read` with only `read` would have it zeroed first. Moves the
+/// file's cursor, which only this reader uses.
+fn read_into(file: &File, buf: &mut Vec<u8>, offset: u64, len: u64) -> io::Result<usize> {
+    let mut file = file;
+    file.seek(SeekFrom::Start(offset))?;
+    file.take(len).read_to_end(buf)
 }
 
 /// The error for a journal that cannot be read on.
@@ -512,22 +537,5 @@ fn journal_error(cursor: &JournalCursor, err: io::Error) -> StoreError {
         StoreError::damaged(cursor.path().clone(), err.to_string())
     } else {
         StoreError::io(format!("cannot read {}", cursor.path().display()), err)
-    }
-}
-
-/// A `Read` over a file from an offset, with positioned reads that leave
-/// the file's own cursor alone.
-struct FileWindow<'a> {
-    /// The file.
-    file: &'a File,
-    /// Where the next read starts.
-    offset: u64,
-}
-
-impl Read for FileWindow<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let read = self.file.read_at(buf, self.offset)?;
-        self.offset += read as u64;
-        Ok(read)
     }
 }

@@ -5,7 +5,12 @@
 //! records of committed entries, whose lines are complete, so a line
 //! without its newline is simply not there yet.
 
-use std::{collections::VecDeque, fs::File, io, os::unix::fs::FileExt, path::PathBuf};
+use std::{
+    collections::VecDeque,
+    fs::File,
+    io::{self, Read, Seek, SeekFrom},
+    path::PathBuf,
+};
 
 use super::{journal::JournalRecord, lines::seek_by};
 
@@ -101,14 +106,15 @@ impl JournalCursor {
     /// Reads the next complete lines as records; false at the end, or at a
     /// line that is not a record.
     fn read_more(&mut self) -> io::Result<bool> {
-        let start = self.buf.len();
-        self.buf.resize(start + READ_CHUNK, 0);
-        let read = self.file.read_at(&mut self.buf[start..], self.offset)?;
-        self.buf.truncate(start + read);
+        // Into the buffer's spare capacity: `&File` does not zero it first.
+        self.buf.reserve(READ_CHUNK);
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(self.offset))?;
+        let read = file.take(READ_CHUNK as u64).read_to_end(&mut self.buf)?;
         self.offset += read as u64;
         let mut taken = 0;
         let buf_start = self.offset - self.buf.len() as u64;
-        while let Some(newline) = self.buf[taken..].iter().position(|byte| *byte == b'\n') {
+        while let Some(newline) = memchr::memchr(b'\n', &self.buf[taken..]) {
             let line = &self.buf[taken..taken + newline];
             let line_start = buf_start + taken as u64;
             let Some(record) = JournalRecord::from_line(line) else {

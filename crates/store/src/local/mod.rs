@@ -23,6 +23,7 @@
 
 mod catalog;
 mod channel_reader;
+mod chunk_line;
 mod concurrency;
 mod dir_lock;
 mod disk;
