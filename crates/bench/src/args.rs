@@ -199,9 +199,10 @@ pub(crate) struct BenchArgs {
     /// W4: the share of the entries in the one large run that is followed.
     #[arg(long, default_value_t = 0.2)]
     pub(crate) w4_large_share: f64,
-    /// W4: drop the page cache before the restart (needs root).
+    /// W4: restart only with the page cache warm, not also with it
+    /// dropped (which needs root).
     #[arg(long)]
-    pub(crate) w4_drop_caches: bool,
+    pub(crate) w4_warm_only: bool,
     /// W5: followers that never read, on one connection.
     #[arg(long, default_value_t = 1_000)]
     pub(crate) w5_followers: usize,
@@ -307,7 +308,7 @@ impl BenchArgs {
         self.w3_runs_per_connection = 10;
         self.w4_runs = 5;
         self.w4_entries = 5_000;
-        self.w4_drop_caches = false;
+        self.w4_warm_only = true;
         self.w5_followers = 20;
         self.w5_run_mib = 2;
         self.w6_entries = 5_000;
@@ -452,7 +453,7 @@ impl BenchArgs {
             writers: self.w1_writers,
             line_bytes: self.line_bytes,
             batch_lines: self.batch_lines,
-            drop_caches: self.w4_drop_caches,
+            cold: !self.w4_warm_only,
         }
     }
 }

@@ -185,6 +185,8 @@ pub(crate) struct ManyRunsRow {
 pub(crate) struct RestartRow {
     /// The system.
     pub(crate) system: SystemKind,
+    /// Whether the page cache was dropped before the restart.
+    pub(crate) cold: bool,
     /// Runs in the data directory.
     pub(crate) runs: usize,
     /// Entries over every run.
@@ -203,6 +205,11 @@ pub(crate) struct RestartRow {
     pub(crate) first_entry_ms: f64,
     /// From spawn to the follower's last entry, ms.
     pub(crate) last_entry_ms: f64,
+    /// Entries of the large run per second, from the follow request to
+    /// the last entry.
+    pub(crate) follow_entries_per_sec: f64,
+    /// The server's CPU seconds over the follow.
+    pub(crate) follow_cpu_secs: Option<f64>,
     /// The server's RSS after the follow, MiB.
     pub(crate) rss_mib: Option<f64>,
     /// Why the row is empty or doubtful.
@@ -652,17 +659,18 @@ impl Report {
             let _ = writeln!(out, "## W4 restart\n");
             let _ = writeln!(
                 out,
-                "| system | runs | entries | large run | data MiB | listening ms | SERVING ms | first entry ms | last entry ms | RSS MiB | note |"
+                "| system | page cache | runs | entries | large run | data MiB | listening ms | SERVING ms | first entry ms | last entry ms | follow entries/s | follow server CPU s | RSS MiB | note |"
             );
             let _ = writeln!(
                 out,
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
             );
             for row in &self.w4 {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     row.system,
+                    if row.cold { "dropped" } else { "warm" },
                     row.runs,
                     row.entries,
                     row.large_run_entries,
@@ -671,6 +679,8 @@ impl Report {
                     fixed(Some(row.serving_ms), 1),
                     fixed(Some(row.first_entry_ms), 1),
                     fixed(Some(row.last_entry_ms), 0),
+                    count(row.follow_entries_per_sec, row.large_run_entries > 0),
+                    fixed(row.follow_cpu_secs, 2),
                     fixed(row.rss_mib, 0),
                     note(&row.note)
                 );
@@ -1245,12 +1255,28 @@ fn targets(report: &Report) -> Vec<TargetCheck> {
             met: rss.map(|r| r <= 256.0),
         });
     }
-    if let Some(row) = report.w4.first() {
+    for row in &report.w4 {
+        let cache = if row.cold { "cold" } else { "warm" };
+        let cache_dropped = !row.cold || row.note.is_none();
         out.push(TargetCheck {
-            target: "W4: SERVING within 1 s".to_owned(),
+            target: format!("W4 {cache}: SERVING within 1 s"),
             measured: format!("{:.1} ms", row.serving_ms),
-            met: (row.serving_ms > 0.0).then_some(row.serving_ms <= 1000.0),
+            met: (row.serving_ms > 0.0 && cache_dropped).then_some(row.serving_ms <= 1000.0),
         });
+        if row.cold {
+            out.push(TargetCheck {
+                target: format!(
+                    "W4 cold: the {}-entry run followed at ≥ 1,000,000 entries/s",
+                    row.large_run_entries
+                ),
+                measured: format!(
+                    "{} entries/s",
+                    count(row.follow_entries_per_sec, row.large_run_entries > 0)
+                ),
+                met: (row.follow_entries_per_sec > 0.0 && cache_dropped)
+                    .then_some(row.follow_entries_per_sec >= 1_000_000.0),
+            });
+        }
     }
     if let Some(row) = report.w5.first() {
         let growth = row.baseline_mib.zip(row.open_mib).map(|(b, o)| o - b);

@@ -4,8 +4,9 @@
 //! `listening on` line, health `SERVING`, and a follower of the large run
 //! getting its first and its last entry.
 //!
-//! Optionally the page cache is dropped before the restart, so the follow
-//! reads from the disk rather than from memory (root only).
+//! It restarts twice: with the page cache warm (the files as the fill
+//! left them in memory), then cold (the cache dropped first, so the follow
+//! reads from the disk; root only, and the row says when it could not).
 
 use std::{
     path::Path,
@@ -18,7 +19,8 @@ use crate::{
     error::{BenchError, Context, Result},
     payload::LineShape,
     process::{ServerProcess, wait_serving},
-    procfs, progress,
+    procfs::{self, PhaseMeter},
+    progress,
     report::{RestartRow, mib},
     systems::{
         SystemKind,
@@ -42,8 +44,8 @@ pub(crate) struct RestartParams {
     pub(crate) line_bytes: usize,
     /// Lines per `AppendLogs` message while filling.
     pub(crate) batch_lines: usize,
-    /// Drop the page cache before the restart.
-    pub(crate) drop_caches: bool,
+    /// Also restart with the page cache dropped.
+    pub(crate) cold: bool,
 }
 
 impl RestartParams {
@@ -63,64 +65,124 @@ impl RestartParams {
     }
 }
 
-/// Runs W4 on baa-logd.
+/// Runs W4 on baa-logd: a row for the warm restart and, when asked, one
+/// for the cold one.
 pub(crate) async fn run(baa_logd: &Path, params: &RestartParams) -> Vec<RestartRow> {
     progress::phase(&format!(
         "W4 restart · {} runs, {} entries",
         params.runs, params.entries
     ));
-    let row = measure(baa_logd, params)
-        .await
-        .unwrap_or_else(|err| RestartRow {
-            system: SystemKind::BaaLogd,
-            runs: params.runs,
-            entries: params.entries,
-            large_run_entries: 0,
-            data_mib: 0.0,
-            fill_secs: 0.0,
-            listening_ms: 0.0,
-            serving_ms: 0.0,
-            first_entry_ms: 0.0,
-            last_entry_ms: 0.0,
-            rss_mib: None,
-            note: Some(format!("failed: {err}")),
-        });
-    vec![row]
+    let mut caches = vec![Cache::Warm];
+    if params.cold {
+        caches.push(Cache::Cold);
+    }
+    match fill(baa_logd, params).await {
+        Ok(filled) => {
+            let mut rows = Vec::new();
+            for cache in caches {
+                let row = restart(baa_logd, params, &filled, cache).await;
+                rows.push(row.unwrap_or_else(|err| failed(params, cache, &err)));
+            }
+            rows
+        }
+        Err(err) => caches
+            .into_iter()
+            .map(|cache| failed(params, cache, &err))
+            .collect(),
+    }
 }
 
-/// Fills, restarts, measures.
-async fn measure(baa_logd: &Path, params: &RestartParams) -> Result<RestartRow> {
-    let data_dir = tempfile::Builder::new()
+/// The page cache at a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cache {
+    /// As the fill (or the restart before) left it.
+    Warm,
+    /// Dropped just before the restart.
+    Cold,
+}
+
+/// A data directory W4 filled.
+struct Filled {
+    /// The directory, removed when dropped.
+    dir: tempfile::TempDir,
+    /// Lines in the large run.
+    large_lines: u64,
+    /// How long the fill took.
+    fill_secs: f64,
+}
+
+/// The row of a restart that failed.
+fn failed(params: &RestartParams, cache: Cache, err: &BenchError) -> RestartRow {
+    RestartRow {
+        system: SystemKind::BaaLogd,
+        cold: cache == Cache::Cold,
+        runs: params.runs,
+        entries: params.entries,
+        large_run_entries: 0,
+        data_mib: 0.0,
+        fill_secs: 0.0,
+        listening_ms: 0.0,
+        serving_ms: 0.0,
+        first_entry_ms: 0.0,
+        last_entry_ms: 0.0,
+        follow_entries_per_sec: 0.0,
+        follow_cpu_secs: None,
+        rss_mib: None,
+        note: Some(format!("failed: {err}")),
+    }
+}
+
+/// Fills a new data directory and stops the server that wrote it.
+async fn fill(baa_logd: &Path, params: &RestartParams) -> Result<Filled> {
+    let dir = tempfile::Builder::new()
         .prefix("baa-bench-w4-")
         .tempdir()
         .map_err(|err| BenchError::io("cannot create a data directory", err))?;
     let fill_start = Instant::now();
-    let server = ServerProcess::start(baa_logd, baa_logd_args(data_dir.path())).await?;
+    let server = ServerProcess::start(baa_logd, baa_logd_args(dir.path())).await?;
     let data_set = params.data_set();
     let plan = data_set::plan(&data_set);
     data_set::fill(&server.url(), &data_set, &plan).await?;
-    let large_lines = plan[0].lines;
     server.terminate().await?;
-    let fill_secs = fill_start.elapsed().as_secs_f64();
-    let data_bytes = dir_size(data_dir.path());
-    let mut notes = Vec::new();
-    if params.drop_caches {
-        let dropped = std::process::Command::new("sync")
-            .status()
-            .is_ok_and(|status| status.success())
-            && std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
-        if !dropped {
-            notes.push("the page cache could not be dropped".to_owned());
-        }
-    } else {
-        notes.push("page cache warm".to_owned());
-    }
+    Ok(Filled {
+        dir,
+        large_lines: plan[0].lines,
+        fill_secs: fill_start.elapsed().as_secs_f64(),
+    })
+}
 
-    progress::phase("  restarting");
-    let server = ServerProcess::start(baa_logd, baa_logd_args(data_dir.path())).await?;
+/// Drops the page cache: true when the kernel took it (root only).
+fn drop_page_cache() -> bool {
+    std::process::Command::new("sync")
+        .status()
+        .is_ok_and(|status| status.success())
+        && std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+/// Restarts over the filled directory and measures.
+async fn restart(
+    baa_logd: &Path,
+    params: &RestartParams,
+    filled: &Filled,
+    cache: Cache,
+) -> Result<RestartRow> {
+    let data_bytes = dir_size(filled.dir.path());
+    let mut notes = Vec::new();
+    match cache {
+        Cache::Warm => progress::phase("  restarting, page cache warm"),
+        Cache::Cold => {
+            progress::phase("  restarting, page cache dropped");
+            if !drop_page_cache() {
+                notes.push("the page cache could not be dropped (not root?): warm".to_owned());
+            }
+        }
+    }
+    let server = ServerProcess::start(baa_logd, baa_logd_args(filled.dir.path())).await?;
     let (spawned, listening) = (server.spawned_at, server.listening_at);
     let serving = wait_serving(&server.url(), Duration::from_secs(60)).await?;
     let channel = connect(&server.url()).await?;
+    let meter = PhaseMeter::start(server.pid());
+    let asked = Instant::now();
     let mut stream = client(channel)
         .follow_run(follow_request(LARGE_RUN))
         .await
@@ -135,27 +197,31 @@ async fn measure(baa_logd: &Path, params: &RestartParams) -> Result<RestartRow> 
         entries += response.entries.len() as u64;
     }
     let last = Instant::now();
+    let usage = meter.stop();
     let rss = procfs::read(server.pid()).map(|reading| mib(reading.rss_bytes));
     server.terminate().await?;
     // The run holds its `run_prepared` event and the lines.
-    if entries != large_lines + 1 {
+    if entries != filled.large_lines + 1 {
         notes.push(format!(
             "the follower got {entries} entries, not {}",
-            large_lines + 1
+            filled.large_lines + 1
         ));
     }
     let ms = |at: Instant| at.duration_since(spawned).as_secs_f64() * 1000.0;
     Ok(RestartRow {
         system: SystemKind::BaaLogd,
+        cold: cache == Cache::Cold,
         runs: params.runs,
         entries: params.entries,
         large_run_entries: entries,
         data_mib: mib(data_bytes),
-        fill_secs,
+        fill_secs: filled.fill_secs,
         listening_ms: ms(listening),
         serving_ms: ms(serving),
         first_entry_ms: first.map_or(0.0, ms),
         last_entry_ms: ms(last),
+        follow_entries_per_sec: entries as f64 / last.duration_since(asked).as_secs_f64(),
+        follow_cpu_secs: Some(usage.cpu_secs),
         rss_mib: rss,
         note: (!notes.is_empty()).then(|| notes.join("; ")),
     })
