@@ -135,6 +135,10 @@ pub(crate) struct BenchArgs {
     /// Leave the peers out even when they run.
     #[arg(long)]
     pub(crate) no_peers: bool,
+    /// W1–W3: put the server measured on the first half of the cores and
+    /// the harness on the rest, for steadier figures (see `pin`).
+    #[arg(long)]
+    pub(crate) pin: bool,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/baa-bench.json")]
     pub(crate) json: PathBuf,

@@ -20,6 +20,7 @@
 //! - `noop`: the transport ceiling's server.
 //! - `print_lines`: the command W8 runs, bare and under `baa-log exec`.
 //! - `process`, `procfs`: server processes and their CPU time and memory.
+//! - `pin`: `--pin`, the servers and the harness on cores of their own.
 //! - `payload`, `latency`, `samples`, `progress`, `report`: lines with
 //!   send times, histograms, medians of repeated timings, progress on
 //!   stderr, the Markdown and JSON results.
@@ -30,6 +31,7 @@ mod error;
 mod latency;
 mod noop;
 mod payload;
+mod pin;
 mod print_lines;
 mod process;
 mod procfs;
@@ -104,7 +106,20 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
     } else {
         Peers::load(&args.peers_dir)
     };
-    let launcher = Launcher { programs, peers };
+    let pinning = match args.pin {
+        true => {
+            let pinning = pin::Pinning::split()?;
+            pinning.pin_harness()?;
+            progress::phase(&format!("pinned: {}", pinning.describe()));
+            Some(pinning)
+        }
+        false => None,
+    };
+    let launcher = Launcher {
+        programs,
+        peers,
+        pinning: pinning.clone(),
+    };
     let mut report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine: Machine::read(),
@@ -234,6 +249,7 @@ fn raise_nofile_limit() {
 fn parameters(args: &BenchArgs) -> serde_json::Value {
     serde_json::json!({
         "smoke": args.smoke,
+        "pin": args.pin,
         "w1": args.throughput(),
         "w2": args.fan_out(),
         "w3": args.many_runs(),

@@ -23,7 +23,7 @@ use std::fmt;
 use serde::Serialize;
 
 pub(crate) use self::peers::Peers;
-use crate::{error::Result, process::Programs};
+use crate::{error::Result, pin::Pinning, process::Programs};
 
 /// Which system a row of the report is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -102,6 +102,8 @@ pub(crate) struct Launcher {
     pub(crate) programs: Programs,
     /// The peers that `scripts/peers.sh` started, if any.
     pub(crate) peers: Peers,
+    /// Where servers and the harness run, with `--pin`.
+    pub(crate) pinning: Option<Pinning>,
 }
 
 impl Launcher {
@@ -111,6 +113,19 @@ impl Launcher {
     /// per-run relay: large where followers must not lag (W2), small where
     /// runs are many and quiet (W3).
     pub(crate) async fn start(
+        &self,
+        kind: SystemKind,
+        relay_capacity: usize,
+    ) -> Result<System, String> {
+        let system = self.start_unpinned(kind, relay_capacity).await?;
+        if let (Some(pinning), Some(pid)) = (&self.pinning, system.pid()) {
+            pinning.pin_server(pid).map_err(|err| err.to_string())?;
+        }
+        Ok(system)
+    }
+
+    /// Starts `kind`, wherever the scheduler puts it.
+    async fn start_unpinned(
         &self,
         kind: SystemKind,
         relay_capacity: usize,
