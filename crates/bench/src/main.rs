@@ -164,11 +164,11 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
         report.w1 = workloads::throughput::run(&launcher, &args.throughput(), &systems).await;
     }
     if args.workloads.contains(&Workload::W2) {
-        let systems = chosen(&[BaaLogd, Nats, Redis, TransportCeiling]);
+        let systems = chosen(&[BaaLogd, Nats, Redis, TransportCeiling, BaaLogdSync]);
         report.w2 = workloads::fan_out::run(&launcher, &args.fan_out(), &systems).await;
     }
     if args.workloads.contains(&Workload::W3) {
-        let systems = chosen(&[BaaLogd, Nats, Redis, TransportCeiling]);
+        let systems = chosen(&[BaaLogd, Nats, Redis, TransportCeiling, BaaLogdSync]);
         report.w3 = workloads::many_runs::run(&launcher, &args.many_runs(), &systems).await;
     }
     if args.workloads.contains(&Workload::W4) && args.systems.contains(&BaaLogd) {

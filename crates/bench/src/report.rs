@@ -1099,7 +1099,7 @@ fn ratios(report: &Report) -> Vec<Ratio> {
         else {
             continue;
         };
-        for row in rows.iter().filter(|row| row.system != SystemKind::BaaLogd) {
+        for row in rows.iter().filter(|row| !row.system.is_baa_logd()) {
             out.push(Ratio {
                 workload: format!("W2 {followers} followers"),
                 measure: "p99 latency (lower is better)",
@@ -1116,7 +1116,7 @@ fn ratios(report: &Report) -> Vec<Ratio> {
         for row in report
             .w3
             .iter()
-            .filter(|row| row.system != SystemKind::BaaLogd)
+            .filter(|row| !row.system.is_baa_logd())
         {
             out.push(Ratio {
                 workload: "W3".to_owned(),
