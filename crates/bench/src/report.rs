@@ -1113,11 +1113,7 @@ fn ratios(report: &Report) -> Vec<Ratio> {
         .iter()
         .find(|row| row.system == SystemKind::BaaLogd)
     {
-        for row in report
-            .w3
-            .iter()
-            .filter(|row| !row.system.is_baa_logd())
-        {
+        for row in report.w3.iter().filter(|row| !row.system.is_baa_logd()) {
             out.push(Ratio {
                 workload: "W3".to_owned(),
                 measure: "server RSS (lower is better)",

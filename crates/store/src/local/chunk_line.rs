@@ -68,7 +68,13 @@ impl Cursor<'_> {
     fn string(&mut self) -> Option<String> {
         let start = self.pos;
         self.literal(b"\"")?;
-        let mut out = Vec::new();
+        let rest = &self.line[self.pos..];
+        let found = memchr::memchr2(b'"', b'\\', rest)?;
+        // Most strings have no escape: one copy of exactly their bytes.
+        let mut out = Vec::with_capacity(match rest[found] {
+            b'"' => found,
+            _ => found + 64,
+        });
         loop {
             let rest = &self.line[self.pos..];
             let found = memchr::memchr2(b'"', b'\\', rest)?;
