@@ -1,5 +1,10 @@
 //! Generates the `baa.logging.v1` Protobuf and gRPC code from `proto/`.
 //!
+//! A second pass generates the server side again (`pb_server`, in
+//! `shared/`), over the same messages, except that `FollowRun` answers
+//! with `EncodedFollowRunResponse`: pieces encoded once and shared between
+//! followers. Clients decode it as the `pb::FollowRunResponse` it is.
+//!
 //! `protoc` comes from the `protoc-bin-vendored` crate, so a fresh machine
 //! builds without a system install.
 
@@ -20,10 +25,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ".baa.logging.v1.UploadObjectRequest.data",
         ".baa.logging.v1.DownloadObjectResponse.data",
     ]);
-    let include = protoc_bin_vendored::include_path()?;
+    let includes = [PathBuf::from("proto"), protoc_bin_vendored::include_path()?];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("baa_logging_v1_descriptor.bin"))
-        .compile_with_config(config, &protos, &[PathBuf::from("proto"), include])?;
+        .compile_with_config(config, &protos, &includes)?;
+
+    let shared_dir = out_dir.join("shared");
+    std::fs::create_dir_all(&shared_dir)?;
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        .build_client(false)
+        .out_dir(&shared_dir)
+        .extern_path(
+            ".baa.logging.v1.FollowRunResponse",
+            "crate::EncodedFollowRunResponse",
+        )
+        .extern_path(".baa.logging.v1", "crate::pb")
+        .compile_with_config(config, &protos, &includes)?;
     for proto in protos {
         println!("cargo:rerun-if-changed={}", proto.display());
     }

@@ -14,10 +14,23 @@
 
 pub mod json;
 
+mod encoded;
+
+pub use encoded::EncodedFollowRunResponse;
+
 /// The generated code of the `baa.logging.v1` package.
 #[allow(missing_docs, unreachable_pub, missing_debug_implementations)]
 pub mod pb {
     tonic::include_proto!("baa.logging.v1");
+}
+
+/// The server side of `LoggingService` again, over the messages of
+/// [`pb`], except that `FollowRun` answers with
+/// [`EncodedFollowRunResponse`]s, whose pieces the server shares between
+/// followers. Clients decode them as [`pb::FollowRunResponse`].
+#[allow(missing_docs, unreachable_pub, missing_debug_implementations)]
+pub mod pb_server {
+    include!(concat!(env!("OUT_DIR"), "/shared/baa.logging.v1.rs"));
 }
 
 /// The encoded `FileDescriptorSet` of `proto/`, for gRPC server reflection.

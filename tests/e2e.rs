@@ -15,6 +15,7 @@ mod connections;
 mod contracts;
 mod disk;
 mod follow;
+mod follow_shared;
 mod integrity;
 mod leases;
 mod limits;

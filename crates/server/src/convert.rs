@@ -6,16 +6,19 @@
 use std::time::Duration;
 
 use baa_logging::json::{self, to_struct};
-use baa_logging::{DEFAULT_RUN_LAYOUT_VERSION, DEFAULT_RUNS_DIRECTORY_NAME, Limits, pb};
+use baa_logging::{
+    DEFAULT_RUN_LAYOUT_VERSION, DEFAULT_RUNS_DIRECTORY_NAME, EncodedFollowRunResponse, Limits, pb,
+};
 use baa_logging_store::{
     CollectReason, CollectedRun, Collection,
     model::{
-        self, AppendItem, AppendPayload, LogEntry, LogLevel, ReadBatch, RunKey, RunStatus,
-        StreamLogChannel, WorkerLifecycleEventType, WorkerLogChannel,
+        self, AppendItem, AppendPayload, CommitEntries, LogEntry, LogLevel, ReadBatch, RunKey,
+        RunStatus, StreamLogChannel, WorkerLifecycleEventType, WorkerLogChannel,
     },
     objects::{ObjectInfo, ObjectKind, ObjectRef},
     time::format_iso,
 };
+use prost::{Message, bytes::Bytes};
 use prost_types::Struct;
 use tonic::Status;
 
@@ -489,11 +492,55 @@ pub(crate) fn to_writer_cursor(cursor: &model::WriterCursor) -> pb::GetWriterCur
 
 /// A read batch as one `FollowRun` response.
 pub(crate) fn to_follow_response(batch: ReadBatch) -> pb::FollowRunResponse {
+    let shared = batch.shared.iter().flat_map(|commit| commit.to_entries());
     pb::FollowRunResponse {
-        entries: batch.entries.into_iter().map(to_log_entry).collect(),
+        entries: batch
+            .entries
+            .into_iter()
+            .chain(shared)
+            .map(to_log_entry)
+            .collect(),
         state: batch.state.as_ref().map(to_state),
         next_seq: batch.next_seq,
     }
+}
+
+/// A batch as `FollowRun` sends it, encoded: the batch's own entries,
+/// then each shared commit's entries as the first follower to send it
+/// encoded them, then the state and the cursor. The bytes are those of
+/// [`to_follow_response`]'s message: a repeated field is its values
+/// one after the other.
+pub(crate) fn to_encoded_follow_response(batch: ReadBatch) -> EncodedFollowRunResponse {
+    let mut response = EncodedFollowRunResponse::default();
+    if !batch.entries.is_empty() {
+        response.push_message(&pb::FollowRunResponse {
+            entries: batch.entries.into_iter().map(to_log_entry).collect(),
+            ..Default::default()
+        });
+    }
+    for commit in &batch.shared {
+        match commit.cached(encode_commit) {
+            Some(encoded) => response.push_encoded(encoded.clone()),
+            None => response.push_encoded(encode_commit(commit)),
+        }
+    }
+    response.push_message(&pb::FollowRunResponse {
+        entries: Vec::new(),
+        state: batch.state.as_ref().map(to_state),
+        next_seq: batch.next_seq,
+    });
+    response
+}
+
+/// A commit's entries as a `FollowRunResponse`'s `entries`, encoded.
+fn encode_commit(commit: &CommitEntries) -> Bytes {
+    let entries = commit.to_entries().into_iter().map(to_log_entry).collect();
+    pb::FollowRunResponse {
+        entries,
+        ..Default::default()
+    }
+    .encode_to_vec()
+    .into()
 }
 
 /// A retention pass as `CollectRuns`' answer, with what retention deleted

@@ -79,7 +79,7 @@ mod web;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use baa_logging::{FILE_DESCRIPTOR_SET, pb::logging_service_server::LoggingServiceServer};
+use baa_logging::{FILE_DESCRIPTOR_SET, pb_server::logging_service_server::LoggingServiceServer};
 use baa_logging_store::RunStore;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
@@ -94,7 +94,7 @@ pub use crate::{
     metrics::Metrics,
     security::Security,
     service::{
-        DownloadObjectStream, FollowRunStream, GrpcLoggingService, SearchRunsStream,
+        DownloadObjectStream, FollowRunStream, FollowStream, GrpcLoggingService, SearchRunsStream,
         retention::RetentionCounters,
     },
     settings::{LogFormat, MaskRule, Masking, Settings},

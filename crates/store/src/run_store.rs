@@ -226,6 +226,13 @@ pub trait RunReader: Send + 'static {
     /// nothing new is stored.
     fn read(&mut self, max_bytes: usize) -> impl Future<Output = Result<ReadBatch>> + Send;
 
+    /// Asks for whole commits, where the reader can, as records shared
+    /// with the other readers of the run ([`ReadBatch::shared`]) rather
+    /// than as entries of its own, so that what a caller makes of a commit
+    /// (its encoding) is made once for all of them. A reader that cannot
+    /// leaves `shared` empty.
+    fn share_commits(&mut self) {}
+
     /// Waits until something was stored or the state changed since the last
     /// read.
     fn changed(&mut self) -> impl Future<Output = ()> + Send;

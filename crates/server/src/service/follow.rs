@@ -11,10 +11,15 @@
 //! run's doorbell. It ends when the run is terminal and everything was
 //! sent, when the follower goes away (the stream is dropped), or when the
 //! server shuts down (with `UNAVAILABLE` and the cursor to resume from).
+//!
+//! The gRPC stream sends [`EncodedFollowRunResponse`]s: a whole commit
+//! that followers read from memory is encoded once, by the first of them,
+//! and its bytes are shared by all (see `convert::to_encoded_follow_response`).
+//! The web pages take the same stream as [`pb::FollowRunResponse`]s.
 
 use std::{pin::Pin, sync::Arc};
 
-use baa_logging::pb;
+use baa_logging::{EncodedFollowRunResponse, pb};
 use baa_logging_store::{
     ReadFrom, RunReader, RunStore, StoreError,
     model::{ChannelSet, ReadBatch, RunKey},
@@ -28,15 +33,42 @@ use tracing::Instrument;
 
 use super::follow_budget::{BudgetShare, FollowBudget};
 use crate::{
-    convert::{from_channel, from_timestamp, to_follow_response},
+    convert::{from_channel, from_timestamp, to_encoded_follow_response, to_follow_response},
     limits::{Occupancy, OccupancyGuard},
     metrics::Metrics,
     status::to_status,
 };
 
-/// The response stream of `FollowRun`.
-pub type FollowRunStream =
-    Pin<Box<dyn Stream<Item = Result<pb::FollowRunResponse, Status>> + Send>>;
+/// The response stream of `FollowRun`, as gRPC sends it.
+pub type FollowRunStream = FollowStream<EncodedFollowRunResponse>;
+
+/// A response stream of `FollowRun`, of responses of type `M`.
+pub type FollowStream<M> = Pin<Box<dyn Stream<Item = Result<M, Status>> + Send>>;
+
+/// A response of `FollowRun`, as it is made from a batch.
+pub(crate) trait FollowResponse: Message + Sized + 'static {
+    /// Whether its stream asks the reader for shared commits.
+    const SHARES: bool;
+
+    /// The response that sends `batch`.
+    fn of(batch: ReadBatch) -> Self;
+}
+
+impl FollowResponse for pb::FollowRunResponse {
+    const SHARES: bool = false;
+
+    fn of(batch: ReadBatch) -> Self {
+        to_follow_response(batch)
+    }
+}
+
+impl FollowResponse for EncodedFollowRunResponse {
+    const SHARES: bool = true;
+
+    fn of(batch: ReadBatch) -> Self {
+        to_encoded_follow_response(batch)
+    }
+}
 
 /// What `FollowRun` works with.
 #[derive(Debug)]
@@ -57,10 +89,10 @@ pub(crate) struct FollowState<'a, S> {
 
 /// `FollowRun`.
 #[tracing::instrument(skip_all, fields(task_id = %request.task_id, run_id = %request.run_id, from_seq = request.from_seq))]
-pub(crate) async fn follow_run<S: RunStore>(
+pub(crate) async fn follow_run<S: RunStore, M: FollowResponse>(
     state: FollowState<'_, S>,
     request: pb::FollowRunRequest,
-) -> Result<FollowRunStream, Status> {
+) -> Result<FollowStream<M>, Status> {
     let channels = request
         .channels
         .iter()
@@ -86,11 +118,14 @@ pub(crate) async fn follow_run<S: RunStore>(
             .transpose()?,
     };
     let place = state.followers.enter(&key)?;
-    let reader = state
+    let mut reader = state
         .store
         .open_reader(&key, from)
         .await
         .map_err(to_status)?;
+    if M::SHARES {
+        reader.share_commits();
+    }
     let follow = Follow {
         _place: place,
         reader: Some(reader),
@@ -107,7 +142,7 @@ pub(crate) async fn follow_run<S: RunStore>(
         Some(follow),
         move |follow| {
             let span = span.clone();
-            async move { follow?.next().instrument(span).await }
+            async move { follow?.next::<M>().instrument(span).await }
         },
     )))
 }
@@ -143,12 +178,12 @@ impl<R> Drop for Follow<R> {
 }
 
 /// What the stream yields next, and itself when more may follow.
-type Next<R> = Option<(Result<pb::FollowRunResponse, Status>, Option<Follow<R>>)>;
+type Next<R, M> = Option<(Result<M, Status>, Option<Follow<R>>)>;
 
 impl<R: RunReader> Follow<R> {
     /// Reads until there is a response to send, the run is done, or the
     /// server shuts down.
-    async fn next(mut self) -> Next<R> {
+    async fn next<M: FollowResponse>(mut self) -> Next<R, M> {
         loop {
             let shutdown = self.shutdown.clone();
             let batch = tokio::select! {
@@ -162,13 +197,14 @@ impl<R: RunReader> Follow<R> {
             };
             self.caught_up = batch.caught_up;
             let finished = batch.finished;
-            if let (Some(metrics), false) = (&self.metrics, batch.entries.is_empty()) {
+            let has_entries = !batch.entries.is_empty() || !batch.shared.is_empty();
+            if let (Some(metrics), true) = (&self.metrics, has_entries) {
                 let sent_to = batch.next_seq.saturating_sub(1);
                 metrics.observe_follow_lag(batch.committed_seq.saturating_sub(sent_to));
             }
-            if !batch.entries.is_empty() || batch.state.is_some() {
-                let response = to_follow_response(batch);
-                self.cursor = response.next_seq;
+            if has_entries || batch.state.is_some() {
+                self.cursor = batch.next_seq;
+                let response = M::of(batch);
                 self.share.handed(response.encoded_len());
                 if finished {
                     return Some((Ok(response), None));

@@ -24,7 +24,7 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use baa_logging::pb;
+use baa_logging::{pb, pb_server};
 use baa_logging_store::RunStore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -32,7 +32,11 @@ use tonic::{Request, Response, Status, Streaming};
 use self::{
     append::AppendState, follow::FollowState, masking::RunMaskers, retention::RetentionCounters,
 };
-pub use self::{follow::FollowRunStream, objects::DownloadObjectStream, search::SearchRunsStream};
+pub use self::{
+    follow::{FollowRunStream, FollowStream},
+    objects::DownloadObjectStream,
+    search::SearchRunsStream,
+};
 use crate::{
     config::ServerConfig,
     convert::to_server_info,
@@ -157,6 +161,22 @@ impl<S: RunStore> GrpcLoggingService<S> {
         }
     }
 
+    /// `FollowRun` with its responses as [`pb::FollowRunResponse`]s, for
+    /// the web pages, which read them rather than send them on.
+    ///
+    /// # Errors
+    ///
+    /// As `FollowRun`.
+    pub async fn follow_messages(
+        &self,
+        request: Request<pb::FollowRunRequest>,
+    ) -> Result<Response<FollowStream<pb::FollowRunResponse>>, Status> {
+        let request = checked(request, |request| &request.task_id)?;
+        follow::follow_run(self.follow_state(), request)
+            .await
+            .map(Response::new)
+    }
+
     /// What `FollowRun` works with.
     fn follow_state(&self) -> FollowState<'_, S> {
         FollowState {
@@ -171,7 +191,7 @@ impl<S: RunStore> GrpcLoggingService<S> {
 }
 
 #[tonic::async_trait]
-impl<S: RunStore> pb::logging_service_server::LoggingService for GrpcLoggingService<S> {
+impl<S: RunStore> pb_server::logging_service_server::LoggingService for GrpcLoggingService<S> {
     type FollowRunStream = FollowRunStream;
     type SearchRunsStream = SearchRunsStream;
     type DownloadObjectStream = DownloadObjectStream;

@@ -8,7 +8,7 @@ use axum::{
     Json,
     extract::{Path, RawQuery, State},
 };
-use baa_logging::pb::{self, logging_service_server::LoggingService};
+use baa_logging::{pb, pb_server::logging_service_server::LoggingService};
 use baa_logging_store::RunStore;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -259,7 +259,7 @@ pub(super) async fn entries<S: RunStore>(
     let mut next_seq = request.from_seq.max(1);
     let mut stream = page
         .service
-        .follow_run(reader.request(request))
+        .follow_messages(reader.request(request))
         .await?
         .into_inner();
     let mut kept: VecDeque<(pb::LogEntry, usize)> = VecDeque::new();
@@ -339,7 +339,7 @@ async fn open_lines_before<S: RunStore>(
     };
     let mut stream = page
         .service
-        .follow_run(reader.request(request))
+        .follow_messages(reader.request(request))
         .await?
         .into_inner();
     while let Some(batch) = stream.next().await {

@@ -23,7 +23,7 @@ use axum::{
         sse::{Event, KeepAlive, Sse},
     },
 };
-use baa_logging::pb::{self, logging_service_server::LoggingService};
+use baa_logging::pb;
 use baa_logging_store::RunStore;
 use futures::{Stream, StreamExt, stream};
 use serde_json::json;
@@ -75,7 +75,7 @@ pub(super) async fn follow<S: RunStore>(
     // response starts, so a missing run is a plain 404 the page can read.
     let responses = page
         .service
-        .follow_run(reader.request(request))
+        .follow_messages(reader.request(request))
         .await?
         .into_inner();
     let events = events(responses);

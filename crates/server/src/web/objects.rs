@@ -15,7 +15,7 @@ use axum::{
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
-use baa_logging::pb::{self, logging_service_server::LoggingService};
+use baa_logging::{pb, pb_server::logging_service_server::LoggingService};
 use baa_logging_store::RunStore;
 use futures::StreamExt;
 use serde_json::{Value, json};

@@ -12,7 +12,7 @@ use axum::{
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
-use baa_logging::pb::{self, logging_service_server::LoggingService};
+use baa_logging::pb;
 use baa_logging_store::RunStore;
 use futures::StreamExt;
 
@@ -45,7 +45,7 @@ pub(super) async fn raw<S: RunStore>(
     };
     let responses = page
         .service
-        .follow_run(reader.request(request))
+        .follow_messages(reader.request(request))
         .await?
         .into_inner();
     let text = responses.map(|response| {

@@ -70,12 +70,7 @@ pub(super) fn create_run(
     state: &RunStateSnapshot,
 ) -> Result<Vec<u8>> {
     let staged = layout.new_staged_run();
-    let mut encoded = encode_entries(
-        metadata,
-        1,
-        std::slice::from_ref(&run_prepared(key, metadata)),
-        &now_iso(),
-    );
+    let mut encoded = encode_entries(metadata, 1, vec![run_prepared(key, metadata)], &now_iso());
     let record = JournalRecord {
         first_seq: 1,
         last_seq: 1,

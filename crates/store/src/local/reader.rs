@@ -39,6 +39,8 @@ pub struct LocalReader {
     signal: watch::Receiver<RunSignal>,
     /// The channels it returns.
     selected: ChannelSet,
+    /// Whole commits from memory come shared (see `share_commits`).
+    share: bool,
     /// One reader per selected channel; `None` while a read is under way.
     channels: Option<Vec<ChannelReader>>,
     /// The channel readers are behind `next_seq` or gone (entries came
@@ -74,6 +76,7 @@ impl LocalReader {
             run,
             signal,
             selected: from.channels,
+            share: false,
             channels: Some(channels),
             reposition: false,
             next_seq,
@@ -111,6 +114,7 @@ impl ReadPlan {
     ) -> ReadBatch {
         ReadBatch {
             entries,
+            shared: Vec::new(),
             next_seq,
             committed_seq: self.signal.committed_seq,
             state,
@@ -133,17 +137,20 @@ impl RunReader for LocalReader {
         if plan.from > plan.limit {
             return Ok(plan.batch(Vec::new(), plan.from, state, true));
         }
-        if let Some((entries, covered)) =
+        if let Some(recent) =
             self.run
-                .recent_entries(plan.from, plan.limit, self.selected, max_bytes)
+                .recent_entries(plan.from, plan.limit, self.selected, max_bytes, self.share)
         {
             // The channel readers are behind now; they are reopened at the
             // cursor if the follower ever needs the files again. Until then
             // they hold neither buffers nor descriptors.
             self.reposition = true;
             self.channels = Some(Vec::new());
-            self.next_seq = covered + 1;
-            return Ok(plan.batch(entries, self.next_seq, state, covered >= plan.limit));
+            self.next_seq = recent.covered + 1;
+            let caught_up = recent.covered >= plan.limit;
+            let mut batch = plan.batch(recent.entries, self.next_seq, state, caught_up);
+            batch.shared = recent.shared;
+            return Ok(batch);
         }
         let Merged {
             entries,
@@ -166,6 +173,10 @@ impl RunReader for LocalReader {
             self.next_seq = last.seq() + 1;
         }
         Ok(plan.batch(entries, self.next_seq, state, caught_up))
+    }
+
+    fn share_commits(&mut self) {
+        self.share = true;
     }
 
     async fn changed(&mut self) {

@@ -29,7 +29,7 @@ mod slots;
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, OnceLock},
     time::Instant,
 };
 
@@ -47,15 +47,16 @@ use super::{
     journal::{self, JournalRecord, LeaseLapse, LeaseMark},
     layout::RunDir,
     options::LocalStoreOptions,
-    recent::RecentCommits,
+    recent::{RecentCommits, RecentRead},
     recovery,
     run_files::{FileLens, RunFiles, Unsynced},
 };
 use crate::{
     error::{Refused, Result, StoreError},
     model::{
-        AppendItem, AppendOutcome, AppendPayload, ChannelSet, LocalRunLogSummary, LocalRunPaths,
-        LogEntry, PerChannel, RunKey, RunMetadata, RunStatePatch, RunStateSnapshot, WriterCursor,
+        AppendItem, AppendOutcome, AppendPayload, ChannelSet, CommitEntries, LocalRunLogContext,
+        LocalRunLogSummary, LocalRunPaths, PerChannel, RunKey, RunMetadata, RunStatePatch,
+        RunStateSnapshot, WriterCursor,
     },
     observe::{CommitStats, DiskWrite},
     time::{normalize_iso, now_iso},
@@ -115,6 +116,8 @@ pub(crate) struct Run {
     pub(crate) paths: LocalRunPaths,
     /// Its metadata, which never changes.
     pub(crate) metadata: RunMetadata,
+    /// Its ids, as the entries kept for followers share them.
+    ids: Arc<LocalRunLogContext>,
     /// How the store was opened: its limits and whether commits are synced.
     options: Arc<LocalStoreOptions>,
     /// Where writes are timed and failures reported.
@@ -226,6 +229,11 @@ impl Run {
             key,
             dir,
             paths,
+            ids: Arc::new(LocalRunLogContext {
+                task_id: metadata.task_id.clone(),
+                step_id: metadata.step_id.clone(),
+                run_id: metadata.run_id.clone(),
+            }),
             metadata,
             options,
             disk,
@@ -269,14 +277,16 @@ impl Run {
     /// Committed entries of `channels` from `from` up to `limit` (about
     /// `max_bytes` of them) from memory, and the last sequence number they
     /// cover; `None` when `from` is older than what memory keeps.
+    /// With `share`, whole commits come shared (see `recent`).
     pub(crate) fn recent_entries(
         &self,
         from: u64,
         limit: u64,
         channels: ChannelSet,
         max_bytes: usize,
-    ) -> Option<(Vec<LogEntry>, u64)> {
-        lock(&self.recent).read(from, limit, channels, max_bytes)
+        share: bool,
+    ) -> Option<RecentRead> {
+        lock(&self.recent).read(from, limit, channels, max_bytes, share)
     }
 
     /// The current state.
@@ -356,13 +366,13 @@ impl Run {
             ..AppendOutcome::default()
         };
         let mut writer_seq = first_writer_seq;
-        let mut rest = admitted.payloads.as_slice();
-        while !rest.is_empty() {
-            let take = commit_size(rest);
-            self.commit(inner, Some((writer_id, writer_seq)), &rest[..take], None)?;
+        let mut rest = admitted.payloads.into_iter();
+        while rest.len() > 0 {
+            let take = commit_size(rest.as_slice());
+            let payloads: Vec<_> = rest.by_ref().take(take).collect();
+            self.commit(inner, Some((writer_id, writer_seq)), payloads, None)?;
             writer_seq += take as u64;
             outcome.stored += take as u64;
-            rest = &rest[take..];
         }
         outcome.last_writer_seq = inner.writer_seq(writer_id);
         outcome.summary = inner.summary();
@@ -504,15 +514,17 @@ impl Run {
         &self,
         inner: &mut RunInner,
         writer: Option<(&str, u64)>,
-        payloads: &[AppendPayload],
+        payloads: Vec<AppendPayload>,
         lease: Option<LeaseMark>,
     ) -> Result<()> {
         let first_seq = inner.next_seq;
+        let last_seq = first_seq + payloads.len() as u64 - 1;
         let time = journal::commit_time(inner.last_time);
-        let mut encoded = encode_entries(&self.metadata, first_seq, payloads, &now_iso());
+        let now = now_iso();
+        let mut encoded = encode_entries(&self.metadata, first_seq, payloads, &now);
         let record = JournalRecord {
             first_seq,
-            last_seq: first_seq + payloads.len() as u64 - 1,
+            last_seq,
             writer_id: writer.map(|(id, _)| id.to_owned()),
             writer_seq: writer.map_or(0, |(_, seq)| seq),
             counts: encoded.counts,
@@ -553,7 +565,14 @@ impl Run {
                 .writers
                 .insert(writer_id.to_owned(), writer_seq + record.len() - 1);
         }
-        self.keep_recent(first_seq, std::mem::take(&mut encoded.entries));
+        self.keep_recent(CommitEntries {
+            ids: self.ids.clone(),
+            first_seq,
+            now,
+            entries: std::mem::take(&mut encoded.entries),
+            counts: encoded.counts,
+            cache: OnceLock::new(),
+        });
         let committed = Committed {
             seq: record.last_seq,
             lens: inner.lens.logs,
@@ -656,10 +675,10 @@ impl Run {
 
     /// Keeps a commit's entries in memory for followers, while there are
     /// any: they hold the doorbell's receivers.
-    fn keep_recent(&self, first_seq: u64, entries: Vec<LogEntry>) {
+    fn keep_recent(&self, commit: CommitEntries) {
         let mut recent = lock(&self.recent);
         if self.signal.receiver_count() > 0 {
-            recent.push(first_seq, entries, Instant::now());
+            recent.push(commit, Instant::now());
         } else {
             recent.clear();
         }

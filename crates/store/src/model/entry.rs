@@ -1,9 +1,13 @@
 //! What a run's log holds: lifecycle events and output chunks as writers
 //! send them, as they are stored, and as readers return them.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
-use super::{LocalRunLogSummary, RunStateSnapshot, StreamLogChannel, WorkerLogChannel};
+use super::{
+    CommitEntries, LocalRunLogSummary, RunStateSnapshot, StreamLogChannel, WorkerLogChannel,
+};
 
 /// Structured details: a JSON object (the contract's `StructuredData`).
 pub type StructuredData = serde_json::Map<String, serde_json::Value>;
@@ -227,6 +231,12 @@ pub struct AppendOutcome {
 pub struct ReadBatch {
     /// Entries in sequence order.
     pub entries: Vec<LogEntry>,
+    /// Whole commits, shared with other readers, whose entries follow
+    /// `entries` in sequence order. Only for a reader asked to share them
+    /// (see [`RunReader::share_commits`]); empty otherwise.
+    ///
+    /// [`RunReader::share_commits`]: crate::RunReader::share_commits
+    pub shared: Vec<Arc<CommitEntries>>,
     /// The resume cursor: every selected entry before it was returned.
     pub next_seq: u64,
     /// The last sequence number the run had stored when the batch was

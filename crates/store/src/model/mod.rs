@@ -11,9 +11,13 @@
 //!   summary — and the queries and views over runs.
 //! - `entry`: what writers append and what the log stores and readers
 //!   return.
+//! - `commit`: one commit's entries as the followers that read it from
+//!   memory share it.
 
 mod channel;
+mod commit;
 mod entry;
 mod run;
 
-pub use self::{channel::*, entry::*, run::*};
+pub(crate) use self::commit::CommitEntry;
+pub use self::{channel::*, commit::CommitEntries, entry::*, run::*};

@@ -91,7 +91,7 @@ impl Run {
             created_at: None,
             data,
         };
-        self.commit(&mut inner, None, &[AppendPayload::Event(event)], None)?;
+        self.commit(&mut inner, None, vec![AppendPayload::Event(event)], None)?;
         self.sync_written(&mut inner)?;
         inner.reserved_slots.insert(slot);
         Ok((slot, inner.next_seq - 1))

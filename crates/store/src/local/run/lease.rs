@@ -54,8 +54,8 @@ impl Run {
         }
         inner.writable(&self.key, true)?;
         if inner.lease_lapse.is_none() {
-            let event = [AppendPayload::Event(expiry.event())];
-            self.commit(&mut inner, None, &event, Some(LeaseMark::Expired))?;
+            let event = vec![AppendPayload::Event(expiry.event())];
+            self.commit(&mut inner, None, event, Some(LeaseMark::Expired))?;
         }
         let now = now_iso();
         let next = RunStateSnapshot {
@@ -75,11 +75,11 @@ impl Run {
         if inner.lease_lapse.is_some_and(|lapse| lapse.returned) {
             return Ok(());
         }
-        let event = [AppendPayload::Event(returned_event(
+        let event = vec![AppendPayload::Event(returned_event(
             writer_id,
             inner.next_seq + 1,
         ))];
-        self.commit(inner, None, &event, Some(LeaseMark::Returned))
+        self.commit(inner, None, event, Some(LeaseMark::Returned))
     }
 
     /// Sets the final status that `writer_id`, back after the lease
@@ -118,13 +118,13 @@ impl Run {
             None => now.clone(),
         };
         let late_entries = inner.lease_lapse.map_or(0, |lapse| lapse.late_entries);
-        let event = [AppendPayload::Event(settled_event(
+        let event = vec![AppendPayload::Event(settled_event(
             writer_id,
             status,
             late_entries,
             patch.exit_code,
         ))];
-        self.commit(inner, None, &event, Some(LeaseMark::Settled))?;
+        self.commit(inner, None, event, Some(LeaseMark::Settled))?;
         let next = RunStateSnapshot {
             status,
             summary: patch.summary,
