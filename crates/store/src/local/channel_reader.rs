@@ -148,8 +148,10 @@ pub(crate) struct ChannelReader {
     pub(crate) channel: WorkerLogChannel,
     /// The file's path, for errors.
     path: PathBuf,
-    /// The file.
-    file: File,
+    /// The file; closed by [`ChannelReader::park`], opened again by the
+    /// next read, so that followers waiting between reads hold no
+    /// descriptor.
+    file: Option<File>,
     /// The file offset of `buf[0]`.
     buf_offset: u64,
     /// Bytes read ahead; `buf[pos..]` is not returned yet. With checksums,
@@ -233,7 +235,7 @@ impl ChannelReader {
         Ok(Self {
             channel,
             path,
-            file,
+            file: Some(file),
             buf_offset: offset,
             buf: Vec::new(),
             pos: 0,
@@ -247,8 +249,9 @@ impl ChannelReader {
         })
     }
 
-    /// Frees the read buffers between two reads, keeping only where to go
-    /// on: a follower that stops reading then costs no buffer at all. The
+    /// Frees the read buffers and closes the files between two reads,
+    /// keeping only where to go on: a follower that stops reading then
+    /// costs no buffer and no descriptor at all. The
     /// rest of a checked commit is read and checked again when needed (a
     /// read from the page cache and a CRC32C, cheap next to parsing).
     pub(crate) fn park(&mut self) {
@@ -266,9 +269,21 @@ impl ChannelReader {
         self.buf_offset = unread;
         self.buf = Vec::new();
         self.pos = 0;
+        self.file = None;
         if let Some((cursor, _)) = &mut self.journal {
             cursor.park();
         }
+    }
+
+    /// The file, opened again when a park closed it.
+    fn open_file(&mut self) -> Result<&File> {
+        if self.file.is_none() {
+            let file = File::open(&self.path).map_err(|err| {
+                StoreError::io(format!("cannot read {}", self.path.display()), err)
+            })?;
+            self.file = Some(file);
+        }
+        Ok(self.file.as_ref().expect("opened above"))
     }
 
     /// What comes next.
@@ -401,7 +416,7 @@ impl ChannelReader {
         let end = record.ends().expect("a checked record")[self.channel];
         let tail = self.buf_offset + self.buf.len() as u64;
         let mut bytes = vec![0u8; (end - start) as usize];
-        let read = self.file.read_exact_at(&mut bytes, start);
+        let read = self.open_file()?.read_exact_at(&mut bytes, start);
         let in_place = unread.is_some_and(|at| (start..end).contains(&at)) || start == tail;
         if in_place && read.is_ok() && journal::verify(&record, self.channel, &bytes) {
             match unread {
@@ -444,7 +459,7 @@ impl ChannelReader {
         }
         let window = (end - from).min(READ_CHUNK as u64);
         let mut bytes = vec![0u8; window as usize];
-        self.file
+        self.open_file()?
             .read_exact_at(&mut bytes, from)
             .map_err(|err| StoreError::io(format!("cannot read {}", self.path.display()), err))?;
         if self.buf.is_empty() {
@@ -468,9 +483,10 @@ impl ChannelReader {
             self.at_end = true;
             return Ok(false);
         }
+        self.open_file()?;
         // Reads into the buffer's spare capacity, which is not zeroed first.
         let mut window = FileWindow {
-            file: &self.file,
+            file: self.file.as_ref().expect("opened above"),
             offset: read_offset,
         }
         .take(room.min(READ_CHUNK as u64));

@@ -15,8 +15,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A forward reader of a run's journal records.
 #[derive(Debug)]
 pub(crate) struct JournalCursor {
-    /// The journal.
-    file: File,
+    /// The journal; closed by [`JournalCursor::park`], opened again by
+    /// the next read.
+    file: Option<File>,
     /// Its path, for errors.
     path: PathBuf,
     /// Where the next unread byte is.
@@ -38,7 +39,7 @@ impl JournalCursor {
             0
         };
         Ok(Self {
-            file,
+            file: Some(file),
             path,
             offset,
             buf: Vec::new(),
@@ -86,8 +87,9 @@ impl JournalCursor {
         }
     }
 
-    /// Drops what was read ahead, to read it again when asked: a reader
-    /// that may wait long between reads holds no buffer meanwhile.
+    /// Drops what was read ahead, to read it again when asked, and closes
+    /// the journal: a reader that may wait long between reads holds no
+    /// buffer and no descriptor meanwhile.
     pub(crate) fn park(&mut self) {
         let unread_from = match self.records.front() {
             Some((start, _)) => *start,
@@ -96,6 +98,7 @@ impl JournalCursor {
         self.offset = unread_from;
         self.buf = Vec::new();
         self.records = VecDeque::new();
+        self.file = None;
     }
 
     /// Reads the next complete lines as records; false at the end, or at a
@@ -103,7 +106,11 @@ impl JournalCursor {
     fn read_more(&mut self) -> io::Result<bool> {
         let start = self.buf.len();
         self.buf.resize(start + READ_CHUNK, 0);
-        let read = self.file.read_at(&mut self.buf[start..], self.offset)?;
+        if self.file.is_none() {
+            self.file = Some(File::open(&self.path)?);
+        }
+        let file = self.file.as_ref().expect("opened above");
+        let read = file.read_at(&mut self.buf[start..], self.offset)?;
         self.buf.truncate(start + read);
         self.offset += read as u64;
         let mut taken = 0;
