@@ -21,7 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ".baa.logging.v1.DownloadObjectResponse.data",
     ]);
     let include = protoc_bin_vendored::include_path()?;
+    // Prost's codec, with the buffer calls start with set by the server
+    // (see `src/codec.rs`).
     tonic_prost_build::configure()
+        .codec_path("crate::codec::TunedCodec")
         .file_descriptor_set_path(out_dir.join("baa_logging_v1_descriptor.bin"))
         .compile_with_config(config, &protos, &[PathBuf::from("proto"), include])?;
     for proto in protos {
