@@ -21,6 +21,7 @@ mod limits;
 mod masking;
 mod masking_server;
 mod metrics;
+mod open_files;
 mod polyglot;
 mod pty;
 mod ranges;
