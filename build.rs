@@ -26,7 +26,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ".baa.logging.v1.DownloadObjectResponse.data",
     ]);
     let includes = [PathBuf::from("proto"), protoc_bin_vendored::include_path()?];
+    // Prost's codec, with the buffer calls start with set by the server
+    // (see `src/codec.rs`).
     tonic_prost_build::configure()
+        .codec_path("crate::codec::TunedCodec")
         .file_descriptor_set_path(out_dir.join("baa_logging_v1_descriptor.bin"))
         .compile_with_config(config, &protos, &includes)?;
 
@@ -35,6 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
+        .codec_path("crate::codec::TunedCodec")
         .build_client(false)
         .out_dir(&shared_dir)
         .extern_path(

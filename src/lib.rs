@@ -7,11 +7,13 @@
 //!   client (`pb::logging_service_client`) and the server trait
 //!   (`pb::logging_service_server`).
 //! - [`json`]: structured data between JSON and `google.protobuf.Struct`.
+//! - [`codec`]: the stubs' codec, and the buffer size calls start with.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 //! - [`DEFAULT_RUNS_DIRECTORY_NAME`] and [`DEFAULT_RUN_LAYOUT_VERSION`]: the
 //!   contract's two constants, and [`Limits`] with the defaults a client
 //!   falls back on, from [`config`].
 
+pub mod codec;
 pub mod json;
 
 mod encoded;

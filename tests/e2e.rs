@@ -22,6 +22,7 @@ mod limits;
 mod masking;
 mod masking_server;
 mod metrics;
+mod open_files;
 mod polyglot;
 mod pty;
 mod ranges;

@@ -35,6 +35,10 @@ pub const MAX_FRAME_BYTES: u32 = (1 << 24) - 1;
 pub const MIN_WINDOW_BYTES: u32 = 65_535;
 /// The largest HTTP/2 flow-control window (RFC 9113: 2^31 - 1).
 pub const MAX_WINDOW_BYTES: u32 = (1 << 31) - 1;
+/// The default of [`Limits::codec_buffer_bytes`]: 1 KiB.
+pub const DEFAULT_CODEC_BUFFER_BYTES: usize = 1024;
+/// The default of [`Limits::max_open_files`].
+pub const DEFAULT_MAX_OPEN_FILES: usize = 8192;
 /// The default of [`Limits::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// The default of [`Limits::handshake_timeout`].
@@ -94,6 +98,17 @@ pub struct Limits {
     /// 16 KiB cuts a 1 MiB upload message into 64 frames, each read and
     /// parsed on its own; larger frames cost fewer reads.
     pub max_frame_bytes: u32,
+    /// The buffer each call starts with to decode its requests, and one
+    /// to encode its responses; each grows to the largest message it
+    /// carries, and lives as long as the call. tonic's own 8 KiB cost an
+    /// idle Append stream and follower 16 KiB between them.
+    pub codec_buffer_bytes: usize,
+    /// The most files the store keeps open for appending between commits,
+    /// over every run (each run that writes has up to four: its journal
+    /// and three channel files). Past it, the file used least recently is
+    /// closed, and opened again by its run's next commit; a commit or sync
+    /// under way keeps the files it holds open until it is done.
+    pub max_open_files: usize,
     /// The most client connections open at once; past it, new connections
     /// are closed as soon as they are accepted (and logged at most every
     /// few seconds), so that idle sockets cannot use up the descriptors
@@ -144,6 +159,8 @@ impl Default for Limits {
             stream_window_bytes: DEFAULT_STREAM_WINDOW_BYTES,
             connection_window_bytes: DEFAULT_CONNECTION_WINDOW_BYTES,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            codec_buffer_bytes: DEFAULT_CODEC_BUFFER_BYTES,
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
@@ -188,6 +205,7 @@ impl Limits {
                 "max_streams_per_connection",
                 self.max_streams_per_connection == 0,
             ),
+            ("max_open_files", self.max_open_files == 0),
             ("max_connections", self.max_connections == 0),
             ("handshake_timeout", self.handshake_timeout.is_zero()),
             ("keepalive_interval", self.keepalive_interval.is_zero()),

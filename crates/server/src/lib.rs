@@ -150,6 +150,8 @@ pub async fn run_with_page_listener<S: RunStore>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let token = CancellationToken::new();
+    // Process-wide: the generated stubs' codec reads it as each call starts.
+    baa_logging::codec::set_buffer_bytes(config.limits.codec_buffer_bytes);
     let (reporter, health_service) = tonic_health::server::health_reporter();
     if let Some(metrics) = &config.metrics {
         metrics.count_runs_of(&store);

@@ -251,6 +251,15 @@ struct LimitArgs {
     #[arg(long, env = "BAA_LOGD_MAX_FRAME_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_frame_bytes: Option<u32>,
+    /// The buffer each call starts with to encode, and one to decode, in
+    /// bytes.
+    #[arg(long, env = "BAA_LOGD_CODEC_BUFFER_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    codec_buffer_bytes: Option<usize>,
+    /// The most files the store keeps open for appending, over all runs.
+    #[arg(long, env = "BAA_LOGD_MAX_OPEN_FILES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_open_files: Option<usize>,
     /// The most client connections open at once.
     #[arg(long, env = "BAA_LOGD_MAX_CONNECTIONS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -514,6 +523,34 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Raises the process's descriptor limit as far as it goes, and lowers
+/// `limits.max_open_files` to half of it, with a warning, when it is set
+/// higher: the rest is for connections and readers, and a store that
+/// held every descriptor would refuse connections instead.
+fn fit_open_files(mut settings: Settings) -> Settings {
+    // Each open run keeps a few files open (up to `max_open_files` in
+    // all); the default soft limit of 1024 descriptors would cap a busy
+    // server at a few hundred runs.
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(err) => {
+            warn!(cause = %err, "cannot raise the open-file limit");
+            return settings;
+        }
+    };
+    let half = usize::try_from(limit / 2).unwrap_or(usize::MAX).max(1);
+    if settings.limits.max_open_files > half {
+        warn!(
+            max_open_files = settings.limits.max_open_files,
+            descriptor_limit = limit,
+            using = half,
+            "limits.max_open_files is over half the descriptor limit; using half"
+        );
+        settings.limits.max_open_files = half;
+    }
+    settings
+}
+
 /// Opens the store, binds, and serves until a signal; with
 /// `metrics_listen`, serves the metrics there too.
 async fn serve(settings: Settings) -> Result<(), Failure> {
@@ -523,11 +560,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     // take time.
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let security = baa_logd::Security::from_settings(&settings).map_err(Failure::setup)?;
-    // Each open run keeps a few files open; the default soft limit of
-    // 1024 descriptors would cap a busy server at a few hundred runs.
-    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
-        warn!(cause = %err, "cannot raise the open-file limit");
-    }
+    let settings = fit_open_files(settings);
     let metrics = settings.metrics_listen.map(|_| Metrics::new());
     let store = open_store(&settings, metrics.as_ref())?;
     let listener = TcpListener::bind(settings.listen)

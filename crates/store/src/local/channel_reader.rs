@@ -148,8 +148,10 @@ pub(crate) struct ChannelReader {
     pub(crate) channel: WorkerLogChannel,
     /// The file's path, for errors.
     path: PathBuf,
-    /// The file.
-    file: File,
+    /// The file; closed by [`ChannelReader::park`], opened again by the
+    /// next read, so that followers waiting between reads hold no
+    /// descriptor.
+    file: Option<File>,
     /// The file offset of `buf[0]`.
     buf_offset: u64,
     /// Bytes read ahead; `buf[pos..]` is not returned yet. With checksums,
@@ -233,7 +235,7 @@ impl ChannelReader {
         Ok(Self {
             channel,
             path,
-            file,
+            file: Some(file),
             buf_offset: offset,
             buf: Vec::new(),
             pos: 0,
@@ -247,8 +249,9 @@ impl ChannelReader {
         })
     }
 
-    /// Frees the read buffers between two reads, keeping only where to go
-    /// on: a follower that stops reading then costs no buffer at all. The
+    /// Frees the read buffers and closes the files between two reads,
+    /// keeping only where to go on: a follower that stops reading then
+    /// costs no buffer and no descriptor at all. The
     /// rest of a checked commit is read and checked again when needed (a
     /// read from the page cache and a CRC32C, cheap next to parsing).
     pub(crate) fn park(&mut self) {
@@ -266,9 +269,21 @@ impl ChannelReader {
         self.buf_offset = unread;
         self.buf = Vec::new();
         self.pos = 0;
+        self.file = None;
         if let Some((cursor, _)) = &mut self.journal {
             cursor.park();
         }
+    }
+
+    /// The file, opened again when a park closed it.
+    fn open_file(&mut self) -> Result<&File> {
+        if self.file.is_none() {
+            let file = File::open(&self.path).map_err(|err| {
+                StoreError::io(format!("cannot read {}", self.path.display()), err)
+            })?;
+            self.file = Some(file);
+        }
+        Ok(self.file.as_ref().expect("opened above"))
     }
 
     /// What comes next.
@@ -400,6 +415,7 @@ impl ChannelReader {
         let start = record.offsets[self.channel];
         let end = record.ends().expect("a checked record")[self.channel];
         let tail = self.buf_offset + self.buf.len() as u64;
+        self.open_file()?;
         let in_place = unread.is_some_and(|at| (start..end).contains(&at)) || start == tail;
         if unread.is_some() {
             self.buf.clear();
@@ -407,7 +423,8 @@ impl ChannelReader {
         // The commit is read after the bytes the buffer holds, into its
         // spare capacity (not zeroed first), and checked there.
         let kept = self.buf.len();
-        let read = read_exact_into(&self.file, &mut self.buf, start, end - start);
+        let file = self.file.as_ref().expect("opened above");
+        let read = read_exact_into(file, &mut self.buf, start, end - start);
         if in_place && read.is_ok() && journal::verify(&record, self.channel, &self.buf[kept..]) {
             if let Some(at) = unread {
                 self.buf_offset = start;
@@ -444,12 +461,19 @@ impl ChannelReader {
             return Ok(true);
         }
         let window = (end - from).min(READ_CHUNK as u64);
+        self.open_file()?;
         if self.buf.is_empty() {
             self.buf_offset = from;
             self.pos = 0;
         }
         let kept = self.buf.len();
-        read_exact_into(&self.file, &mut self.buf, from, window).map_err(|err| {
+        read_exact_into(
+            self.file.as_ref().expect("opened above"),
+            &mut self.buf,
+            from,
+            window,
+        )
+        .map_err(|err| {
             self.buf.truncate(kept);
             StoreError::io(format!("cannot read {}", self.path.display()), err)
         })?;
@@ -469,10 +493,11 @@ impl ChannelReader {
             self.at_end = true;
             return Ok(false);
         }
+        self.open_file()?;
         // Reads into the buffer's spare capacity, which is not zeroed first.
         self.buf.reserve(READ_CHUNK);
         match read_into(
-            &self.file,
+            self.file.as_ref().expect("opened above"),
             &mut self.buf,
             read_offset,
             room.min(READ_CHUNK as u64),

@@ -20,8 +20,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A forward reader of a run's journal records.
 #[derive(Debug)]
 pub(crate) struct JournalCursor {
-    /// The journal.
-    file: File,
+    /// The journal; closed by [`JournalCursor::park`], opened again by
+    /// the next read.
+    file: Option<File>,
     /// Its path, for errors.
     path: PathBuf,
     /// Where the next unread byte is.
@@ -43,7 +44,7 @@ impl JournalCursor {
             0
         };
         Ok(Self {
-            file,
+            file: Some(file),
             path,
             offset,
             buf: Vec::new(),
@@ -91,8 +92,9 @@ impl JournalCursor {
         }
     }
 
-    /// Drops what was read ahead, to read it again when asked: a reader
-    /// that may wait long between reads holds no buffer meanwhile.
+    /// Drops what was read ahead, to read it again when asked, and closes
+    /// the journal: a reader that may wait long between reads holds no
+    /// buffer and no descriptor meanwhile.
     pub(crate) fn park(&mut self) {
         let unread_from = match self.records.front() {
             Some((start, _)) => *start,
@@ -101,14 +103,18 @@ impl JournalCursor {
         self.offset = unread_from;
         self.buf = Vec::new();
         self.records = VecDeque::new();
+        self.file = None;
     }
 
     /// Reads the next complete lines as records; false at the end, or at a
     /// line that is not a record.
     fn read_more(&mut self) -> io::Result<bool> {
+        if self.file.is_none() {
+            self.file = Some(File::open(&self.path)?);
+        }
         // Into the buffer's spare capacity: `&File` does not zero it first.
         self.buf.reserve(READ_CHUNK);
-        let mut file = &self.file;
+        let mut file = self.file.as_ref().expect("opened above");
         file.seek(SeekFrom::Start(self.offset))?;
         let read = file.take(READ_CHUNK as u64).read_to_end(&mut self.buf)?;
         self.offset += read as u64;

@@ -28,6 +28,7 @@ mod concurrency;
 mod dir_lock;
 mod disk;
 mod encode;
+mod file_cache;
 mod fsio;
 mod group_sync;
 mod journal;
@@ -62,6 +63,7 @@ use self::{
     concurrency::{blocking, lock},
     dir_lock::DirLock,
     disk::Disk,
+    file_cache::FileCache,
     layout::StoreDir,
     retention::FactsCache,
     run::Run,
@@ -100,6 +102,8 @@ pub struct LocalStore {
     options: Arc<LocalStoreOptions>,
     /// The disk: write health and the observer.
     disk: Arc<Disk>,
+    /// The files runs append to, open up to `limits.max_open_files`.
+    files: Arc<FileCache>,
     /// The runs opened so far. Each cell is filled once, by the first
     /// caller; the others wait for it instead of opening the run twice.
     runs: Mutex<HashMap<RunKey, Arc<OnceCell<Arc<Run>>>>>,
@@ -156,6 +160,7 @@ impl LocalStore {
         disk.check_at_open();
         Ok(Self {
             layout,
+            files: FileCache::new(options.limits.max_open_files),
             options: Arc::new(options),
             disk,
             runs: Mutex::new(HashMap::new()),
@@ -195,7 +200,8 @@ impl LocalStore {
             .get_or_try_init(|| {
                 let (key, options, disk) = (key.clone(), self.options.clone(), self.disk.clone());
                 let (dir, paths) = (self.layout.run(&key), self.layout.paths(&key));
-                blocking(move || Run::load(key, dir, paths, options, disk).map(Arc::new))
+                let files = self.files.clone();
+                blocking(move || Run::load(key, dir, paths, options, disk, &files).map(Arc::new))
             })
             .await;
         match opened {

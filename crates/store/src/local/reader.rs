@@ -70,16 +70,18 @@ impl LocalReader {
         let signal = run.subscribe();
         let current = *signal.borrow();
         let range = range::resolve(&run, &from, current.committed_seq)?;
-        let next_seq = range.from_seq;
-        let channels = open_channels(&run, from.channels, next_seq)?;
+        // The channel files are opened by the first read that needs them:
+        // a follower that keeps up reads from memory, and holds no
+        // descriptor at all (10,000 idle followers would otherwise hold
+        // six each).
         Ok(Self {
             run,
             signal,
             selected: from.channels,
             share: false,
-            channels: Some(channels),
-            reposition: false,
-            next_seq,
+            channels: Some(Vec::new()),
+            reposition: true,
+            next_seq: range.from_seq,
             until: range.to_seq,
             state_version: 0,
             epoch: current.epoch,

@@ -42,6 +42,7 @@ use super::{
     concurrency::lock,
     disk::Disk,
     encode::encode_entries,
+    file_cache::{CachedRunFiles, CommitFiles, FileCache},
     fsio::{read_json, write_json_atomic},
     group_sync::{GroupSync, SyncFailed, Ticket},
     journal::{self, JournalRecord, LeaseLapse, LeaseMark},
@@ -49,7 +50,7 @@ use super::{
     options::LocalStoreOptions,
     recent::{RecentCommits, RecentRead},
     recovery,
-    run_files::{FileLens, RunFiles, Unsynced},
+    run_files::{FileLens, Unsynced},
 };
 use crate::{
     error::{Refused, Result, StoreError},
@@ -122,6 +123,9 @@ pub(crate) struct Run {
     options: Arc<LocalStoreOptions>,
     /// Where writes are timed and failures reported.
     disk: Arc<Disk>,
+    /// The journal and the channel files, open for appending while the
+    /// store's descriptor cache keeps them (see `file_cache`).
+    files: CachedRunFiles,
     /// Everything that changes (see `concurrency` for the lock order).
     inner: Mutex<RunInner>,
     /// The last commits, decoded, for followers that keep up. A lock of its
@@ -158,8 +162,6 @@ struct RunInner {
     writers: HashMap<String, u64>,
     /// Where the files end: the next commit starts there.
     lens: FileLens,
-    /// The journal and the channel files, opened at the first commit.
-    files: Option<RunFiles>,
     /// Set when a failed commit could not be cut off the files: the run
     /// takes no more writes until it is opened again.
     broken: Option<String>,
@@ -196,6 +198,7 @@ impl Run {
         paths: LocalRunPaths,
         options: Arc<LocalStoreOptions>,
         disk: Arc<Disk>,
+        files: &Arc<FileCache>,
     ) -> Result<Self> {
         let Some(metadata) = read_json::<RunMetadata>(&dir.meta())? else {
             return Err(StoreError::RunNotFound(key));
@@ -237,6 +240,7 @@ impl Run {
             metadata,
             options,
             disk,
+            files: files.register(),
             inner: Mutex::new(RunInner {
                 state,
                 persisted_last_seq,
@@ -244,7 +248,6 @@ impl Run {
                 counts: recovered.counts,
                 writers: recovered.writers,
                 lens: recovered.lens,
-                files: None,
                 broken: None,
                 writers_lost: recovered.writers_lost,
                 last_time: recovered.last_time,
@@ -542,15 +545,19 @@ impl Run {
         }
         .with_bytes(&encoded.bytes);
         let line = record.to_line();
+        let mut held = None;
         let written = self.disk.write(DiskWrite::Commit, || {
-            inner
-                .files(&self.dir)?
+            held.insert(self.files.for_commit(&self.dir, &encoded.bytes)?)
                 .write_commit(&self.dir, &line, &encoded.bytes)
         });
-        if let Err(err) = written {
-            self.roll_back(inner);
-            return Err(err);
-        }
+        let files = match (written, held) {
+            (Ok(()), Some(files)) => files,
+            (Err(err), held) => {
+                self.roll_back(inner, held.as_ref());
+                return Err(err);
+            }
+            (Ok(()), None) => unreachable!("a commit written holds its files"),
+        };
         inner.lens.journal += line.len() as u64;
         for (channel, bytes) in encoded.bytes.iter() {
             inner.lens.logs[channel] += bytes.len() as u64;
@@ -578,10 +585,9 @@ impl Run {
             lens: inner.lens.logs,
         };
         if self.options.sync_commits {
-            let files = inner.files.as_ref().expect("written above");
             // Waited for through `sync_mark`, by the caller.
             let _: Ticket = self.syncer.wrote(|pending| {
-                pending.files.add(files, &encoded.bytes);
+                pending.files.add(&files, &encoded.bytes);
                 pending.commits += 1;
                 pending.committed = Some(committed);
             });
@@ -684,10 +690,11 @@ impl Run {
         }
     }
 
-    /// Cuts a failed commit off the files. When that fails too, the run is
-    /// marked broken.
-    fn roll_back(&self, inner: &mut RunInner) {
-        let result = match &inner.files {
+    /// Cuts a failed commit off the files it `held` (none when they could
+    /// not be opened), and closes the run's files, to be opened again by
+    /// the next commit. When the cut fails too, the run is marked broken.
+    fn roll_back(&self, inner: &mut RunInner, held: Option<&CommitFiles>) {
+        let result = match held {
             Some(files) => files.truncate(&inner.lens),
             None => Ok(()),
         };
@@ -695,7 +702,7 @@ impl Run {
             error!(run = %self.key, cause = %err, "cannot cut a failed commit off the files");
             inner.broken = Some(err.to_string());
         }
-        inner.files = None;
+        self.files.forget();
         lock(&self.recent).clear();
         self.signal.send_modify(|signal| signal.epoch += 1);
     }
@@ -769,13 +776,5 @@ impl RunInner {
     /// The log summary.
     fn summary(&self) -> LocalRunLogSummary {
         LocalRunLogSummary::from_counts(self.counts, self.next_seq - 1)
-    }
-
-    /// The files, opened on first use.
-    fn files(&mut self, dir: &RunDir) -> Result<&mut RunFiles> {
-        if self.files.is_none() {
-            self.files = Some(RunFiles::open(dir)?);
-        }
-        Ok(self.files.as_mut().expect("opened above"))
     }
 }

@@ -1,31 +1,15 @@
-//! The files a run's commits write: its journal and its three channel
-//! files, open for appending; how a failed commit is cut back off them;
-//! and, with `--sync`, which of them have writes not yet synced.
+//! Writing a commit to the files it holds (a run's journal and the
+//! channel files it has entries for, from the descriptor cache, see
+//! `file_cache`); how a failed commit is cut back off them; and, with
+//! `--sync`, which of them have writes not yet synced.
 
-use std::{
-    fs::{File, OpenOptions},
-    io::Write,
-    path::Path,
-    sync::Arc,
-};
+use std::{fs::File, io::Write, path::Path, sync::Arc};
 
-use super::layout::RunDir;
+use super::{file_cache::CommitFiles, layout::RunDir};
 use crate::{
     error::{Result, StoreError},
     model::PerChannel,
 };
-
-/// The journal and channel files of one run, open for appending.
-///
-/// Shared (`Arc`), so that a group sync holds the files it syncs without
-/// the run's lock, while the next commits are written to them.
-#[derive(Debug)]
-pub(crate) struct RunFiles {
-    /// `journal.jsonl`.
-    journal: Arc<File>,
-    /// Each channel's log file.
-    logs: PerChannel<Arc<File>>,
-}
 
 /// Where a run's files end: the lengths a commit starts from, and a failed
 /// commit is cut back to.
@@ -37,22 +21,7 @@ pub(crate) struct FileLens {
     pub(crate) logs: PerChannel<u64>,
 }
 
-impl RunFiles {
-    /// Opens the journal and channel files of `dir` for appending.
-    pub(crate) fn open(dir: &RunDir) -> Result<Self> {
-        let open = |path: &Path| {
-            OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(path)
-                .map_err(|err| StoreError::io(format!("cannot open {}", path.display()), err))
-        };
-        Ok(Self {
-            journal: Arc::new(open(&dir.journal())?),
-            logs: PerChannel::try_from_fn(|channel| open(&dir.log(channel)).map(Arc::new))?,
-        })
-    }
-
+impl CommitFiles {
     /// Appends a commit: its journal line, then each channel's lines in
     /// one write. Nothing is synced here (see [`Unsynced`]).
     pub(crate) fn write_commit(
@@ -68,29 +37,36 @@ impl RunFiles {
             .map_err(|err| fail(&dir.journal(), err))?;
         for (channel, bytes) in entries.iter() {
             if !bytes.is_empty() {
-                (&*self.logs[channel])
-                    .write_all(bytes)
+                let mut file = self.logs[channel]
+                    .as_deref()
+                    .expect("a commit holds the files it has entries for");
+                file.write_all(bytes)
                     .map_err(|err| fail(&dir.log(channel), err))?;
             }
         }
         Ok(())
     }
 
-    /// Cuts every file back to `lens`.
+    /// Cuts the files the commit wrote back to `lens`; the others it did
+    /// not touch.
     pub(crate) fn truncate(&self, lens: &FileLens) -> std::io::Result<()> {
         self.journal.set_len(lens.journal)?;
-        self.logs
-            .iter()
-            .try_for_each(|(channel, file)| file.set_len(lens.logs[channel]))
+        self.logs.iter().try_for_each(|(channel, file)| match file {
+            Some(file) => file.set_len(lens.logs[channel]),
+            None => Ok(()),
+        })
     }
 }
 
 /// The files of a run written since their last sync: what the next group
 /// sync must flush (see `group_sync`).
 ///
-/// It holds the very files the commits wrote, not their paths: a file
-/// reopened after a failed commit is the same file on disk, and a sync of
-/// either handle flushes it.
+/// It holds the very files the commits wrote, not their paths, so that a
+/// file the descriptor cache closes meanwhile stays open until it is
+/// synced. It keeps the first handle written since the last sync: a file
+/// reopened since (after the cache closed it, or after a failed commit) is
+/// the same file on disk, a sync of either handle flushes it, and the
+/// older handle also reports a write-back error from before the reopen.
 #[derive(Debug, Default)]
 pub(crate) struct Unsynced {
     /// The journal, once a commit wrote to it.
@@ -102,11 +78,12 @@ pub(crate) struct Unsynced {
 impl Unsynced {
     /// Adds what a commit wrote: the journal, and the channel files it
     /// wrote `entries` to.
-    pub(crate) fn add(&mut self, files: &RunFiles, entries: &PerChannel<Vec<u8>>) {
-        self.journal = Some(Arc::clone(&files.journal));
+    pub(crate) fn add(&mut self, files: &CommitFiles, entries: &PerChannel<Vec<u8>>) {
+        self.journal
+            .get_or_insert_with(|| Arc::clone(&files.journal));
         for (channel, bytes) in entries.iter() {
-            if !bytes.is_empty() {
-                self.logs[channel] = Some(Arc::clone(&files.logs[channel]));
+            if let (false, Some(file)) = (bytes.is_empty(), &files.logs[channel]) {
+                self.logs[channel].get_or_insert_with(|| Arc::clone(file));
             }
         }
     }

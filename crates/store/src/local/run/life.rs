@@ -59,7 +59,7 @@ impl Run {
     /// Marks the run deleted, when it is terminal and no stream is open on
     /// it, and closes its files. From here on no stream can open on it.
     pub(crate) fn retire(&self) -> Result<(), Busy> {
-        let mut inner = self.inner();
+        let inner = self.inner();
         if !inner.state.status.is_terminal() {
             return Err(Busy::NotTerminal);
         }
@@ -71,7 +71,7 @@ impl Run {
             return Err(Busy::InUse);
         }
         life.deleted = true;
-        inner.files = None;
+        self.files.forget();
         Ok(())
     }
 
