@@ -633,9 +633,8 @@ async fn producers_sharing_a_handle_keep_their_order_under_backpressure() {
     server.stop().await;
 }
 
-/// A lone line, with nothing after it and no flush, reaches a follower
-/// once it has waited the handle's linger: the handle does not hold a
-/// line back until a batch is full.
+/// A lone line, with nothing after it and no flush, reaches a follower:
+/// the handle does not hold a line back until a batch is full.
 #[tokio::test]
 async fn a_lone_line_goes_out_after_the_linger() {
     let dir = tempfile::tempdir().unwrap();
