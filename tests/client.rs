@@ -558,3 +558,105 @@ async fn writers_lose_and_duplicate_nothing_across_a_kill_loop() {
     }
     assert!(sent.iter().all(|sent| *sent > 0), "{sent:?}");
 }
+
+/// Many producers on one handle (tasks with clones, and a plain thread
+/// with an output writer) while the handle's queue and buffer are small
+/// enough that they wait for room: every line is stored once, each
+/// producer's lines in the order it wrote them, and a flush after a
+/// producer's last line finds all of its lines stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_sharing_a_handle_keep_their_order_under_backpressure() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.typed_client().await;
+    let writer = client
+        .prepare_writer(
+            NewRun::new("t", "r"),
+            WriterOptions {
+                batch_bytes: 2 * 1024,
+                buffer_bytes: 8 * 1024,
+                ..WriterOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    const LINES: usize = 2_000;
+    let mut tasks = Vec::new();
+    for producer in 0..4 {
+        let writer = writer.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..LINES {
+                writer.stdout(format!("p{producer} {n}\n")).await.unwrap();
+            }
+            writer.flush().await.unwrap().stdout_chunk_count
+        }));
+    }
+    let thread_writer = writer.clone();
+    let thread = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut out = thread_writer.output_writer(pb::StreamLogChannel::Stderr);
+        for n in 0..LINES {
+            out.write_all(format!("t {n}\n").as_bytes()).unwrap();
+        }
+        out.close().unwrap();
+    });
+    for task in tasks {
+        let stored = task.await.unwrap();
+        assert!(stored >= LINES as u64, "a flush returned before its lines");
+    }
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+    let finished = writer
+        .finish(pb::RunStatus::Completed, Some(0), None)
+        .await
+        .unwrap();
+    assert_eq!(finished.summary.stdout_chunk_count, 4 * LINES as u64);
+    assert_eq!(finished.summary.stderr_chunk_count, LINES as u64);
+
+    let events = follow_all(&client, &RunKey::new("t", "r")).await;
+    let mut next = [0usize; 5];
+    for event in &events {
+        let text = match event {
+            FollowEvent::Stdout(chunk) | FollowEvent::Stderr(chunk) => &chunk.text,
+            _ => continue,
+        };
+        let (who, n) = text.trim_end().split_once(' ').unwrap();
+        let index = match who {
+            "t" => 4,
+            producer => producer[1..].parse().unwrap(),
+        };
+        assert_eq!(n.parse::<usize>().unwrap(), next[index], "{text:?}");
+        next[index] += 1;
+    }
+    assert_eq!(next, [LINES; 5]);
+    server.stop().await;
+}
+
+/// A lone line, with nothing after it and no flush, reaches a follower:
+/// the handle does not hold a line back until a batch is full.
+#[tokio::test]
+async fn a_lone_line_goes_out_after_the_linger() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.typed_client().await;
+    let writer = client
+        .prepare_writer(NewRun::new("t", "r"), WriterOptions::default())
+        .await
+        .unwrap();
+    let mut follow = client.follow(RunKey::new("t", "r"), FollowOptions::default());
+    writer.stdout("alone\n").await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = follow.next().await {
+            if let FollowEvent::Stdout(chunk) = event.unwrap() {
+                return chunk.text;
+            }
+        }
+        panic!("the follow ended");
+    })
+    .await
+    .expect("the line never came without a flush");
+    assert_eq!(seen, "alone\n");
+    drop(writer);
+    server.stop().await;
+}

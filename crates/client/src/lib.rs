@@ -17,7 +17,9 @@
 //!   retention ([`CollectOptions`]).
 //! - [`NewRun`], [`RunKey`]: naming runs, and describing a new one.
 //! - [`RunWriter`] (module `writer`): the worker's handle, over a
-//!   background task (`writer::session`) that batches, keeps and resends.
+//!   background task (`writer::session`) that batches, keeps and resends;
+//!   the handles hand it items through `writer::inbox`, a bounded list it
+//!   takes whole.
 //!   Its child `writer::output` holds [`OutputWriter`],
 //!   [`AsyncOutputWriter`] and [`Utf8Decoder`], which turn process output
 //!   into chunks; it uses the writer, and the writer only re-exports it.
@@ -37,10 +39,11 @@
 //!
 //! # Locking
 //!
-//! The locks are the writer's failure slot (why its task stopped), a
-//! spooled writer's appender and its list of refused state changes. Each
-//! is a `std::sync::Mutex`, held for one assignment, one clone or one
-//! `write` (the appender, rarely, for a rewrite of at most 8 MiB), and
+//! The locks are the writer's failure slot (why its task stopped), its
+//! inbox (the items its handles hand over), a spooled writer's appender
+//! and its list of refused state changes. Each is a `std::sync::Mutex`,
+//! held for one assignment, one clone, one push, one swap or one `write`
+//! (the appender, rarely, for a rewrite of at most 8 MiB), and
 //! never across an `.await`, so tokio's async mutex would buy nothing. Poisoning
 //! is recovered with `lock().unwrap_or_else(PoisonError::into_inner)`:
 //! such a short critical section cannot leave the value half-written, so

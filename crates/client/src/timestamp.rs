@@ -4,7 +4,10 @@
 //! A leaf module, so that `run` and `writer`, which both stamp, do not
 //! import each other for it.
 
-use std::cell::RefCell;
+use std::{
+    cell::RefCell,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 thread_local! {
     /// The last stamp this thread made, and its millisecond: a writer
@@ -15,11 +18,17 @@ thread_local! {
 
 /// Now, as JavaScript's `toISOString` writes it.
 pub(crate) fn now_iso() -> String {
-    let now = chrono::Utc::now();
-    let millis = now.timestamp_millis();
+    // The clock as milliseconds is all a stamp made in the same
+    // millisecond needs; chrono's calendar is only for a new one.
+    let millis = match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_millis()).unwrap_or(i64::MAX),
+        // A clock before 1970 is chrono's to count.
+        Err(_) => chrono::Utc::now().timestamp_millis(),
+    };
     LAST.with(|last| {
         let mut last = last.borrow_mut();
         if last.0 != millis {
+            let now = chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default();
             *last = (
                 millis,
                 now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

@@ -157,6 +157,23 @@ impl ItemMasker {
         out
     }
 
+    /// Masks `payloads` in place: what can be appended now, in order.
+    /// Without secrets and with nothing held, they are left as they are,
+    /// with no copy.
+    pub(crate) fn mask_all(&mut self, payloads: &mut Vec<Payload>) {
+        let shared = self.shared.clone();
+        let masker = shared.0.read().unwrap_or_else(PoisonError::into_inner);
+        if masker.is_empty() && self.holding().is_none() && self.waiting.is_empty() {
+            return;
+        }
+        drop(masker);
+        let mut out = Vec::with_capacity(payloads.len());
+        for payload in payloads.drain(..) {
+            out.extend(self.mask(payload));
+        }
+        *payloads = out;
+    }
+
     /// What has been held longer than [`HOLD_BACK`] at `now`, released,
     /// with what waited behind it, up to an item that starts to hold a
     /// tail of its own (its wait starts now). Also when what waits passes

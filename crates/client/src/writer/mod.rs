@@ -1,8 +1,8 @@
 //! The worker's handle on a run: appends lifecycle events and output,
 //! batched, bounded, and carried across reconnections.
 //!
-//! A [`RunWriter`] hands items to a background task (see `session`) over a
-//! bounded queue. The task gives each item the writer's next sequence
+//! A [`RunWriter`] hands items to a background task (see `session`)
+//! through a bounded list that the task takes whole (see `inbox`). The task gives each item the writer's next sequence
 //! number, sends items in batches on one Append stream, and keeps every
 //! item until the server is known to hold it. When the stream breaks, it
 //! asks the server what it holds from this writer and sends the rest again,
@@ -17,6 +17,7 @@
 //! module `output`; they use this module's queue and limits, and this
 //! module only re-exports their names.
 
+mod inbox;
 mod masking;
 mod output;
 mod session;
@@ -39,6 +40,7 @@ pub(crate) use self::masking::SharedMasker;
 pub use self::output::{AsyncOutputWriter, OutputWriter, Utf8Decoder};
 pub use self::spool::SpoolOptions;
 use self::{
+    inbox::Inbox,
     masking::ItemMasker,
     session::{Command, Progress, Session, Spooled},
     spool::{Spool, SpoolHeader},
@@ -145,8 +147,10 @@ struct Inner {
     writer_id: String,
     /// The generated client, for unary calls.
     stub: LoggingClient,
-    /// The queue to the session task.
+    /// Flushes and the end of the lease, to the session task.
     commands: mpsc::Sender<Command>,
+    /// Items, to the session task of a writer that is not spooled.
+    inbox: Arc<Inbox>,
     /// Why the session stopped, once it did.
     failure: Arc<Mutex<Option<tonic::Status>>>,
     /// The largest text or message of one entry the server takes.
@@ -223,9 +227,11 @@ impl RunWriter {
         let batch_bytes = options.batch_bytes.clamp(1, (max_message / 2).max(1));
         let failure = Arc::new(Mutex::new(None));
         let masker = SharedMasker::new(options.secrets.clone());
-        // Few commands wait here: the bytes they hold are on top of the
-        // session's buffer.
         let (commands, receiver) = mpsc::channel(32);
+        // A batch's worth of items waits here, on top of the session's
+        // buffer: the handles fill the next batch while the session sends
+        // the last.
+        let inbox = Arc::new(Inbox::new(batch_bytes, batch_bytes, max_batch_entries));
         let session = Session::new(
             stub.clone(),
             key.clone(),
@@ -241,6 +247,7 @@ impl RunWriter {
                 lease_ms: lease_ms(options.lease),
             },
             receiver,
+            inbox.clone(),
             failure.clone(),
             None,
             Some(ItemMasker::new(masker.clone(), max_entry_bytes)),
@@ -253,6 +260,7 @@ impl RunWriter {
                 writer_id,
                 stub,
                 commands,
+                inbox,
                 failure,
                 max_entry_bytes,
                 max_data_bytes,
@@ -329,6 +337,8 @@ impl RunWriter {
         let progress = Arc::new(Progress::default());
         let failure = Arc::new(Mutex::new(None));
         let (commands, receiver) = mpsc::channel(32);
+        // The handles of a spooled writer put items in its spool instead.
+        let inbox = Arc::new(Inbox::new(1, 1, 1));
         let reader = spool.reader().map_err(|err| ClientError::InvalidInput {
             what: "spool",
             reason: format!("cannot read {}: {err}", spool.path().display()),
@@ -348,6 +358,7 @@ impl RunWriter {
                 lease_ms: lease_ms(options.lease),
             },
             receiver,
+            inbox.clone(),
             failure.clone(),
             Some(Spooled::new(
                 spool.clone(),
@@ -366,6 +377,7 @@ impl RunWriter {
                 writer_id: header.writer_id,
                 stub,
                 commands,
+                inbox,
                 failure,
                 // Until the server says otherwise, its limits are the
                 // defaults it starts with.
@@ -747,8 +759,8 @@ impl RunWriter {
             return Ok(());
         }
         self.inner
-            .commands
-            .send(Command::Item(payload))
+            .inbox
+            .push(payload)
             .await
             .map_err(|_| self.stopped())
     }
@@ -759,10 +771,7 @@ impl RunWriter {
             spool.push_item(payload);
             return Ok(());
         }
-        self.inner
-            .commands
-            .blocking_send(Command::Item(payload))
-            .map_err(|_| self.stopped())
+        futures::executor::block_on(self.inner.inbox.push(payload)).map_err(|_| self.stopped())
     }
 
     /// The largest output chunk the server takes, for the output writers.
@@ -770,9 +779,9 @@ impl RunWriter {
         self.inner.max_entry_bytes
     }
 
-    /// The queue's sender, for the async output writer.
-    fn command_sender(&self) -> mpsc::Sender<Command> {
-        self.inner.commands.clone()
+    /// The queue, for the async output writer.
+    fn inbox(&self) -> &Arc<Inbox> {
+        &self.inner.inbox
     }
 
     /// The error that stopped the session.

@@ -20,9 +20,9 @@ use std::{
 };
 
 use tokio::io::AsyncWrite;
-use tokio_util::sync::PollSender;
+use tokio_util::sync::PollSemaphore;
 
-use super::{Command, RunWriter, chunk_payload};
+use super::{RunWriter, chunk_payload};
 use crate::{ClientError, pb};
 
 /// The most input bytes one chunk is made of.
@@ -218,10 +218,10 @@ impl io::Write for OutputWriter {
 /// ```
 #[derive(Debug)]
 pub struct AsyncOutputWriter {
-    /// For the error that stopped the writer.
+    /// Where chunks go.
     writer: RunWriter,
-    /// The writer's queue, polled for room.
-    sender: PollSender<Command>,
+    /// The room of the writer's queue, polled for.
+    room: PollSemaphore,
     /// Which channel.
     channel: pb::StreamLogChannel,
     /// Holds split characters back.
@@ -232,25 +232,39 @@ impl AsyncOutputWriter {
     /// A writer of `channel` chunks into `writer`.
     fn new(writer: RunWriter, channel: pb::StreamLogChannel) -> Self {
         Self {
-            sender: PollSender::new(writer.command_sender()),
+            room: PollSemaphore::new(writer.inbox().room()),
             writer,
             channel,
             decoder: Utf8Decoder::default(),
         }
     }
 
-    /// Queues `text` once the queue has room, which `poll_reserve` made.
-    fn send(&mut self, text: String) -> io::Result<()> {
-        if text.is_empty() {
-            self.sender.abort_send();
-            return Ok(());
+    /// Waits for room in the queue for a chunk of `input` bytes, which
+    /// may become up to three times as many (and a held-back character).
+    fn poll_room(&mut self, cx: &mut Context<'_>, input: usize) -> Poll<io::Result<Room>> {
+        let inbox = self.writer.inbox();
+        let bound = (input * 3 + 64).min(inbox.capacity());
+        let bound = u32::try_from(bound).unwrap_or(u32::MAX);
+        match ready!(self.room.poll_acquire_many(cx, bound)) {
+            Some(permit) => Poll::Ready(Ok(Room(permit))),
+            None => Poll::Ready(Err(to_io(self.writer.stopped()))),
         }
-        let payload = chunk_payload(self.channel, text);
-        self.sender
-            .send_item(Command::Item(payload))
-            .map_err(|_| to_io(self.writer.stopped()))
+    }
+
+    /// Queues `text` with the `room` taken for it; none is queued for
+    /// empty text.
+    fn send(&self, text: String, room: Room) {
+        if !text.is_empty() {
+            let payload = chunk_payload(self.channel, text);
+            self.writer.inbox().put_with(payload, room.0);
+        }
     }
 }
+
+/// Room in the writer's queue, taken for one chunk; given back when
+/// dropped unused.
+#[derive(Debug)]
+struct Room(tokio::sync::OwnedSemaphorePermit);
 
 impl AsyncWrite for AsyncOutputWriter {
     fn poll_write(
@@ -268,11 +282,10 @@ impl AsyncWrite for AsyncOutputWriter {
             }
             return Poll::Ready(Ok(taken));
         }
-        if let Err(_closed) = ready!(this.sender.poll_reserve(cx)) {
-            return Poll::Ready(Err(to_io(this.writer.stopped())));
-        }
+        let room = ready!(this.poll_room(cx, taken))?;
         let text = this.decoder.decode(&buf[..taken]);
-        Poll::Ready(this.send(text).map(|()| taken))
+        this.send(text, room);
+        Poll::Ready(Ok(taken))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -288,11 +301,10 @@ impl AsyncWrite for AsyncOutputWriter {
             spool.push_item(chunk_payload(this.channel, this.decoder.finish()));
             return Poll::Ready(Ok(()));
         }
-        if let Err(_closed) = ready!(this.sender.poll_reserve(cx)) {
-            return Poll::Ready(Err(to_io(this.writer.stopped())));
-        }
+        let room = ready!(this.poll_room(cx, 0))?;
         let rest = this.decoder.finish();
-        Poll::Ready(this.send(rest))
+        this.send(rest, room);
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -37,6 +37,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, warn};
 
 use super::{
+    inbox::Inbox,
     masking::{ItemMasker, SharedMasker},
     spool::{Record, Spool, SpoolReader},
 };
@@ -47,11 +48,10 @@ use crate::{
     pb::{self, append_item::Payload},
 };
 
-/// What a handle asks of the task.
+/// What a handle asks of the task, besides items (which come through the
+/// [`Inbox`]).
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Append an item.
-    Item(Payload),
     /// Reply once everything queued before is stored.
     Flush(oneshot::Sender<Result<pb::LocalRunLogSummary, tonic::Status>>),
     /// For a spooled writer: reply once everything before this logical
@@ -206,6 +206,10 @@ pub(crate) struct Session {
     limits: Limits,
     /// Commands from the handles.
     commands: mpsc::Receiver<Command>,
+    /// Items from the handles of a writer that is not spooled.
+    inbox: Arc<Inbox>,
+    /// The items last taken from the inbox; kept for its allocation.
+    taken: Vec<Payload>,
     /// Why the session stopped, for the handles to report.
     failure: Arc<Mutex<Option<tonic::Status>>>,
     /// Items the server is not known to hold, in order.
@@ -251,6 +255,7 @@ impl Session {
         last_writer_seq: u64,
         limits: Limits,
         commands: mpsc::Receiver<Command>,
+        inbox: Arc<Inbox>,
         failure: Arc<Mutex<Option<tonic::Status>>>,
         spooled: Option<Spooled>,
         masking: Option<ItemMasker>,
@@ -262,6 +267,8 @@ impl Session {
             writer_id,
             limits,
             commands,
+            inbox,
+            taken: Vec::new(),
             failure,
             kept: VecDeque::new(),
             kept_bytes: 0,
@@ -298,6 +305,7 @@ impl Session {
                 }
             }
             // Tell waiting flushes, and refuse what is still queued.
+            self.inbox.close();
             self.commands.close();
             while let Some(command) = self.commands.recv().await {
                 if let Command::Flush(reply) | Command::FlushTo(_, reply) = command {
@@ -319,20 +327,16 @@ impl Session {
                 .as_ref()
                 .and_then(ItemMasker::next_due)
                 .map(Instant::from_std);
+            let inbox_due = if full {
+                None
+            } else {
+                self.inbox.due(self.limits.linger)
+            };
             let call = self.stream.as_mut().map(|stream| &mut stream.call);
             tokio::select! {
                 command = self.commands.recv(), if !full => match command {
-                    Some(Command::Item(payload)) => {
-                        let payloads = match &mut self.masking {
-                            Some(masking) => masking.mask(payload),
-                            None => vec![payload],
-                        };
-                        self.number(payloads);
-                        if self.unsent_bytes >= self.limits.batch_bytes {
-                            self.send_unsent().await?;
-                        }
-                    }
                     Some(Command::Flush(reply) | Command::FlushTo(_, reply)) => {
+                        self.take_inbox();
                         self.release_held();
                         let result = self.flush().await;
                         let stop = result.as_ref().err().cloned();
@@ -343,11 +347,19 @@ impl Session {
                     }
                     Some(Command::Ended) => self.end_lease(),
                     None => {
+                        self.take_inbox();
                         self.release_held();
                         self.flush().await?;
                         return Ok(());
                     }
                 },
+                // A handle put the first item of a batch in, or filled
+                // one: the next turn knows when the inbox is due.
+                () = self.inbox.rung(), if !full => {}
+                () = sleep_until(inbox_due), if inbox_due.is_some() => {
+                    let since = self.take_inbox();
+                    self.send_batches(since).await?;
+                }
                 () = sleep_until(send_by), if send_by.is_some() => self.send_unsent().await?,
                 () = sleep_until(beat), if beat.is_some() => self.beat().await?,
                 () = sleep_until(held), if held.is_some() => {
@@ -364,8 +376,44 @@ impl Session {
         }
     }
 
+    /// Takes every item in the inbox, masks, numbers and keeps them;
+    /// returns when the first of them was put in.
+    fn take_inbox(&mut self) -> Option<Instant> {
+        let mut taken = std::mem::take(&mut self.taken);
+        let since = self.inbox.take(&mut taken);
+        if let Some(masking) = &mut self.masking {
+            masking.mask_all(&mut taken);
+        }
+        self.number(taken.drain(..));
+        self.taken = taken;
+        since
+    }
+
+    /// After taking the inbox, whose first item came at `since`: sends
+    /// every unsent item once that has waited the linger, else only the
+    /// full batches among them; the rest, less than a batch, goes at the
+    /// end of that item's linger at the latest.
+    async fn send_batches(&mut self, since: Option<Instant>) -> Result<(), tonic::Status> {
+        let Some(due) = since.map(|since| since + self.limits.linger) else {
+            return Ok(());
+        };
+        let all = due <= Instant::now();
+        while let Err(status) = self.try_send(all).await {
+            self.reconnect(status).await?;
+        }
+        self.send_by = match self.send_by {
+            _ if self.unsent_bytes == 0 => None,
+            Some(send_by) => Some(send_by.min(due)),
+            None => Some(due),
+        };
+        if self.kept_bytes >= self.limits.buffer_bytes / 2 {
+            self.trim().await?;
+        }
+        Ok(())
+    }
+
     /// Numbers `payloads` in order and keeps them.
-    fn number(&mut self, payloads: Vec<Payload>) {
+    fn number(&mut self, payloads: impl IntoIterator<Item = Payload>) {
         for payload in payloads {
             self.last_taken += 1;
             let item = pb::AppendItem {
@@ -434,8 +482,6 @@ impl Session {
     fn spooled_command(&mut self, command: Option<Command>) {
         let spooled = self.spooled.as_mut().expect("a spooled session");
         match command {
-            // A spooled handle writes items and flushes through the spool.
-            Some(Command::Item(_)) => {}
             Some(Command::Flush(reply)) => {
                 let end = spooled.spool.end();
                 spooled.waiters.push((end, reply));
@@ -733,7 +779,7 @@ impl Session {
 
     /// Sends every unsent item, reconnecting as long as that takes.
     async fn send_unsent(&mut self) -> Result<(), tonic::Status> {
-        while let Err(status) = self.try_send_unsent().await {
+        while let Err(status) = self.try_send(true).await {
             self.reconnect(status).await?;
         }
         // Items behind a state change not applied yet are still unsent:
@@ -754,9 +800,10 @@ impl Session {
             .map_or(u64::MAX, |barrier| barrier.after_seq)
     }
 
-    /// Sends every unsent item on the current stream, opening one if none
-    /// is open. An error means the stream broke.
-    async fn try_send_unsent(&mut self) -> Result<(), tonic::Status> {
+    /// Sends the unsent items on the current stream, opening one if none
+    /// is open: every one with `all`, else only full batches. An error
+    /// means the stream broke.
+    async fn try_send(&mut self, all: bool) -> Result<(), tonic::Status> {
         let limit = self.send_limit();
         let mut index = self
             .kept
@@ -765,28 +812,39 @@ impl Session {
             kept.get(index)
                 .is_some_and(|kept| kept.item.writer_seq <= limit)
         };
-        if !sendable(index, &self.kept) {
-            // Nothing to send; a stream is opened once there is.
-            return Ok(());
-        }
-        if self.stream.is_none() {
-            self.open();
-        }
+        // Nothing to send: a stream is opened once there is.
         while sendable(index, &self.kept) {
-            let mut items = Vec::new();
+            let mut end = index;
             let mut bytes = 0;
-            while let Some(kept) = self.kept.get(index) {
-                if kept.item.writer_seq > limit
-                    || (!items.is_empty()
-                        && (bytes + kept.size > self.limits.batch_bytes
-                            || items.len() >= self.limits.batch_items))
-                {
+            let mut full = false;
+            while let Some(kept) = self.kept.get(end) {
+                if kept.item.writer_seq > limit {
                     break;
                 }
-                items.push(kept.item.clone());
+                if end > index
+                    && (bytes + kept.size > self.limits.batch_bytes
+                        || end - index >= self.limits.batch_items)
+                {
+                    full = true;
+                    break;
+                }
                 bytes += kept.size;
-                index += 1;
+                end += 1;
             }
+            full |= bytes >= self.limits.batch_bytes || end - index >= self.limits.batch_items;
+            if !all && !full {
+                // Less than a batch: it waits for company.
+                break;
+            }
+            if self.stream.is_none() {
+                self.open();
+            }
+            let items: Vec<_> = self
+                .kept
+                .range(index..end)
+                .map(|kept| kept.item.clone())
+                .collect();
+            index = end;
             let last = items.last().map_or(self.last_sent, |item| item.writer_seq);
             self.send_request(pb::AppendLogsRequest {
                 open: None,

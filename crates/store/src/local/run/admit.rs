@@ -6,7 +6,7 @@ use super::Run;
 use crate::{
     error::{EntryPart, Result, StoreError},
     model::{AppendItem, AppendPayload, WorkerLifecycleEventType},
-    time::normalize_iso,
+    time::normalize_iso_in_place,
 };
 
 /// What [`Run::admit`] found in a writer's items.
@@ -116,7 +116,7 @@ impl Run {
             }
         };
         if let Some(time) = created_at {
-            *time = normalize_iso("created_at", time)?;
+            normalize_iso_in_place("created_at", time)?;
         }
         Ok(())
     }
