@@ -362,7 +362,8 @@ impl Ingest {
                     // in its own entry instead.
                     found += self.release_channel(index, &masker);
                 }
-                let released = self.streams[index].push(&masker, &chunk.text);
+                let released =
+                    self.streams[index].push_owned(&masker, std::mem::take(&mut chunk.text));
                 found += released.occurrences;
                 chunk.text = released.text;
                 found += mask_in_place(rules, &mut chunk.text);
