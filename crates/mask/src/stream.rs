@@ -45,8 +45,11 @@
 //! # Cost
 //!
 //! A push is O(chunk + held): one overlapping automaton pass and one pass
-//! per rule over held + chunk, plus a pass over at most the longest form's
-//! length at the end. The held tail is bounded by the longest form, by
+//! of the rules' literal prefilter over held + chunk (and one pass per
+//! rule only when the prefilter finds a literal some rule's match starts
+//! with), plus a pass over at most the longest form's length at the end. A
+//! chunk that passes, pushed with [`StreamMasker::push_owned`], is not
+//! copied. The held tail is bounded by the longest form, by
 //! [`MAX_RULE_HOLD`], or by a chain of overlapping matches at the end
 //! (which needs secrets overlapping each other end to end).
 
