@@ -156,9 +156,7 @@ impl Masker {
         if let Some(matcher) = self.matcher() {
             matcher.find_all(text, &mut found);
         }
-        for rule in self.rules.iter() {
-            found.extend(rule.regex().find_iter(text).map(|m| m.range()));
-        }
+        self.rules.find_all(text, &mut found);
         spans::merge(&mut found);
         found
     }

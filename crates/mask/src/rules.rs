@@ -12,8 +12,11 @@
 //! whole texts and matches that arrive in one chunk.
 
 use std::fmt;
+use std::ops::Range;
 
+use aho_corasick::{AhoCorasick, MatchKind};
 use regex::Regex;
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
 /// One named pattern.
 #[derive(Clone)]
@@ -75,6 +78,12 @@ pub struct Rules {
     /// The rules, searched one after the other (each with its own literal
     /// prefilter, which is faster than one alternation of all of them).
     rules: Vec<Rule>,
+    /// One automaton over the literals some rule's match must start with,
+    /// for all rules: a text none of them occurs in matches no rule, which
+    /// one pass tells, where the rules' own searches take one pass each.
+    /// `None` when some rule has no such finite set of literals (its
+    /// matches may start with anything), and then every rule is searched.
+    prefilter: Option<AhoCorasick>,
 }
 
 impl Rules {
@@ -97,8 +106,9 @@ impl Rules {
                     regex: Regex::new(pattern.as_ref())?,
                 })
             })
-            .collect::<Result<_, regex::Error>>()?;
-        Ok(Self { rules })
+            .collect::<Result<Vec<Rule>, regex::Error>>()?;
+        let prefilter = build_prefilter(&rules);
+        Ok(Self { rules, prefilter })
     }
 
     /// The built-in rules: GitHub tokens (`ghp_`, `gho_`, `ghu_`, `ghs_`,
@@ -116,6 +126,7 @@ impl Rules {
     /// Adds the rules of `other` after these.
     pub fn extend(&mut self, other: Rules) {
         self.rules.extend(other.rules);
+        self.prefilter = build_prefilter(&self.rules);
     }
 
     /// The rules, in the order they were given.
@@ -132,6 +143,68 @@ impl Rules {
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
+
+    /// Pushes the byte range of every match of every rule in `text` onto
+    /// `spans` (each rule's matches leftmost-first and non-overlapping, as
+    /// its own search reports them).
+    pub(crate) fn find_all(&self, text: &str, spans: &mut Vec<Range<usize>>) {
+        if !self.may_match(text) {
+            return;
+        }
+        for rule in &self.rules {
+            spans.extend(rule.regex.find_iter(text).map(|m| m.range()));
+        }
+    }
+
+    /// Whether any rule matches somewhere in `text`.
+    pub(crate) fn is_match(&self, text: &str) -> bool {
+        self.may_match(text) && self.rules.iter().any(|rule| rule.regex.is_match(text))
+    }
+
+    /// Whether `text` contains a literal some rule's match starts with
+    /// (always, when there is no prefilter and some rule).
+    fn may_match(&self, text: &str) -> bool {
+        match &self.prefilter {
+            Some(prefilter) => prefilter.is_match(text),
+            None => !self.rules.is_empty(),
+        }
+    }
+}
+
+/// The automaton over the literals that every match of some rule starts
+/// with; `None` when there are no rules, or some rule's matches may start
+/// with anything (an empty literal, or too many to list).
+fn build_prefilter(rules: &[Rule]) -> Option<AhoCorasick> {
+    if rules.is_empty() {
+        return None;
+    }
+    let mut literals: Vec<Vec<u8>> = Vec::new();
+    for rule in rules {
+        literals.extend(required_prefixes(rule.regex.as_str())?);
+    }
+    // Leftmost-first semantics, although only "is there one" is asked:
+    // the automaton's SIMD literal searcher (Teddy) serves only leftmost
+    // semantics, and without it the search steps byte by byte. The rules
+    // may match nothing at all; an automaton over no literals then
+    // rightly matches nothing.
+    AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostFirst)
+        .build(&literals)
+        .ok()
+}
+
+/// The literals every match of `pattern` starts with, as the regex crate's
+/// own literal extraction finds them (with its limits); `None` when that
+/// set is not finite or holds the empty string.
+fn required_prefixes(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    // The same syntax options as `Regex::new`'s defaults.
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let literals = seq.literals()?;
+    if literals.iter().any(|literal| literal.as_bytes().is_empty()) {
+        return None;
+    }
+    Some(literals.iter().map(|l| l.as_bytes().to_vec()).collect())
 }
 
 #[cfg(test)]

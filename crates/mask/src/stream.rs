@@ -45,8 +45,11 @@
 //! # Cost
 //!
 //! A push is O(chunk + held): one overlapping automaton pass and one pass
-//! per rule over held + chunk, plus a pass over at most the longest form's
-//! length at the end. The held tail is bounded by the longest form, by
+//! of the rules' literal prefilter over held + chunk (and one pass per
+//! rule only when the prefilter finds a literal some rule's match starts
+//! with), plus a pass over at most the longest form's length at the end. A
+//! chunk that passes, pushed with [`StreamMasker::push_owned`], is not
+//! copied. The held tail is bounded by the longest form, by
 //! [`MAX_RULE_HOLD`], or by a chain of overlapping matches at the end
 //! (which needs secrets overlapping each other end to end).
 
@@ -102,6 +105,24 @@ impl StreamMasker {
                 occurrences: 0,
             };
         }
+        self.push_after_held(masker, chunk)
+    }
+
+    /// As [`push`](Self::push), for a chunk the caller owns: a chunk that
+    /// goes out as it is (the common case) is returned without a copy.
+    pub fn push_owned(&mut self, masker: &Masker, chunk: String) -> Masked {
+        if self.held.is_empty() && Self::passes(masker, &chunk) {
+            return Masked {
+                text: chunk,
+                occurrences: 0,
+            };
+        }
+        self.push_after_held(masker, &chunk)
+    }
+
+    /// Masks `chunk` after what was held, releasing what is safe and
+    /// holding the rest.
+    fn push_after_held(&mut self, masker: &Masker, chunk: &str) -> Masked {
         let mut text = std::mem::take(&mut self.held);
         text.push_str(chunk);
         let found = masker.spans(&text);
@@ -156,8 +177,7 @@ impl StreamMasker {
         }
         let rules = masker.rules();
         rules.is_empty()
-            || (!chunk.bytes().next_back().is_some_and(is_token_byte)
-                && !rules.iter().any(|rule| rule.regex().is_match(chunk)))
+            || (!chunk.bytes().next_back().is_some_and(is_token_byte) && !rules.is_match(chunk))
     }
 
     /// How many bytes at the end of `text` to hold: the longer of the open

@@ -250,6 +250,119 @@ fn random_chunkings_equal_whole_text_masking() {
     }
 }
 
+/// Every match of every rule, searched one rule after the other without
+/// the rules' literal prefilter, merged: what masking gave before the
+/// prefilter, and what it must still give.
+fn rule_spans_unfiltered(rules: &Rules, text: &str) -> Vec<std::ops::Range<usize>> {
+    let mut found: Vec<_> = rules
+        .iter()
+        .flat_map(|rule| rule.regex().find_iter(text).map(|m| m.range()))
+        .collect();
+    crate::spans::merge(&mut found);
+    found
+}
+
+/// Random text with a token of every default rule's kind, near misses of
+/// each and matches of configured rules (one case-insensitive, one whose
+/// matches may start with anything, which turns the prefilter off) planted
+/// at random places: the prefiltered rules find what every rule searched
+/// on its own finds, in whole texts and in every chunk of random cuts, and
+/// streaming those chunks (with and without a copy) gives the unfiltered
+/// whole-text result.
+#[test]
+fn prefiltered_rules_equal_every_rule_searched() {
+    let default = Rules::default_rules();
+    let mut configured = Rules::default_rules();
+    configured.extend(Rules::new([("case-insensitive", "(?i)tok_[a-z]{8}")]).unwrap());
+    let mut open = configured.clone();
+    open.extend(Rules::new([("no-prefix", r"[a-z]+=secret")]).unwrap());
+    let pieces = [
+        "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+        "gho_0123456789abcdefghijABCDEFGHIJ0123456789",
+        "ghu_0123456789",
+        "ghr_",
+        "github_pat_AAAAAAAAAAAAAAAAAAAAAA_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+        "github_pat_short",
+        "AKIAIOSFODNN7EXAMPLE",
+        "ASIAY34FZKBOKMUTVV7A",
+        "AKIA1234",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+        "eyJhbGciOiJIUzI1NiJ9.",
+        "eyJ",
+        "xoxb-1234567890-abcdefghij",
+        "xoxp-12",
+        "xox",
+        "TOK_abcdefgh",
+        "tok_AbCdEfGh",
+        "tok_abc",
+        "key=secret",
+        "=secret",
+        "gh",
+        "AKI",
+        " ",
+        " ",
+        "\n",
+        "ok",
+        "é",
+        "=",
+        "-",
+        "_",
+        "word",
+        "Compiling crate",
+    ];
+    let mut rng = fastrand::Rng::with_seed(0x7275_6c65);
+    for rules in [default, configured, open] {
+        let m = masker(&[], rules.clone());
+        for round in 0..400 {
+            let text: String = (0..rng.usize(1..60))
+                .map(|_| pieces[rng.usize(..pieces.len())])
+                .collect();
+            let expected_spans = rule_spans_unfiltered(&rules, &text);
+            let mut expected = String::new();
+            crate::spans::replace_into(&text, &expected_spans, &mut expected);
+            assert_eq!(m.spans(&text), expected_spans, "round {round}: {text:?}");
+            assert_eq!(
+                m.mask(&text),
+                (expected.as_str().into(), expected_spans.len()),
+                "round {round}: {text:?}"
+            );
+            let boundaries = inner_boundaries(&text);
+            for _ in 0..10 {
+                let mut cuts: Vec<usize> = (0..rng.usize(0..10))
+                    .filter(|_| !boundaries.is_empty())
+                    .map(|_| boundaries[rng.usize(..boundaries.len())])
+                    .collect();
+                cuts.sort_unstable();
+                cuts.dedup();
+                let mut chunks = Vec::new();
+                let mut at = 0;
+                for cut in cuts {
+                    chunks.push(&text[at..cut]);
+                    at = cut;
+                }
+                chunks.push(&text[at..]);
+                for chunk in &chunks {
+                    let unfiltered = rule_spans_unfiltered(&rules, chunk);
+                    assert_eq!(m.spans(chunk), unfiltered, "{chunk:?}");
+                    assert_eq!(rules.is_match(chunk), !unfiltered.is_empty(), "{chunk:?}");
+                }
+                assert_eq!(
+                    run(&m, &chunks),
+                    (expected.clone(), expected_spans.len()),
+                    "round {round}: {chunks:?}"
+                );
+                let mut stream = StreamMasker::new();
+                let mut out = String::new();
+                for chunk in &chunks {
+                    out.push_str(&stream.push_owned(&m, (*chunk).to_owned()).text);
+                }
+                out.push_str(&stream.flush(&m).text);
+                assert_eq!(out, expected, "round {round}: {chunks:?}");
+            }
+        }
+    }
+}
+
 /// `Debug` shows how much is held, not what.
 #[test]
 fn debug_does_not_show_held_text() {

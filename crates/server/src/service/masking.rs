@@ -332,13 +332,26 @@ impl Ingest {
 
     /// Masks `item` and queues it behind the others.
     pub(crate) fn take(&mut self, mut item: AppendItem) {
-        let shared = self.run.masker.clone();
-        let masker = read(&shared);
-        let maskers = self.run.maskers.clone();
-        let rules = &maskers.rules;
         let duplicate = item.writer_seq <= self.last_seq;
         self.last_seq = self.last_seq.max(item.writer_seq);
         let mut found = 0;
+        if let AppendPayload::Chunk(channel, chunk) = &item.payload {
+            let index = channel_index(*channel);
+            if !duplicate
+                && self.streams[index].held_len() + chunk.text.len() > self.max_entry_bytes
+            {
+                // Joined, the chunk would pass the entry limit and be
+                // refused, again at every re-send: the held tail stays
+                // in its own entry instead.
+                let shared = self.run.masker.clone();
+                found += self.release_channel(index, &read(&shared));
+            }
+        }
+        // Borrowed from the fields, not cloned: the run's masker and the
+        // rules are shared by many streams, and every clone and drop of
+        // their `Arc`s is an atomic write to a contended cache line.
+        let masker = read(&self.run.masker);
+        let rules = &self.run.maskers.rules;
         match &mut item.payload {
             AppendPayload::Event(event) => {
                 found += mask_in_place(&masker, &mut event.message);
@@ -356,13 +369,8 @@ impl Ingest {
             }
             AppendPayload::Chunk(channel, chunk) => {
                 let index = channel_index(*channel);
-                if self.streams[index].held_len() + chunk.text.len() > self.max_entry_bytes {
-                    // Joined, the chunk would pass the entry limit and be
-                    // refused, again at every re-send: the held tail stays
-                    // in its own entry instead.
-                    found += self.release_channel(index, &masker);
-                }
-                let released = self.streams[index].push(&masker, &chunk.text);
+                let released =
+                    self.streams[index].push_owned(&masker, std::mem::take(&mut chunk.text));
                 found += released.occurrences;
                 chunk.text = released.text;
                 found += mask_in_place(rules, &mut chunk.text);
