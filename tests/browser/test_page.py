@@ -247,14 +247,24 @@ def test_channel_filter_and_timestamps(server, page):
     expect(page.locator("#log span.ts").first).to_be_visible()
 
 
-# Writes 50,000 lines `row N`, 4 to a write with a pause between writes, so
-# that they are stored as some 12,000 entries: more than the page loads at
-# once (5,000).
-MANY_ENTRIES = (
-    "import os, time\n"
+# Python that waits until `baa-log exec` has read everything written to a
+# pipe (`FIONREAD` counts the bytes a pipe holds, from either end): each
+# write is then a read and an entry of its own, however busy the machine,
+# where a pause alone lets a starved exec read many writes as one.
+DRAINED = (
+    "import fcntl, os, struct, termios, time\n"
+    "def drained(fd):\n"
+    "    while struct.unpack('i', fcntl.ioctl(fd, termios.FIONREAD, b'\\0' * 4))[0]:\n"
+    "        time.sleep(0.0001)\n"
+)
+
+# Writes 50,000 lines `row N`, 4 to a write, each write read before the
+# next, so that they are stored as 12,500 entries: more than the page loads
+# at once (5,000).
+MANY_ENTRIES = DRAINED + (
     "for i in range(1, 50001, 4):\n"
     "    os.write(1, ''.join(f'row {n}\\n' for n in range(i, i + 4)).encode())\n"
-    "    time.sleep(0.0001)\n"
+    "    drained(1)\n"
 )
 
 
@@ -584,12 +594,12 @@ def shown_rows(page):
 
 # 12,000 entries: stdout chunks end their line, stderr chunks end in the
 # middle of one that the next stderr chunk ends.
-SPLIT_LINES = (
-    "import os, time\n"
+SPLIT_LINES = DRAINED + (
     "for i in range(1, 6001):\n"
     "    os.write(1, f'out {i}\\n'.encode())\n"
     "    os.write(2, f'{i - 1}\\nerr {i} part-'.encode())\n"
-    "    time.sleep(0.0001)\n"
+    "    drained(1)\n"
+    "    drained(2)\n"
     "os.write(2, b'end\\n')\n"
 )
 
