@@ -467,6 +467,8 @@ impl ChannelReader {
         if let Err(err) = read
             && err.kind() != io::ErrorKind::UnexpectedEof
         {
+            // Nothing of the commit stays behind in the buffer.
+            self.buf.truncate(kept);
             return Err(StoreError::io(
                 format!("cannot read {}", self.path.display()),
                 err,

@@ -116,7 +116,15 @@ impl JournalCursor {
         self.buf.reserve(READ_CHUNK);
         let mut file = self.file.as_ref().expect("opened above");
         file.seek(SeekFrom::Start(self.offset))?;
-        let read = file.take(READ_CHUNK as u64).read_to_end(&mut self.buf)?;
+        let kept = self.buf.len();
+        let read = match file.take(READ_CHUNK as u64).read_to_end(&mut self.buf) {
+            Ok(read) => read,
+            Err(err) => {
+                // What a failed read appended is not counted in `offset`.
+                self.buf.truncate(kept);
+                return Err(err);
+            }
+        };
         self.offset += read as u64;
         let mut taken = 0;
         let buf_start = self.offset - self.buf.len() as u64;
