@@ -24,7 +24,7 @@ sys.stdout.write("split: " + s[:5]); sys.stdout.flush(); time.sleep(0.05)
 sys.stdout.write(s[5:9]); sys.stdout.flush(); time.sleep(0.05)
 sys.stdout.write(s[9:] + " end\n"); sys.stdout.flush()
 for prefix in ["", "u", "us", "user:"]:
-    print("b64:", base64.b64encode((prefix + s + "!").encode()).decode())
+    sys.stdout.write("b64: " + base64.b64encode((prefix + s + "!").encode()).decode() + "\n")
 print("url:", urllib.parse.quote("a b/" + s + "&x", safe=""))
 print("json:", json.dumps({"k": s + '"q'}))
 print("err:", s, file=sys.stderr)
@@ -41,6 +41,10 @@ fn exec(server: &str, spool: &Path, args: &[&str]) -> Output {
         .env("SHORT_TOKEN", "abc")
         .env_remove("BAA_LOG_TOKEN")
         .env_remove("BAA_LOG_MASK_ENV")
+        // Block-buffered, as the command's comments assume: unbuffered,
+        // each `print` is several writes, and on a busy machine the stderr
+        // line may be read between two of them.
+        .env_remove("PYTHONUNBUFFERED")
         .arg("exec")
         .args(args)
         .output()
