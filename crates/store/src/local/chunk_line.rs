@@ -68,16 +68,14 @@ impl Cursor<'_> {
     fn string(&mut self) -> Option<String> {
         let start = self.pos;
         self.literal(b"\"")?;
-        let rest = &self.line[self.pos..];
-        let found = memchr::memchr2(b'"', b'\\', rest)?;
+        let mut found = memchr::memchr2(b'"', b'\\', &self.line[self.pos..])?;
         // Most strings have no escape: one copy of exactly their bytes.
-        let mut out = Vec::with_capacity(match rest[found] {
+        let mut out = Vec::with_capacity(match self.line[self.pos + found] {
             b'"' => found,
             _ => found + 64,
         });
         loop {
             let rest = &self.line[self.pos..];
-            let found = memchr::memchr2(b'"', b'\\', rest)?;
             out.extend_from_slice(&rest[..found]);
             self.pos += found;
             if rest[found] == b'"' {
@@ -98,6 +96,7 @@ impl Cursor<'_> {
             };
             out.push(unescaped);
             self.pos += 2;
+            found = memchr::memchr2(b'"', b'\\', &self.line[self.pos..])?;
         }
         // JSON forbids raw control characters in a string; the escapes
         // above put some in, so the check runs on what was read.
