@@ -37,6 +37,25 @@ fn inner_boundaries(text: &str) -> Vec<usize> {
         .collect()
 }
 
+/// `text` cut at fewer than `max_cuts` random char boundaries inside it.
+fn random_chunks<'a>(rng: &mut fastrand::Rng, text: &'a str, max_cuts: usize) -> Vec<&'a str> {
+    let boundaries = inner_boundaries(text);
+    let mut cuts: Vec<usize> = (0..rng.usize(0..max_cuts))
+        .filter(|_| !boundaries.is_empty())
+        .map(|_| boundaries[rng.usize(..boundaries.len())])
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut chunks = Vec::new();
+    let mut at = 0;
+    for cut in cuts {
+        chunks.push(&text[at..cut]);
+        at = cut;
+    }
+    chunks.push(&text[at..]);
+    chunks
+}
+
 /// A whole secret in one chunk ending in a newline is released masked at
 /// once, nothing held.
 #[test]
@@ -227,20 +246,8 @@ fn random_chunkings_equal_whole_text_masking() {
         for secret in secrets {
             assert!(!whole.contains(secret), "{whole}");
         }
-        let boundaries = inner_boundaries(&text);
         for _ in 0..20 {
-            let mut cuts: Vec<usize> = (0..rng.usize(0..12))
-                .map(|_| boundaries[rng.usize(..boundaries.len())])
-                .collect();
-            cuts.sort_unstable();
-            cuts.dedup();
-            let mut chunks = Vec::new();
-            let mut at = 0;
-            for cut in cuts {
-                chunks.push(&text[at..cut]);
-                at = cut;
-            }
-            chunks.push(&text[at..]);
+            let chunks = random_chunks(&mut rng, &text, 12);
             assert_eq!(
                 run(&m, &chunks),
                 (whole.to_string(), n),
@@ -326,21 +333,8 @@ fn prefiltered_rules_equal_every_rule_searched() {
                 (expected.as_str().into(), expected_spans.len()),
                 "round {round}: {text:?}"
             );
-            let boundaries = inner_boundaries(&text);
             for _ in 0..10 {
-                let mut cuts: Vec<usize> = (0..rng.usize(0..10))
-                    .filter(|_| !boundaries.is_empty())
-                    .map(|_| boundaries[rng.usize(..boundaries.len())])
-                    .collect();
-                cuts.sort_unstable();
-                cuts.dedup();
-                let mut chunks = Vec::new();
-                let mut at = 0;
-                for cut in cuts {
-                    chunks.push(&text[at..cut]);
-                    at = cut;
-                }
-                chunks.push(&text[at..]);
+                let chunks = random_chunks(&mut rng, &text, 10);
                 for chunk in &chunks {
                     let unfiltered = rule_spans_unfiltered(&rules, chunk);
                     assert_eq!(m.spans(chunk), unfiltered, "{chunk:?}");
