@@ -50,6 +50,13 @@ pub(crate) fn to_status(err: StoreError) -> Status {
         | StoreError::ObjectTooLarge { .. }
         | StoreError::TooManyUploads { .. }
         | StoreError::NoRoom { .. } => Status::resource_exhausted(err.to_string()),
+        StoreError::Unavailable { context, cause } => {
+            warn!(%context, %cause, "the store's engine is unavailable");
+            Status::unavailable(format!(
+                "{context}: {cause}; retry, here or on another node"
+            ))
+        }
+        StoreError::Unsupported(what) => Status::unimplemented(what),
         err @ StoreError::DataLoss { .. } => {
             warn!(cause = %err, "damaged entries not served");
             Status::data_loss(err.to_string())

@@ -355,6 +355,19 @@ pub enum StoreError {
     /// it finished; what it did is undone as for a failed write.
     #[error("a store task failed: {0}")]
     TaskFailed(String),
+    /// The replicated engine under the store did not answer, or answered
+    /// with an error that may pass: the operation may be tried again, on
+    /// this node or another.
+    #[error("{context}: {cause}")]
+    Unavailable {
+        /// What the store was doing.
+        context: String,
+        /// What the engine said.
+        cause: String,
+    },
+    /// The store's backend does not do this.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// What a terminal run refused.

@@ -9,6 +9,8 @@
 //!   storage backend implements.
 //! - [`local`]: the embedded default backend, [`LocalStore`]: files on local
 //!   disk in the `local-run-v1` layout.
+//! - [`jetstream`]: the replicated backend, [`JetStreamStore`]: runs on a
+//!   NATS JetStream stream, served by any number of nodes.
 //! - [`objects`]: a run's artifacts and checkpoints: the
 //!   [`ObjectStore`] trait, object names and their checks.
 //! - [`retention`]: which finished runs are deleted, oldest first, in terms
@@ -42,9 +44,11 @@
 //!   served.
 //! - **A rule every backend keeps**: a check in [`conformance`].
 
+mod admit;
 pub mod conformance;
 pub mod error;
 pub mod ids;
+pub mod jetstream;
 pub mod lease;
 pub mod local;
 pub mod model;
@@ -55,10 +59,12 @@ pub mod retention;
 pub mod run_store;
 pub mod search;
 pub mod time;
+mod transition;
 pub mod verify;
 
 pub use baa_logging_config::{DEFAULT_RUN_LAYOUT_VERSION, DEFAULT_RUNS_DIRECTORY_NAME, Limits};
 pub use error::{EntryPart, Refused, Result, StoreError};
+pub use jetstream::{JetStreamOptions, JetStreamStore};
 pub use lease::LeaseExpiry;
 pub use local::{LocalHold, LocalReader, LocalSearch, LocalStore, LocalStoreOptions, LocalUpload};
 pub use objects::{ObjectStore, ObjectUpload};

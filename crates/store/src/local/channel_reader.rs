@@ -551,21 +551,26 @@ impl ChannelReader {
 
     /// Decodes one stored line of this channel.
     fn decode(&self, line: &[u8]) -> Result<LogEntry> {
-        let corrupt = |err: serde_json::Error| {
+        decode_line(self.channel, line).map_err(|err| {
             StoreError::damaged(&self.path, format!("holds an invalid entry: {err}"))
-        };
-        Ok(match self.channel {
-            WorkerLogChannel::Worker => LogEntry::Lifecycle(
-                serde_json::from_slice::<WorkerLifecycleLogEntry>(line).map_err(corrupt)?,
-            ),
-            WorkerLogChannel::Stdout | WorkerLogChannel::Stderr => {
-                LogEntry::Chunk(match chunk_line::parse(line) {
-                    Some(entry) => entry,
-                    None => serde_json::from_slice::<StreamChunkLogEntry>(line).map_err(corrupt)?,
-                })
-            }
         })
     }
+}
+
+/// Decodes one stored line of `channel`: a lifecycle entry, or a chunk
+/// (through the fast parser where the line has the stored shape).
+pub(crate) fn decode_line(channel: WorkerLogChannel, line: &[u8]) -> serde_json::Result<LogEntry> {
+    Ok(match channel {
+        WorkerLogChannel::Worker => {
+            LogEntry::Lifecycle(serde_json::from_slice::<WorkerLifecycleLogEntry>(line)?)
+        }
+        WorkerLogChannel::Stdout | WorkerLogChannel::Stderr => {
+            LogEntry::Chunk(match chunk_line::parse(line) {
+                Some(entry) => entry,
+                None => serde_json::from_slice::<StreamChunkLogEntry>(line)?,
+            })
+        }
+    })
 }
 
 /// Appends exactly `len` bytes of `file` from `offset` to `buf`. On an

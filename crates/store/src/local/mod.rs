@@ -21,29 +21,29 @@
 //!   files.
 //! - `concurrency`: the locking policy and the blocking pool.
 
-mod catalog;
-mod channel_reader;
-mod chunk_line;
-mod concurrency;
+pub(crate) mod catalog;
+pub(crate) mod channel_reader;
+pub(crate) mod chunk_line;
+pub(crate) mod concurrency;
 mod dir_lock;
 mod disk;
-mod encode;
+pub(crate) mod encode;
 mod file_cache;
 mod fsio;
 mod group_sync;
-mod journal;
+pub(crate) mod journal;
 mod journal_cursor;
 mod layout;
 mod lines;
 mod objects;
 mod options;
-mod prepare;
+pub(crate) mod prepare;
 mod range;
 mod reader;
 mod recent;
 mod recovery;
 mod retention;
-mod run;
+pub(crate) mod run;
 mod run_files;
 mod search;
 mod writeback;

@@ -27,7 +27,7 @@ pub(crate) const INITIAL_STATUS: RunStatus = RunStatus::Prepared;
 
 /// The metadata and first state of a new run, from what the client sent;
 /// times are checked and put in `toISOString` form.
-pub(super) fn new_run(
+pub(crate) fn new_run(
     input: RunMetadataInput,
     state: RunStateSnapshotInput,
 ) -> Result<(RunMetadata, RunStateSnapshot)> {
@@ -102,7 +102,7 @@ pub(super) fn create_run(
 }
 
 /// The first entry of every run.
-fn run_prepared(key: &RunKey, metadata: &RunMetadata) -> AppendPayload {
+pub(crate) fn run_prepared(key: &RunKey, metadata: &RunMetadata) -> AppendPayload {
     AppendPayload::Event(WorkerLifecycleEventInput {
         event_type: WorkerLifecycleEventType::RunPrepared,
         level: LogLevel::Info,

@@ -18,10 +18,9 @@
 //! power loss cannot take back. A failed sync breaks the run.
 //!
 //! Who uses the run (for retention) is in `life`; the limits on what an
-//! item may carry are checked in `admit`; a worker lease that expires, and
+//! item may carry are checked in `crate::admit`; a worker lease that expires, and
 //! a writer that comes back after it did, are in `lease`.
 
-mod admit;
 mod checkpoint;
 mod lease;
 mod life;
@@ -60,7 +59,7 @@ use crate::{
         RunStateSnapshot, WriterCursor,
     },
     observe::{CommitStats, DiskWrite},
-    time::{normalize_iso, now_iso},
+    time::now_iso,
 };
 
 /// A commit stops taking entries at about this many bytes, so that one
@@ -360,7 +359,13 @@ impl Run {
             });
         }
         let first_writer_seq = inner.writer_seq(writer_id) + 1;
-        let admitted = self.admit(writer_id, first_writer_seq, items);
+        let admitted = crate::admit::admit(
+            &self.key,
+            &self.options.limits,
+            writer_id,
+            first_writer_seq,
+            items,
+        );
         if late && !admitted.payloads.is_empty() {
             self.note_return(inner, writer_id)?;
         }
@@ -441,53 +446,14 @@ impl Run {
         writer_id: Option<&str>,
         patch: RunStatePatch,
     ) -> Result<RunStateSnapshot> {
-        let current = inner.state.status;
-        if inner.lease_lapsed() {
-            return Err(StoreError::LeaseLapsed {
-                key: self.key.clone(),
-                writer_id: writer_id.map(str::to_owned),
-                refused: Refused::StateChange,
-            });
-        }
-        if current.is_terminal() {
-            return Err(StoreError::Terminal {
-                key: self.key.clone(),
-                status: current,
-                refused: Refused::StateChange,
-            });
-        }
-        let mut next = inner.state.clone();
-        if let Some(status) = patch.status {
-            if !current.can_move_to(status) {
-                return Err(StoreError::BadTransition {
-                    key: self.key.clone(),
-                    from: current,
-                    to: status,
-                });
-            }
-            next.status = status;
-        }
-        if let Some(checkpoint_seq) = patch.checkpoint_seq {
-            self.check_checkpoint_patch(inner, checkpoint_seq)?;
-            next.checkpoint_seq = checkpoint_seq;
-        }
-        if let Some(summary) = patch.summary {
-            next.summary = Some(summary);
-        }
-        if let Some(exit_code) = patch.exit_code {
-            next.exit_code = Some(exit_code);
-        }
-        let now = now_iso();
-        if next.status.is_terminal() {
-            next.finished_at = Some(match patch.finished_at {
-                Some(finished_at) => normalize_iso("patch.finished_at", &finished_at)?,
-                None => now.clone(),
-            });
-        } else if patch.finished_at.is_some() {
-            return Err(StoreError::FinishedAtWithoutTerminalStatus);
-        }
-        next.updated_at = now;
-        Ok(next)
+        crate::transition::patched(
+            &self.key,
+            &inner.state,
+            inner.lease_lapsed(),
+            writer_id,
+            patch,
+            |checkpoint_seq| self.check_checkpoint_patch(inner, checkpoint_seq),
+        )
     }
 
     /// Writes `state.json` when its `last_event_seq` is behind. Blocking.
@@ -715,7 +681,7 @@ impl Run {
 
 /// How many of `payloads` go in the next commit: at least one, and no
 /// more than about [`MAX_COMMIT_BYTES`].
-fn commit_size(payloads: &[AppendPayload]) -> usize {
+pub(crate) fn commit_size(payloads: &[AppendPayload]) -> usize {
     let mut bytes = 0usize;
     for (index, payload) in payloads.iter().enumerate() {
         bytes += 256

@@ -1,0 +1,169 @@
+//! The index of runs, for `ListRuns`, counts and retention: a key-value
+//! bucket with one key per run (see `subject::index_key`).
+//!
+//! The index is not the source of truth. It is written after the run's
+//! record (prepare, a state change), so a node that dies between the two
+//! leaves it behind; every listing reads each run of its page from its
+//! chain, and writes the index again where it was behind. An entry names
+//! the stream sequence of the record it was made from, and a write never
+//! replaces a newer entry (compare-and-set on the key's revision), so two
+//! nodes writing one run's entry leave the later one.
+
+use async_nats::jetstream::{
+    consumer::{DeliverPolicy, pull::OrderedConfig},
+    kv,
+};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use super::{chain::unavailable, record::RunHead, subject};
+use crate::{
+    error::Result,
+    model::{RunKey, RunMetadata, RunStateSnapshot},
+};
+
+/// How many times a write of an entry tries again when another node wrote
+/// it meanwhile.
+const WRITE_TRIES: usize = 8;
+
+/// One run in the index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct IndexEntry {
+    /// The run's metadata.
+    pub(crate) metadata: RunMetadata,
+    /// Its state.
+    pub(crate) state: RunStateSnapshot,
+    /// The bytes of its entries.
+    pub(crate) bytes: u64,
+    /// The stream sequence of the record the entry was made from.
+    pub(crate) stream_seq: u64,
+}
+
+/// The index bucket.
+#[derive(Debug, Clone)]
+pub(crate) struct Index {
+    /// The bucket.
+    pub(crate) kv: kv::Store,
+}
+
+impl Index {
+    /// Writes `key`'s entry from the run as the record at `stream_seq`
+    /// left it, unless the index holds a newer one. A failure is logged:
+    /// the next listing mends it.
+    pub(crate) async fn put(
+        &self,
+        key: &RunKey,
+        metadata: &RunMetadata,
+        run: &RunHead,
+        stream_seq: u64,
+    ) {
+        let entry = IndexEntry {
+            metadata: metadata.clone(),
+            state: run.state.clone(),
+            bytes: run.bytes,
+            stream_seq,
+        };
+        if let Err(cause) = self.write(key, &entry).await {
+            warn!(run = %key, %cause, "cannot write the run's index entry; a listing mends it");
+        }
+    }
+
+    /// [`Index::put`], with its error.
+    async fn write(&self, key: &RunKey, entry: &IndexEntry) -> Result<(), String> {
+        let name = subject::index_key(key);
+        let value = bytes::Bytes::from(serde_json::to_vec(entry).expect("an entry serializes"));
+        for _ in 0..WRITE_TRIES {
+            let current = self
+                .kv
+                .entry(name.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            let written = match current {
+                Some(current) if current.operation == kv::Operation::Put => {
+                    let newer = serde_json::from_slice::<IndexEntry>(&current.value)
+                        .is_ok_and(|known| known.stream_seq >= entry.stream_seq);
+                    if newer {
+                        return Ok(());
+                    }
+                    self.kv
+                        .update(&name, value.clone(), current.revision)
+                        .await
+                        .is_ok()
+                }
+                Some(current) => self
+                    .kv
+                    .update(&name, value.clone(), current.revision)
+                    .await
+                    .is_ok(),
+                None => self.kv.create(&name, value.clone()).await.is_ok(),
+            };
+            if written {
+                return Ok(());
+            }
+        }
+        Err("other nodes kept writing it".to_owned())
+    }
+
+    /// Removes `key`'s entry.
+    pub(crate) async fn remove(&self, key: &RunKey) {
+        if let Err(cause) = self.kv.purge(subject::index_key(key)).await {
+            warn!(run = %key, %cause, "cannot remove the run's index entry");
+        }
+    }
+
+    /// Every run in the index, read in one pass over the bucket's stream.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::StoreError::Unavailable`].
+    pub(crate) async fn all(&self) -> Result<Vec<(RunKey, IndexEntry)>> {
+        let failed = |err: String| unavailable("cannot read the index of runs".to_owned(), err);
+        let config = OrderedConfig {
+            filter_subject: format!("{}>", self.kv.prefix),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ..OrderedConfig::default()
+        };
+        let consumer = self
+            .kv
+            .stream
+            .create_consumer(config)
+            .await
+            .map_err(|err| failed(err.to_string()))?;
+        let mut entries = Vec::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(entries);
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|err| failed(err.to_string()))?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|err| failed(err.to_string()))?;
+            let pending = message.info().map_or(0, |info| info.pending);
+            let deleted = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get("KV-Operation"))
+                .is_some();
+            let key = message
+                .subject
+                .as_str()
+                .strip_prefix(self.kv.prefix.as_str())
+                .and_then(subject::key_of_index);
+            if let (false, Some(key)) = (deleted, key) {
+                match serde_json::from_slice::<IndexEntry>(&message.payload) {
+                    Ok(entry) => entries.push((key, entry)),
+                    Err(err) => {
+                        warn!(run = %key, cause = %err, "skipping an index entry that does not parse")
+                    }
+                }
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+}

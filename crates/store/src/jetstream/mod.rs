@@ -1,0 +1,598 @@
+//! The replicated backend: runs on a NATS JetStream stream, so that
+//! several stateless `baa-logd` nodes serve the same runs and a node (or
+//! a NATS server) can die without losing an acknowledged line.
+//!
+//! # Design
+//!
+//! - **One subject per run, one message per commit.** A run's records are
+//!   the messages of `<stream>.run.<task>.<run>` (ids mapped to subject
+//!   tokens reversibly, see `subject`). A commit's entries travel as one
+//!   message, so a follower never sees part of one (`record`).
+//! - **One compare-and-set chain per run.** Every change of a run (its
+//!   entries, its state, a lease expiring, its deletion) is a record
+//!   published only if the subject's last record is still the one it was
+//!   built on (`chain`, `writes`). So `seq` is gap-free across nodes, a
+//!   terminal run takes no more entries, and a lease expires at most once
+//!   whichever node expires it.
+//! - **Cursors from the records.** Each record carries the run's head after
+//!   it: state, next `seq`, every writer's cursor. `GetWriterCursor` reads
+//!   the last record, so it is exact after any failure, with no separate
+//!   write that could disagree with it.
+//! - **Readers** are ordered consumers on the run's subject (`reader`),
+//!   placed by binary searches over its records (`locate`).
+//! - **An index bucket** lists runs for `ListRuns` and retention
+//!   (`index`); it follows the chains and is mended from them.
+//!
+//! Acknowledged means stored by a quorum of the stream's replicas; for it
+//! to survive a power loss of the whole cluster, the NATS servers must run
+//! with `sync_interval: always` (see docs/scale-out.md).
+
+mod chain;
+mod index;
+mod locate;
+mod objects;
+mod reader;
+mod record;
+mod subject;
+mod writes;
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_nats::jetstream::{self, kv, stream};
+use baa_logging_config::Limits;
+use chrono::Utc;
+use tracing::{info, warn};
+
+use self::{
+    chain::{Chains, Tip, TipCell, unavailable},
+    index::Index,
+    record::RunHead,
+    subject::Subjects,
+};
+pub use self::{objects::JetStreamUpload, reader::JetStreamReader};
+use crate::{
+    error::{Result, StoreError},
+    ids::check_id,
+    lease::LeaseExpiry,
+    local::concurrency::lock,
+    model::{
+        AppendItem, AppendOutcome, LocalRunPaths, PreparedRun, RunKey, RunMetadata,
+        RunMetadataInput, RunPage, RunQuery, RunStatePatch, RunStateSnapshot,
+        RunStateSnapshotInput, RunStatus, RunView, WorkerLogChannel, WriterCursor,
+    },
+    retention::{CollectedRun, Collection, Plan, RetentionPolicy, RunFacts},
+    run_store::{ReadFrom, RunStore},
+    search::{LineScanner, ReaderSearch},
+};
+
+/// The stream's name when none is set.
+pub const DEFAULT_STREAM: &str = "BAA_RUNS";
+
+/// How many replicas the stream has when none is set.
+pub const DEFAULT_REPLICAS: usize = 3;
+
+/// How to reach the NATS cluster and which stream to use.
+#[derive(Debug, Clone)]
+pub struct JetStreamOptions {
+    /// Server URLs (`nats://host:4222`, `tls://...`); the client moves
+    /// between them and those the cluster announces.
+    pub urls: Vec<String>,
+    /// The stream's name; the index bucket is `<stream>_INDEX`.
+    pub stream: String,
+    /// The stream's replicas when this node creates it (1, 3 or 5).
+    pub replicas: usize,
+    /// A NATS credentials file (JWT and NKey seed).
+    pub creds_file: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for the servers' TLS.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and key (PEM) for mutual TLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Use TLS even when a URL does not say so.
+    pub require_tls: bool,
+    /// How long connecting may take at start.
+    pub connect_timeout: Duration,
+    /// The limits on what writers send.
+    pub limits: Limits,
+}
+
+impl JetStreamOptions {
+    /// Options for `urls`, with the defaults.
+    pub fn new(urls: Vec<String>) -> Self {
+        Self {
+            urls,
+            stream: DEFAULT_STREAM.to_owned(),
+            replicas: DEFAULT_REPLICAS,
+            creds_file: None,
+            ca_file: None,
+            client_cert: None,
+            require_tls: false,
+            connect_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The JetStream backend: a handle, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct JetStreamStore {
+    /// What every clone shares.
+    shared: Arc<Shared>,
+}
+
+/// What the handles of one store share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The stream, as the chains of its subjects.
+    chains: Chains,
+    /// The index bucket.
+    index: Index,
+    /// The limits on items.
+    limits: Limits,
+    /// About the largest payload one message may carry.
+    max_payload: usize,
+    /// Each run's tip as this node last knew it, and the lock that puts
+    /// this node's writes of the run in order.
+    tips: Mutex<HashMap<RunKey, TipCell>>,
+    /// Each run's metadata, which never changes (until retention deletes
+    /// the run).
+    metadata: Mutex<HashMap<RunKey, RunMetadata>>,
+    /// Streams and readers open on each run here, which this node's
+    /// retention passes leave alone.
+    users: Mutex<HashMap<RunKey, usize>>,
+    /// Retention passes of this node do not overlap.
+    collecting: tokio::sync::Mutex<()>,
+    /// The stream's name.
+    stream_name: String,
+}
+
+/// Keeps a run from this node's retention while it lives.
+#[derive(Debug)]
+pub struct UseGuard {
+    /// The store.
+    shared: Arc<Shared>,
+    /// The run.
+    key: RunKey,
+}
+
+impl Drop for UseGuard {
+    fn drop(&mut self) {
+        let mut users = lock(&self.shared.users);
+        if let Some(count) = users.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                users.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl JetStreamStore {
+    /// Connects to the cluster, creates the stream and the index bucket
+    /// when they do not exist, and returns the store.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the servers cannot be reached in
+    /// `connect_timeout`, or refuse the stream.
+    pub async fn open(options: JetStreamOptions) -> Result<Self> {
+        let client = connect(&options).await?;
+        let max_payload = client.server_info().max_payload;
+        let js = jetstream::new(client);
+        let subjects = Subjects::new(&options.stream);
+        let config = stream::Config {
+            name: options.stream.clone(),
+            subjects: vec![subjects.all()],
+            storage: stream::StorageType::File,
+            num_replicas: options.replicas,
+            duplicate_window: Duration::from_secs(120),
+            allow_direct: true,
+            ..stream::Config::default()
+        };
+        let stream = retry_setup("create the stream", options.connect_timeout, || {
+            js.get_or_create_stream(config.clone())
+        })
+        .await?;
+        let bucket = kv::Config {
+            bucket: format!("{}_INDEX", options.stream),
+            history: 1,
+            storage: stream::StorageType::File,
+            num_replicas: options.replicas,
+            ..kv::Config::default()
+        };
+        let kv = retry_setup(
+            "create the index bucket",
+            options.connect_timeout,
+            || async {
+                match js.get_key_value(bucket.bucket.clone()).await {
+                    Ok(kv) => Ok(kv),
+                    Err(_) => js
+                        .create_key_value(bucket.clone())
+                        .await
+                        .map_err(|err| err.to_string()),
+                }
+            },
+        )
+        .await?;
+        info!(stream = %options.stream, replicas = options.replicas, "JetStream store open");
+        Ok(Self {
+            shared: Arc::new(Shared {
+                chains: Chains {
+                    js,
+                    stream,
+                    subjects,
+                },
+                index: Index { kv },
+                limits: options.limits,
+                max_payload: max_payload.saturating_sub(64 * 1024).max(64 * 1024),
+                tips: Mutex::default(),
+                metadata: Mutex::default(),
+                users: Mutex::default(),
+                collecting: tokio::sync::Mutex::new(()),
+                stream_name: options.stream,
+            }),
+        })
+    }
+
+    /// Keeps `key` from this node's retention while the guard lives.
+    fn enter(&self, key: &RunKey) -> UseGuard {
+        *lock(&self.shared.users).entry(key.clone()).or_default() += 1;
+        UseGuard {
+            shared: self.shared.clone(),
+            key: key.clone(),
+        }
+    }
+
+    /// The run's tip, read now.
+    async fn fresh_tip(&self, key: &RunKey) -> Result<Tip> {
+        check_id("task_id", &key.task_id)?;
+        check_id("run_id", &key.run_id)?;
+        let cell = self.shared.cell(key);
+        let mut slot = cell.lock().await;
+        *slot = None;
+        Ok(self.shared.current(key, &mut slot).await?.clone())
+    }
+}
+
+impl Shared {
+    /// The tip cell of a run.
+    pub(crate) fn cell(&self, key: &RunKey) -> TipCell {
+        lock(&self.tips).entry(key.clone()).or_default().clone()
+    }
+
+    /// The chains, for a task of a reader.
+    pub(crate) fn clone_chains(&self) -> Chains {
+        self.chains.clone()
+    }
+
+    /// A run's metadata, when this node knows it.
+    fn known_metadata(&self, key: &RunKey) -> Option<RunMetadata> {
+        lock(&self.metadata).get(key).cloned()
+    }
+
+    /// Remembers a run's metadata.
+    fn remember_metadata(&self, key: &RunKey, metadata: &RunMetadata) {
+        lock(&self.metadata).insert(key.clone(), metadata.clone());
+    }
+
+    /// Forgets what this node knows of a deleted run.
+    fn forget(&self, key: &RunKey) {
+        lock(&self.metadata).remove(key);
+        lock(&self.tips).remove(key);
+    }
+
+    /// A run as served.
+    fn view(&self, key: &RunKey, metadata: RunMetadata, run: &RunHead) -> RunView {
+        RunView {
+            paths: self.paths(key, &metadata),
+            metadata,
+            state: run.state.clone(),
+            summary: run.summary(),
+        }
+    }
+
+    /// Where a run is, in the shape of the local layout's paths: the
+    /// stream's name stands for the runs root.
+    fn paths(&self, key: &RunKey, metadata: &RunMetadata) -> LocalRunPaths {
+        let root = format!("nats:{}", self.stream_name);
+        let task = format!("{root}/{}", key.task_id);
+        let run = format!("{task}/{}", key.run_id);
+        LocalRunPaths {
+            layout_version: metadata.layout_version.clone(),
+            repo_root: metadata.repo_root.clone(),
+            runs_root_dir: root,
+            task_runs_dir: task,
+            checkpoints_dir: format!("{run}/checkpoints"),
+            artifacts_dir: format!("{run}/artifacts"),
+            meta_path: format!("{run}/meta.json"),
+            state_path: format!("{run}/state.json"),
+            worker_log_path: format!("{run}/{}.log", WorkerLogChannel::Worker.as_str()),
+            stdout_log_path: format!("{run}/{}.log", WorkerLogChannel::Stdout.as_str()),
+            stderr_log_path: format!("{run}/{}.log", WorkerLogChannel::Stderr.as_str()),
+            run_dir: run,
+        }
+    }
+
+    /// Whether a stream or reader of this node is open on `key`.
+    fn in_use(&self, key: &RunKey) -> bool {
+        lock(&self.users).contains_key(key)
+    }
+}
+
+/// Connects to the NATS servers.
+async fn connect(options: &JetStreamOptions) -> Result<async_nats::Client> {
+    let failed = |err: String| unavailable("cannot connect to the NATS servers".to_owned(), err);
+    let mut connect = async_nats::ConnectOptions::new()
+        .name("baa-logd")
+        .connection_timeout(options.connect_timeout)
+        .retry_on_initial_connect()
+        .max_reconnects(None);
+    if let Some(creds) = &options.creds_file {
+        connect = connect
+            .credentials_file(creds)
+            .await
+            .map_err(|err| failed(format!("{}: {err}", creds.display())))?;
+    }
+    if let Some(ca) = &options.ca_file {
+        connect = connect.add_root_certificates(ca.clone());
+    }
+    if let Some((cert, key)) = &options.client_cert {
+        connect = connect.add_client_certificate(cert.clone(), key.clone());
+    }
+    if options.require_tls || options.ca_file.is_some() || options.client_cert.is_some() {
+        connect = connect.require_tls(true);
+    }
+    let addresses = options
+        .urls
+        .iter()
+        .map(|url| url.parse::<async_nats::ServerAddr>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|err| failed(format!("a bad NATS URL: {err}")))?;
+    if addresses.is_empty() {
+        return Err(failed("no NATS URL is set (--nats-url)".to_owned()));
+    }
+    let client = tokio::time::timeout(options.connect_timeout, connect.connect(addresses))
+        .await
+        .map_err(|_| failed(format!("no answer in {:?}", options.connect_timeout)))?
+        .map_err(|err| failed(err.to_string()))?;
+    // `retry_on_initial_connect` returns before the first connection.
+    let deadline = tokio::time::Instant::now() + options.connect_timeout;
+    while client.connection_state() != async_nats::connection::State::Connected {
+        if tokio::time::Instant::now() > deadline {
+            return Err(failed(format!(
+                "no server of {} answered in {:?}",
+                options.urls.join(","),
+                options.connect_timeout
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(client)
+}
+
+/// Runs a setup step until it succeeds or `patience` passes (a new
+/// cluster elects its leaders in a few seconds).
+async fn retry_setup<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    patience: Duration,
+    mut step: impl FnMut() -> F,
+) -> Result<T> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match step().await {
+            Ok(value) => return Ok(value),
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                warn!(cause = %err, "cannot {what} yet; trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(err) => return Err(unavailable(format!("cannot {what}"), err)),
+        }
+    }
+}
+
+impl RunStore for JetStreamStore {
+    type Reader = JetStreamReader;
+    type Hold = UseGuard;
+    type Searcher = ReaderSearch<JetStreamReader>;
+
+    async fn prepare_run(
+        &self,
+        metadata: RunMetadataInput,
+        state: RunStateSnapshotInput,
+    ) -> Result<PreparedRun> {
+        self.shared.prepare_run(metadata, state).await
+    }
+
+    async fn get_run(&self, key: &RunKey) -> Result<RunView> {
+        let tip = self.fresh_tip(key).await?;
+        let metadata = self.shared.metadata(key).await?;
+        Ok(self.shared.view(key, metadata, &tip.head.run))
+    }
+
+    async fn list_runs(&self, query: RunQuery) -> Result<RunPage> {
+        if let Some(task_id) = &query.task_id {
+            check_id("task_id", task_id)?;
+        }
+        let mut catalog = crate::local::catalog::Catalog::default();
+        for (_, entry) in self.shared.index.all().await? {
+            catalog.insert(&entry.metadata, entry.state.status);
+        }
+        let (keys, next_page_token) = catalog.page(
+            query.task_id.as_deref(),
+            &query.statuses,
+            query.page_size,
+            query.page_token.as_deref(),
+        )?;
+        let views = futures::future::join_all(keys.iter().map(|key| self.get_run(key))).await;
+        let mut runs = Vec::with_capacity(views.len());
+        for (key, view) in keys.iter().zip(views) {
+            match view {
+                Ok(view) => runs.push(view),
+                Err(StoreError::RunNotFound(_)) => self.shared.index.remove(key).await,
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(RunPage {
+            runs,
+            next_page_token,
+        })
+    }
+
+    async fn update_state(&self, key: &RunKey, patch: RunStatePatch) -> Result<RunStateSnapshot> {
+        self.shared.update_state(key, None, patch).await
+    }
+
+    async fn update_state_by(
+        &self,
+        key: &RunKey,
+        writer_id: &str,
+        patch: RunStatePatch,
+    ) -> Result<RunStateSnapshot> {
+        check_id("writer_id", writer_id)?;
+        self.shared.update_state(key, Some(writer_id), patch).await
+    }
+
+    async fn expire_lease(
+        &self,
+        key: &RunKey,
+        expiry: LeaseExpiry,
+    ) -> Result<Option<RunStateSnapshot>> {
+        self.shared.expire_lease(key, expiry).await
+    }
+
+    async fn append(
+        &self,
+        key: &RunKey,
+        writer_id: &str,
+        items: Vec<AppendItem>,
+    ) -> Result<AppendOutcome> {
+        self.shared.append(key, writer_id, items).await
+    }
+
+    async fn writer_cursor(&self, key: &RunKey, writer_id: &str) -> Result<WriterCursor> {
+        self.shared.writer_cursor(key, writer_id).await
+    }
+
+    async fn open_reader(&self, key: &RunKey, from: ReadFrom) -> Result<Self::Reader> {
+        let guard = self.enter(key);
+        let tip = self.fresh_tip(key).await?;
+        JetStreamReader::open(&self.shared, key, tip, from, guard).await
+    }
+
+    async fn search(&self, key: &RunKey, scanner: LineScanner) -> Result<Self::Searcher> {
+        let reader = self.open_reader(key, scanner.read_from()).await?;
+        Ok(ReaderSearch::new(reader, scanner))
+    }
+
+    async fn hold(&self, key: &RunKey) -> Result<Self::Hold> {
+        let guard = self.enter(key);
+        self.fresh_tip(key).await?;
+        Ok(guard)
+    }
+
+    async fn collect(&self, policy: RetentionPolicy, dry_run: bool) -> Result<Collection> {
+        let _pass = self.shared.collecting.lock().await;
+        let entries = self.shared.index.all().await?;
+        let facts = entries
+            .iter()
+            .map(|(key, entry)| RunFacts {
+                key: key.clone(),
+                status: entry.state.status,
+                finished_at: entry
+                    .state
+                    .finished_at
+                    .as_deref()
+                    .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                    .map(|at| at.with_timezone(&Utc)),
+                bytes: entry.bytes,
+            })
+            .collect();
+        let mut plan = Plan::new(policy, Utc::now(), facts);
+        let mut collection = Collection {
+            dry_run,
+            bytes_before: plan.total(),
+            ..Collection::default()
+        };
+        while let Some((run, reason)) = plan.next_due() {
+            if self.shared.in_use(&run.key) {
+                collection.kept_open += 1;
+                continue;
+            }
+            let deleted = match dry_run {
+                true => Ok(true),
+                false => self.delete(&run.key).await,
+            };
+            match deleted {
+                Ok(true) => {
+                    plan.taken(&run);
+                    collection.runs.push(CollectedRun {
+                        key: run.key,
+                        status: run.status,
+                        finished_at: run.finished_at.unwrap_or_default(),
+                        bytes: run.bytes,
+                        reason,
+                    });
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    warn!(run = %run.key, cause = %err, "retention cannot delete a run; keeping it")
+                }
+            }
+        }
+        collection.bytes_after = plan.total();
+        Ok(collection)
+    }
+
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn count_runs(&self) -> Result<Vec<(RunStatus, u64)>> {
+        let mut counts: Vec<(RunStatus, u64)> = RunStatus::ALL.iter().map(|s| (*s, 0)).collect();
+        for (_, entry) in self.shared.index.all().await? {
+            if let Some((_, count)) = counts.iter_mut().find(|(s, _)| *s == entry.state.status) {
+                *count += 1;
+            }
+        }
+        Ok(counts)
+    }
+}
+
+impl JetStreamStore {
+    /// Deletes a terminal run: a `Deleted` record on its chain (so no
+    /// node appends or prepares on the old run), then every record
+    /// before it purged, then its index entry. False when the run is
+    /// gone or not terminal.
+    async fn delete(&self, key: &RunKey) -> Result<bool> {
+        let tip = match self.fresh_tip(key).await {
+            Ok(tip) => tip,
+            Err(StoreError::RunNotFound(_)) => {
+                self.shared.index.remove(key).await;
+                return Ok(false);
+            }
+            Err(err) => return Err(err),
+        };
+        if !tip.head.run.state.status.is_terminal() {
+            return Ok(false);
+        }
+        if !self.shared.mark_deleted(key, &tip).await? {
+            return Ok(false);
+        }
+        let subject = self.shared.chains.subjects.run(key);
+        self.shared
+            .chains
+            .stream
+            .purge()
+            .filter(subject)
+            .keep(1)
+            .await
+            .map_err(|err| unavailable(format!("cannot purge run `{key}`"), err))?;
+        self.shared.index.remove(key).await;
+        self.shared.forget(key);
+        Ok(true)
+    }
+}

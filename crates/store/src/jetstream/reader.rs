@@ -1,0 +1,308 @@
+//! Reading a run from JetStream: the records of its subject in order,
+//! through an ordered consumer that starts at the record holding the
+//! reader's first `seq`, then goes on live.
+//!
+//! The consumer runs in a task of its own and hands decoded records over
+//! a bounded channel, so a reader that is not read holds at most that
+//! many records. An ordered consumer is recreated by the client when a
+//! NATS server dies or a message goes missing, from the last stream
+//! sequence it delivered, so a reader survives the loss of a server.
+//!
+//! Where the reader starts and stops (`from_seq`, a tail, time bounds) is
+//! resolved when it opens, by binary searches over the subject's records
+//! (see `locate`): each record's head carries the run's counts after it,
+//! and its commit time.
+
+use std::collections::VecDeque;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use futures::StreamExt;
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use super::{
+    Shared, UseGuard,
+    chain::Tip,
+    locate::{self, SeqRange},
+    record::Record,
+};
+use crate::{
+    error::{Result, StoreError},
+    model::{ChannelSet, LogEntry, ReadBatch, RunKey, RunStateSnapshot},
+    run_store::{ReadFrom, RunReader},
+};
+
+/// How many records the consumer task may hold for a reader that does not
+/// read.
+const RECORDS_AHEAD: usize = 32;
+
+/// A record as the consumer task hands it over.
+type Delivered = Result<(u64, Record, u64)>;
+
+/// A reader of one run on JetStream.
+#[derive(Debug)]
+pub struct JetStreamReader {
+    /// The run.
+    key: RunKey,
+    /// The channels it returns.
+    channels: ChannelSet,
+    /// The next `seq` to consider.
+    next_seq: u64,
+    /// The last `seq` to return, when bounded.
+    to_seq: Option<u64>,
+    /// Entries received and not yet returned.
+    pending: VecDeque<LogEntry>,
+    /// About how many bytes they take.
+    pending_bytes: usize,
+    /// Records from the consumer task: stream sequence, record, and how
+    /// many records of the run followed it when it was delivered.
+    records: mpsc::Receiver<Delivered>,
+    /// The task.
+    pump: JoinHandle<()>,
+    /// The last stream sequence received.
+    delivered: u64,
+    /// The stream sequence of the run's last record known to exist.
+    latest: u64,
+    /// The run's last `seq`, as the last record received says.
+    committed_seq: u64,
+    /// The state the last record received holds.
+    state: RunStateSnapshot,
+    /// Whether `state` was returned yet.
+    state_told: bool,
+    /// The stream sequence of the record `state` and `committed_seq` come
+    /// from.
+    state_seq: u64,
+    /// The run was deleted while being read.
+    deleted: bool,
+    /// A record that `changed` received and could not read.
+    failed: Option<StoreError>,
+    /// Keeps the run from this node's retention while the reader lives.
+    _use: UseGuard,
+}
+
+impl Drop for JetStreamReader {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
+}
+
+impl JetStreamReader {
+    /// Opens a reader of `key` from `from`.
+    pub(crate) async fn open(
+        shared: &Shared,
+        key: &RunKey,
+        tip: Tip,
+        from: ReadFrom,
+        guard: UseGuard,
+    ) -> Result<Self> {
+        let SeqRange { from_seq, to_seq } =
+            locate::resolve(&shared.chains, key, &tip, &from).await?;
+        let start = locate::record_holding(&shared.chains, key, &tip, from_seq).await?;
+        let (sender, records) = mpsc::channel(RECORDS_AHEAD);
+        let pump = tokio::spawn(pump(shared.clone_chains(), key.clone(), start, sender));
+        Ok(Self {
+            key: key.clone(),
+            channels: from.channels,
+            next_seq: from_seq,
+            to_seq,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            records,
+            pump,
+            delivered: start.saturating_sub(1),
+            latest: tip.stream_seq,
+            committed_seq: tip.head.run.next_seq - 1,
+            state: tip.head.run.state.clone(),
+            state_told: false,
+            state_seq: tip.stream_seq,
+            deleted: false,
+            failed: None,
+            _use: guard,
+        })
+    }
+
+    /// Takes a delivered record: its entries past the cursor.
+    fn take(&mut self, delivered: Delivered) -> Result<()> {
+        let (stream_seq, record, pending) = delivered?;
+        self.delivered = stream_seq;
+        self.latest = self.latest.max(stream_seq + pending);
+        if record.head.kind == super::record::RecordKind::Deleted {
+            self.deleted = true;
+            return Ok(());
+        }
+        let run = &record.head.run;
+        // History older than the state the reader opened on does not
+        // bring that state back.
+        if stream_seq > self.state_seq {
+            self.state_seq = stream_seq;
+            self.committed_seq = run.next_seq - 1;
+            if run.state != self.state {
+                self.state = run.state.clone();
+                self.state_told = false;
+            }
+        }
+        if record.head.last_seq() >= self.next_seq && record.head.len() > 0 {
+            for entry in record.entries(&self.key)? {
+                let wanted = entry.seq() >= self.next_seq
+                    && self.to_seq.is_none_or(|to_seq| entry.seq() <= to_seq);
+                if wanted {
+                    self.pending_bytes += entry_bytes(&entry);
+                    self.pending.push_back(entry);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every record known to exist was received.
+    fn at_end(&self) -> bool {
+        self.delivered >= self.latest
+    }
+}
+
+impl RunReader for JetStreamReader {
+    async fn read(&mut self, max_bytes: usize) -> Result<ReadBatch> {
+        if let Some(err) = self.failed.take() {
+            return Err(err);
+        }
+        // Records known to exist are waited for, up to about `max_bytes`:
+        // a reader returns the history it opened on, and only waits in
+        // `changed` for more.
+        while !self.deleted && !self.at_end() && self.pending_bytes < max_bytes {
+            let delivered = match self.records.recv().await {
+                Some(delivered) => delivered,
+                None => break,
+            };
+            self.take(delivered)?;
+        }
+        if self.deleted {
+            return Err(StoreError::RunNotFound(self.key.clone()));
+        }
+        let limit = self
+            .to_seq
+            .map_or(self.committed_seq, |to| to.min(self.committed_seq));
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(entry) = self.pending.front() {
+            if entry.seq() > limit || (bytes >= max_bytes && !entries.is_empty()) {
+                break;
+            }
+            let entry = self.pending.pop_front().expect("a front entry");
+            self.pending_bytes -= entry_bytes(&entry);
+            self.next_seq = entry.seq() + 1;
+            if self.channels.contains(entry.channel()) {
+                bytes += entry_bytes(&entry);
+                entries.push(entry);
+            }
+        }
+        let caught_up =
+            self.at_end() && self.pending.front().is_none_or(|entry| entry.seq() > limit);
+        if caught_up {
+            self.next_seq = self.next_seq.max(limit + 1);
+        }
+        let state = (!self.state_told).then(|| {
+            self.state_told = true;
+            self.state.clone()
+        });
+        let finished = caught_up
+            && (self.state.status.is_terminal()
+                || self
+                    .to_seq
+                    .is_some_and(|to| self.next_seq > to || limit >= to));
+        Ok(ReadBatch {
+            entries,
+            shared: Vec::new(),
+            next_seq: self.next_seq,
+            committed_seq: self.committed_seq,
+            state,
+            caught_up,
+            finished,
+        })
+    }
+
+    async fn changed(&mut self) {
+        if !self.pending.is_empty() || !self.state_told || !self.at_end() || self.failed.is_some() {
+            return;
+        }
+        match self.records.recv().await {
+            Some(delivered) => {
+                if let Err(err) = self.take(delivered) {
+                    // The next read returns it.
+                    self.failed = Some(err);
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// About how many bytes an entry takes, for pacing.
+fn entry_bytes(entry: &LogEntry) -> usize {
+    120 + match entry {
+        LogEntry::Lifecycle(event) => event.rendered_line.len() + event.message.len(),
+        LogEntry::Chunk(chunk) => chunk.text.len(),
+    }
+}
+
+/// Delivers the records of `key`'s subject from stream sequence `start`,
+/// until the reader is dropped.
+async fn pump(
+    chains: super::chain::Chains,
+    key: RunKey,
+    start: u64,
+    sender: mpsc::Sender<Delivered>,
+) {
+    let config = OrderedConfig {
+        filter_subject: chains.subjects.run(&key),
+        deliver_policy: DeliverPolicy::ByStartSequence {
+            start_sequence: start.max(1),
+        },
+        ..OrderedConfig::default()
+    };
+    let mut pause = std::time::Duration::from_millis(100);
+    let mut messages = loop {
+        let opened = match chains.stream.create_consumer(config.clone()).await {
+            Ok(consumer) => consumer.messages().await.map_err(|err| err.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        match opened {
+            Ok(messages) => break messages,
+            Err(cause) => {
+                tracing::debug!(run = %key, %cause, "opening a reader's consumer again");
+                if sender.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+        }
+    };
+    while let Some(message) = messages.next().await {
+        let delivered = match message {
+            Ok(message) => {
+                let (stream_seq, pending) = match message.info() {
+                    Ok(info) => (info.stream_sequence, info.pending),
+                    Err(err) => {
+                        tracing::warn!(run = %key, cause = %err, "a record without its place");
+                        continue;
+                    }
+                };
+                Record::decode(
+                    &key,
+                    stream_seq,
+                    message.headers.as_ref(),
+                    message.payload.clone(),
+                )
+                .map(|record| (stream_seq, record, pending))
+            }
+            Err(err) => {
+                // The ordered consumer recreates itself; say nothing unless
+                // it keeps failing.
+                tracing::debug!(run = %key, cause = %err, "a reader's consumer failed; it resumes");
+                continue;
+            }
+        };
+        if sender.send(delivered).await.is_err() {
+            return;
+        }
+    }
+}
