@@ -45,6 +45,10 @@ fn the_documented_defaults_are_the_code_defaults() {
         "tls.client_ca",
         "retention.max_age",
         "retention.max_bytes",
+        "nats.creds_file",
+        "nats.ca_file",
+        "nats.cert_file",
+        "nats.key_file",
     ];
     for key in documented.keys() {
         assert!(

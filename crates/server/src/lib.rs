@@ -97,7 +97,7 @@ pub use crate::{
         DownloadObjectStream, FollowRunStream, FollowStream, GrpcLoggingService, SearchRunsStream,
         retention::RetentionCounters,
     },
-    settings::{LogFormat, MaskRule, Masking, Settings},
+    settings::{LogFormat, MaskRule, Masking, Nats, Settings, StoreKind},
     web::{PageOptions, SessionKey},
 };
 

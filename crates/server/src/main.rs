@@ -3,8 +3,10 @@
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
-use baa_logd::{LogFormat, Metrics, ServerConfig, Settings};
-use baa_logging_store::{LocalStore, LocalStoreOptions, StoreError, verify};
+use baa_logd::{LogFormat, Metrics, ServerConfig, Settings, StoreKind};
+use baa_logging_store::{
+    JetStreamStore, LocalStore, LocalStoreOptions, RunStore, StoreError, verify,
+};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, builder::BoolishValueParser};
 use serde::Serialize;
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -36,6 +38,11 @@ struct Cli {
     #[arg(long, env = "BAA_LOGD_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<SocketAddr>,
+    /// Where runs are kept: local (files under --data-dir) or jetstream
+    /// (a NATS JetStream cluster shared by several nodes; see --nats-url).
+    #[arg(long, env = "BAA_LOGD_STORE", value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<StoreKind>,
     /// The runs root: runs live in <data-dir>/<taskId>/<runId>/.
     #[arg(long, env = "BAA_LOGD_DATA_DIR", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,6 +111,57 @@ struct Cli {
     /// Artifacts and checkpoints.
     #[command(flatten)]
     objects: ObjectArgs,
+    /// The NATS JetStream store.
+    #[command(flatten)]
+    nats: NatsArgs,
+}
+
+/// NATS JetStream flags, for --store jetstream.
+#[derive(Debug, Args, Serialize)]
+#[command(next_help_heading = "NATS JetStream store (--store jetstream)")]
+struct NatsArgs {
+    /// The NATS servers' URLs, comma-separated (nats://host:4222).
+    #[arg(long = "nats-url", env = "BAA_LOGD_NATS_URL", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<Vec<String>>,
+    /// The JetStream stream that holds the runs.
+    #[arg(long = "nats-stream", env = "BAA_LOGD_NATS_STREAM")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<String>,
+    /// The stream's replicas, when this node creates it (1 to 5).
+    #[arg(long = "nats-replicas", env = "BAA_LOGD_NATS_REPLICAS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicas: Option<usize>,
+    /// A NATS credentials file (JWT and NKey seed).
+    #[arg(long = "nats-creds-file", env = "BAA_LOGD_NATS_CREDS_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    creds_file: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for the NATS servers' TLS.
+    #[arg(long = "nats-ca-file", env = "BAA_LOGD_NATS_CA_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for NATS mutual TLS.
+    #[arg(long = "nats-cert-file", env = "BAA_LOGD_NATS_CERT_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long = "nats-key-file", env = "BAA_LOGD_NATS_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_file: Option<PathBuf>,
+    /// Speak TLS to the NATS servers even with nats:// URLs.
+    #[arg(
+        long = "nats-require-tls",
+        env = "BAA_LOGD_NATS_REQUIRE_TLS",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    require_tls: Option<bool>,
+    /// How long to wait for the NATS cluster at start, e.g. 30s.
+    #[arg(long = "nats-connect-timeout", env = "BAA_LOGD_NATS_CONNECT_TIMEOUT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_timeout: Option<String>,
 }
 
 /// Object flags.
@@ -562,12 +620,41 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     let security = baa_logd::Security::from_settings(&settings).map_err(Failure::setup)?;
     let settings = fit_open_files(settings);
     let metrics = settings.metrics_listen.map(|_| Metrics::new());
-    let store = open_store(&settings, metrics.as_ref())?;
+    match settings.store {
+        StoreKind::Local => {
+            let store = open_store(&settings, metrics.as_ref())?;
+            let place = format!("data directory {}", store.data_dir().display());
+            serve_store(settings, security, metrics, hangups, store, place).await
+        }
+        StoreKind::Jetstream => {
+            let store = JetStreamStore::open(settings.nats.store_options(&settings.limits))
+                .await
+                .map_err(|err| Failure::from(err.to_string()))?;
+            let place = format!(
+                "JetStream stream {} on {}",
+                settings.nats.stream,
+                settings.nats.url.join(",")
+            );
+            serve_store(settings, security, metrics, hangups, store, place).await
+        }
+    }
+}
+
+/// Binds, and serves `store` until a signal; `place` says where its runs
+/// are, for the log.
+async fn serve_store<S: RunStore>(
+    settings: Settings,
+    security: baa_logd::Security,
+    metrics: Option<Metrics>,
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
+    store: S,
+    place: String,
+) -> Result<(), Failure> {
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", settings.listen))?;
     let addr = listener.local_addr().map_err(|err| err.to_string())?;
-    info!(%addr, data_dir = %store.data_dir().display(), tls = security.tls_enabled(), tokens = security.tokens_enabled(), "baa-logd listening");
+    info!(%addr, store = %place, tls = security.tls_enabled(), tokens = security.tokens_enabled(), "baa-logd listening");
     // Scripts that start the server on port 0 read the address from here.
     println!("listening on {addr}");
     if let (false, Ok(hangups)) = (security.tls_enabled(), hangups) {

@@ -30,6 +30,9 @@ use serde::{Deserialize, Serialize};
 pub struct Settings {
     /// The gRPC address to listen on.
     pub listen: SocketAddr,
+    /// Where runs are kept: `local` (files under `data_dir`) or
+    /// `jetstream` (a NATS JetStream cluster, see [`Nats`]).
+    pub store: StoreKind,
     /// The runs root.
     pub data_dir: PathBuf,
     /// The Prometheus `/metrics` address; none: no metrics endpoint.
@@ -65,12 +68,15 @@ pub struct Settings {
     /// Artifacts and checkpoints: their limits, and when an upload left
     /// unfinished is dropped.
     pub objects: Objects,
+    /// The NATS JetStream cluster, for `store = "jetstream"`.
+    pub nats: Nats,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            store: StoreKind::Local,
             data_dir: Path::new(".").join(DEFAULT_RUNS_DIRECTORY_NAME),
             metrics_listen: None,
             web_listen: None,
@@ -86,7 +92,108 @@ impl Default for Settings {
             masking: Masking::default(),
             web: Web::default(),
             objects: Objects::default(),
+            nats: Nats::default(),
         }
+    }
+}
+
+/// Where runs are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// Files under the data directory, in the `local-run-v1` layout.
+    Local,
+    /// A NATS JetStream stream, shared by every node.
+    Jetstream,
+}
+
+/// The NATS JetStream cluster under `store = "jetstream"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Nats {
+    /// The servers' URLs; the client also learns the cluster's others.
+    pub url: Vec<String>,
+    /// The stream's name; the index bucket is `<stream>_INDEX`.
+    pub stream: String,
+    /// The stream's replicas when a node creates it.
+    pub replicas: usize,
+    /// A NATS credentials file (JWT and NKey seed).
+    pub creds_file: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for the servers' TLS.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for mutual TLS, with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Speak TLS even to `nats://` URLs.
+    pub require_tls: bool,
+    /// How long the node waits for the cluster at start.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for Nats {
+    fn default() -> Self {
+        Self {
+            url: vec!["nats://127.0.0.1:4222".to_owned()],
+            stream: baa_logging_store::jetstream::DEFAULT_STREAM.to_owned(),
+            replicas: baa_logging_store::jetstream::DEFAULT_REPLICAS,
+            creds_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            require_tls: false,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Nats {
+    /// The store's options, with `limits`.
+    pub fn store_options(&self, limits: &Limits) -> baa_logging_store::JetStreamOptions {
+        baa_logging_store::JetStreamOptions {
+            stream: self.stream.clone(),
+            replicas: self.replicas,
+            creds_file: self.creds_file.clone(),
+            ca_file: self.ca_file.clone(),
+            client_cert: self.cert_file.clone().zip(self.key_file.clone()),
+            require_tls: self.require_tls,
+            connect_timeout: self.connect_timeout,
+            limits: limits.clone(),
+            ..baa_logging_store::JetStreamOptions::new(self.url.clone())
+        }
+    }
+
+    /// Checks that the settings can work.
+    fn sanitize(&self) -> Result<(), SettingsError> {
+        if self.url.is_empty() {
+            return Err(SettingsError::Invalid(
+                "nats.url names no server".to_owned(),
+            ));
+        }
+        if !matches!(self.replicas, 1..=5) {
+            return Err(SettingsError::Invalid(format!(
+                "nats.replicas is {}; JetStream takes 1 to 5 (3 is usual)",
+                self.replicas
+            )));
+        }
+        let name_ok = !self.stream.is_empty()
+            && self
+                .stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            return Err(SettingsError::Invalid(format!(
+                "nats.stream {:?} must be letters, digits, `-` and `_`",
+                self.stream
+            )));
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(SettingsError::Invalid(
+                "nats.cert_file and nats.key_file go together".to_owned(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -473,6 +580,7 @@ impl Settings {
         settings.leases.sanitize()?;
         settings.masking.sanitize()?;
         settings.objects.sanitize()?;
+        settings.nats.sanitize()?;
         Ok(settings)
     }
 
