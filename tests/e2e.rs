@@ -10,6 +10,7 @@ mod bad_input;
 mod browser;
 mod cli;
 mod client;
+mod cluster;
 mod configuration;
 mod connections;
 mod contracts;

@@ -7,6 +7,7 @@
 pub mod contract;
 pub mod disk;
 pub mod metrics;
+pub mod nats_cluster;
 pub mod process;
 
 use std::{net::SocketAddr, path::Path, sync::Arc};

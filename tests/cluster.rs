@@ -1,0 +1,461 @@
+//! Several `baa-logd` nodes on one NATS JetStream cluster (`--store
+//! jetstream`): real `nats-server` processes and real `baa-logd`
+//! processes on loopback, killed with SIGKILL by pid.
+//!
+//! What must hold after every fault: each line a writer had acknowledged
+//! is in its run exactly once, each run's `seq` is gap-free, each follower
+//! got every entry once and in order, and a restarted NATS server caught
+//! up with the stream.
+//!
+//! The waits are bounded (leader elections take seconds), and the loops
+//! are short so the suite stays quick; `scripts/cluster-faults.sh` runs
+//! the same tests over and over.
+
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use baa_logging::pb::{self, log_entry::Entry};
+use tokio::task::JoinSet;
+
+use crate::util::{
+    self, Followed, follow_request, follow_to_end, more, nats_cluster::NatsCluster, open,
+    process::ServerProcess, set_status, stdout,
+};
+
+/// Streams get names of their own, so tests never share one.
+static STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a test waits for the cluster to settle after a fault.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// A cluster of NATS servers and the baa-logd nodes on it.
+struct Cluster {
+    /// The NATS servers.
+    nats: NatsCluster,
+    /// The stream.
+    stream: String,
+    /// Each node's scratch directory (session keys live there).
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Three NATS servers and a stream name of the test's own.
+    fn start() -> Self {
+        Self {
+            nats: NatsCluster::start(3),
+            stream: format!(
+                "CLUSTER_{}_{}",
+                std::process::id(),
+                STREAMS.fetch_add(1, Ordering::Relaxed)
+            ),
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    /// Starts a baa-logd node on the cluster, named `name`.
+    fn node(&self, name: &str) -> ServerProcess {
+        self.node_on(name, "127.0.0.1:0")
+    }
+
+    /// Starts a baa-logd node on the cluster at `listen`.
+    fn node_on(&self, name: &str, listen: &str) -> ServerProcess {
+        let data_dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&data_dir).expect("a node directory");
+        let urls = self.nats.url_list();
+        ServerProcess::start_with_args(
+            &data_dir,
+            &[
+                "--listen",
+                listen,
+                "--store",
+                "jetstream",
+                "--nats-url",
+                &urls,
+                "--nats-stream",
+                &self.stream,
+                "--nats-replicas",
+                "3",
+                "--worker-lease",
+                "off",
+            ],
+        )
+    }
+
+    /// The name of the server that leads the stream now.
+    async fn stream_leader(&self) -> String {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            if let Some(leader) = self
+                .stream_info()
+                .await
+                .and_then(|info| info.cluster?.leader)
+            {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "the stream has no leader");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The stream's info, from any server that answers.
+    async fn stream_info(&self) -> Option<async_nats::jetstream::stream::Info> {
+        let addresses: Vec<async_nats::ServerAddr> = self
+            .nats
+            .urls()
+            .iter()
+            .map(|url| url.parse().expect("a server address"))
+            .collect();
+        let client = async_nats::connect(addresses).await.ok()?;
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream(&self.stream).await.ok()?;
+        Some(stream.cached_info().clone())
+    }
+
+    /// Waits until every replica of the stream is current, with no lag.
+    async fn wait_caught_up(&self) {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let current = self
+                .stream_info()
+                .await
+                .and_then(|info| info.cluster)
+                .is_some_and(|cluster| {
+                    cluster.leader.is_some()
+                        && cluster.replicas.len() == 2
+                        && cluster
+                            .replicas
+                            .iter()
+                            .all(|replica| replica.current && replica.lag.unwrap_or(0) == 0)
+                });
+            if current {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the stream's replicas did not catch up"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A client of a node.
+async fn client(node: &ServerProcess) -> baa_logging_client::LoggingClient {
+    baa_logging_client::ConnectOptions::new(node.url())
+        .connect()
+        .await
+        .expect("a client connects")
+}
+
+/// Prepares `task/run` through `node` and moves it to running.
+async fn running_run(node: &ServerProcess, task: &str, run: &str) {
+    let mut client = client(node).await;
+    util::prepare(&mut client, task, run).await;
+    set_status(&mut client, task, run, pb::RunStatus::Running)
+        .await
+        .expect("the run starts");
+}
+
+/// The text of line `n` of `writer`.
+fn line(writer: &str, n: u64) -> String {
+    format!("{writer} line {n}\n")
+}
+
+/// Appends `lines` lines as `writer` of `task/run`, in batches of `batch`,
+/// through the first node of `nodes` that answers, moving to the next one
+/// when a call fails and re-sending from the writer's cursor there.
+/// Returns the last writer sequence number a node acknowledged.
+async fn write_lines(
+    nodes: Vec<String>,
+    task: String,
+    run: String,
+    writer: String,
+    lines: u64,
+    batch: u64,
+) -> u64 {
+    let deadline = Instant::now() + SETTLE * 2;
+    let mut acknowledged = 0u64;
+    let mut node = 0usize;
+    while acknowledged < lines {
+        assert!(Instant::now() < deadline, "{writer} could not write");
+        let address = &nodes[node % nodes.len()];
+        let attempt = async {
+            let mut client = baa_logging_client::ConnectOptions::new(address.clone())
+                .connect_timeout(Duration::from_secs(2))
+                .connect()
+                .await
+                .map_err(|err| err.to_string())?;
+            let cursor = client
+                .get_writer_cursor(pb::GetWriterCursorRequest {
+                    task_id: task.clone(),
+                    run_id: run.clone(),
+                    writer_id: writer.clone(),
+                })
+                .await
+                .map_err(|status| status.to_string())?
+                .into_inner();
+            let from = cursor.last_writer_seq + 1;
+            let to = (from + batch - 1).min(lines);
+            let items = (from..=to).map(|n| stdout(n, &line(&writer, n))).collect();
+            let half: Vec<pb::AppendItem> = (to + 1..=(to + batch).min(lines))
+                .map(|n| stdout(n, &line(&writer, n)))
+                .collect();
+            let mut messages = vec![open(&task, &run, &writer, items)];
+            if !half.is_empty() {
+                messages.push(more(half));
+            }
+            let response = util::append(&mut client, messages)
+                .await
+                .map_err(|status| status.to_string())?;
+            Ok::<u64, String>(response.last_writer_seq)
+        };
+        match tokio::time::timeout(Duration::from_secs(20), attempt).await {
+            Ok(Ok(last)) => {
+                assert!(last >= acknowledged, "an acknowledgement went back");
+                acknowledged = last;
+            }
+            Ok(Err(_)) | Err(_) => {
+                node += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    acknowledged
+}
+
+/// Follows `task/run` through `node` until it ends, resuming from the
+/// last `seq` it got when the stream breaks.
+async fn follow_all(nodes: Vec<String>, task: String, run: String) -> Vec<pb::LogEntry> {
+    let deadline = Instant::now() + SETTLE * 3;
+    let mut entries: Vec<pb::LogEntry> = Vec::new();
+    let mut node = 0usize;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the follower of {task}/{run} did not finish"
+        );
+        let address = nodes[node % nodes.len()].clone();
+        let from_seq = entries.last().map_or(1, |entry| util::entry_seq(entry) + 1);
+        let connected = baa_logging_client::ConnectOptions::new(address)
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await;
+        let Ok(mut client) = connected else {
+            node += 1;
+            continue;
+        };
+        let followed: Followed =
+            follow_to_end(&mut client, follow_request(&task, &run, from_seq, false)).await;
+        entries.extend(followed.entries);
+        match followed.end {
+            None => return entries,
+            Some(_) => {
+                node += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Checks that `entries` are a gap-free `seq` from 1, and that each of
+/// `writers` wrote lines 1 to its acknowledged count exactly once, in
+/// order (and nothing past what it sent).
+fn check_run(entries: &[pb::LogEntry], acknowledged: &BTreeMap<String, u64>, sent: u64) {
+    let seqs: Vec<u64> = entries.iter().map(util::entry_seq).collect();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "one gap-free seq");
+    let mut lines: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for entry in entries {
+        if let Some(Entry::Chunk(chunk)) = &entry.entry {
+            let (writer, n) = chunk
+                .text
+                .trim_end()
+                .split_once(" line ")
+                .expect("a line of the test");
+            lines
+                .entry(writer.to_owned())
+                .or_default()
+                .push(n.parse().expect("a number"));
+        }
+    }
+    for (writer, acked) in acknowledged {
+        let got = lines.get(writer).cloned().unwrap_or_default();
+        let count = got.len() as u64;
+        assert!(
+            count >= *acked && count <= sent,
+            "{writer}: {count} lines, {acked} acknowledged"
+        );
+        assert_eq!(
+            got,
+            (1..=count).collect::<Vec<_>>(),
+            "{writer}'s lines once, in order"
+        );
+    }
+}
+
+/// Finishes `task/run` through any of `nodes`.
+async fn finish(nodes: &[String], task: &str, run: &str) {
+    for attempt in 0..50 {
+        let node = &nodes[attempt % nodes.len()];
+        let Ok(mut client) = baa_logging_client::ConnectOptions::new(node.clone())
+            .connect()
+            .await
+        else {
+            continue;
+        };
+        if set_status(&mut client, task, run, pb::RunStatus::Completed)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{task}/{run} could not be finished");
+}
+
+/// What several nodes share: a run prepared through one is appended to
+/// through two others by two writers at once, followed live through a
+/// third, listed and read back through each, with one gap-free `seq`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_share_runs_with_one_sequence() {
+    let cluster = Cluster::start();
+    let nodes = [cluster.node("a"), cluster.node("b"), cluster.node("c")];
+    running_run(&nodes[0], "t", "shared").await;
+    let follower = tokio::spawn(follow_all(
+        vec![nodes[2].url()],
+        "t".into(),
+        "shared".into(),
+    ));
+    let mut writers = JoinSet::new();
+    for (index, writer) in ["w1", "w2"].into_iter().enumerate() {
+        writers.spawn(write_lines(
+            vec![nodes[index].url()],
+            "t".into(),
+            "shared".into(),
+            writer.into(),
+            200,
+            20,
+        ));
+    }
+    let mut acknowledged = BTreeMap::new();
+    for (index, done) in writers.join_all().await.into_iter().enumerate() {
+        acknowledged.insert(format!("w{}", index + 1), done);
+    }
+    finish(&[nodes[1].url()], "t", "shared").await;
+    let followed = follower.await.expect("the follower");
+    check_run(&followed, &acknowledged, 200);
+    assert_eq!(followed.len(), 1 + 400, "run_prepared and every line");
+    for node in &nodes {
+        let mut client = client(node).await;
+        let runs = client
+            .list_runs(pb::ListRunsRequest::default())
+            .await
+            .expect("a listing")
+            .into_inner()
+            .runs;
+        assert_eq!(runs.len(), 1, "every node lists the run");
+        let state = runs[0].state.as_ref().expect("a state");
+        assert_eq!(state.status(), pb::RunStatus::Completed);
+        let read = follow_to_end(&mut client, follow_request("t", "shared", 1, true)).await;
+        assert_eq!(read.seqs(), (1..=401).collect::<Vec<_>>());
+    }
+}
+
+/// The stream leader is killed with SIGKILL while four writers append
+/// through two nodes and followers read through a third; then it comes
+/// back and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_stream_leader_loses_no_acknowledged_line() {
+    let mut cluster = Cluster::start();
+    let nodes = [cluster.node("a"), cluster.node("b"), cluster.node("c")];
+    let runs = ["r1", "r2"];
+    for run in runs {
+        running_run(&nodes[0], "t", run).await;
+    }
+    let followers: Vec<_> = runs
+        .iter()
+        .map(|run| tokio::spawn(follow_all(vec![nodes[2].url()], "t".into(), (*run).into())))
+        .collect();
+    const LINES: u64 = 400;
+    let mut writers = JoinSet::new();
+    for index in 0..4 {
+        let run = runs[index % 2];
+        let writer = format!("w{index}");
+        let through = vec![nodes[index / 2].url(), nodes[1 - index / 2].url()];
+        writers.spawn(async move {
+            let done =
+                write_lines(through, "t".into(), run.into(), writer.clone(), LINES, 10).await;
+            (run, writer, done)
+        });
+    }
+    // Kill the leader once the writers are under way.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leader = cluster.stream_leader().await;
+    let index = cluster.nats.index_of(&leader).expect("a server of ours");
+    cluster.nats.kill(index);
+    let mut acknowledged: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
+    for (run, writer, done) in writers.join_all().await {
+        acknowledged.entry(run).or_default().insert(writer, done);
+    }
+    for run in runs {
+        finish(&[nodes[0].url(), nodes[1].url()], "t", run).await;
+    }
+    for (run, follower) in runs.iter().zip(followers) {
+        let followed = follower.await.expect("a follower");
+        check_run(&followed, &acknowledged[run], LINES);
+        assert_eq!(followed.len() as u64, 1 + 2 * LINES, "{run}: every line");
+    }
+    cluster.nats.restart(index);
+    cluster.wait_caught_up().await;
+    // Every node reads the same runs back once the server is back.
+    for node in &nodes {
+        let mut client = client(node).await;
+        for run in runs {
+            let read = follow_to_end(&mut client, follow_request("t", run, 1, true)).await;
+            assert_eq!(read.seqs().len() as u64, 1 + 2 * LINES);
+        }
+    }
+}
+
+/// A baa-logd node is killed with SIGKILL in the middle of appends; its
+/// writers move to another node, and the node comes back on its address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_a_node_mid_append_loses_no_acknowledged_line() {
+    let cluster = Cluster::start();
+    let victim = cluster.node("a");
+    let victim_addr = victim.addr;
+    let other = cluster.node("b");
+    running_run(&other, "t", "r").await;
+    let follower = tokio::spawn(follow_all(vec![other.url()], "t".into(), "r".into()));
+    const LINES: u64 = 600;
+    let mut writers = JoinSet::new();
+    for writer in ["w1", "w2"] {
+        writers.spawn(write_lines(
+            vec![victim.url(), other.url()],
+            "t".into(),
+            "r".into(),
+            writer.into(),
+            LINES,
+            10,
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    victim.kill();
+    let mut acknowledged = BTreeMap::new();
+    for (index, done) in writers.join_all().await.into_iter().enumerate() {
+        acknowledged.insert(format!("w{}", index + 1), done);
+    }
+    // The killed node comes back on its address and serves the run.
+    let back = cluster.node_on("a", &victim_addr.to_string());
+    finish(&[back.url()], "t", "r").await;
+    let followed = follower.await.expect("the follower");
+    check_run(&followed, &acknowledged, LINES);
+    assert_eq!(followed.len() as u64, 1 + 2 * LINES);
+    let mut client = client(&back).await;
+    let read = follow_to_end(&mut client, follow_request("t", "r", 1, true)).await;
+    assert_eq!(read.seqs().len() as u64, 1 + 2 * LINES);
+}
