@@ -62,6 +62,12 @@ impl Cluster {
 
     /// Starts a baa-logd node on the cluster at `listen`.
     fn node_on(&self, name: &str, listen: &str) -> ServerProcess {
+        self.node_with(name, listen, "off")
+    }
+
+    /// Starts a baa-logd node on the cluster at `listen` with this worker
+    /// lease.
+    fn node_with(&self, name: &str, listen: &str, lease: &str) -> ServerProcess {
         let data_dir = self.dir.path().join(name);
         std::fs::create_dir_all(&data_dir).expect("a node directory");
         let urls = self.nats.url_list();
@@ -79,7 +85,7 @@ impl Cluster {
                 "--nats-replicas",
                 "3",
                 "--worker-lease",
-                "off",
+                lease,
             ],
         )
     }
@@ -458,4 +464,73 @@ async fn killing_a_node_mid_append_loses_no_acknowledged_line() {
     let mut client = client(&back).await;
     let read = follow_to_end(&mut client, follow_request("t", "r", 1, true)).await;
     assert_eq!(read.seqs().len() as u64, 1 + 2 * LINES);
+}
+
+/// A writer's stream is open on one node: the other nodes, whose own
+/// leases run out, leave the run alone. Once that node is killed, the
+/// run fails a lease later, once, with one lease-expired entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_held_on_one_node_is_kept_by_the_others() {
+    let cluster = Cluster::start();
+    let holder = cluster.node_with("a", "127.0.0.1:0", "2s");
+    let others = [
+        cluster.node_with("b", "127.0.0.1:0", "2s"),
+        cluster.node_with("c", "127.0.0.1:0", "2s"),
+    ];
+    running_run(&holder, "t", "held").await;
+    // The stream stays open: its sender is kept until the end.
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender
+        .send(open("t", "held", "w", vec![stdout(1, "working\n")]))
+        .await
+        .expect("the stream takes a message");
+    let mut holder_client = client(&holder).await;
+    let stream = tokio::spawn(async move {
+        holder_client
+            .append_logs(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+    });
+    // Three leases long, the run stays running on every node.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut reader = client(&others[0]).await;
+    let run = reader
+        .get_run(pb::GetRunRequest {
+            task_id: "t".into(),
+            run_id: "held".into(),
+        })
+        .await
+        .expect("the run")
+        .into_inner();
+    let status = run.run.and_then(|run| run.state).expect("a state").status();
+    assert_eq!(status, pb::RunStatus::Running, "no node failed a held run");
+    holder.kill();
+    let killed = Instant::now();
+    drop(sender);
+    let _ = stream.await;
+    let deadline = Instant::now() + SETTLE;
+    let followed = loop {
+        let read = follow_to_end(&mut reader, follow_request("t", "held", 1, true)).await;
+        let failed = read
+            .states
+            .last()
+            .is_some_and(|state| state.status() == pb::RunStatus::Failed);
+        if failed {
+            eprintln!("failed {:?} after the holder died", killed.elapsed());
+            break read;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run was not failed after its holder died"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let expiries = followed
+        .entries
+        .iter()
+        .filter(|entry| match &entry.entry {
+            Some(Entry::Lifecycle(event)) => event.message.contains("lease"),
+            _ => false,
+        })
+        .count();
+    assert_eq!(expiries, 1, "one node failed the run, once");
 }

@@ -28,6 +28,17 @@
 //! (and a writer's longer lease is forgotten), so a run found running
 //! after a restart ends if no writer comes back within the lease.
 //!
+//! When several nodes serve one store (`--store jetstream`), a run's
+//! writer streams through one of them, and the others see no stream:
+//! every node tells the others which leases it holds, three times a lease
+//! ([`RunStore::hold_leases`]), and a node whose lease ran out first asks
+//! whether another holds it ([`RunStore::lease_held_elsewhere`]); it then
+//! starts the lease again. Each node also looks for running runs it does
+//! not watch yet as often, so a run another node started ends too. A node
+//! that dies stops telling, and its runs fail a lease later on whichever
+//! node looks first, once. A longer lease a writer asked for is known
+//! only to the node it streamed through.
+//!
 //! One window is left open on purpose: a stream that opens just as its
 //! run's lease expires may find the run failed. Its writer then delivers
 //! late, which the store allows to a writer that had appended before (see
@@ -192,6 +203,21 @@ impl WorkerLeases {
             .collect()
     }
 
+    /// The runs with a stream open here.
+    fn held(&self) -> Vec<RunKey> {
+        lock(&self.runs)
+            .iter()
+            .filter(|(_, run)| run.streams > 0)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// How often this node tells the other nodes of a shared store which
+    /// leases it holds: three times a lease.
+    fn renew_every(&self) -> Duration {
+        (self.lease / 3).max(MIN_SWEEP)
+    }
+
     /// How often the sweeper looks.
     fn sweep_every(&self) -> Duration {
         (self.lease / 10).clamp(MIN_SWEEP, MAX_SWEEP)
@@ -229,12 +255,27 @@ pub(crate) fn spawn<S: RunStore>(
         }
         let mut ticks = tokio::time::interval(leases.sweep_every());
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut renewed = Instant::now();
+        store.hold_leases(leases.held(), leases.lease).await;
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
                 () = token.cancelled() => return,
             }
+            if renewed.elapsed() >= leases.renew_every() {
+                renewed = Instant::now();
+                store.hold_leases(leases.held(), leases.lease).await;
+                // Runs another node started are watched here too, so that
+                // they end if that node dies.
+                adopt_running(&*store, &leases).await;
+            }
             for (key, expiry) in leases.take_expired(Instant::now()) {
+                if store.lease_held_elsewhere(&key).await {
+                    // Another node has a stream open on it: start again.
+                    debug!(run = %key, "another node holds the run's worker lease");
+                    leases.moved(&key, RunStatus::Running);
+                    continue;
+                }
                 expire(&*store, &leases, metrics.as_ref(), key, expiry).await;
             }
         }

@@ -9,7 +9,10 @@
 //! lives, and so does the guard [`RunStore::hold`] returns, which the RPC
 //! layer keeps for the life of each append stream.
 
-use std::{future::Future, time::SystemTime};
+use std::{
+    future::Future,
+    time::{Duration, SystemTime},
+};
 
 use tokio::sync::watch;
 
@@ -210,6 +213,23 @@ pub trait RunStore: crate::objects::ObjectStore + Send + Sync + 'static {
     /// for a backend that cannot tell, is always writable.
     fn write_health(&self) -> watch::Receiver<WriteHealth> {
         watch::channel(WriteHealth::Writable).1
+    }
+
+    /// Tells the other nodes that serve this store that this node holds
+    /// the worker leases of `keys` (runs with an append stream open here)
+    /// for `lease` from now. The default, for a store that one node
+    /// serves alone, does nothing.
+    fn hold_leases(&self, keys: Vec<RunKey>, lease: Duration) -> impl Future<Output = ()> + Send {
+        let _ = (keys, lease);
+        std::future::ready(())
+    }
+
+    /// Whether another node holds `key`'s worker lease now (see
+    /// [`RunStore::hold_leases`]), so that this node must not expire it.
+    /// The default, for a store that one node serves alone, is never.
+    fn lease_held_elsewhere(&self, key: &RunKey) -> impl Future<Output = bool> + Send {
+        let _ = key;
+        std::future::ready(false)
     }
 
     /// How many runs the store holds in each status, for metrics. The

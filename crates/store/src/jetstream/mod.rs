@@ -29,6 +29,7 @@
 
 mod chain;
 mod index;
+mod leases;
 mod locate;
 mod objects;
 mod reader;
@@ -51,6 +52,7 @@ use tracing::{info, warn};
 use self::{
     chain::{Chains, Tip, TipCell, unavailable},
     index::Index,
+    leases::LeaseHolds,
     record::RunHead,
     subject::Subjects,
 };
@@ -131,6 +133,8 @@ pub(crate) struct Shared {
     chains: Chains,
     /// The index bucket.
     index: Index,
+    /// Which node holds which run's worker lease.
+    leases: LeaseHolds,
     /// The limits on items.
     limits: Limits,
     /// About the largest payload one message may carry.
@@ -218,6 +222,29 @@ impl JetStreamStore {
             },
         )
         .await?;
+        let holds = kv::Config {
+            bucket: format!("{}_LEASES", options.stream),
+            history: 1,
+            storage: stream::StorageType::File,
+            num_replicas: options.replicas,
+            // Holds of runs that finished long ago go by themselves.
+            max_age: Duration::from_secs(2 * 24 * 3600),
+            ..kv::Config::default()
+        };
+        let leases = retry_setup(
+            "create the lease bucket",
+            options.connect_timeout,
+            || async {
+                match js.get_key_value(holds.bucket.clone()).await {
+                    Ok(kv) => Ok(kv),
+                    Err(_) => js
+                        .create_key_value(holds.clone())
+                        .await
+                        .map_err(|err| err.to_string()),
+                }
+            },
+        )
+        .await?;
         info!(stream = %options.stream, replicas = options.replicas, "JetStream store open");
         Ok(Self {
             shared: Arc::new(Shared {
@@ -227,6 +254,10 @@ impl JetStreamStore {
                     subjects,
                 },
                 index: Index { kv },
+                leases: LeaseHolds {
+                    kv: leases,
+                    node: uuid::Uuid::new_v4().to_string(),
+                },
                 limits: options.limits,
                 max_payload: max_payload.saturating_sub(64 * 1024).max(64 * 1024),
                 tips: Mutex::default(),
@@ -551,6 +582,14 @@ impl RunStore for JetStreamStore {
         Ok(())
     }
 
+    async fn hold_leases(&self, keys: Vec<RunKey>, lease: Duration) {
+        self.shared.leases.hold(keys, lease).await;
+    }
+
+    async fn lease_held_elsewhere(&self, key: &RunKey) -> bool {
+        self.shared.leases.held_elsewhere(key).await
+    }
+
     async fn count_runs(&self) -> Result<Vec<(RunStatus, u64)>> {
         let mut counts: Vec<(RunStatus, u64)> = RunStatus::ALL.iter().map(|s| (*s, 0)).collect();
         for (_, entry) in self.shared.index.all().await? {
@@ -592,6 +631,7 @@ impl JetStreamStore {
             .await
             .map_err(|err| unavailable(format!("cannot purge run `{key}`"), err))?;
         self.shared.index.remove(key).await;
+        self.shared.leases.forget(key).await;
         self.shared.forget(key);
         Ok(true)
     }
