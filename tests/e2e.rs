@@ -14,6 +14,7 @@ mod configuration;
 mod connections;
 mod contracts;
 mod disk;
+mod failover;
 mod follow;
 mod follow_shared;
 mod integrity;
