@@ -334,3 +334,65 @@ async fn baa_log_takes_a_list_of_servers_and_moves_along_it() {
         .collect();
     assert_eq!(lines, expected);
 }
+
+/// `baa-log exec` given [A, B] whose server A dies while the command
+/// writes: its writer moves to B once B serves the same store, and the
+/// run holds every line of the command once, with gap-free sequence
+/// numbers, and its final status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_moves_to_the_next_server_when_its_server_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let spools = tempfile::tempdir().unwrap();
+    let a = ServerProcess::start(dir.path());
+    let b = reserve_addr();
+    let script = "for i in $(seq 1 300); do echo \"line $i\"; sleep 0.005; done";
+    let mut exec = tokio::process::Command::new(cli_binary())
+        .env("BAA_LOG_SERVER", format!("{},http://{b}", a.url()))
+        .env("BAA_LOG_SPOOL_DIR", spools.path())
+        .env_remove("BAA_LOG_TOKEN")
+        .args(["exec", "--no-pty", "--delivery-wait", "20s"])
+        .args(["--task", "t", "--run", "x", "--", "sh", "-c", script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = exec.stdout.take().unwrap();
+    let mut printed = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&printed).contains("line 50\n") {
+        let read = tokio::time::timeout(Duration::from_secs(20), stdout.read(&mut buffer))
+            .await
+            .expect("the command writes")
+            .unwrap();
+        assert!(read > 0, "exec ended early");
+        printed.extend_from_slice(&buffer[..read]);
+    }
+    a.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = ServerProcess::start_on(dir.path(), b);
+    let output = tokio::time::timeout(Duration::from_secs(60), async {
+        stdout.read_to_end(&mut printed).await.unwrap();
+        exec.wait_with_output().await.unwrap()
+    })
+    .await
+    .expect("exec ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("is not all stored"), "{stderr}");
+
+    let client = Client::connect(b.url()).await.unwrap();
+    let key = RunKey::new("t", "x");
+    let stored: Vec<FollowEvent> = client
+        .follow(key.clone(), FollowOptions::default())
+        .map(|event| event.expect("no error"))
+        .filter(|event| std::future::ready(event.seq().is_some()))
+        .collect()
+        .await;
+    let seqs: Vec<u64> = stored.iter().filter_map(FollowEvent::seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
+    let expected: String = (1..=300).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(stdout_texts(&stored).concat(), expected);
+    let state = client.get_run(&key).await.unwrap().state.unwrap();
+    assert_eq!(state.status, pb::RunStatus::Completed as i32);
+}
