@@ -12,7 +12,10 @@ use std::{future::Future, time::Duration};
 
 use crate::{
     ClientError, ConnectOptions, Follow, FollowOptions, LoggingClient, NewRun, RunKey, RunWriter,
-    SpoolOptions, WriterOptions, error::is_server_failure, failover::Link, pb,
+    SpoolOptions, WriterOptions,
+    error::is_server_failure,
+    failover::{Current, Link},
+    pb,
 };
 
 /// A connection to `baa-logd` with typed calls. Cloning it is cheap and
@@ -63,11 +66,14 @@ pub struct CollectOptions {
 }
 
 impl Client {
-    /// Connects to `address` with the default [`ConnectOptions`].
+    /// Connects to `address` with the default [`ConnectOptions`]; several
+    /// servers separated by commas are tried in order, and the client
+    /// moves between them as [`Client::connect_with`] says.
     ///
     /// # Errors
     ///
-    /// [`ClientError::InvalidAddress`] or [`ClientError::Connect`].
+    /// [`ClientError::InvalidAddress`], [`ClientError::Connect`] or, for
+    /// several servers, [`ClientError::Unreachable`].
     pub async fn connect(address: impl Into<String>) -> Result<Self, ClientError> {
         Self::connect_with(&ConnectOptions::new(address)).await
     }
@@ -143,11 +149,7 @@ impl Client {
 
     /// After a failure of the server behind `seen`: the connection to the
     /// next server, or `None` when the link could not move.
-    async fn moved(
-        &self,
-        seen: &crate::failover::Current,
-        status: &tonic::Status,
-    ) -> Option<crate::failover::Current> {
+    async fn moved(&self, seen: &Current, status: &tonic::Status) -> Option<Current> {
         let next = self.link.fail_over(seen, status).await;
         (!next.same_as(seen)).then_some(next)
     }

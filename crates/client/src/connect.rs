@@ -420,12 +420,14 @@ fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, ClientError> {
     })
 }
 
-/// Connects to a server at `address` (`http://host:port`) with the default
+/// Connects to a server at `address` (`http://host:port`, or several
+/// separated by commas, the first that answers) with the default
 /// [`ConnectOptions`].
 ///
 /// # Errors
 ///
-/// [`ClientError::InvalidAddress`] or [`ClientError::Connect`].
+/// [`ClientError::InvalidAddress`], [`ClientError::Connect`] or
+/// [`ClientError::Unreachable`].
 ///
 /// # Examples
 ///
