@@ -470,3 +470,49 @@ impl Interceptor for Credentials {
         Ok(request)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A comma-separated list is split and trimmed, empty parts dropped; a
+    /// single address stays as it was.
+    #[test]
+    fn a_list_of_addresses_is_split_on_commas() {
+        let options = ConnectOptions::new(" http://a:1 ,b:2,, https://c:3 ");
+        assert_eq!(options.addresses(), ["http://a:1", "b:2", "https://c:3"]);
+        assert_eq!(options.address(), "http://a:1");
+        assert_eq!(
+            ConnectOptions::new("http://a:1").addresses(),
+            ["http://a:1"]
+        );
+        assert_eq!(ConnectOptions::new("").addresses(), [""]);
+        assert_eq!(ConnectOptions::new(",").addresses(), [","]);
+        let empty: [&str; 0] = [];
+        assert_eq!(ConnectOptions::with_addresses(empty).addresses(), [""]);
+    }
+
+    /// Every address of a list is checked before any is tried, so that a
+    /// typo is reported as such and not skipped as a dead server.
+    #[tokio::test]
+    async fn a_bad_address_in_a_list_is_reported_not_skipped() {
+        let err = ConnectOptions::new("127.0.0.1:1,http://bad host:2")
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ClientError::InvalidAddress { address, .. } if address == "http://bad host:2"),
+            "{err:?}"
+        );
+    }
+
+    /// The server that answered last is where the next connection
+    /// starts, for every clone of the options.
+    #[test]
+    fn the_preferred_server_is_shared_by_clones() {
+        let options = ConnectOptions::new("a:1,b:2,c:3");
+        let clone = options.clone();
+        options.preferred.store(2, Ordering::Relaxed);
+        assert_eq!(clone.preferred(), 2);
+    }
+}
