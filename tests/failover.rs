@@ -396,3 +396,59 @@ async fn exec_moves_to_the_next_server_when_its_server_dies() {
     let state = client.get_run(&key).await.unwrap().state.unwrap();
     assert_eq!(state.status, pb::RunStatus::Completed as i32);
 }
+
+/// A state change whose server died before answering is sent again to
+/// the next server; when the repeat is refused because the run already
+/// holds the change (a final status is final), the client answers with
+/// that state, as the first send may have applied it. A repeat refused
+/// for a run that holds something else is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_change_sent_again_after_a_move_is_not_applied_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = ServerProcess::start(dir.path());
+    let b = reserve_addr();
+    let options = ConnectOptions::with_addresses([a.url(), format!("http://{b}")]);
+    let client = Client::connect_with(&options).await.unwrap();
+    let key = RunKey::new("t", "done");
+    client.prepare_run(NewRun::new("t", "done")).await.unwrap();
+    let completed = pb::RunStatePatch {
+        status: Some(pb::RunStatus::Completed as i32),
+        exit_code: Some(0),
+        ..Default::default()
+    };
+    let failed = pb::RunStatePatch {
+        status: Some(pb::RunStatus::Failed as i32),
+        ..Default::default()
+    };
+    for status in [pb::RunStatus::Running, pb::RunStatus::Completed] {
+        let patch = pb::RunStatePatch {
+            status: Some(status as i32),
+            exit_code: (status == pb::RunStatus::Completed).then_some(0),
+            ..Default::default()
+        };
+        client.update_run_state(&key, patch).await.unwrap();
+    }
+    // On one server, a second final status is refused.
+    let err = client
+        .update_run_state(&key, completed.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
+
+    // Both clients still call through A, which is gone: the change goes
+    // to B, which refuses it as the run is completed already, with the
+    // exit code asked for: the first send counts as applied.
+    let other = Client::connect_with(&options).await.unwrap();
+    a.kill();
+    let _b = ServerProcess::start_on(dir.path(), b);
+    let state = client
+        .update_run_state(&key, completed.clone())
+        .await
+        .expect("the repeat finds the change applied");
+    assert_eq!(state.status, pb::RunStatus::Completed as i32);
+    assert_eq!(state.exit_code, Some(0));
+
+    // A change the run does not hold stays refused after a move too.
+    let err = other.update_run_state(&key, failed).await.unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
+}
