@@ -15,6 +15,7 @@ mod configuration;
 mod connections;
 mod contracts;
 mod disk;
+mod failover;
 mod follow;
 mod follow_shared;
 mod integrity;

@@ -251,7 +251,7 @@ pub(crate) async fn exec(
     let command_ended = Arc::new(AtomicBool::new(false));
     let watching = tokio::spawn(watch_server(
         writer.clone(),
-        options.address().to_owned(),
+        options.addresses().join(","),
         warned.clone(),
         command_ended.clone(),
         args.spool.delivery_wait,
@@ -349,8 +349,8 @@ async fn upload_artifacts(options: &ConnectOptions, key: &RunKey, patterns: &[St
     if patterns.is_empty() {
         return 0;
     }
-    match options.connect_lazy() {
-        Ok(stub) => crate::objects::upload_matches(&Client::from_stub(stub), key, patterns).await,
+    match Client::connect_lazy_with(options) {
+        Ok(client) => crate::objects::upload_matches(&client, key, patterns).await,
         Err(err) => {
             eprintln!("baa-log: cannot upload the artifacts of {key}: {err}");
             1
@@ -434,8 +434,8 @@ async fn open_log(
         status: Some(pb::RunStatus::Running as i32),
         ..Default::default()
     };
-    let stub = match options.connect().await {
-        Ok(stub) => stub,
+    let client = match Client::connect_with(options).await {
+        Ok(client) => client,
         Err(err) if !args.spool.fail_closed && is_unreachable(&err) => {
             let reason = explain(err).message;
             if args.retry_of.is_some() || args.writer_id.is_some() {
@@ -448,7 +448,7 @@ async fn open_log(
                     "{reason}; {flag} needs the server, to know what came before"
                 )));
             }
-            let client = Client::from_stub(options.connect_lazy().map_err(explain)?);
+            let client = Client::connect_lazy_with(options).map_err(explain)?;
             let attempt = local_attempt(args)?;
             let new_run = new_run(&attempt, args, cwd, &masker);
             let spool = args.spool.options(&attempt.key);
@@ -471,7 +471,6 @@ async fn open_log(
         }
         Err(err) => return Err(explain(err)),
     };
-    let client = Client::from_stub(stub);
     let attempt = prepare(&client, args, cwd, &masker, explain).await?;
     let key = attempt.key.clone();
     announce(&attempt);
@@ -520,6 +519,7 @@ fn is_unreachable(err: &ClientError) -> bool {
             }
             !(text.contains("certificate") || text.contains("tls") || text.contains("handshake"))
         }
+        ClientError::Unreachable { attempts } => attempts.iter().all(is_unreachable),
         ClientError::Status(status) => status.code() == Code::Unavailable,
         _ => false,
     }

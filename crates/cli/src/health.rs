@@ -7,7 +7,9 @@
 //! `NOT_SERVING` while it shuts down and while its data directory cannot be
 //! written, so a health check that passes means "appends would work now".
 //! Like every subcommand it goes through [`ConnectOptions`], so `--server`,
-//! `BAA_LOG_SERVER` and the token apply to it too.
+//! `BAA_LOG_SERVER` and the token apply to it too. Given several servers,
+//! it asks the first that accepts a connection (in the list's order): a
+//! probe of one node gives it only its own address.
 
 use std::time::Duration;
 
@@ -61,7 +63,7 @@ pub(crate) async fn health(
         .map_err(|_| {
             Failure::new(format!(
                 "baa-logd at {} did not answer the health check within {}s",
-                options.address(),
+                options.addresses().join(","),
                 args.timeout.as_secs_f64()
             ))
         })?

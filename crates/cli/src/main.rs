@@ -62,7 +62,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(name = "baa-log", version)]
 struct Cli {
     /// The server's address: host:port (plain, or TLS with --ca-file or a
-    /// client certificate), http://host:port or https://host:port.
+    /// client certificate), http://host:port or https://host:port. Several
+    /// nodes of a cluster are separated by commas (`a:50051,b:50051`): they
+    /// are tried in order, and exec, follow and the other commands move to
+    /// the next one when theirs fails, resuming where they were.
     #[arg(
         long,
         global = true,
@@ -246,7 +249,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         command => command,
     };
-    let client = Client::from_stub(options.connect().await.map_err(&explain)?);
+    let client = Client::connect_with(&options).await.map_err(&explain)?;
     match command {
         Command::Exec(_) => unreachable!("exec connects by itself"),
         Command::Upload(args) => upload::upload(&client, args, &explain).await,

@@ -188,8 +188,27 @@ pub(crate) fn explain(server: &str, err: ClientError) -> Failure {
                 ),
             }
         }
+        ClientError::Unreachable { attempts } => {
+            let each: Vec<String> = attempts
+                .iter()
+                .map(|attempt| match attempt {
+                    ClientError::Connect { address, source } => {
+                        let causes = causes(source);
+                        match tls_advice(&causes) {
+                            Some(advice) => format!("{address} over TLS: {advice}"),
+                            None => format!("{address}: {causes}"),
+                        }
+                    }
+                    other => other.to_string(),
+                })
+                .collect();
+            format!(
+                "cannot reach baa-logd at any of {server}: {}; is it running? Point --server or BAA_LOG_SERVER at it",
+                each.join("; ")
+            )
+        }
         ClientError::InvalidAddress { .. } => format!(
-            "{err}; --server takes an address like 127.0.0.1:50051, http://127.0.0.1:50051 or https://logs.example:50051"
+            "{err}; --server takes an address like 127.0.0.1:50051, http://127.0.0.1:50051 or https://logs.example:50051, or several separated by commas"
         ),
         ClientError::Status(status) => {
             let hint = match status.code() {

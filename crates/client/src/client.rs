@@ -1,11 +1,21 @@
 //! [`Client`]: typed calls over the generated stubs, and the doors to the
 //! worker handle and the follower stream.
+//!
+//! A client made from [`ConnectOptions`] with several servers moves to the
+//! next one when its server fails (see the `failover` module). Its unary
+//! calls that only read, or that the server makes idempotent
+//! (`prepare_run`), are sent again on the next server after a failure of
+//! the server; see [`Client::update_run_state`] and
+//! [`Client::collect_runs`] for the two that change things.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use crate::{
     ClientError, ConnectOptions, Follow, FollowOptions, LoggingClient, NewRun, RunKey, RunWriter,
-    SpoolOptions, WriterOptions, pb,
+    SpoolOptions, WriterOptions,
+    error::is_server_failure,
+    failover::{Current, Link},
+    pb,
 };
 
 /// A connection to `baa-logd` with typed calls. Cloning it is cheap and
@@ -25,8 +35,8 @@ use crate::{
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    /// The generated client.
-    stub: LoggingClient,
+    /// The connection, and the other servers to move to.
+    link: Link,
 }
 
 /// Which runs to list.
@@ -56,25 +66,92 @@ pub struct CollectOptions {
 }
 
 impl Client {
-    /// Connects to `address` with the default [`ConnectOptions`].
+    /// Connects to `address` with the default [`ConnectOptions`]; several
+    /// servers separated by commas are tried in order, and the client
+    /// moves between them as [`Client::connect_with`] says.
     ///
     /// # Errors
     ///
-    /// [`ClientError::InvalidAddress`] or [`ClientError::Connect`].
+    /// [`ClientError::InvalidAddress`], [`ClientError::Connect`] or, for
+    /// several servers, [`ClientError::Unreachable`].
     pub async fn connect(address: impl Into<String>) -> Result<Self, ClientError> {
-        Ok(Self::from_stub(
-            ConnectOptions::new(address).connect().await?,
-        ))
+        Self::connect_with(&ConnectOptions::new(address)).await
     }
 
-    /// Wraps a generated client.
+    /// Connects with `options` (see [`ConnectOptions::connect`]). With
+    /// several servers, the client and every writer and follower it makes
+    /// move to the next server that answers when theirs fails, and resume
+    /// there from their cursors.
+    ///
+    /// # Errors
+    ///
+    /// As for [`ConnectOptions::connect`].
+    pub async fn connect_with(options: &ConnectOptions) -> Result<Self, ClientError> {
+        let (index, stub) = options.connect_from(options.preferred()).await?;
+        Ok(Self {
+            link: Link::over(options.clone(), index, stub),
+        })
+    }
+
+    /// A client that connects on its first request (see
+    /// [`ConnectOptions::connect_lazy`]), and moves between several
+    /// servers as one made with [`Client::connect_with`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::InvalidAddress`] or [`ClientError::Credentials`].
+    pub fn connect_lazy_with(options: &ConnectOptions) -> Result<Self, ClientError> {
+        let (index, stub) = options.connect_lazy_at(options.preferred())?;
+        Ok(Self {
+            link: Link::over(options.clone(), index, stub),
+        })
+    }
+
+    /// Wraps a generated client. It stays on its one connection: to move
+    /// between servers, make the client with [`Client::connect_with`].
     pub fn from_stub(stub: LoggingClient) -> Self {
-        Self { stub }
+        Self {
+            link: Link::fixed(stub),
+        }
     }
 
-    /// The generated client, for calls this type does not wrap.
+    /// The generated client over the current connection, for calls this
+    /// type does not wrap.
     pub fn stub(&self) -> LoggingClient {
-        self.stub.clone()
+        self.link.stub()
+    }
+
+    /// The link, for the writers and followers this client makes.
+    pub(crate) fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Makes a call that may be sent twice: after a failure of the server,
+    /// sends it again on the next one, once per other server.
+    async fn repeatable<T, F, Fut>(&self, mut call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(LoggingClient) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut current = self.link.current();
+        let mut left = self.link.others();
+        loop {
+            match call(current.stub.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if left > 0 && is_server_failure(&status) => {
+                    left -= 1;
+                    current = self.moved(&current, &status).await.ok_or(status)?;
+                }
+                Err(status) => return Err(status),
+            }
+        }
+    }
+
+    /// After a failure of the server behind `seen`: the connection to the
+    /// next server, or `None` when the link could not move.
+    async fn moved(&self, seen: &Current, status: &tonic::Status) -> Option<Current> {
+        let next = self.link.fail_over(seen, status).await;
+        (!next.same_as(seen)).then_some(next)
     }
 
     /// The server's constants and limits.
@@ -84,10 +161,10 @@ impl Client {
     /// The server's answer, as [`ClientError::Status`].
     pub async fn server_info(&self) -> Result<pb::GetServerInfoResponse, ClientError> {
         Ok(self
-            .stub()
-            .get_server_info(pb::GetServerInfoRequest {})
-            .await?
-            .into_inner())
+            .repeatable(|mut stub| async move {
+                stub.get_server_info(pb::GetServerInfoRequest {}).await
+            })
+            .await?)
     }
 
     /// Prepares a run, or returns it as it is when it was prepared before
@@ -98,11 +175,13 @@ impl Client {
     /// `ALREADY_EXISTS` when the run exists with other metadata,
     /// `INVALID_ARGUMENT` for bad ids or times.
     pub async fn prepare_run(&self, run: NewRun) -> Result<pb::PrepareRunResponse, ClientError> {
+        let request = run.into_request();
         Ok(self
-            .stub()
-            .prepare_run(run.into_request())
-            .await?
-            .into_inner())
+            .repeatable(|mut stub| {
+                let request = request.clone();
+                async move { stub.prepare_run(request).await }
+            })
+            .await?)
     }
 
     /// A run's metadata, state, log summary and paths.
@@ -115,12 +194,13 @@ impl Client {
             task_id: key.task_id.clone(),
             run_id: key.run_id.clone(),
         };
-        self.stub()
-            .get_run(request)
-            .await?
-            .into_inner()
-            .run
-            .ok_or_else(|| tonic::Status::internal("the reply holds no run").into())
+        self.repeatable(|mut stub| {
+            let request = request.clone();
+            async move { stub.get_run(request).await }
+        })
+        .await?
+        .run
+        .ok_or_else(|| tonic::Status::internal("the reply holds no run").into())
     }
 
     /// One page of runs, newest first.
@@ -139,10 +219,25 @@ impl Client {
             page_size: filter.page_size,
             page_token: filter.page_token,
         };
-        Ok(self.stub().list_runs(request).await?.into_inner())
+        Ok(self
+            .repeatable(|mut stub| {
+                let request = request.clone();
+                async move { stub.list_runs(request).await }
+            })
+            .await?)
     }
 
     /// Applies a state patch and returns the new state.
+    ///
+    /// After a failure of the server, the patch is sent again on the next
+    /// server, as the first may have applied it before it failed. Sending
+    /// it twice is not harmless in general: the server refuses a second
+    /// final status with `FAILED_PRECONDITION` (a terminal run stays as it
+    /// is), and a second `checkpoint_seq` too. So when the repeat is
+    /// refused with `FAILED_PRECONDITION`, the run's state is read back,
+    /// and one that already holds everything the patch sets (status, exit
+    /// code, summary, checkpoint) is the answer: the first send went
+    /// through. Otherwise the refusal stands.
     ///
     /// # Errors
     ///
@@ -156,14 +251,34 @@ impl Client {
             task_id: key.task_id.clone(),
             run_id: key.run_id.clone(),
             writer_id: String::new(),
-            patch: Some(patch),
+            patch: Some(patch.clone()),
         };
-        self.stub()
-            .update_run_state(request)
-            .await?
-            .into_inner()
-            .state
-            .ok_or_else(|| tonic::Status::internal("the reply holds no state").into())
+        let mut current = self.link.current();
+        let mut left = self.link.others();
+        let mut repeated = false;
+        loop {
+            let status = match current.stub.clone().update_run_state(request.clone()).await {
+                Ok(response) => {
+                    return response
+                        .into_inner()
+                        .state
+                        .ok_or_else(|| tonic::Status::internal("the reply holds no state").into());
+                }
+                Err(status) => status,
+            };
+            if repeated && status.code() == tonic::Code::FailedPrecondition {
+                let state = self.get_run(key).await?.state;
+                if let Some(state) = state.filter(|state| holds(state, &patch)) {
+                    return Ok(state);
+                }
+            }
+            if left == 0 || !is_server_failure(&status) {
+                return Err(status.into());
+            }
+            left -= 1;
+            current = self.moved(&current, &status).await.ok_or(status)?;
+            repeated = true;
+        }
     }
 
     /// Runs a retention pass now: deletes the terminal runs that `options`
@@ -191,6 +306,11 @@ impl Client {
     /// # }
     /// ```
     ///
+    /// A dry run is sent again on the next server after a failure of the
+    /// server; a real pass is not (a second pass may delete more, and its
+    /// answer would not be the first's): the error is returned, and the
+    /// client's next call goes to the next server.
+    ///
     /// # Errors
     ///
     /// `FAILED_PRECONDITION` when neither `options` nor the server sets a
@@ -213,7 +333,19 @@ impl Client {
             max_age,
             max_bytes: options.max_bytes,
         };
-        Ok(self.stub().collect_runs(request).await?.into_inner())
+        if options.dry_run {
+            return Ok(self
+                .repeatable(|mut stub| async move { stub.collect_runs(request).await })
+                .await?);
+        }
+        let current = self.link.current();
+        match current.stub.clone().collect_runs(request).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => {
+                self.link.fail_over(&current, &status).await;
+                Err(status.into())
+            }
+        }
     }
 
     /// Prepares `run` (see [`Client::prepare_run`]) and returns a writer
@@ -231,7 +363,11 @@ impl Client {
         // The metadata is masked with the writer's secrets too.
         let masker = crate::writer::SharedMasker::new(options.secrets.clone());
         let request = crate::writer::mask_prepare(&masker, run.into_request());
-        self.stub().prepare_run(request).await?;
+        self.repeatable(|mut stub| {
+            let request = request.clone();
+            async move { stub.prepare_run(request).await }
+        })
+        .await?;
         self.writer(key, options).await
     }
 
@@ -247,7 +383,7 @@ impl Client {
         key: RunKey,
         options: WriterOptions,
     ) -> Result<RunWriter, ClientError> {
-        RunWriter::attach(self.stub(), key, options).await
+        RunWriter::attach(self.link.clone(), key, options).await
     }
 
     /// A spooled writer, for a worker that must never wait for the server:
@@ -274,20 +410,22 @@ impl Client {
     ) -> Result<RunWriter, ClientError> {
         let after = match (&prepare, &options.writer_id) {
             (None, Some(writer_id)) => {
-                self.stub()
-                    .get_writer_cursor(pb::GetWriterCursorRequest {
-                        task_id: key.task_id.clone(),
-                        run_id: key.run_id.clone(),
-                        writer_id: writer_id.clone(),
-                    })
-                    .await?
-                    .into_inner()
-                    .last_writer_seq
+                let request = pb::GetWriterCursorRequest {
+                    task_id: key.task_id.clone(),
+                    run_id: key.run_id.clone(),
+                    writer_id: writer_id.clone(),
+                };
+                self.repeatable(|mut stub| {
+                    let request = request.clone();
+                    async move { stub.get_writer_cursor(request).await }
+                })
+                .await?
+                .last_writer_seq
             }
             // A fresh writer id has written nothing yet.
             _ => 0,
         };
-        RunWriter::spooled(self.stub(), key, prepare, options, spool, after)
+        RunWriter::spooled(self.link.clone(), key, prepare, options, spool, after)
     }
 
     /// A spooled writer over a spool another process left (a worker that
@@ -303,7 +441,7 @@ impl Client {
         path: &std::path::Path,
         options: WriterOptions,
     ) -> Result<RunWriter, ClientError> {
-        RunWriter::resume(self.stub(), path, options)
+        RunWriter::resume(self.link.clone(), path, options)
     }
 
     /// Follows a run: its history from `options.from_seq`, then live
@@ -329,10 +467,12 @@ impl Client {
     /// # }
     /// ```
     pub fn follow(&self, key: RunKey, options: FollowOptions) -> Follow {
-        Follow::start(self.stub(), key, options)
+        Follow::start(self.link.clone(), key, options)
     }
 
     /// Searches runs' output: the responses as the server finds matches.
+    /// A search that cannot start for a failure of the server starts again
+    /// on the next one; one that breaks later is the caller's to repeat.
     /// With a `timeout`, the server stops the search then, with
     /// `DEADLINE_EXCEEDED` after the matches found.
     ///
@@ -345,10 +485,30 @@ impl Client {
         request: pb::SearchRunsRequest,
         timeout: Option<Duration>,
     ) -> Result<tonic::Streaming<pb::SearchRunsResponse>, ClientError> {
-        let mut request = tonic::Request::new(request);
-        if let Some(timeout) = timeout {
-            request.set_timeout(timeout);
-        }
-        Ok(self.stub().search_runs(request).await?.into_inner())
+        Ok(self
+            .repeatable(|mut stub| {
+                let mut request = tonic::Request::new(request.clone());
+                if let Some(timeout) = timeout {
+                    request.set_timeout(timeout);
+                }
+                async move { stub.search_runs(request).await }
+            })
+            .await?)
     }
+}
+
+/// Whether `state` holds everything `patch` sets (the time of a final
+/// status aside, which the server may have set itself).
+fn holds(state: &pb::RunStateSnapshot, patch: &pb::RunStatePatch) -> bool {
+    patch.status.is_none_or(|status| status == state.status)
+        && patch
+            .exit_code
+            .is_none_or(|code| Some(code) == state.exit_code)
+        && patch
+            .summary
+            .as_ref()
+            .is_none_or(|summary| Some(summary) == state.summary.as_ref())
+        && patch
+            .checkpoint_seq
+            .is_none_or(|seq| seq == state.checkpoint_seq)
 }

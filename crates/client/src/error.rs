@@ -23,6 +23,13 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// None of several servers could be reached: each one's
+    /// [`ClientError::Connect`], in the order they were tried.
+    #[error("cannot connect to any of the servers: {}", describe_all(attempts))]
+    Unreachable {
+        /// Why each server could not be reached.
+        attempts: Vec<ClientError>,
+    },
     /// The server answered with an error, or the connection broke.
     #[error("the server answered {}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),
@@ -91,11 +98,34 @@ impl ClientError {
     /// bad id, an unknown run, a terminal run, a limit) are never retried.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Connect { .. } => true,
+            Self::Connect { .. } | Self::Unreachable { .. } => true,
             Self::Status(status) => is_retryable_status(status),
             _ => false,
         }
     }
+}
+
+/// Each error with its causes, `; ` between them, for
+/// [`ClientError::Unreachable`], whose one message must say why every
+/// server failed (a transport error alone reads "transport error").
+fn describe_all(errors: &[ClientError]) -> String {
+    let mut text = String::new();
+    for (index, error) in errors.iter().enumerate() {
+        if index > 0 {
+            text.push_str("; ");
+        }
+        text.push_str(&error.to_string());
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.ends_with(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+    }
+    text
 }
 
 /// Whether a status says "try again later" rather than "this is wrong".
@@ -111,5 +141,18 @@ pub(crate) fn is_retryable_status(status: &tonic::Status) -> bool {
             | Code::Cancelled
             | Code::Aborted
             | Code::DeadlineExceeded
+    )
+}
+
+/// Whether a status says the server itself is gone or going (a
+/// connection that could not be made or broke, a server shutting down),
+/// rather than something about the call: a client with other servers
+/// moves to the next one then. `DEADLINE_EXCEEDED` and `ABORTED` are
+/// retried on the same server: they speak of the call (an idle stream, a
+/// search's time limit, an upload taken over), not of the node.
+pub(crate) fn is_server_failure(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
     )
 }

@@ -12,9 +12,10 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
-    ClientError, LoggingClient, RetryPolicy, RunKey,
+    ClientError, RetryPolicy, RunKey,
     backoff::Backoff,
     error::is_retryable_status,
+    failover::Link,
     pb::{self, log_entry::Entry},
 };
 
@@ -94,8 +95,9 @@ impl FollowEvent {
 }
 
 /// The events of a followed run, in order, each once. After a broken
-/// connection it reconnects by itself and resumes after the last entry it
-/// yielded; it ends when the run is terminal and everything was yielded,
+/// connection it reconnects by itself (to the next server, when its
+/// client has several and its server failed) and resumes after the last
+/// entry it yielded; it ends when the run is terminal and everything was yielded,
 /// or with an error retrying cannot cure.
 ///
 /// Dropping it stops the follow.
@@ -109,11 +111,11 @@ pub struct Follow {
 
 impl Follow {
     /// Starts following `key`.
-    pub(crate) fn start(stub: LoggingClient, key: RunKey, options: FollowOptions) -> Self {
+    pub(crate) fn start(link: Link, key: RunKey, options: FollowOptions) -> Self {
         // A few hundred entries: the server sends batches, and a follower
         // that stops reading only holds up its own stream.
         let (sender, receiver) = mpsc::channel(256);
-        let task = tokio::spawn(follow(stub, key, options, sender));
+        let task = tokio::spawn(follow(link, key, options, sender));
         Self {
             events: ReceiverStream::new(receiver),
             task,
@@ -148,9 +150,10 @@ fn same_state(a: &pb::RunStateSnapshot, b: &pb::RunStateSnapshot) -> bool {
 }
 
 /// The follow loop: one FollowRun call after another, from the resume
-/// cursor, until the run ends.
+/// cursor, until the run ends; after a failure of the server, the next
+/// call goes to the next server.
 async fn follow(
-    mut stub: LoggingClient,
+    link: Link,
     key: RunKey,
     options: FollowOptions,
     events: mpsc::Sender<Result<FollowEvent, ClientError>>,
@@ -161,6 +164,7 @@ async fn follow(
     // The tail is counted by the first stream that answers; later ones
     // resume after what was yielded.
     let mut tail = options.tail;
+    let mut current = link.current();
     loop {
         let request = pb::FollowRunRequest {
             task_id: key.task_id.clone(),
@@ -177,7 +181,7 @@ async fn follow(
             since: options.since.map(prost_types::Timestamp::from),
             until: options.until.map(prost_types::Timestamp::from),
         };
-        let status = match stub.follow_run(request).await {
+        let status = match current.stub.clone().follow_run(request).await {
             Ok(response) => {
                 let mut stream = response.into_inner();
                 loop {
@@ -221,5 +225,6 @@ async fn follow(
             let _ = events.send(Err(status.into())).await;
             return;
         }
+        current = link.fail_over(&current, &status).await;
     }
 }

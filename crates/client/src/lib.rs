@@ -7,12 +7,18 @@
 //! or duplicating an entry. A spooled writer
 //! ([`Client::spooled_writer`]) never waits instead: what it is given goes
 //! through a bounded local file, delivered behind the caller. Followers get a [`Follow`] stream of typed
-//! [`FollowEvent`]s that resumes by itself and ends with the run.
+//! [`FollowEvent`]s that resumes by itself and ends with the run. Given
+//! several servers of a cluster ([`Client::connect_with`]), both move to
+//! the next server when theirs fails and resume there.
 //!
 //! # Layout
 //!
 //! - [`connect`], [`ConnectOptions`]: a connection with timeouts,
-//!   keepalives and credentials, and the generated stub ([`LoggingClient`]).
+//!   keepalives and credentials, to one server or the first that answers
+//!   of several, and the generated stub ([`LoggingClient`]).
+//! - `failover`: the connection a [`Client`] shares with its writers and
+//!   followers, moved to the next server when its server fails, so that
+//!   they resume there from their cursors.
 //! - [`Client`]: typed calls: prepare, get, list, update state, and
 //!   retention ([`CollectOptions`]).
 //! - [`NewRun`], [`RunKey`]: naming runs, and describing a new one.
@@ -41,14 +47,18 @@
 //!
 //! The locks are the writer's failure slot (why its task stopped), its
 //! inbox (the items its handles hand over), a spooled writer's appender
-//! and its list of refused state changes. Each is a `std::sync::Mutex`,
+//! and its list of refused state changes, and a client's current
+//! connection (`failover`). Each is a `std::sync::Mutex`,
 //! held for one assignment, one clone, one push, one swap or one `write`
 //! (the appender, rarely, for a rewrite of at most 8 MiB), and
 //! never across an `.await`, so tokio's async mutex would buy nothing. Poisoning
 //! is recovered with `lock().unwrap_or_else(PoisonError::into_inner)`:
 //! such a short critical section cannot leave the value half-written, so
 //! a panic elsewhere must not turn every later call into a second panic.
-//! A new lock follows the same rules.
+//! A new lock follows the same rules. The one exception is the `failover`
+//! link's move lock, a tokio mutex held across the connection attempts of
+//! a move to another server, so that handles that saw the same server
+//! fail make one move between them; only moves take it.
 //!
 //! # Examples
 //!
@@ -70,6 +80,7 @@ mod backoff;
 mod client;
 mod connect;
 mod error;
+mod failover;
 mod follow;
 mod memory;
 mod objects;

@@ -214,6 +214,9 @@ impl Client {
         let mut backoff = Backoff::new(options.retry());
         let mut offset_retried = false;
         loop {
+            // A retry after a failure of the server goes to the next one;
+            // the upload resumes from what the store committed.
+            let seen = self.link().current();
             match self
                 .upload_attempt(key, object, path, size, &upload_id, chunk, options)
                 .await
@@ -232,6 +235,7 @@ impl Client {
                     if !backoff.wait().await {
                         return Err(status.into());
                     }
+                    self.link().fail_over(&seen, &status).await;
                 }
                 Err(err) => return Err(err),
             }
@@ -365,6 +369,7 @@ impl Client {
         let mut backoff = Backoff::new(options.retry());
         let mut restarted = false;
         loop {
+            let seen = self.link().current();
             match self.download_attempt(key, object, path, options).await {
                 Ok(info) => return Ok(info),
                 // The local file is longer than the object, or holds other
@@ -383,6 +388,7 @@ impl Client {
                     if !backoff.wait().await {
                         return Err(status.into());
                     }
+                    self.link().fail_over(&seen, &status).await;
                 }
                 Err(err) => return Err(err),
             }

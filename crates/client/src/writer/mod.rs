@@ -49,6 +49,7 @@ use crate::{
     ClientError, LoggingClient, NewRun, RetryPolicy, RunKey,
     backoff::Backoff,
     error::is_retryable_status,
+    failover::Link,
     pb::{self, append_item::Payload},
     timestamp::now_iso,
 };
@@ -145,8 +146,9 @@ struct Inner {
     key: RunKey,
     /// This writer's name.
     writer_id: String,
-    /// The generated client, for unary calls.
-    stub: LoggingClient,
+    /// The connection, for unary calls, shared with the session and
+    /// moved by either to the next server when its server fails.
+    link: Link,
     /// Flushes and the end of the lease, to the session task.
     commands: mpsc::Sender<Command>,
     /// Items, to the session task of a writer that is not spooled.
@@ -192,23 +194,21 @@ impl RunWriter {
     /// Attaches to `key`, which must exist; items go on after the last one
     /// the run holds from this writer id.
     pub(crate) async fn attach(
-        stub: LoggingClient,
+        link: Link,
         key: RunKey,
         options: WriterOptions,
     ) -> Result<Self, ClientError> {
         let writer_id = options.writer_id.clone().unwrap_or_else(default_writer_id);
-        let info = retrying(options.retry, || {
-            let mut unary = stub.clone();
-            async move { unary.get_server_info(pb::GetServerInfoRequest {}).await }
+        let info = retrying(options.retry, &link, |mut unary| async move {
+            unary.get_server_info(pb::GetServerInfoRequest {}).await
         })
         .await?;
-        let cursor = retrying(options.retry, || {
+        let cursor = retrying(options.retry, &link, |mut unary| {
             let request = pb::GetWriterCursorRequest {
                 task_id: key.task_id.clone(),
                 run_id: key.run_id.clone(),
                 writer_id: writer_id.clone(),
             };
-            let mut unary = stub.clone();
             async move { unary.get_writer_cursor(request).await }
         })
         .await?;
@@ -233,7 +233,7 @@ impl RunWriter {
         // the last.
         let inbox = Arc::new(Inbox::new(batch_bytes, batch_bytes, max_batch_entries));
         let session = Session::new(
-            stub.clone(),
+            link.clone(),
             key.clone(),
             writer_id.clone(),
             cursor.last_writer_seq,
@@ -258,7 +258,7 @@ impl RunWriter {
             inner: Arc::new(Inner {
                 key,
                 writer_id,
-                stub,
+                link,
                 commands,
                 inbox,
                 failure,
@@ -277,7 +277,7 @@ impl RunWriter {
     /// after `after`, the last the run holds from this writer. Contacts
     /// nobody.
     pub(crate) fn spooled(
-        stub: LoggingClient,
+        link: Link,
         key: RunKey,
         prepare: Option<NewRun>,
         options: WriterOptions,
@@ -301,13 +301,13 @@ impl RunWriter {
             what: "spool",
             reason: format!("cannot create {}: {err}", spool.path.display()),
         })?;
-        Self::over_spool(stub, header, spool, &options, masker)
+        Self::over_spool(link, header, spool, &options, masker)
     }
 
     /// A spooled writer over the spool at `path`, written earlier by
     /// another process, to deliver what it holds.
     pub(crate) fn resume(
-        stub: LoggingClient,
+        link: Link,
         path: &Path,
         options: WriterOptions,
     ) -> Result<Self, ClientError> {
@@ -321,12 +321,12 @@ impl RunWriter {
             what: "spool",
             reason: err.to_string(),
         })?;
-        Self::over_spool(stub, header, spool, &options, masker)
+        Self::over_spool(link, header, spool, &options, masker)
     }
 
     /// Starts the session of a spooled writer.
     fn over_spool(
-        stub: LoggingClient,
+        link: Link,
         header: SpoolHeader,
         spool: Spool,
         options: &WriterOptions,
@@ -344,7 +344,7 @@ impl RunWriter {
             reason: format!("cannot read {}: {err}", spool.path().display()),
         })?;
         let session = Session::new(
-            stub.clone(),
+            link.clone(),
             key.clone(),
             header.writer_id.clone(),
             header.first_after,
@@ -375,7 +375,7 @@ impl RunWriter {
             inner: Arc::new(Inner {
                 key,
                 writer_id: header.writer_id,
-                stub,
+                link,
                 commands,
                 inbox,
                 failure,
@@ -619,7 +619,7 @@ impl RunWriter {
         let patch = self.inner.masker.mask_patch(patch);
         let ends = is_final(&patch);
         let state = update_state_retrying(
-            &self.inner.stub,
+            &self.inner.link,
             &self.inner.key,
             &self.inner.writer_id,
             patch,
@@ -661,7 +661,7 @@ impl RunWriter {
 
     /// The run's state as the server holds it.
     async fn current_state(&self) -> Result<pb::RunStateSnapshot, ClientError> {
-        run_state(&self.inner.stub, &self.inner.key)
+        run_state(&self.inner.link, &self.inner.key)
             .await?
             .ok_or_else(|| tonic::Status::internal("the reply holds no state").into())
     }
@@ -716,7 +716,7 @@ impl RunWriter {
         let log_summary = self.flush().await?;
         let patch = self.inner.masker.mask_patch(patch);
         let state = update_state_via_running(
-            &self.inner.stub,
+            &self.inner.link,
             &self.inner.key,
             &self.inner.writer_id,
             patch,
@@ -846,11 +846,14 @@ fn chunk_payload(channel: pb::StreamLogChannel, text: String) -> Payload {
     }
 }
 
-/// Applies a state patch, retrying while the server is away. When an
+/// Applies a state patch, retrying while the server is away (on the next
+/// server, when the link has several and its server failed). When an
 /// earlier attempt went through but its answer was lost, the retry finds
-/// the run already in the wanted status, which is success.
+/// the run already in the wanted status, which is success: the server
+/// refuses a second final status with `FAILED_PRECONDITION`, so such a
+/// refusal of a retry is checked against the run's state.
 pub(crate) async fn update_state_retrying(
-    stub: &LoggingClient,
+    link: &Link,
     key: &RunKey,
     writer_id: &str,
     patch: pb::RunStatePatch,
@@ -858,6 +861,7 @@ pub(crate) async fn update_state_retrying(
 ) -> Result<pb::RunStateSnapshot, ClientError> {
     let mut backoff = Backoff::new(retry);
     let mut retried = false;
+    let mut current = link.current();
     loop {
         let request = pb::UpdateRunStateRequest {
             task_id: key.task_id.clone(),
@@ -865,7 +869,7 @@ pub(crate) async fn update_state_retrying(
             writer_id: writer_id.to_owned(),
             patch: Some(patch.clone()),
         };
-        let status = match stub.clone().update_run_state(request).await {
+        let status = match current.stub.clone().update_run_state(request).await {
             Ok(response) => {
                 return response
                     .into_inner()
@@ -875,7 +879,7 @@ pub(crate) async fn update_state_retrying(
             Err(status) => status,
         };
         if retried && status.code() == tonic::Code::FailedPrecondition {
-            if let Some(state) = run_state(stub, key).await? {
+            if let Some(state) = run_state(link, key).await? {
                 if patch.status.is_none_or(|wanted| wanted == state.status) {
                     return Ok(state);
                 }
@@ -884,6 +888,7 @@ pub(crate) async fn update_state_retrying(
         if !is_retryable_status(&status) || !backoff.wait().await {
             return Err(status.into());
         }
+        current = link.fail_over(&current, &status).await;
         retried = true;
     }
 }
@@ -893,25 +898,25 @@ pub(crate) async fn update_state_retrying(
 /// through `running` on the way (and the first refusal stands if that is
 /// refused too).
 pub(crate) async fn update_state_via_running(
-    stub: &LoggingClient,
+    link: &Link,
     key: &RunKey,
     writer_id: &str,
     patch: pb::RunStatePatch,
     retry: RetryPolicy,
 ) -> Result<pb::RunStateSnapshot, ClientError> {
-    match update_state_retrying(stub, key, writer_id, patch.clone(), retry).await {
+    match update_state_retrying(link, key, writer_id, patch.clone(), retry).await {
         Err(err) if err.code() == Some(tonic::Code::FailedPrecondition) => {
             let running = pb::RunStatePatch {
                 status: Some(pb::RunStatus::Running as i32),
                 ..Default::default()
             };
-            if update_state_retrying(stub, key, writer_id, running, retry)
+            if update_state_retrying(link, key, writer_id, running, retry)
                 .await
                 .is_err()
             {
                 return Err(err);
             }
-            update_state_retrying(stub, key, writer_id, patch, retry).await
+            update_state_retrying(link, key, writer_id, patch, retry).await
         }
         result => result,
     }
@@ -919,11 +924,11 @@ pub(crate) async fn update_state_via_running(
 
 /// The run's state as the server holds it, if the reply has one.
 pub(crate) async fn run_state(
-    stub: &LoggingClient,
+    link: &Link,
     key: &RunKey,
 ) -> Result<Option<pb::RunStateSnapshot>, tonic::Status> {
-    let run = stub
-        .clone()
+    let run = link
+        .stub()
         .get_run(pb::GetRunRequest {
             task_id: key.task_id.clone(),
             run_id: key.run_id.clone(),
@@ -933,17 +938,21 @@ pub(crate) async fn run_state(
     Ok(run.run.and_then(|run| run.state))
 }
 
-/// Calls `call` until it succeeds, fails for good, or the policy gives up.
-async fn retrying<T, F, Fut>(retry: RetryPolicy, mut call: F) -> Result<T, ClientError>
+/// Calls `call` until it succeeds, fails for good, or the policy gives up;
+/// after a failure of the server, on the next one.
+async fn retrying<T, F, Fut>(retry: RetryPolicy, link: &Link, mut call: F) -> Result<T, ClientError>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(LoggingClient) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     let mut backoff = Backoff::new(retry);
+    let mut current = link.current();
     loop {
-        match call().await {
+        match call(current.stub.clone()).await {
             Ok(response) => return Ok(response.into_inner()),
-            Err(status) if is_retryable_status(&status) && backoff.wait().await => {}
+            Err(status) if is_retryable_status(&status) && backoff.wait().await => {
+                current = link.fail_over(&current, &status).await;
+            }
             Err(status) => return Err(status.into()),
         }
     }

@@ -17,6 +17,10 @@
 //! `spool`) instead of the queue, so its handles never wait; state changes
 //! are in the spool too, and are applied in their place once the items
 //! before them are stored. It waits for the server as long as it takes.
+//!
+//! A reconnection goes through the writer's link (see `failover`): when
+//! the stream broke because its server failed and the client has others,
+//! the task asks the next server for the cursor and sends the rest there.
 
 use std::{
     collections::VecDeque,
@@ -42,9 +46,10 @@ use super::{
     spool::{Record, Spool, SpoolReader},
 };
 use crate::{
-    LoggingClient, RetryPolicy, RunKey,
+    RetryPolicy, RunKey,
     backoff::Backoff,
     error::is_retryable_status,
+    failover::{Current, Link},
     pb::{self, append_item::Payload},
 };
 
@@ -196,8 +201,12 @@ impl Spooled {
 /// One writer's session with the server.
 #[derive(Debug)]
 pub(crate) struct Session {
-    /// The generated client.
-    stub: LoggingClient,
+    /// The connection shared with the writer's handles, and the servers
+    /// to move to.
+    link: Link,
+    /// The connection this task calls through; replaced after its server
+    /// failed.
+    current: Current,
     /// The run.
     key: RunKey,
     /// This writer's name.
@@ -249,7 +258,7 @@ impl Session {
     /// before its spool, until the server says more).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        stub: LoggingClient,
+        link: Link,
         key: RunKey,
         writer_id: String,
         last_writer_seq: u64,
@@ -262,7 +271,8 @@ impl Session {
         secrets: Option<SharedMasker>,
     ) -> Self {
         Self {
-            stub,
+            current: link.current(),
+            link,
             key,
             writer_id,
             limits,
@@ -516,6 +526,7 @@ impl Session {
                     progress.away.store(true, Ordering::Relaxed);
                     debug!(run = %self.key, cause = %status, "the server is away; spooling");
                     backoff.wait().await;
+                    self.fail_over(&status).await;
                 }
                 Err(status) => return Err(status),
             }
@@ -529,10 +540,11 @@ impl Session {
     async fn try_connect(&mut self) -> Result<(), tonic::Status> {
         let spooled = self.spooled.as_mut().expect("a spooled session");
         if let Some(prepare) = spooled.prepare.clone() {
-            self.stub.clone().prepare_run(prepare).await?;
+            self.current.stub.clone().prepare_run(prepare).await?;
             self.spooled.as_mut().expect("a spooled session").prepare = None;
         }
         let info = self
+            .current
             .stub
             .clone()
             .get_server_info(pb::GetServerInfoRequest {})
@@ -623,7 +635,7 @@ impl Session {
         let terminal = super::is_final(&patch);
         let mut backoff = Backoff::new(retry);
         loop {
-            match apply_patch(&self.stub, &self.key, &self.writer_id, patch.clone(), retry).await {
+            match apply_patch(&self.link, &self.key, &self.writer_id, patch.clone(), retry).await {
                 Ok(()) => break,
                 Err(status) if is_retryable_status(&status) => {
                     progress.away.store(true, Ordering::Relaxed);
@@ -881,7 +893,7 @@ impl Session {
         requests
             .try_send(open)
             .expect("a new channel has room for one message");
-        let mut stub = self.stub.clone();
+        let mut stub = self.current.stub.clone();
         let call = tokio::spawn(async move {
             stub.append_logs(ReceiverStream::new(receiver))
                 .await
@@ -965,6 +977,7 @@ impl Session {
             None => self.limits.retry,
         };
         let mut backoff = Backoff::new(policy);
+        let mut failed = status.clone();
         loop {
             if !backoff.wait().await {
                 return Err(tonic::Status::unavailable(format!(
@@ -972,6 +985,7 @@ impl Session {
                     status.message()
                 )));
             }
+            self.fail_over(&failed).await;
             match self.cursor().await {
                 Ok(last) => {
                     if let Some(progress) = &progress {
@@ -986,10 +1000,18 @@ impl Session {
                     if let Some(progress) = &progress {
                         progress.away.store(true, Ordering::Relaxed);
                     }
+                    failed = status;
                 }
                 Err(status) => return Err(status),
             }
         }
+    }
+
+    /// After a call through the current connection failed with `status`:
+    /// moves to the next server when that one failed and the link has
+    /// others (or takes the connection a handle moved to already).
+    async fn fail_over(&mut self, status: &tonic::Status) {
+        self.current = self.link.fail_over(&self.current, status).await;
     }
 
     /// The last writer sequence number the run holds from this writer.
@@ -1000,7 +1022,9 @@ impl Session {
             writer_id: self.writer_id.clone(),
         };
         Ok(self
+            .current
             .stub
+            .clone()
             .get_writer_cursor(request)
             .await?
             .into_inner()
@@ -1059,16 +1083,16 @@ impl Session {
 /// upload) is not an error; a run still `prepared` passes through
 /// `running` on the way to a final status.
 async fn apply_patch(
-    stub: &LoggingClient,
+    link: &Link,
     key: &RunKey,
     writer_id: &str,
     patch: pb::RunStatePatch,
     retry: RetryPolicy,
 ) -> Result<(), tonic::Status> {
-    match super::update_state_via_running(stub, key, writer_id, patch.clone(), retry).await {
+    match super::update_state_via_running(link, key, writer_id, patch.clone(), retry).await {
         Ok(_) => Ok(()),
         Err(err) if err.code() == Some(tonic::Code::FailedPrecondition) => {
-            let current = super::run_state(stub, key).await?.map(|state| state.status);
+            let current = super::run_state(link, key).await?.map(|state| state.status);
             if patch.status.is_none_or(|wanted| Some(wanted) == current) {
                 return Ok(());
             }
