@@ -534,3 +534,68 @@ async fn a_lease_held_on_one_node_is_kept_by_the_others() {
         .count();
     assert_eq!(expiries, 1, "one node failed the run, once");
 }
+
+/// `baa-log exec` given two nodes of the cluster: the node it writes
+/// through is killed with SIGKILL while the command runs, its writer
+/// moves to the other node, which was up all along, and the run holds
+/// every line once, in order, and its final status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exec_moves_to_another_node_when_its_node_dies() {
+    use tokio::io::AsyncReadExt;
+
+    let cluster = Cluster::start();
+    let first = cluster.node("a");
+    let second = cluster.node("b");
+    let spools = tempfile::tempdir().expect("a spool directory");
+    let script = "for i in $(seq 1 300); do echo \"line $i\"; sleep 0.005; done";
+    let mut exec = tokio::process::Command::new(crate::util::process::cli_binary())
+        .env(
+            "BAA_LOG_SERVER",
+            format!("{},{}", first.url(), second.url()),
+        )
+        .env("BAA_LOG_SPOOL_DIR", spools.path())
+        .env_remove("BAA_LOG_TOKEN")
+        .args(["exec", "--no-pty", "--delivery-wait", "30s"])
+        .args(["--task", "t", "--run", "x", "--", "sh", "-c", script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("baa-log starts");
+    let mut stdout = exec.stdout.take().expect("piped");
+    let mut printed = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&printed).contains("line 50\n") {
+        let read = tokio::time::timeout(Duration::from_secs(30), stdout.read(&mut buffer))
+            .await
+            .expect("the command writes")
+            .expect("a read");
+        assert!(read > 0, "exec ended early");
+        printed.extend_from_slice(&buffer[..read]);
+    }
+    first.kill();
+    let output = tokio::time::timeout(SETTLE, async {
+        stdout.read_to_end(&mut printed).await.expect("a read");
+        exec.wait_with_output().await.expect("exec ends")
+    })
+    .await
+    .expect("exec ends in time");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let mut client = client(&second).await;
+    let read = follow_to_end(&mut client, follow_request("t", "x", 1, true)).await;
+    let seqs = read.seqs();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
+    let text: String = read
+        .entries
+        .iter()
+        .filter_map(|entry| match &entry.entry {
+            Some(Entry::Chunk(chunk)) => Some(chunk.text.as_str()),
+            _ => None,
+        })
+        .collect();
+    let expected: String = (1..=300).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(text, expected, "every line once, in order");
+    let state = read.states.last().expect("a state");
+    assert_eq!(state.status(), pb::RunStatus::Completed);
+}
