@@ -2,7 +2,8 @@
 # Runs every check and every test of the repository, on a fresh machine:
 # installs the pinned tools it needs into tools/node_modules and the
 # clients in other languages' dependencies under tests/polyglot/ and the
-# browser tests' chromium and venv (tests/browser/), checks the
+# browser tests' chromium and venv (tests/browser/) and the pinned
+# nats-server of the cluster tests, checks the
 # Protobuf files with buf (lint, format, and breaking changes against
 # proto/baseline/), the Rust code with rustfmt and clippy, the deployment
 # files in deploy/ with the validators scripts/check-deploy.sh installs,
@@ -40,6 +41,10 @@ bash scripts/polyglot-setup.sh
 
 step "browser tests: chromium and the Python venv (tests/browser/)"
 bash scripts/browser-setup.sh
+
+step "the pinned nats-server for the cluster tests (scripts/install-nats-server.sh)"
+BAA_NATS_SERVER=$(bash scripts/install-nats-server.sh)
+export BAA_NATS_SERVER
 
 step "cargo test"
 cargo test --workspace --locked

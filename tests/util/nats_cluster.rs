@@ -60,8 +60,15 @@ fn workspace_root() -> PathBuf {
     dir
 }
 
-/// The `nats-server` binary, installed when missing.
+/// The `nats-server` binary, installed when missing (once per process:
+/// tests that start clusters at the same time share one installation).
 pub fn nats_server_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(find_or_install).clone()
+}
+
+/// `$BAA_NATS_SERVER`, or the pinned binary, installed now if missing.
+fn find_or_install() -> PathBuf {
     if let Some(bin) = std::env::var_os("BAA_NATS_SERVER") {
         return PathBuf::from(bin);
     }
