@@ -599,3 +599,78 @@ async fn exec_moves_to_another_node_when_its_node_dies() {
     let state = read.states.last().expect("a state");
     assert_eq!(state.status(), pb::RunStatus::Completed);
 }
+
+/// `baa-logd import` moves runs from a local data directory into the
+/// cluster: the same entries with the same `seq`, the state, and each
+/// writer's cursor, so a writer that goes on through a node re-sends
+/// nothing twice; a second import leaves the runs as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn import_moves_local_runs_into_the_cluster() {
+    let cluster = Cluster::start();
+    let local_dir = tempfile::tempdir().expect("a data directory");
+    let local = ServerProcess::start(local_dir.path());
+    running_run(&local, "t", "done").await;
+    running_run(&local, "t", "going").await;
+    let mut local_client = client(&local).await;
+    for run in ["done", "going"] {
+        let items = (1..=50).map(|n| stdout(n, &line("w", n))).collect();
+        util::append(&mut local_client, vec![open("t", run, "w", items)])
+            .await
+            .expect("an append");
+    }
+    set_status(&mut local_client, "t", "done", pb::RunStatus::Completed)
+        .await
+        .expect("finished");
+    let before = follow_to_end(&mut local_client, follow_request("t", "done", 1, true)).await;
+    local.kill();
+
+    let import = || {
+        std::process::Command::new(crate::util::process::server_binary())
+            .args([
+                "--store",
+                "jetstream",
+                "--nats-url",
+                &cluster.nats.url_list(),
+            ])
+            .args(["--nats-stream", &cluster.stream, "import", "--from"])
+            .arg(local_dir.path())
+            .output()
+            .expect("baa-logd import runs")
+    };
+    let first = import();
+    let said = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        first.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(said.contains("2 runs: 2 copied, 0 not copied"), "{said}");
+
+    let node = cluster.node("a");
+    let mut client = client(&node).await;
+    let after = follow_to_end(&mut client, follow_request("t", "done", 1, true)).await;
+    assert_eq!(
+        after.entries, before.entries,
+        "the same entries, seq for seq"
+    );
+    assert_eq!(
+        after.states.last().map(pb::RunStateSnapshot::status),
+        Some(pb::RunStatus::Completed)
+    );
+    let cursor = util::writer_cursor(&mut client, "t", "going", "w").await;
+    assert_eq!(cursor.last_writer_seq, 50, "the writer's cursor came along");
+    let items = (1..=60).map(|n| stdout(n, &line("w", n))).collect();
+    let response = util::append(&mut client, vec![open("t", "going", "w", items)])
+        .await
+        .expect("the writer goes on");
+    assert_eq!(response.last_writer_seq, 60);
+    finish(&[node.url()], "t", "going").await;
+    let going = follow_to_end(&mut client, follow_request("t", "going", 1, true)).await;
+    let acknowledged = BTreeMap::from([("w".to_owned(), 60)]);
+    check_run(&going.entries, &acknowledged, 60);
+
+    let second = import();
+    let said = String::from_utf8_lossy(&second.stdout).into_owned();
+    assert!(second.status.success(), "{said}");
+    assert!(said.contains("2 runs: 0 copied, 0 not copied"), "{said}");
+}

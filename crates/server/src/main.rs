@@ -12,6 +12,8 @@ use serde::Serialize;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::{error, info, warn};
 
+mod import;
+
 /// The baa-logging server: workers stream run logs in over gRPC, followers
 /// watch them live. Runs are stored under the data directory in the
 /// local-run-v1 layout.
@@ -408,6 +410,21 @@ enum Command {
         /// TASK or TASK/RUN; every run when left out.
         target: Option<String>,
     },
+    /// Copy runs from a local data directory into the JetStream store
+    /// that --store jetstream and the --nats-* settings name.
+    ///
+    /// Each run keeps its sequence numbers, times, state and writers'
+    /// cursors, so a writer still running goes on through the cluster
+    /// without sending a line twice. Runs already in the stream are left
+    /// as they are; a run with damaged entries is not copied (see
+    /// `baa-logd verify`). No server may have the directory open.
+    Import {
+        /// The local data directory to copy runs from.
+        #[arg(long = "from")]
+        from: PathBuf,
+        /// TASK or TASK/RUN; every run when left out.
+        target: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -427,6 +444,9 @@ fn main() -> ExitCode {
     init_logging(settings.log_format);
     if let Some(Command::Verify { target }) = &cli.command {
         return verify(&settings, target.as_deref());
+    }
+    if let Some(Command::Import { from, target }) = &cli.command {
+        return import::run(&settings, from, target.as_deref());
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

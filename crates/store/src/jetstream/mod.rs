@@ -28,6 +28,7 @@
 //! with `sync_interval: always` (see docs/scale-out.md).
 
 mod chain;
+mod import;
 mod index;
 mod leases;
 mod locate;
@@ -56,7 +57,7 @@ use self::{
     record::RunHead,
     subject::Subjects,
 };
-pub use self::{objects::JetStreamUpload, reader::JetStreamReader};
+pub use self::{import::Imported, objects::JetStreamUpload, reader::JetStreamReader};
 use crate::{
     error::{Result, StoreError},
     ids::check_id,

@@ -125,6 +125,18 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
+    /// Each writer of a run and the last writer sequence number the run
+    /// holds from it, for moving the run to another store with its
+    /// writers' cursors (`baa-logd import`).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::RunNotFound`], and those of opening the run.
+    pub async fn writer_cursors(&self, key: &RunKey) -> Result<Vec<(String, u64)>> {
+        let run = self.run(key).await?;
+        Ok(run.writers())
+    }
+
     /// Opens the store in `options.data_dir`, creating it when missing,
     /// takes the directory's lock, and clears runs left half-prepared, or
     /// half-deleted, by a crash.

@@ -291,6 +291,18 @@ impl Run {
         lock(&self.recent).read(from, limit, channels, max_bytes, share)
     }
 
+    /// Each writer and the last writer sequence number stored from it.
+    pub(crate) fn writers(&self) -> Vec<(String, u64)> {
+        let inner = self.inner();
+        let mut writers: Vec<(String, u64)> = inner
+            .writers
+            .iter()
+            .map(|(id, seq)| (id.clone(), *seq))
+            .collect();
+        writers.sort();
+        writers
+    }
+
     /// The current state.
     pub(crate) fn state(&self) -> RunStateSnapshot {
         self.inner().state.clone()
