@@ -106,7 +106,8 @@ start() {
         name=${names[$index]}
         configure "$index"
         # The log grows across starts: what this start wrote comes after.
-        log_lines[$name]=$(cat "$dir/$name.log" 2>/dev/null | wc -l)
+        touch "$dir/$name.log"
+        log_lines[$name]=$(wc -l <"$dir/$name.log")
         # setsid: the servers outlive this shell and its terminal.
         setsid "$bin" --config "$dir/$name.conf" >>"$dir/$name.log" 2>&1 </dev/null &
         echo "$!" >"$dir/$name.pid"
