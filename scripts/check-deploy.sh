@@ -2,17 +2,22 @@
 # Checks the deployment files in deploy/ as far as a machine without a
 # container engine or a cluster allows. scripts/test.sh runs it.
 #
-# - compose.yaml: `docker compose config` where the compose plugin exists,
-#   and always against the Compose Specification schema.
-# - kubernetes/: every manifest against the Kubernetes JSON schemas
-#   (kubernetes-validate --strict, schemas shipped in the package), and
-#   deploy/check/consistency.py across the files (names, ports, mounts,
-#   embedded TOML).
+# - compose.yaml and compose.cluster.yaml: `docker compose config` where
+#   the compose plugin exists, and always against the Compose Specification
+#   schema.
+# - kubernetes/ and kubernetes/cluster/: every manifest against the
+#   Kubernetes JSON schemas (kubernetes-validate --strict, schemas shipped
+#   in the package), and deploy/check/consistency.py across the files
+#   (names, ports, mounts, embedded TOML, the NATS cluster's routes and
+#   URLs).
+# - nats.conf and the NATS configuration in kubernetes/cluster/: loaded by
+#   the pinned nats-server (scripts/install-nats-server.sh) with `-t`.
 # - systemd/baa-logd.service: `systemd-analyze verify` and its offline
 #   security score, where systemd-analyze exists.
 # - Dockerfile: hadolint, where its wheel installs.
-# - config.example.toml, tokens.example.toml and the configuration and
-#   tokens in kubernetes/: loaded by the real baa-logd, built here.
+# - config.example.toml, tokens.example.toml, the configurations and tokens
+#   in kubernetes/ and kubernetes/cluster/, and the baa-logd flags of
+#   compose.cluster.yaml: loaded by the real baa-logd, built here.
 #
 # The validators are installed once into deploy/check/.venv from pinned
 # requirements, and again only when a pin changes, so a second run takes
@@ -86,39 +91,69 @@ else
   fi
 fi
 
-# === compose.yaml ===
+# === compose.yaml, compose.cluster.yaml ===
 
 # The secret's file is not committed (deploy/tokens.toml); the example
 # stands in for it, so that the file reference resolves.
 export BAA_LOGD_TOKENS=$PWD/deploy/tokens.example.toml
-if docker compose version >/dev/null 2>&1; then
-  run_check "docker compose config (deploy/compose.yaml)" \
-    docker compose -f deploy/compose.yaml config -q
-else
-  skip "docker compose config (deploy/compose.yaml): no docker compose"
-fi
-if [[ -n $python ]]; then
-  run_check "deploy/compose.yaml against the Compose Specification schema" \
-    "$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec deploy/compose.yaml
-else
-  skip "deploy/compose.yaml against the Compose Specification schema: no python3"
-fi
+compose_files=(deploy/compose.yaml deploy/compose.cluster.yaml)
+for compose_file in "${compose_files[@]}"; do
+  if docker compose version >/dev/null 2>&1; then
+    run_check "docker compose config ($compose_file)" \
+      docker compose -f "$compose_file" config -q
+  else
+    skip "docker compose config ($compose_file): no docker compose"
+  fi
+  if [[ -n $python ]]; then
+    run_check "$compose_file against the Compose Specification schema" \
+      "$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec "$compose_file"
+  else
+    skip "$compose_file against the Compose Specification schema: no python3"
+  fi
+done
 
-# === kubernetes/ ===
+# === kubernetes/, kubernetes/cluster/ ===
 
+kubernetes_dirs=(deploy/kubernetes deploy/kubernetes/cluster)
 if [[ -n $python ]]; then
-  manifests=()
-  for manifest in deploy/kubernetes/*.yaml; do
-    # kustomization.yaml is kustomize's, not a Kubernetes resource; the
-    # consistency check below covers it.
-    [[ $manifest == */kustomization.yaml ]] || manifests+=("$manifest")
+  for kubernetes_dir in "${kubernetes_dirs[@]}"; do
+    manifests=()
+    for manifest in "$kubernetes_dir"/*.yaml; do
+      # kustomization.yaml is kustomize's, not a Kubernetes resource; the
+      # consistency check below covers it.
+      [[ $manifest == */kustomization.yaml ]] || manifests+=("$manifest")
+    done
+    run_check "$kubernetes_dir/ against the Kubernetes $("$venv/bin/kubernetes-validate" --version | tr -d '\n') schemas (strict)" \
+      "$venv/bin/kubernetes-validate" --strict --quiet "${manifests[@]}"
   done
-  run_check "deploy/kubernetes/ against the Kubernetes $("$venv/bin/kubernetes-validate" --version | tr -d '\n') schemas (strict)" \
-    "$venv/bin/kubernetes-validate" --strict --quiet "${manifests[@]}"
   run_check "deploy/ files agree with each other (deploy/check/consistency.py)" \
     "$python" deploy/check/consistency.py
 else
   skip "deploy/kubernetes/ against the Kubernetes schemas: no python3"
+fi
+
+# === the NATS configurations, loaded by nats-server ===
+
+# The pinned release (the one the store's tests run on), which rejects
+# unknown keys and bad values with -t. Each file names its server through
+# an environment variable, set here as compose and the StatefulSet do.
+if ! nats_server=$(bash scripts/install-nats-server.sh 2>"$scratch/nats-install.log"); then
+  skip "nats-server -t on the NATS configurations: cannot install the pinned nats-server" \
+    "(see scripts/install-nats-server.sh)"
+else
+  run_check "nats-server -t with deploy/nats.conf" \
+    env -i SERVER_NAME=nats-1 "$nats_server" -t -c deploy/nats.conf
+  if [[ -n $python ]]; then
+    "$python" - deploy/kubernetes/cluster nats.conf >"$scratch/kubernetes-cluster-nats.conf" <<'PY'
+import pathlib, sys, yaml
+for manifest in sorted(pathlib.Path(sys.argv[1]).glob("*.yaml")):
+    for document in yaml.safe_load_all(manifest.read_text()):
+        if sys.argv[2] in ((document or {}).get("data") or {}):
+            print(document["data"][sys.argv[2]], end="")
+PY
+    run_check "nats-server -t with nats.conf from deploy/kubernetes/cluster/" \
+      env -i POD_NAME=nats-0 "$nats_server" -t -c "$scratch/kubernetes-cluster-nats.conf"
+  fi
 fi
 
 # === the server binary, for the checks that run it ===
@@ -130,7 +165,9 @@ baa_logd=
 if command -v cargo >/dev/null; then
   host=$(rustc -vV | sed -n 's/^host: //p')
   cargo build --locked --quiet --package baa-logd --bin baa-logd --target "$host"
-  baa_logd=$PWD/target/$host/debug/baa-logd
+  target_dir=${CARGO_TARGET_DIR:-target}
+  [[ $target_dir == /* ]] || target_dir=$PWD/$target_dir
+  baa_logd=$target_dir/$host/debug/baa-logd
 fi
 
 # === systemd/baa-logd.service ===
@@ -213,6 +250,7 @@ starts_with() {
 # they came from.
 describe() {
   case $1 in
+    "$scratch"/kubernetes-cluster-*) echo "${1#"$scratch/kubernetes-cluster-"} from deploy/kubernetes/cluster/" ;;
     "$scratch"/kubernetes-*) echo "${1#"$scratch/kubernetes-"} from deploy/kubernetes/" ;;
     *) echo "$1" ;;
   esac
@@ -226,8 +264,11 @@ else
   configs=(deploy/config.example.toml)
   token_files=(deploy/tokens.example.toml)
   if [[ -n $python ]]; then
-    for file in config.toml tokens.toml; do
-      "$python" - deploy/kubernetes "$file" >"$scratch/kubernetes-$file" <<'PY'
+    for kubernetes_dir in "${kubernetes_dirs[@]}"; do
+      prefix=kubernetes-
+      [[ $kubernetes_dir == */cluster ]] && prefix=kubernetes-cluster-
+      for file in config.toml tokens.toml; do
+        "$python" - "$kubernetes_dir" "$file" >"$scratch/$prefix$file" <<'PY'
 import pathlib, sys, yaml
 for manifest in sorted(pathlib.Path(sys.argv[1]).glob("*.yaml")):
     for document in yaml.safe_load_all(manifest.read_text()):
@@ -235,9 +276,10 @@ for manifest in sorted(pathlib.Path(sys.argv[1]).glob("*.yaml")):
             if sys.argv[2] in ((document or {}).get(data) or {}):
                 print(document[data][sys.argv[2]], end="")
 PY
+      done
+      configs+=("$scratch/${prefix}config.toml")
+      token_files+=("$scratch/${prefix}tokens.toml")
     done
-    configs+=("$scratch/kubernetes-config.toml")
-    token_files+=("$scratch/kubernetes-tokens.toml")
   fi
   # A malformed file, an unknown key or a bad value makes --print-config
   # fail and name it. Only the file and flags count: no BAA_LOGD_* from
@@ -246,6 +288,22 @@ PY
     run_check "baa-logd --print-config with $(describe "$config")" \
       env -i PATH="$PATH" "$baa_logd" --config "$config" --print-config
   done
+  # The flags compose.cluster.yaml gives each baa-logd node (after the
+  # image's entrypoint, whose flags the other checks cover).
+  if [[ -n $python ]]; then
+    for node in $("$python" -c '
+import sys, yaml
+services = yaml.safe_load(open(sys.argv[1]))["services"]
+print(" ".join(name for name in services if name.startswith("baa-logd")))
+' deploy/compose.cluster.yaml); do
+      mapfile -t node_args < <("$python" -c '
+import sys, yaml
+print("\n".join(yaml.safe_load(open(sys.argv[1]))["services"][sys.argv[2]]["command"]))
+' deploy/compose.cluster.yaml "$node")
+      run_check "baa-logd --print-config with the flags of $node in deploy/compose.cluster.yaml" \
+        env -i PATH="$PATH" "$baa_logd" "${node_args[@]}" --print-config
+    done
+  fi
   # --print-config only names the token file; a server that starts with
   # it has parsed every entry.
   for token_file in "${token_files[@]}"; do
