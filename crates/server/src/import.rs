@@ -33,7 +33,7 @@ pub(crate) fn run(settings: &Settings, from: &Path, target: Option<&str>) -> Exi
         }
     };
     match runtime.block_on(copy(settings, from, target)) {
-        Ok(failed) if failed == 0 => ExitCode::SUCCESS,
+        Ok(0) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
         Err(err) => {
             eprintln!("baa-logd: {err}");
