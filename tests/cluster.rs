@@ -673,4 +673,23 @@ async fn import_moves_local_runs_into_the_cluster() {
     let said = String::from_utf8_lossy(&second.stdout).into_owned();
     assert!(second.status.success(), "{said}");
     assert!(said.contains("2 runs: 0 copied, 0 not copied"), "{said}");
+
+    // Deleted from the cluster by retention, the runs can be imported
+    // again, over what the deletion left.
+    let collected = client
+        .collect_runs(pb::CollectRunsRequest {
+            dry_run: false,
+            max_age: Some(prost_types::Duration::default()),
+            max_bytes: None,
+        })
+        .await
+        .expect("a retention pass")
+        .into_inner();
+    assert_eq!(collected.runs.len(), 2, "both finished runs are deleted");
+    let third = import();
+    let said = String::from_utf8_lossy(&third.stdout).into_owned();
+    assert!(third.status.success(), "{said}");
+    assert!(said.contains("2 runs: 2 copied, 0 not copied"), "{said}");
+    let again = follow_to_end(&mut client, follow_request("t", "done", 1, true)).await;
+    assert_eq!(again.entries, before.entries, "the same entries once more");
 }

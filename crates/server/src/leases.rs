@@ -80,6 +80,9 @@ pub(crate) struct WorkerLeases {
     /// The tracked runs. A run leaves the map when its lease expires or
     /// when it finishes with no stream open.
     runs: Mutex<HashMap<RunKey, RunLease>>,
+    /// Rung when a stream opens, so that the other nodes of a shared store
+    /// hear of the lease at once.
+    opened: tokio::sync::Notify,
 }
 
 /// One run's lease.
@@ -113,6 +116,7 @@ impl WorkerLeases {
             lease: settings.worker_lease,
             max_lease: settings.max_worker_lease,
             runs: Mutex::new(HashMap::new()),
+            opened: tokio::sync::Notify::new(),
         })
     }
 
@@ -147,6 +151,8 @@ impl WorkerLeases {
         run.streams += 1;
         run.lease = run.lease.max(granted);
         run.last_writer = Some(writer_id.to_owned());
+        drop(runs);
+        self.opened.notify_one();
         Some(LeaseGuard {
             leases: self.clone(),
             key: key.clone(),
@@ -203,12 +209,23 @@ impl WorkerLeases {
             .collect()
     }
 
-    /// The runs with a stream open here.
-    fn held(&self) -> Vec<RunKey> {
+    /// The leases this node holds and for how long from now: a run with a
+    /// stream open here for its lease and the time to the next renewal, a
+    /// run whose last stream closed here for what is left of its lease.
+    fn held(&self, now: Instant) -> Vec<(RunKey, Duration)> {
+        let renewal = self.renew_every();
         lock(&self.runs)
             .iter()
-            .filter(|(_, run)| run.streams > 0)
-            .map(|(key, _)| key.clone())
+            .filter_map(|(key, run)| {
+                let left = match run.streams {
+                    0 if run.last_writer.is_some() => {
+                        run.lease.checked_sub(now.duration_since(run.free_since))?
+                    }
+                    0 => return None,
+                    _ => run.lease + renewal,
+                };
+                Some((key.clone(), left))
+            })
             .collect()
     }
 
@@ -253,21 +270,13 @@ pub(crate) fn spawn<S: RunStore>(
         if adopted > 0 {
             info!(runs = adopted, lease = %show_duration(leases.lease), "running runs found at start: each has a fresh worker lease");
         }
+        let renewals = tokio::spawn(renew(store.clone(), leases.clone(), token.clone()));
         let mut ticks = tokio::time::interval(leases.sweep_every());
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut renewed = Instant::now();
-        store.hold_leases(leases.held(), leases.lease).await;
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
-                () = token.cancelled() => return,
-            }
-            if renewed.elapsed() >= leases.renew_every() {
-                renewed = Instant::now();
-                store.hold_leases(leases.held(), leases.lease).await;
-                // Runs another node started are watched here too, so that
-                // they end if that node dies.
-                adopt_running(&*store, &leases).await;
+                () = token.cancelled() => break,
             }
             for (key, expiry) in leases.take_expired(Instant::now()) {
                 if store.lease_held_elsewhere(&key).await {
@@ -279,7 +288,28 @@ pub(crate) fn spawn<S: RunStore>(
                 expire(&*store, &leases, metrics.as_ref(), key, expiry).await;
             }
         }
+        renewals.abort();
     }))
+}
+
+/// Tells the other nodes of a shared store which leases this node holds,
+/// when a stream opens and three times a lease, and watches the running
+/// runs other nodes started, so that they end if that node dies. A task
+/// of its own: an expiry that waits for the store does not delay it.
+async fn renew<S: RunStore>(store: Arc<S>, leases: Arc<WorkerLeases>, token: CancellationToken) {
+    let mut last_adopted = Instant::now();
+    loop {
+        store.hold_leases(leases.held(Instant::now())).await;
+        if last_adopted.elapsed() >= leases.renew_every() {
+            last_adopted = Instant::now();
+            adopt_running(&*store, &leases).await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(leases.renew_every()) => {}
+            () = leases.opened.notified() => {}
+            () = token.cancelled() => return,
+        }
+    }
 }
 
 /// Gives every `running` run a fresh lease; returns how many there are.

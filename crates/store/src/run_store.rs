@@ -216,11 +216,12 @@ pub trait RunStore: crate::objects::ObjectStore + Send + Sync + 'static {
     }
 
     /// Tells the other nodes that serve this store that this node holds
-    /// the worker leases of `keys` (runs with an append stream open here)
-    /// for `lease` from now. The default, for a store that one node
-    /// serves alone, does nothing.
-    fn hold_leases(&self, keys: Vec<RunKey>, lease: Duration) -> impl Future<Output = ()> + Send {
-        let _ = (keys, lease);
+    /// the worker lease of each run of `holds` for the time given with it
+    /// (runs with an append stream open here, or closed less than a lease
+    /// ago). The default, for a store that one node serves alone, does
+    /// nothing.
+    fn hold_leases(&self, holds: Vec<(RunKey, Duration)>) -> impl Future<Output = ()> + Send {
+        let _ = holds;
         std::future::ready(())
     }
 

@@ -8,7 +8,7 @@ use baa_logging_config::Limits;
 use super::{Backend, chunk, key, prepare, read_all};
 use crate::{
     RunSearcher, RunStore,
-    model::{ChannelSet, LogEntry, StreamLogChannel, WorkerLogChannel},
+    model::{ChannelSet, LogEntry, RunStatePatch, RunStatus, StreamLogChannel, WorkerLogChannel},
     run_store::ReadFrom,
     search::{LineScanner, Pattern, SearchHit, SearchQuery},
 };
@@ -38,6 +38,16 @@ pub async fn reads_tails_and_bounds(backend: &impl Backend) {
         marks.push(SystemTime::now());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A state change stores no entry, and comes last in time: bounds by
+    // time still find the entries.
+    let running = RunStatePatch {
+        status: Some(RunStatus::Running),
+        ..RunStatePatch::default()
+    };
+    store
+        .update_state(&run, running)
+        .await
+        .expect("the run starts");
     let seqs = |entries: Vec<LogEntry>| entries.iter().map(LogEntry::seq).collect::<Vec<_>>();
     let history = ReadFrom {
         history_only: true,

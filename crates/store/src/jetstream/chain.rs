@@ -71,6 +71,8 @@ pub(crate) struct Chains {
     pub(crate) stream: Stream,
     /// Its subjects.
     pub(crate) subjects: Subjects,
+    /// The largest message the servers take.
+    pub(crate) max_payload: usize,
 }
 
 impl Chains {
@@ -195,8 +197,8 @@ impl Chains {
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] once the engine did not take it in
-    /// time; [`StoreError::TooLarge`]-like refusals as
-    /// [`StoreError::Unavailable`] naming the engine's limit.
+    /// time; [`StoreError::ObjectTooLarge`] for a record over the servers'
+    /// `max_payload`.
     pub(crate) async fn publish(
         &self,
         key: &RunKey,
@@ -225,12 +227,12 @@ impl Chains {
             match err.kind() {
                 PublishErrorKind::WrongLastSequence => return Ok(Published::Conflict),
                 PublishErrorKind::MaxPayloadExceeded => {
-                    return Err(StoreError::Unavailable {
-                        context: format!(
-                            "a commit of run `{key}` is {} bytes, over the NATS servers' max_payload",
-                            payload.len()
-                        ),
-                        cause: err.to_string(),
+                    // Not worth a retry: it would never fit.
+                    return Err(StoreError::ObjectTooLarge {
+                        what: format!("a commit of run `{key}`"),
+                        size: payload.len() as u64,
+                        limit: "the NATS servers' max_payload",
+                        max: self.max_payload as u64,
                     });
                 }
                 _ if Instant::now() < deadline => {

@@ -6,20 +6,24 @@
 //! The run is written as a chain like any other: a `Prepared` record
 //! with the metadata and the first entries, then records of at most about
 //! a message's worth of entries, each published by compare-and-set, so a
-//! run is imported once even when two imports race. Every record carries
-//! the final state; import runs while nothing else writes the run.
+//! run is imported once even when two imports race. Until the last
+//! record, the run is marked as being imported: it takes no writes, and
+//! its writers' cursors are not set, so no writer skips what is not in
+//! yet; running the import again resumes it. Each record's time is its
+//! last entry's, so time bounds find imported entries.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::UNIX_EPOCH};
 
 use super::{
     JetStreamStore,
-    chain::{Published, Tip},
+    chain::Published,
     record::{NewRecord, RecordKind, RunHead},
 };
 use crate::{
     error::{Result, StoreError},
     local::{encode::EncodedEntries, journal::commit_time},
-    model::{LogEntry, PerChannel, RunMetadata, RunStateSnapshot},
+    model::{LogEntry, PerChannel, RunKey, RunMetadata, RunStateSnapshot},
+    time::parse_iso,
 };
 
 /// What importing a run did.
@@ -36,11 +40,18 @@ impl JetStreamStore {
     /// Imports a run: `entries` must be its whole log, `seq` 1 on without
     /// a gap, and `writers` each writer's cursor.
     ///
+    /// The records are written with the run marked as being imported,
+    /// which takes no writes and no writer cursor; the last record then
+    /// sets the writers' cursors and ends the import. An import that
+    /// stopped part way is resumed from the run's last record by running
+    /// it again.
+    ///
     /// # Errors
     ///
     /// [`StoreError::MetadataMismatch`] when the stream holds another run
     /// of that name; [`StoreError::DataLoss`] when `entries` has a gap;
-    /// those of publishing.
+    /// [`StoreError::Unavailable`] when another node wrote the run
+    /// meanwhile, and those of publishing.
     pub async fn import_run(
         &self,
         metadata: RunMetadata,
@@ -50,13 +61,6 @@ impl JetStreamStore {
     ) -> Result<Imported> {
         let key = metadata.key();
         let shared = &self.shared;
-        if let Some(tip) = shared.chains.tip(&key).await?.filter(Tip::exists) {
-            let existing = shared.chains.metadata(&key, &tip).await?;
-            return match existing == metadata {
-                true => Ok(Imported::AlreadyThere),
-                false => Err(StoreError::MetadataMismatch(key)),
-            };
-        }
         if let Some((at, entry)) = entries
             .iter()
             .enumerate()
@@ -69,67 +73,101 @@ impl JetStreamStore {
             });
         }
         let total = entries.len() as u64;
+        // Where to start: a new run (over a deleted one's tombstone, if
+        // any), or the records an import that stopped left.
         let mut head = RunHead {
             state,
             next_seq: 1,
             counts: PerChannel::default(),
-            writers: writers.into_iter().collect::<BTreeMap<_, _>>(),
+            writers: BTreeMap::new(),
             lease_lapse: None,
             reserved_slots: Default::default(),
             origin: 0,
             bytes: 0,
+            importing: true,
         };
-        let mut expected = 0u64;
-        let mut time = 0u64;
-        let mut rest = entries.into_iter().peekable();
-        loop {
+        let (mut expected, mut time) = (0u64, 0u64);
+        match shared.chains.tip(&key).await? {
+            Some(tip) if tip.exists() => {
+                let existing = shared.chains.metadata(&key, &tip).await?;
+                if existing != metadata {
+                    return Err(StoreError::MetadataMismatch(key));
+                }
+                if !tip.head.run.importing {
+                    return Ok(Imported::AlreadyThere);
+                }
+                head.next_seq = tip.head.run.next_seq;
+                head.counts = tip.head.run.counts;
+                head.bytes = tip.head.run.bytes;
+                head.origin = match tip.head.kind {
+                    RecordKind::Prepared => tip.stream_seq,
+                    _ => tip.head.run.origin,
+                };
+                expected = tip.stream_seq;
+                time = tip.head.time;
+            }
+            Some(tombstone) => expected = tombstone.stream_seq,
+            None => {}
+        }
+        let skip = head.next_seq - 1;
+        let mut rest = entries.into_iter().skip(skip as usize).peekable();
+        let mut prepared = head.origin != 0;
+        while rest.peek().is_some() || !prepared {
             let batch = take_batch(&mut rest, shared.max_payload / 2);
+            time = batch_time(&batch, time);
             let encoded = encode(batch);
             let first_seq = head.next_seq;
-            let len = encoded.counts.total();
             head.counts.add(&encoded.counts);
-            head.next_seq += len;
+            head.next_seq += encoded.counts.total();
             head.bytes += encoded.bytes.values().map(|b| b.len() as u64).sum::<u64>();
-            time = commit_time(time);
-            let kind = match expected {
-                0 => RecordKind::Prepared,
-                _ => RecordKind::Commit,
+            let kind = match prepared {
+                false => RecordKind::Prepared,
+                true => RecordKind::Commit,
             };
             let mut record = NewRecord::new(kind, first_seq, time, Some(encoded), head.clone());
             if kind == RecordKind::Prepared {
                 record.head.metadata = Some(metadata.clone());
             }
-            match shared.chains.publish(&key, expected, &record).await? {
-                Published::Stored(stream_seq) => {
-                    if kind == RecordKind::Prepared {
-                        head.origin = stream_seq;
-                    }
-                    expected = stream_seq;
-                }
-                Published::Conflict if kind == RecordKind::Prepared => {
-                    // Another import (or a prepare) came first.
-                    return Box::pin(self.import_run(
-                        metadata,
-                        record.head.run.state,
-                        record.head.run.writers.into_iter().collect(),
-                        Vec::new(),
-                    ))
-                    .await;
-                }
-                Published::Conflict => {
-                    return Err(StoreError::Unavailable {
-                        context: format!("importing run `{key}`"),
-                        cause: "another node wrote the run while it was imported".to_owned(),
-                    });
-                }
-            }
-            if rest.peek().is_none() {
-                break;
+            expected = self.publish_import(&key, expected, &record).await?;
+            if kind == RecordKind::Prepared {
+                head.origin = expected;
+                prepared = true;
             }
         }
-        shared.index.put(&key, &metadata, &head, expected).await;
+        // The last record: the writers' cursors, and the run open.
+        head.importing = false;
+        head.writers = writers.into_iter().collect();
+        let last = NewRecord::new(RecordKind::Commit, head.next_seq, time, None, head.clone());
+        let stored = self.publish_import(&key, expected, &last).await?;
+        shared.index.put(&key, &metadata, &head, stored).await;
         Ok(Imported::Entries(total))
     }
+
+    /// Publishes one record of an import after `expected`; returns its
+    /// stream sequence.
+    async fn publish_import(&self, key: &RunKey, expected: u64, record: &NewRecord) -> Result<u64> {
+        match self.shared.chains.publish(key, expected, record).await? {
+            Published::Stored(stream_seq) => Ok(stream_seq),
+            Published::Conflict => Err(StoreError::Unavailable {
+                context: format!("importing run `{key}`"),
+                cause: "another node wrote the run meanwhile; run the import again".to_owned(),
+            }),
+        }
+    }
+}
+
+/// The commit time of a batch: its last entry's time, never before
+/// `before`, so that time bounds find imported entries by their times.
+fn batch_time(batch: &[LogEntry], before: u64) -> u64 {
+    let last = batch.last().and_then(|entry| {
+        let created_at = match entry {
+            LogEntry::Lifecycle(event) => &event.created_at,
+            LogEntry::Chunk(chunk) => &chunk.created_at,
+        };
+        let time = parse_iso(created_at)?;
+        Some(time.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64)
+    });
+    last.unwrap_or_else(|| commit_time(before)).max(before)
 }
 
 /// The next entries, up to about `max_bytes` of them (at least one).

@@ -3,8 +3,9 @@
 //!
 //! The index is not the source of truth. It is written after the run's
 //! record (prepare, a state change), so a node that dies between the two
-//! leaves it behind; every listing reads each run of its page from its
-//! chain, and writes the index again where it was behind. An entry names
+//! leaves it behind: every listing reads each run of its page from its
+//! chain (what it shows is current) and drops entries of runs that are
+//! gone, and a prepare sent again writes the run's entry again. An entry names
 //! the stream sequence of the record it was made from, and a write never
 //! replaces a newer entry (compare-and-set on the key's revision), so two
 //! nodes writing one run's entry leave the later one.

@@ -45,18 +45,18 @@ fn now_ms() -> u64 {
 }
 
 impl LeaseHolds {
-    /// Records that this node holds `keys` for `lease` from now.
-    pub(crate) async fn hold(&self, keys: Vec<RunKey>, lease: Duration) {
-        let until = now_ms() + lease.as_millis() as u64;
-        let value = serde_json::to_vec(&Held {
-            node: self.node.clone(),
-            until,
-        })
-        .expect("a hold serializes");
-        let puts = keys.iter().map(|key| {
-            let value = bytes::Bytes::from(value.clone());
+    /// Records that this node holds each run of `holds` for the time given
+    /// with it, from now.
+    pub(crate) async fn hold(&self, holds: Vec<(RunKey, Duration)>) {
+        let now = now_ms();
+        let puts = holds.iter().map(|(key, lease)| {
+            let value = serde_json::to_vec(&Held {
+                node: self.node.clone(),
+                until: now + lease.as_millis() as u64,
+            })
+            .expect("a hold serializes");
             async move {
-                if let Err(err) = self.kv.put(subject::index_key(key), value).await {
+                if let Err(err) = self.kv.put(subject::index_key(key), value.into()).await {
                     debug!(run = %key, cause = %err, "cannot record a lease hold");
                 }
             }

@@ -104,11 +104,11 @@ pub(crate) async fn resolve(
     }
     if let Some(since) = from.since {
         let since = millis(since);
-        let first = first_where(chains, key, tip, |head| {
-            head.time >= since && head.len() > 0
-        })
-        .await?
-        .filter(|(_, record)| record.head.time >= since);
+        // A record without entries counts too: its `first_seq` is the
+        // `seq` of the next entry, which is committed after it.
+        let first = first_where(chains, key, tip, |head| head.time >= since)
+            .await?
+            .filter(|(_, record)| record.head.time >= since);
         from_seq = from_seq.max(first.map_or(committed + 1, |(_, record)| record.head.first_seq));
     }
     if let Some(until) = from.until {

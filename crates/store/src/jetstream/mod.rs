@@ -187,6 +187,14 @@ impl JetStreamStore {
     pub async fn open(options: JetStreamOptions) -> Result<Self> {
         let client = connect(&options).await?;
         let max_payload = client.server_info().max_payload;
+        if options.limits.max_entry_bytes * 2 > max_payload {
+            warn!(
+                max_payload,
+                max_entry_bytes = options.limits.max_entry_bytes,
+                "the NATS servers' max_payload is under twice limits.max_entry_bytes: the largest \
+                 entries will be refused; raise max_payload (the deploy files set 8MB)"
+            );
+        }
         let js = jetstream::new(client);
         let subjects = Subjects::new(&options.stream);
         let config = stream::Config {
@@ -253,6 +261,7 @@ impl JetStreamStore {
                     js,
                     stream,
                     subjects,
+                    max_payload,
                 },
                 index: Index { kv },
                 leases: LeaseHolds {
@@ -311,7 +320,8 @@ impl Shared {
         lock(&self.metadata).insert(key.clone(), metadata.clone());
     }
 
-    /// Forgets what this node knows of a deleted run.
+    /// Forgets what this node keeps of a run (deleted, or finished): it is
+    /// read again from the stream when needed.
     fn forget(&self, key: &RunKey) {
         lock(&self.metadata).remove(key);
         lock(&self.tips).remove(key);
@@ -534,12 +544,14 @@ impl RunStore for JetStreamStore {
             .map(|(key, entry)| RunFacts {
                 key: key.clone(),
                 status: entry.state.status,
+                // Runs without `finished_at` count from `updated_at`.
                 finished_at: entry
                     .state
                     .finished_at
                     .as_deref()
-                    .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
-                    .map(|at| at.with_timezone(&Utc)),
+                    .unwrap_or(&entry.state.updated_at)
+                    .parse::<chrono::DateTime<Utc>>()
+                    .ok(),
                 bytes: entry.bytes,
             })
             .collect();
@@ -583,8 +595,8 @@ impl RunStore for JetStreamStore {
         Ok(())
     }
 
-    async fn hold_leases(&self, keys: Vec<RunKey>, lease: Duration) {
-        self.shared.leases.hold(keys, lease).await;
+    async fn hold_leases(&self, holds: Vec<(RunKey, Duration)>) {
+        self.shared.leases.hold(holds).await;
     }
 
     async fn lease_held_elsewhere(&self, key: &RunKey) -> bool {
@@ -603,34 +615,50 @@ impl RunStore for JetStreamStore {
 }
 
 impl JetStreamStore {
-    /// Deletes a terminal run: a `Deleted` record on its chain (so no
-    /// node appends or prepares on the old run), then every record
-    /// before it purged, then its index entry. False when the run is
-    /// gone or not terminal.
-    async fn delete(&self, key: &RunKey) -> Result<bool> {
-        let tip = match self.fresh_tip(key).await {
-            Ok(tip) => tip,
-            Err(StoreError::RunNotFound(_)) => {
-                self.shared.index.remove(key).await;
-                return Ok(false);
-            }
-            Err(err) => return Err(err),
-        };
-        if !tip.head.run.state.status.is_terminal() {
-            return Ok(false);
-        }
-        if !self.shared.mark_deleted(key, &tip).await? {
-            return Ok(false);
-        }
+    /// Purges `key`'s records before its `Deleted` record at `deleted`,
+    /// and nothing after it: a run prepared again meanwhile stays whole.
+    async fn purge_before(&self, key: &RunKey, deleted: u64) -> Result<()> {
         let subject = self.shared.chains.subjects.run(key);
         self.shared
             .chains
             .stream
             .purge()
             .filter(subject)
-            .keep(1)
+            .sequence(deleted)
             .await
             .map_err(|err| unavailable(format!("cannot purge run `{key}`"), err))?;
+        Ok(())
+    }
+
+    /// Deletes a terminal run: a `Deleted` record on its chain (so no
+    /// node appends or prepares on the old run), then every record
+    /// before it purged, then its index entry. False when the run is
+    /// gone or not terminal, or another node holds its worker lease (a
+    /// writer that may still deliver late).
+    async fn delete(&self, key: &RunKey) -> Result<bool> {
+        check_id("task_id", &key.task_id)?;
+        check_id("run_id", &key.run_id)?;
+        let tip = match self.shared.chains.tip(key).await? {
+            Some(tip) if tip.exists() => tip,
+            Some(tip) => {
+                // Marked deleted by a pass that did not get to purge.
+                self.purge_before(key, tip.stream_seq).await?;
+                self.shared.index.remove(key).await;
+                return Ok(false);
+            }
+            None => {
+                self.shared.index.remove(key).await;
+                return Ok(false);
+            }
+        };
+        if !tip.head.run.state.status.is_terminal() || self.shared.leases.held_elsewhere(key).await
+        {
+            return Ok(false);
+        }
+        let Some(deleted) = self.shared.mark_deleted(key, &tip).await? else {
+            return Ok(false);
+        };
+        self.purge_before(key, deleted).await?;
         self.shared.index.remove(key).await;
         self.shared.leases.forget(key).await;
         self.shared.forget(key);

@@ -60,6 +60,8 @@ pub struct JetStreamReader {
     pump: JoinHandle<()>,
     /// The last stream sequence received.
     delivered: u64,
+    /// The last `seq` of the records received.
+    last_taken: u64,
     /// The stream sequence of the run's last record known to exist.
     latest: u64,
     /// The run's last `seq`, as the last record received says.
@@ -109,6 +111,7 @@ impl JetStreamReader {
             records,
             pump,
             delivered: start.saturating_sub(1),
+            last_taken: 0,
             latest: tip.stream_seq,
             committed_seq: tip.head.run.next_seq - 1,
             state: tip.head.run.state.clone(),
@@ -125,6 +128,7 @@ impl JetStreamReader {
         let (stream_seq, record, pending) = delivered?;
         self.delivered = stream_seq;
         self.latest = self.latest.max(stream_seq + pending);
+        self.last_taken = self.last_taken.max(record.head.last_seq());
         if record.head.kind == super::record::RecordKind::Deleted {
             self.deleted = true;
             return Ok(());
@@ -167,7 +171,13 @@ impl RunReader for JetStreamReader {
         // Records known to exist are waited for, up to about `max_bytes`:
         // a reader returns the history it opened on, and only waits in
         // `changed` for more.
-        while !self.deleted && !self.at_end() && self.pending_bytes < max_bytes {
+        while !self.deleted
+            && !self.at_end()
+            && self.pending_bytes < max_bytes
+            && self
+                .to_seq
+                .is_none_or(|to| self.next_seq <= to && self.last_taken < to)
+        {
             let delivered = match self.records.recv().await {
                 Some(delivered) => delivered,
                 None => break,
@@ -194,8 +204,10 @@ impl RunReader for JetStreamReader {
                 entries.push(entry);
             }
         }
-        let caught_up =
-            self.at_end() && self.pending.front().is_none_or(|entry| entry.seq() > limit);
+        // Past `to_seq` nothing more is returned, whatever the run does.
+        let past_end = self.to_seq.is_some_and(|to| self.next_seq > to);
+        let caught_up = past_end
+            || (self.at_end() && self.pending.front().is_none_or(|entry| entry.seq() > limit));
         if caught_up {
             self.next_seq = self.next_seq.max(limit + 1);
         }
@@ -278,26 +290,28 @@ async fn pump(
     };
     while let Some(message) = messages.next().await {
         let delivered = match message {
-            Ok(message) => {
-                let (stream_seq, pending) = match message.info() {
-                    Ok(info) => (info.stream_sequence, info.pending),
-                    Err(err) => {
-                        tracing::warn!(run = %key, cause = %err, "a record without its place");
-                        continue;
-                    }
-                };
-                Record::decode(
-                    &key,
-                    stream_seq,
-                    message.headers.as_ref(),
-                    message.payload.clone(),
-                )
-                .map(|record| (stream_seq, record, pending))
-            }
+            Ok(message) => match message.info() {
+                Ok(info) => {
+                    let (stream_seq, pending) = (info.stream_sequence, info.pending);
+                    Record::decode(
+                        &key,
+                        stream_seq,
+                        message.headers.as_ref(),
+                        message.payload.clone(),
+                    )
+                    .map(|record| (stream_seq, record, pending))
+                }
+                // Not skipped: the reader ends, and its follower resumes.
+                Err(err) => Err(super::chain::unavailable(
+                    format!("a record of run `{key}` came without its place"),
+                    err,
+                )),
+            },
             Err(err) => {
-                // The ordered consumer recreates itself; say nothing unless
-                // it keeps failing.
+                // The ordered consumer recreates itself; pause a little
+                // rather than spin while it cannot.
                 tracing::debug!(run = %key, cause = %err, "a reader's consumer failed; it resumes");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -305,4 +319,11 @@ async fn pump(
             return;
         }
     }
+    // The consumer gave up: the reader ends with an error its follower
+    // resumes from, rather than wait for records that will not come.
+    let ended = Err(super::chain::unavailable(
+        format!("the reader of run `{key}` lost its consumer"),
+        "the NATS connection closed",
+    ));
+    let _ = sender.send(ended).await;
 }

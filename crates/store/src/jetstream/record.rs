@@ -101,6 +101,10 @@ pub(crate) struct RunHead {
     /// The bytes of the run's entries, as their lines, for retention.
     #[serde(default)]
     pub(crate) bytes: u64,
+    /// The run is being imported (`baa-logd import`) and takes no writes
+    /// until its last record is in.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) importing: bool,
 }
 
 impl RunHead {

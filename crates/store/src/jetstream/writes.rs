@@ -125,6 +125,8 @@ impl Shared {
         let key = metadata.key();
         let cell = self.cell(&key);
         let mut slot = cell.lock().await;
+        // Read again: another node may have deleted or prepared the run.
+        *slot = None;
         loop {
             if slot.is_none() {
                 *slot = self.chains.tip(&key).await?;
@@ -134,6 +136,11 @@ impl Shared {
                 if existing != metadata {
                     return Err(StoreError::MetadataMismatch(key));
                 }
+                // The index may have missed the run, if the node that
+                // prepared it died before writing it.
+                self.index
+                    .put(&key, &existing, &tip.head.run, tip.stream_seq)
+                    .await;
                 let run = self.view(&key, existing, &tip.head.run);
                 return Ok(PreparedRun {
                     run,
@@ -257,6 +264,7 @@ impl Shared {
         let state = self
             .write(key, &cell, |tip| {
                 let head = &tip.head.run;
+                importing(head, key)?;
                 if let Some(writer_id) = writer_id.filter(|id| head.late_writer(id)) {
                     let record = settle(key, &metadata, tip, writer_id, patch.clone())?;
                     let state = record.head.run.state.clone();
@@ -276,6 +284,11 @@ impl Shared {
             })
             .await?;
         self.reindex(key, &cell).await;
+        if state.status.is_terminal() {
+            // A finished run takes few writes: what this node keeps of it
+            // goes, and is read again if needed.
+            self.forget(key);
+        }
         Ok(state)
     }
 
@@ -288,9 +301,11 @@ impl Shared {
     ) -> Result<Option<RunStateSnapshot>> {
         let cell = self.cell(key);
         let metadata = self.metadata(key).await?;
+        // Decided on the run as it is now, not as this node last saw it.
+        *cell.lock().await = None;
         let state = self
             .write(key, &cell, |tip| {
-                if tip.head.run.state.status != RunStatus::Running {
+                if tip.head.run.state.status != RunStatus::Running || tip.head.run.importing {
                     return Ok(Plan::Done(None));
                 }
                 let record = lapse_record(&metadata, tip, LapseStep::Expired(&expiry));
@@ -306,8 +321,9 @@ impl Shared {
 
     /// Marks a run deleted, if it is terminal and nothing changed it since
     /// `expected` (the tip retention decided on): a `Deleted` record.
-    /// Returns false when the run moved on meanwhile.
-    pub(crate) async fn mark_deleted(&self, key: &RunKey, expected: &Tip) -> Result<bool> {
+    /// Returns the record's stream sequence; `None` when the run moved on
+    /// meanwhile.
+    pub(crate) async fn mark_deleted(&self, key: &RunKey, expected: &Tip) -> Result<Option<u64>> {
         let cell = self.cell(key);
         let mut slot = cell.lock().await;
         *slot = Some(expected.clone());
@@ -321,7 +337,10 @@ impl Shared {
             None,
             run,
         );
-        self.store_record(key, &mut slot, record).await
+        match self.store_record(key, &mut slot, record).await? {
+            true => Ok(slot.as_ref().map(|tip| tip.stream_seq)),
+            false => Ok(None),
+        }
     }
 
     /// Writes the index entry of the run from its tip, read again.
@@ -372,6 +391,7 @@ impl Shared {
 /// Checks that the run takes entries from `writer_id`; true when they are
 /// delivered late, after the run's worker lease expired.
 fn admits(head: &RunHead, key: &RunKey, writer_id: &str) -> Result<bool> {
+    importing(head, key)?;
     if head.late_writer(writer_id) {
         return Ok(true);
     }
@@ -390,6 +410,19 @@ fn admits(head: &RunHead, key: &RunKey, writer_id: &str) -> Result<bool> {
         });
     }
     Ok(false)
+}
+
+/// Refuses writes to a run whose import is not finished.
+fn importing(head: &RunHead, key: &RunKey) -> Result<()> {
+    match head.importing {
+        true => Err(StoreError::Unavailable {
+            context: format!("run `{key}` is being imported"),
+            cause: "it takes writes once `baa-logd import` has copied it whole; run the import \
+                    again if it stopped"
+                .to_owned(),
+        }),
+        false => Ok(()),
+    }
 }
 
 /// A checkpoint patch may only move forward, to a reserved slot.
@@ -437,6 +470,7 @@ fn prepared_record(
         reserved_slots: Default::default(),
         origin: 0,
         bytes: encoded.bytes.values().map(|bytes| bytes.len() as u64).sum(),
+        importing: false,
     };
     let mut record = NewRecord::new(RecordKind::Prepared, 1, commit_time(0), Some(encoded), run);
     record.head.metadata = Some(metadata.clone());
