@@ -13,11 +13,15 @@
 //! lack it. Only terminal runs (`completed`, `failed`, `blocked`) are ever
 //! due.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{collections::VecDeque, future::Future, time::Duration};
 
 use chrono::{DateTime, Utc};
+use tracing::{debug, warn};
 
-use crate::model::{RunKey, RunStatus};
+use crate::{
+    error::Result,
+    model::{RunKey, RunStatus},
+};
 
 /// Which finished runs a retention pass deletes. With neither limit set,
 /// nothing is ever due.
@@ -179,6 +183,68 @@ impl Plan {
     pub fn taken(&mut self, run: &RunFacts) {
         self.total = self.total.saturating_sub(run.bytes);
     }
+}
+
+/// What became of a run due, as a backend tells [`run_pass`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Deleted (or, in a dry run, it would be).
+    Deleted,
+    /// Kept: a stream is open on it.
+    InUse,
+    /// Kept: it is not terminal (it was deleted and prepared again since
+    /// the survey).
+    NotTerminal,
+    /// It was gone already.
+    Gone,
+}
+
+/// Runs a pass over `runs` at time `now`: offers each run due to
+/// `delete` (which deletes it, or in a dry run says what deleting would
+/// do), oldest first, and returns what went. A run `delete` fails on is
+/// kept, and logged.
+pub async fn run_pass<F, Fut>(
+    policy: RetentionPolicy,
+    now: DateTime<Utc>,
+    runs: Vec<RunFacts>,
+    dry_run: bool,
+    mut delete: F,
+) -> Collection
+where
+    F: FnMut(RunKey) -> Fut,
+    Fut: Future<Output = Result<Outcome>>,
+{
+    let mut plan = Plan::new(policy, now, runs);
+    let mut collection = Collection {
+        dry_run,
+        bytes_before: plan.total(),
+        ..Collection::default()
+    };
+    while let Some((run, reason)) = plan.next_due() {
+        match delete(run.key.clone()).await {
+            Ok(Outcome::Deleted) => {
+                plan.taken(&run);
+                collection.runs.push(CollectedRun {
+                    key: run.key,
+                    status: run.status,
+                    finished_at: run.finished_at.unwrap_or_default(),
+                    bytes: run.bytes,
+                    reason,
+                });
+            }
+            Ok(Outcome::Gone) => plan.taken(&run),
+            Ok(Outcome::InUse) => {
+                debug!(run = %run.key, "retention keeps a run due: a stream is open on it");
+                collection.kept_open += 1;
+            }
+            Ok(Outcome::NotTerminal) => {}
+            Err(err) => {
+                warn!(run = %run.key, cause = %err, "retention cannot delete a run; keeping it")
+            }
+        }
+    }
+    collection.bytes_after = plan.total();
+    collection
 }
 
 #[cfg(test)]

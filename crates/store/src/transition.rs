@@ -4,7 +4,7 @@
 
 use crate::{
     error::{Refused, Result, StoreError},
-    model::{RunKey, RunStatePatch, RunStateSnapshot},
+    model::{RunKey, RunStatePatch, RunStateSnapshot, RunStatus},
     time::{normalize_iso, now_iso},
 };
 
@@ -67,4 +67,36 @@ pub(crate) fn patched(
     }
     next.updated_at = now;
     Ok(next)
+}
+
+/// The final status that `writer_id`, back after its run failed only
+/// because its worker lease expired, sets with `patch`: a terminal status
+/// and nothing else (see [`crate::lease`]).
+pub(crate) fn settled_status(
+    key: &RunKey,
+    writer_id: &str,
+    patch: &RunStatePatch,
+) -> Result<RunStatus> {
+    match patch.status {
+        Some(status) if status.is_terminal() => Ok(status),
+        Some(status) => Err(StoreError::BadTransition {
+            key: key.clone(),
+            from: RunStatus::Failed,
+            to: status,
+        }),
+        None => Err(StoreError::LeaseLapsed {
+            key: key.clone(),
+            writer_id: Some(writer_id.to_owned()),
+            refused: Refused::StateChange,
+        }),
+    }
+}
+
+/// When a run that `patch` finishes finished: the patch's time, checked,
+/// or `now`.
+pub(crate) fn finished_at(patch: &RunStatePatch, now: &str) -> Result<String> {
+    match &patch.finished_at {
+        Some(finished_at) => normalize_iso("patch.finished_at", finished_at),
+        None => Ok(now.to_owned()),
+    }
 }

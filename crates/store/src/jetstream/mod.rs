@@ -68,7 +68,7 @@ use crate::{
         RunMetadataInput, RunPage, RunQuery, RunStatePatch, RunStateSnapshot,
         RunStateSnapshotInput, RunStatus, RunView, WorkerLogChannel, WriterCursor,
     },
-    retention::{CollectedRun, Collection, Plan, RetentionPolicy, RunFacts},
+    retention::{Collection, Outcome, RetentionPolicy, RunFacts, run_pass},
     run_store::{ReadFrom, RunStore},
     search::{LineScanner, ReaderSearch},
 };
@@ -555,40 +555,18 @@ impl RunStore for JetStreamStore {
                 bytes: entry.bytes,
             })
             .collect();
-        let mut plan = Plan::new(policy, Utc::now(), facts);
-        let mut collection = Collection {
-            dry_run,
-            bytes_before: plan.total(),
-            ..Collection::default()
-        };
-        while let Some((run, reason)) = plan.next_due() {
-            if self.shared.in_use(&run.key) {
-                collection.kept_open += 1;
-                continue;
-            }
-            let deleted = match dry_run {
-                true => Ok(true),
-                false => self.delete(&run.key).await,
-            };
-            match deleted {
-                Ok(true) => {
-                    plan.taken(&run);
-                    collection.runs.push(CollectedRun {
-                        key: run.key,
-                        status: run.status,
-                        finished_at: run.finished_at.unwrap_or_default(),
-                        bytes: run.bytes,
-                        reason,
-                    });
+        Ok(
+            run_pass(policy, Utc::now(), facts, dry_run, |key| async move {
+                if self.shared.in_use(&key) {
+                    return Ok(Outcome::InUse);
                 }
-                Ok(false) => {}
-                Err(err) => {
-                    warn!(run = %run.key, cause = %err, "retention cannot delete a run; keeping it")
+                match dry_run {
+                    true => Ok(Outcome::Deleted),
+                    false => self.delete(&key).await,
                 }
-            }
-        }
-        collection.bytes_after = plan.total();
-        Ok(collection)
+            })
+            .await,
+        )
     }
 
     async fn flush(&self) -> Result<()> {
@@ -632,10 +610,10 @@ impl JetStreamStore {
 
     /// Deletes a terminal run: a `Deleted` record on its chain (so no
     /// node appends or prepares on the old run), then every record
-    /// before it purged, then its index entry. False when the run is
-    /// gone or not terminal, or another node holds its worker lease (a
-    /// writer that may still deliver late).
-    async fn delete(&self, key: &RunKey) -> Result<bool> {
+    /// before it purged, then its index entry. Keeps a run that is not
+    /// terminal, or whose worker lease another node holds (a writer that
+    /// may still deliver late).
+    async fn delete(&self, key: &RunKey) -> Result<Outcome> {
         check_id("task_id", &key.task_id)?;
         check_id("run_id", &key.run_id)?;
         let tip = match self.shared.chains.tip(key).await? {
@@ -644,24 +622,27 @@ impl JetStreamStore {
                 // Marked deleted by a pass that did not get to purge.
                 self.purge_before(key, tip.stream_seq).await?;
                 self.shared.index.remove(key).await;
-                return Ok(false);
+                return Ok(Outcome::Gone);
             }
             None => {
                 self.shared.index.remove(key).await;
-                return Ok(false);
+                return Ok(Outcome::Gone);
             }
         };
-        if !tip.head.run.state.status.is_terminal() || self.shared.leases.held_elsewhere(key).await
-        {
-            return Ok(false);
+        if !tip.head.run.state.status.is_terminal() {
+            return Ok(Outcome::NotTerminal);
+        }
+        if self.shared.leases.held_elsewhere(key).await {
+            return Ok(Outcome::InUse);
         }
         let Some(deleted) = self.shared.mark_deleted(key, &tip).await? else {
-            return Ok(false);
+            // The run changed meanwhile: the next pass looks again.
+            return Ok(Outcome::NotTerminal);
         };
         self.purge_before(key, deleted).await?;
         self.shared.index.remove(key).await;
         self.shared.leases.forget(key).await;
         self.shared.forget(key);
-        Ok(true)
+        Ok(Outcome::Deleted)
     }
 }

@@ -29,8 +29,8 @@ use crate::{
         RunMetadataInput, RunStatePatch, RunStateSnapshot, RunStateSnapshotInput, RunStatus,
         WriterCursor,
     },
-    time::{normalize_iso, now_iso},
-    transition::patched,
+    time::now_iso,
+    transition::{finished_at, patched, settled_status},
 };
 
 /// What a write builds from a tip.
@@ -591,31 +591,12 @@ fn settle(
     patch: RunStatePatch,
 ) -> Result<NewRecord> {
     let head = &tip.head;
-    let status = match patch.status {
-        Some(status) if status.is_terminal() => status,
-        Some(status) => {
-            return Err(StoreError::BadTransition {
-                key: key.clone(),
-                from: RunStatus::Failed,
-                to: status,
-            });
-        }
-        None => {
-            return Err(StoreError::LeaseLapsed {
-                key: key.clone(),
-                writer_id: Some(writer_id.to_owned()),
-                refused: Refused::StateChange,
-            });
-        }
-    };
+    let status = settled_status(key, writer_id, &patch)?;
     if let Some(checkpoint_seq) = patch.checkpoint_seq {
         check_checkpoint(key, &head.run, checkpoint_seq)?;
     }
     let now = now_iso();
-    let finished_at = match patch.finished_at {
-        Some(finished_at) => normalize_iso("patch.finished_at", &finished_at)?,
-        None => now.clone(),
-    };
+    let finished_at = finished_at(&patch, &now)?;
     let late_entries = head.run.lease_lapse.map_or(0, |lapse| lapse.late_entries);
     let event = settled_event(writer_id, status, late_entries, patch.exit_code);
     let mut record = entries_record(metadata, tip, None, vec![AppendPayload::Event(event)]);

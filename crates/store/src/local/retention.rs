@@ -31,7 +31,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::{
     LocalStore,
@@ -43,7 +43,7 @@ use super::{
 use crate::{
     error::{Result, StoreError},
     model::{RunKey, RunMetadata, RunStateSnapshot},
-    retention::{CollectedRun, Collection, Plan, RetentionPolicy, RunFacts},
+    retention::{Collection, Outcome, RetentionPolicy, RunFacts, run_pass},
 };
 
 /// Keeps a run from retention while it lives: readers hold one, and the
@@ -85,20 +85,6 @@ pub(super) struct FactsCache {
 /// nanoseconds.
 type StateIdentity = (u64, u64, i64, i64);
 
-/// What became of a run due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    /// Deleted (or, in a dry run, it would be).
-    Deleted,
-    /// Kept: a stream is open on it.
-    InUse,
-    /// Kept: it is not terminal (it was deleted and prepared again since
-    /// the survey).
-    NotTerminal,
-    /// It was gone already.
-    Gone,
-}
-
 impl LocalStore {
     /// Forgets what retention learnt of the run `key`, whose files changed
     /// (its abandoned uploads were swept): the next pass measures it
@@ -118,42 +104,15 @@ impl LocalStore {
             let (layout, facts) = (self.layout.clone(), self.facts.clone());
             blocking(move || survey(&layout, &facts)).await?
         };
-        let mut plan = Plan::new(policy, Utc::now(), runs);
-        let mut collection = Collection {
-            dry_run,
-            bytes_before: plan.total(),
-            ..Collection::default()
-        };
-        while let Some((run, reason)) = plan.next_due() {
-            let outcome = if dry_run {
-                Ok(self.would_delete(&run.key))
-            } else {
-                self.delete(&run.key).await
-            };
-            match outcome {
-                Ok(Outcome::Deleted) => {
-                    plan.taken(&run);
-                    collection.runs.push(CollectedRun {
-                        key: run.key,
-                        status: run.status,
-                        finished_at: run.finished_at.unwrap_or_default(),
-                        bytes: run.bytes,
-                        reason,
-                    });
+        Ok(
+            run_pass(policy, Utc::now(), runs, dry_run, |key| async move {
+                match dry_run {
+                    true => Ok(self.would_delete(&key)),
+                    false => self.delete(&key).await,
                 }
-                Ok(Outcome::Gone) => plan.taken(&run),
-                Ok(Outcome::InUse) => {
-                    debug!(run = %run.key, "retention keeps a run due: a stream is open on it");
-                    collection.kept_open += 1;
-                }
-                Ok(Outcome::NotTerminal) => {}
-                Err(err) => {
-                    warn!(run = %run.key, cause = %err, "retention cannot delete a run; keeping it")
-                }
-            }
-        }
-        collection.bytes_after = plan.total();
-        Ok(collection)
+            })
+            .await,
+        )
     }
 
     /// What deleting a run would do now, for a dry run. A run that is not

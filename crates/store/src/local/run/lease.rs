@@ -21,7 +21,7 @@
 
 use super::{Run, RunInner};
 use crate::{
-    error::{Refused, Result, StoreError},
+    error::Result,
     lease::{LeaseExpiry, returned_event, settled_event},
     local::{
         fsio::write_json_atomic,
@@ -29,7 +29,8 @@ use crate::{
         layout::RunDir,
     },
     model::{AppendPayload, RunStatePatch, RunStateSnapshot, RunStatus},
-    time::{normalize_iso, now_iso},
+    time::now_iso,
+    transition::{finished_at, settled_status},
 };
 
 /// The summary of a run whose expiry entry was stored but whose failed
@@ -92,31 +93,12 @@ impl Run {
         writer_id: &str,
         patch: RunStatePatch,
     ) -> Result<RunStateSnapshot> {
-        let status = match patch.status {
-            Some(status) if status.is_terminal() => status,
-            Some(status) => {
-                return Err(StoreError::BadTransition {
-                    key: self.key.clone(),
-                    from: RunStatus::Failed,
-                    to: status,
-                });
-            }
-            None => {
-                return Err(StoreError::LeaseLapsed {
-                    key: self.key.clone(),
-                    writer_id: Some(writer_id.to_owned()),
-                    refused: Refused::StateChange,
-                });
-            }
-        };
+        let status = settled_status(&self.key, writer_id, &patch)?;
         if let Some(checkpoint_seq) = patch.checkpoint_seq {
             self.check_checkpoint_patch(inner, checkpoint_seq)?;
         }
         let now = now_iso();
-        let finished_at = match patch.finished_at {
-            Some(finished_at) => normalize_iso("patch.finished_at", &finished_at)?,
-            None => now.clone(),
-        };
+        let finished_at = finished_at(&patch, &now)?;
         let late_entries = inner.lease_lapse.map_or(0, |lapse| lapse.late_entries);
         let event = vec![AppendPayload::Event(settled_event(
             writer_id,
