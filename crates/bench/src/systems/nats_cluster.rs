@@ -23,6 +23,9 @@ use crate::error::{BenchError, Context, Result};
 /// How long the servers may take to listen and elect a JetStream leader.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Lines of each server's log an error quotes.
+const LOG_TAIL: usize = 5;
+
 /// How a cluster is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ClusterShape {
@@ -48,17 +51,31 @@ pub(crate) struct NatsCluster {
 
 impl NatsCluster {
     /// Starts a cluster of `shape`, and waits until it takes connections
-    /// and can make a stream of `shape.replicas` replicas.
+    /// and can make a stream of `shape.replicas` replicas. A cluster that
+    /// does not get there is replaced once by a new one: on a shared
+    /// machine one now and then does not form (its logs are kept, and the
+    /// progress on stderr says where).
     pub(crate) async fn start(bin: Option<PathBuf>, shape: ClusterShape) -> Result<Self> {
-        let cluster = tokio::task::spawn_blocking(move || {
-            let bin = match bin {
-                Some(bin) => bin,
-                None => installed_bin()?,
-            };
-            Self::spawn(&bin, shape)
-        })
-        .await
-        .context("a start task failed")??;
+        let bin = match bin {
+            Some(bin) => bin,
+            None => tokio::task::spawn_blocking(installed_bin)
+                .await
+                .context("an install task failed")??,
+        };
+        match Self::start_once(bin.clone(), shape).await {
+            Ok(cluster) => Ok(cluster),
+            Err(err) => {
+                eprintln!("  a NATS cluster did not form, starting another: {err}");
+                Self::start_once(bin, shape).await
+            }
+        }
+    }
+
+    /// Starts a cluster of `shape` once.
+    async fn start_once(bin: PathBuf, shape: ClusterShape) -> Result<Self> {
+        let mut cluster = tokio::task::spawn_blocking(move || Self::spawn(&bin, shape))
+            .await
+            .context("a start task failed")??;
         cluster.wait_ready(shape.replicas).await?;
         Ok(cluster)
     }
@@ -69,9 +86,8 @@ impl NatsCluster {
             .prefix("baa-bench-nats-")
             .tempdir()
             .map_err(|err| BenchError::io("cannot create a directory for NATS", err))?;
-        let ports: Vec<(u16, u16)> = (0..shape.servers)
-            .map(|_| Ok((free_port()?, free_port()?)))
-            .collect::<Result<_>>()?;
+        let ports = free_ports(shape.servers * 2)?;
+        let ports: Vec<(u16, u16)> = ports.chunks(2).map(|pair| (pair[0], pair[1])).collect();
         let mut cluster = Self {
             ports: ports.iter().map(|(port, _)| *port).collect(),
             children: Vec::new(),
@@ -130,8 +146,10 @@ impl NatsCluster {
         for &port in &cluster.ports {
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
                 if Instant::now() > deadline {
+                    cluster.dir.disable_cleanup(true);
                     return Err(BenchError::Failed(format!(
-                        "nats-server did not listen on {port}; see {}",
+                        "nats-server did not listen on {port}: {}; logs kept in {}",
+                        cluster.log_tails(),
                         cluster.dir.path().display()
                     )));
                 }
@@ -144,7 +162,7 @@ impl NatsCluster {
     /// Waits until a stream of `replicas` replicas can be made (the
     /// cluster has a JetStream leader and enough peers), by making one
     /// and deleting it.
-    async fn wait_ready(&self, replicas: usize) -> Result<()> {
+    async fn wait_ready(&mut self, replicas: usize) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let client = async_nats::connect(format!("nats://127.0.0.1:{}", self.ports[0]))
             .await
@@ -165,13 +183,31 @@ impl NatsCluster {
                     return Ok(());
                 }
                 Err(err) if Instant::now() > deadline => {
+                    // The logs say why; they outlive the phase.
+                    self.dir.disable_cleanup(true);
                     return Err(BenchError::Failed(format!(
-                        "the NATS cluster made no stream of {replicas} replicas within {READY_TIMEOUT:?}: {err}"
+                        "the NATS cluster made no stream of {replicas} replicas within \
+                         {READY_TIMEOUT:?}: {err}; logs kept in {}",
+                        self.dir.path().display()
                     )));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
+    }
+
+    /// The last lines of every server's log, for an error message.
+    fn log_tails(&self) -> String {
+        (1..=self.ports.len())
+            .map(|index| {
+                let log = std::fs::read_to_string(self.dir.path().join(format!("n{index}.log")))
+                    .unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(LOG_TAIL)..].join(" | ");
+                format!("n{index}: {tail}")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// The client URLs of the servers, in order.
@@ -197,11 +233,17 @@ impl Drop for NatsCluster {
     }
 }
 
-/// A free loopback port (released at once; a server binds it next).
-fn free_port() -> Result<u16> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
+/// `count` distinct free loopback ports: each is held until all are
+/// found, so none is found twice, then released for a server to bind.
+fn free_ports(count: usize) -> Result<Vec<u16>> {
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|err| BenchError::io("cannot find a free port", err))?;
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().map(|addr| addr.port()))
+        .collect::<std::io::Result<_>>()
         .map_err(|err| BenchError::io("cannot find a free port", err))
 }
 
