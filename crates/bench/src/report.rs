@@ -1455,3 +1455,130 @@ fn jetstream_targets(report: &Report) -> Vec<TargetCheck> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report with only these W1 and W2 rows.
+    fn report(w1: Vec<ThroughputRow>, w2: Vec<FanOutRow>) -> Report {
+        Report {
+            command: String::new(),
+            machine: Machine {
+                cpu: String::new(),
+                cpus: 2,
+                memory_mib: 0,
+                kernel: String::new(),
+            },
+            parameters: serde_json::Value::Null,
+            w1,
+            w2,
+            w3: Vec::new(),
+            w4: Vec::new(),
+            w5: Vec::new(),
+            w6: Vec::new(),
+            w7_scan: Vec::new(),
+            w7_writes: Vec::new(),
+            w8: Vec::new(),
+            w9_page: Vec::new(),
+            w9_live: Vec::new(),
+            w10: Vec::new(),
+            ratios: Vec::new(),
+            targets: Vec::new(),
+        }
+    }
+
+    /// A W1 own-runs row of `system` at `rate` entries/s.
+    fn own_runs(system: SystemKind, rate: f64) -> ThroughputRow {
+        ThroughputRow {
+            variant: "own runs",
+            system,
+            entries: 1_000,
+            secs: 1_000.0 / rate,
+            entries_per_sec: rate,
+            mb_per_sec: 0.0,
+            cpu_secs_per_million: None,
+            peak_rss_mib: None,
+            note: None,
+        }
+    }
+
+    /// A W2 row of `system` with 4 followers and `p99_ms`.
+    fn four_followers(system: SystemKind, p99_ms: f64) -> FanOutRow {
+        FanOutRow {
+            followers: 4,
+            system,
+            latency: Some(LatencySummary {
+                count: 100,
+                p50_ms: p99_ms / 2.0,
+                p99_ms,
+                max_ms: p99_ms,
+            }),
+            sent: 100,
+            sent_per_sec: 100.0,
+            complete: Some(true),
+            delivered: 400,
+            cpu_secs: None,
+            client_cpu_secs: None,
+            peak_rss_mib: None,
+            note: None,
+        }
+    }
+
+    /// The JetStream targets' verdicts, in order.
+    fn jetstream_verdicts(mut report: Report) -> Vec<(String, Option<bool>)> {
+        report.conclude();
+        report
+            .targets
+            .into_iter()
+            .filter(|check| {
+                check
+                    .target
+                    .contains("JetStream (3 servers, R3, sync always)")
+            })
+            .map(|check| (check.measured, check.met))
+            .collect()
+    }
+
+    /// W1 is met at 2× raw one-line publishes and not below; W2 at 5×
+    /// baa-logd on local disk's p99 and not above.
+    #[test]
+    fn jetstream_targets_compare_against_the_right_rows() {
+        let met = report(
+            vec![
+                own_runs(SystemKind::BaaLogd, 1_000_000.0),
+                own_runs(SystemKind::BaaLogdJs3Sync, 100_000.0),
+                own_runs(SystemKind::NatsJs3Sync, 50_000.0),
+            ],
+            vec![
+                four_followers(SystemKind::BaaLogd, 2.0),
+                four_followers(SystemKind::BaaLogdJs3, 50.0),
+                four_followers(SystemKind::BaaLogdJs3Sync, 10.0),
+            ],
+        );
+        assert_eq!(
+            jetstream_verdicts(met),
+            vec![
+                ("2.00×".to_owned(), Some(true)),
+                ("5.00×".to_owned(), Some(true)),
+            ]
+        );
+        let missed = report(
+            vec![
+                own_runs(SystemKind::BaaLogdJs3Sync, 99_000.0),
+                own_runs(SystemKind::NatsJs3Sync, 50_000.0),
+            ],
+            vec![
+                four_followers(SystemKind::BaaLogd, 2.0),
+                four_followers(SystemKind::BaaLogdJs3Sync, 10.2),
+            ],
+        );
+        assert_eq!(
+            jetstream_verdicts(missed)
+                .into_iter()
+                .map(|(_, met)| met)
+                .collect::<Vec<_>>(),
+            vec![Some(false), Some(false)]
+        );
+    }
+}
