@@ -53,3 +53,8 @@ step "benchmark harness smoke run (tiny sizes, a few seconds; no figure is check
 # Keeps crates/bench working; peers that scripts/peers.sh did not start
 # show as "not available". The real run is in docs/benchmarks.md.
 cargo run --locked -p baa-bench -- --smoke --json target/baa-bench-smoke.json
+# The JetStream rows start NATS clusters of their own (the pinned
+# nats-server from scripts/install-nats-server.sh), so they need no peers.
+cargo run --locked -p baa-bench -- --smoke --workloads w1,w2 --no-peers \
+    --systems baa-logd-js1,baa-logd-js3-sync,nats-js3-sync \
+    --json target/baa-bench-smoke-jetstream.json

@@ -132,6 +132,11 @@ pub(crate) struct BenchArgs {
         default_value = "/tmp/baa-bench-peers"
     )]
     pub(crate) peers_dir: PathBuf,
+    /// The nats-server of the NATS clusters the harness starts itself
+    /// (the `baa-logd-js*` and `nats-js3-sync` systems); by default the
+    /// pinned one `scripts/install-nats-server.sh` installs.
+    #[arg(long, env = "BAA_NATS_SERVER")]
+    pub(crate) nats_server_bin: Option<PathBuf>,
     /// Leave the peers out even when they run.
     #[arg(long)]
     pub(crate) no_peers: bool,

@@ -26,7 +26,8 @@ const PANEL: (u32, u32) = (560, 340);
 const W1_VARIANTS: [&str; 3] = ["own runs", "shared run", "own runs, one line per message"];
 
 /// A system's colour: baa-logd in blue, its durable and client rows in
-/// lighter blues, peers in greys, durable peers darker.
+/// lighter blues, on JetStream in purples, peers in greys, durable peers
+/// darker.
 fn colour(system: SystemKind) -> RGBColor {
     match system {
         SystemKind::BaaLogd => RGBColor(31, 119, 180),
@@ -36,6 +37,10 @@ fn colour(system: SystemKind) -> RGBColor {
         SystemKind::NatsSync | SystemKind::RedisAlways => RGBColor(90, 90, 90),
         SystemKind::TransportCeiling => RGBColor(214, 39, 40),
         SystemKind::DiskCeiling => RGBColor(44, 160, 44),
+        SystemKind::BaaLogdJs1 => RGBColor(188, 189, 220),
+        SystemKind::BaaLogdJs3 => RGBColor(128, 125, 186),
+        SystemKind::BaaLogdJs3Sync => RGBColor(84, 39, 143),
+        SystemKind::NatsJs3Sync => RGBColor(60, 60, 60),
     }
 }
 

@@ -117,6 +117,7 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
     };
     let launcher = Launcher {
         programs,
+        nats_server: args.nats_server_bin.clone(),
         peers,
         pinning: pinning.clone(),
     };
@@ -140,8 +141,8 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
         targets: Vec::new(),
     };
     use SystemKind::{
-        BaaLogd, BaaLogdClient, BaaLogdSync, DiskCeiling, Nats, NatsSync, Redis, RedisAlways,
-        TransportCeiling,
+        BaaLogd, BaaLogdClient, BaaLogdJs1, BaaLogdJs3, BaaLogdJs3Sync, BaaLogdSync, DiskCeiling,
+        Nats, NatsJs3Sync, NatsSync, Redis, RedisAlways, TransportCeiling,
     };
     let chosen = |all: &[SystemKind]| -> Vec<SystemKind> {
         all.iter()
@@ -160,11 +161,25 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
             BaaLogdSync,
             NatsSync,
             RedisAlways,
+            BaaLogdJs1,
+            BaaLogdJs3,
+            BaaLogdJs3Sync,
+            NatsJs3Sync,
         ]);
         report.w1 = workloads::throughput::run(&launcher, &args.throughput(), &systems).await;
     }
     if args.workloads.contains(&Workload::W2) {
-        let systems = chosen(&[BaaLogd, Nats, Redis, TransportCeiling, BaaLogdSync]);
+        let systems = chosen(&[
+            BaaLogd,
+            Nats,
+            Redis,
+            TransportCeiling,
+            BaaLogdSync,
+            BaaLogdJs1,
+            BaaLogdJs3,
+            BaaLogdJs3Sync,
+            NatsJs3Sync,
+        ]);
         report.w2 = workloads::fan_out::run(&launcher, &args.fan_out(), &systems).await;
     }
     if args.workloads.contains(&Workload::W3) {

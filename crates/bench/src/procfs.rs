@@ -99,3 +99,32 @@ pub(crate) struct PhaseUsage {
     /// The peak resident memory over the phase, in bytes.
     pub(crate) peak_rss_bytes: u64,
 }
+
+/// CPU time and peak memory of the processes of one system over a phase:
+/// one server, or every node and NATS server of a cluster, summed.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupMeter {
+    meters: Vec<PhaseMeter>,
+}
+
+impl GroupMeter {
+    /// Starts measuring each of `pids`; `None` when there are none (a
+    /// system that is no process of its own).
+    pub(crate) fn start(pids: &[u32]) -> Option<Self> {
+        (!pids.is_empty()).then(|| Self {
+            meters: pids.iter().copied().map(PhaseMeter::start).collect(),
+        })
+    }
+
+    /// The CPU seconds of every process since the start, and the sum of
+    /// their peak RSS in bytes.
+    pub(crate) fn stop(&self) -> PhaseUsage {
+        self.meters
+            .iter()
+            .map(PhaseMeter::stop)
+            .fold(PhaseUsage::default(), |sum, usage| PhaseUsage {
+                cpu_secs: sum.cpu_secs + usage.cpu_secs,
+                peak_rss_bytes: sum.peak_rss_bytes + usage.peak_rss_bytes,
+            })
+    }
+}

@@ -540,7 +540,9 @@ impl Report {
     /// Fills in the ratios and the target checks from the rows.
     pub(crate) fn conclude(&mut self) {
         self.ratios = ratios(self);
+        self.ratios.extend(jetstream_ratios(self));
         self.targets = targets(self);
+        self.targets.extend(jetstream_targets(self));
     }
 
     /// The wrong answers any workload got: a benchmark of a wrong answer
@@ -1331,4 +1333,252 @@ fn targets(report: &Report) -> Vec<TargetCheck> {
         }
     }
     out
+}
+
+/// baa-logd on JetStream in any configuration.
+const JETSTREAM_LOGD: [SystemKind; 3] = [
+    SystemKind::BaaLogdJs1,
+    SystemKind::BaaLogdJs3,
+    SystemKind::BaaLogdJs3Sync,
+];
+
+/// The name of the ratio of baa-logd on JetStream as `kind` in W1's
+/// `variant` to raw JetStream publishes to the same kind of cluster.
+fn jetstream_w1_workload(variant: &str, kind: SystemKind) -> String {
+    format!("W1 {variant}, {kind}")
+}
+
+/// The name of the ratio of baa-logd on JetStream as `kind` in W2 with
+/// `followers` followers to baa-logd on local disk.
+fn jetstream_w2_workload(followers: usize, kind: SystemKind) -> String {
+    format!("W2 {followers} followers, {kind}")
+}
+
+/// baa-logd on JetStream against raw one-line-per-message publishes to a
+/// cluster of 3 replicas with `sync_interval: always` (W1), and against
+/// baa-logd on local disk (W2 p99).
+fn jetstream_ratios(report: &Report) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    let rate = |variant: &str, system: SystemKind| {
+        report
+            .w1
+            .iter()
+            .find(|row| row.variant == variant && row.system == system && row.entries > 0)
+            .map(|row| row.entries_per_sec)
+    };
+    for variant in ["own runs", "shared run", "own runs, one line per message"] {
+        let Some(raw) = rate(variant, SystemKind::NatsJs3Sync) else {
+            continue;
+        };
+        for kind in JETSTREAM_LOGD {
+            if let Some(baa) = rate(variant, kind) {
+                out.push(Ratio {
+                    workload: jetstream_w1_workload(variant, kind),
+                    measure: "entries/s (higher is better)",
+                    versus: SystemKind::NatsJs3Sync,
+                    ratio: Some(baa / raw),
+                });
+            }
+        }
+    }
+    let p99 = |followers: usize, system: SystemKind| {
+        report
+            .w2
+            .iter()
+            .find(|row| row.followers == followers && row.system == system)
+            .and_then(|row| row.latency.filter(|l| l.count > 0))
+            .map(|l| l.p99_ms)
+    };
+    let mut follower_counts: Vec<usize> = report.w2.iter().map(|row| row.followers).collect();
+    follower_counts.dedup();
+    for followers in follower_counts {
+        let Some(local) = p99(followers, SystemKind::BaaLogd) else {
+            continue;
+        };
+        for kind in JETSTREAM_LOGD {
+            if let Some(theirs) = p99(followers, kind) {
+                out.push(Ratio {
+                    workload: jetstream_w2_workload(followers, kind),
+                    measure: "p99 latency (lower is better)",
+                    versus: SystemKind::BaaLogd,
+                    ratio: Some(theirs / local),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The JetStream backend's targets: W1 through baa-logd on a 3-replica
+/// stream with `sync_interval: always` at least 2× raw one-line publishes
+/// to the same cluster, and W2 with 4 followers (on another node) within
+/// 5× baa-logd on local disk's p99.
+fn jetstream_targets(report: &Report) -> Vec<TargetCheck> {
+    let kind = SystemKind::BaaLogdJs3Sync;
+    let ratio = |workload: &str| {
+        report
+            .ratios
+            .iter()
+            .find(|ratio| ratio.workload == workload)
+            .and_then(|ratio| ratio.ratio)
+    };
+    let mut out = Vec::new();
+    let measured_w1 = |system: SystemKind| report.w1.iter().any(|row| row.system == system);
+    if measured_w1(kind) || measured_w1(SystemKind::NatsJs3Sync) {
+        let got = ratio(&jetstream_w1_workload("own runs", kind));
+        out.push(TargetCheck {
+            target: "W1 own runs: baa-logd on JetStream (3 servers, R3, sync always) \
+                     entries/s ≥ 2× raw one-line publishes to the same kind of cluster"
+                .to_owned(),
+            measured: got.map_or_else(|| "—".to_owned(), times),
+            met: got.map(|r| r >= 2.0),
+        });
+    }
+    if report.w2.iter().any(|row| row.system == kind) {
+        let counts: Vec<usize> = report.w2.iter().map(|row| row.followers).collect();
+        let followers = if counts.contains(&4) {
+            Some(4)
+        } else {
+            counts.iter().min().copied()
+        };
+        if let Some(followers) = followers {
+            let got = ratio(&jetstream_w2_workload(followers, kind));
+            out.push(TargetCheck {
+                target: format!(
+                    "W2 {followers} followers on another node: baa-logd on JetStream \
+                     (3 servers, R3, sync always) p99 ≤ 5× baa-logd on local disk"
+                ),
+                measured: got.map_or_else(|| "—".to_owned(), times),
+                met: got.map(|r| r <= 5.0),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report with only these W1 and W2 rows.
+    fn report(w1: Vec<ThroughputRow>, w2: Vec<FanOutRow>) -> Report {
+        Report {
+            command: String::new(),
+            machine: Machine {
+                cpu: String::new(),
+                cpus: 2,
+                memory_mib: 0,
+                kernel: String::new(),
+            },
+            parameters: serde_json::Value::Null,
+            w1,
+            w2,
+            w3: Vec::new(),
+            w4: Vec::new(),
+            w5: Vec::new(),
+            w6: Vec::new(),
+            w7_scan: Vec::new(),
+            w7_writes: Vec::new(),
+            w8: Vec::new(),
+            w9_page: Vec::new(),
+            w9_live: Vec::new(),
+            w10: Vec::new(),
+            ratios: Vec::new(),
+            targets: Vec::new(),
+        }
+    }
+
+    /// A W1 own-runs row of `system` at `rate` entries/s.
+    fn own_runs(system: SystemKind, rate: f64) -> ThroughputRow {
+        ThroughputRow {
+            variant: "own runs",
+            system,
+            entries: 1_000,
+            secs: 1_000.0 / rate,
+            entries_per_sec: rate,
+            mb_per_sec: 0.0,
+            cpu_secs_per_million: None,
+            peak_rss_mib: None,
+            note: None,
+        }
+    }
+
+    /// A W2 row of `system` with 4 followers and `p99_ms`.
+    fn four_followers(system: SystemKind, p99_ms: f64) -> FanOutRow {
+        FanOutRow {
+            followers: 4,
+            system,
+            latency: Some(LatencySummary {
+                count: 100,
+                p50_ms: p99_ms / 2.0,
+                p99_ms,
+                max_ms: p99_ms,
+            }),
+            sent: 100,
+            sent_per_sec: 100.0,
+            complete: Some(true),
+            delivered: 400,
+            cpu_secs: None,
+            client_cpu_secs: None,
+            peak_rss_mib: None,
+            note: None,
+        }
+    }
+
+    /// The JetStream targets' verdicts, in order.
+    fn jetstream_verdicts(mut report: Report) -> Vec<(String, Option<bool>)> {
+        report.conclude();
+        report
+            .targets
+            .into_iter()
+            .filter(|check| {
+                check
+                    .target
+                    .contains("JetStream (3 servers, R3, sync always)")
+            })
+            .map(|check| (check.measured, check.met))
+            .collect()
+    }
+
+    /// W1 is met at 2× raw one-line publishes and not below; W2 at 5×
+    /// baa-logd on local disk's p99 and not above.
+    #[test]
+    fn jetstream_targets_compare_against_the_right_rows() {
+        let met = report(
+            vec![
+                own_runs(SystemKind::BaaLogd, 1_000_000.0),
+                own_runs(SystemKind::BaaLogdJs3Sync, 100_000.0),
+                own_runs(SystemKind::NatsJs3Sync, 50_000.0),
+            ],
+            vec![
+                four_followers(SystemKind::BaaLogd, 2.0),
+                four_followers(SystemKind::BaaLogdJs3, 50.0),
+                four_followers(SystemKind::BaaLogdJs3Sync, 10.0),
+            ],
+        );
+        assert_eq!(
+            jetstream_verdicts(met),
+            vec![
+                ("2.00×".to_owned(), Some(true)),
+                ("5.00×".to_owned(), Some(true)),
+            ]
+        );
+        let missed = report(
+            vec![
+                own_runs(SystemKind::BaaLogdJs3Sync, 99_000.0),
+                own_runs(SystemKind::NatsJs3Sync, 50_000.0),
+            ],
+            vec![
+                four_followers(SystemKind::BaaLogd, 2.0),
+                four_followers(SystemKind::BaaLogdJs3Sync, 10.2),
+            ],
+        );
+        assert_eq!(
+            jetstream_verdicts(missed)
+                .into_iter()
+                .map(|(_, met)| met)
+                .collect::<Vec<_>>(),
+            vec![Some(false), Some(false)]
+        );
+    }
 }

@@ -6,6 +6,11 @@
 //! - `nats`: NATS JetStream, one stream, a subject per run and channel.
 //! - `redis`: Redis Streams, a key per run and channel.
 //! - `disk`: the disk ceiling, buffered appends to plain files.
+//! - `nats_cluster`: NATS clusters the harness starts itself, and
+//!   `jetstream_logd`: baa-logd nodes with `--store jetstream` on one.
+//!
+//! A connection is opened for a [`Role`], so that a system of several
+//! nodes can put writers and followers on different ones.
 //!
 //! Dispatch is by enum rather than trait objects: the set is closed, the
 //! methods are async, and a new way of driving a system (the client
@@ -14,14 +19,17 @@
 
 mod disk;
 pub(crate) mod grpc;
+mod jetstream_logd;
 mod nats;
+mod nats_cluster;
 pub(crate) mod peers;
 mod redis;
 
-use std::fmt;
+use std::{fmt, path::PathBuf};
 
 use serde::Serialize;
 
+use self::nats_cluster::ClusterShape;
 pub(crate) use self::peers::Peers;
 use crate::{error::Result, pin::Pinning, process::Programs};
 
@@ -57,19 +65,63 @@ pub(crate) enum SystemKind {
     /// Buffered appends to files: what the disk alone costs.
     #[value(name = "disk")]
     DiskCeiling,
+    /// baa-logd nodes on one NATS server, a stream of 1 replica, the
+    /// server's default sync.
+    #[value(name = "baa-logd-js1")]
+    BaaLogdJs1,
+    /// baa-logd nodes on three NATS servers, a stream of 3 replicas, the
+    /// servers' default sync.
+    #[value(name = "baa-logd-js3")]
+    BaaLogdJs3,
+    /// baa-logd nodes on three NATS servers, a stream of 3 replicas,
+    /// `sync_interval: always`.
+    #[value(name = "baa-logd-js3-sync")]
+    BaaLogdJs3Sync,
+    /// Raw JetStream publishes, one line per message, to three NATS
+    /// servers the harness starts, a stream of 3 replicas,
+    /// `sync_interval: always`.
+    #[value(name = "nats-js3-sync")]
+    NatsJs3Sync,
 }
 
 impl SystemKind {
     /// Whether it acknowledges a write only once the write is on the disk.
     pub(crate) fn durable(self) -> bool {
-        matches!(self, Self::BaaLogdSync | Self::NatsSync | Self::RedisAlways)
+        matches!(
+            self,
+            Self::BaaLogdSync
+                | Self::NatsSync
+                | Self::RedisAlways
+                | Self::BaaLogdJs3Sync
+                | Self::NatsJs3Sync
+        )
+    }
+
+    /// The NATS cluster the harness starts for it, if it needs one.
+    pub(crate) fn cluster(self) -> Option<ClusterShape> {
+        let (servers, sync_always) = match self {
+            Self::BaaLogdJs1 => (1, false),
+            Self::BaaLogdJs3 => (3, false),
+            Self::BaaLogdJs3Sync | Self::NatsJs3Sync => (3, true),
+            _ => return None,
+        };
+        Some(ClusterShape {
+            servers,
+            replicas: servers,
+            sync_always,
+        })
     }
 
     /// Whether it is baa-logd, in any configuration.
     pub(crate) fn is_baa_logd(self) -> bool {
         matches!(
             self,
-            Self::BaaLogd | Self::BaaLogdClient | Self::BaaLogdSync
+            Self::BaaLogd
+                | Self::BaaLogdClient
+                | Self::BaaLogdSync
+                | Self::BaaLogdJs1
+                | Self::BaaLogdJs3
+                | Self::BaaLogdJs3Sync
         )
     }
 
@@ -85,6 +137,10 @@ impl SystemKind {
             Self::RedisAlways => "Redis Streams, appendfsync always",
             Self::TransportCeiling => "transport ceiling",
             Self::DiskCeiling => "disk ceiling",
+            Self::BaaLogdJs1 => "baa-logd on JetStream, 1 server, R1",
+            Self::BaaLogdJs3 => "baa-logd on JetStream, 3 servers, R3",
+            Self::BaaLogdJs3Sync => "baa-logd on JetStream, 3 servers, R3, sync always",
+            Self::NatsJs3Sync => "NATS JetStream, 3 servers, R3, sync always",
         }
     }
 }
@@ -95,11 +151,26 @@ impl fmt::Display for SystemKind {
     }
 }
 
+/// What a connection is for: a system of several nodes puts each on
+/// the node that serves it; a single server ignores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Preparing and ending runs.
+    Setup,
+    /// The writer with this index.
+    Writer(usize),
+    /// A follower.
+    Follower,
+}
+
 /// What the harness needs to start any system.
 #[derive(Debug, Clone)]
 pub(crate) struct Launcher {
     /// The programs it starts.
     pub(crate) programs: Programs,
+    /// The `nats-server` for the clusters the harness starts; by default
+    /// the pinned one `scripts/install-nats-server.sh` installs.
+    pub(crate) nats_server: Option<PathBuf>,
     /// The peers that `scripts/peers.sh` started, if any.
     pub(crate) peers: Peers,
     /// Where servers and the harness run, with `--pin`.
@@ -162,6 +233,24 @@ impl Launcher {
             SystemKind::DiskCeiling => disk::DiskSystem::start()
                 .map(System::Disk)
                 .map_err(|err| err.to_string()),
+            SystemKind::BaaLogdJs1 | SystemKind::BaaLogdJs3 | SystemKind::BaaLogdJs3Sync => {
+                let shape = kind.cluster().expect("a JetStream system has a cluster");
+                jetstream_logd::JetStreamLogd::start(
+                    &self.programs.baa_logd,
+                    self.nats_server.clone(),
+                    shape,
+                )
+                .await
+                .map(|system| System::JetStreamLogd(Box::new(system)))
+                .map_err(|err| format!("failed: {err}"))
+            }
+            SystemKind::NatsJs3Sync => {
+                let shape = kind.cluster().expect("a cluster peer has a cluster");
+                nats::NatsSystem::start_cluster(self.nats_server.clone(), shape)
+                    .await
+                    .map(|system| System::Nats(Box::new(system)))
+                    .map_err(|err| format!("failed: {err}"))
+            }
         }
     }
 }
@@ -177,6 +266,8 @@ pub(crate) enum System {
     Redis(redis::RedisSystem),
     /// Plain files.
     Disk(disk::DiskSystem),
+    /// baa-logd nodes on a NATS cluster (boxed: it is large).
+    JetStreamLogd(Box<jetstream_logd::JetStreamLogd>),
 }
 
 /// A client connection to a system, shared by writers and followers that
@@ -200,17 +291,33 @@ impl System {
             Self::Grpc(system) => Some(system.pid()),
             Self::Nats(system) => system.pid,
             Self::Redis(system) => system.pid,
-            Self::Disk(_) => None,
+            Self::Disk(_) | Self::JetStreamLogd(_) => None,
         }
     }
 
-    /// A new connection.
+    /// The process ids whose CPU time and memory are the system's: its
+    /// server, or every node and NATS server of a cluster.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        match self {
+            Self::Nats(system) => system.pids(),
+            Self::JetStreamLogd(system) => system.pids(),
+            _ => self.pid().into_iter().collect(),
+        }
+    }
+
+    /// A new connection, for preparing and ending runs.
     pub(crate) async fn connect(&self) -> Result<Connection> {
+        self.connect_as(Role::Setup).await
+    }
+
+    /// A new connection for `role`.
+    pub(crate) async fn connect_as(&self, role: Role) -> Result<Connection> {
         match self {
             Self::Grpc(system) => system.connect().await.map(Connection::Grpc),
-            Self::Nats(system) => system.connect().await.map(Connection::Nats),
+            Self::Nats(system) => system.connect(role).await.map(Connection::Nats),
             Self::Redis(system) => system.connect().await.map(Connection::Redis),
             Self::Disk(_) => Ok(Connection::Disk),
+            Self::JetStreamLogd(system) => system.node(role).connect().await.map(Connection::Grpc),
         }
     }
 
@@ -219,6 +326,12 @@ impl System {
         match (self, connection) {
             (Self::Grpc(system), Connection::Grpc(channel)) => {
                 system.prepare_run(channel.clone(), run).await
+            }
+            (Self::JetStreamLogd(system), Connection::Grpc(channel)) => {
+                system
+                    .node(Role::Setup)
+                    .prepare_run(channel.clone(), run)
+                    .await
             }
             _ => Ok(()),
         }
@@ -235,7 +348,7 @@ impl System {
             (Self::Grpc(system), Connection::Grpc(_)) if system.via_client => Writer::Client(
                 Box::new(grpc::ClientWriter::open(&system.url(), run, writer_id).await?),
             ),
-            (Self::Grpc(_), Connection::Grpc(channel)) => {
+            (Self::Grpc(_) | Self::JetStreamLogd(_), Connection::Grpc(channel)) => {
                 Writer::Stubs(grpc::StubsWriter::open(channel.clone(), run, writer_id).await?)
             }
             (Self::Nats(system), Connection::Nats(client)) => {
@@ -259,10 +372,12 @@ impl System {
         mask_values: Vec<String>,
     ) -> Result<Writer> {
         match (self, connection) {
-            (Self::Grpc(_), Connection::Grpc(channel)) => Ok(Writer::Stubs(
-                grpc::StubsWriter::open_masking(channel.clone(), run, writer_id, mask_values)
-                    .await?,
-            )),
+            (Self::Grpc(_) | Self::JetStreamLogd(_), Connection::Grpc(channel)) => {
+                Ok(Writer::Stubs(
+                    grpc::StubsWriter::open_masking(channel.clone(), run, writer_id, mask_values)
+                        .await?,
+                ))
+            }
             _ => Err(crate::error::BenchError::Failed(
                 "only baa-logd masks".to_owned(),
             )),
@@ -272,7 +387,7 @@ impl System {
     /// Opens a follower of `run`, from its first entry.
     pub(crate) async fn follower(&self, connection: &Connection, run: &str) -> Result<Follower> {
         Ok(match (self, connection) {
-            (Self::Grpc(_), Connection::Grpc(channel)) => {
+            (Self::Grpc(_) | Self::JetStreamLogd(_), Connection::Grpc(channel)) => {
                 Follower::Grpc(grpc::GrpcFollower::open(channel.clone(), run).await?)
             }
             (Self::Nats(system), Connection::Nats(client)) => {
@@ -295,6 +410,9 @@ impl System {
             (Self::Grpc(system), Connection::Grpc(channel)) => {
                 system.end_run(channel.clone(), run).await
             }
+            (Self::JetStreamLogd(system), Connection::Grpc(channel)) => {
+                system.node(Role::Setup).end_run(channel.clone(), run).await
+            }
             _ => Ok(()),
         }
     }
@@ -303,6 +421,7 @@ impl System {
     pub(crate) async fn stop(self) -> Result<()> {
         match self {
             Self::Grpc(system) => system.stop().await,
+            Self::JetStreamLogd(system) => system.stop().await,
             Self::Nats(_) | Self::Redis(_) | Self::Disk(_) => Ok(()),
         }
     }

@@ -1,9 +1,10 @@
 //! NATS JetStream as a log service: one file-backed stream over the
-//! subjects `run.<run>.<channel>`, writers publishing with a window of acks
-//! in flight, followers as ordered consumers filtered on their run's
-//! subject.
+//! subjects `run.<run>.<channel>`, writers publishing one line per message
+//! with a window of acks in flight, followers as ordered consumers filtered
+//! on their run's subject. The server is a peer `scripts/peers.sh`
+//! started, or a cluster the harness starts for the phase.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{collections::VecDeque, path::PathBuf, time::Duration};
 
 use async_nats::jetstream::{
     self,
@@ -13,7 +14,11 @@ use async_nats::jetstream::{
 };
 use futures::{FutureExt, StreamExt};
 
-use super::{Delivered, peers::PeerAddr};
+use super::{
+    Delivered, Role,
+    nats_cluster::{ClusterShape, NatsCluster},
+    peers::PeerAddr,
+};
 use crate::error::{Context, Result};
 
 /// The stream every run goes into.
@@ -25,23 +30,48 @@ const ACKS_IN_FLIGHT: usize = 1024;
 /// Messages a follower takes at most per batch.
 const FOLLOW_BATCH: usize = 1024;
 
-/// A NATS server with an empty benchmark stream.
+/// A NATS server (or a cluster the harness started) with an empty
+/// benchmark stream.
 #[derive(Debug)]
 pub(crate) struct NatsSystem {
-    /// Where it listens.
-    url: String,
-    /// Its process id.
+    /// Where its servers listen.
+    urls: Vec<String>,
+    /// The process id of a peer `scripts/peers.sh` started.
     pub(crate) pid: Option<u32>,
     /// The stream.
     stream: jetstream::stream::Stream,
+    /// The cluster started for this phase, if it is one; killed when the
+    /// system is dropped.
+    cluster: Option<NatsCluster>,
 }
 
 impl NatsSystem {
-    /// Connects and makes the stream anew, empty.
+    /// Connects to a peer and makes the stream anew, empty.
     pub(crate) async fn start(peer: &PeerAddr) -> Result<Self> {
-        let client = async_nats::connect(&peer.url)
+        Self::start_on(vec![peer.url.clone()], peer.pid, 1, None).await
+    }
+
+    /// Starts a cluster of `shape` and makes the stream on it, of
+    /// `shape.replicas` replicas.
+    pub(crate) async fn start_cluster(
+        nats_bin: Option<PathBuf>,
+        shape: ClusterShape,
+    ) -> Result<Self> {
+        let cluster = NatsCluster::start(nats_bin, shape).await?;
+        Self::start_on(cluster.urls(), None, shape.replicas, Some(cluster)).await
+    }
+
+    /// Makes the stream anew, empty, of `replicas` replicas, through the
+    /// first of `urls`.
+    async fn start_on(
+        urls: Vec<String>,
+        pid: Option<u32>,
+        replicas: usize,
+        cluster: Option<NatsCluster>,
+    ) -> Result<Self> {
+        let client = async_nats::connect(&urls[0])
             .await
-            .context(format!("cannot connect to {}", peer.url))?;
+            .context(format!("cannot connect to {}", urls[0]))?;
         let context = jetstream::new(client);
         // A stream left by an earlier phase goes, with its files.
         let _ = context.delete_stream(STREAM).await;
@@ -50,22 +80,41 @@ impl NatsSystem {
                 name: STREAM.to_owned(),
                 subjects: vec!["run.>".to_owned()],
                 storage: StorageType::File,
+                num_replicas: replicas,
                 ..Config::default()
             })
             .await
             .context("cannot create the JetStream stream")?;
         Ok(Self {
-            url: peer.url.clone(),
-            pid: peer.pid,
+            urls,
+            pid,
             stream,
+            cluster,
         })
     }
 
-    /// A new connection.
-    pub(crate) async fn connect(&self) -> Result<async_nats::Client> {
-        async_nats::connect(&self.url)
+    /// A new connection for `role`. On a cluster, writers connect to all
+    /// servers but the last (writer `i` to server `i mod (n - 1)`), and
+    /// followers to the last, as the baa-logd nodes are spread.
+    pub(crate) async fn connect(&self, role: Role) -> Result<async_nats::Client> {
+        let writer_servers = self.urls.len().saturating_sub(1).max(1);
+        let index = match role {
+            Role::Setup => 0,
+            Role::Writer(index) => index % writer_servers,
+            Role::Follower => self.urls.len() - 1,
+        };
+        let url = &self.urls[index];
+        async_nats::connect(url)
             .await
-            .context(format!("cannot connect to {}", self.url))
+            .context(format!("cannot connect to {url}"))
+    }
+
+    /// The process ids of its servers, where known.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.pid
+            .into_iter()
+            .chain(self.cluster.iter().flat_map(NatsCluster::pids))
+            .collect()
     }
 
     /// A writer of `run`'s stdout on `client`.

@@ -3,20 +3,23 @@
 //! time; each follower records now minus that time for every line, checks
 //! that it got every line once and in order (and, where the system numbers
 //! entries, that the numbers have no gap), and stops when it has them all.
+//! On a system of several nodes (baa-logd on JetStream, a NATS cluster)
+//! the writer goes through one node and the followers through another;
+//! the server CPU and RSS are then the sums over all its processes.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::connections;
+use super::follower_connections;
 use crate::{
     error::{BenchError, Context, Result},
     latency::Latencies,
     payload,
-    procfs::PhaseMeter,
+    procfs::{GroupMeter, PhaseMeter},
     progress::{self, Progress},
     report::{FanOutRow, mib},
-    systems::{Follower, Launcher, System, SystemKind},
+    systems::{Follower, Launcher, Role, System, SystemKind},
 };
 
 /// W2's parameters.
@@ -165,18 +168,18 @@ async fn measure(
         + DRAIN
         + Duration::from_secs(followers as u64 / 4);
     // One connection per follower: each stands for a person or a service.
-    let conns = connections(system, followers).await?;
+    let conns = follower_connections(system, followers).await?;
     let mut tasks = Vec::with_capacity(followers);
     for conn in &conns {
         let follower = system.follower(conn, &run).await?;
         let expected = (!matches!(follower, Follower::Grpc(_))).then_some(total);
         tasks.push(tokio::spawn(follow(follower, expected, deadline, || {})));
     }
-    let writer_conn = system.connect().await?;
+    let writer_conn = system.connect_as(Role::Writer(0)).await?;
     let mut writer = system.writer(&writer_conn, &run, "writer").await?;
     let progress = Progress::start(format!("{kind}"), total, "lines sent");
     let counter = progress.counter();
-    let meter = system.pid().map(PhaseMeter::start);
+    let meter = GroupMeter::start(&system.pids());
     let client_meter = PhaseMeter::start(std::process::id());
     let start = Instant::now();
     let mut ticker = tokio::time::interval(TICK);

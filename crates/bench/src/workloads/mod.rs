@@ -40,7 +40,7 @@ use tonic::transport::Channel;
 
 use crate::{
     error::{BenchError, Result},
-    systems::{Connection, System},
+    systems::{Connection, Role, System},
 };
 
 /// Prepares every run, a few at a time.
@@ -58,6 +58,26 @@ pub(crate) async fn prepare_runs(
 pub(crate) async fn connections(system: &System, count: usize) -> Result<Vec<Connection>> {
     futures::stream::iter(0..count)
         .map(|_| system.connect())
+        .buffered(16)
+        .try_collect()
+        .await
+}
+
+/// Opens a connection for each of `count` writers, a few at a time: on
+/// a system of several nodes, each on the node that serves writer `i`.
+pub(crate) async fn writer_connections(system: &System, count: usize) -> Result<Vec<Connection>> {
+    futures::stream::iter(0..count)
+        .map(|index| system.connect_as(Role::Writer(index)))
+        .buffered(16)
+        .try_collect()
+        .await
+}
+
+/// Opens a connection for each of `count` followers, a few at a time: on
+/// a system of several nodes, on the node that serves followers.
+pub(crate) async fn follower_connections(system: &System, count: usize) -> Result<Vec<Connection>> {
+    futures::stream::iter(0..count)
+        .map(|_| system.connect_as(Role::Follower))
         .buffered(16)
         .try_collect()
         .await

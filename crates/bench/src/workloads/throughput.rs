@@ -8,7 +8,10 @@
 //! variant sends one line per message (small commits), where what a
 //! system does per commit shows. Durable systems (`baa-logd --sync`,
 //! NATS with `sync_interval: always`, Redis with `appendfsync always`)
-//! send fewer lines, each costing far more.
+//! send fewer lines, each costing far more. On a system of several nodes
+//! (baa-logd on JetStream, a NATS cluster) the writers are split between
+//! two of them, and the server CPU and RSS are the sums over all its
+//! processes.
 
 use std::{
     sync::atomic::Ordering,
@@ -17,11 +20,11 @@ use std::{
 
 use serde::Serialize;
 
-use super::{connections, prepare_runs, run_name};
+use super::{prepare_runs, run_name, writer_connections};
 use crate::{
     error::{BenchError, Context, Result},
     payload,
-    procfs::PhaseMeter,
+    procfs::GroupMeter,
     progress::{self, Progress},
     report::{ThroughputRow, mib},
     systems::{Launcher, System, SystemKind},
@@ -184,7 +187,7 @@ pub(crate) async fn measure(
     let setup = system.connect().await?;
     prepare_runs(system, &setup, &runs).await?;
     // One connection per writer: each stands for a worker machine.
-    let conns = connections(system, params.writers).await?;
+    let conns = writer_connections(system, params.writers).await?;
     let mut writers = Vec::with_capacity(params.writers);
     // The same values for every writer: a run masks what its writers
     // registered, so a shared run holds MASKED_VALUES of them, not more.
@@ -208,7 +211,7 @@ pub(crate) async fn measure(
     };
     let total = params.writers as u64 * params.lines;
     let progress = Progress::start(format!("{kind}"), total, "lines");
-    let meter = system.pid().map(PhaseMeter::start);
+    let meter = GroupMeter::start(&system.pids());
     let start = Instant::now();
     let tasks: Vec<_> = writers
         .into_iter()
