@@ -472,10 +472,10 @@ async fn killing_a_node_mid_append_loses_no_acknowledged_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lease_held_on_one_node_is_kept_by_the_others() {
     let cluster = Cluster::start();
-    let holder = cluster.node_with("a", "127.0.0.1:0", "2s");
+    let holder = cluster.node_with("a", "127.0.0.1:0", "4s");
     let others = [
-        cluster.node_with("b", "127.0.0.1:0", "2s"),
-        cluster.node_with("c", "127.0.0.1:0", "2s"),
+        cluster.node_with("b", "127.0.0.1:0", "4s"),
+        cluster.node_with("c", "127.0.0.1:0", "4s"),
     ];
     running_run(&holder, "t", "held").await;
     // The stream stays open: its sender is kept until the end.
@@ -490,8 +490,9 @@ async fn a_lease_held_on_one_node_is_kept_by_the_others() {
             .append_logs(tokio_stream::wrappers::ReceiverStream::new(receiver))
             .await
     });
-    // Three leases long, the run stays running on every node.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Two and a half leases long, the run stays running on every node.
+    // (Leases of 4 s leave room for a busy machine to renew late.)
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let mut reader = client(&others[0]).await;
     let run = reader
         .get_run(pb::GetRunRequest {
@@ -504,7 +505,6 @@ async fn a_lease_held_on_one_node_is_kept_by_the_others() {
     let status = run.run.and_then(|run| run.state).expect("a state").status();
     assert_eq!(status, pb::RunStatus::Running, "no node failed a held run");
     holder.kill();
-    let killed = Instant::now();
     drop(sender);
     let _ = stream.await;
     let deadline = Instant::now() + SETTLE;
@@ -515,7 +515,6 @@ async fn a_lease_held_on_one_node_is_kept_by_the_others() {
             .last()
             .is_some_and(|state| state.status() == pb::RunStatus::Failed);
         if failed {
-            eprintln!("failed {:?} after the holder died", killed.elapsed());
             break read;
         }
         assert!(
