@@ -270,7 +270,10 @@ pub(crate) fn spawn<S: RunStore>(
         if adopted > 0 {
             info!(runs = adopted, lease = %show_duration(leases.lease), "running runs found at start: each has a fresh worker lease");
         }
-        let renewals = tokio::spawn(renew(store.clone(), leases.clone(), token.clone()));
+        // Only a store that several nodes share needs to hear of leases.
+        let renewals = store
+            .shared_by_nodes()
+            .then(|| tokio::spawn(renew(store.clone(), leases.clone(), token.clone())));
         let mut ticks = tokio::time::interval(leases.sweep_every());
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -288,7 +291,9 @@ pub(crate) fn spawn<S: RunStore>(
                 expire(&*store, &leases, metrics.as_ref(), key, expiry).await;
             }
         }
-        renewals.abort();
+        if let Some(renewals) = renewals {
+            renewals.abort();
+        }
     }))
 }
 

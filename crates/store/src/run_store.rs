@@ -215,6 +215,13 @@ pub trait RunStore: crate::objects::ObjectStore + Send + Sync + 'static {
         watch::channel(WriteHealth::Writable).1
     }
 
+    /// Whether several nodes serve this store at once, so that each must
+    /// tell the others which worker leases it holds
+    /// ([`RunStore::hold_leases`]). The default: one node alone.
+    fn shared_by_nodes(&self) -> bool {
+        false
+    }
+
     /// Tells the other nodes that serve this store that this node holds
     /// the worker lease of each run of `holds` for the time given with it
     /// (runs with an append stream open here, or closed less than a lease

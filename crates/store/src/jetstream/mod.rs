@@ -573,6 +573,10 @@ impl RunStore for JetStreamStore {
         Ok(())
     }
 
+    fn shared_by_nodes(&self) -> bool {
+        true
+    }
+
     async fn hold_leases(&self, holds: Vec<(RunKey, Duration)>) {
         self.shared.leases.hold(holds).await;
     }
