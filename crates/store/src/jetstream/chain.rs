@@ -19,7 +19,7 @@ use std::{sync::Arc, time::Duration};
 use async_nats::jetstream::{
     self,
     context::PublishErrorKind,
-    message::PublishMessage,
+    message::{PublishMessage, StreamMessage},
     stream::{RawMessageErrorKind, Stream},
 };
 use tokio::time::{Instant, sleep};
@@ -88,14 +88,9 @@ impl Chains {
         loop {
             match self.stream.get_last_raw_message_by_subject(&subject).await {
                 Ok(message) => {
-                    let record = Record::decode(
-                        key,
-                        message.sequence,
-                        Some(&message.headers),
-                        message.payload,
-                    )?;
+                    let (stream_seq, record) = decode(key, message)?;
                     return Ok(Some(Tip {
-                        stream_seq: message.sequence,
+                        stream_seq,
                         head: record.head,
                     }));
                 }
@@ -129,12 +124,7 @@ impl Chains {
         if message.subject.as_str() != self.subjects.run(key) {
             return Err(StoreError::RunNotFound(key.clone()));
         }
-        Record::decode(
-            key,
-            message.sequence,
-            Some(&message.headers),
-            message.payload,
-        )
+        decode(key, message).map(|(_, record)| record)
     }
 
     /// The first record of `key`'s subject at or after `stream_seq`;
@@ -156,15 +146,7 @@ impl Chains {
             .send()
             .await;
         match found {
-            Ok(message) => {
-                let record = Record::decode(
-                    key,
-                    message.sequence,
-                    Some(&message.headers),
-                    message.payload,
-                )?;
-                Ok(Some((message.sequence, record)))
-            }
+            Ok(message) => decode(key, message).map(Some),
             Err(err) if matches!(err.kind(), RawMessageErrorKind::NoMessageFound) => Ok(None),
             Err(err) => Err(unavailable(format!("cannot read run `{key}`"), err)),
         }
@@ -249,6 +231,18 @@ impl Chains {
             }
         }
     }
+}
+
+/// A message of `key`'s subject, read from the stream, as a checked
+/// record with its stream sequence.
+fn decode(key: &RunKey, message: StreamMessage) -> Result<(u64, Record)> {
+    let record = Record::decode(
+        key,
+        message.sequence,
+        Some(&message.headers),
+        message.payload,
+    )?;
+    Ok((message.sequence, record))
 }
 
 /// An engine error as [`StoreError::Unavailable`].
