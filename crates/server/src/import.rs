@@ -51,7 +51,7 @@ async fn copy(settings: &Settings, from: &Path, target: Option<&str>) -> Result<
         limits: settings.limits.clone(),
         ..LocalStoreOptions::new(from)
     })?;
-    let cluster = JetStreamStore::open(settings.nats.store_options(&settings.limits)).await?;
+    let cluster = JetStreamStore::open(settings.jetstream_options()).await?;
     let (task, run) = match target.map(|target| target.split_once('/')) {
         Some(Some((task, run))) => (Some(task.to_owned()), Some(run.to_owned())),
         Some(None) => (target.map(str::to_owned), None),

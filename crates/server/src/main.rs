@@ -647,7 +647,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
             serve_store(settings, security, metrics, hangups, store, place).await
         }
         StoreKind::Jetstream => {
-            let store = JetStreamStore::open(settings.nats.store_options(&settings.limits))
+            let store = JetStreamStore::open(settings.jetstream_options())
                 .await
                 .map_err(|err| Failure::from(err.to_string()))?;
             let place = format!(

@@ -149,8 +149,12 @@ impl Default for Nats {
 }
 
 impl Nats {
-    /// The store's options, with `limits`.
-    pub fn store_options(&self, limits: &Limits) -> baa_logging_store::JetStreamOptions {
+    /// The store's options, with the limits on items and objects.
+    pub fn store_options(
+        &self,
+        limits: &Limits,
+        objects: ObjectLimits,
+    ) -> baa_logging_store::JetStreamOptions {
         baa_logging_store::JetStreamOptions {
             stream: self.stream.clone(),
             replicas: self.replicas,
@@ -160,6 +164,7 @@ impl Nats {
             require_tls: self.require_tls,
             connect_timeout: self.connect_timeout,
             limits: limits.clone(),
+            objects,
             ..baa_logging_store::JetStreamOptions::new(self.url.clone())
         }
     }
@@ -593,6 +598,12 @@ impl Settings {
             sync_commits: self.sync,
             ..LocalStoreOptions::new(&self.data_dir)
         }
+    }
+
+    /// The options to open the JetStream store with: the `[nats]`
+    /// section, and the very limits the server serves with.
+    pub fn jetstream_options(&self) -> baa_logging_store::JetStreamOptions {
+        self.nats.store_options(&self.limits, self.objects.limits())
     }
 
     /// The default of every setting that has one, by its dotted key

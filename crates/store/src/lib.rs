@@ -66,8 +66,11 @@ pub use baa_logging_config::{DEFAULT_RUN_LAYOUT_VERSION, DEFAULT_RUNS_DIRECTORY_
 pub use error::{EntryPart, Refused, Result, StoreError};
 pub use jetstream::{JetStreamOptions, JetStreamStore};
 pub use lease::LeaseExpiry;
-pub use local::{LocalHold, LocalReader, LocalSearch, LocalStore, LocalStoreOptions, LocalUpload};
-pub use objects::{ObjectStore, ObjectUpload};
+pub use local::{
+    LocalHold, LocalObjectReader, LocalReader, LocalSearch, LocalStore, LocalStoreOptions,
+    LocalUpload,
+};
+pub use objects::{ObjectReader, ObjectStore, ObjectUpload};
 pub use observe::{CommitStats, DiskWrite, StoreObserver, WriteHealth};
 pub use retention::{CollectReason, CollectedRun, Collection, RetentionPolicy};
 pub use run_store::{ReadFrom, RunReader, RunSearcher, RunStore};

@@ -51,7 +51,10 @@ fn is_hidden_in_name(c: char) -> bool {
 }
 
 /// Which directory of a run an object lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum ObjectKind {
     /// Under `artifacts/`.
     Artifact,
@@ -256,6 +259,8 @@ pub fn check_object_name(name: &str) -> Result<()> {
 pub trait ObjectStore: Send + Sync + 'static {
     /// An upload in progress, from [`ObjectStore::open_upload`].
     type Upload: ObjectUpload;
+    /// An object open for reading, from [`ObjectStore::open_object`].
+    type Download: ObjectReader;
 
     /// Starts an upload of `object`, or resumes the staged one named
     /// `upload_id`. While the upload lives, retention never deletes the
@@ -291,7 +296,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn open_object(
         &self,
         object: ObjectRef,
-    ) -> impl Future<Output = Result<(ObjectInfo, std::fs::File)>> + Send;
+    ) -> impl Future<Output = Result<(ObjectInfo, Self::Download)>> + Send;
 
     /// Lists a run's objects, of one kind or both.
     fn list_objects(
@@ -349,6 +354,23 @@ pub trait ObjectUpload: Send + 'static {
     /// Ends the stream without a commit: fsyncs what is staged, for a later
     /// resume, and returns its size.
     fn close(self) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// An object open for reading: its bytes by range, in any order, though
+/// a reader is quickest read from start to end.
+pub trait ObjectReader: Send + 'static {
+    /// The `want` bytes at `offset`, all of them.
+    ///
+    /// # Errors
+    ///
+    /// A failed read, or fewer bytes than asked for (the object is
+    /// shorter than its listing said); [`StoreError::Damaged`] for bytes
+    /// that fail their checksum.
+    fn read_at(
+        &mut self,
+        offset: u64,
+        want: usize,
+    ) -> impl Future<Output = Result<bytes::Bytes>> + Send;
 }
 
 #[cfg(test)]

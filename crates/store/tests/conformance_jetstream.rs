@@ -83,5 +83,9 @@ async fn every_conformance_check_on_a_three_server_cluster() {
         retention_takes_only_terminal_runs_nobody_uses,
         an_expired_lease_fails_a_running_run_once,
         a_returning_writer_delivers_late_and_finishes_once,
+        objects_round_trip_by_any_range,
+        an_upload_resumes_from_what_the_store_holds,
+        a_name_keeps_the_bytes_it_was_committed_with,
+        checkpoint_slots_are_reserved_then_committed_forward,
     );
 }

@@ -10,8 +10,6 @@
 //! blocking pool, a few pieces ahead of the connection at most.
 
 use std::{
-    fs::File,
-    io::{Read, Seek},
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
@@ -22,7 +20,9 @@ use std::{
 };
 
 use baa_logging::pb;
-use baa_logging_store::{ObjectUpload, RunStore, model::RunKey, objects::UploadCommit};
+use baa_logging_store::{
+    ObjectReader, ObjectUpload, RunStore, model::RunKey, objects::UploadCommit,
+};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tokio_util::sync::CancellationToken;
@@ -311,7 +311,7 @@ pub(crate) async fn download_object<S: RunStore>(
 ) -> Result<DownloadObjectStream, Status> {
     let object = from_object_ref("object", request.object)?;
     tasks::check(state.tasks, &object.key.task_id)?;
-    let (info, file) = state.store.open_object(object).await.map_err(to_status)?;
+    let (info, reader) = state.store.open_object(object).await.map_err(to_status)?;
     if request.offset > info.size {
         return Err(Status::out_of_range(format!(
             "offset {} is past the end of the object ({} bytes)",
@@ -330,7 +330,7 @@ pub(crate) async fn download_object<S: RunStore>(
     let offset = request.offset;
     let size = info.size;
     tokio::spawn(async move {
-        let end = send_object(file, offset, size, first, tx, shutdown, metrics).await;
+        let end = send_object(reader, offset, size, first, tx, shutdown, metrics).await;
         // Before the sender is dropped (on return), so the stream finds
         // it once it has the last piece.
         *left.lock().unwrap_or_else(PoisonError::into_inner) = end;
@@ -343,12 +343,12 @@ pub(crate) async fn download_object<S: RunStore>(
     })
 }
 
-/// Sends `file` from `offset` to `size` in pieces, the first with `info`,
-/// until the receiver goes away or the server shuts down. Returns the
-/// status the stream must end with: `None` when every piece, or the
-/// error that stopped it, is in the channel.
+/// Sends the object `reader` reads from `offset` to `size` in pieces, the
+/// first with `info`, until the receiver goes away or the server shuts
+/// down. Returns the status the stream must end with: `None` when every
+/// piece, or the error that stopped it, is in the channel.
 async fn send_object(
-    file: File,
+    mut reader: impl ObjectReader,
     mut offset: u64,
     size: u64,
     info: pb::ObjectInfo,
@@ -357,36 +357,26 @@ async fn send_object(
     metrics: Option<Metrics>,
 ) -> Option<Status> {
     let mut info = Some(info);
-    let mut file = Some(file);
     loop {
         let want = (size - offset).min(DOWNLOAD_CHUNK_BYTES as u64) as usize;
-        // The file goes to the blocking pool and back with each piece: one
-        // reader, one position.
-        // Back from the last read; only a failed read (which ended the
-        // loop) keeps it.
-        let reader = file.take()?;
-        let read = tokio::task::spawn_blocking(move || {
-            let data = read_piece(&reader, offset, want);
-            (reader, data)
-        })
-        .await
-        .map(|(back, data)| {
-            file = Some(back);
-            data
-        });
-        let message = match read {
-            Ok(Ok(data)) => Ok(pb::DownloadObjectResponse {
+        let message = match reader.read_at(offset, want).await {
+            Ok(data) => Ok(pb::DownloadObjectResponse {
                 object: info.take(),
                 offset,
-                data: data.into(),
+                data,
             }),
-            Ok(Err(err)) => {
+            Err(err @ baa_logging_store::StoreError::Unavailable { .. }) => {
+                tracing::warn!(cause = %err, "cannot read an object");
+                Err(Status::unavailable(format!(
+                    "{err}; download again from offset {offset}"
+                )))
+            }
+            Err(err) => {
                 tracing::error!(cause = %err, "cannot read an object");
                 Err(Status::internal(
                     "the server could not read the object; see the server log",
                 ))
             }
-            Err(err) => Err(Status::internal(format!("a read task failed: {err}"))),
         };
         let failed = message.is_err();
         tokio::select! {
@@ -408,19 +398,6 @@ async fn send_object(
             return None;
         }
     }
-}
-
-/// Reads `want` bytes of `file` at `offset`, into memory that is not
-/// zeroed first.
-fn read_piece(file: &File, offset: u64, want: usize) -> std::io::Result<Vec<u8>> {
-    let mut data = Vec::with_capacity(want);
-    let mut reader = file;
-    reader.seek(std::io::SeekFrom::Start(offset))?;
-    reader.take(want as u64).read_to_end(&mut data)?;
-    if data.len() < want {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(data)
 }
 
 /// `ListObjects`.

@@ -16,6 +16,8 @@
 //! - `retention`: terminal runs only, never one in use, gone whole.
 //! - `leases`: an expired worker lease fails a running run once; the
 //!   writer that comes back delivers late and sets the final status once.
+//! - `objects`: uploads whole and verified or not at all, resumed from
+//!   what the store holds; checkpoint slots; downloads by range.
 //!
 //! A new backend runs them with one test per check:
 //!
@@ -34,6 +36,7 @@
 //! ```
 
 mod leases;
+mod objects;
 mod ranges;
 mod reading;
 mod retention;
@@ -48,6 +51,10 @@ pub use self::{
     leases::{
         a_returning_writer_delivers_late_and_finishes_once,
         an_expired_lease_fails_a_running_run_once,
+    },
+    objects::{
+        a_name_keeps_the_bytes_it_was_committed_with, an_upload_resumes_from_what_the_store_holds,
+        checkpoint_slots_are_reserved_then_committed_forward, objects_round_trip_by_any_range,
     },
     ranges::{reads_tails_and_bounds, searches_lines_with_context},
     reading::{follow_goes_live_and_ends_with_the_run, reads_from_any_cursor_and_channel},

@@ -71,8 +71,6 @@ pub(crate) struct Chains {
     pub(crate) stream: Stream,
     /// Its subjects.
     pub(crate) subjects: Subjects,
-    /// The largest message the servers take.
-    pub(crate) max_payload: usize,
 }
 
 impl Chains {
@@ -187,48 +185,71 @@ impl Chains {
         expected: u64,
         record: &NewRecord,
     ) -> Result<Published> {
-        let subject = self.subjects.run(key);
         let (payload, headers) = record.encode();
-        let message_id = uuid::Uuid::new_v4().to_string();
-        let deadline = Instant::now() + PUBLISH_PATIENCE;
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let publish = PublishMessage::build()
-                .payload(payload.clone())
-                .headers(headers.clone())
-                .message_id(&message_id)
-                .expected_last_subject_sequence(expected);
-            let sent = match self.js.send_publish(subject.clone(), publish).await {
-                Ok(ack) => ack.await,
-                Err(err) => Err(err),
-            };
-            let err = match sent {
-                Ok(ack) => return Ok(Published::Stored(ack.sequence)),
-                Err(err) => err,
-            };
-            match err.kind() {
-                PublishErrorKind::WrongLastSequence => return Ok(Published::Conflict),
-                PublishErrorKind::MaxPayloadExceeded => {
-                    // Not worth a retry: it would never fit.
-                    return Err(StoreError::ObjectTooLarge {
-                        what: format!("a commit of run `{key}`"),
-                        size: payload.len() as u64,
-                        limit: "the NATS servers' max_payload",
-                        max: self.max_payload as u64,
-                    });
-                }
-                _ if Instant::now() < deadline => {
-                    tracing::debug!(run = %key, cause = %err, "publishing a run's record again");
-                    sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                _ => {
-                    return Err(unavailable(
-                        format!("cannot store a commit of run `{key}`"),
-                        err,
-                    ));
-                }
+        publish_after(
+            &self.js,
+            self.subjects.run(key),
+            payload,
+            headers,
+            expected,
+            &format!("a commit of run `{key}`"),
+        )
+        .await
+    }
+}
+
+/// Publishes `payload` on `subject` if the subject's last message is
+/// still at stream sequence `expected` (0: the subject has none). Retries
+/// what may pass for a while, with the same message id, so that a retry
+/// of a message stored already is answered as stored.
+///
+/// # Errors
+///
+/// [`StoreError::Unavailable`] once the engine did not take it in time;
+/// [`StoreError::ObjectTooLarge`] for a message over the servers'
+/// `max_payload`.
+pub(crate) async fn publish_after(
+    js: &jetstream::Context,
+    subject: String,
+    payload: bytes::Bytes,
+    headers: async_nats::HeaderMap,
+    expected: u64,
+    what: &str,
+) -> Result<Published> {
+    let message_id = uuid::Uuid::new_v4().to_string();
+    let deadline = Instant::now() + PUBLISH_PATIENCE;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let publish = PublishMessage::build()
+            .payload(payload.clone())
+            .headers(headers.clone())
+            .message_id(&message_id)
+            .expected_last_subject_sequence(expected);
+        let sent = match js.send_publish(subject.clone(), publish).await {
+            Ok(ack) => ack.await,
+            Err(err) => Err(err),
+        };
+        let err = match sent {
+            Ok(ack) => return Ok(Published::Stored(ack.sequence)),
+            Err(err) => err,
+        };
+        match err.kind() {
+            PublishErrorKind::WrongLastSequence => return Ok(Published::Conflict),
+            PublishErrorKind::MaxPayloadExceeded => {
+                // Not worth a retry: it would never fit.
+                return Err(StoreError::ObjectTooLarge {
+                    what: what.to_owned(),
+                    size: payload.len() as u64,
+                    limit: "the NATS servers' max_payload",
+                    max: js.client().server_info().max_payload as u64,
+                });
             }
+            _ if Instant::now() < deadline => {
+                tracing::debug!(%subject, cause = %err, "publishing again");
+                sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            _ => return Err(unavailable(format!("cannot store {what}"), err)),
         }
     }
 }

@@ -85,6 +85,7 @@ impl JetStreamStore {
             origin: 0,
             bytes: 0,
             importing: true,
+            objects: Default::default(),
         };
         let (mut expected, mut time) = (0u64, 0u64);
         match shared.chains.tip(&key).await? {

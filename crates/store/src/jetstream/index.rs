@@ -120,51 +120,69 @@ impl Index {
     ///
     /// [`crate::StoreError::Unavailable`].
     pub(crate) async fn all(&self) -> Result<Vec<(RunKey, IndexEntry)>> {
-        let failed = |err: String| unavailable("cannot read the index of runs".to_owned(), err);
-        let config = OrderedConfig {
-            filter_subject: format!("{}>", self.kv.prefix),
-            deliver_policy: DeliverPolicy::LastPerSubject,
-            ..OrderedConfig::default()
-        };
-        let consumer = self
-            .kv
-            .stream
-            .create_consumer(config)
-            .await
-            .map_err(|err| failed(err.to_string()))?;
         let mut entries = Vec::new();
-        if consumer.cached_info().num_pending == 0 {
-            return Ok(entries);
-        }
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|err| failed(err.to_string()))?;
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|err| failed(err.to_string()))?;
-            let pending = message.info().map_or(0, |info| info.pending);
-            let deleted = message
-                .headers
-                .as_ref()
-                .and_then(|headers| headers.get("KV-Operation"))
-                .is_some();
-            let key = message
-                .subject
-                .as_str()
-                .strip_prefix(self.kv.prefix.as_str())
-                .and_then(subject::key_of_index);
-            if let (false, Some(key)) = (deleted, key) {
-                match serde_json::from_slice::<IndexEntry>(&message.payload) {
-                    Ok(entry) => entries.push((key, entry)),
-                    Err(err) => {
-                        warn!(run = %key, cause = %err, "skipping an index entry that does not parse")
-                    }
+        for (name, value, _) in latest_values(&self.kv, ">", "the index of runs").await? {
+            let Some(key) = subject::key_of_index(&name) else {
+                continue;
+            };
+            match serde_json::from_slice::<IndexEntry>(&value) {
+                Ok(entry) => entries.push((key, entry)),
+                Err(err) => {
+                    warn!(run = %key, cause = %err, "skipping an index entry that does not parse")
                 }
-            }
-            if pending == 0 {
-                break;
             }
         }
         Ok(entries)
     }
+}
+
+/// The value and revision of each key of `kv` that matches `filter` (a
+/// subject pattern over keys: `>` for all), read in one pass over the
+/// bucket's stream; deleted keys are left out.
+///
+/// # Errors
+///
+/// [`crate::StoreError::Unavailable`], saying it was reading `what`.
+pub(crate) async fn latest_values(
+    kv: &kv::Store,
+    filter: &str,
+    what: &str,
+) -> Result<Vec<(String, bytes::Bytes, u64)>> {
+    let failed = |err: String| unavailable(format!("cannot read {what}"), err);
+    let config = OrderedConfig {
+        filter_subject: format!("{}{filter}", kv.prefix),
+        deliver_policy: DeliverPolicy::LastPerSubject,
+        ..OrderedConfig::default()
+    };
+    let consumer = kv
+        .stream
+        .create_consumer(config)
+        .await
+        .map_err(|err| failed(err.to_string()))?;
+    let mut values = Vec::new();
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(values);
+    }
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|err| failed(err.to_string()))?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|err| failed(err.to_string()))?;
+        let info = message.info().map_err(|err| failed(err.to_string()))?;
+        let (pending, revision) = (info.pending, info.stream_sequence);
+        let deleted = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get("KV-Operation"))
+            .is_some();
+        let name = message.subject.as_str().strip_prefix(kv.prefix.as_str());
+        if let (false, Some(name)) = (deleted, name) {
+            values.push((name.to_owned(), message.payload.clone(), revision));
+        }
+        if pending == 0 {
+            break;
+        }
+    }
+    Ok(values)
 }

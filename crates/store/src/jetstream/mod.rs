@@ -54,10 +54,15 @@ use self::{
     chain::{Chains, Tip, TipCell, unavailable},
     index::Index,
     leases::LeaseHolds,
+    objects::Objects,
     record::RunHead,
     subject::Subjects,
 };
-pub use self::{import::Imported, objects::JetStreamUpload, reader::JetStreamReader};
+pub use self::{
+    import::Imported,
+    objects::{JetStreamObjectReader, JetStreamUpload},
+    reader::JetStreamReader,
+};
 use crate::{
     error::{Result, StoreError},
     ids::check_id,
@@ -68,6 +73,7 @@ use crate::{
         RunMetadataInput, RunPage, RunQuery, RunStatePatch, RunStateSnapshot,
         RunStateSnapshotInput, RunStatus, RunView, WorkerLogChannel, WriterCursor,
     },
+    objects::ObjectLimits,
     retention::{Collection, Outcome, RetentionPolicy, RunFacts, run_pass},
     run_store::{ReadFrom, RunStore},
     search::{LineScanner, ReaderSearch},
@@ -101,6 +107,8 @@ pub struct JetStreamOptions {
     pub connect_timeout: Duration,
     /// The limits on what writers send.
     pub limits: Limits,
+    /// The limits on a run's objects.
+    pub objects: ObjectLimits,
 }
 
 impl JetStreamOptions {
@@ -116,6 +124,7 @@ impl JetStreamOptions {
             require_tls: false,
             connect_timeout: Duration::from_secs(10),
             limits: Limits::default(),
+            objects: ObjectLimits::default(),
         }
     }
 }
@@ -134,6 +143,8 @@ pub(crate) struct Shared {
     chains: Chains,
     /// The index bucket.
     index: Index,
+    /// The objects and uploads buckets.
+    objects: Objects,
     /// Which node holds which run's worker lease.
     leases: LeaseHolds,
     /// The limits on items.
@@ -254,6 +265,15 @@ impl JetStreamStore {
             },
         )
         .await?;
+        let objects = Objects::open(
+            &js,
+            &options.stream,
+            options.replicas,
+            options.connect_timeout,
+            options.objects,
+            max_payload.saturating_sub(64 * 1024).max(64 * 1024),
+        )
+        .await?;
         info!(stream = %options.stream, replicas = options.replicas, "JetStream store open");
         Ok(Self {
             shared: Arc::new(Shared {
@@ -261,9 +281,9 @@ impl JetStreamStore {
                     js,
                     stream,
                     subjects,
-                    max_payload,
                 },
                 index: Index { kv },
+                objects,
                 leases: LeaseHolds {
                     kv: leases,
                     node: uuid::Uuid::new_v4().to_string(),
@@ -325,6 +345,7 @@ impl Shared {
     fn forget(&self, key: &RunKey) {
         lock(&self.metadata).remove(key);
         lock(&self.tips).remove(key);
+        self.forget_objects(key);
     }
 
     /// A run as served.
@@ -624,6 +645,7 @@ impl JetStreamStore {
             Some(tip) if tip.exists() => tip,
             Some(tip) => {
                 // Marked deleted by a pass that did not get to purge.
+                self.drop_objects(key, &tip).await?;
                 self.purge_before(key, tip.stream_seq).await?;
                 self.shared.index.remove(key).await;
                 return Ok(Outcome::Gone);
@@ -643,6 +665,8 @@ impl JetStreamStore {
             // The run changed meanwhile: the next pass looks again.
             return Ok(Outcome::NotTerminal);
         };
+        // The records before `Deleted` name the objects: they go first.
+        self.drop_objects(key, &tip).await?;
         self.purge_before(key, deleted).await?;
         self.shared.index.remove(key).await;
         self.shared.leases.forget(key).await;

@@ -29,6 +29,7 @@ use crate::{
         LocalRunLogSummary, LogEntry, PerChannel, RunKey, RunMetadata, RunStateSnapshot, RunStatus,
         WorkerLogChannel,
     },
+    objects::ObjectKind,
 };
 
 /// The version of the record format this build writes and reads.
@@ -76,6 +77,55 @@ pub(crate) struct Lapse {
     pub(crate) late_entries: u64,
 }
 
+/// A committed object, as the record that committed it names it: its
+/// bytes are the chunks of `nuid` in the objects bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ObjectMark {
+    /// The directory.
+    pub(crate) kind: ObjectKind,
+    /// The checkpoint slot; 0 for an artifact.
+    pub(crate) checkpoint_seq: u64,
+    /// The path under the directory.
+    pub(crate) name: String,
+    /// The size in bytes.
+    pub(crate) size: u64,
+    /// The SHA-256, in lower-case hex.
+    pub(crate) sha256: String,
+    /// The token of its chunks' subject in the objects bucket.
+    pub(crate) nuid: String,
+    /// How many chunks hold it.
+    pub(crate) chunks: u64,
+    /// The stream sequences of its first and last chunk (0 for none).
+    pub(crate) first_chunk: u64,
+    /// See `first_chunk`.
+    pub(crate) last_chunk: u64,
+    /// When it was committed, in `toISOString` form.
+    pub(crate) committed_at: String,
+}
+
+/// A run's objects, as a record leaves them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ObjectsHead {
+    /// The stream sequence of the last record before this one that
+    /// committed an object (0 for none); each such record names the one
+    /// before it the same way, so the run's objects are a list from its
+    /// tip back.
+    pub(crate) last: u64,
+    /// How many objects the run has.
+    pub(crate) count: u64,
+    /// Their bytes.
+    pub(crate) bytes: u64,
+}
+
+impl ObjectsHead {
+    /// Whether the run has never had an object.
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// Everything about a run that the next commit needs, as it stands after
 /// a record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +155,9 @@ pub(crate) struct RunHead {
     /// until its last record is in.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) importing: bool,
+    /// The run's objects.
+    #[serde(default, skip_serializing_if = "ObjectsHead::is_empty")]
+    pub(crate) objects: ObjectsHead,
 }
 
 impl RunHead {
@@ -155,6 +208,9 @@ pub(crate) struct RecordHead {
     /// The run's metadata, in its `Prepared` record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) metadata: Option<RunMetadata>,
+    /// The object the record commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) object: Option<ObjectMark>,
 }
 
 impl RecordHead {
@@ -202,6 +258,7 @@ impl NewRecord {
                 writer: None,
                 run,
                 metadata: None,
+                object: None,
             },
             lines,
         }

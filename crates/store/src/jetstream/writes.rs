@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// What a write builds from a tip.
-enum Plan<T> {
+pub(crate) enum Plan<T> {
     /// Nothing to publish: the answer.
     Done(T),
     /// Publish this record; once stored, answer with this.
@@ -63,7 +63,7 @@ impl Shared {
 
     /// Builds with `plan` from the run's tip and publishes, until a record
     /// is stored or `plan` has nothing to publish.
-    async fn write<T>(
+    pub(crate) async fn write<T>(
         &self,
         key: &RunKey,
         cell: &TipCell,
@@ -85,7 +85,7 @@ impl Shared {
     /// Publishes `record` after the tip in `slot`, and makes it the tip;
     /// false when another record came first (the slot is then emptied, to
     /// be read again).
-    async fn store_record(
+    pub(crate) async fn store_record(
         &self,
         key: &RunKey,
         slot: &mut Option<Tip>,
@@ -328,7 +328,7 @@ impl Shared {
         let mut slot = cell.lock().await;
         *slot = Some(expected.clone());
         let head = &expected.head;
-        let mut run = head.run.clone();
+        let mut run = next_run(expected);
         run.writers.clear();
         let record = NewRecord::new(
             RecordKind::Deleted,
@@ -344,7 +344,7 @@ impl Shared {
     }
 
     /// Writes the index entry of the run from its tip, read again.
-    async fn reindex(&self, key: &RunKey, cell: &TipCell) {
+    pub(crate) async fn reindex(&self, key: &RunKey, cell: &TipCell) {
         let tip = cell.lock().await.clone();
         if let Some(tip) = tip.filter(Tip::exists)
             && let Ok(metadata) = self.chains.metadata(key, &tip).await
@@ -413,7 +413,7 @@ fn admits(head: &RunHead, key: &RunKey, writer_id: &str) -> Result<bool> {
 }
 
 /// Refuses writes to a run whose import is not finished.
-fn importing(head: &RunHead, key: &RunKey) -> Result<()> {
+pub(crate) fn importing(head: &RunHead, key: &RunKey) -> Result<()> {
     match head.importing {
         true => Err(StoreError::Unavailable {
             context: format!("run `{key}` is being imported"),
@@ -471,6 +471,7 @@ fn prepared_record(
         origin: 0,
         bytes: encoded.bytes.values().map(|bytes| bytes.len() as u64).sum(),
         importing: false,
+        objects: Default::default(),
     };
     let mut record = NewRecord::new(RecordKind::Prepared, 1, commit_time(0), Some(encoded), run);
     record.head.metadata = Some(metadata.clone());
@@ -478,17 +479,21 @@ fn prepared_record(
 }
 
 /// The run after `tip`, for the record that follows it: its origin is
-/// the `Prepared` record's stream sequence.
-fn next_run(tip: &Tip) -> RunHead {
+/// the `Prepared` record's stream sequence, and its last object record
+/// is `tip` when `tip` committed one.
+pub(crate) fn next_run(tip: &Tip) -> RunHead {
     let mut run = tip.head.run.clone();
     if tip.head.kind == RecordKind::Prepared {
         run.origin = tip.stream_seq;
+    }
+    if tip.head.object.is_some() {
+        run.objects.last = tip.stream_seq;
     }
     run
 }
 
 /// A record of entries after `head`, from `writer` when one is named.
-fn entries_record(
+pub(crate) fn entries_record(
     metadata: &RunMetadata,
     tip: &Tip,
     writer: Option<WriterMark>,
@@ -526,8 +531,12 @@ fn entries_record(
 }
 
 /// A record that only changes the state.
-fn state_record(tip: &Tip, state: RunStateSnapshot) -> NewRecord {
+pub(crate) fn state_record(tip: &Tip, state: RunStateSnapshot) -> NewRecord {
     let mut run = next_run(tip);
+    // Slots at or before the checkpoint are closed: the head keeps only
+    // those that may still take objects.
+    run.reserved_slots
+        .retain(|slot| *slot > state.checkpoint_seq);
     run.state = state;
     NewRecord::new(
         RecordKind::Commit,

@@ -69,7 +69,7 @@ use self::{
     run::Run,
 };
 pub use self::{
-    objects::LocalUpload,
+    objects::{LocalObjectReader, LocalUpload},
     options::{LocalStoreOptions, MIN_FREE_BYTES},
     reader::LocalReader,
     retention::LocalHold,

@@ -28,6 +28,7 @@
 //! it.
 
 mod manifest;
+mod reader;
 pub(crate) mod safe_dir;
 mod staged;
 pub(crate) mod walk;
@@ -46,12 +47,12 @@ use std::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use self::staged::LocalUpload;
 use self::{
     manifest::ManifestLine,
     safe_dir::{Dir, PathTrouble},
     staged::Staged,
 };
+pub use self::{reader::LocalObjectReader, staged::LocalUpload};
 use super::{
     LocalStore,
     concurrency::{blocking, lock},
@@ -289,6 +290,7 @@ impl LocalStore {
 
 impl ObjectStore for LocalStore {
     type Upload = LocalUpload;
+    type Download = LocalObjectReader;
 
     async fn open_upload(&self, object: ObjectRef, upload_id: &str) -> Result<LocalUpload> {
         object.check()?;
@@ -308,12 +310,13 @@ impl ObjectStore for LocalStore {
         blocking(move || staged::status(&run, &object, &upload_id)).await
     }
 
-    async fn open_object(&self, object: ObjectRef) -> Result<(ObjectInfo, fs::File)> {
+    async fn open_object(&self, object: ObjectRef) -> Result<(ObjectInfo, LocalObjectReader)> {
         object.check()?;
         let run = self.run(&object.key).await?;
         blocking(move || {
-            open_stored(&open_run_dir(&run)?, &object)?
-                .ok_or_else(|| StoreError::ObjectNotFound(object.to_string()))
+            let (info, file) = open_stored(&open_run_dir(&run)?, &object)?
+                .ok_or_else(|| StoreError::ObjectNotFound(object.to_string()))?;
+            Ok((info, LocalObjectReader::new(file, object.to_string())))
         })
         .await
     }

@@ -1,0 +1,320 @@
+//! Artifacts and checkpoints on the JetStream backend.
+//!
+//! # Design
+//!
+//! - **Bytes** live in a JetStream object store bucket, `<stream>_OBJECTS`
+//!   (its stream is `OBJ_<stream>_OBJECTS`, with the run stream's
+//!   replicas), as the chunks of one subject per upload,
+//!   `$O.<bucket>.C.<nuid>` (`chunks`).
+//! - **An upload is staged where its object will be.** Each write
+//!   publishes its bytes as chunks, each with its offset and CRC-32C in
+//!   headers, by compare-and-set on the subject's last chunk. A stream
+//!   that resumes the upload, through any node, goes on after the last
+//!   chunk stored, and two streams writing one upload cannot interleave:
+//!   the second to write is refused (`UploadTakenOver`). What each upload
+//!   becomes is in the `<stream>_UPLOADS` key-value bucket, by run and
+//!   upload id (`uploads`).
+//! - **A commit** checks the size and SHA-256, then publishes a record on
+//!   the run's chain naming the object: its chunks, size and digest
+//!   (`commit`). The object exists once that record is in, and the
+//!   chain's compare-and-set decides as it does for entries: a terminal
+//!   run, a closed or unreserved slot, a name that other bytes hold are
+//!   refused, whichever node changed the run last. Then an object store
+//!   meta message is written, so that `nats object get` reads it too.
+//! - **Listing.** Each object record names the one before it, so a run's
+//!   objects are a list from its tip back (`catalog`), which each node
+//!   caches and extends.
+//! - **Checkpoint slots** are reserved by a record with the
+//!   `checkpoint_slot_reserved` entry, and committed by a state record;
+//!   each record's head carries the open slots.
+//! - **Retention** purges a deleted run's chunks and staged uploads before
+//!   its records, and the sweep removes uploads left idle or of runs that
+//!   ended.
+
+mod catalog;
+mod chunks;
+mod commit;
+mod uploads;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_nats::jetstream::{self, kv, stream};
+
+use self::{catalog::Listing, uploads::Staging};
+pub use self::{chunks::JetStreamObjectReader, uploads::JetStreamUpload};
+use super::{JetStreamStore, chain::Tip, retry_setup};
+use crate::{
+    error::{Result, StoreError},
+    ids::check_id,
+    model::{RunKey, RunStateSnapshot},
+    objects::{
+        ObjectInfo, ObjectKind, ObjectLimits, ObjectListing, ObjectRef, ObjectStore, UploadStatus,
+    },
+};
+
+/// The largest chunk, in bytes, when the servers take larger messages.
+const MAX_CHUNK_BYTES: usize = 512 * 1024;
+
+/// The objects bucket, the uploads bucket and what this node knows of
+/// them.
+#[derive(Debug, Clone)]
+pub(crate) struct Objects {
+    /// The JetStream context.
+    js: jetstream::Context,
+    /// The bucket's stream.
+    stream: jetstream::stream::Stream,
+    /// The bucket's name.
+    bucket: String,
+    /// Which object each staged upload becomes.
+    uploads: kv::Store,
+    /// The largest chunk.
+    chunk_bytes: usize,
+    /// The limits on a run's objects.
+    limits: ObjectLimits,
+    /// Each run's objects as this node last listed them.
+    listings: Arc<Mutex<HashMap<RunKey, Listing>>>,
+}
+
+impl Objects {
+    /// Opens the buckets of the stream `stream_name`, creating them when
+    /// they do not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the servers refuse them for
+    /// `patience`.
+    pub(crate) async fn open(
+        js: &jetstream::Context,
+        stream_name: &str,
+        replicas: usize,
+        patience: Duration,
+        limits: ObjectLimits,
+        max_payload: usize,
+    ) -> Result<Self> {
+        let bucket = format!("{stream_name}_OBJECTS");
+        // The stream an object store bucket has, as every NATS client
+        // makes it: chunks and meta messages, rollups for the meta.
+        let config = stream::Config {
+            name: format!("OBJ_{bucket}"),
+            subjects: vec![format!("$O.{bucket}.C.>"), format!("$O.{bucket}.M.>")],
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            discard: stream::DiscardPolicy::New,
+            allow_rollup: true,
+            allow_direct: true,
+            duplicate_window: Duration::from_secs(120),
+            ..stream::Config::default()
+        };
+        let stream = retry_setup("create the objects bucket", patience, || {
+            js.get_or_create_stream(config.clone())
+        })
+        .await?;
+        let uploads = kv::Config {
+            bucket: format!("{stream_name}_UPLOADS"),
+            history: 1,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            ..kv::Config::default()
+        };
+        let uploads = retry_setup("create the uploads bucket", patience, || async {
+            match js.get_key_value(uploads.bucket.clone()).await {
+                Ok(kv) => Ok(kv),
+                Err(_) => js
+                    .create_key_value(uploads.clone())
+                    .await
+                    .map_err(|err| err.to_string()),
+            }
+        })
+        .await?;
+        Ok(Self {
+            js: js.clone(),
+            stream,
+            bucket,
+            uploads,
+            chunk_bytes: max_payload.min(MAX_CHUNK_BYTES),
+            limits,
+            listings: Arc::default(),
+        })
+    }
+}
+
+/// Refuses objects for a run that is terminal or being imported, and, for
+/// a checkpoint object, a slot that is not reserved or is closed.
+fn objects_allowed(tip: &Tip, object: &ObjectRef) -> Result<()> {
+    let head = &tip.head.run;
+    let key = &object.key;
+    if head.state.status.is_terminal() {
+        return Err(StoreError::Terminal {
+            key: key.clone(),
+            status: head.state.status,
+            refused: crate::error::Refused::Objects,
+        });
+    }
+    super::writes::importing(head, key)?;
+    if object.kind == ObjectKind::Checkpoint {
+        open_slot(key, tip, object.checkpoint_seq)?;
+    }
+    Ok(())
+}
+
+/// Refuses a checkpoint slot at or before the run's checkpoint, or never
+/// reserved.
+fn open_slot(key: &RunKey, tip: &Tip, checkpoint_seq: u64) -> Result<()> {
+    let head = &tip.head.run;
+    let current = head.state.checkpoint_seq;
+    if checkpoint_seq <= current {
+        return Err(StoreError::CheckpointClosed {
+            key: key.clone(),
+            checkpoint_seq,
+            current,
+        });
+    }
+    if !head.reserved_slots.contains(&checkpoint_seq) {
+        return Err(StoreError::SlotNotReserved {
+            key: key.clone(),
+            checkpoint_seq,
+        });
+    }
+    Ok(())
+}
+
+/// Checks the ids an object names.
+fn check_object(object: &ObjectRef) -> Result<()> {
+    check_id("task_id", &object.key.task_id)?;
+    check_id("run_id", &object.key.run_id)?;
+    object.check()
+}
+
+impl ObjectStore for JetStreamStore {
+    type Upload = JetStreamUpload;
+    type Download = JetStreamObjectReader;
+
+    async fn open_upload(&self, object: ObjectRef, upload_id: &str) -> Result<JetStreamUpload> {
+        check_object(&object)?;
+        check_id("upload_id", upload_id)?;
+        let guard = self.enter(&object.key);
+        let tip = self.fresh_tip(&object.key).await?;
+        JetStreamUpload::open(self.shared.clone(), &tip, object, upload_id, guard).await
+    }
+
+    async fn upload_status(&self, object: ObjectRef, upload_id: &str) -> Result<UploadStatus> {
+        check_object(&object)?;
+        check_id("upload_id", upload_id)?;
+        let tip = self.fresh_tip(&object.key).await?;
+        let existing = self.shared.find_object(&tip, &object).await?;
+        let objects = &self.shared.objects;
+        let staged = match objects.staging(&object.key, upload_id).await? {
+            Some((staging, _)) => {
+                staging.check_target(&object, upload_id)?;
+                Some(objects.staged_end(&staging.nuid).await?.size)
+            }
+            None => None,
+        };
+        Ok(UploadStatus {
+            committed_size: staged.unwrap_or(0),
+            complete: existing.clone().filter(|_| staged.is_none()),
+            existing,
+        })
+    }
+
+    async fn open_object(&self, object: ObjectRef) -> Result<(ObjectInfo, JetStreamObjectReader)> {
+        check_object(&object)?;
+        let tip = self.fresh_tip(&object.key).await?;
+        let mark = self
+            .shared
+            .find_mark(&tip, &object)
+            .await?
+            .ok_or_else(|| StoreError::ObjectNotFound(object.to_string()))?;
+        let info = mark.info()?;
+        let reader = JetStreamObjectReader::new(self.shared.objects.clone(), object, mark);
+        Ok((info, reader))
+    }
+
+    async fn list_objects(&self, key: &RunKey, kind: Option<ObjectKind>) -> Result<ObjectListing> {
+        let tip = self.fresh_tip(key).await?;
+        let marks = self.shared.objects_at(key, &tip).await?;
+        let mut objects = marks
+            .iter()
+            .filter(|mark| kind.is_none_or(|kind| kind == mark.kind))
+            .map(|mark| mark.info())
+            .collect::<Result<Vec<_>>>()?;
+        objects.sort_by(|a, b| {
+            (a.kind, a.checkpoint_seq, &a.name).cmp(&(b.kind, b.checkpoint_seq, &b.name))
+        });
+        let staged = self.shared.objects.staged_bytes(key, None).await?;
+        Ok(ObjectListing {
+            objects,
+            total_bytes: tip.head.run.objects.bytes + staged,
+        })
+    }
+
+    async fn reserve_checkpoint(&self, key: &RunKey) -> Result<(u64, u64)> {
+        check_id("task_id", &key.task_id)?;
+        check_id("run_id", &key.run_id)?;
+        self.shared.reserve_checkpoint(key).await
+    }
+
+    async fn commit_checkpoint(
+        &self,
+        key: &RunKey,
+        checkpoint_seq: u64,
+    ) -> Result<RunStateSnapshot> {
+        check_id("task_id", &key.task_id)?;
+        check_id("run_id", &key.run_id)?;
+        self.shared.commit_checkpoint(key, checkpoint_seq).await
+    }
+
+    async fn sweep_uploads(&self, age: Duration) -> Result<u64> {
+        let mut swept = 0;
+        for (name, staging, revision) in self.shared.objects.all_stagings().await? {
+            let Some(key) = uploads::run_of(&name) else {
+                continue;
+            };
+            let tip = self.shared.chains.tip(&key).await?;
+            let ended = tip
+                .as_ref()
+                .is_none_or(|tip| !tip.exists() || tip.head.run.state.status.is_terminal());
+            let idle = ended || self.shared.objects.idle_for(&staging).await? >= age;
+            if idle
+                && self
+                    .shared
+                    .objects
+                    .drop_staging(&name, &staging, Some(revision))
+                    .await?
+            {
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+}
+
+/// Which staged upload names which object.
+impl Staging {
+    /// Refuses an upload id that stages another object.
+    pub(crate) fn check_target(&self, object: &ObjectRef, upload_id: &str) -> Result<()> {
+        if self.kind == object.kind
+            && self.checkpoint_seq == object.checkpoint_seq
+            && self.name == object.name
+        {
+            return Ok(());
+        }
+        Err(StoreError::UploadConflict {
+            upload_id: upload_id.to_owned(),
+            other: format!(
+                "{}: {} {}{}",
+                object.key,
+                self.kind.as_str(),
+                match self.checkpoint_seq {
+                    0 => String::new(),
+                    seq => format!("{seq}/"),
+                },
+                self.name
+            ),
+        })
+    }
+}
