@@ -23,7 +23,7 @@ use crate::util::{
 };
 
 /// `size` bytes of pseudo-random content written to `path`.
-fn random_file(path: &Path, size: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn random_file(path: &Path, size: usize, seed: u64) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut bytes = vec![0u8; size];
     rng.fill(&mut bytes);
@@ -32,12 +32,12 @@ fn random_file(path: &Path, size: usize, seed: u64) -> Vec<u8> {
 }
 
 /// The SHA-256 of `bytes`.
-fn sha256(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn sha256(bytes: &[u8]) -> Vec<u8> {
     Sha256::digest(bytes).to_vec()
 }
 
 /// A reference to artifact `name` of `task/run`.
-fn artifact(task: &str, run: &str, name: &str) -> pb::ObjectRef {
+pub(crate) fn artifact(task: &str, run: &str, name: &str) -> pb::ObjectRef {
     pb::ObjectRef {
         task_id: task.into(),
         run_id: run.into(),
@@ -50,7 +50,7 @@ fn artifact(task: &str, run: &str, name: &str) -> pb::ObjectRef {
 /// The messages of an upload of `bytes` from `offset`, in 256 KiB
 /// pieces, the first with `open`, the last with the commit of `whole`
 /// (when given).
-fn upload_messages(
+pub(crate) fn upload_messages(
     object: pb::ObjectRef,
     upload_id: &str,
     bytes: &[u8],
@@ -89,7 +89,7 @@ fn upload_messages(
 }
 
 /// Sends an upload stream.
-async fn upload(
+pub(crate) async fn upload(
     client: &mut LoggingClient,
     messages: Vec<pb::UploadObjectRequest>,
 ) -> Result<pb::UploadObjectResponse, tonic::Status> {
@@ -100,7 +100,7 @@ async fn upload(
 }
 
 /// What the server holds of an upload.
-async fn status(
+pub(crate) async fn status(
     client: &mut LoggingClient,
     object: pb::ObjectRef,
     upload_id: &str,

@@ -692,3 +692,159 @@ async fn import_moves_local_runs_into_the_cluster() {
     let again = follow_to_end(&mut client, follow_request("t", "done", 1, true)).await;
     assert_eq!(again.entries, before.entries, "the same entries once more");
 }
+
+/// An upload staged through one node resumes through another after the
+/// first is killed, from the offset the second reports; the object comes
+/// back whole through any node, is an object of the cluster's object
+/// store with its digest, takes checkpoints, and goes with its run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_resumes_through_another_node_and_goes_with_its_run() {
+    use baa_logging_client::{Client, ObjectName, TransferOptions};
+    use base64::Engine;
+
+    use crate::artifacts::{artifact, random_file, sha256, status, upload, upload_messages};
+
+    let cluster = Cluster::start();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    running_run(&a, "t", "r").await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let bytes = random_file(&dir.path().join("model.bin"), 6 << 20, 16);
+    let object = artifact("t", "r", "model.bin");
+    let half = 3 << 20;
+
+    // Half of it through `a`, which then dies with the stream open.
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let mut through_a = client(&a).await;
+    let call = tokio::spawn(async move {
+        through_a
+            .upload_object(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    for message in upload_messages(object.clone(), "k", &bytes[..half], 0, None) {
+        tx.send(message).await.expect("the stream is open");
+    }
+    let mut through_b = client(&b).await;
+    let deadline = Instant::now() + SETTLE;
+    while status(&mut through_b, object.clone(), "k")
+        .await
+        .committed_size
+        < half as u64
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node b never saw the staged bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.kill();
+    let _ = call.await;
+    let listed = through_b
+        .list_objects(pb::ListObjectsRequest {
+            task_id: "t".into(),
+            run_id: "r".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a listing")
+        .into_inner();
+    assert!(
+        listed.objects.is_empty(),
+        "no part of the object is visible"
+    );
+
+    // The rest through `b`, from the offset it reports.
+    let offset = status(&mut through_b, object.clone(), "k")
+        .await
+        .committed_size;
+    assert_eq!(offset, half as u64);
+    let commit = Some((bytes.len() as u64, sha256(&bytes)));
+    let done = upload(
+        &mut through_b,
+        upload_messages(object, "k", &bytes, offset as usize, commit),
+    )
+    .await
+    .expect("the upload resumes through b");
+    assert!(done.committed);
+
+    let c = cluster.node("c");
+    let typed = Client::connect(c.url()).await.expect("a client");
+    let key = baa_logging_client::RunKey::new("t", "r");
+    let copy = dir.path().join("copy.bin");
+    let info = typed
+        .download_file(
+            &key,
+            &ObjectName::artifact("model.bin"),
+            &copy,
+            &TransferOptions::default(),
+        )
+        .await
+        .expect("a download through c");
+    assert_eq!(info.size, bytes.len() as u64);
+    assert!(std::fs::read(&copy).expect("the copy") == bytes);
+
+    // NATS clients see an object of the bucket, with its digest.
+    let addresses: Vec<async_nats::ServerAddr> = cluster
+        .nats
+        .urls()
+        .iter()
+        .map(|url| url.parse().expect("a server address"))
+        .collect();
+    let js = async_nats::jetstream::new(async_nats::connect(addresses).await.expect("connects"));
+    let bucket = format!("{}_OBJECTS", cluster.stream);
+    let objects = js
+        .get_stream(format!("OBJ_{bucket}"))
+        .await
+        .expect("the bucket's stream");
+    let meta_subject = format!(
+        "$O.{bucket}.M.{}",
+        base64::engine::general_purpose::URL_SAFE.encode("t/r/artifacts/model.bin")
+    );
+    let meta = objects
+        .get_last_raw_message_by_subject(&meta_subject)
+        .await
+        .expect("the object's meta message");
+    let meta: serde_json::Value = serde_json::from_slice(&meta.payload).expect("JSON");
+    assert_eq!(meta["size"], bytes.len());
+    let digest = base64::engine::general_purpose::URL_SAFE.encode(sha256(&bytes));
+    assert_eq!(meta["digest"], format!("SHA-256={digest}"));
+
+    // A checkpoint through c, then the run ends and retention takes it
+    // with its objects.
+    let slot = typed.reserve_checkpoint(&key).await.expect("a slot");
+    let state_file = dir.path().join("state.json");
+    std::fs::write(&state_file, b"{\"step\":3}").expect("a file");
+    typed
+        .upload_file(
+            &key,
+            &ObjectName::checkpoint(slot, "state.json"),
+            &state_file,
+            &TransferOptions::default(),
+        )
+        .await
+        .expect("a checkpoint object");
+    let state = typed
+        .commit_checkpoint(&key, slot)
+        .await
+        .expect("the checkpoint commits");
+    assert_eq!(state.checkpoint_seq, slot);
+    finish(&[c.url()], "t", "r").await;
+    let mut raw = client(&c).await;
+    let collected = raw
+        .collect_runs(pb::CollectRunsRequest {
+            dry_run: false,
+            max_age: Some(prost_types::Duration::default()),
+            max_bytes: None,
+        })
+        .await
+        .expect("a retention pass")
+        .into_inner();
+    assert_eq!(collected.runs.len(), 1);
+    let left = objects
+        .clone()
+        .info()
+        .await
+        .expect("the bucket's stream")
+        .state
+        .messages;
+    assert_eq!(left, 0, "the run's chunks and meta messages are gone");
+}
