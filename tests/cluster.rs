@@ -617,6 +617,20 @@ async fn import_moves_local_runs_into_the_cluster() {
             .await
             .expect("an append");
     }
+    let report = crate::artifacts::random_file(&local_dir.path().join("report.bin"), 1_300_000, 7);
+    let commit = Some((report.len() as u64, crate::artifacts::sha256(&report)));
+    crate::artifacts::upload(
+        &mut local_client,
+        crate::artifacts::upload_messages(
+            crate::artifacts::artifact("t", "done", "report.bin"),
+            "k",
+            &report,
+            0,
+            commit,
+        ),
+    )
+    .await
+    .expect("an artifact");
     set_status(&mut local_client, "t", "done", pb::RunStatus::Completed)
         .await
         .expect("finished");
@@ -658,6 +672,24 @@ async fn import_moves_local_runs_into_the_cluster() {
     );
     let cursor = util::writer_cursor(&mut client, "t", "going", "w").await;
     assert_eq!(cursor.last_writer_seq, 50, "the writer's cursor came along");
+    assert!(
+        said.contains("t/done: copied, 51 entries, 1 objects"),
+        "{said}"
+    );
+    let typed = baa_logging_client::Client::connect(node.url())
+        .await
+        .expect("a client");
+    let copy = local_dir.path().join("copy.bin");
+    typed
+        .download_file(
+            &baa_logging_client::RunKey::new("t", "done"),
+            &baa_logging_client::ObjectName::artifact("report.bin"),
+            &copy,
+            &baa_logging_client::TransferOptions::default(),
+        )
+        .await
+        .expect("the artifact came along");
+    assert!(std::fs::read(&copy).expect("the copy") == report);
     let items = (1..=60).map(|n| stdout(n, &line("w", n))).collect();
     let response = util::append(&mut client, vec![open("t", "going", "w", items)])
         .await

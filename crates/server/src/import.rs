@@ -67,9 +67,9 @@ async fn copy(settings: &Settings, from: &Path, target: Option<&str>) -> Result<
     let (mut copied, mut failed) = (0usize, 0usize);
     for key in &keys {
         match copy_run(&local, &cluster, key).await {
-            Ok(Imported::Entries(entries)) => {
+            Ok(Imported::Copied { entries, objects }) => {
                 copied += 1;
-                println!("{key}: copied, {entries} entries");
+                println!("{key}: copied, {entries} entries, {objects} objects");
             }
             Ok(Imported::AlreadyThere) => println!("{key}: in the stream already, left as it is"),
             Err(err) => {
@@ -103,7 +103,8 @@ async fn list(local: &LocalStore, task: Option<String>) -> Result<Vec<RunKey>, S
     }
 }
 
-/// Copies one run: its metadata, state, writers and every entry.
+/// Copies one run: its metadata, state, writers, every entry and every
+/// object.
 async fn copy_run(
     local: &LocalStore,
     cluster: &JetStreamStore,
@@ -129,6 +130,6 @@ async fn copy_run(
         }
     }
     cluster
-        .import_run(view.metadata, view.state, writers, entries)
+        .import_run(view.metadata, view.state, writers, entries, local)
         .await
 }

@@ -11,26 +11,40 @@
 //! its writers' cursors are not set, so no writer skips what is not in
 //! yet; running the import again resumes it. Each record's time is its
 //! last entry's, so time bounds find imported entries.
+//!
+//! The run's objects come after its entries, each copied into the
+//! objects bucket and checked against its SHA-256, then committed by a
+//! record of its own. The checkpoint slots past the run's checkpoint that
+//! hold objects stay open; a slot reserved but empty is not carried over
+//! (the worker reserves another).
 
 use std::{collections::BTreeMap, time::UNIX_EPOCH};
 
 use super::{
     JetStreamStore,
-    chain::Published,
+    chain::{Published, Tip},
+    objects::last_object_record,
     record::{NewRecord, RecordKind, RunHead},
 };
 use crate::{
+    ObjectStore,
     error::{Result, StoreError},
     local::{encode::EncodedEntries, journal::commit_time},
     model::{LogEntry, PerChannel, RunKey, RunMetadata, RunStateSnapshot},
+    objects::{ObjectKind, ObjectRef},
     time::parse_iso,
 };
 
 /// What importing a run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Imported {
-    /// The run is in the stream now, with this many entries.
-    Entries(u64),
+    /// The run is in the stream now.
+    Copied {
+        /// Its entries.
+        entries: u64,
+        /// Its objects copied by this import.
+        objects: u64,
+    },
     /// The stream holds the run already, with the same metadata; nothing
     /// was written.
     AlreadyThere,
@@ -38,7 +52,8 @@ pub enum Imported {
 
 impl JetStreamStore {
     /// Imports a run: `entries` must be its whole log, `seq` 1 on without
-    /// a gap, and `writers` each writer's cursor.
+    /// a gap, `writers` each writer's cursor, and `source` the store that
+    /// holds its objects.
     ///
     /// The records are written with the run marked as being imported,
     /// which takes no writes and no writer cursor; the last record then
@@ -58,6 +73,7 @@ impl JetStreamStore {
         state: RunStateSnapshot,
         writers: Vec<(String, u64)>,
         entries: Vec<LogEntry>,
+        source: &impl ObjectStore,
     ) -> Result<Imported> {
         let key = metadata.key();
         let shared = &self.shared;
@@ -88,6 +104,7 @@ impl JetStreamStore {
             objects: Default::default(),
         };
         let (mut expected, mut time) = (0u64, 0u64);
+        let mut resumed = None;
         match shared.chains.tip(&key).await? {
             Some(tip) if tip.exists() => {
                 let existing = shared.chains.metadata(&key, &tip).await?;
@@ -104,8 +121,11 @@ impl JetStreamStore {
                     RecordKind::Prepared => tip.stream_seq,
                     _ => tip.head.run.origin,
                 };
+                head.objects = tip.head.run.objects;
+                head.objects.last = last_object_record(&tip);
                 expected = tip.stream_seq;
                 time = tip.head.time;
+                resumed = Some(tip);
             }
             Some(tombstone) => expected = tombstone.stream_seq,
             None => {}
@@ -135,13 +155,68 @@ impl JetStreamStore {
                 prepared = true;
             }
         }
+        let copied = self
+            .import_objects(&key, &mut head, &mut expected, time, resumed, source)
+            .await?;
         // The last record: the writers' cursors, and the run open.
         head.importing = false;
         head.writers = writers.into_iter().collect();
         let last = NewRecord::new(RecordKind::Commit, head.next_seq, time, None, head.clone());
         let stored = self.publish_import(&key, expected, &last).await?;
         shared.index.put(&key, &metadata, &head, stored).await;
-        Ok(Imported::Entries(total))
+        Ok(Imported::Copied {
+            entries: total,
+            objects: copied,
+        })
+    }
+
+    /// Copies the objects of `key` that `source` holds and the stream
+    /// does not yet, each committed by a record after `expected`, which
+    /// moves on; returns how many were copied.
+    async fn import_objects(
+        &self,
+        key: &RunKey,
+        head: &mut RunHead,
+        expected: &mut u64,
+        time: u64,
+        resumed: Option<Tip>,
+        source: &impl ObjectStore,
+    ) -> Result<u64> {
+        let shared = &self.shared;
+        let done = match &resumed {
+            Some(tip) => shared.objects_at(key, tip).await?,
+            None => Vec::new(),
+        };
+        let listing = source.list_objects(key, None).await?;
+        let mut copied = 0;
+        for info in listing.objects {
+            if info.kind == ObjectKind::Checkpoint
+                && info.checkpoint_seq > head.state.checkpoint_seq
+            {
+                head.reserved_slots.insert(info.checkpoint_seq);
+            }
+            let object = ObjectRef {
+                key: key.clone(),
+                kind: info.kind,
+                name: info.name.clone(),
+                checkpoint_seq: info.checkpoint_seq,
+            };
+            if done.iter().any(|mark| mark.is(&object)) {
+                continue;
+            }
+            let (_, mut reader) = source.open_object(object).await?;
+            let mark = shared.objects.copy_object(key, &info, &mut reader).await?;
+            head.objects.count += 1;
+            head.objects.bytes += info.size;
+            let mut record =
+                NewRecord::new(RecordKind::Commit, head.next_seq, time, None, head.clone());
+            record.head.object = Some(mark.clone());
+            *expected = self.publish_import(key, *expected, &record).await?;
+            head.objects.last = *expected;
+            shared.objects.end_copy(key, &info, &mark).await;
+            copied += 1;
+        }
+        Ok(copied)
     }
 
     /// Publishes one record of an import after `expected`; returns its

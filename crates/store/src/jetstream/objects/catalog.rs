@@ -47,7 +47,7 @@ impl ObjectMark {
     }
 
     /// Whether it is `object`.
-    fn is(&self, object: &ObjectRef) -> bool {
+    pub(crate) fn is(&self, object: &ObjectRef) -> bool {
         self.kind == object.kind
             && self.checkpoint_seq == object.checkpoint_seq
             && self.name == object.name

@@ -34,6 +34,7 @@
 mod catalog;
 mod chunks;
 mod commit;
+mod import;
 mod uploads;
 
 use std::{
@@ -44,6 +45,7 @@ use std::{
 
 use async_nats::jetstream::{self, kv, stream};
 
+pub(crate) use self::catalog::last_object_record;
 use self::{catalog::Listing, uploads::Staging};
 pub use self::{chunks::JetStreamObjectReader, uploads::JetStreamUpload};
 use super::{JetStreamStore, chain::Tip, retry_setup};

@@ -68,6 +68,26 @@ pub(crate) fn run_of(name: &str) -> Option<RunKey> {
 }
 
 impl Objects {
+    /// The key of upload `upload_id` of `key`.
+    pub(crate) fn staging_name(&self, key: &RunKey, upload_id: &str) -> String {
+        staging_key(key, upload_id)
+    }
+
+    /// Creates the key of upload `upload_id` of `key`.
+    pub(crate) async fn put_staging(
+        &self,
+        key: &RunKey,
+        upload_id: &str,
+        staging: &Staging,
+    ) -> Result<()> {
+        let value = Bytes::from(serde_json::to_vec(staging).expect("a staging serializes"));
+        self.uploads
+            .put(staging_key(key, upload_id), value)
+            .await
+            .map_err(|err| unavailable(format!("cannot start upload `{upload_id}`"), err))?;
+        Ok(())
+    }
+
     /// The staged upload `upload_id` of `key` and its key's revision;
     /// `None` when there is none.
     pub(crate) async fn staging(

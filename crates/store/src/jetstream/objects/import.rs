@@ -1,0 +1,138 @@
+//! Copying a run's objects from another store during `baa-logd import`:
+//! each object's bytes become the chunks of an upload of its own, checked
+//! against the object's SHA-256 as they are copied, and the import then
+//! commits it with a record on the run's chain.
+//!
+//! The upload is staged under a key like any other (its id is
+//! `import-` and the start of the digest), so that an import that stops
+//! part way leaves nothing the sweep does not find.
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::{Objects, chunks::now_secs, uploads::Staging};
+use crate::{
+    ObjectReader,
+    error::{Result, StoreError},
+    jetstream::{chain::Published, record::ObjectMark},
+    model::RunKey,
+    objects::{ObjectInfo, ObjectRef},
+};
+
+impl Objects {
+    /// Copies the object `info` of the run `key`, read by `reader`, into
+    /// chunks of a new upload; returns what its record must say. The
+    /// upload's key stays until [`Objects::end_copy`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Damaged`] when the bytes read do not have the
+    /// object's SHA-256; those of reading and publishing.
+    pub(crate) async fn copy_object(
+        &self,
+        key: &RunKey,
+        info: &ObjectInfo,
+        reader: &mut impl ObjectReader,
+    ) -> Result<ObjectMark> {
+        let upload_id = copy_id(info);
+        let staging = Staging {
+            kind: info.kind,
+            checkpoint_seq: info.checkpoint_seq,
+            name: info.name.clone(),
+            nuid: uuid::Uuid::new_v4().simple().to_string(),
+            opened_at: now_secs(),
+        };
+        // What an import that stopped staged is dropped: it starts again.
+        if let Some((earlier, _)) = self.staging(key, &upload_id).await? {
+            self.drop_staging(&self.staging_name(key, &upload_id), &earlier, None)
+                .await?;
+        }
+        self.put_staging(key, &upload_id, &staging).await?;
+        let mut hasher = Sha256::new();
+        let (mut at, mut last_seq, mut chunks, mut first_chunk) = (0u64, 0u64, 0u64, 0u64);
+        while at < info.size {
+            let want = (info.size - at).min(self.chunk_bytes as u64) as usize;
+            let data: Bytes = reader.read_at(at, want).await?;
+            hasher.update(&data);
+            match self
+                .publish_chunk(&staging.nuid, last_seq, at, chunks, data)
+                .await?
+            {
+                Published::Stored(seq) => {
+                    if first_chunk == 0 {
+                        first_chunk = seq;
+                    }
+                    last_seq = seq;
+                }
+                Published::Conflict => {
+                    return Err(StoreError::Unavailable {
+                        context: format!("importing {}", describe(key, info)),
+                        cause: "another import wrote the same object meanwhile; run the import \
+                                again"
+                            .to_owned(),
+                    });
+                }
+            }
+            chunks += 1;
+            at += want as u64;
+        }
+        let sha256: [u8; 32] = hasher.finalize().into();
+        if sha256 != info.sha256 {
+            let _ = self
+                .drop_staging(&self.staging_name(key, &upload_id), &staging, None)
+                .await;
+            return Err(StoreError::damaged(
+                describe(key, info),
+                "does not have the SHA-256 its store recorded; it was not imported",
+            ));
+        }
+        Ok(ObjectMark {
+            kind: info.kind,
+            checkpoint_seq: info.checkpoint_seq,
+            name: info.name.clone(),
+            size: info.size,
+            sha256: hex::encode(sha256),
+            nuid: staging.nuid,
+            chunks,
+            first_chunk,
+            last_chunk: last_seq,
+            committed_at: info.modified_at.clone(),
+        })
+    }
+
+    /// Ends the copy of `info` once its record is in: its meta message,
+    /// and its upload's key dropped.
+    pub(crate) async fn end_copy(&self, key: &RunKey, info: &ObjectInfo, mark: &ObjectMark) {
+        let object = ObjectRef {
+            key: key.clone(),
+            kind: info.kind,
+            name: info.name.clone(),
+            checkpoint_seq: info.checkpoint_seq,
+        };
+        self.publish_meta(&object, mark).await;
+        let name = self.staging_name(key, &copy_id(info));
+        if let Err(err) = self.uploads.purge(&name).await {
+            tracing::warn!(upload = %name, cause = %err, "cannot drop an imported object's key");
+        }
+    }
+}
+
+/// The upload id of an object's copy.
+fn copy_id(info: &ObjectInfo) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(info.kind.as_str());
+    hasher.update(info.checkpoint_seq.to_be_bytes());
+    hasher.update(info.name.as_bytes());
+    format!("import-{}", &hex::encode(hasher.finalize())[..24])
+}
+
+/// An object, for messages.
+fn describe(key: &RunKey, info: &ObjectInfo) -> String {
+    ObjectRef {
+        key: key.clone(),
+        kind: info.kind,
+        name: info.name.clone(),
+        checkpoint_seq: info.checkpoint_seq,
+    }
+    .to_string()
+}
