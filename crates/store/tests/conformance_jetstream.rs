@@ -13,8 +13,12 @@ use std::{
 };
 
 use baa_logging_store::{
-    JetStreamOptions, JetStreamStore, Limits,
+    JetStreamOptions, JetStreamStore, Limits, ReadFrom, RetentionPolicy, RunReader, RunStore,
     conformance::{self, Backend},
+    model::{
+        AppendItem, AppendPayload, LogEntry, RunKey, RunMetadataInput, RunStatePatch,
+        RunStateSnapshotInput, RunStatus, StreamChunkInput, StreamLogChannel,
+    },
 };
 use nats_cluster::NatsCluster;
 
@@ -88,4 +92,108 @@ async fn every_conformance_check_on_a_three_server_cluster() {
         a_name_keeps_the_bytes_it_was_committed_with,
         checkpoint_slots_are_reserved_then_committed_forward,
     );
+    eprintln!("two nodes: a run prepared again is written with its new metadata");
+    a_run_prepared_again_is_written_with_its_new_metadata(&JetStream::new(&cluster)).await;
+}
+
+/// Two stores on one stream, as two nodes are.
+async fn two_nodes(backend: &JetStream) -> (JetStreamStore, JetStreamStore) {
+    (
+        backend.open(Limits::default()).await,
+        backend.open(Limits::default()).await,
+    )
+}
+
+/// The metadata of a run `nightly/r` of step `step`.
+fn metadata(step: &str) -> RunMetadataInput {
+    RunMetadataInput {
+        task_id: "nightly".into(),
+        step_id: step.into(),
+        step_name: "Build".into(),
+        run_id: "r".into(),
+        worker_kind: "shell".into(),
+        attempt: 1,
+        repo_root: "/repo".into(),
+        worktree_path: "/repo".into(),
+        created_at: "2026-01-02T03:04:05.000Z".into(),
+        checkpoint_mode: "none".into(),
+        prompt_summary: None,
+        command: None,
+    }
+}
+
+/// A node that appended to a run, which another node's retention then
+/// deleted and which was prepared again with other metadata, writes the
+/// new run's entries with the new run's metadata.
+async fn a_run_prepared_again_is_written_with_its_new_metadata(backend: &JetStream) {
+    let (a, b) = two_nodes(backend).await;
+    let key = RunKey {
+        task_id: "nightly".into(),
+        run_id: "r".into(),
+    };
+    let state = || RunStateSnapshotInput {
+        attempt: 1,
+        started_at: "2026-01-02T03:04:05.000Z".into(),
+        checkpoint_seq: None,
+        summary: None,
+    };
+    a.prepare_run(metadata("one"), state())
+        .await
+        .expect("prepared");
+    a.append(&key, "w", vec![line(1, "first")])
+        .await
+        .expect("an append");
+    for status in [RunStatus::Running, RunStatus::Completed] {
+        let patch = RunStatePatch {
+            status: Some(status),
+            ..RunStatePatch::default()
+        };
+        a.update_state(&key, patch).await.expect("a status");
+    }
+    let everything = RetentionPolicy {
+        max_age: Some(Duration::ZERO),
+        max_bytes: None,
+    };
+    let collected = b.collect(everything, false).await.expect("a pass");
+    assert_eq!(collected.runs.len(), 1);
+    b.prepare_run(metadata("two"), state())
+        .await
+        .expect("prepared again");
+    a.append(&key, "w", vec![line(1, "second")])
+        .await
+        .expect("an append");
+    let mut reader = b
+        .open_reader(
+            &key,
+            ReadFrom {
+                history_only: true,
+                ..ReadFrom::default()
+            },
+        )
+        .await
+        .expect("a reader");
+    let batch = reader.read(1 << 20).await.expect("a read");
+    let steps: Vec<_> = batch
+        .entries
+        .iter()
+        .map(|entry| match entry {
+            LogEntry::Lifecycle(event) => event.step_id.clone(),
+            LogEntry::Chunk(chunk) => chunk.step_id.clone(),
+        })
+        .collect();
+    assert_eq!(steps, ["two", "two"], "run_prepared, then the new line");
+}
+
+/// A stdout line.
+fn line(writer_seq: u64, text: &str) -> AppendItem {
+    AppendItem {
+        writer_seq,
+        payload: AppendPayload::Chunk(
+            StreamLogChannel::Stdout,
+            StreamChunkInput {
+                text: text.into(),
+                created_at: None,
+            },
+        ),
+    }
 }

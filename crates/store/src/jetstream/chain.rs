@@ -51,6 +51,15 @@ impl Tip {
     pub(crate) fn exists(&self) -> bool {
         self.head.kind != RecordKind::Deleted
     }
+
+    /// The stream sequence of the run's `Prepared` record: it tells one
+    /// run from another of the same ids, prepared after a deletion.
+    pub(crate) fn origin(&self) -> u64 {
+        match self.head.kind {
+            RecordKind::Prepared => self.stream_seq,
+            _ => self.head.run.origin,
+        }
+    }
 }
 
 /// What a compare-and-set publish came to.

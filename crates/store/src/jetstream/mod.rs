@@ -155,8 +155,8 @@ pub(crate) struct Shared {
     /// this node's writes of the run in order.
     tips: Mutex<HashMap<RunKey, TipCell>>,
     /// Each run's metadata, which never changes (until retention deletes
-    /// the run).
-    metadata: Mutex<HashMap<RunKey, RunMetadata>>,
+    /// the run, and it is prepared again).
+    metadata: Mutex<HashMap<RunKey, Known>>,
     /// Streams and readers open on each run here, which this node's
     /// retention passes leave alone.
     users: Mutex<HashMap<RunKey, usize>>,
@@ -164,6 +164,35 @@ pub(crate) struct Shared {
     collecting: tokio::sync::Mutex<()>,
     /// The stream's name.
     stream_name: String,
+}
+
+/// A run's metadata as a node knows it, and which run of those ids it is.
+#[derive(Debug, Clone)]
+pub(crate) struct Known {
+    /// The stream sequence of the run's `Prepared` record.
+    origin: u64,
+    /// The metadata.
+    metadata: RunMetadata,
+}
+
+impl Known {
+    /// The metadata, if it is the metadata of the run whose tip is `tip`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the run was deleted and prepared
+    /// again since (by another node): `shared` forgets it, and the
+    /// operation is tried again.
+    pub(crate) fn for_tip(&self, shared: &Shared, key: &RunKey, tip: &Tip) -> Result<&RunMetadata> {
+        if tip.origin() == self.origin {
+            return Ok(&self.metadata);
+        }
+        shared.forget_metadata(key);
+        Err(StoreError::Unavailable {
+            context: format!("run `{key}` was deleted and prepared again meanwhile"),
+            cause: "try again".to_owned(),
+        })
+    }
 }
 
 /// Keeps a run from this node's retention while it lives.
@@ -331,13 +360,18 @@ impl Shared {
     }
 
     /// A run's metadata, when this node knows it.
-    fn known_metadata(&self, key: &RunKey) -> Option<RunMetadata> {
+    fn known_metadata(&self, key: &RunKey) -> Option<Known> {
         lock(&self.metadata).get(key).cloned()
     }
 
     /// Remembers a run's metadata.
-    fn remember_metadata(&self, key: &RunKey, metadata: &RunMetadata) {
-        lock(&self.metadata).insert(key.clone(), metadata.clone());
+    fn remember_metadata(&self, key: &RunKey, known: &Known) {
+        lock(&self.metadata).insert(key.clone(), known.clone());
+    }
+
+    /// Forgets a run's metadata.
+    fn forget_metadata(&self, key: &RunKey) {
+        lock(&self.metadata).remove(key);
     }
 
     /// Forgets what this node keeps of a run (deleted, or finished): it is
@@ -472,7 +506,7 @@ impl RunStore for JetStreamStore {
 
     async fn get_run(&self, key: &RunKey) -> Result<RunView> {
         let tip = self.fresh_tip(key).await?;
-        let metadata = self.shared.metadata(key).await?;
+        let metadata = self.shared.metadata_at(key, &tip).await?;
         Ok(self.shared.view(key, metadata, &tip.head.run))
     }
 

@@ -9,7 +9,7 @@
 //! item once.
 
 use super::{
-    Shared,
+    Known, Shared,
     chain::{Published, Tip, TipCell},
     record::{Lapse, NewRecord, RecordKind, RunHead, WriterMark},
 };
@@ -174,12 +174,12 @@ impl Shared {
         check_id("run_id", &key.run_id)?;
         check_id("writer_id", writer_id)?;
         let cell = self.cell(key);
-        let metadata = self.metadata(key).await?;
         let mut slot = cell.lock().await;
         let mut pending = items;
         let mut stored = 0u64;
         loop {
             let tip = self.current(key, &mut slot).await?;
+            let metadata = self.metadata_at(key, tip).await?;
             let head = &tip.head.run;
             let late = admits(head, key, writer_id)?;
             let next_writer_seq = head.writer_seq(writer_id) + 1;
@@ -260,13 +260,14 @@ impl Shared {
         check_id("task_id", &key.task_id)?;
         check_id("run_id", &key.run_id)?;
         let cell = self.cell(key);
-        let metadata = self.metadata(key).await?;
+        let known = self.metadata(key).await?;
         let state = self
             .write(key, &cell, |tip| {
                 let head = &tip.head.run;
                 importing(head, key)?;
                 if let Some(writer_id) = writer_id.filter(|id| head.late_writer(id)) {
-                    let record = settle(key, &metadata, tip, writer_id, patch.clone())?;
+                    let metadata = known.for_tip(self, key, tip)?;
+                    let record = settle(key, metadata, tip, writer_id, patch.clone())?;
                     let state = record.head.run.state.clone();
                     return Ok(Plan::Publish(Box::new(record), state));
                 }
@@ -300,7 +301,7 @@ impl Shared {
         expiry: LeaseExpiry,
     ) -> Result<Option<RunStateSnapshot>> {
         let cell = self.cell(key);
-        let metadata = self.metadata(key).await?;
+        let known = self.metadata(key).await?;
         // Decided on the run as it is now, not as this node last saw it.
         *cell.lock().await = None;
         let state = self
@@ -308,7 +309,8 @@ impl Shared {
                 if tip.head.run.state.status != RunStatus::Running || tip.head.run.importing {
                     return Ok(Plan::Done(None));
                 }
-                let record = lapse_record(&metadata, tip, LapseStep::Expired(&expiry));
+                let metadata = known.for_tip(self, key, tip)?;
+                let record = lapse_record(metadata, tip, LapseStep::Expired(&expiry));
                 let state = record.head.run.state.clone();
                 Ok(Plan::Publish(Box::new(record), Some(state)))
             })
@@ -355,19 +357,36 @@ impl Shared {
         }
     }
 
-    /// The metadata of an existing run.
-    pub(crate) async fn metadata(&self, key: &RunKey) -> Result<RunMetadata> {
-        if let Some(metadata) = self.known_metadata(key) {
-            return Ok(metadata);
+    /// The metadata of an existing run, as this node knows it: a write
+    /// checks it against the tip it builds on ([`Known::for_tip`]).
+    pub(crate) async fn metadata(&self, key: &RunKey) -> Result<Known> {
+        if let Some(known) = self.known_metadata(key) {
+            return Ok(known);
         }
         let cell = self.cell(key);
         let tip = {
             let mut slot = cell.lock().await;
             self.current(key, &mut slot).await?.clone()
         };
-        let metadata = self.chains.metadata(key, &tip).await?;
-        self.remember_metadata(key, &metadata);
-        Ok(metadata)
+        self.read_metadata(key, &tip).await
+    }
+
+    /// The metadata of the run whose tip is `tip`.
+    pub(crate) async fn metadata_at(&self, key: &RunKey, tip: &Tip) -> Result<RunMetadata> {
+        match self.known_metadata(key) {
+            Some(known) if known.origin == tip.origin() => Ok(known.metadata),
+            _ => Ok(self.read_metadata(key, tip).await?.metadata),
+        }
+    }
+
+    /// Reads the metadata of the run whose tip is `tip`, and remembers it.
+    async fn read_metadata(&self, key: &RunKey, tip: &Tip) -> Result<Known> {
+        let known = Known {
+            origin: tip.origin(),
+            metadata: self.chains.metadata(key, tip).await?,
+        };
+        self.remember_metadata(key, &known);
+        Ok(known)
     }
 
     /// The most entries of `payloads` one message may carry, within the

@@ -91,12 +91,13 @@ impl Shared {
     /// `seq`.
     pub(crate) async fn reserve_checkpoint(&self, key: &RunKey) -> Result<(u64, u64)> {
         let cell = self.cell(key);
-        let metadata = self.metadata(key).await?;
+        let known = self.metadata(key).await?;
         *cell.lock().await = None;
         self.write(key, &cell, |tip| {
             let head = &tip.head.run;
             refuse_terminal(key, tip)?;
             importing(head, key)?;
+            let metadata = known.for_tip(self, key, tip)?;
             let highest = head
                 .state
                 .checkpoint_seq
@@ -116,8 +117,7 @@ impl Shared {
                 created_at: None,
                 data,
             };
-            let mut record =
-                entries_record(&metadata, tip, None, vec![AppendPayload::Event(event)]);
+            let mut record = entries_record(metadata, tip, None, vec![AppendPayload::Event(event)]);
             record.head.run.reserved_slots.insert(slot);
             let seq = record.head.first_seq;
             Ok(Plan::Publish(Box::new(record), (slot, seq)))
