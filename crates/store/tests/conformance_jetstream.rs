@@ -150,6 +150,11 @@ async fn a_run_prepared_again_is_written_with_its_new_metadata(backend: &JetStre
         };
         a.update_state(&key, patch).await.expect("a status");
     }
+    // Node a reads the finished run, and knows its metadata.
+    assert_eq!(
+        a.get_run(&key).await.expect("the run").metadata.step_id,
+        "one"
+    );
     let everything = RetentionPolicy {
         max_age: Some(Duration::ZERO),
         max_bytes: None,

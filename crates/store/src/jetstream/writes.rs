@@ -63,6 +63,10 @@ impl Shared {
 
     /// Builds with `plan` from the run's tip and publishes, until a record
     /// is stored or `plan` has nothing to publish.
+    ///
+    /// A refusal counts only when it comes from the stream's current tip:
+    /// one that this node had kept is read again first, since another
+    /// node may have changed the run (deleted it, prepared it again).
     pub(crate) async fn write<T>(
         &self,
         key: &RunKey,
@@ -70,15 +74,33 @@ impl Shared {
         mut plan: impl FnMut(&Tip) -> Result<Plan<T>>,
     ) -> Result<T> {
         let mut slot = cell.lock().await;
+        let mut fresh = slot.is_none();
         loop {
-            let tip = self.current(key, &mut slot).await?;
-            let (record, answer) = match plan(tip)? {
-                Plan::Done(answer) => return Ok(answer),
-                Plan::Publish(record, answer) => (*record, answer),
+            let planned = match self.current(key, &mut slot).await {
+                Ok(tip) => plan(tip),
+                Err(err) => Err(err),
+            };
+            let (record, answer) = match planned {
+                Err(_) if !fresh => {
+                    *slot = None;
+                    fresh = true;
+                    continue;
+                }
+                Err(err) => return Err(err),
+                Ok(Plan::Done(_)) if !fresh => {
+                    // Nothing to do, by a kept tip: by the current one?
+                    *slot = None;
+                    fresh = true;
+                    continue;
+                }
+                Ok(Plan::Done(answer)) => return Ok(answer),
+                Ok(Plan::Publish(record, answer)) => (*record, answer),
             };
             if self.store_record(key, &mut slot, record).await? {
                 return Ok(answer);
             }
+            // Lost to another record: the tip is read again.
+            fresh = true;
         }
     }
 
@@ -177,11 +199,25 @@ impl Shared {
         let mut slot = cell.lock().await;
         let mut pending = items;
         let mut stored = 0u64;
+        // As in `write`: a refusal by a tip this node kept is checked
+        // against the stream's current one first.
+        let mut fresh = slot.is_none();
         loop {
-            let tip = self.current(key, &mut slot).await?;
+            let checked = match self.current(key, &mut slot).await {
+                Ok(tip) => admits(&tip.head.run, key, writer_id).map(|late| (tip.clone(), late)),
+                Err(err) => Err(err),
+            };
+            let (tip, late) = match checked {
+                Err(_) if !fresh => {
+                    *slot = None;
+                    fresh = true;
+                    continue;
+                }
+                checked => checked?,
+            };
+            let tip = &tip;
             let metadata = self.metadata_at(key, tip).await?;
             let head = &tip.head.run;
-            let late = admits(head, key, writer_id)?;
             let next_writer_seq = head.writer_seq(writer_id) + 1;
             let admitted = admit(
                 key,
@@ -191,6 +227,14 @@ impl Shared {
                 pending.clone(),
             );
             if admitted.payloads.is_empty() {
+                if !fresh {
+                    // Nothing to publish, decided on a kept tip: items
+                    // judged stored already must be so in the run as it
+                    // is now (prepared again elsewhere, it holds none).
+                    *slot = None;
+                    fresh = true;
+                    continue;
+                }
                 let outcome = AppendOutcome {
                     stored,
                     duplicates: admitted.duplicates,
@@ -202,6 +246,7 @@ impl Shared {
                     None => Ok(outcome),
                 };
             }
+            fresh = true;
             if late && !head.lease_lapse.is_some_and(|lapse| lapse.returned) {
                 let record = lapse_record(&metadata, tip, LapseStep::Returned(writer_id));
                 self.store_record(key, &mut slot, record).await?;
