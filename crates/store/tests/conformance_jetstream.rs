@@ -13,14 +13,18 @@ use std::{
 };
 
 use baa_logging_store::{
-    JetStreamOptions, JetStreamStore, Limits, ReadFrom, RetentionPolicy, RunReader, RunStore,
+    JetStreamOptions, JetStreamStore, Limits, ObjectReader, ObjectStore, ObjectUpload, ReadFrom,
+    RetentionPolicy, RunReader, RunStore, StoreError,
     conformance::{self, Backend},
     model::{
         AppendItem, AppendPayload, LogEntry, RunKey, RunMetadataInput, RunStatePatch,
         RunStateSnapshotInput, RunStatus, StreamChunkInput, StreamLogChannel,
     },
+    objects::{ObjectKind, ObjectLimits, ObjectRef, UploadCommit},
 };
+use base64::Engine;
 use nats_cluster::NatsCluster;
+use sha2::{Digest, Sha256};
 
 /// Streams get names of their own.
 static STREAMS: AtomicUsize = AtomicUsize::new(0);
@@ -94,6 +98,229 @@ async fn every_conformance_check_on_a_three_server_cluster() {
     );
     eprintln!("two nodes: a run prepared again is written with its new metadata");
     a_run_prepared_again_is_written_with_its_new_metadata(&JetStream::new(&cluster)).await;
+    eprintln!("two nodes: the later stream of an upload takes it over");
+    the_later_stream_of_an_upload_takes_it_over(&JetStream::new(&cluster)).await;
+    eprintln!("two nodes: a run's uploads through two nodes count against one limit");
+    uploads_through_two_nodes_count_against_one_limit(&JetStream::new(&cluster)).await;
+    eprintln!("the sweep leaves the chunks of a committed object whose key was left");
+    the_sweep_keeps_a_committed_objects_chunks(&JetStream::new(&cluster)).await;
+}
+
+/// Two stores on one stream with these object limits.
+async fn two_nodes_with(
+    backend: &JetStream,
+    objects: ObjectLimits,
+) -> (JetStreamStore, JetStreamStore) {
+    let open = || {
+        JetStreamStore::open(JetStreamOptions {
+            stream: backend.stream.clone(),
+            objects,
+            connect_timeout: Duration::from_secs(30),
+            ..JetStreamOptions::new(backend.urls.clone())
+        })
+    };
+    (
+        open().await.expect("the store opens"),
+        open().await.expect("the store opens"),
+    )
+}
+
+/// Prepares `nightly/r` through `store` and moves it to running.
+async fn running(store: &JetStreamStore) -> RunKey {
+    store
+        .prepare_run(metadata("one"), initial_state())
+        .await
+        .expect("prepared");
+    let key = RunKey {
+        task_id: "nightly".into(),
+        run_id: "r".into(),
+    };
+    set(store, &key, RunStatus::Running).await;
+    key
+}
+
+/// Moves a run to `status`.
+async fn set(store: &JetStreamStore, key: &RunKey, status: RunStatus) {
+    let patch = RunStatePatch {
+        status: Some(status),
+        ..RunStatePatch::default()
+    };
+    store.update_state(key, patch).await.expect("a status");
+}
+
+/// The state a test run starts in.
+fn initial_state() -> RunStateSnapshotInput {
+    RunStateSnapshotInput {
+        attempt: 1,
+        started_at: "2026-01-02T03:04:05.000Z".into(),
+        checkpoint_seq: None,
+        summary: None,
+    }
+}
+
+/// An artifact of `key`.
+fn artifact(key: &RunKey, name: &str) -> ObjectRef {
+    ObjectRef {
+        key: key.clone(),
+        kind: ObjectKind::Artifact,
+        name: name.into(),
+        checkpoint_seq: 0,
+    }
+}
+
+/// What a commit of `data` says.
+fn commit_of(data: &[u8]) -> UploadCommit {
+    UploadCommit {
+        size: data.len() as u64,
+        sha256: Sha256::digest(data).into(),
+    }
+}
+
+/// A stream that opens an upload through one node takes it over from an
+/// earlier stream through another: the earlier one may write no more, and
+/// once the upload is committed, no stream writes to it.
+async fn the_later_stream_of_an_upload_takes_it_over(backend: &JetStream) {
+    let (a, b) = two_nodes_with(backend, ObjectLimits::default()).await;
+    let key = running(&a).await;
+    let object = artifact(&key, "out.bin");
+    let mut earlier = a.open_upload(object.clone(), "u").await.expect("opens");
+    earlier
+        .write(0, vec![1; 1000].into())
+        .await
+        .expect("a write");
+    let mut later = b.open_upload(object.clone(), "u").await.expect("resumes");
+    assert_eq!(later.size(), 1000);
+    assert!(matches!(
+        earlier.write(1000, vec![2; 10].into()).await,
+        Err(StoreError::UploadTakenOver { .. })
+    ));
+    later
+        .write(1000, vec![3; 500].into())
+        .await
+        .expect("a write");
+    let mut third = a.open_upload(object.clone(), "u").await.expect("resumes");
+    let mut data = vec![1; 1000];
+    data.extend([3; 500]);
+    let info = third.commit(commit_of(&data)).await.expect("committed");
+    assert_eq!(info.size, 1500);
+    assert!(matches!(
+        later.write(1500, vec![4; 10].into()).await,
+        Err(StoreError::UploadTakenOver { .. })
+    ));
+    let (_, mut reader) = b.open_object(object).await.expect("it opens");
+    assert!(reader.read_at(0, 1500).await.expect("a read")[..] == data[..]);
+}
+
+/// Two uploads of one run, each through its own node, are held to the
+/// run's `max_run_objects_bytes` together.
+async fn uploads_through_two_nodes_count_against_one_limit(backend: &JetStream) {
+    let limits = ObjectLimits {
+        max_run_objects_bytes: 1000,
+        ..ObjectLimits::default()
+    };
+    let (a, b) = two_nodes_with(backend, limits).await;
+    let key = running(&a).await;
+    let mut first = a
+        .open_upload(artifact(&key, "one"), "u1")
+        .await
+        .expect("opens");
+    let mut second = b
+        .open_upload(artifact(&key, "two"), "u2")
+        .await
+        .expect("opens");
+    first.write(0, vec![1; 800].into()).await.expect("a write");
+    assert!(matches!(
+        second.write(0, vec![2; 800].into()).await,
+        Err(StoreError::ObjectTooLarge {
+            limit: "max_run_objects_bytes",
+            ..
+        })
+    ));
+    second
+        .write(0, vec![2; 200].into())
+        .await
+        .expect("what fits");
+}
+
+/// A commit that stopped after its record, before it dropped its
+/// upload's key: the sweep drops the key and keeps the object's bytes,
+/// and the upload's status says the object is complete.
+async fn the_sweep_keeps_a_committed_objects_chunks(backend: &JetStream) {
+    let (a, _) = two_nodes_with(backend, ObjectLimits::default()).await;
+    let key = running(&a).await;
+    let object = artifact(&key, "kept.bin");
+    let data = vec![7u8; 300_000];
+    let mut upload = a.open_upload(object.clone(), "u").await.expect("opens");
+    upload.write(0, data.clone().into()).await.expect("a write");
+    upload.commit(commit_of(&data)).await.expect("committed");
+
+    // The key as a commit that stopped leaves it.
+    let addresses: Vec<async_nats::ServerAddr> = backend
+        .urls
+        .iter()
+        .map(|url| url.parse().expect("a server address"))
+        .collect();
+    let client = async_nats::connect(addresses).await.expect("connects");
+    let js = async_nats::jetstream::new(client);
+    let objects = js
+        .get_stream(format!("OBJ_{}_OBJECTS", backend.stream))
+        .await
+        .expect("the bucket");
+    let meta_subject = format!(
+        "$O.{}_OBJECTS.M.{}",
+        backend.stream,
+        base64::engine::general_purpose::URL_SAFE.encode("nightly/r/artifacts/kept.bin")
+    );
+    let meta = objects
+        .get_last_raw_message_by_subject(&meta_subject)
+        .await
+        .expect("the meta message");
+    let nuid = serde_json::from_slice::<serde_json::Value>(&meta.payload).expect("JSON")["nuid"]
+        .as_str()
+        .expect("a nuid")
+        .to_owned();
+    let runs = js.get_stream(&backend.stream).await.expect("the stream");
+    let origin = runs
+        .raw_message_builder()
+        .sequence(1)
+        .next_by_subject(format!("{}.run.nightly.r", backend.stream))
+        .send()
+        .await
+        .expect("the prepared record")
+        .sequence;
+    let uploads = js
+        .get_key_value(format!("{}_UPLOADS", backend.stream))
+        .await
+        .expect("the uploads bucket");
+    let left = serde_json::json!({
+        "kind": "artifact", "checkpointSeq": 0, "name": "kept.bin", "nuid": nuid,
+        "origin": origin, "openedAt": 0, "state": "committing",
+    });
+    uploads
+        .put("nightly.r.u", left.to_string().into())
+        .await
+        .expect("a key");
+
+    let status = a
+        .upload_status(object.clone(), "u")
+        .await
+        .expect("a status");
+    assert_eq!(status.committed_size, 0);
+    assert_eq!(status.complete.map(|info| info.size), Some(300_000));
+    set(&a, &key, RunStatus::Completed).await;
+    assert_eq!(a.sweep_uploads(Duration::ZERO).await.expect("a sweep"), 1);
+    assert!(
+        uploads.get("nightly.r.u").await.expect("a read").is_none(),
+        "the key is gone"
+    );
+    let (_, mut reader) = a.open_object(object).await.expect("it opens");
+    assert!(
+        reader
+            .read_at(0, 300_000)
+            .await
+            .expect("the bytes are kept")[..]
+            == data[..]
+    );
 }
 
 /// Two stores on one stream, as two nodes are.

@@ -127,7 +127,10 @@ impl JetStreamStore {
                 time = tip.head.time;
                 resumed = Some(tip);
             }
-            Some(tombstone) => expected = tombstone.stream_seq,
+            Some(tombstone) => {
+                shared.finish_deletion(&key, &tombstone).await?;
+                expected = tombstone.stream_seq;
+            }
             None => {}
         }
         let skip = head.next_seq - 1;
@@ -205,7 +208,10 @@ impl JetStreamStore {
                 continue;
             }
             let (_, mut reader) = source.open_object(object).await?;
-            let mark = shared.objects.copy_object(key, &info, &mut reader).await?;
+            let mark = shared
+                .objects
+                .copy_object(key, head.origin, &info, &mut reader)
+                .await?;
             head.objects.count += 1;
             head.objects.bytes += info.size;
             let mut record =

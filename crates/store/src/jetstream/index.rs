@@ -36,7 +36,7 @@ pub(crate) struct IndexEntry {
     pub(crate) metadata: RunMetadata,
     /// Its state.
     pub(crate) state: RunStateSnapshot,
-    /// The bytes of its entries.
+    /// The bytes of its entries and objects.
     pub(crate) bytes: u64,
     /// The stream sequence of the record the entry was made from.
     pub(crate) stream_seq: u64,
@@ -63,7 +63,9 @@ impl Index {
         let entry = IndexEntry {
             metadata: metadata.clone(),
             state: run.state.clone(),
-            bytes: run.bytes,
+            // Retention's byte limit counts a run's objects too, as the
+            // local store counts its whole directory.
+            bytes: run.bytes + run.objects.bytes,
             stream_seq,
         };
         if let Err(cause) = self.write(key, &entry).await {
@@ -109,7 +111,10 @@ impl Index {
 
     /// Removes `key`'s entry.
     pub(crate) async fn remove(&self, key: &RunKey) {
-        if let Err(cause) = self.kv.purge(subject::index_key(key)).await {
+        // A purge of the key's subject, not a delete marker: the bucket
+        // keeps nothing of a deleted run.
+        let subject = format!("{}{}", self.kv.prefix, subject::index_key(key));
+        if let Err(cause) = self.kv.stream.purge().filter(subject).await {
             warn!(run = %key, %cause, "cannot remove the run's index entry");
         }
     }

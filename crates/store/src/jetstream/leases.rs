@@ -80,6 +80,8 @@ impl LeaseHolds {
 
     /// Forgets `key`'s hold (the run was deleted).
     pub(crate) async fn forget(&self, key: &RunKey) {
-        let _ = self.kv.purge(subject::index_key(key)).await;
+        // A purge of the key's subject leaves no marker behind.
+        let subject = format!("{}{}", self.kv.prefix, subject::index_key(key));
+        let _ = self.kv.stream.purge().filter(subject).await;
     }
 }

@@ -651,13 +651,12 @@ impl RunStore for JetStreamStore {
     }
 }
 
-impl JetStreamStore {
+impl Shared {
     /// Purges `key`'s records before its `Deleted` record at `deleted`,
     /// and nothing after it: a run prepared again meanwhile stays whole.
     async fn purge_before(&self, key: &RunKey, deleted: u64) -> Result<()> {
-        let subject = self.shared.chains.subjects.run(key);
-        self.shared
-            .chains
+        let subject = self.chains.subjects.run(key);
+        self.chains
             .stream
             .purge()
             .filter(subject)
@@ -667,6 +666,16 @@ impl JetStreamStore {
         Ok(())
     }
 
+    /// Finishes the deletion of a run whose tip is its `Deleted` record:
+    /// its objects, then its records before that one. A pass that stopped
+    /// part way, or a run prepared again over it, calls this again.
+    pub(crate) async fn finish_deletion(&self, key: &RunKey, deleted: &Tip) -> Result<()> {
+        self.drop_objects(key, deleted).await?;
+        self.purge_before(key, deleted.stream_seq).await
+    }
+}
+
+impl JetStreamStore {
     /// Deletes a terminal run: a `Deleted` record on its chain (so no
     /// node appends or prepares on the old run), then every record
     /// before it purged, then its index entry. Keeps a run that is not
@@ -679,8 +688,7 @@ impl JetStreamStore {
             Some(tip) if tip.exists() => tip,
             Some(tip) => {
                 // Marked deleted by a pass that did not get to purge.
-                self.drop_objects(key, &tip).await?;
-                self.purge_before(key, tip.stream_seq).await?;
+                self.shared.finish_deletion(key, &tip).await?;
                 self.shared.index.remove(key).await;
                 return Ok(Outcome::Gone);
             }
@@ -700,8 +708,8 @@ impl JetStreamStore {
             return Ok(Outcome::NotTerminal);
         };
         // The records before `Deleted` name the objects: they go first.
-        self.drop_objects(key, &tip).await?;
-        self.purge_before(key, deleted).await?;
+        self.shared.drop_objects(key, &tip).await?;
+        self.shared.purge_before(key, deleted).await?;
         self.shared.index.remove(key).await;
         self.shared.leases.forget(key).await;
         self.shared.forget(key);

@@ -170,6 +170,12 @@ impl Shared {
                     entries: Vec::new(),
                 });
             }
+            if let Some(deleted) = slot.as_ref().filter(|tip| !tip.exists()) {
+                // A run of these ids was deleted: what a pass that stopped
+                // part way left of it goes first, while its records still
+                // name its objects.
+                self.finish_deletion(&key, deleted).await?;
+            }
             let (record, entries) = prepared_record(&key, &metadata, &initial);
             if self.store_record(&key, &mut slot, record).await? {
                 let tip = slot.as_ref().expect("stored");

@@ -130,18 +130,6 @@ impl Shared {
         Ok(marks.into_iter().rev().find(|mark| mark.is(object)))
     }
 
-    /// `object` as served, if the run at `tip` has it.
-    pub(crate) async fn find_object(
-        &self,
-        tip: &Tip,
-        object: &ObjectRef,
-    ) -> Result<Option<ObjectInfo>> {
-        self.find_mark(tip, object)
-            .await?
-            .map(|mark| mark.info())
-            .transpose()
-    }
-
     /// Forgets the objects this node listed for `key`.
     pub(crate) fn forget_objects(&self, key: &RunKey) {
         crate::local::concurrency::lock(&self.objects.listings).remove(key);

@@ -260,14 +260,24 @@ impl Objects {
         }
     }
 
-    /// Removes the meta message of `object`.
-    pub(crate) async fn purge_meta(&self, object: &ObjectRef) -> Result<()> {
+    /// Removes the meta message of `object` if it names the chunks of
+    /// `nuid`: a run of the same ids prepared again since may have put
+    /// another object under the name.
+    pub(crate) async fn purge_meta(&self, object: &ObjectRef, nuid: &str) -> Result<()> {
         let subject = self.meta_subject(&Self::object_name(object));
-        self.stream
-            .purge()
-            .filter(subject)
-            .await
-            .map_err(|err| unavailable(format!("cannot purge {object}"), err))?;
+        let names_it = match self.stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => serde_json::from_slice::<serde_json::Value>(&message.payload)
+                .is_ok_and(|meta| meta["nuid"] == nuid),
+            Err(err) if matches!(err.kind(), RawMessageErrorKind::NoMessageFound) => false,
+            Err(err) => return Err(unavailable(format!("cannot read {object}"), err)),
+        };
+        if names_it {
+            self.stream
+                .purge()
+                .filter(subject)
+                .await
+                .map_err(|err| unavailable(format!("cannot purge {object}"), err))?;
+        }
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use super::{catalog::last_object_record, objects_allowed, open_slot};
 use crate::{
     error::{Refused, Result, StoreError},
     jetstream::{
-        JetStreamStore, Shared,
+        Shared,
         chain::Tip,
         record::{NewRecord, ObjectMark, RecordKind},
         writes::{Plan, entries_record, importing, next_run, state_record},
@@ -81,6 +81,8 @@ impl Shared {
             );
             record.head.object = Some(mark.clone());
             if self.store_record(key, &mut slot, record).await? {
+                drop(slot);
+                self.reindex(key, &cell).await;
                 return Ok(Placed::New);
             }
         }
@@ -173,15 +175,20 @@ fn refuse_terminal(key: &RunKey, tip: &Tip) -> Result<()> {
     }
 }
 
-impl JetStreamStore {
+impl Shared {
     /// Removes the objects and staged uploads of a run that retention
     /// deletes, whose tip (its `Deleted` record, or the one before) is
     /// `tip`: their chunks and meta messages, while the records that
-    /// name them are still there to be read.
+    /// name them are still there to be read. Records purged already mean
+    /// their objects went before them.
     pub(crate) async fn drop_objects(&self, key: &RunKey, tip: &Tip) -> Result<()> {
-        let shared = &self.shared;
         if last_object_record(tip) != 0 {
-            for mark in shared.objects_at(key, tip).await? {
+            let marks = match self.objects_at(key, tip).await {
+                Ok(marks) => marks,
+                Err(StoreError::RunNotFound(_)) => Vec::new(),
+                Err(err) => return Err(err),
+            };
+            for mark in marks {
                 let object = ObjectRef {
                     key: key.clone(),
                     kind: mark.kind,
@@ -191,12 +198,12 @@ impl JetStreamStore {
                         ObjectKind::Checkpoint => mark.checkpoint_seq,
                     },
                 };
-                shared.objects.purge_meta(&object).await?;
-                shared.objects.purge_chunks(&mark.nuid).await?;
+                self.objects.purge_meta(&object, &mark.nuid).await?;
+                self.objects.purge_chunks(&mark.nuid).await?;
             }
         }
-        shared.objects.drop_stagings(key).await?;
-        shared.forget_objects(key);
+        self.objects.drop_stagings(key, tip.origin()).await?;
+        self.forget_objects(key);
         Ok(())
     }
 }

@@ -10,7 +10,10 @@
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::{Objects, chunks::now_secs, uploads::Staging};
+use super::{
+    Objects,
+    staging::{Staging, staging_key},
+};
 use crate::{
     ObjectReader,
     error::{Result, StoreError},
@@ -20,9 +23,10 @@ use crate::{
 };
 
 impl Objects {
-    /// Copies the object `info` of the run `key`, read by `reader`, into
-    /// chunks of a new upload; returns what its record must say. The
-    /// upload's key stays until [`Objects::end_copy`].
+    /// Copies the object `info` of the run `key` (prepared at `origin`),
+    /// read by `reader`, into chunks of a new upload; returns what its
+    /// record must say. The upload's key stays until
+    /// [`Objects::end_copy`].
     ///
     /// # Errors
     ///
@@ -31,23 +35,20 @@ impl Objects {
     pub(crate) async fn copy_object(
         &self,
         key: &RunKey,
+        origin: u64,
         info: &ObjectInfo,
         reader: &mut impl ObjectReader,
     ) -> Result<ObjectMark> {
         let upload_id = copy_id(info);
-        let staging = Staging {
-            kind: info.kind,
-            checkpoint_seq: info.checkpoint_seq,
-            name: info.name.clone(),
-            nuid: uuid::Uuid::new_v4().simple().to_string(),
-            opened_at: now_secs(),
-        };
+        let name = staging_key(key, &upload_id);
+        let staging = Staging::new(&object_of(key, info), origin);
         // What an import that stopped staged is dropped: it starts again.
-        if let Some((earlier, _)) = self.staging(key, &upload_id).await? {
-            self.drop_staging(&self.staging_name(key, &upload_id), &earlier, None)
-                .await?;
+        if let Some((earlier, revision)) = self.staging(key, &upload_id).await? {
+            self.drop_staging(&name, &earlier, revision).await?;
         }
-        self.put_staging(key, &upload_id, &staging).await?;
+        let Some(revision) = self.create_staging(&name, &staging).await? else {
+            return Err(busy(key, info));
+        };
         let mut hasher = Sha256::new();
         let (mut at, mut last_seq, mut chunks, mut first_chunk) = (0u64, 0u64, 0u64, 0u64);
         while at < info.size {
@@ -64,23 +65,14 @@ impl Objects {
                     }
                     last_seq = seq;
                 }
-                Published::Conflict => {
-                    return Err(StoreError::Unavailable {
-                        context: format!("importing {}", describe(key, info)),
-                        cause: "another import wrote the same object meanwhile; run the import \
-                                again"
-                            .to_owned(),
-                    });
-                }
+                Published::Conflict => return Err(busy(key, info)),
             }
             chunks += 1;
             at += want as u64;
         }
         let sha256: [u8; 32] = hasher.finalize().into();
         if sha256 != info.sha256 {
-            let _ = self
-                .drop_staging(&self.staging_name(key, &upload_id), &staging, None)
-                .await;
+            let _ = self.drop_staging(&name, &staging, revision).await;
             return Err(StoreError::damaged(
                 describe(key, info),
                 "does not have the SHA-256 its store recorded; it was not imported",
@@ -103,15 +95,9 @@ impl Objects {
     /// Ends the copy of `info` once its record is in: its meta message,
     /// and its upload's key dropped.
     pub(crate) async fn end_copy(&self, key: &RunKey, info: &ObjectInfo, mark: &ObjectMark) {
-        let object = ObjectRef {
-            key: key.clone(),
-            kind: info.kind,
-            name: info.name.clone(),
-            checkpoint_seq: info.checkpoint_seq,
-        };
-        self.publish_meta(&object, mark).await;
-        let name = self.staging_name(key, &copy_id(info));
-        if let Err(err) = self.uploads.purge(&name).await {
+        self.publish_meta(&object_of(key, info), mark).await;
+        let name = staging_key(key, &copy_id(info));
+        if let Err(err) = self.forget_staging(&name).await {
             tracing::warn!(upload = %name, cause = %err, "cannot drop an imported object's key");
         }
     }
@@ -126,13 +112,25 @@ fn copy_id(info: &ObjectInfo) -> String {
     format!("import-{}", &hex::encode(hasher.finalize())[..24])
 }
 
-/// An object, for messages.
-fn describe(key: &RunKey, info: &ObjectInfo) -> String {
+/// The object `info` of `key`.
+fn object_of(key: &RunKey, info: &ObjectInfo) -> ObjectRef {
     ObjectRef {
         key: key.clone(),
         kind: info.kind,
         name: info.name.clone(),
         checkpoint_seq: info.checkpoint_seq,
     }
-    .to_string()
+}
+
+/// An object, for messages.
+fn describe(key: &RunKey, info: &ObjectInfo) -> String {
+    object_of(key, info).to_string()
+}
+
+/// The error for an object that another import copies at the same time.
+fn busy(key: &RunKey, info: &ObjectInfo) -> StoreError {
+    StoreError::Unavailable {
+        context: format!("importing {}", describe(key, info)),
+        cause: "another import copies the same object; run the import again".to_owned(),
+    }
 }

@@ -35,6 +35,7 @@ mod catalog;
 mod chunks;
 mod commit;
 mod import;
+mod staging;
 mod uploads;
 
 use std::{
@@ -46,7 +47,7 @@ use std::{
 use async_nats::jetstream::{self, kv, stream};
 
 pub(crate) use self::catalog::last_object_record;
-use self::{catalog::Listing, uploads::Staging};
+use self::{catalog::Listing, staging::run_of};
 pub use self::{chunks::JetStreamObjectReader, uploads::JetStreamUpload};
 use super::{JetStreamStore, chain::Tip, retry_setup};
 use crate::{
@@ -207,12 +208,23 @@ impl ObjectStore for JetStreamStore {
         check_object(&object)?;
         check_id("upload_id", upload_id)?;
         let tip = self.fresh_tip(&object.key).await?;
-        let existing = self.shared.find_object(&tip, &object).await?;
+        let marks = self.shared.objects_at(&object.key, &tip).await?;
+        let existing = self
+            .shared
+            .find_mark(&tip, &object)
+            .await?
+            .map(|mark| mark.info())
+            .transpose()?;
         let objects = &self.shared.objects;
         let staged = match objects.staging(&object.key, upload_id).await? {
             Some((staging, _)) => {
                 staging.check_target(&object, upload_id)?;
-                Some(objects.staged_end(&staging.nuid).await?.size)
+                // A key left by a commit whose record is in, or by an
+                // earlier run of these ids, stages nothing.
+                match staging.origin == tip.origin() && !staging.committed_in(&marks) {
+                    true => Some(objects.staged_end(&staging.nuid).await?.size),
+                    false => None,
+                }
             }
             None => None,
         };
@@ -247,7 +259,11 @@ impl ObjectStore for JetStreamStore {
         objects.sort_by(|a, b| {
             (a.kind, a.checkpoint_seq, &a.name).cmp(&(b.kind, b.checkpoint_seq, &b.name))
         });
-        let staged = self.shared.objects.staged_bytes(key, None).await?;
+        let staged = self
+            .shared
+            .objects
+            .staged_bytes(key, tip.origin(), &marks, None)
+            .await?;
         Ok(ObjectListing {
             objects,
             total_bytes: tip.head.run.objects.bytes + staged,
@@ -273,50 +289,48 @@ impl ObjectStore for JetStreamStore {
     async fn sweep_uploads(&self, age: Duration) -> Result<u64> {
         let mut swept = 0;
         for (name, staging, revision) in self.shared.objects.all_stagings().await? {
-            let Some(key) = uploads::run_of(&name) else {
-                continue;
-            };
-            let tip = self.shared.chains.tip(&key).await?;
-            let ended = tip
-                .as_ref()
-                .is_none_or(|tip| !tip.exists() || tip.head.run.state.status.is_terminal());
-            let idle = ended || self.shared.objects.idle_for(&staging).await? >= age;
-            if idle
-                && self
-                    .shared
-                    .objects
-                    .drop_staging(&name, &staging, Some(revision))
-                    .await?
-            {
-                swept += 1;
+            match self.sweep_one(&name, &staging, revision, age).await {
+                Ok(true) => swept += 1,
+                Ok(false) => {}
+                Err(err) => tracing::warn!(upload = %name, cause = %err, "cannot sweep an upload"),
             }
         }
         Ok(swept)
     }
 }
 
-/// Which staged upload names which object.
-impl Staging {
-    /// Refuses an upload id that stages another object.
-    pub(crate) fn check_target(&self, object: &ObjectRef, upload_id: &str) -> Result<()> {
-        if self.kind == object.kind
-            && self.checkpoint_seq == object.checkpoint_seq
-            && self.name == object.name
+impl JetStreamStore {
+    /// Drops the staged upload under the key `name` if nothing opened or
+    /// wrote to it for `age`, or its run ended or is gone; only the key,
+    /// when a record holds its chunks (a commit that stopped before it
+    /// dropped the key). Returns whether it was dropped.
+    async fn sweep_one(
+        &self,
+        name: &str,
+        staging: &staging::Staging,
+        revision: u64,
+        age: Duration,
+    ) -> Result<bool> {
+        let objects = &self.shared.objects;
+        let Some(key) = run_of(name) else {
+            return Ok(false);
+        };
+        let tip = self.shared.chains.tip(&key).await?.filter(Tip::exists);
+        if let Some(tip) = &tip
+            && tip.origin() == staging.origin
         {
-            return Ok(());
+            let marks = self.shared.objects_at(&key, tip).await?;
+            if staging.committed_in(&marks) {
+                objects.forget_staging(name).await?;
+                return Ok(true);
+            }
         }
-        Err(StoreError::UploadConflict {
-            upload_id: upload_id.to_owned(),
-            other: format!(
-                "{}: {} {}{}",
-                object.key,
-                self.kind.as_str(),
-                match self.checkpoint_seq {
-                    0 => String::new(),
-                    seq => format!("{seq}/"),
-                },
-                self.name
-            ),
-        })
+        let ended = tip.as_ref().is_none_or(|tip| {
+            tip.origin() != staging.origin || tip.head.run.state.status.is_terminal()
+        });
+        if ended || objects.idle_for(staging).await? >= age {
+            return objects.drop_staging(name, staging, revision).await;
+        }
+        Ok(false)
     }
 }
