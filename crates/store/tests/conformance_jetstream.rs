@@ -198,7 +198,7 @@ async fn the_later_stream_of_an_upload_takes_it_over(backend: &JetStream) {
         .write(1000, vec![3; 500].into())
         .await
         .expect("a write");
-    let mut third = a.open_upload(object.clone(), "u").await.expect("resumes");
+    let third = a.open_upload(object.clone(), "u").await.expect("resumes");
     let mut data = vec![1; 1000];
     data.extend([3; 500]);
     let info = third.commit(commit_of(&data)).await.expect("committed");
