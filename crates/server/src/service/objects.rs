@@ -371,6 +371,9 @@ async fn send_object(
                     "{err}; download again from offset {offset}"
                 )))
             }
+            Err(err @ baa_logging_store::StoreError::ObjectNotFound(_)) => {
+                Err(Status::not_found(format!("{err}: its run was deleted")))
+            }
             Err(err) => {
                 tracing::error!(cause = %err, "cannot read an object");
                 Err(Status::internal(

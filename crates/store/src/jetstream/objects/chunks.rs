@@ -412,6 +412,18 @@ impl JetStreamObjectReader {
         }
     }
 
+    /// `err`, or [`StoreError::ObjectNotFound`] when none of the object's
+    /// chunks is left: retention deleted its run while it was read.
+    async fn gone_or(&self, err: StoreError) -> StoreError {
+        if !matches!(err, StoreError::Damaged { .. }) {
+            return err;
+        }
+        match self.objects.chunk_from(&self.mark.nuid, 1).await {
+            Ok(None) => StoreError::ObjectNotFound(self.object.to_string()),
+            _ => err,
+        }
+    }
+
     /// The error for a byte no chunk holds.
     fn missing(&self, at: u64) -> StoreError {
         StoreError::damaged(
@@ -432,7 +444,10 @@ impl ObjectReader for JetStreamObjectReader {
         let mut out = BytesMut::with_capacity(want);
         let mut at = offset;
         while out.len() < want {
-            let chunk = self.chunk_holding(at).await?;
+            let chunk = match self.chunk_holding(at).await {
+                Ok(chunk) => chunk,
+                Err(err) => return Err(self.gone_or(err).await),
+            };
             let start = (at - chunk.offset) as usize;
             let take = (chunk.data.len() - start).min(want - out.len());
             out.extend_from_slice(&chunk.data[start..start + take]);
