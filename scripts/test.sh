@@ -55,6 +55,6 @@ step "benchmark harness smoke run (tiny sizes, a few seconds; no figure is check
 cargo run --locked -p baa-bench -- --smoke --json target/baa-bench-smoke.json
 # The JetStream rows start NATS clusters of their own (the pinned
 # nats-server from scripts/install-nats-server.sh), so they need no peers.
-cargo run --locked -p baa-bench -- --smoke --workloads w1,w2 --no-peers \
+cargo run --locked -p baa-bench -- --smoke --workloads w1,w2,w10 --no-peers \
     --systems baa-logd-js1,baa-logd-js3-sync,nats-js3-sync \
     --json target/baa-bench-smoke-jetstream.json

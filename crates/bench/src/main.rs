@@ -212,13 +212,11 @@ async fn bench(mut args: BenchArgs) -> Result<()> {
         (report.w9_page, report.w9_live) =
             workloads::browser::run(&launcher, &args.browser()).await;
     }
-    if args.workloads.contains(&Workload::W10) && args.systems.contains(&BaaLogd) {
-        report.w10 = workloads::objects::run(
-            &launcher.programs.baa_logd,
-            args.cli_bin.clone(),
-            &args.objects(),
-        )
-        .await;
+    if args.workloads.contains(&Workload::W10) {
+        let systems = chosen(&[BaaLogd, BaaLogdJs3Sync]);
+        report.w10 =
+            workloads::objects::run(&launcher, args.cli_bin.clone(), &args.objects(), &systems)
+                .await;
     }
     report.conclude();
     print!("{}", report.to_markdown());

@@ -19,7 +19,7 @@
 
 mod disk;
 pub(crate) mod grpc;
-mod jetstream_logd;
+pub(crate) mod jetstream_logd;
 mod nats;
 mod nats_cluster;
 pub(crate) mod peers;

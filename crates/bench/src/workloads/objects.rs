@@ -10,6 +10,11 @@
 //! then `baa-log artifact get` (stream, write and hash as it comes, fsync,
 //! digest check). The source is read once before, so all three start from
 //! the page cache.
+//!
+//! With `baa-logd-js3-sync` among the systems, a second row measures the
+//! same on three baa-logd nodes on a three-server NATS cluster with
+//! `sync_interval: always`: the upload goes through the first node, the
+//! download through the third, so the object's bytes cross the cluster.
 
 use std::{
     io::Write,
@@ -26,8 +31,43 @@ use crate::{
     progress,
     report::ObjectsRow,
     samples::Samples,
-    systems::grpc::baa_logd_args,
+    systems::{Launcher, Role, SystemKind, grpc::baa_logd_args, jetstream_logd::JetStreamLogd},
 };
+
+/// The servers of one row: a baa-logd on local disk, or nodes on a NATS
+/// cluster.
+enum Servers {
+    /// One process with its data directory.
+    Local(ServerProcess),
+    /// The cluster and its nodes.
+    Cluster(JetStreamLogd),
+}
+
+impl Servers {
+    /// Where uploads go.
+    fn upload_url(&self) -> String {
+        match self {
+            Self::Local(server) => server.url(),
+            Self::Cluster(cluster) => cluster.node(Role::Writer(0)).url(),
+        }
+    }
+
+    /// Where downloads come from.
+    fn download_url(&self) -> String {
+        match self {
+            Self::Local(server) => server.url(),
+            Self::Cluster(cluster) => cluster.node(Role::Follower).url(),
+        }
+    }
+
+    /// Stops them.
+    async fn stop(self) -> Result<()> {
+        match self {
+            Self::Local(server) => server.terminate().await,
+            Self::Cluster(cluster) => cluster.stop().await,
+        }
+    }
+}
 
 /// W10's parameters.
 #[derive(Debug, Clone, Serialize)]
@@ -38,17 +78,33 @@ pub(crate) struct ObjectsParams {
     pub(crate) rounds: usize,
 }
 
-/// Runs W10 on baa-logd.
+/// Runs W10 on each of `systems` (`baa-logd`, `baa-logd-js3-sync`).
 pub(crate) async fn run(
-    baa_logd: &Path,
+    launcher: &Launcher,
     cli_bin: Option<std::path::PathBuf>,
     params: &ObjectsParams,
+    systems: &[SystemKind],
 ) -> Vec<ObjectsRow> {
+    let mut rows = Vec::new();
+    for &system in systems {
+        rows.push(run_one(launcher, cli_bin.clone(), params, system).await);
+    }
+    rows
+}
+
+/// Runs W10 on one system.
+async fn run_one(
+    launcher: &Launcher,
+    cli_bin: Option<std::path::PathBuf>,
+    params: &ObjectsParams,
+    system: SystemKind,
+) -> ObjectsRow {
     progress::phase(&format!(
-        "W10 objects · {} MiB, {} rounds",
+        "W10 objects · {system:?} · {} MiB, {} rounds",
         params.mib, params.rounds
     ));
     let mut row = ObjectsRow {
+        system,
         object_mib: params.mib,
         filesystem: String::new(),
         rounds: params.rounds,
@@ -63,7 +119,7 @@ pub(crate) async fn run(
         note: None,
         wrong_answer: None,
     };
-    if let Err(err) = measure(baa_logd, cli_bin, params, &mut row).await {
+    if let Err(err) = measure(launcher, cli_bin, params, &mut row).await {
         match err {
             BenchError::WrongAnswer(wrong) => row.wrong_answer = Some(wrong),
             err => row.note = Some(err.to_string()),
@@ -81,12 +137,12 @@ pub(crate) async fn run(
     let ratio = |got: Option<f64>| Some(got? / row.dd_mib_per_sec?);
     row.upload_ratio = ratio(row.upload_mib_per_sec);
     row.download_ratio = ratio(row.download_mib_per_sec);
-    vec![row]
+    row
 }
 
 /// Times the rounds into `row`.
 async fn measure(
-    baa_logd: &Path,
+    launcher: &Launcher,
     cli_bin: Option<std::path::PathBuf>,
     params: &ObjectsParams,
     row: &mut ObjectsRow,
@@ -103,9 +159,16 @@ async fn measure(
     progress::phase(&format!("  writing a {} MiB file", params.mib));
     write_source(&source, params.mib)?;
     let data_dir = dir.path().join("data");
-    let server = ServerProcess::start(baa_logd, baa_logd_args(&data_dir)).await?;
-    wait_serving(&server.url(), Duration::from_secs(30)).await?;
-    let client = Client::connect(server.url())
+    let baa_logd = &launcher.programs.baa_logd;
+    let servers = match row.system.cluster() {
+        Some(shape) => Servers::Cluster(
+            JetStreamLogd::start(baa_logd, launcher.nats_server.clone(), shape).await?,
+        ),
+        None => Servers::Local(ServerProcess::start(baa_logd, baa_logd_args(&data_dir)).await?),
+    };
+    wait_serving(&servers.upload_url(), Duration::from_secs(30)).await?;
+    wait_serving(&servers.download_url(), Duration::from_secs(30)).await?;
+    let client = Client::connect(servers.upload_url())
         .await
         .map_err(|err| BenchError::Failed(format!("cannot connect: {err}")))?;
     for round in 0..=params.rounds {
@@ -142,7 +205,7 @@ async fn measure(
         let started = Instant::now();
         run_cli(
             &baa_log,
-            &server.url(),
+            &servers.upload_url(),
             &[
                 "artifact",
                 "put",
@@ -179,7 +242,7 @@ async fn measure(
         let started = Instant::now();
         run_cli(
             &baa_log,
-            &server.url(),
+            &servers.download_url(),
             &[
                 "artifact",
                 "get",
@@ -210,7 +273,7 @@ async fn measure(
         // and stored bytes of this one go, to keep the disk's state alike.
         let _ = std::fs::remove_dir_all(data_dir.join("w10").join(format!("r{round}")));
     }
-    server.terminate().await?;
+    servers.stop().await?;
     Ok(())
 }
 
