@@ -104,6 +104,83 @@ async fn every_conformance_check_on_a_three_server_cluster() {
     uploads_through_two_nodes_count_against_one_limit(&JetStream::new(&cluster)).await;
     eprintln!("the sweep leaves the chunks of a committed object whose key was left");
     the_sweep_keeps_a_committed_objects_chunks(&JetStream::new(&cluster)).await;
+    eprintln!("an import of a finished run's objects is not swept under it");
+    an_import_is_not_swept_under_it(&JetStream::new(&cluster)).await;
+}
+
+/// A finished run imported with its objects while another node sweeps
+/// uploads over and over: the copies being staged are not the sweep's,
+/// and the object arrives whole.
+async fn an_import_is_not_swept_under_it(backend: &JetStream) {
+    let dir = tempfile::tempdir().expect("a directory");
+    let local = baa_logging_store::LocalStore::open(baa_logging_store::LocalStoreOptions::new(
+        dir.path().join("runs"),
+    ))
+    .expect("a local store");
+    local
+        .prepare_run(metadata("one"), initial_state())
+        .await
+        .expect("prepared");
+    let key = RunKey {
+        task_id: "nightly".into(),
+        run_id: "r".into(),
+    };
+    let data: Vec<u8> = (0..12_000_000u32)
+        .map(|i| (i * 7 + i / 4099) as u8)
+        .collect();
+    let object = artifact(&key, "big.bin");
+    let mut upload = local.open_upload(object.clone(), "u").await.expect("opens");
+    upload.write(0, data.clone().into()).await.expect("a write");
+    upload.commit(commit_of(&data)).await.expect("committed");
+    for status in [RunStatus::Running, RunStatus::Completed] {
+        let patch = RunStatePatch {
+            status: Some(status),
+            ..RunStatePatch::default()
+        };
+        local.update_state(&key, patch).await.expect("a status");
+    }
+    let view = local.get_run(&key).await.expect("the run");
+    let mut reader = local
+        .open_reader(
+            &key,
+            ReadFrom {
+                history_only: true,
+                ..ReadFrom::default()
+            },
+        )
+        .await
+        .expect("a reader");
+    let entries = reader.read(1 << 20).await.expect("a read").entries;
+
+    let (a, b) = two_nodes_with(backend, ObjectLimits::default()).await;
+    let sweeping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sweeper = tokio::spawn({
+        let sweeping = sweeping.clone();
+        async move {
+            let mut swept = 0;
+            while sweeping.load(std::sync::atomic::Ordering::Relaxed) {
+                swept += b
+                    .sweep_uploads(Duration::from_secs(3600))
+                    .await
+                    .unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            swept
+        }
+    });
+    let imported = a
+        .import_run(view.metadata, view.state, Vec::new(), entries, &local)
+        .await;
+    sweeping.store(false, std::sync::atomic::Ordering::Relaxed);
+    // The sweep may drop the key of a copy whose record is in (the key
+    // alone); never the copy's chunks.
+    let swept = sweeper.await.expect("the sweeper");
+    assert!(imported.is_ok(), "{imported:?}");
+    assert!(swept <= 1, "{swept} swept");
+    let (info, mut reader) = a.open_object(object).await.expect("it opens");
+    assert_eq!(info.size, data.len() as u64);
+    let back = reader.read_at(0, data.len()).await.expect("the bytes");
+    assert!(back[..] == data[..]);
 }
 
 /// Two stores on one stream with these object limits.

@@ -208,7 +208,7 @@ impl JetStreamStore {
                 continue;
             }
             let (_, mut reader) = source.open_object(object).await?;
-            let mark = shared
+            let (mark, revision) = shared
                 .objects
                 .copy_object(key, head.origin, &info, &mut reader)
                 .await?;
@@ -219,7 +219,7 @@ impl JetStreamStore {
             record.head.object = Some(mark.clone());
             *expected = self.publish_import(key, *expected, &record).await?;
             head.objects.last = *expected;
-            shared.objects.end_copy(key, &info, &mark).await;
+            shared.objects.end_copy(key, &info, &mark, revision).await;
             copied += 1;
         }
         Ok(copied)

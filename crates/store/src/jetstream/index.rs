@@ -109,6 +109,39 @@ impl Index {
         Err("other nodes kept writing it".to_owned())
     }
 
+    /// Removes `key`'s entry if it was made from a record at or before
+    /// `stream_seq` (a deleted run's `Deleted` record): an entry of the
+    /// run prepared again since under the same ids stays.
+    pub(crate) async fn remove_through(&self, key: &RunKey, stream_seq: u64) {
+        let name = subject::index_key(key);
+        let revision = match self.kv.entry(name.clone()).await {
+            Ok(Some(entry)) => {
+                let older = serde_json::from_slice::<IndexEntry>(&entry.value)
+                    .map_or(true, |known| known.stream_seq <= stream_seq);
+                if !older {
+                    return;
+                }
+                entry.revision
+            }
+            Ok(None) => return,
+            Err(cause) => {
+                warn!(run = %key, %cause, "cannot read the run's index entry to remove it");
+                return;
+            }
+        };
+        let subject = format!("{}{name}", self.kv.prefix);
+        if let Err(cause) = self
+            .kv
+            .stream
+            .purge()
+            .filter(subject)
+            .sequence(revision + 1)
+            .await
+        {
+            warn!(run = %key, %cause, "cannot remove the run's index entry");
+        }
+    }
+
     /// Removes `key`'s entry.
     pub(crate) async fn remove(&self, key: &RunKey) {
         // A purge of the key's subject, not a delete marker: the bucket

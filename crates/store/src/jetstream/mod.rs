@@ -175,26 +175,6 @@ pub(crate) struct Known {
     metadata: RunMetadata,
 }
 
-impl Known {
-    /// The metadata, if it is the metadata of the run whose tip is `tip`.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Unavailable`] when the run was deleted and prepared
-    /// again since (by another node): `shared` forgets it, and the
-    /// operation is tried again.
-    pub(crate) fn for_tip(&self, shared: &Shared, key: &RunKey, tip: &Tip) -> Result<&RunMetadata> {
-        if tip.origin() == self.origin {
-            return Ok(&self.metadata);
-        }
-        shared.forget_metadata(key);
-        Err(StoreError::Unavailable {
-            context: format!("run `{key}` was deleted and prepared again meanwhile"),
-            cause: "try again".to_owned(),
-        })
-    }
-}
-
 /// Keeps a run from this node's retention while it lives.
 #[derive(Debug)]
 pub struct UseGuard {
@@ -367,11 +347,6 @@ impl Shared {
     /// Remembers a run's metadata.
     fn remember_metadata(&self, key: &RunKey, known: &Known) {
         lock(&self.metadata).insert(key.clone(), known.clone());
-    }
-
-    /// Forgets a run's metadata.
-    fn forget_metadata(&self, key: &RunKey) {
-        lock(&self.metadata).remove(key);
     }
 
     /// Forgets what this node keeps of a run (deleted, or finished): it is
@@ -689,7 +664,7 @@ impl JetStreamStore {
             Some(tip) => {
                 // Marked deleted by a pass that did not get to purge.
                 self.shared.finish_deletion(key, &tip).await?;
-                self.shared.index.remove(key).await;
+                self.shared.index.remove_through(key, tip.stream_seq).await;
                 return Ok(Outcome::Gone);
             }
             None => {
@@ -710,7 +685,7 @@ impl JetStreamStore {
         // The records before `Deleted` name the objects: they go first.
         self.shared.drop_objects(key, &tip).await?;
         self.shared.purge_before(key, deleted).await?;
-        self.shared.index.remove(key).await;
+        self.shared.index.remove_through(key, deleted).await;
         self.shared.leases.forget(key).await;
         self.shared.forget(key);
         Ok(Outcome::Deleted)

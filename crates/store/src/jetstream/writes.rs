@@ -61,8 +61,9 @@ impl Shared {
         }
     }
 
-    /// Builds with `plan` from the run's tip and publishes, until a record
-    /// is stored or `plan` has nothing to publish.
+    /// Builds with `plan` from the run's tip and its metadata, and
+    /// publishes, until a record is stored or `plan` has nothing to
+    /// publish.
     ///
     /// A refusal counts only when it comes from the stream's current tip:
     /// one that this node had kept is read again first, since another
@@ -71,13 +72,18 @@ impl Shared {
         &self,
         key: &RunKey,
         cell: &TipCell,
-        mut plan: impl FnMut(&Tip) -> Result<Plan<T>>,
+        mut plan: impl FnMut(&Tip, &RunMetadata) -> Result<Plan<T>>,
     ) -> Result<T> {
         let mut slot = cell.lock().await;
         let mut fresh = slot.is_none();
         loop {
             let planned = match self.current(key, &mut slot).await {
-                Ok(tip) => plan(tip),
+                // The metadata of the run the tip is of: another node may
+                // have deleted it and prepared it again since.
+                Ok(tip) => match self.metadata_at(key, tip).await {
+                    Ok(metadata) => plan(tip, &metadata),
+                    Err(err) => Err(err),
+                },
                 Err(err) => Err(err),
             };
             let (record, answer) = match planned {
@@ -311,13 +317,11 @@ impl Shared {
         check_id("task_id", &key.task_id)?;
         check_id("run_id", &key.run_id)?;
         let cell = self.cell(key);
-        let known = self.metadata(key).await?;
         let state = self
-            .write(key, &cell, |tip| {
+            .write(key, &cell, |tip, metadata| {
                 let head = &tip.head.run;
                 importing(head, key)?;
                 if let Some(writer_id) = writer_id.filter(|id| head.late_writer(id)) {
-                    let metadata = known.for_tip(self, key, tip)?;
                     let record = settle(key, metadata, tip, writer_id, patch.clone())?;
                     let state = record.head.run.state.clone();
                     return Ok(Plan::Publish(Box::new(record), state));
@@ -352,15 +356,13 @@ impl Shared {
         expiry: LeaseExpiry,
     ) -> Result<Option<RunStateSnapshot>> {
         let cell = self.cell(key);
-        let known = self.metadata(key).await?;
         // Decided on the run as it is now, not as this node last saw it.
         *cell.lock().await = None;
         let state = self
-            .write(key, &cell, |tip| {
+            .write(key, &cell, |tip, metadata| {
                 if tip.head.run.state.status != RunStatus::Running || tip.head.run.importing {
                     return Ok(Plan::Done(None));
                 }
-                let metadata = known.for_tip(self, key, tip)?;
                 let record = lapse_record(metadata, tip, LapseStep::Expired(&expiry));
                 let state = record.head.run.state.clone();
                 Ok(Plan::Publish(Box::new(record), Some(state)))
@@ -406,20 +408,6 @@ impl Shared {
                 .put(key, &metadata, &tip.head.run, tip.stream_seq)
                 .await;
         }
-    }
-
-    /// The metadata of an existing run, as this node knows it: a write
-    /// checks it against the tip it builds on ([`Known::for_tip`]).
-    pub(crate) async fn metadata(&self, key: &RunKey) -> Result<Known> {
-        if let Some(known) = self.known_metadata(key) {
-            return Ok(known);
-        }
-        let cell = self.cell(key);
-        let tip = {
-            let mut slot = cell.lock().await;
-            self.current(key, &mut slot).await?.clone()
-        };
-        self.read_metadata(key, &tip).await
     }
 
     /// The metadata of the run whose tip is `tip`.

@@ -12,12 +12,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_nats::{
     HeaderMap,
-    jetstream::{message::StreamMessage, stream::RawMessageErrorKind},
+    jetstream::{self, message::StreamMessage, stream::RawMessageErrorKind},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE};
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
 
 use super::Objects;
 use crate::{
@@ -174,18 +175,7 @@ impl Objects {
     /// The first chunk of upload `nuid` at or after stream sequence
     /// `seq`; `None` when there is none.
     pub(crate) async fn chunk_from(&self, nuid: &str, seq: u64) -> Result<Option<Chunk>> {
-        let found = self
-            .stream
-            .raw_message_builder()
-            .sequence(seq.max(1))
-            .next_by_subject(self.chunk_subject(nuid))
-            .send()
-            .await;
-        match found {
-            Ok(message) => decode(nuid, message).map(Some),
-            Err(err) if matches!(err.kind(), RawMessageErrorKind::NoMessageFound) => Ok(None),
-            Err(err) => Err(unavailable(format!("cannot read upload {nuid}"), err)),
-        }
+        fetch_from(&self.stream, self.chunk_subject(nuid), nuid, seq).await
     }
 
     /// The SHA-256 of the `size` bytes upload `nuid` holds, and its first
@@ -282,6 +272,27 @@ impl Objects {
     }
 }
 
+/// The first chunk of upload `nuid`, on `subject` of `stream`, at or
+/// after stream sequence `seq`; `None` when there is none.
+async fn fetch_from(
+    stream: &jetstream::stream::Stream,
+    subject: String,
+    nuid: &str,
+    seq: u64,
+) -> Result<Option<Chunk>> {
+    let found = stream
+        .raw_message_builder()
+        .sequence(seq.max(1))
+        .next_by_subject(subject)
+        .send()
+        .await;
+    match found {
+        Ok(message) => decode(nuid, message).map(Some),
+        Err(err) if matches!(err.kind(), RawMessageErrorKind::NoMessageFound) => Ok(None),
+        Err(err) => Err(unavailable(format!("cannot read upload {nuid}"), err)),
+    }
+}
+
 /// A chunk message of upload `nuid`, checked.
 fn decode(nuid: &str, message: StreamMessage) -> Result<Chunk> {
     let damaged = |problem: String| {
@@ -338,6 +349,9 @@ pub struct JetStreamObjectReader {
     mark: ObjectMark,
     /// The chunk read last.
     current: Option<Chunk>,
+    /// The chunk after it, being fetched while this one is sent: the
+    /// stream sequence it is fetched from, and the fetch.
+    ahead: Option<(u64, JoinHandle<Result<Option<Chunk>>>)>,
 }
 
 impl JetStreamObjectReader {
@@ -348,6 +362,7 @@ impl JetStreamObjectReader {
             object,
             mark,
             current: None,
+            ahead: None,
         }
     }
 
@@ -358,24 +373,53 @@ impl JetStreamObjectReader {
                 return Ok(current.clone());
             }
             if current.end() == at {
-                let next = self.chunk_after(current.seq + 1, at).await?;
+                let from = current.seq + 1;
+                let next = match self.ahead.take() {
+                    Some((seq, fetch)) if seq == from => fetch
+                        .await
+                        .map_err(|err| StoreError::TaskFailed(err.to_string()))??,
+                    _ => self.objects.chunk_from(&self.mark.nuid, from).await?,
+                };
+                let next = self.checked(next, at)?;
+                self.fetch_after(&next);
                 self.current = Some(next.clone());
                 return Ok(next);
             }
         }
         let found = self.locate(at).await?;
+        self.fetch_after(&found);
         self.current = Some(found.clone());
         Ok(found)
     }
 
-    /// The chunk at or after `seq`, which must start at `at`.
-    async fn chunk_after(&self, seq: u64, at: u64) -> Result<Chunk> {
-        self.objects
-            .chunk_from(&self.mark.nuid, seq)
-            .await?
+    /// Starts fetching the chunk after `chunk`, unless it is the last.
+    fn fetch_after(&mut self, chunk: &Chunk) {
+        if let Some((_, earlier)) = self.ahead.take() {
+            earlier.abort();
+        }
+        if chunk.seq >= self.mark.last_chunk {
+            return;
+        }
+        let from = chunk.seq + 1;
+        let stream = self.objects.stream.clone();
+        let subject = self.objects.chunk_subject(&self.mark.nuid);
+        let nuid = self.mark.nuid.clone();
+        let fetch = tokio::spawn(async move { fetch_from(&stream, subject, &nuid, from).await });
+        self.ahead = Some((from, fetch));
+    }
+
+    /// `found`, if it is a chunk of the object that holds byte `at`.
+    fn checked(&self, found: Option<Chunk>, at: u64) -> Result<Chunk> {
+        found
             .filter(|chunk| chunk.seq <= self.mark.last_chunk && chunk.offset <= at)
             .filter(|chunk| chunk.end() > at)
             .ok_or_else(|| self.missing(at))
+    }
+
+    /// The chunk at or after `seq`, which must hold byte `at`.
+    async fn chunk_after(&self, seq: u64, at: u64) -> Result<Chunk> {
+        let found = self.objects.chunk_from(&self.mark.nuid, seq).await?;
+        self.checked(found, at)
     }
 
     /// Finds the chunk that holds byte `at` by a binary search over the
@@ -430,6 +474,14 @@ impl JetStreamObjectReader {
             format!("object {}", self.object),
             format!("has no chunk that holds byte {at}"),
         )
+    }
+}
+
+impl Drop for JetStreamObjectReader {
+    fn drop(&mut self) {
+        if let Some((_, fetch)) = self.ahead.take() {
+            fetch.abort();
+        }
     }
 }
 

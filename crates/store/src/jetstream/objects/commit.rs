@@ -93,13 +93,11 @@ impl Shared {
     /// `seq`.
     pub(crate) async fn reserve_checkpoint(&self, key: &RunKey) -> Result<(u64, u64)> {
         let cell = self.cell(key);
-        let known = self.metadata(key).await?;
         *cell.lock().await = None;
-        self.write(key, &cell, |tip| {
+        self.write(key, &cell, |tip, metadata| {
             let head = &tip.head.run;
             refuse_terminal(key, tip)?;
             importing(head, key)?;
-            let metadata = known.for_tip(self, key, tip)?;
             let highest = head
                 .state
                 .checkpoint_seq
@@ -137,7 +135,7 @@ impl Shared {
         let cell = self.cell(key);
         *cell.lock().await = None;
         let state = self
-            .write(key, &cell, |tip| {
+            .write(key, &cell, |tip, _| {
                 let head = &tip.head.run;
                 if checkpoint_seq > 0 && checkpoint_seq == head.state.checkpoint_seq {
                     return Ok(Plan::Done(head.state.clone()));

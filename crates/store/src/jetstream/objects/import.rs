@@ -25,8 +25,8 @@ use crate::{
 impl Objects {
     /// Copies the object `info` of the run `key` (prepared at `origin`),
     /// read by `reader`, into chunks of a new upload; returns what its
-    /// record must say. The upload's key stays until
-    /// [`Objects::end_copy`].
+    /// record must say, and the revision of the upload's key, which stays
+    /// until [`Objects::end_copy`].
     ///
     /// # Errors
     ///
@@ -38,7 +38,7 @@ impl Objects {
         origin: u64,
         info: &ObjectInfo,
         reader: &mut impl ObjectReader,
-    ) -> Result<ObjectMark> {
+    ) -> Result<(ObjectMark, u64)> {
         let upload_id = copy_id(info);
         let name = staging_key(key, &upload_id);
         let staging = Staging::new(&object_of(key, info), origin);
@@ -78,7 +78,7 @@ impl Objects {
                 "does not have the SHA-256 its store recorded; it was not imported",
             ));
         }
-        Ok(ObjectMark {
+        let mark = ObjectMark {
             kind: info.kind,
             checkpoint_seq: info.checkpoint_seq,
             name: info.name.clone(),
@@ -89,15 +89,22 @@ impl Objects {
             first_chunk,
             last_chunk: last_seq,
             committed_at: info.modified_at.clone(),
-        })
+        };
+        Ok((mark, revision))
     }
 
     /// Ends the copy of `info` once its record is in: its meta message,
-    /// and its upload's key dropped.
-    pub(crate) async fn end_copy(&self, key: &RunKey, info: &ObjectInfo, mark: &ObjectMark) {
+    /// and its upload's key (at `revision`) dropped.
+    pub(crate) async fn end_copy(
+        &self,
+        key: &RunKey,
+        info: &ObjectInfo,
+        mark: &ObjectMark,
+        revision: u64,
+    ) {
         self.publish_meta(&object_of(key, info), mark).await;
         let name = staging_key(key, &copy_id(info));
-        if let Err(err) = self.forget_staging(&name).await {
+        if let Err(err) = self.forget_staging(&name, revision).await {
             tracing::warn!(upload = %name, cause = %err, "cannot drop an imported object's key");
         }
     }

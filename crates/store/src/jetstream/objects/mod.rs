@@ -217,16 +217,13 @@ impl ObjectStore for JetStreamStore {
             .transpose()?;
         let objects = &self.shared.objects;
         let staged = match objects.staging(&object.key, upload_id).await? {
-            Some((staging, _)) => {
+            // A key left by a commit whose record is in, by a drop, or by
+            // an earlier run of these ids stages nothing.
+            Some((staging, _)) if staging.is_live(tip.origin(), &marks) => {
                 staging.check_target(&object, upload_id)?;
-                // A key left by a commit whose record is in, or by an
-                // earlier run of these ids, stages nothing.
-                match staging.origin == tip.origin() && !staging.committed_in(&marks) {
-                    true => Some(objects.staged_end(&staging.nuid).await?.size),
-                    false => None,
-                }
+                Some(objects.staged_end(&staging.nuid).await?.size)
             }
-            None => None,
+            _ => None,
         };
         Ok(UploadStatus {
             committed_size: staged.unwrap_or(0),
@@ -321,12 +318,15 @@ impl JetStreamStore {
         {
             let marks = self.shared.objects_at(&key, tip).await?;
             if staging.committed_in(&marks) {
-                objects.forget_staging(name).await?;
+                objects.forget_staging(name, revision).await?;
                 return Ok(true);
             }
         }
+        // A run being imported carries its source's state, often terminal:
+        // its copies are swept only when idle.
         let ended = tip.as_ref().is_none_or(|tip| {
-            tip.origin() != staging.origin || tip.head.run.state.status.is_terminal()
+            tip.origin() != staging.origin
+                || (tip.head.run.state.status.is_terminal() && !tip.head.run.importing)
         });
         if ended || objects.idle_for(staging).await? >= age {
             return objects.drop_staging(name, staging, revision).await;

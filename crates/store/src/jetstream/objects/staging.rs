@@ -98,6 +98,13 @@ impl Staging {
         marks.iter().any(|mark| mark.nuid == self.nuid)
     }
 
+    /// Whether it stages bytes for the run prepared at `origin`, whose
+    /// objects are `marks`: not a key left by a commit, by a drop, or by
+    /// an earlier run of these ids.
+    pub(crate) fn is_live(&self, origin: u64, marks: &[ObjectMark]) -> bool {
+        self.origin == origin && self.state != StagingState::Dropping && !self.committed_in(marks)
+    }
+
     /// Refuses an upload id that stages another object.
     pub(crate) fn check_target(&self, object: &ObjectRef, upload_id: &str) -> Result<()> {
         if self.kind == object.kind
@@ -192,12 +199,15 @@ impl Objects {
         }
     }
 
-    /// Removes the key `name`, leaving no marker.
-    pub(crate) async fn forget_staging(&self, name: &str) -> Result<()> {
+    /// Removes the key `name` as it was at `revision`, leaving no marker:
+    /// a later write of the key (another stream opened the upload again)
+    /// stays.
+    pub(crate) async fn forget_staging(&self, name: &str, revision: u64) -> Result<()> {
         self.uploads
             .stream
             .purge()
             .filter(format!("{}{name}", self.uploads.prefix))
+            .sequence(revision + 1)
             .await
             .map_err(|err| unavailable(format!("cannot drop upload {name}"), err))?;
         Ok(())
@@ -213,11 +223,16 @@ impl Objects {
         revision: u64,
     ) -> Result<bool> {
         let dropping = staging.with_state(StagingState::Dropping);
-        if self.claim(name, &dropping, revision).await?.is_none() {
-            return Ok(false);
-        }
+        let revision = match staging.state {
+            // Marked already (a drop that stopped part way): go on.
+            StagingState::Dropping => revision,
+            _ => match self.claim(name, &dropping, revision).await? {
+                Some(revision) => revision,
+                None => return Ok(false),
+            },
+        };
         self.purge_chunks(&staging.nuid).await?;
-        self.forget_staging(name).await?;
+        self.forget_staging(name, revision).await?;
         Ok(true)
     }
 
@@ -255,10 +270,7 @@ impl Objects {
     ) -> Result<u64> {
         let mut bytes = 0;
         for (_, staging, _) in self.run_stagings(key).await? {
-            let counts = staging.origin == origin
-                && !staging.committed_in(marks)
-                && Some(staging.nuid.as_str()) != except;
-            if counts {
+            if staging.is_live(origin, marks) && Some(staging.nuid.as_str()) != except {
                 bytes += self.staged_end(&staging.nuid).await?.size;
             }
         }

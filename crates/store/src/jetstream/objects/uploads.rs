@@ -72,34 +72,60 @@ impl JetStreamUpload {
         let objects = &shared.objects;
         let marks = shared.objects_at(&object.key, tip).await?;
         let name = staging_key(&object.key, upload_id);
+        let origin = tip.origin();
         let (staging, revision) = loop {
             match objects.staging(&object.key, upload_id).await? {
-                Some((staging, revision)) => {
-                    staging.check_target(&object, upload_id)?;
-                    if staging.origin != tip.origin() || staging.committed_in(&marks) {
-                        // Left by an earlier run of these ids, or by a
-                        // commit whose record is in: start afresh.
-                        if staging.committed_in(&marks) {
-                            objects.forget_staging(&name).await?;
-                        } else {
+                Some((staging, _)) if staging.origin > origin => {
+                    // Of a run prepared again after the tip this open
+                    // read: the client tries again, on the new run.
+                    return Err(StoreError::Unavailable {
+                        context: format!("run `{}` was prepared again meanwhile", object.key),
+                        cause: "try again".to_owned(),
+                    });
+                }
+                Some((staging, revision)) if !staging.is_live(origin, &marks) => {
+                    // Left by a commit whose record is in, by a drop that
+                    // stopped part way, or by an earlier run of these ids:
+                    // gone, and the upload starts afresh.
+                    match staging.committed_in(&marks) {
+                        true => objects.forget_staging(&name, revision).await?,
+                        false => {
                             objects.drop_staging(&name, &staging, revision).await?;
                         }
-                        continue;
-                    }
-                    let opened = staging.with_state(StagingState::Open);
-                    if let Some(revision) = objects.claim(&name, &opened, revision).await? {
-                        break (opened, revision);
                     }
                 }
+                Some((staging, revision)) => {
+                    staging.check_target(&object, upload_id)?;
+                    let opened = staging.with_state(StagingState::Open);
+                    let Some(revision) = objects.claim(&name, &opened, revision).await? else {
+                        continue;
+                    };
+                    if staging.state == StagingState::Committing {
+                        // Its commit may be putting its record in now: if
+                        // it is in, these chunks are the object.
+                        let now = shared.chains.tip(&object.key).await?;
+                        let now = now.as_ref().filter(|tip| tip.exists()).unwrap_or(tip);
+                        if staging.committed_in(&shared.objects_at(&object.key, now).await?) {
+                            objects.forget_staging(&name, revision).await?;
+                            continue;
+                        }
+                    }
+                    break (opened, revision);
+                }
                 None => {
-                    let staged = objects.run_stagings(&object.key).await?.len() as u64;
-                    if staged >= objects.limits.max_run_uploads {
+                    let live = objects
+                        .run_stagings(&object.key)
+                        .await?
+                        .iter()
+                        .filter(|(_, staging, _)| staging.is_live(origin, &marks))
+                        .count() as u64;
+                    if live >= objects.limits.max_run_uploads {
                         return Err(StoreError::TooManyUploads {
                             key: object.key.clone(),
                             max: objects.limits.max_run_uploads,
                         });
                     }
-                    let staging = Staging::new(&object, tip.origin());
+                    let staging = Staging::new(&object, origin);
                     if let Some(revision) = objects.create_staging(&name, &staging).await? {
                         break (staging, revision);
                     }
@@ -223,6 +249,11 @@ impl ObjectUpload for JetStreamUpload {
     }
 
     async fn write(&mut self, offset: u64, data: Bytes) -> Result<()> {
+        if data.is_empty() && offset == self.end.size {
+            return Ok(());
+        }
+        // As on local disk, a stream taken over hears that first.
+        self.check_held().await?;
         if offset != self.end.size {
             return Err(StoreError::UploadOffset {
                 upload_id: self.upload_id.clone(),
@@ -231,7 +262,6 @@ impl ObjectUpload for JetStreamUpload {
             });
         }
         self.check_limits(self.end.size + data.len() as u64).await?;
-        self.check_held().await?;
         let chunk_bytes = self.shared.objects.chunk_bytes;
         let mut at = 0;
         while at < data.len() {
@@ -265,6 +295,7 @@ impl ObjectUpload for JetStreamUpload {
     }
 
     async fn commit(mut self, commit: UploadCommit) -> Result<ObjectInfo> {
+        self.check_held().await?;
         if commit.size != self.end.size {
             return Err(StoreError::UploadSizeMismatch {
                 upload_id: self.upload_id.clone(),
@@ -304,6 +335,9 @@ impl ObjectUpload for JetStreamUpload {
             last_chunk: self.end.last_seq,
             committed_at: committed_at(crate::local::journal::commit_time(0)),
         };
+        // Still held: a stream that took the upload over since would
+        // write past the object.
+        self.check_held().await?;
         let placed = self.shared.commit_object(&self.object, &mark).await?;
         let object = match placed {
             Placed::New => mark,
@@ -319,7 +353,7 @@ impl ObjectUpload for JetStreamUpload {
             }
         };
         objects.publish_meta(&self.object, &object).await;
-        if let Err(err) = objects.forget_staging(&self.name).await {
+        if let Err(err) = objects.forget_staging(&self.name, self.revision).await {
             // The sweep finds the key, and the record that holds its
             // chunks, and drops the key alone.
             tracing::warn!(upload = %self.name, cause = %err, "cannot drop a committed upload's key");
