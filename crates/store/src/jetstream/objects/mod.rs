@@ -59,8 +59,10 @@ use crate::{
     },
 };
 
-/// The largest chunk, in bytes, when the servers take larger messages.
-const MAX_CHUNK_BYTES: usize = 512 * 1024;
+/// The largest chunk, in bytes, when the servers take larger messages:
+/// a client's upload message of 1 MiB is one chunk, one replicated
+/// publish (512 KiB chunks uploaded about a fifth slower in W10).
+const MAX_CHUNK_BYTES: usize = 1 << 20;
 
 /// The objects bucket, the uploads bucket and what this node knows of
 /// them.
