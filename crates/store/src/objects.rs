@@ -16,7 +16,10 @@ use std::{fmt, future::Future};
 
 use crate::{
     error::{Result, StoreError},
-    model::{RunKey, RunStateSnapshot},
+    model::{
+        LogLevel, RunKey, RunStateSnapshot, StructuredData, WorkerLifecycleEventInput,
+        WorkerLifecycleEventType,
+    },
 };
 
 /// The longest object name, in bytes.
@@ -354,6 +357,20 @@ pub trait ObjectUpload: Send + 'static {
     /// Ends the stream without a commit: fsyncs what is staged, for a later
     /// resume, and returns its size.
     fn close(self) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// The `checkpoint_slot_reserved` entry a store commits when it reserves
+/// `slot`.
+pub(crate) fn slot_reserved_event(slot: u64) -> WorkerLifecycleEventInput {
+    let mut data = StructuredData::new();
+    data.insert("checkpointSeq".into(), slot.into());
+    WorkerLifecycleEventInput {
+        event_type: WorkerLifecycleEventType::CheckpointSlotReserved,
+        level: LogLevel::Info,
+        message: format!("checkpoint slot {slot} reserved"),
+        created_at: None,
+        data,
+    }
 }
 
 /// An object open for reading: its bytes by range, in any order, though

@@ -140,17 +140,7 @@ async fn an_import_is_not_swept_under_it(backend: &JetStream) {
         local.update_state(&key, patch).await.expect("a status");
     }
     let view = local.get_run(&key).await.expect("the run");
-    let mut reader = local
-        .open_reader(
-            &key,
-            ReadFrom {
-                history_only: true,
-                ..ReadFrom::default()
-            },
-        )
-        .await
-        .expect("a reader");
-    let entries = reader.read(1 << 20).await.expect("a read").entries;
+    let entries = history(&local, &key).await;
 
     let (a, b) = two_nodes_with(backend, ObjectLimits::default()).await;
     let sweeping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -471,19 +461,8 @@ async fn a_run_prepared_again_is_written_with_its_new_metadata(backend: &JetStre
     a.append(&key, "w", vec![line(1, "second")])
         .await
         .expect("an append");
-    let mut reader = b
-        .open_reader(
-            &key,
-            ReadFrom {
-                history_only: true,
-                ..ReadFrom::default()
-            },
-        )
+    let steps: Vec<_> = history(&b, &key)
         .await
-        .expect("a reader");
-    let batch = reader.read(1 << 20).await.expect("a read");
-    let steps: Vec<_> = batch
-        .entries
         .iter()
         .map(|entry| match entry {
             LogEntry::Lifecycle(event) => event.step_id.clone(),
@@ -505,4 +484,14 @@ fn line(writer_seq: u64, text: &str) -> AppendItem {
             },
         ),
     }
+}
+
+/// The entries a run holds now (the first MiB of them).
+async fn history(store: &impl RunStore, key: &RunKey) -> Vec<LogEntry> {
+    let from = ReadFrom {
+        history_only: true,
+        ..ReadFrom::default()
+    };
+    let mut reader = store.open_reader(key, from).await.expect("a reader");
+    reader.read(1 << 20).await.expect("a read").entries
 }

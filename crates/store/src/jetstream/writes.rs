@@ -496,13 +496,18 @@ fn check_checkpoint(key: &RunKey, head: &RunHead, checkpoint_seq: u64) -> Result
             current,
         });
     }
-    if !head.reserved_slots.contains(&checkpoint_seq) {
-        return Err(StoreError::SlotNotReserved {
+    check_reserved(key, head, checkpoint_seq)
+}
+
+/// Refuses a checkpoint slot the run never reserved.
+pub(crate) fn check_reserved(key: &RunKey, head: &RunHead, checkpoint_seq: u64) -> Result<()> {
+    match head.reserved_slots.contains(&checkpoint_seq) {
+        true => Ok(()),
+        false => Err(StoreError::SlotNotReserved {
             key: key.clone(),
             checkpoint_seq,
-        });
+        }),
     }
-    Ok(())
 }
 
 /// The first record of a run, and its `run_prepared` entry.

@@ -14,11 +14,8 @@ use crate::{
         writes::{Plan, entries_record, importing, next_run, state_record},
     },
     local::journal::commit_time,
-    model::{
-        AppendPayload, LogLevel, RunKey, RunStatePatch, RunStateSnapshot, StructuredData,
-        WorkerLifecycleEventInput, WorkerLifecycleEventType,
-    },
-    objects::{ObjectKind, ObjectRef},
+    model::{AppendPayload, RunKey, RunStatePatch, RunStateSnapshot},
+    objects::{ObjectKind, ObjectRef, slot_reserved_event},
     transition::patched,
 };
 
@@ -108,15 +105,7 @@ impl Shared {
                     key: key.clone(),
                     highest,
                 })?;
-            let mut data = StructuredData::new();
-            data.insert("checkpointSeq".into(), slot.into());
-            let event = WorkerLifecycleEventInput {
-                event_type: WorkerLifecycleEventType::CheckpointSlotReserved,
-                level: LogLevel::Info,
-                message: format!("checkpoint slot {slot} reserved"),
-                created_at: None,
-                data,
-            };
+            let event = slot_reserved_event(slot);
             let mut record = entries_record(metadata, tip, None, vec![AppendPayload::Event(event)]);
             record.head.run.reserved_slots.insert(slot);
             let seq = record.head.first_seq;

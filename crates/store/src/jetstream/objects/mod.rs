@@ -178,13 +178,7 @@ fn open_slot(key: &RunKey, tip: &Tip, checkpoint_seq: u64) -> Result<()> {
             current,
         });
     }
-    if !head.reserved_slots.contains(&checkpoint_seq) {
-        return Err(StoreError::SlotNotReserved {
-            key: key.clone(),
-            checkpoint_seq,
-        });
-    }
-    Ok(())
+    super::writes::check_reserved(key, head, checkpoint_seq)
 }
 
 /// Checks the ids an object names.

@@ -23,11 +23,8 @@ use crate::{
             walk,
         },
     },
-    model::{
-        AppendPayload, LogLevel, RunStatePatch, RunStateSnapshot, StructuredData,
-        WorkerLifecycleEventInput, WorkerLifecycleEventType,
-    },
-    objects::{ObjectKind, ObjectRef},
+    model::{AppendPayload, RunStatePatch, RunStateSnapshot},
+    objects::{ObjectKind, ObjectRef, slot_reserved_event},
 };
 
 impl Run {
@@ -82,15 +79,7 @@ impl Run {
             return Err(io(std::io::ErrorKind::AlreadyExists.into()));
         }
         checkpoints.sync().map_err(io)?;
-        let mut data = StructuredData::new();
-        data.insert("checkpointSeq".into(), slot.into());
-        let event = WorkerLifecycleEventInput {
-            event_type: WorkerLifecycleEventType::CheckpointSlotReserved,
-            level: LogLevel::Info,
-            message: format!("checkpoint slot {slot} reserved"),
-            created_at: None,
-            data,
-        };
+        let event = slot_reserved_event(slot);
         self.commit(&mut inner, None, vec![AppendPayload::Event(event)], None)?;
         self.sync_written(&mut inner)?;
         inner.reserved_slots.insert(slot);
