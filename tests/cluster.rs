@@ -156,6 +156,21 @@ async fn client(node: &ServerProcess) -> baa_logging_client::LoggingClient {
         .expect("a client connects")
 }
 
+/// A retention pass through `client` that deletes every finished run.
+async fn collect_finished(
+    client: &mut baa_logging_client::LoggingClient,
+) -> pb::CollectRunsResponse {
+    client
+        .collect_runs(pb::CollectRunsRequest {
+            dry_run: false,
+            max_age: Some(prost_types::Duration::default()),
+            max_bytes: None,
+        })
+        .await
+        .expect("a retention pass")
+        .into_inner()
+}
+
 /// Prepares `task/run` through `node` and moves it to running.
 async fn running_run(node: &ServerProcess, task: &str, run: &str) {
     let mut client = client(node).await;
@@ -707,15 +722,7 @@ async fn import_moves_local_runs_into_the_cluster() {
 
     // Deleted from the cluster by retention, the runs can be imported
     // again, over what the deletion left.
-    let collected = client
-        .collect_runs(pb::CollectRunsRequest {
-            dry_run: false,
-            max_age: Some(prost_types::Duration::default()),
-            max_bytes: None,
-        })
-        .await
-        .expect("a retention pass")
-        .into_inner();
+    let collected = collect_finished(&mut client).await;
     assert_eq!(collected.runs.len(), 2, "both finished runs are deleted");
     let third = import();
     let said = String::from_utf8_lossy(&third.stdout).into_owned();
@@ -860,16 +867,7 @@ async fn an_upload_resumes_through_another_node_and_goes_with_its_run() {
         .expect("the checkpoint commits");
     assert_eq!(state.checkpoint_seq, slot);
     finish(&[c.url()], "t", "r").await;
-    let mut raw = client(&c).await;
-    let collected = raw
-        .collect_runs(pb::CollectRunsRequest {
-            dry_run: false,
-            max_age: Some(prost_types::Duration::default()),
-            max_bytes: None,
-        })
-        .await
-        .expect("a retention pass")
-        .into_inner();
+    let collected = collect_finished(&mut client(&c).await).await;
     assert_eq!(collected.runs.len(), 1);
     let left = objects
         .clone()

@@ -117,14 +117,7 @@ async fn an_import_is_not_swept_under_it(backend: &JetStream) {
         dir.path().join("runs"),
     ))
     .expect("a local store");
-    local
-        .prepare_run(metadata("one"), initial_state())
-        .await
-        .expect("prepared");
-    let key = RunKey {
-        task_id: "nightly".into(),
-        run_id: "r".into(),
-    };
+    let key = running(&local).await;
     let data: Vec<u8> = (0..12_000_000u32)
         .map(|i| (i * 7 + i / 4099) as u8)
         .collect();
@@ -132,13 +125,7 @@ async fn an_import_is_not_swept_under_it(backend: &JetStream) {
     let mut upload = local.open_upload(object.clone(), "u").await.expect("opens");
     upload.write(0, data.clone().into()).await.expect("a write");
     upload.commit(commit_of(&data)).await.expect("committed");
-    for status in [RunStatus::Running, RunStatus::Completed] {
-        let patch = RunStatePatch {
-            status: Some(status),
-            ..RunStatePatch::default()
-        };
-        local.update_state(&key, patch).await.expect("a status");
-    }
+    set(&local, &key, RunStatus::Completed).await;
     let view = local.get_run(&key).await.expect("the run");
     let entries = history(&local, &key).await;
 
@@ -193,7 +180,7 @@ async fn two_nodes_with(
 }
 
 /// Prepares `nightly/r` through `store` and moves it to running.
-async fn running(store: &JetStreamStore) -> RunKey {
+async fn running(store: &impl RunStore) -> RunKey {
     store
         .prepare_run(metadata("one"), initial_state())
         .await
@@ -207,7 +194,7 @@ async fn running(store: &JetStreamStore) -> RunKey {
 }
 
 /// Moves a run to `status`.
-async fn set(store: &JetStreamStore, key: &RunKey, status: RunStatus) {
+async fn set(store: &impl RunStore, key: &RunKey, status: RunStatus) {
     let patch = RunStatePatch {
         status: Some(status),
         ..RunStatePatch::default()
