@@ -106,6 +106,56 @@ async fn every_conformance_check_on_a_three_server_cluster() {
     the_sweep_keeps_a_committed_objects_chunks(&JetStream::new(&cluster)).await;
     eprintln!("an import of a finished run's objects is not swept under it");
     an_import_is_not_swept_under_it(&JetStream::new(&cluster)).await;
+    eprintln!("two nodes: a run read through one node is kept by the other's retention");
+    a_run_read_through_one_node_is_kept_by_the_others(&JetStream::new(&cluster)).await;
+}
+
+/// Retention on one node keeps a finished run that another node has a
+/// reader open on, and deletes it once that reader is gone.
+async fn a_run_read_through_one_node_is_kept_by_the_others(backend: &JetStream) {
+    let (a, b) = two_nodes_with(backend, ObjectLimits::default()).await;
+    let key = running(&a).await;
+    set(&a, &key, RunStatus::Completed).await;
+    let everything = RetentionPolicy {
+        max_age: Some(Duration::ZERO),
+        max_bytes: None,
+    };
+    let from = ReadFrom {
+        history_only: true,
+        ..ReadFrom::default()
+    };
+    let reader = b.open_reader(&key, from).await.expect("a reader");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pass = a.collect(everything, false).await.expect("a pass");
+        assert!(pass.runs.is_empty(), "a run read through b was deleted");
+        if pass.kept_open == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b's use never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.get_run(&key).await.expect("the run is there");
+    drop(reader);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pass = a.collect(everything, false).await.expect("a pass");
+        if pass.runs.len() == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(matches!(
+        b.get_run(&key).await,
+        Err(StoreError::RunNotFound(_))
+    ));
 }
 
 /// A finished run imported with its objects while another node sweeps

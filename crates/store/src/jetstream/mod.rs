@@ -36,6 +36,7 @@ mod objects;
 mod reader;
 mod record;
 mod subject;
+mod uses;
 mod writes;
 
 use std::{
@@ -57,6 +58,7 @@ use self::{
     objects::Objects,
     record::RunHead,
     subject::Subjects,
+    uses::UseHolds,
 };
 pub use self::{
     import::Imported,
@@ -147,6 +149,8 @@ pub(crate) struct Shared {
     objects: Objects,
     /// Which node holds which run's worker lease.
     leases: LeaseHolds,
+    /// Which nodes use which runs, for retention on every node.
+    uses: UseHolds,
     /// The limits on items.
     limits: Limits,
     /// About the largest payload one message may carry.
@@ -186,12 +190,26 @@ pub struct UseGuard {
 
 impl Drop for UseGuard {
     fn drop(&mut self) {
-        let mut users = lock(&self.shared.users);
-        if let Some(count) = users.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
+        let last = {
+            let mut users = lock(&self.shared.users);
+            let last = match users.get_mut(&self.key) {
+                Some(count) => {
+                    *count -= 1;
+                    *count == 0
+                }
+                None => false,
+            };
+            if last {
                 users.remove(&self.key);
             }
+            last
+        };
+        // The other nodes learn it now; without a runtime, the use runs
+        // out by itself.
+        if last && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let shared = self.shared.clone();
+            let key = self.key.clone();
+            runtime.spawn(async move { shared.uses.release(&key).await });
         }
     }
 }
@@ -274,6 +292,29 @@ impl JetStreamStore {
             },
         )
         .await?;
+        let uses = kv::Config {
+            bucket: format!("{}_USES", options.stream),
+            history: 1,
+            storage: stream::StorageType::File,
+            num_replicas: options.replicas,
+            // Uses of nodes that died go by themselves.
+            max_age: Duration::from_secs(24 * 3600),
+            ..kv::Config::default()
+        };
+        let uses = retry_setup(
+            "create the uses bucket",
+            options.connect_timeout,
+            || async {
+                match js.get_key_value(uses.bucket.clone()).await {
+                    Ok(kv) => Ok(kv),
+                    Err(_) => js
+                        .create_key_value(uses.clone())
+                        .await
+                        .map_err(|err| err.to_string()),
+                }
+            },
+        )
+        .await?;
         let objects = Objects::open(
             &js,
             &options.stream,
@@ -284,37 +325,51 @@ impl JetStreamStore {
         )
         .await?;
         info!(stream = %options.stream, replicas = options.replicas, "JetStream store open");
-        Ok(Self {
-            shared: Arc::new(Shared {
-                chains: Chains {
-                    js,
-                    stream,
-                    subjects,
-                },
-                index: Index { kv },
-                objects,
-                leases: LeaseHolds {
-                    kv: leases,
-                    node: uuid::Uuid::new_v4().to_string(),
-                },
-                limits: options.limits,
-                max_payload: max_payload.saturating_sub(64 * 1024).max(64 * 1024),
-                tips: Mutex::default(),
-                metadata: Mutex::default(),
-                users: Mutex::default(),
-                collecting: tokio::sync::Mutex::new(()),
-                stream_name: options.stream,
-            }),
-        })
+        let node = uuid::Uuid::new_v4().simple().to_string();
+        let shared = Arc::new(Shared {
+            chains: Chains {
+                js,
+                stream,
+                subjects,
+            },
+            index: Index { kv },
+            objects,
+            leases: LeaseHolds {
+                kv: leases,
+                node: node.clone(),
+            },
+            uses: UseHolds { kv: uses, node },
+            limits: options.limits,
+            max_payload: max_payload.saturating_sub(64 * 1024).max(64 * 1024),
+            tips: Mutex::default(),
+            metadata: Mutex::default(),
+            users: Mutex::default(),
+            collecting: tokio::sync::Mutex::new(()),
+            stream_name: options.stream,
+        });
+        tokio::spawn(uses::renew(Arc::downgrade(&shared)));
+        Ok(Self { shared })
     }
 
-    /// Keeps `key` from this node's retention while the guard lives.
-    fn enter(&self, key: &RunKey) -> UseGuard {
-        *lock(&self.shared.users).entry(key.clone()).or_default() += 1;
-        UseGuard {
+    /// Keeps `key` from retention, this node's and the others', while the
+    /// guard lives.
+    async fn enter(&self, key: &RunKey) -> UseGuard {
+        let first = {
+            let mut users = lock(&self.shared.users);
+            let count = users.entry(key.clone()).or_default();
+            *count += 1;
+            *count == 1
+        };
+        let guard = UseGuard {
             shared: self.shared.clone(),
             key: key.clone(),
+        };
+        if first {
+            // Told to the other nodes before the use starts, then renewed
+            // while it lasts.
+            self.shared.uses.hold(vec![key.clone()]).await;
         }
+        guard
     }
 
     /// The run's tip, read now.
@@ -550,7 +605,7 @@ impl RunStore for JetStreamStore {
     }
 
     async fn open_reader(&self, key: &RunKey, from: ReadFrom) -> Result<Self::Reader> {
-        let guard = self.enter(key);
+        let guard = self.enter(key).await;
         let tip = self.fresh_tip(key).await?;
         JetStreamReader::open(&self.shared, key, tip, from, guard).await
     }
@@ -561,7 +616,7 @@ impl RunStore for JetStreamStore {
     }
 
     async fn hold(&self, key: &RunKey) -> Result<Self::Hold> {
-        let guard = self.enter(key);
+        let guard = self.enter(key).await;
         self.fresh_tip(key).await?;
         Ok(guard)
     }
@@ -585,9 +640,12 @@ impl RunStore for JetStreamStore {
                 bytes: entry.bytes,
             })
             .collect();
+        // Runs other nodes use are kept, as this node's are; when that
+        // cannot be read, every run is.
+        let elsewhere = &self.shared.uses.used_elsewhere().await?;
         Ok(
             run_pass(policy, Utc::now(), facts, dry_run, |key| async move {
-                if self.shared.in_use(&key) {
+                if self.shared.in_use(&key) || elsewhere.contains(&key) {
                     return Ok(Outcome::InUse);
                 }
                 match dry_run {

@@ -195,7 +195,7 @@ impl ObjectStore for JetStreamStore {
     async fn open_upload(&self, object: ObjectRef, upload_id: &str) -> Result<JetStreamUpload> {
         check_object(&object)?;
         check_id("upload_id", upload_id)?;
-        let guard = self.enter(&object.key);
+        let guard = self.enter(&object.key).await;
         let tip = self.fresh_tip(&object.key).await?;
         JetStreamUpload::open(self.shared.clone(), &tip, object, upload_id, guard).await
     }
