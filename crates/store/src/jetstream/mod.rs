@@ -164,6 +164,8 @@ pub(crate) struct Shared {
     /// Streams and readers open on each run here, which this node's
     /// retention passes leave alone.
     users: Mutex<HashMap<RunKey, usize>>,
+    /// Those of them the other nodes' retention is told of (see `uses`).
+    announced: Mutex<HashMap<RunKey, usize>>,
     /// Retention passes of this node do not overlap.
     collecting: tokio::sync::Mutex<()>,
     /// The stream's name.
@@ -186,32 +188,49 @@ pub struct UseGuard {
     shared: Arc<Shared>,
     /// The run.
     key: RunKey,
+    /// Whether the other nodes were told of it.
+    announced: bool,
 }
 
 impl Drop for UseGuard {
     fn drop(&mut self) {
-        let last = {
-            let mut users = lock(&self.shared.users);
-            let last = match users.get_mut(&self.key) {
-                Some(count) => {
-                    *count -= 1;
-                    *count == 0
-                }
-                None => false,
-            };
-            if last {
-                users.remove(&self.key);
-            }
-            last
-        };
+        let key = &self.key;
+        leave(&self.shared.users, key);
         // The other nodes learn it now; without a runtime, the use runs
         // out by itself.
-        if last && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        if self.announced
+            && leave(&self.shared.announced, key)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
             let shared = self.shared.clone();
-            let key = self.key.clone();
+            let key = key.clone();
             runtime.spawn(async move { shared.uses.release(&key).await });
         }
     }
+}
+
+/// Counts one use of `key` more in `uses`; true when it is the first.
+fn join(uses: &Mutex<HashMap<RunKey, usize>>, key: &RunKey) -> bool {
+    let mut uses = lock(uses);
+    let count = uses.entry(key.clone()).or_default();
+    *count += 1;
+    *count == 1
+}
+
+/// Counts one use of `key` less in `uses`; true when it was the last.
+fn leave(uses: &Mutex<HashMap<RunKey, usize>>, key: &RunKey) -> bool {
+    let mut uses = lock(uses);
+    let last = match uses.get_mut(key) {
+        Some(count) => {
+            *count -= 1;
+            *count == 0
+        }
+        None => false,
+    };
+    if last {
+        uses.remove(key);
+    }
+    last
 }
 
 impl JetStreamStore {
@@ -344,6 +363,7 @@ impl JetStreamStore {
             tips: Mutex::default(),
             metadata: Mutex::default(),
             users: Mutex::default(),
+            announced: Mutex::default(),
             collecting: tokio::sync::Mutex::new(()),
             stream_name: options.stream,
         });
@@ -354,22 +374,24 @@ impl JetStreamStore {
     /// Keeps `key` from retention, this node's and the others', while the
     /// guard lives.
     async fn enter(&self, key: &RunKey) -> UseGuard {
-        let first = {
-            let mut users = lock(&self.shared.users);
-            let count = users.entry(key.clone()).or_default();
-            *count += 1;
-            *count == 1
-        };
-        let guard = UseGuard {
-            shared: self.shared.clone(),
-            key: key.clone(),
-        };
-        if first {
+        let mut guard = self.enter_here(key);
+        guard.announced = true;
+        if join(&self.shared.announced, key) {
             // Told to the other nodes before the use starts, then renewed
             // while it lasts.
             self.shared.uses.hold(vec![key.clone()]).await;
         }
         guard
+    }
+
+    /// Keeps `key` from this node's retention while the guard lives.
+    fn enter_here(&self, key: &RunKey) -> UseGuard {
+        join(&self.shared.users, key);
+        UseGuard {
+            shared: self.shared.clone(),
+            key: key.clone(),
+            announced: false,
+        }
     }
 
     /// The run's tip, read now.

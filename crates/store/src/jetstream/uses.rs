@@ -100,15 +100,15 @@ impl UseHolds {
     }
 }
 
-/// Renews this node's uses of the runs it has open, until the store is
-/// dropped.
+/// Renews this node's uses of the runs it has open (and told the other
+/// nodes of), until the store is dropped.
 pub(crate) async fn renew(shared: Weak<Shared>) {
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let keys: Vec<RunKey> = lock(&shared.users).keys().cloned().collect();
+        let keys: Vec<RunKey> = lock(&shared.announced).keys().cloned().collect();
         if keys.is_empty() {
             continue;
         }
@@ -116,7 +116,7 @@ pub(crate) async fn renew(shared: Weak<Shared>) {
         // A run whose last use ended while these were written keeps no
         // use renewed by mistake.
         for key in keys {
-            if !lock(&shared.users).contains_key(&key) {
+            if !lock(&shared.announced).contains_key(&key) {
                 shared.uses.release(&key).await;
             }
         }

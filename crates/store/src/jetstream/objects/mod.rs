@@ -195,7 +195,10 @@ impl ObjectStore for JetStreamStore {
     async fn open_upload(&self, object: ObjectRef, upload_id: &str) -> Result<JetStreamUpload> {
         check_object(&object)?;
         check_id("upload_id", upload_id)?;
-        let guard = self.enter(&object.key).await;
+        // This node's retention leaves the run alone meanwhile; the
+        // others' need not be told, since a terminal run, the only kind
+        // retention deletes, takes no object.
+        let guard = self.enter_here(&object.key);
         let tip = self.fresh_tip(&object.key).await?;
         JetStreamUpload::open(self.shared.clone(), &tip, object, upload_id, guard).await
     }
