@@ -24,6 +24,9 @@ use crate::{
     model::{RunKey, RunMetadata, RunStateSnapshot},
 };
 
+/// How long a read of a bucket waits for a message it was told of.
+const LAST_MESSAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How many times a write of an entry tries again when another node wrote
 /// it meanwhile.
 const WRITE_TRIES: usize = 8;
@@ -205,7 +208,14 @@ pub(crate) async fn latest_values(
         .messages()
         .await
         .map_err(|err| failed(err.to_string()))?;
-    while let Some(message) = messages.next().await {
+    loop {
+        // Messages come in order, each saying how many are left; when the
+        // last ones are purged meanwhile (a key dropped), the count never
+        // reaches 0, and a pause this long means none is coming.
+        let message = match tokio::time::timeout(LAST_MESSAGE_WAIT, messages.next()).await {
+            Ok(Some(message)) => message,
+            Ok(None) | Err(_) => break,
+        };
         let message = message.map_err(|err| failed(err.to_string()))?;
         let info = message.info().map_err(|err| failed(err.to_string()))?;
         let (pending, revision) = (info.pending, info.stream_sequence);

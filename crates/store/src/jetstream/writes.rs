@@ -228,7 +228,15 @@ impl Shared {
                 checked => checked?,
             };
             let tip = &tip;
-            let metadata = self.metadata_at(key, tip).await?;
+            let metadata = match self.metadata_at(key, tip).await {
+                Ok(metadata) => metadata,
+                Err(_) if !fresh => {
+                    *slot = None;
+                    fresh = true;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             let head = &tip.head.run;
             let next_writer_seq = head.writer_seq(writer_id) + 1;
             let admitted = admit(

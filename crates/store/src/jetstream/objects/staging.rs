@@ -12,7 +12,7 @@
 //! A key goes with a stream purge of its subject, which leaves no marker
 //! behind in the bucket.
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{kv, stream::RawMessageErrorKind};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -152,22 +152,47 @@ pub(crate) type StoredStaging = (String, Staging, u64);
 impl Objects {
     /// The staged upload `upload_id` of `key` and its key's revision;
     /// `None` when there is none.
+    ///
+    /// Read from the bucket stream's leader, not by a direct get that any
+    /// replica may answer: a stream checks its own claim this way, and a
+    /// replica behind the leader would answer with the key before it.
+    /// A value that does not parse is not an upload this build staged:
+    /// it is removed, and the upload starts afresh.
     pub(crate) async fn staging(
         &self,
         key: &RunKey,
         upload_id: &str,
     ) -> Result<Option<(Staging, u64)>> {
-        let entry = self
+        let name = staging_key(key, upload_id);
+        let subject = format!("{}{name}", self.uploads.prefix);
+        let message = match self
             .uploads
-            .entry(staging_key(key, upload_id))
+            .stream
+            .get_last_raw_message_by_subject(&subject)
             .await
-            .map_err(|err| unavailable(format!("cannot read upload `{upload_id}`"), err))?;
-        Ok(entry
-            .filter(|entry| entry.operation == kv::Operation::Put)
-            .and_then(|entry| {
-                let staging = serde_json::from_slice(&entry.value).ok()?;
-                Some((staging, entry.revision))
-            }))
+        {
+            Ok(message) => message,
+            Err(err) if matches!(err.kind(), RawMessageErrorKind::NoMessageFound) => {
+                return Ok(None);
+            }
+            Err(err) => {
+                return Err(unavailable(
+                    format!("cannot read upload `{upload_id}`"),
+                    err,
+                ));
+            }
+        };
+        if message.headers.get("KV-Operation").is_some() {
+            return Ok(None);
+        }
+        match serde_json::from_slice(&message.payload) {
+            Ok(staging) => Ok(Some((staging, message.sequence))),
+            Err(err) => {
+                tracing::warn!(upload = %name, cause = %err, "removing an upload key that does not parse");
+                self.forget_staging(&name, message.sequence).await?;
+                Ok(None)
+            }
+        }
     }
 
     /// Creates the key `name`; `None` when it exists already.
