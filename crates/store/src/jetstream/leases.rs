@@ -38,7 +38,7 @@ pub(crate) struct LeaseHolds {
 }
 
 /// Now, in milliseconds since the epoch.
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64)

@@ -267,73 +267,22 @@ impl JetStreamStore {
             js.get_or_create_stream(config.clone())
         })
         .await?;
-        let bucket = kv::Config {
-            bucket: format!("{}_INDEX", options.stream),
+        let bucket = |suffix: &str, max_age: Duration| kv::Config {
+            bucket: format!("{}_{suffix}", options.stream),
             history: 1,
             storage: stream::StorageType::File,
             num_replicas: options.replicas,
+            max_age,
             ..kv::Config::default()
         };
-        let kv = retry_setup(
-            "create the index bucket",
-            options.connect_timeout,
-            || async {
-                match js.get_key_value(bucket.bucket.clone()).await {
-                    Ok(kv) => Ok(kv),
-                    Err(_) => js
-                        .create_key_value(bucket.clone())
-                        .await
-                        .map_err(|err| err.to_string()),
-                }
-            },
-        )
-        .await?;
-        let holds = kv::Config {
-            bucket: format!("{}_LEASES", options.stream),
-            history: 1,
-            storage: stream::StorageType::File,
-            num_replicas: options.replicas,
-            // Holds of runs that finished long ago go by themselves.
-            max_age: Duration::from_secs(2 * 24 * 3600),
-            ..kv::Config::default()
-        };
-        let leases = retry_setup(
-            "create the lease bucket",
-            options.connect_timeout,
-            || async {
-                match js.get_key_value(holds.bucket.clone()).await {
-                    Ok(kv) => Ok(kv),
-                    Err(_) => js
-                        .create_key_value(holds.clone())
-                        .await
-                        .map_err(|err| err.to_string()),
-                }
-            },
-        )
-        .await?;
-        let uses = kv::Config {
-            bucket: format!("{}_USES", options.stream),
-            history: 1,
-            storage: stream::StorageType::File,
-            num_replicas: options.replicas,
-            // Uses of nodes that died go by themselves.
-            max_age: Duration::from_secs(24 * 3600),
-            ..kv::Config::default()
-        };
-        let uses = retry_setup(
-            "create the uses bucket",
-            options.connect_timeout,
-            || async {
-                match js.get_key_value(uses.bucket.clone()).await {
-                    Ok(kv) => Ok(kv),
-                    Err(_) => js
-                        .create_key_value(uses.clone())
-                        .await
-                        .map_err(|err| err.to_string()),
-                }
-            },
-        )
-        .await?;
+        let patience = options.connect_timeout;
+        let kv = open_bucket(&js, bucket("INDEX", Duration::ZERO), patience).await?;
+        // Holds of runs that finished long ago go by themselves.
+        let holds = bucket("LEASES", Duration::from_secs(2 * 24 * 3600));
+        let leases = open_bucket(&js, holds, patience).await?;
+        // Uses of nodes that died go by themselves.
+        let uses = bucket("USES", Duration::from_secs(24 * 3600));
+        let uses = open_bucket(&js, uses, patience).await?;
         let objects = Objects::open(
             &js,
             &options.stream,
@@ -521,6 +470,27 @@ async fn connect(options: &JetStreamOptions) -> Result<async_nats::Client> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(client)
+}
+
+/// Opens the key-value bucket `config` names, creating it when it does not
+/// exist, trying for `patience` (a new cluster elects its leaders in a
+/// few seconds).
+async fn open_bucket(
+    js: &jetstream::Context,
+    config: kv::Config,
+    patience: Duration,
+) -> Result<kv::Store> {
+    let what = format!("create the bucket {}", config.bucket);
+    retry_setup(&what, patience, || async {
+        match js.get_key_value(config.bucket.clone()).await {
+            Ok(kv) => Ok(kv),
+            Err(_) => js
+                .create_key_value(config.clone())
+                .await
+                .map_err(|err| err.to_string()),
+        }
+    })
+    .await
 }
 
 /// Runs a setup step until it succeeds or `patience` passes (a new

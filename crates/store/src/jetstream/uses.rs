@@ -5,17 +5,13 @@
 //! uses, as it leaves one its own node uses. A node that dies stops
 //! renewing, and its keys run out.
 
-use std::{
-    collections::HashSet,
-    sync::Weak,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashSet, sync::Weak, time::Duration};
 
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
-use super::{Shared, index::latest_values, subject};
+use super::{Shared, index::latest_values, leases::now_ms, subject};
 use crate::{error::Result, local::concurrency::lock, model::RunKey};
 
 /// How long a use is held without being renewed.
@@ -38,13 +34,6 @@ pub(crate) struct UseHolds {
     pub(crate) kv: kv::Store,
     /// This node's name, new at every start, as a key token.
     pub(crate) node: String,
-}
-
-/// Now, in milliseconds since the epoch.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
 }
 
 impl UseHolds {

@@ -49,7 +49,7 @@ use async_nats::jetstream::{self, kv, stream};
 pub(crate) use self::catalog::last_object_record;
 use self::{catalog::Listing, staging::run_of};
 pub use self::{chunks::JetStreamObjectReader, uploads::JetStreamUpload};
-use super::{JetStreamStore, chain::Tip, retry_setup};
+use super::{JetStreamStore, chain::Tip, open_bucket, retry_setup};
 use crate::{
     error::{Result, StoreError},
     ids::check_id,
@@ -125,16 +125,7 @@ impl Objects {
             num_replicas: replicas,
             ..kv::Config::default()
         };
-        let uploads = retry_setup("create the uploads bucket", patience, || async {
-            match js.get_key_value(uploads.bucket.clone()).await {
-                Ok(kv) => Ok(kv),
-                Err(_) => js
-                    .create_key_value(uploads.clone())
-                    .await
-                    .map_err(|err| err.to_string()),
-            }
-        })
-        .await?;
+        let uploads = open_bucket(js, uploads, patience).await?;
         Ok(Self {
             js: js.clone(),
             stream,
