@@ -216,10 +216,10 @@ impl Shared {
         let mut fresh = slot.is_none();
         loop {
             let checked = match self.current(key, &mut slot).await {
-                Ok(tip) => admits(&tip.head.run, key, writer_id).map(|late| (tip.clone(), late)),
+                Ok(tip) => admits(&tip.head.run, key, writer_id),
                 Err(err) => Err(err),
             };
-            let (tip, late) = match checked {
+            let late = match checked {
                 Err(_) if !fresh => {
                     *slot = None;
                     fresh = true;
@@ -227,7 +227,7 @@ impl Shared {
                 }
                 checked => checked?,
             };
-            let tip = &tip;
+            let tip = slot.as_ref().expect("the tip was read above");
             let metadata = match self.metadata_at(key, tip).await {
                 Ok(metadata) => metadata,
                 Err(_) if !fresh => {
