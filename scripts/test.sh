@@ -13,6 +13,12 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# A one-off build gains nothing from incremental compilation's caches,
+# which would double the target directory's size.
+export CARGO_INCREMENTAL=0
+step "free disk space"
+df -h . | tail -n 1
+
 step "installing pinned tools (tools/package-lock.json)"
 npm ci --prefix tools --no-audit --no-fund --loglevel=error
 buf=$PWD/tools/node_modules/.bin/buf
