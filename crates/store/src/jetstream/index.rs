@@ -10,9 +10,12 @@
 //! replaces a newer entry (compare-and-set on the key's revision), so two
 //! nodes writing one run's entry leave the later one.
 
+use std::time::Duration;
+
 use async_nats::jetstream::{
     consumer::{DeliverPolicy, pull::OrderedConfig},
     kv,
+    stream::RawMessageErrorKind,
 };
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -24,8 +27,14 @@ use crate::{
     model::{RunKey, RunMetadata, RunStateSnapshot},
 };
 
-/// How long a read of a bucket waits for a message it was told of.
-const LAST_MESSAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a read of a bucket waits for its next message before it asks
+/// the bucket's leader whether any is left.
+const QUIET_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a read of a bucket waits, in all, without a message while the
+/// bucket holds one it has not delivered (a leader election takes a few
+/// seconds) before it gives up.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// How many times a write of an entry tries again when another node wrote
 /// it meanwhile.
@@ -183,15 +192,28 @@ impl Index {
 ///
 /// # Errors
 ///
-/// [`crate::StoreError::Unavailable`], saying it was reading `what`.
+/// [`crate::StoreError::Unavailable`], saying it was reading `what`; also
+/// when the read stalls with keys left to read, rather than a short answer.
 pub(crate) async fn latest_values(
     kv: &kv::Store,
     filter: &str,
     what: &str,
 ) -> Result<Vec<(String, bytes::Bytes, u64)>> {
+    read_latest(kv, filter, what, QUIET_WAIT).await
+}
+
+/// [`latest_values`], asking whether messages are left after `quiet`
+/// without one.
+async fn read_latest(
+    kv: &kv::Store,
+    filter: &str,
+    what: &str,
+    quiet: Duration,
+) -> Result<Vec<(String, bytes::Bytes, u64)>> {
     let failed = |err: String| unavailable(format!("cannot read {what}"), err);
+    let filter_subject = format!("{}{filter}", kv.prefix);
     let config = OrderedConfig {
-        filter_subject: format!("{}{filter}", kv.prefix),
+        filter_subject: filter_subject.clone(),
         deliver_policy: DeliverPolicy::LastPerSubject,
         ..OrderedConfig::default()
     };
@@ -208,17 +230,35 @@ pub(crate) async fn latest_values(
         .messages()
         .await
         .map_err(|err| failed(err.to_string()))?;
+    // The stream sequence of the last message read, and when it came.
+    let (mut last, mut last_at) = (0, tokio::time::Instant::now());
     loop {
         // Messages come in order, each saying how many are left; when the
         // last ones are purged meanwhile (a key dropped), the count never
-        // reaches 0, and a pause this long means none is coming.
-        let message = match tokio::time::timeout(LAST_MESSAGE_WAIT, messages.next()).await {
+        // reaches 0. So a pause asks the leader for a message past the
+        // last one read: none means the read is complete.
+        let message = match tokio::time::timeout(quiet, messages.next()).await {
             Ok(Some(message)) => message,
-            Ok(None) | Err(_) => break,
+            pause => {
+                if !any_after(kv, &filter_subject, last).await.map_err(failed)? {
+                    break;
+                }
+                if pause.is_ok() {
+                    return Err(failed("the read ended with keys left".to_owned()));
+                }
+                if last_at.elapsed() >= STALL_LIMIT {
+                    return Err(failed(format!(
+                        "no message for {}s with keys left",
+                        STALL_LIMIT.as_secs()
+                    )));
+                }
+                continue;
+            }
         };
         let message = message.map_err(|err| failed(err.to_string()))?;
         let info = message.info().map_err(|err| failed(err.to_string()))?;
         let (pending, revision) = (info.pending, info.stream_sequence);
+        (last, last_at) = (revision, tokio::time::Instant::now());
         let deleted = message
             .headers
             .as_ref()
@@ -233,4 +273,91 @@ pub(crate) async fn latest_values(
         }
     }
     Ok(values)
+}
+
+/// Whether the bucket's stream holds a message on `subject` (a pattern)
+/// past stream sequence `last`, as its leader answers.
+async fn any_after(kv: &kv::Store, subject: &str, last: u64) -> Result<bool, String> {
+    let request = kv
+        .stream
+        .raw_message_builder()
+        .sequence(last + 1)
+        .next_by_subject(subject);
+    match request.send().await {
+        Ok(_) => Ok(true),
+        Err(err) if matches!(err.kind(), RawMessageErrorKind::NoMessageFound) => Ok(false),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::jetstream::test_cluster::NatsCluster;
+
+    /// A bucket on `cluster` holding the keys `k0000`, `k0001`... up to
+    /// `keys`.
+    async fn bucket(cluster: &NatsCluster, keys: usize) -> kv::Store {
+        let client = async_nats::connect(cluster.urls()[0].clone())
+            .await
+            .expect("the client connects");
+        let kv = async_nats::jetstream::new(client)
+            .create_key_value(kv::Config {
+                bucket: "READS".to_owned(),
+                ..kv::Config::default()
+            })
+            .await
+            .expect("the bucket is created");
+        let puts = (0..keys).map(|i| kv.put(format!("k{i:04}"), bytes::Bytes::from("value")));
+        for put in futures::future::join_all(puts).await {
+            put.expect("a key is written");
+        }
+        kv
+    }
+
+    #[tokio::test]
+    async fn a_read_that_pauses_between_messages_reads_every_key() {
+        let cluster = NatsCluster::start(1);
+        let kv = bucket(&cluster, 600).await;
+        // Every message comes later than this: each pause asks whether
+        // more are left, and they are.
+        let values = read_latest(&kv, ">", "the bucket", Duration::from_micros(1))
+            .await
+            .expect("the bucket is read");
+        let names: HashSet<_> = values.into_iter().map(|(name, ..)| name).collect();
+        assert_eq!(names.len(), 600, "every key is read once");
+    }
+
+    #[tokio::test]
+    async fn a_read_ends_when_the_keys_it_was_told_of_are_purged() {
+        let cluster = NatsCluster::start(1);
+        let kv = bucket(&cluster, 600).await;
+        let purge = {
+            let kv = kv.clone();
+            async move {
+                for i in (300..600).rev() {
+                    let subject = format!("{}k{i:04}", kv.prefix);
+                    kv.stream.purge().filter(subject).await.expect("a purge");
+                }
+            }
+        };
+        let read = read_latest(&kv, ">", "the bucket", Duration::from_millis(50));
+        let (values, ()) =
+            tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(read, purge) })
+                .await
+                .expect("the read ends before its stall limit");
+        let names: HashSet<_> = values
+            .expect("the bucket is read")
+            .into_iter()
+            .map(|(name, ..)| name)
+            .collect();
+        for i in 0..300 {
+            assert!(
+                names.contains(&format!("k{i:04}")),
+                "key {i} stayed and is read"
+            );
+        }
+    }
 }

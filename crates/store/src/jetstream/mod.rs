@@ -36,6 +36,9 @@ mod objects;
 mod reader;
 mod record;
 mod subject;
+#[cfg(test)]
+#[path = "../../../../tests/util/nats_cluster.rs"]
+mod test_cluster;
 mod uses;
 mod writes;
 
