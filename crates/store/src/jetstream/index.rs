@@ -13,7 +13,10 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{
-    consumer::{DeliverPolicy, pull::OrderedConfig},
+    consumer::{
+        DeliverPolicy,
+        pull::{Ordered, OrderedConfig},
+    },
     kv,
     stream::RawMessageErrorKind,
 };
@@ -210,69 +213,98 @@ async fn read_latest(
     what: &str,
     quiet: Duration,
 ) -> Result<Vec<(String, bytes::Bytes, u64)>> {
-    let failed = |err: String| unavailable(format!("cannot read {what}"), err);
-    let filter_subject = format!("{}{filter}", kv.prefix);
-    let config = OrderedConfig {
-        filter_subject: filter_subject.clone(),
-        deliver_policy: DeliverPolicy::LastPerSubject,
-        ..OrderedConfig::default()
-    };
-    let consumer = kv
-        .stream
-        .create_consumer(config)
-        .await
-        .map_err(|err| failed(err.to_string()))?;
-    let mut values = Vec::new();
-    if consumer.cached_info().num_pending == 0 {
-        return Ok(values);
-    }
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|err| failed(err.to_string()))?;
-    // The stream sequence of the last message read, and when it came.
-    let (mut last, mut last_at) = (0, tokio::time::Instant::now());
-    loop {
-        // Messages come in order, each saying how many are left; when the
-        // last ones are purged meanwhile (a key dropped), the count never
-        // reaches 0. So a pause asks the leader for a message past the
-        // last one read: none means the read is complete.
-        let message = match tokio::time::timeout(quiet, messages.next()).await {
-            Ok(Some(message)) => message,
-            pause => {
-                if !any_after(kv, &filter_subject, last).await.map_err(failed)? {
-                    break;
-                }
-                if pause.is_ok() {
-                    return Err(failed("the read ended with keys left".to_owned()));
-                }
-                if last_at.elapsed() >= STALL_LIMIT {
-                    return Err(failed(format!(
-                        "no message for {}s with keys left",
-                        STALL_LIMIT.as_secs()
-                    )));
-                }
-                continue;
-            }
+    let read = async { BucketRead::start(kv, filter).await?.finish(quiet).await };
+    read.await
+        .map_err(|err| unavailable(format!("cannot read {what}"), err))
+}
+
+/// A read of the latest value of each key of a bucket that matches a
+/// filter, through an ordered consumer.
+struct BucketRead<'a> {
+    /// The bucket.
+    kv: &'a kv::Store,
+    /// The filter, as a subject of the bucket's stream.
+    subject: String,
+    /// The consumer's messages; `None` when it had none to deliver.
+    messages: Option<Ordered>,
+}
+
+impl<'a> BucketRead<'a> {
+    /// Starts reading the keys of `kv` that match `filter`.
+    async fn start(kv: &'a kv::Store, filter: &str) -> Result<Self, String> {
+        let subject = format!("{}{filter}", kv.prefix);
+        let config = OrderedConfig {
+            filter_subject: subject.clone(),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ..OrderedConfig::default()
         };
-        let message = message.map_err(|err| failed(err.to_string()))?;
-        let info = message.info().map_err(|err| failed(err.to_string()))?;
-        let (pending, revision) = (info.pending, info.stream_sequence);
-        (last, last_at) = (revision, tokio::time::Instant::now());
-        let deleted = message
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get("KV-Operation"))
-            .is_some();
-        let name = message.subject.as_str().strip_prefix(kv.prefix.as_str());
-        if let (false, Some(name)) = (deleted, name) {
-            values.push((name.to_owned(), message.payload.clone(), revision));
-        }
-        if pending == 0 {
-            break;
-        }
+        let consumer = kv
+            .stream
+            .create_consumer(config)
+            .await
+            .map_err(|err| err.to_string())?;
+        let messages = match consumer.cached_info().num_pending {
+            0 => None,
+            _ => Some(consumer.messages().await.map_err(|err| err.to_string())?),
+        };
+        Ok(Self {
+            kv,
+            subject,
+            messages,
+        })
     }
-    Ok(values)
+
+    /// Reads the values to the last, asking whether any is left after
+    /// `quiet` without one.
+    async fn finish(self, quiet: Duration) -> Result<Vec<(String, bytes::Bytes, u64)>, String> {
+        let mut values = Vec::new();
+        let Some(mut messages) = self.messages else {
+            return Ok(values);
+        };
+        // The stream sequence of the last message read, and when it came.
+        let (mut last, mut last_at) = (0, tokio::time::Instant::now());
+        loop {
+            // Messages come in order, each saying how many are left; when
+            // the last ones are purged meanwhile (a key dropped), the count
+            // never reaches 0. So a pause asks the leader for a message past
+            // the last one read: none means the read is complete.
+            let message = match tokio::time::timeout(quiet, messages.next()).await {
+                Ok(Some(message)) => message.map_err(|err| err.to_string())?,
+                pause => {
+                    if !any_after(self.kv, &self.subject, last).await? {
+                        break;
+                    }
+                    if pause.is_ok() {
+                        return Err("the read ended with keys left".to_owned());
+                    }
+                    if last_at.elapsed() >= STALL_LIMIT {
+                        let secs = STALL_LIMIT.as_secs();
+                        return Err(format!("no message for {secs}s with keys left"));
+                    }
+                    continue;
+                }
+            };
+            let info = message.info().map_err(|err| err.to_string())?;
+            let (pending, revision) = (info.pending, info.stream_sequence);
+            (last, last_at) = (revision, tokio::time::Instant::now());
+            let deleted = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get("KV-Operation"))
+                .is_some();
+            let name = message
+                .subject
+                .as_str()
+                .strip_prefix(self.kv.prefix.as_str());
+            if let (false, Some(name)) = (deleted, name) {
+                values.push((name.to_owned(), message.payload.clone(), revision));
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(values)
+    }
 }
 
 /// Whether the bucket's stream holds a message on `subject` (a pattern)
@@ -334,30 +366,21 @@ mod tests {
     async fn a_read_ends_when_the_keys_it_was_told_of_are_purged() {
         let cluster = NatsCluster::start(1);
         let kv = bucket(&cluster, 600).await;
-        let purge = {
-            let kv = kv.clone();
-            async move {
-                for i in (300..600).rev() {
-                    let subject = format!("{}k{i:04}", kv.prefix);
-                    kv.stream.purge().filter(subject).await.expect("a purge");
-                }
-            }
-        };
-        let read = read_latest(&kv, ">", "the bucket", Duration::from_millis(50));
-        let (values, ()) =
-            tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(read, purge) })
-                .await
-                .expect("the read ends before its stall limit");
-        let names: HashSet<_> = values
-            .expect("the bucket is read")
-            .into_iter()
-            .map(|(name, ..)| name)
-            .collect();
-        for i in 0..300 {
-            assert!(
-                names.contains(&format!("k{i:04}")),
-                "key {i} stayed and is read"
-            );
+        let read = BucketRead::start(&kv, ">").await.expect("the read starts");
+        // The last 300 keys go after the consumer counted them.
+        for i in 300..600 {
+            let subject = format!("{}k{i:04}", kv.prefix);
+            kv.stream.purge().filter(subject).await.expect("a purge");
         }
+        let values = tokio::time::timeout(
+            Duration::from_secs(20),
+            read.finish(Duration::from_millis(100)),
+        )
+        .await
+        .expect("the read ends before its stall limit")
+        .expect("the bucket is read");
+        let names: HashSet<_> = values.into_iter().map(|(name, ..)| name).collect();
+        let kept: HashSet<_> = (0..300).map(|i| format!("k{i:04}")).collect();
+        assert_eq!(names, kept, "the keys that stayed, and only those");
     }
 }
