@@ -218,6 +218,9 @@ async fn read_latest(
         .map_err(|err| unavailable(format!("cannot read {what}"), err))
 }
 
+/// A key's value and revision, as a bucket read gives it.
+type Latest = (String, bytes::Bytes, u64);
+
 /// A read of the latest value of each key of a bucket that matches a
 /// filter, through an ordered consumer.
 struct BucketRead<'a> {
@@ -225,8 +228,12 @@ struct BucketRead<'a> {
     kv: &'a kv::Store,
     /// The filter, as a subject of the bucket's stream.
     subject: String,
-    /// The consumer's messages; `None` when it had none to deliver.
+    /// The consumer's messages; `None` once the read is complete.
     messages: Option<Ordered>,
+    /// The stream sequence of the last message read.
+    last: u64,
+    /// When it came (or when the read started).
+    last_at: tokio::time::Instant,
 }
 
 impl<'a> BucketRead<'a> {
@@ -251,19 +258,28 @@ impl<'a> BucketRead<'a> {
             kv,
             subject,
             messages,
+            last: 0,
+            last_at: tokio::time::Instant::now(),
         })
     }
 
-    /// Reads the values to the last, asking whether any is left after
-    /// `quiet` without one.
-    async fn finish(self, quiet: Duration) -> Result<Vec<(String, bytes::Bytes, u64)>, String> {
+    /// Reads every value left, asking whether any is left after `quiet`
+    /// without one.
+    async fn finish(mut self, quiet: Duration) -> Result<Vec<Latest>, String> {
         let mut values = Vec::new();
-        let Some(mut messages) = self.messages else {
-            return Ok(values);
-        };
-        // The stream sequence of the last message read, and when it came.
-        let (mut last, mut last_at) = (0, tokio::time::Instant::now());
+        while let Some(value) = self.next(quiet).await? {
+            values.extend(value);
+        }
+        Ok(values)
+    }
+
+    /// The next message's key and value: `Some(None)` for a deleted key,
+    /// `None` once the read is complete.
+    async fn next(&mut self, quiet: Duration) -> Result<Option<Option<Latest>>, String> {
         loop {
+            let Some(messages) = self.messages.as_mut() else {
+                return Ok(None);
+            };
             // Messages come in order, each saying how many are left; when
             // the last ones are purged meanwhile (a key dropped), the count
             // never reaches 0. So a pause asks the leader for a message past
@@ -271,13 +287,14 @@ impl<'a> BucketRead<'a> {
             let message = match tokio::time::timeout(quiet, messages.next()).await {
                 Ok(Some(message)) => message.map_err(|err| err.to_string())?,
                 pause => {
-                    if !any_after(self.kv, &self.subject, last).await? {
-                        break;
+                    if !any_after(self.kv, &self.subject, self.last).await? {
+                        self.messages = None;
+                        return Ok(None);
                     }
                     if pause.is_ok() {
                         return Err("the read ended with keys left".to_owned());
                     }
-                    if last_at.elapsed() >= STALL_LIMIT {
+                    if self.last_at.elapsed() >= STALL_LIMIT {
                         let secs = STALL_LIMIT.as_secs();
                         return Err(format!("no message for {secs}s with keys left"));
                     }
@@ -286,7 +303,10 @@ impl<'a> BucketRead<'a> {
             };
             let info = message.info().map_err(|err| err.to_string())?;
             let (pending, revision) = (info.pending, info.stream_sequence);
-            (last, last_at) = (revision, tokio::time::Instant::now());
+            (self.last, self.last_at) = (revision, tokio::time::Instant::now());
+            if pending == 0 {
+                self.messages = None;
+            }
             let deleted = message
                 .headers
                 .as_ref()
@@ -296,14 +316,11 @@ impl<'a> BucketRead<'a> {
                 .subject
                 .as_str()
                 .strip_prefix(self.kv.prefix.as_str());
-            if let (false, Some(name)) = (deleted, name) {
-                values.push((name.to_owned(), message.payload.clone(), revision));
-            }
-            if pending == 0 {
-                break;
-            }
+            return Ok(Some(match (deleted, name) {
+                (false, Some(name)) => Some((name.to_owned(), message.payload.clone(), revision)),
+                _ => None,
+            }));
         }
-        Ok(values)
     }
 }
 
@@ -366,9 +383,16 @@ mod tests {
     async fn a_read_ends_when_the_keys_it_was_told_of_are_purged() {
         let cluster = NatsCluster::start(1);
         let kv = bucket(&cluster, 600).await;
-        let read = BucketRead::start(&kv, ">").await.expect("the read starts");
-        // The last 300 keys go after the consumer counted them.
-        for i in 300..600 {
+        let mut read = BucketRead::start(&kv, ">").await.expect("the read starts");
+        let first = read
+            .next(Duration::from_secs(5))
+            .await
+            .expect("a first key")
+            .flatten();
+        assert!(first.is_some(), "the first key is read");
+        // The last 100 keys go while the read runs; it ends, with the
+        // keys that stayed.
+        for i in 500..600 {
             let subject = format!("{}k{i:04}", kv.prefix);
             kv.stream.purge().filter(subject).await.expect("a purge");
         }
@@ -379,8 +403,16 @@ mod tests {
         .await
         .expect("the read ends before its stall limit")
         .expect("the bucket is read");
-        let names: HashSet<_> = values.into_iter().map(|(name, ..)| name).collect();
-        let kept: HashSet<_> = (0..300).map(|i| format!("k{i:04}")).collect();
-        assert_eq!(names, kept, "the keys that stayed, and only those");
+        let names: HashSet<_> = first
+            .into_iter()
+            .chain(values)
+            .map(|(name, ..)| name)
+            .collect();
+        for i in 0..500 {
+            assert!(
+                names.contains(&format!("k{i:04}")),
+                "key {i} stayed and is read"
+            );
+        }
     }
 }
