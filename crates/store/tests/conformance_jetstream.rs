@@ -156,6 +156,35 @@ async fn a_run_read_through_one_node_is_kept_by_the_others(backend: &JetStream) 
         b.get_run(&key).await,
         Err(StoreError::RunNotFound(_))
     ));
+    // Nothing of the run is left in the stream, not even its `Deleted`
+    // record.
+    let mut stream = jetstream_of(backend)
+        .await
+        .get_stream(&backend.stream)
+        .await
+        .expect("the run stream");
+    let info = stream.info().await.expect("the stream's state");
+    assert_eq!(info.state.messages, 0, "the stream holds nothing");
+    // The ids take a new run, which both nodes read.
+    a.prepare_run(metadata("again"), initial_state())
+        .await
+        .expect("prepared again");
+    let run = b
+        .get_run(&key)
+        .await
+        .expect("the new run is read through b");
+    assert_eq!(run.metadata.step_id, "again");
+}
+
+/// A JetStream context on the backend's cluster.
+async fn jetstream_of(backend: &JetStream) -> async_nats::jetstream::Context {
+    let addresses: Vec<async_nats::ServerAddr> = backend
+        .urls
+        .iter()
+        .map(|url| url.parse().expect("a server address"))
+        .collect();
+    let client = async_nats::connect(addresses).await.expect("connects");
+    async_nats::jetstream::new(client)
 }
 
 /// A finished run imported with its objects while another node sweeps
@@ -359,13 +388,7 @@ async fn the_sweep_keeps_a_committed_objects_chunks(backend: &JetStream) {
     upload.commit(commit_of(&data)).await.expect("committed");
 
     // The key as a commit that stopped leaves it.
-    let addresses: Vec<async_nats::ServerAddr> = backend
-        .urls
-        .iter()
-        .map(|url| url.parse().expect("a server address"))
-        .collect();
-    let client = async_nats::connect(addresses).await.expect("connects");
-    let js = async_nats::jetstream::new(client);
+    let js = jetstream_of(backend).await;
     let objects = js
         .get_stream(format!("OBJ_{}_OBJECTS", backend.stream))
         .await

@@ -680,8 +680,9 @@ impl RunStore for JetStreamStore {
 }
 
 impl Shared {
-    /// Purges `key`'s records before its `Deleted` record at `deleted`,
-    /// and nothing after it: a run prepared again meanwhile stays whole.
+    /// Purges `key`'s records before stream sequence `deleted` (its
+    /// `Deleted` record, or the one after it), and nothing after: a run
+    /// prepared again meanwhile stays whole.
     async fn purge_before(&self, key: &RunKey, deleted: u64) -> Result<()> {
         let subject = self.chains.subjects.run(key);
         self.chains
@@ -706,7 +707,7 @@ impl Shared {
 impl JetStreamStore {
     /// Deletes a terminal run: a `Deleted` record on its chain (so no
     /// node appends or prepares on the old run), then every record
-    /// before it purged, then its index entry. Keeps a run that is not
+    /// before it purged, then its index entry, then that record. Keeps a run that is not
     /// terminal, or whose worker lease another node holds (a writer that
     /// may still deliver late).
     async fn delete(&self, key: &RunKey) -> Result<Outcome> {
@@ -718,6 +719,7 @@ impl JetStreamStore {
                 // Marked deleted by a pass that did not get to purge.
                 self.shared.finish_deletion(key, &tip).await?;
                 self.shared.index.remove_through(key, tip.stream_seq).await;
+                self.shared.purge_before(key, tip.stream_seq + 1).await?;
                 return Ok(Outcome::Gone);
             }
             None => {
@@ -739,6 +741,12 @@ impl JetStreamStore {
         self.shared.drop_objects(key, &tip).await?;
         self.shared.purge_before(key, deleted).await?;
         self.shared.index.remove_through(key, deleted).await;
+        // Last, the `Deleted` record itself: the stream keeps nothing of
+        // the run, and a pass that stops before this point finds the run
+        // again by its index entry. A node that still knows the run's tip
+        // has its next write refused (the subject's last message is gone)
+        // and reads the run as gone.
+        self.shared.purge_before(key, deleted + 1).await?;
         self.shared.leases.forget(key).await;
         self.shared.forget(key);
         Ok(Outcome::Deleted)
