@@ -108,6 +108,63 @@ async fn every_conformance_check_on_a_three_server_cluster() {
     an_import_is_not_swept_under_it(&JetStream::new(&cluster)).await;
     eprintln!("two nodes: a run read through one node is kept by the other's retention");
     a_run_read_through_one_node_is_kept_by_the_others(&JetStream::new(&cluster)).await;
+    eprintln!("a reader of a run purged under it ends");
+    a_reader_of_a_run_purged_under_it_ends(&JetStream::new(&cluster)).await;
+}
+
+/// A reader that opened on a finished run whose records then go (as when
+/// retention on another node finishes just after the reader read the
+/// run's tip) ends with `RunNotFound`, rather than wait for records that
+/// will not come; and it does not read the run prepared again over it.
+async fn a_reader_of_a_run_purged_under_it_ends(backend: &JetStream) {
+    let (a, b) = two_nodes(backend).await;
+    let js = jetstream_of(backend).await;
+    let stream = js.get_stream(&backend.stream).await.expect("the stream");
+    let subject = format!("{}.run.nightly.r", backend.stream);
+    let from = ReadFrom {
+        history_only: true,
+        ..ReadFrom::default()
+    };
+    for prepared_again in [false, true] {
+        let key = running(&a).await;
+        // More records than a reader's consumer fetches ahead of it.
+        for n in 1..=700 {
+            a.append(&key, "w", vec![line(n, "a line")])
+                .await
+                .expect("an append");
+        }
+        set(&a, &key, RunStatus::Completed).await;
+        let mut reader = b.open_reader(&key, from.clone()).await.expect("a reader");
+        stream
+            .purge()
+            .filter(&subject)
+            .await
+            .expect("the run's records go");
+        if prepared_again {
+            a.prepare_run(metadata("again"), initial_state())
+                .await
+                .expect("prepared again");
+        }
+        let read_all = async {
+            loop {
+                if reader.read(64 << 10).await?.finished {
+                    return Ok(());
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(20), read_all)
+            .await
+            .expect("the reader ends");
+        assert!(
+            matches!(outcome, Err(StoreError::RunNotFound(_))),
+            "the reader ends as its run is gone (prepared again: {prepared_again}): {outcome:?}"
+        );
+        stream
+            .purge()
+            .filter(&subject)
+            .await
+            .expect("a clean slate");
+    }
 }
 
 /// Retention on one node keeps a finished run that another node has a

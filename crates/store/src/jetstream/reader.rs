@@ -21,9 +21,9 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
     Shared, UseGuard,
-    chain::Tip,
+    chain::{Chains, Tip},
     locate::{self, SeqRange},
-    record::Record,
+    record::{Record, RecordKind},
 };
 use crate::{
     error::{Result, StoreError},
@@ -34,6 +34,11 @@ use crate::{
 /// How many records the consumer task may hold for a reader that does not
 /// read.
 const RECORDS_AHEAD: usize = 32;
+
+/// How long a reader waits for records known to exist before it asks
+/// whether its run is still there: retention on another node may have
+/// purged them.
+const SILENCE_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A record as the consumer task hands it over.
 type Delivered = Result<(u64, Record, u64)>;
@@ -73,6 +78,11 @@ pub struct JetStreamReader {
     /// The stream sequence of the record `state` and `committed_seq` come
     /// from.
     state_seq: u64,
+    /// The stream sequence of the run's `Prepared` record: records of
+    /// another run of the same ids are not this run's.
+    origin: u64,
+    /// Where the run's records are, to ask whether it is still there.
+    chains: Chains,
     /// The run was deleted while being read.
     deleted: bool,
     /// A record that `changed` received and could not read.
@@ -117,6 +127,8 @@ impl JetStreamReader {
             state: tip.head.run.state.clone(),
             state_told: false,
             state_seq: tip.stream_seq,
+            origin: tip.origin(),
+            chains: shared.clone_chains(),
             deleted: false,
             failed: None,
             _use: guard,
@@ -129,7 +141,17 @@ impl JetStreamReader {
         self.delivered = stream_seq;
         self.latest = self.latest.max(stream_seq + pending);
         self.last_taken = self.last_taken.max(record.head.last_seq());
-        if record.head.kind == super::record::RecordKind::Deleted {
+        let origin = match record.head.kind {
+            RecordKind::Deleted => {
+                self.deleted = true;
+                return Ok(());
+            }
+            RecordKind::Prepared => stream_seq,
+            _ => record.head.run.origin,
+        };
+        if origin != self.origin {
+            // A run prepared again after this one was deleted, with its
+            // `Deleted` record purged already.
             self.deleted = true;
             return Ok(());
         }
@@ -157,6 +179,19 @@ impl JetStreamReader {
         Ok(())
     }
 
+    /// Whether the run is gone: deleted, or deleted and prepared again.
+    /// A chain that cannot be read now counts as there.
+    async fn run_gone(&self) -> bool {
+        match self.chains.tip(&self.key).await {
+            Ok(Some(tip)) => !tip.exists() || tip.origin() != self.origin,
+            Ok(None) => true,
+            Err(cause) => {
+                tracing::debug!(run = %self.key, %cause, "cannot ask whether a run is there");
+                false
+            }
+        }
+    }
+
     /// Whether every record known to exist was received.
     fn at_end(&self) -> bool {
         self.delivered >= self.latest
@@ -178,9 +213,13 @@ impl RunReader for JetStreamReader {
                 .to_seq
                 .is_none_or(|to| self.next_seq <= to && self.last_taken < to)
         {
-            let delivered = match self.records.recv().await {
-                Some(delivered) => delivered,
-                None => break,
+            let delivered = match tokio::time::timeout(SILENCE_CHECK, self.records.recv()).await {
+                Ok(Some(delivered)) => delivered,
+                Ok(None) => break,
+                Err(_) => {
+                    self.deleted = self.run_gone().await;
+                    continue;
+                }
             };
             self.take(delivered)?;
         }
@@ -257,12 +296,7 @@ fn entry_bytes(entry: &LogEntry) -> usize {
 
 /// Delivers the records of `key`'s subject from stream sequence `start`,
 /// until the reader is dropped.
-async fn pump(
-    chains: super::chain::Chains,
-    key: RunKey,
-    start: u64,
-    sender: mpsc::Sender<Delivered>,
-) {
+async fn pump(chains: Chains, key: RunKey, start: u64, sender: mpsc::Sender<Delivered>) {
     let config = OrderedConfig {
         filter_subject: chains.subjects.run(&key),
         deliver_policy: DeliverPolicy::ByStartSequence {
