@@ -110,6 +110,136 @@ async fn every_conformance_check_on_a_three_server_cluster() {
     a_run_read_through_one_node_is_kept_by_the_others(&JetStream::new(&cluster)).await;
     eprintln!("a reader of a run purged under it ends");
     a_reader_of_a_run_purged_under_it_ends(&JetStream::new(&cluster)).await;
+    eprintln!("live readers of a run through one node share one consumer");
+    live_readers_of_a_run_share_one_consumer(&JetStream::new(&cluster)).await;
+}
+
+/// Readers of one run through one node that have caught up share one
+/// consumer on the NATS servers; each still reads every line once, in
+/// order, including one that fell behind and one that joined late.
+async fn live_readers_of_a_run_share_one_consumer(backend: &JetStream) {
+    let (a, b) = two_nodes(backend).await;
+    let key = running(&a).await;
+    let js = jetstream_of(backend).await;
+    let mut stream = js.get_stream(&backend.stream).await.expect("the stream");
+    let mut written = Vec::new();
+    let mut write = async |n: u64| {
+        let text = format!("line {n}");
+        a.append(&key, "w", vec![line(n, &text)])
+            .await
+            .expect("an append");
+        written.push(text);
+    };
+    for n in 1..=20 {
+        write(n).await;
+    }
+    let (mut readers, mut lines) = (Vec::new(), Vec::new());
+    for _ in 0..8 {
+        let mut reader = b
+            .open_reader(&key, ReadFrom::default())
+            .await
+            .expect("a reader");
+        let mut read = Vec::new();
+        loop {
+            let batch = reader.read(1 << 20).await.expect("a read");
+            read.extend(batch.entries.into_iter().filter_map(text_of));
+            if batch.caught_up {
+                break;
+            }
+        }
+        readers.push(reader);
+        lines.push(read);
+    }
+    // Each live reader takes a record through its own consumer, then
+    // joins the feed.
+    write(21).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let consumers = stream
+            .info()
+            .await
+            .expect("the stream's state")
+            .state
+            .consumer_count;
+        if consumers == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{consumers} consumers for 8 live readers of one run"
+        );
+        // Readers are read, so that each gets its record and joins.
+        for (reader, lines) in readers.iter_mut().zip(&mut lines) {
+            read_ready(reader, lines).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Reader 0 is not read while more than the feed holds for it goes
+    // by: it falls back to a consumer of its own, and loses nothing.
+    let mut late = None;
+    for n in 22..=400 {
+        write(n).await;
+        for (reader, lines) in readers.iter_mut().zip(&mut lines).skip(1) {
+            read_ready(reader, lines).await;
+        }
+        if n == 200 {
+            late = Some(
+                b.open_reader(&key, ReadFrom::default())
+                    .await
+                    .expect("a reader"),
+            );
+        }
+    }
+    set(&a, &key, RunStatus::Completed).await;
+    let mut late_lines = Vec::new();
+    let mut late = late.expect("the late reader");
+    let all = readers
+        .iter_mut()
+        .zip(&mut lines)
+        .chain([(&mut late, &mut late_lines)]);
+    for (reader, lines) in all {
+        let read_all = async {
+            loop {
+                let batch = reader.read(1 << 20).await.expect("a read");
+                lines.extend(batch.entries.into_iter().filter_map(text_of));
+                if batch.finished {
+                    break;
+                }
+                reader.changed().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read_all)
+            .await
+            .expect("the reader reads to the end");
+        let first_wrong = lines.iter().zip(&written).position(|(a, b)| a != b);
+        assert!(
+            lines.len() == written.len() && first_wrong.is_none(),
+            "every line once, in order: {} lines of {}, first wrong at {first_wrong:?}",
+            lines.len(),
+            written.len()
+        );
+    }
+}
+
+/// Reads what `reader` has now into `lines`, without waiting.
+async fn read_ready(reader: &mut impl RunReader, lines: &mut Vec<String>) {
+    loop {
+        let ready = tokio::time::timeout(Duration::from_millis(1), reader.changed()).await;
+        let batch = reader.read(1 << 20).await.expect("a read");
+        let got = !batch.entries.is_empty();
+        lines.extend(batch.entries.into_iter().filter_map(text_of));
+        if ready.is_err() && !got {
+            return;
+        }
+    }
+}
+
+/// The text of a stdout line.
+fn text_of(entry: LogEntry) -> Option<String> {
+    match entry {
+        LogEntry::Chunk(chunk) => Some(chunk.text),
+        LogEntry::Lifecycle(_) => None,
+    }
 }
 
 /// A reader that opened on a finished run whose records then go (as when
@@ -134,7 +264,7 @@ async fn a_reader_of_a_run_purged_under_it_ends(backend: &JetStream) {
                 .expect("an append");
         }
         set(&a, &key, RunStatus::Completed).await;
-        let mut reader = b.open_reader(&key, from.clone()).await.expect("a reader");
+        let mut reader = b.open_reader(&key, from).await.expect("a reader");
         stream
             .purge()
             .filter(&subject)

@@ -173,8 +173,23 @@ impl Index {
     ///
     /// [`crate::StoreError::Unavailable`].
     pub(crate) async fn all(&self) -> Result<Vec<(RunKey, IndexEntry)>> {
+        self.matching(">").await
+    }
+
+    /// The runs of task `task_id` in the index: only their keys are read.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::StoreError::Unavailable`].
+    pub(crate) async fn of_task(&self, task_id: &str) -> Result<Vec<(RunKey, IndexEntry)>> {
+        self.matching(&format!("{}.>", subject::token(task_id)))
+            .await
+    }
+
+    /// The runs whose keys match `filter`, a subject pattern over keys.
+    async fn matching(&self, filter: &str) -> Result<Vec<(RunKey, IndexEntry)>> {
         let mut entries = Vec::new();
-        for (name, value, _) in latest_values(&self.kv, ">", "the index of runs").await? {
+        for (name, value, _) in latest_values(&self.kv, filter, "the index of runs").await? {
             let Some(key) = subject::key_of_index(&name) else {
                 continue;
             };

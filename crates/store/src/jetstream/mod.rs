@@ -28,6 +28,7 @@
 //! with `sync_interval: always` (see docs/scale-out.md).
 
 mod chain;
+mod feeds;
 mod import;
 mod index;
 mod leases;
@@ -169,6 +170,8 @@ pub(crate) struct Shared {
     users: Mutex<HashMap<RunKey, usize>>,
     /// Those of them the other nodes' retention is told of (see `uses`).
     announced: Mutex<HashMap<RunKey, usize>>,
+    /// The live consumers this node's readers share, one per run.
+    feeds: Arc<feeds::Feeds>,
     /// Retention passes of this node do not overlap.
     collecting: tokio::sync::Mutex<()>,
     /// The stream's name.
@@ -316,6 +319,7 @@ impl JetStreamStore {
             metadata: Mutex::default(),
             users: Mutex::default(),
             announced: Mutex::default(),
+            feeds: Arc::default(),
             collecting: tokio::sync::Mutex::new(()),
             stream_name: options.stream,
         });
@@ -540,7 +544,11 @@ impl RunStore for JetStreamStore {
             check_id("task_id", task_id)?;
         }
         let mut catalog = crate::local::catalog::Catalog::default();
-        for (_, entry) in self.shared.index.all().await? {
+        let entries = match &query.task_id {
+            Some(task_id) => self.shared.index.of_task(task_id).await?,
+            None => self.shared.index.all().await?,
+        };
+        for (_, entry) in entries {
             catalog.insert(&entry.metadata, entry.state.status);
         }
         let (keys, next_page_token) = catalog.page(

@@ -13,7 +13,7 @@
 //! (see `locate`): each record's head carries the run's counts after it,
 //! and its commit time.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use futures::StreamExt;
@@ -22,6 +22,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use super::{
     Shared, UseGuard,
     chain::{Chains, Tip},
+    feeds::{FeedRecord, Feeds, Joined, forget_consumer},
     locate::{self, SeqRange},
     record::{Record, RecordKind},
 };
@@ -41,7 +42,7 @@ const RECORDS_AHEAD: usize = 32;
 const SILENCE_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A record as the consumer task hands it over.
-type Delivered = Result<(u64, Record, u64)>;
+type Delivered = Result<FeedRecord>;
 
 /// A reader of one run on JetStream.
 #[derive(Debug)]
@@ -110,7 +111,13 @@ impl JetStreamReader {
             locate::resolve(&shared.chains, key, &tip, &from).await?;
         let start = locate::record_holding(&shared.chains, key, &tip, from_seq).await?;
         let (sender, records) = mpsc::channel(RECORDS_AHEAD);
-        let pump = tokio::spawn(pump(shared.clone_chains(), key.clone(), start, sender));
+        let pump = tokio::spawn(pump(
+            shared.clone_chains(),
+            shared.feeds.clone(),
+            key.clone(),
+            (start, tip.stream_seq),
+            sender,
+        ));
         Ok(Self {
             key: key.clone(),
             channels: from.channels,
@@ -137,7 +144,8 @@ impl JetStreamReader {
 
     /// Takes a delivered record: its entries past the cursor.
     fn take(&mut self, delivered: Delivered) -> Result<()> {
-        let (stream_seq, record, pending) = delivered?;
+        let delivered = delivered?;
+        let (stream_seq, record, pending) = (delivered.0, &delivered.1, delivered.2);
         self.delivered = stream_seq;
         self.latest = self.latest.max(stream_seq + pending);
         self.last_taken = self.last_taken.max(record.head.last_seq());
@@ -294,28 +302,105 @@ fn entry_bytes(entry: &LogEntry) -> usize {
     }
 }
 
-/// Delivers the records of `key`'s subject from stream sequence `start`,
-/// until the reader is dropped.
-async fn pump(chains: Chains, key: RunKey, start: u64, sender: mpsc::Sender<Delivered>) {
+/// Delivers the records of `key`'s subject from stream sequence `start`
+/// (of `range`, whose end is the run's last record when the reader
+/// opened), until the reader is dropped: through a consumer of its own,
+/// and through the run's feed on this node while the reader is live.
+async fn pump(
+    chains: Chains,
+    feeds: Arc<Feeds>,
+    key: RunKey,
+    (start, known_end): (u64, u64),
+    sender: mpsc::Sender<Delivered>,
+) {
+    // The stream sequence of the last record handed over.
+    let mut last = start.max(1) - 1;
+    let mut joined = match last >= known_end {
+        true => feeds.join(&chains, &key, last),
+        false => None,
+    };
+    loop {
+        if let Some(feed) = joined.take() {
+            match follow_feed(feed, last, &sender).await {
+                Some(through) => last = through,
+                None => return,
+            }
+        }
+        match own_consumer(&chains, &feeds, &key, last, &sender).await {
+            Some((feed, through)) => (joined, last) = (Some(feed), through),
+            None => return,
+        }
+    }
+}
+
+/// Hands over the records of `joined` past stream sequence `last`; the
+/// last one handed over when the reader falls behind the feed or the
+/// feed ends, `None` once the reader is gone.
+async fn follow_feed(
+    joined: Joined,
+    mut last: u64,
+    sender: &mpsc::Sender<Delivered>,
+) -> Option<u64> {
+    let Joined {
+        feed: _feed,
+        kept,
+        mut records,
+    } = joined;
+    for record in kept {
+        if record.0 > last {
+            last = record.0;
+            sender.send(Ok(record)).await.ok()?;
+        }
+    }
+    loop {
+        match records.recv().await {
+            Ok(record) if record.0 > last => {
+                last = record.0;
+                sender.send(Ok(record)).await.ok()?;
+            }
+            Ok(_) => {}
+            Err(_) => return Some(last),
+        }
+    }
+}
+
+/// Hands over the records of `key`'s subject past stream sequence `last`
+/// through a consumer of the reader's own, until the reader is live and
+/// joins the run's feed: then the feed and the last record handed over.
+/// `None` once the reader is gone, or its consumer gave up (the reader
+/// was told).
+async fn own_consumer(
+    chains: &Chains,
+    feeds: &Feeds,
+    key: &RunKey,
+    mut last: u64,
+    sender: &mpsc::Sender<Delivered>,
+) -> Option<(Joined, u64)> {
     let config = OrderedConfig {
-        filter_subject: chains.subjects.run(&key),
+        filter_subject: chains.subjects.run(key),
         deliver_policy: DeliverPolicy::ByStartSequence {
-            start_sequence: start.max(1),
+            start_sequence: last + 1,
         },
         ..OrderedConfig::default()
     };
     let mut pause = std::time::Duration::from_millis(100);
-    let mut messages = loop {
+    let (name, mut messages) = loop {
         let opened = match chains.stream.create_consumer(config.clone()).await {
-            Ok(consumer) => consumer.messages().await.map_err(|err| err.to_string()),
+            Ok(consumer) => {
+                let name = consumer.cached_info().name.clone();
+                let messages = consumer.messages().await;
+                messages
+                    .map(|messages| (name, messages))
+                    .map_err(|err| err.to_string())
+            }
             Err(err) => Err(err.to_string()),
         };
         match opened {
-            Ok(messages) => break messages,
+            Ok(opened) => break opened,
             Err(cause) => {
                 tracing::debug!(run = %key, %cause, "opening a reader's consumer again");
                 if sender.is_closed() {
-                    return;
+                    return None;
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(std::time::Duration::from_secs(2));
@@ -328,12 +413,12 @@ async fn pump(chains: Chains, key: RunKey, start: u64, sender: mpsc::Sender<Deli
                 Ok(info) => {
                     let (stream_seq, pending) = (info.stream_sequence, info.pending);
                     Record::decode(
-                        &key,
+                        key,
                         stream_seq,
                         message.headers.as_ref(),
                         message.payload.clone(),
                     )
-                    .map(|record| (stream_seq, record, pending))
+                    .map(|record| Arc::new((stream_seq, record, pending)))
                 }
                 // Not skipped: the reader ends, and its follower resumes.
                 Err(err) => Err(super::chain::unavailable(
@@ -349,8 +434,20 @@ async fn pump(chains: Chains, key: RunKey, start: u64, sender: mpsc::Sender<Deli
                 continue;
             }
         };
-        if sender.send(delivered).await.is_err() {
-            return;
+        let live = match &delivered {
+            Ok(record) => {
+                last = record.0;
+                record.2 == 0
+            }
+            Err(_) => false,
+        };
+        sender.send(delivered).await.ok()?;
+        if live {
+            if let Some(joined) = feeds.join(chains, key, last) {
+                drop(messages);
+                forget_consumer(chains, name);
+                return Some((joined, last));
+            }
         }
     }
     // The consumer gave up: the reader ends with an error its follower
@@ -360,4 +457,5 @@ async fn pump(chains: Chains, key: RunKey, start: u64, sender: mpsc::Sender<Deli
         "the NATS connection closed",
     ));
     let _ = sender.send(ended).await;
+    None
 }
