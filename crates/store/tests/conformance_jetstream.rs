@@ -112,6 +112,60 @@ async fn every_conformance_check_on_a_three_server_cluster() {
     a_reader_of_a_run_purged_under_it_ends(&JetStream::new(&cluster)).await;
     eprintln!("live readers of a run through one node share one consumer");
     live_readers_of_a_run_share_one_consumer(&JetStream::new(&cluster)).await;
+    eprintln!("two nodes: a commit under way holds its upload for a while");
+    a_commit_under_way_holds_its_upload(&JetStream::new(&cluster)).await;
+}
+
+/// An upload whose key says a commit is under way (its record may be
+/// going in) is not taken over by another stream until the commit's
+/// grace has passed: the stream is told to try again, and then resumes.
+async fn a_commit_under_way_holds_its_upload(backend: &JetStream) {
+    let (a, b) = two_nodes_with(backend, ObjectLimits::default()).await;
+    let key = running(&a).await;
+    let object = artifact(&key, "held.bin");
+    let data = vec![5u8; 2000];
+    let mut upload = a.open_upload(object.clone(), "u").await.expect("opens");
+    upload.write(0, data.clone().into()).await.expect("a write");
+    // The key as a commit leaves it just before it puts its record in,
+    // `ago` seconds ago.
+    let uploads = jetstream_of(backend)
+        .await
+        .get_key_value(format!("{}_UPLOADS", backend.stream))
+        .await
+        .expect("the uploads bucket");
+    let mark_committing = async |ago: i64| {
+        let entry = uploads
+            .entry("nightly.r.u")
+            .await
+            .expect("a read")
+            .expect("the upload's key");
+        let mut staging: serde_json::Value =
+            serde_json::from_slice(&entry.value).expect("a staging");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock")
+            .as_secs() as i64;
+        staging["state"] = "committing".into();
+        staging["openedAt"] = (now - ago).into();
+        let value = serde_json::to_vec(&staging).expect("json");
+        uploads
+            .put("nightly.r.u", value.into())
+            .await
+            .expect("a write");
+    };
+    mark_committing(0).await;
+    let refused = b.open_upload(object.clone(), "u").await;
+    assert!(
+        matches!(&refused, Err(StoreError::Unavailable { context, .. }) if context.contains("being committed")),
+        "a commit under way holds its upload: {:?}",
+        refused.map(|upload| upload.size())
+    );
+    // A commit that stopped long enough ago is taken over.
+    mark_committing(60).await;
+    let resumed = b.open_upload(object.clone(), "u").await.expect("resumes");
+    assert_eq!(resumed.size(), 2000);
+    let info = resumed.commit(commit_of(&data)).await.expect("committed");
+    assert_eq!(info.size, 2000);
 }
 
 /// Readers of one run through one node that have caught up share one
@@ -153,7 +207,9 @@ async fn live_readers_of_a_run_share_one_consumer(backend: &JetStream) {
     // Each live reader takes a record through its own consumer, then
     // joins the feed.
     write(21).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    // Replaced consumers go in at most 30 s (an ordered consumer the
+    // client recreated, on a busy machine, idles out on the servers).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
     loop {
         let consumers = stream
             .info()

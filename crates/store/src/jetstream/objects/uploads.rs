@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     catalog::committed_at,
-    chunks::StagedEnd,
+    chunks::{StagedEnd, now_secs},
     commit::Placed,
     objects_allowed,
     staging::{Staging, StagingState, staging_key},
@@ -27,6 +27,12 @@ use crate::{
 /// How many bytes an upload writes between two checks of what the run's
 /// other uploads staged meanwhile, through any node.
 const RECOUNT_EVERY: u64 = 64 << 20;
+
+/// How long, in seconds, a commit holds its upload against streams that
+/// would take it over: from when it last marked the key, just before it
+/// puts its record in. A commit that stopped (its node died) is taken
+/// over once this has passed.
+const COMMIT_GRACE_SECS: i64 = 10;
 
 /// An upload on the JetStream backend: chunks published in order, then
 /// the commit.
@@ -96,6 +102,17 @@ impl JetStreamUpload {
                 }
                 Some((staging, revision)) => {
                     staging.check_target(&object, upload_id)?;
+                    let since = now_secs() - staging.opened_at;
+                    if staging.state == StagingState::Committing && since < COMMIT_GRACE_SECS {
+                        // Its record may be going in now: a stream that
+                        // took over would write past the object. The
+                        // client tries again, and then finds the object
+                        // committed, or the commit given up.
+                        return Err(StoreError::Unavailable {
+                            context: format!("upload `{upload_id}` is being committed"),
+                            cause: "try again in a few seconds".to_owned(),
+                        });
+                    }
                     let opened = staging.with_state(StagingState::Open);
                     let Some(revision) = objects.claim(&name, &opened, revision).await? else {
                         continue;
@@ -335,10 +352,27 @@ impl ObjectUpload for JetStreamUpload {
             last_chunk: self.end.last_seq,
             committed_at: committed_at(crate::local::journal::commit_time(0)),
         };
-        // Still held: a stream that took the upload over since would
-        // write past the object.
-        self.check_held().await?;
-        let placed = self.shared.commit_object(&self.object, &mark).await?;
+        // Still held, and marked again: for a while from now, no stream
+        // takes the upload over, so none writes past the object.
+        let committing = committing.with_state(StagingState::Committing);
+        self.revision = objects
+            .claim(&self.name, &committing, self.revision)
+            .await?
+            .ok_or_else(|| self.taken_over())?;
+        let placed = match self.shared.commit_object(&self.object, &mark).await {
+            Ok(placed) => placed,
+            Err(err) => {
+                if !matches!(err, StoreError::Unavailable { .. }) {
+                    // Refused, so not in: the upload is open again at
+                    // once, for the client to resume or commit again.
+                    let open = committing.with_state(StagingState::Open);
+                    if let Err(cause) = objects.claim(&self.name, &open, self.revision).await {
+                        tracing::debug!(upload = %self.name, %cause, "cannot reopen a refused upload; it opens after the grace");
+                    }
+                }
+                return Err(err);
+            }
+        };
         let object = match placed {
             Placed::New => mark,
             // A commit retried after its answer was lost: these chunks
