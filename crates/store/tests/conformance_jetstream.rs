@@ -231,28 +231,42 @@ async fn live_readers_of_a_run_share_one_consumer(backend: &JetStream) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Reader 0 is not read while more than the feed holds for it goes
-    // by: it falls back to a consumer of its own, and loses nothing.
-    let mut late = None;
+    // by: it falls back to a consumer of its own, and loses nothing. A
+    // ninth reader opens half way, reads the history, and joins.
     for n in 22..=400 {
         write(n).await;
         for (reader, lines) in readers.iter_mut().zip(&mut lines).skip(1) {
             read_ready(reader, lines).await;
         }
         if n == 200 {
-            late = Some(
-                b.open_reader(&key, ReadFrom::default())
-                    .await
-                    .expect("a reader"),
-            );
+            let late = b.open_reader(&key, ReadFrom::default()).await;
+            readers.push(late.expect("a reader"));
+            lines.push(Vec::new());
         }
     }
+    // Reader 0 catches up and joins again: one consumer again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        for (reader, lines) in readers.iter_mut().zip(&mut lines) {
+            read_ready(reader, lines).await;
+        }
+        let consumers = stream
+            .info()
+            .await
+            .expect("the stream's state")
+            .state
+            .consumer_count;
+        if consumers == 1 && lines.iter().all(|lines| lines.len() == 400) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{consumers} consumers once every reader caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     set(&a, &key, RunStatus::Completed).await;
-    let mut late_lines = Vec::new();
-    let mut late = late.expect("the late reader");
-    let all = readers
-        .iter_mut()
-        .zip(&mut lines)
-        .chain([(&mut late, &mut late_lines)]);
+    let all = readers.iter_mut().zip(&mut lines);
     for (reader, lines) in all {
         let read_all = async {
             loop {

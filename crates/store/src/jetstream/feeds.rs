@@ -29,8 +29,12 @@ use tokio::{sync::broadcast, task::JoinHandle};
 use super::{chain::Chains, record::Record};
 use crate::{local::concurrency::lock, model::RunKey};
 
-/// How many records a feed keeps for readers that join late.
+/// How many records a feed keeps for readers that join late, at most.
 const KEPT: usize = 64;
+
+/// How many bytes of records a feed keeps for them, at most (it keeps one
+/// record, whatever its size).
+const KEPT_BYTES: usize = 4 << 20;
 
 /// How many records a reader of a feed may fall behind it before it
 /// leaves for a consumer of its own (a record holds up to a message's
@@ -120,6 +124,8 @@ struct FeedState {
     sender: Option<broadcast::Sender<FeedRecord>>,
     /// Its last records.
     kept: VecDeque<FeedRecord>,
+    /// The bytes of the records in `kept`.
+    kept_bytes: usize,
     /// The stream sequence of the last record it dropped from `kept`.
     dropped_through: u64,
     /// Its consumer ended: readers go back to consumers of their own.
@@ -139,7 +145,8 @@ impl Drop for Feed {
 
 /// Deletes the consumer `name` now rather than when the servers find it
 /// idle (ordered consumers go 30 s after their last pull), in a task of
-/// its own; a consumer that is gone already is no error.
+/// its own; a consumer that is gone already is no error. One that the
+/// client recreated under another name still idles out.
 pub(crate) fn forget_consumer(chains: &Chains, name: String) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
@@ -160,6 +167,7 @@ impl Feed {
         let state = Arc::new(Mutex::new(FeedState {
             sender: Some(sender),
             kept: VecDeque::with_capacity(KEPT),
+            kept_bytes: 0,
             dropped_through: 0,
             closed: false,
             consumer: None,
@@ -190,21 +198,24 @@ async fn run(
     start: u64,
     state: Arc<Mutex<FeedState>>,
 ) {
-    let config = OrderedConfig {
-        filter_subject: subject,
-        deliver_policy: DeliverPolicy::ByStartSequence {
-            start_sequence: start.max(1),
-        },
-        ..OrderedConfig::default()
-    };
-    let opened = match chains.stream.create_consumer(config).await {
-        Ok(consumer) => {
-            lock(&state).consumer = Some(consumer.cached_info().name.clone());
-            consumer.messages().await.map_err(|err| err.to_string())
-        }
-        Err(err) => Err(err.to_string()),
-    };
-    if let Ok(mut messages) = opened {
+    // The stream sequence of the last record sent.
+    let mut last = start.max(1) - 1;
+    'consumer: loop {
+        let config = OrderedConfig {
+            filter_subject: subject.clone(),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: last + 1,
+            },
+            ..OrderedConfig::default()
+        };
+        let Ok(consumer) = chains.stream.create_consumer(config).await else {
+            break;
+        };
+        let name = consumer.cached_info().name.clone();
+        lock(&state).consumer = Some(name.clone());
+        let Ok(mut messages) = consumer.messages().await else {
+            break;
+        };
         while let Some(message) = messages.next().await {
             let Ok(message) = message else {
                 // The ordered consumer recreates itself; pause a little
@@ -214,32 +225,54 @@ async fn run(
             };
             // Anything the feed cannot hand on as it came ends it: each
             // reader goes back to a consumer of its own, which reports it.
-            let Ok(info) = message.info() else { break };
+            let Ok(info) = message.info() else {
+                break 'consumer;
+            };
             let (stream_seq, pending) = (info.stream_sequence, info.pending);
+            if stream_seq <= last {
+                // Recreated before its first message, the consumer starts
+                // again from the subject's first record: a new one starts
+                // where this one was.
+                drop(messages);
+                forget_consumer(&chains, name);
+                continue 'consumer;
+            }
             let Ok(record) = Record::decode(
                 &key,
                 stream_seq,
                 message.headers.as_ref(),
                 message.payload.clone(),
             ) else {
-                break;
+                break 'consumer;
             };
+            last = stream_seq;
             let record: FeedRecord = Arc::new((stream_seq, record, pending));
-            let mut state = lock(&state);
-            if state.kept.len() == KEPT {
-                if let Some(dropped) = state.kept.pop_front() {
-                    state.dropped_through = dropped.0;
-                }
-            }
-            state.kept.push_back(record.clone());
-            if let Some(sender) = &state.sender {
-                // No reader now is no error: one may join later.
-                let _ = sender.send(record);
-            }
+            lock(&state).keep_and_send(record);
         }
+        break;
     }
     let mut state = lock(&state);
     state.closed = true;
     state.sender = None;
     state.kept.clear();
+}
+
+impl FeedState {
+    /// Keeps `record` for readers that join later, dropping the oldest
+    /// records past the bounds, and sends it to those that joined.
+    fn keep_and_send(&mut self, record: FeedRecord) {
+        self.kept_bytes += record.1.payload_len();
+        self.kept.push_back(record.clone());
+        while self.kept.len() > KEPT || (self.kept_bytes > KEPT_BYTES && self.kept.len() > 1) {
+            let Some(dropped) = self.kept.pop_front() else {
+                break;
+            };
+            self.kept_bytes -= dropped.1.payload_len();
+            self.dropped_through = dropped.0;
+        }
+        if let Some(sender) = &self.sender {
+            // No reader now is no error: one may join later.
+            let _ = sender.send(record);
+        }
+    }
 }

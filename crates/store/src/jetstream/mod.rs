@@ -715,7 +715,7 @@ impl Shared {
 impl JetStreamStore {
     /// Deletes a terminal run: a `Deleted` record on its chain (so no
     /// node appends or prepares on the old run), then every record
-    /// before it purged, then its index entry, then that record. Keeps a run that is not
+    /// before it purged, then that record, then its index entry. Keeps a run that is not
     /// terminal, or whose worker lease another node holds (a writer that
     /// may still deliver late).
     async fn delete(&self, key: &RunKey) -> Result<Outcome> {
@@ -726,8 +726,8 @@ impl JetStreamStore {
             Some(tip) => {
                 // Marked deleted by a pass that did not get to purge.
                 self.shared.finish_deletion(key, &tip).await?;
-                self.shared.index.remove_through(key, tip.stream_seq).await;
                 self.shared.purge_before(key, tip.stream_seq + 1).await?;
+                self.shared.index.remove_through(key, tip.stream_seq).await;
                 return Ok(Outcome::Gone);
             }
             None => {
@@ -748,13 +748,13 @@ impl JetStreamStore {
         // The records before `Deleted` name the objects: they go first.
         self.shared.drop_objects(key, &tip).await?;
         self.shared.purge_before(key, deleted).await?;
-        self.shared.index.remove_through(key, deleted).await;
-        // Last, the `Deleted` record itself: the stream keeps nothing of
-        // the run, and a pass that stops before this point finds the run
-        // again by its index entry. A node that still knows the run's tip
-        // has its next write refused (the subject's last message is gone)
-        // and reads the run as gone.
+        // Then the `Deleted` record itself, so the stream keeps nothing of
+        // the run, and last the index entry: a pass that stops before
+        // finds the run again by it. A node that still knows the run's
+        // tip has its next write refused (the subject's last message is
+        // gone) and reads the run as gone.
         self.shared.purge_before(key, deleted + 1).await?;
+        self.shared.index.remove_through(key, deleted).await;
         self.shared.leases.forget(key).await;
         self.shared.forget(key);
         Ok(Outcome::Deleted)

@@ -149,14 +149,19 @@ impl JetStreamReader {
         self.delivered = stream_seq;
         self.latest = self.latest.max(stream_seq + pending);
         self.last_taken = self.last_taken.max(record.head.last_seq());
+        if stream_seq < self.origin {
+            // Of an earlier run of these ids, sent again by a consumer
+            // that was recreated: not this run's.
+            return Ok(());
+        }
         let origin = match record.head.kind {
-            RecordKind::Deleted => {
-                self.deleted = true;
-                return Ok(());
-            }
             RecordKind::Prepared => stream_seq,
             _ => record.head.run.origin,
         };
+        if record.head.kind == RecordKind::Deleted && origin == self.origin {
+            self.deleted = true;
+            return Ok(());
+        }
         if origin != self.origin {
             // A run prepared again after this one was deleted, with its
             // `Deleted` record purged already.
@@ -376,86 +381,96 @@ async fn own_consumer(
     mut last: u64,
     sender: &mpsc::Sender<Delivered>,
 ) -> Option<(Joined, u64)> {
-    let config = OrderedConfig {
-        filter_subject: chains.subjects.run(key),
-        deliver_policy: DeliverPolicy::ByStartSequence {
-            start_sequence: last + 1,
-        },
-        ..OrderedConfig::default()
-    };
-    let mut pause = std::time::Duration::from_millis(100);
-    let (name, mut messages) = loop {
-        let opened = match chains.stream.create_consumer(config.clone()).await {
-            Ok(consumer) => {
-                let name = consumer.cached_info().name.clone();
-                let messages = consumer.messages().await;
-                messages
-                    .map(|messages| (name, messages))
-                    .map_err(|err| err.to_string())
-            }
-            Err(err) => Err(err.to_string()),
-        };
-        match opened {
-            Ok(opened) => break opened,
-            Err(cause) => {
-                tracing::debug!(run = %key, %cause, "opening a reader's consumer again");
-                if sender.is_closed() {
-                    return None;
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(std::time::Duration::from_secs(2));
-            }
-        }
-    };
-    while let Some(message) = messages.next().await {
-        let delivered = match message {
-            Ok(message) => match message.info() {
-                Ok(info) => {
-                    let (stream_seq, pending) = (info.stream_sequence, info.pending);
-                    Record::decode(
-                        key,
-                        stream_seq,
-                        message.headers.as_ref(),
-                        message.payload.clone(),
-                    )
-                    .map(|record| Arc::new((stream_seq, record, pending)))
-                }
-                // Not skipped: the reader ends, and its follower resumes.
-                Err(err) => Err(super::chain::unavailable(
-                    format!("a record of run `{key}` came without its place"),
-                    err,
-                )),
+    'consumer: loop {
+        let config = OrderedConfig {
+            filter_subject: chains.subjects.run(key),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: last + 1,
             },
-            Err(err) => {
-                // The ordered consumer recreates itself; pause a little
-                // rather than spin while it cannot.
-                tracing::debug!(run = %key, cause = %err, "a reader's consumer failed; it resumes");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
+            ..OrderedConfig::default()
+        };
+        let mut pause = std::time::Duration::from_millis(100);
+        let (name, mut messages) = loop {
+            let opened = match chains.stream.create_consumer(config.clone()).await {
+                Ok(consumer) => {
+                    let name = consumer.cached_info().name.clone();
+                    let messages = consumer.messages().await;
+                    messages
+                        .map(|messages| (name, messages))
+                        .map_err(|err| err.to_string())
+                }
+                Err(err) => Err(err.to_string()),
+            };
+            match opened {
+                Ok(opened) => break opened,
+                Err(cause) => {
+                    tracing::debug!(run = %key, %cause, "opening a reader's consumer again");
+                    if sender.is_closed() {
+                        return None;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                }
             }
         };
-        let live = match &delivered {
-            Ok(record) => {
-                last = record.0;
-                record.2 == 0
-            }
-            Err(_) => false,
-        };
-        sender.send(delivered).await.ok()?;
-        if live {
-            if let Some(joined) = feeds.join(chains, key, last) {
-                drop(messages);
-                forget_consumer(chains, name);
-                return Some((joined, last));
+        while let Some(message) = messages.next().await {
+            let delivered = match message {
+                Ok(message) => match message.info() {
+                    Ok(info) if info.stream_sequence <= last => {
+                        // A consumer the client recreated before its first
+                        // message starts again from the subject's first
+                        // record: a new one starts where this one was.
+                        drop(messages);
+                        forget_consumer(chains, name);
+                        continue 'consumer;
+                    }
+                    Ok(info) => {
+                        let (stream_seq, pending) = (info.stream_sequence, info.pending);
+                        Record::decode(
+                            key,
+                            stream_seq,
+                            message.headers.as_ref(),
+                            message.payload.clone(),
+                        )
+                        .map(|record| Arc::new((stream_seq, record, pending)))
+                    }
+                    // Not skipped: the reader ends, and its follower resumes.
+                    Err(err) => Err(super::chain::unavailable(
+                        format!("a record of run `{key}` came without its place"),
+                        err,
+                    )),
+                },
+                Err(err) => {
+                    // The ordered consumer recreates itself; pause a little
+                    // rather than spin while it cannot.
+                    tracing::debug!(run = %key, cause = %err, "a reader's consumer failed; it resumes");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let live = match &delivered {
+                Ok(record) => {
+                    last = record.0;
+                    record.2 == 0
+                }
+                Err(_) => false,
+            };
+            sender.send(delivered).await.ok()?;
+            if live {
+                if let Some(joined) = feeds.join(chains, key, last) {
+                    drop(messages);
+                    forget_consumer(chains, name);
+                    return Some((joined, last));
+                }
             }
         }
+        // The consumer gave up: the reader ends with an error its follower
+        // resumes from, rather than wait for records that will not come.
+        let ended = Err(super::chain::unavailable(
+            format!("the reader of run `{key}` lost its consumer"),
+            "the NATS connection closed",
+        ));
+        let _ = sender.send(ended).await;
+        return None;
     }
-    // The consumer gave up: the reader ends with an error its follower
-    // resumes from, rather than wait for records that will not come.
-    let ended = Err(super::chain::unavailable(
-        format!("the reader of run `{key}` lost its consumer"),
-        "the NATS connection closed",
-    ));
-    let _ = sender.send(ended).await;
-    None
 }

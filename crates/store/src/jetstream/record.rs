@@ -294,6 +294,11 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// The bytes of its message's payload.
+    pub(crate) fn payload_len(&self) -> usize {
+        self.payload.len()
+    }
+
     /// Decodes and checks the message at stream sequence `stream_seq` of
     /// `key`'s subject.
     ///
