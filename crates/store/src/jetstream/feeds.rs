@@ -9,13 +9,17 @@
 //! on one node costs the NATS servers one consumer and one delivery per
 //! record, not one per follower.
 //!
-//! A feed keeps its last records, so a reader that catches up a little
-//! after another joins without a gap. A reader joins only when no record
-//! between its last one and the feed's can be missed; otherwise it goes
-//! on with its own consumer, and tries again when it is live next. A
-//! reader that falls behind the feed (it is not read) leaves it and goes
-//! back to a consumer of its own, so it never holds the other readers
-//! back; so does every reader when the feed's consumer ends.
+//! A feed keeps its last records (those of the last 2 s, at most 1,024
+//! records and 8 MiB), and each reader that joined reads them from its
+//! own place. So a reader that catches up a little after another joins
+//! without a gap, and a reader that is slow for a moment catches up from
+//! what the feed kept. A reader joins only when no record between its
+//! last one and the feed's can be missed; otherwise it goes on with its
+//! own consumer, and tries again when it is live next. A reader that falls
+//! behind what the feed keeps (its follower does not read) goes back to a
+//! consumer of its own, so it never holds the other readers back, nor
+//! makes the feed keep more; so does every reader when the feed's consumer
+//! ends.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -24,22 +28,20 @@ use std::{
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use futures::StreamExt;
-use tokio::{sync::broadcast, task::JoinHandle};
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
 
 use super::{chain::Chains, record::Record};
 use crate::{local::concurrency::lock, model::RunKey};
 
-/// How many records a feed keeps for readers that join late, at most.
-const KEPT: usize = 64;
+/// How long a feed keeps a record for readers that join late or read
+/// slowly (it keeps at least the last one).
+const KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// How many bytes of records a feed keeps for them, at most (it keeps one
-/// record, whatever its size).
-const KEPT_BYTES: usize = 4 << 20;
+/// How many records a feed keeps, at most.
+const KEPT: usize = 1024;
 
-/// How many records a reader of a feed may fall behind it before it
-/// leaves for a consumer of its own (a record holds up to a message's
-/// payload: this bounds what a feed holds for its slowest reader).
-const BEHIND: usize = 128;
+/// How many bytes of records a feed keeps, at most.
+const KEPT_BYTES: usize = 8 << 20;
 
 /// A record as a feed hands it out: its stream sequence, the record, and
 /// how many records of the run followed it when it was delivered.
@@ -56,11 +58,34 @@ pub(crate) struct Feeds {
 #[derive(Debug)]
 pub(crate) struct Joined {
     /// The feed; dropping the last holder stops its consumer.
-    pub(crate) feed: Arc<Feed>,
-    /// The records the feed kept that the reader has not had.
-    pub(crate) kept: Vec<FeedRecord>,
-    /// The records from now on.
-    pub(crate) records: broadcast::Receiver<FeedRecord>,
+    feed: Arc<Feed>,
+    /// Says when the feed kept another record.
+    changes: watch::Receiver<u64>,
+}
+
+impl Joined {
+    /// The records the feed kept past stream sequence `after`, waiting
+    /// for one when there is none; `None` when the feed no longer keeps
+    /// the record after `after` (the reader fell behind), or it ended.
+    pub(crate) async fn after(&mut self, after: u64) -> Option<Vec<FeedRecord>> {
+        loop {
+            {
+                let state = lock(&self.feed.state);
+                if state.closed || state.dropped_through > after {
+                    return None;
+                }
+                let from = state.kept.partition_point(|(_, record)| record.0 <= after);
+                if from < state.kept.len() {
+                    let records = state.kept.range(from..).map(|(_, record)| record.clone());
+                    return Some(records.collect());
+                }
+                // Seen under the lock that a new record is kept under:
+                // one kept from now on wakes the wait below.
+                self.changes.borrow_and_update();
+            }
+            self.changes.changed().await.ok()?;
+        }
+    }
 }
 
 impl Feeds {
@@ -82,23 +107,12 @@ impl Feeds {
         };
         drop(live);
         let state = lock(&feed.state);
-        let sender = state.sender.as_ref()?;
+        let changes = state.changes.as_ref()?.subscribe();
         if after + 1 < feed.start || state.dropped_through > after {
             return None;
         }
-        let kept = state
-            .kept
-            .iter()
-            .filter(|record| record.0 > after)
-            .cloned()
-            .collect();
-        let records = sender.subscribe();
         drop(state);
-        Some(Joined {
-            feed,
-            kept,
-            records,
-        })
+        Some(Joined { feed, changes })
     }
 }
 
@@ -115,15 +129,14 @@ pub(crate) struct Feed {
     chains: Chains,
 }
 
-/// What a feed kept, and whom it sends to; one lock, so that a reader
-/// that joins gets each record once, kept or sent.
+/// What a feed kept, and whether it goes on.
 #[derive(Debug)]
 struct FeedState {
-    /// Sends each record to the readers that joined; `None` once the
-    /// feed's consumer ended.
-    sender: Option<broadcast::Sender<FeedRecord>>,
-    /// Its last records.
-    kept: VecDeque<FeedRecord>,
+    /// Tells the readers that joined of each record kept (its stream
+    /// sequence); `None` once the feed's consumer ended.
+    changes: Option<watch::Sender<u64>>,
+    /// Its last records, in order, with when each was kept.
+    kept: VecDeque<(Instant, FeedRecord)>,
     /// The bytes of the records in `kept`.
     kept_bytes: usize,
     /// The stream sequence of the last record it dropped from `kept`.
@@ -163,10 +176,9 @@ impl Feed {
     /// Starts the feed of `key`'s subject, `subject`, at stream sequence
     /// `start`.
     fn start(chains: &Chains, key: &RunKey, subject: String, start: u64) -> Arc<Self> {
-        let (sender, _) = broadcast::channel(BEHIND);
         let state = Arc::new(Mutex::new(FeedState {
-            sender: Some(sender),
-            kept: VecDeque::with_capacity(KEPT),
+            changes: Some(watch::Sender::new(0)),
+            kept: VecDeque::new(),
             kept_bytes: 0,
             dropped_through: 0,
             closed: false,
@@ -253,26 +265,32 @@ async fn run(
     }
     let mut state = lock(&state);
     state.closed = true;
-    state.sender = None;
+    state.changes = None;
     state.kept.clear();
 }
 
 impl FeedState {
-    /// Keeps `record` for readers that join later, dropping the oldest
-    /// records past the bounds, and sends it to those that joined.
+    /// Keeps `record`, drops the records past the bounds, and tells the
+    /// readers that joined.
     fn keep_and_send(&mut self, record: FeedRecord) {
+        let now = Instant::now();
+        let seq = record.0;
         self.kept_bytes += record.1.payload_len();
-        self.kept.push_back(record.clone());
-        while self.kept.len() > KEPT || (self.kept_bytes > KEPT_BYTES && self.kept.len() > 1) {
-            let Some(dropped) = self.kept.pop_front() else {
+        self.kept.push_back((now, record));
+        while self.kept.len() > 1 {
+            let (kept_at, oldest) = &self.kept[0];
+            let over = self.kept.len() > KEPT
+                || self.kept_bytes > KEPT_BYTES
+                || now.duration_since(*kept_at) > KEPT_FOR;
+            if !over {
                 break;
-            };
-            self.kept_bytes -= dropped.1.payload_len();
-            self.dropped_through = dropped.0;
+            }
+            self.kept_bytes -= oldest.1.payload_len();
+            self.dropped_through = oldest.0;
+            self.kept.pop_front();
         }
-        if let Some(sender) = &self.sender {
-            // No reader now is no error: one may join later.
-            let _ = sender.send(record);
+        if let Some(changes) = &self.changes {
+            changes.send_replace(seq);
         }
     }
 }

@@ -339,34 +339,20 @@ async fn pump(
 }
 
 /// Hands over the records of `joined` past stream sequence `last`; the
-/// last one handed over when the reader falls behind the feed or the
-/// feed ends, `None` once the reader is gone.
+/// last one handed over when the reader falls behind what the feed keeps
+/// or the feed ends, `None` once the reader is gone.
 async fn follow_feed(
-    joined: Joined,
+    mut joined: Joined,
     mut last: u64,
     sender: &mpsc::Sender<Delivered>,
 ) -> Option<u64> {
-    let Joined {
-        feed: _feed,
-        kept,
-        mut records,
-    } = joined;
-    for record in kept {
-        if record.0 > last {
+    while let Some(records) = joined.after(last).await {
+        for record in records {
             last = record.0;
             sender.send(Ok(record)).await.ok()?;
         }
     }
-    loop {
-        match records.recv().await {
-            Ok(record) if record.0 > last => {
-                last = record.0;
-                sender.send(Ok(record)).await.ok()?;
-            }
-            Ok(_) => {}
-            Err(_) => return Some(last),
-        }
-    }
+    Some(last)
 }
 
 /// Hands over the records of `key`'s subject past stream sequence `last`
