@@ -120,12 +120,8 @@ async fn every_conformance_check_on_a_three_server_cluster() {
 /// going in) is not taken over by another stream until the commit's
 /// grace has passed: the stream is told to try again, and then resumes.
 async fn a_commit_under_way_holds_its_upload(backend: &JetStream) {
-    let (a, b) = two_nodes_with(backend, ObjectLimits::default()).await;
-    let key = running(&a).await;
-    let object = artifact(&key, "held.bin");
     let data = vec![5u8; 2000];
-    let mut upload = a.open_upload(object.clone(), "u").await.expect("opens");
-    upload.write(0, data.clone().into()).await.expect("a write");
+    let (_, b, object, _upload) = staged(backend, "held.bin", &data).await;
     // The key as a commit leaves it just before it puts its record in,
     // `ago` seconds ago.
     let uploads = jetstream_of(backend)
@@ -436,6 +432,24 @@ async fn a_run_read_through_one_node_is_kept_by_the_others(backend: &JetStream) 
     assert_eq!(run.metadata.step_id, "again");
 }
 
+/// Two nodes, the run `nightly/r` running, and the upload `u` of its
+/// artifact `name` opened through the first node, holding `data`.
+async fn staged(
+    backend: &JetStream,
+    name: &str,
+    data: &[u8],
+) -> (JetStreamStore, JetStreamStore, ObjectRef, impl ObjectUpload) {
+    let (a, b) = two_nodes_with(backend, ObjectLimits::default()).await;
+    let key = running(&a).await;
+    let object = artifact(&key, name);
+    let mut upload = a.open_upload(object.clone(), "u").await.expect("opens");
+    upload
+        .write(0, data.to_vec().into())
+        .await
+        .expect("a write");
+    (a, b, object, upload)
+}
+
 /// A JetStream context on the backend's cluster.
 async fn jetstream_of(backend: &JetStream) -> async_nats::jetstream::Context {
     let addresses: Vec<async_nats::ServerAddr> = backend
@@ -639,12 +653,8 @@ async fn uploads_through_two_nodes_count_against_one_limit(backend: &JetStream) 
 /// upload's key: the sweep drops the key and keeps the object's bytes,
 /// and the upload's status says the object is complete.
 async fn the_sweep_keeps_a_committed_objects_chunks(backend: &JetStream) {
-    let (a, _) = two_nodes_with(backend, ObjectLimits::default()).await;
-    let key = running(&a).await;
-    let object = artifact(&key, "kept.bin");
     let data = vec![7u8; 300_000];
-    let mut upload = a.open_upload(object.clone(), "u").await.expect("opens");
-    upload.write(0, data.clone().into()).await.expect("a write");
+    let (a, _, object, upload) = staged(backend, "kept.bin", &data).await;
     upload.commit(commit_of(&data)).await.expect("committed");
 
     // The key as a commit that stopped leaves it.
@@ -694,7 +704,7 @@ async fn the_sweep_keeps_a_committed_objects_chunks(backend: &JetStream) {
         .expect("a status");
     assert_eq!(status.committed_size, 0);
     assert_eq!(status.complete.map(|info| info.size), Some(300_000));
-    set(&a, &key, RunStatus::Completed).await;
+    set(&a, &object.key, RunStatus::Completed).await;
     assert_eq!(a.sweep_uploads(Duration::ZERO).await.expect("a sweep"), 1);
     assert!(
         uploads.get("nightly.r.u").await.expect("a read").is_none(),
