@@ -715,9 +715,9 @@ impl Shared {
 impl JetStreamStore {
     /// Deletes a terminal run: a `Deleted` record on its chain (so no
     /// node appends or prepares on the old run), then every record
-    /// before it purged, then that record, then its index entry. Keeps a run that is not
-    /// terminal, or whose worker lease another node holds (a writer that
-    /// may still deliver late).
+    /// before it purged, then that record, then its index entry. Keeps a
+    /// run that is not terminal, or whose worker lease another node holds
+    /// (a writer that may still deliver late).
     async fn delete(&self, key: &RunKey) -> Result<Outcome> {
         check_id("task_id", &key.task_id)?;
         check_id("run_id", &key.run_id)?;

@@ -15,7 +15,10 @@
 
 use std::{collections::VecDeque, sync::Arc};
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::consumer::{
+    DeliverPolicy,
+    pull::{Ordered, OrderedConfig},
+};
 use futures::StreamExt;
 use tokio::{sync::mpsc, task::JoinHandle};
 
@@ -146,14 +149,14 @@ impl JetStreamReader {
     fn take(&mut self, delivered: Delivered) -> Result<()> {
         let delivered = delivered?;
         let (stream_seq, record, pending) = (delivered.0, &delivered.1, delivered.2);
+        if stream_seq < self.origin {
+            // Of an earlier run of these ids, sent again by a consumer
+            // that was recreated: not this run's, nor news of it.
+            return Ok(());
+        }
         self.delivered = stream_seq;
         self.latest = self.latest.max(stream_seq + pending);
         self.last_taken = self.last_taken.max(record.head.last_seq());
-        if stream_seq < self.origin {
-            // Of an earlier run of these ids, sent again by a consumer
-            // that was recreated: not this run's.
-            return Ok(());
-        }
         let origin = match record.head.kind {
             RecordKind::Prepared => stream_seq,
             _ => record.head.run.origin,
@@ -308,9 +311,10 @@ fn entry_bytes(entry: &LogEntry) -> usize {
 }
 
 /// Delivers the records of `key`'s subject from stream sequence `start`
-/// (of `range`, whose end is the run's last record when the reader
-/// opened), until the reader is dropped: through a consumer of its own,
-/// and through the run's feed on this node while the reader is live.
+/// until the reader is dropped: through a consumer of its own, and
+/// through the run's feed on this node while the reader is live. A
+/// reader that starts past `known_end`, the run's last record when it
+/// opened, joins the feed at once.
 async fn pump(
     chains: Chains,
     feeds: Arc<Feeds>,
@@ -368,37 +372,7 @@ async fn own_consumer(
     sender: &mpsc::Sender<Delivered>,
 ) -> Option<(Joined, u64)> {
     'consumer: loop {
-        let config = OrderedConfig {
-            filter_subject: chains.subjects.run(key),
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: last + 1,
-            },
-            ..OrderedConfig::default()
-        };
-        let mut pause = std::time::Duration::from_millis(100);
-        let (name, mut messages) = loop {
-            let opened = match chains.stream.create_consumer(config.clone()).await {
-                Ok(consumer) => {
-                    let name = consumer.cached_info().name.clone();
-                    let messages = consumer.messages().await;
-                    messages
-                        .map(|messages| (name, messages))
-                        .map_err(|err| err.to_string())
-                }
-                Err(err) => Err(err.to_string()),
-            };
-            match opened {
-                Ok(opened) => break opened,
-                Err(cause) => {
-                    tracing::debug!(run = %key, %cause, "opening a reader's consumer again");
-                    if sender.is_closed() {
-                        return None;
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
-                }
-            }
-        };
+        let (name, mut messages) = open_consumer(chains, key, last + 1, sender).await?;
         while let Some(message) = messages.next().await {
             let delivered = match message {
                 Ok(message) => match message.info() {
@@ -458,5 +432,47 @@ async fn own_consumer(
         ));
         let _ = sender.send(ended).await;
         return None;
+    }
+}
+
+/// A consumer of `key`'s subject from stream sequence `from`, created
+/// again until the servers take it: its name and its messages. `None`
+/// once the reader is gone.
+async fn open_consumer(
+    chains: &Chains,
+    key: &RunKey,
+    from: u64,
+    sender: &mpsc::Sender<Delivered>,
+) -> Option<(String, Ordered)> {
+    let config = OrderedConfig {
+        filter_subject: chains.subjects.run(key),
+        deliver_policy: DeliverPolicy::ByStartSequence {
+            start_sequence: from,
+        },
+        ..OrderedConfig::default()
+    };
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        let opened = match chains.stream.create_consumer(config.clone()).await {
+            Ok(consumer) => {
+                let name = consumer.cached_info().name.clone();
+                let messages = consumer.messages().await;
+                messages
+                    .map(|messages| (name, messages))
+                    .map_err(|err| err.to_string())
+            }
+            Err(err) => Err(err.to_string()),
+        };
+        match opened {
+            Ok(opened) => return Some(opened),
+            Err(cause) => {
+                tracing::debug!(run = %key, %cause, "opening a reader's consumer again");
+                if sender.is_closed() {
+                    return None;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+        }
     }
 }
