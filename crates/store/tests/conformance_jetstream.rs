@@ -61,8 +61,15 @@ impl Backend for JetStream {
     }
 }
 
-/// Runs each named check on a fresh stream, saying which one runs.
+/// Runs each named check on a fresh stream, saying which one runs: those
+/// of the conformance suite, or after `own:` those of this file.
 macro_rules! run_checks {
+    ($cluster:expr, own: $($check:ident),* $(,)?) => {
+        $(
+            eprintln!("check: {}", stringify!($check));
+            $check(&JetStream::new($cluster)).await;
+        )*
+    };
     ($cluster:expr, $($check:ident),* $(,)?) => {
         $(
             eprintln!("conformance check: {}", stringify!($check));
@@ -96,24 +103,19 @@ async fn every_conformance_check_on_a_three_server_cluster() {
         a_name_keeps_the_bytes_it_was_committed_with,
         checkpoint_slots_are_reserved_then_committed_forward,
     );
-    eprintln!("two nodes: a run prepared again is written with its new metadata");
-    a_run_prepared_again_is_written_with_its_new_metadata(&JetStream::new(&cluster)).await;
-    eprintln!("two nodes: the later stream of an upload takes it over");
-    the_later_stream_of_an_upload_takes_it_over(&JetStream::new(&cluster)).await;
-    eprintln!("two nodes: a run's uploads through two nodes count against one limit");
-    uploads_through_two_nodes_count_against_one_limit(&JetStream::new(&cluster)).await;
-    eprintln!("the sweep leaves the chunks of a committed object whose key was left");
-    the_sweep_keeps_a_committed_objects_chunks(&JetStream::new(&cluster)).await;
-    eprintln!("an import of a finished run's objects is not swept under it");
-    an_import_is_not_swept_under_it(&JetStream::new(&cluster)).await;
-    eprintln!("two nodes: a run read through one node is kept by the other's retention");
-    a_run_read_through_one_node_is_kept_by_the_others(&JetStream::new(&cluster)).await;
-    eprintln!("a reader of a run purged under it ends");
-    a_reader_of_a_run_purged_under_it_ends(&JetStream::new(&cluster)).await;
-    eprintln!("live readers of a run through one node share one consumer");
-    live_readers_of_a_run_share_one_consumer(&JetStream::new(&cluster)).await;
-    eprintln!("two nodes: a commit under way holds its upload for a while");
-    a_commit_under_way_holds_its_upload(&JetStream::new(&cluster)).await;
+    // This backend's own checks, most of them through two nodes.
+    run_checks!(
+        &cluster,
+        own: a_run_prepared_again_is_written_with_its_new_metadata,
+        the_later_stream_of_an_upload_takes_it_over,
+        uploads_through_two_nodes_count_against_one_limit,
+        the_sweep_keeps_a_committed_objects_chunks,
+        an_import_is_not_swept_under_it,
+        a_run_read_through_one_node_is_kept_by_the_others,
+        a_reader_of_a_run_purged_under_it_ends,
+        live_readers_of_a_run_share_one_consumer,
+        a_commit_under_way_holds_its_upload,
+    );
 }
 
 /// An upload whose key says a commit is under way (its record may be
