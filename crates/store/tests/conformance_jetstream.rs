@@ -114,6 +114,7 @@ async fn every_conformance_check_on_a_three_server_cluster() {
         a_run_read_through_one_node_is_kept_by_the_others,
         a_reader_of_a_run_purged_under_it_ends,
         live_readers_of_a_run_share_one_consumer,
+        a_dropped_reader_leaves_no_consumer,
         a_commit_under_way_holds_its_upload,
     );
 }
@@ -286,6 +287,52 @@ async fn live_readers_of_a_run_share_one_consumer(backend: &JetStream) {
             lines.len(),
             written.len()
         );
+    }
+}
+
+/// A reader dropped while it reads the history through a consumer of its
+/// own deletes that consumer, rather than leave it to idle out on the
+/// servers for 30 s.
+async fn a_dropped_reader_leaves_no_consumer(backend: &JetStream) {
+    let (a, b) = two_nodes(backend).await;
+    let key = running(&a).await;
+    for n in 1..=100 {
+        a.append(&key, "w", vec![line(n, "a line")])
+            .await
+            .expect("an append");
+    }
+    let mut stream = jetstream_of(backend)
+        .await
+        .get_stream(&backend.stream)
+        .await
+        .expect("the stream");
+    for _ in 0..4 {
+        let mut reader = b
+            .open_reader(&key, ReadFrom::default())
+            .await
+            .expect("a reader");
+        let batch = reader.read(4 << 10).await.expect("a read");
+        assert!(
+            !batch.entries.is_empty() && !batch.caught_up,
+            "part of the history"
+        );
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let consumers = stream
+            .info()
+            .await
+            .expect("the stream's state")
+            .state
+            .consumer_count;
+        if consumers == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{consumers} consumers of dropped readers after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -13,7 +13,10 @@
 //! (see `locate`): each record's head carries the run's counts after it,
 //! and its commit time.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+};
 
 use async_nats::jetstream::consumer::{
     DeliverPolicy,
@@ -31,6 +34,7 @@ use super::{
 };
 use crate::{
     error::{Result, StoreError},
+    local::concurrency::lock,
     model::{ChannelSet, LogEntry, ReadBatch, RunKey, RunStateSnapshot},
     run_store::{ReadFrom, RunReader},
 };
@@ -87,6 +91,9 @@ pub struct JetStreamReader {
     origin: u64,
     /// Where the run's records are, to ask whether it is still there.
     chains: Chains,
+    /// The name of the consumer of the reader's own, while it has one:
+    /// deleted when the reader is dropped, rather than left to idle out.
+    own: OwnConsumer,
     /// The run was deleted while being read.
     deleted: bool,
     /// A record that `changed` received and could not read.
@@ -98,8 +105,15 @@ pub struct JetStreamReader {
 impl Drop for JetStreamReader {
     fn drop(&mut self) {
         self.pump.abort();
+        if let Some(name) = lock(&self.own).take() {
+            forget_consumer(&self.chains, name);
+        }
     }
 }
+
+/// The name of a reader's own consumer, shared by the reader and the task
+/// that reads through it.
+type OwnConsumer = Arc<Mutex<Option<String>>>;
 
 impl JetStreamReader {
     /// Opens a reader of `key` from `from`.
@@ -114,12 +128,16 @@ impl JetStreamReader {
             locate::resolve(&shared.chains, key, &tip, &from).await?;
         let start = locate::record_holding(&shared.chains, key, &tip, from_seq).await?;
         let (sender, records) = mpsc::channel(RECORDS_AHEAD);
+        let own = OwnConsumer::default();
         let pump = tokio::spawn(pump(
-            shared.clone_chains(),
-            shared.feeds.clone(),
-            key.clone(),
+            Pump {
+                chains: shared.clone_chains(),
+                feeds: shared.feeds.clone(),
+                key: key.clone(),
+                own: own.clone(),
+                sender,
+            },
             (start, tip.stream_seq),
-            sender,
         ));
         Ok(Self {
             key: key.clone(),
@@ -139,6 +157,7 @@ impl JetStreamReader {
             state_seq: tip.stream_seq,
             origin: tip.origin(),
             chains: shared.clone_chains(),
+            own,
             deleted: false,
             failed: None,
             _use: guard,
@@ -315,31 +334,39 @@ fn entry_bytes(entry: &LogEntry) -> usize {
 /// through the run's feed on this node while the reader is live. A
 /// reader that starts past `known_end`, the run's last record when it
 /// opened, joins the feed at once.
-async fn pump(
-    chains: Chains,
-    feeds: Arc<Feeds>,
-    key: RunKey,
-    (start, known_end): (u64, u64),
-    sender: mpsc::Sender<Delivered>,
-) {
+async fn pump(pump: Pump, (start, known_end): (u64, u64)) {
     // The stream sequence of the last record handed over.
     let mut last = start.max(1) - 1;
     let mut joined = match last >= known_end {
-        true => feeds.join(&chains, &key, last),
+        true => pump.feeds.join(&pump.chains, &pump.key, last),
         false => None,
     };
     loop {
         if let Some(feed) = joined.take() {
-            match follow_feed(feed, last, &sender).await {
+            match follow_feed(feed, last, &pump.sender).await {
                 Some(through) => last = through,
                 None => return,
             }
         }
-        match own_consumer(&chains, &feeds, &key, last, &sender).await {
+        match pump.own_consumer(last).await {
             Some((feed, through)) => (joined, last) = (Some(feed), through),
             None => return,
         }
     }
+}
+
+/// What the task that reads for a reader works with.
+struct Pump {
+    /// The stream.
+    chains: Chains,
+    /// The feeds of this node.
+    feeds: Arc<Feeds>,
+    /// The run.
+    key: RunKey,
+    /// The name of its own consumer, while it has one.
+    own: OwnConsumer,
+    /// Hands records to the reader.
+    sender: mpsc::Sender<Delivered>,
 }
 
 /// Hands over the records of `joined` past stream sequence `last`; the
@@ -359,79 +386,79 @@ async fn follow_feed(
     Some(last)
 }
 
-/// Hands over the records of `key`'s subject past stream sequence `last`
-/// through a consumer of the reader's own, until the reader is live and
-/// joins the run's feed: then the feed and the last record handed over.
-/// `None` once the reader is gone, or its consumer gave up (the reader
-/// was told).
-async fn own_consumer(
-    chains: &Chains,
-    feeds: &Feeds,
-    key: &RunKey,
-    mut last: u64,
-    sender: &mpsc::Sender<Delivered>,
-) -> Option<(Joined, u64)> {
-    'consumer: loop {
-        let (name, mut messages) = open_consumer(chains, key, last + 1, sender).await?;
-        while let Some(message) = messages.next().await {
-            let delivered = match message {
-                Ok(message) => match message.info() {
-                    Ok(info) if info.stream_sequence <= last => {
-                        // A consumer the client recreated before its first
-                        // message starts again from the subject's first
-                        // record: a new one starts where this one was.
+impl Pump {
+    /// Hands over the records of the run past stream sequence `last`
+    /// through a consumer of the reader's own, until the reader is live
+    /// and joins the run's feed: then the feed and the last record handed
+    /// over. `None` once the reader is gone, or its consumer gave up (the
+    /// reader was told).
+    async fn own_consumer(&self, mut last: u64) -> Option<(Joined, u64)> {
+        let (chains, feeds, key, sender) = (&self.chains, &*self.feeds, &self.key, &self.sender);
+        'consumer: loop {
+            let (name, mut messages) = open_consumer(chains, key, last + 1, sender).await?;
+            *lock(&self.own) = Some(name.clone());
+            while let Some(message) = messages.next().await {
+                let delivered = match message {
+                    Ok(message) => match message.info() {
+                        Ok(info) if info.stream_sequence <= last => {
+                            // A consumer the client recreated before its first
+                            // message starts again from the subject's first
+                            // record: a new one starts where this one was.
+                            drop(messages);
+                            lock(&self.own).take();
+                            forget_consumer(chains, name);
+                            continue 'consumer;
+                        }
+                        Ok(info) => {
+                            let (stream_seq, pending) = (info.stream_sequence, info.pending);
+                            Record::decode(
+                                key,
+                                stream_seq,
+                                message.headers.as_ref(),
+                                message.payload.clone(),
+                            )
+                            .map(|record| Arc::new((stream_seq, record, pending)))
+                        }
+                        // Not skipped: the reader ends, and its follower resumes.
+                        Err(err) => Err(super::chain::unavailable(
+                            format!("a record of run `{key}` came without its place"),
+                            err,
+                        )),
+                    },
+                    Err(err) => {
+                        // The ordered consumer recreates itself; pause a little
+                        // rather than spin while it cannot.
+                        tracing::debug!(run = %key, cause = %err, "a reader's consumer failed; it resumes");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let live = match &delivered {
+                    Ok(record) => {
+                        last = record.0;
+                        record.2 == 0
+                    }
+                    Err(_) => false,
+                };
+                sender.send(delivered).await.ok()?;
+                if live {
+                    if let Some(joined) = feeds.join(chains, key, last) {
                         drop(messages);
+                        lock(&self.own).take();
                         forget_consumer(chains, name);
-                        continue 'consumer;
+                        return Some((joined, last));
                     }
-                    Ok(info) => {
-                        let (stream_seq, pending) = (info.stream_sequence, info.pending);
-                        Record::decode(
-                            key,
-                            stream_seq,
-                            message.headers.as_ref(),
-                            message.payload.clone(),
-                        )
-                        .map(|record| Arc::new((stream_seq, record, pending)))
-                    }
-                    // Not skipped: the reader ends, and its follower resumes.
-                    Err(err) => Err(super::chain::unavailable(
-                        format!("a record of run `{key}` came without its place"),
-                        err,
-                    )),
-                },
-                Err(err) => {
-                    // The ordered consumer recreates itself; pause a little
-                    // rather than spin while it cannot.
-                    tracing::debug!(run = %key, cause = %err, "a reader's consumer failed; it resumes");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let live = match &delivered {
-                Ok(record) => {
-                    last = record.0;
-                    record.2 == 0
-                }
-                Err(_) => false,
-            };
-            sender.send(delivered).await.ok()?;
-            if live {
-                if let Some(joined) = feeds.join(chains, key, last) {
-                    drop(messages);
-                    forget_consumer(chains, name);
-                    return Some((joined, last));
                 }
             }
+            // The consumer gave up: the reader ends with an error its follower
+            // resumes from, rather than wait for records that will not come.
+            let ended = Err(super::chain::unavailable(
+                format!("the reader of run `{key}` lost its consumer"),
+                "the NATS connection closed",
+            ));
+            let _ = sender.send(ended).await;
+            return None;
         }
-        // The consumer gave up: the reader ends with an error its follower
-        // resumes from, rather than wait for records that will not come.
-        let ended = Err(super::chain::unavailable(
-            format!("the reader of run `{key}` lost its consumer"),
-            "the NATS connection closed",
-        ));
-        let _ = sender.send(ended).await;
-        return None;
     }
 }
 
